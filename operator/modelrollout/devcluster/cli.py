@@ -1,0 +1,78 @@
+"""`modelrollout dev cluster up|down|status|env|build`."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from modelrollout.devcluster import cluster, toolchain
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dev = subparsers.add_parser("dev", help="local development tools")
+    dev_commands = dev.add_subparsers(dest="dev_command", required=True)
+    cluster_parser = dev_commands.add_parser(
+        "cluster", help="a local Kubernetes control plane with fake GPU nodes and Prometheus"
+    )
+    actions = cluster_parser.add_subparsers(dest="action", required=True)
+    up = actions.add_parser("up", help="build (once) and start the cluster")
+    up.add_argument("--gpu-nodes", type=int, default=2)
+    up.add_argument("--gpus-per-node", type=int, default=4)
+    up.add_argument("--cpu-nodes", type=int, default=1)
+    for action in ("down", "status", "env"):
+        actions.add_parser(action)
+    actions.add_parser("build", help="build and cache the binaries without starting anything")
+    for parser in actions.choices.values():
+        parser.add_argument("--name", default=cluster.DEFAULT_NAME, help="cluster name")
+    cluster_parser.set_defaults(handler=run)
+
+
+def _print_env(state: cluster.ClusterState) -> None:
+    for key, value in state.env().items():
+        print(f"export {key}={shlex.quote(value)}")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action == "build":
+        binaries = toolchain.ensure_binaries()
+        for name, path in binaries.all().items():
+            print(f"{name}: {path}")
+        return 0
+    if args.action == "up":
+        started = cluster.up(args.name, args.gpu_nodes, args.gpus_per_node, args.cpu_nodes)
+        print(
+            cluster.kubectl(
+                started,
+                [
+                    "get",
+                    "nodes",
+                    "-o",
+                    "custom-columns="
+                    "NAME:.metadata.name,GPUS:.status.allocatable.nvidia\\.com/gpu,"
+                    "TAINTS:.spec.taints[*].key",
+                ],
+            )
+        )
+        print(f"Prometheus: {started.prometheus_url}")
+        print("Use it with:")
+        print(f'  eval "$(modelrollout dev cluster env --name {args.name})"')
+        print("  kubectl get nodes")
+        return 0
+    if args.action == "down":
+        cluster.down(args.name)
+        return 0
+    state = cluster.load_state(args.name)
+    if state is None:
+        print(f"cluster {args.name!r} is not up", file=sys.stderr)
+        return 1
+    if args.action == "env":
+        _print_env(state)
+        return 0
+    running = cluster.is_running(state)
+    print(f"cluster {args.name!r}: {'running' if running else 'NOT running (stale)'}")
+    for component, pid in sorted(cluster.kwok_component_pids(args.name).items()):
+        print(f"  {component}: pid {pid}")
+    print(f"  prometheus: pid {state.prometheus_pid} at {state.prometheus_url}")
+    print(f"  kubeconfig: {state.kubeconfig}")
+    return 0 if running else 1

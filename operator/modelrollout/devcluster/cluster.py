@@ -1,0 +1,349 @@
+"""Bring a local Kubernetes control plane with fake GPU nodes and a Prometheus up and down.
+
+kube-apiserver, kube-controller-manager, kube-scheduler and etcd are real
+binaries (built from Go modules by `toolchain`), run by `kwokctl --runtime
+binary` on loopback; kwok fakes the nodes and the kubelet's pod status. Pods
+run no containers: where a test needs traffic, a harness starts real
+processes in their place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+from modelrollout.devcluster import toolchain
+from modelrollout.devcluster.nodes import cluster_nodes
+from modelrollout.devcluster.prometheus import (
+    PrometheusHandle,
+    prometheus_binary,
+    prometheus_config,
+)
+
+DEFAULT_NAME = "modelrollout"
+
+# Bind everything to loopback: nothing here is for other machines.
+_KWOKCTL_CONFIG = {
+    "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
+    "kind": "KwokctlConfiguration",
+    "options": {"bindAddress": "127.0.0.1"},
+}
+
+
+class ClusterError(RuntimeError):
+    """The local cluster could not be brought up, or is not there."""
+
+
+def state_root() -> Path:
+    explicit = os.environ.get("MODELROLLOUT_STATE")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_STATE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "state") / "modelrollout"
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    """What `up` started, persisted so `down`/`status`/`env` find it again."""
+
+    name: str
+    directory: str
+    kubeconfig: str
+    kubectl: str
+    prometheus_url: str
+    prometheus_pid: int
+    prometheus_sd_dir: str
+    prometheus_rules_dir: str
+
+    @property
+    def prometheus(self) -> PrometheusHandle:
+        return PrometheusHandle(
+            self.prometheus_url, Path(self.prometheus_sd_dir), Path(self.prometheus_rules_dir)
+        )
+
+    def env(self) -> dict[str, str]:
+        """The variables tests, the demo and the operator read to find this cluster."""
+        return {
+            "KUBECONFIG": self.kubeconfig,
+            "MODELROLLOUT_KUBECONFIG": self.kubeconfig,
+            "MODELROLLOUT_PROMETHEUS_URL": self.prometheus_url,
+            "MODELROLLOUT_PROMETHEUS_SD_DIR": self.prometheus_sd_dir,
+            "MODELROLLOUT_PROMETHEUS_RULES_DIR": self.prometheus_rules_dir,
+            "PATH": f"{Path(self.kubectl).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+
+
+def cluster_dir(name: str) -> Path:
+    return state_root() / "clusters" / name
+
+
+def _state_file(name: str) -> Path:
+    return cluster_dir(name) / "state.json"
+
+
+def load_state(name: str = DEFAULT_NAME) -> ClusterState | None:
+    path = _state_file(name)
+    if not path.is_file():
+        return None
+    return ClusterState(**json.loads(path.read_text()))
+
+
+def _log(message: str) -> None:
+    print(f"[cluster] {message}", file=sys.stderr, flush=True)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); treat it as gone.
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.is_file() and stat.read_text().split(") ")[-1].startswith("Z"))
+
+
+def _kwokctl_env(name: str) -> dict[str, str]:
+    return {**os.environ, "KWOK_WORKDIR": str(cluster_dir(name) / "kwok")}
+
+
+def _kwokctl(name: str, args: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    binaries = toolchain.expected_binaries()
+    proc = subprocess.run(
+        [str(binaries.kwokctl), "--name", name, *args],
+        env=_kwokctl_env(name),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if check and proc.returncode != 0:
+        raise ClusterError(f"kwokctl {' '.join(args)} failed:\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def kubectl(state: ClusterState, args: list[str], stdin: str | None = None) -> str:
+    proc = subprocess.run(
+        [state.kubectl, "--kubeconfig", state.kubeconfig, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise ClusterError(f"kubectl {' '.join(args)} failed:\n{proc.stderr[-4000:]}")
+    return proc.stdout
+
+
+def _api_responds(state: ClusterState) -> bool:
+    try:
+        kubectl(state, ["get", "--raw", "/readyz"])
+    except ClusterError:
+        return False
+    return True
+
+
+def kwok_component_pids(name: str) -> dict[str, int]:
+    """Pids of the control-plane processes kwokctl started for this cluster."""
+    pids_dir = cluster_dir(name) / "kwok" / "clusters" / name / "pids"
+    if not pids_dir.is_dir():
+        return {}
+    return {
+        path.stem: int(path.read_text().strip())
+        for path in pids_dir.glob("*.pid")
+        if path.read_text().strip().isdigit()
+    }
+
+
+def is_running(state: ClusterState) -> bool:
+    components = kwok_component_pids(state.name)
+    return (
+        bool(components)
+        and all(_pid_alive(pid) for pid in components.values())
+        and _pid_alive(state.prometheus_pid)
+        and state.prometheus.is_ready()
+        and _api_responds(state)
+    )
+
+
+def _start_prometheus(directory: Path) -> tuple[int, PrometheusHandle]:
+    prom_dir = directory / "prometheus"
+    sd_dir, rules_dir, data_dir = prom_dir / "sd", prom_dir / "rules", prom_dir / "data"
+    for path in (sd_dir, rules_dir, data_dir):
+        path.mkdir(parents=True, exist_ok=True)
+    config_file = prom_dir / "prometheus.yml"
+    config_file.write_text(prometheus_config(sd_dir, rules_dir))
+    port = _free_port()
+    log = (prom_dir / "prometheus.log").open("ab")
+    process = subprocess.Popen(
+        [
+            prometheus_binary(),
+            f"--config.file={config_file}",
+            f"--storage.tsdb.path={data_dir}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--web.enable-lifecycle",
+            "--storage.tsdb.retention.time=1d",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    handle = PrometheusHandle(f"http://127.0.0.1:{port}", sd_dir, rules_dir)
+    try:
+        handle.wait_ready()
+    except Exception:
+        process.kill()
+        raise
+    return process.pid, handle
+
+
+def _install_manifests(state: ClusterState, documents: list[dict[str, object]]) -> None:
+    kubectl(
+        state,
+        ["apply", "--server-side", "--force-conflicts", "-f", "-"],
+        stdin=yaml.safe_dump_all(documents),
+    )
+
+
+def _install_gateway_api(state: ClusterState) -> None:
+    files = toolchain.gateway_api_crd_files()
+    args = ["apply", "--server-side", "--force-conflicts"]
+    for path in files:
+        args += ["-f", str(path)]
+    kubectl(state, args)
+    # File gateway.networking.k8s.io_httproutes.yaml holds CRD httproutes.gateway.networking.k8s.io.
+    names = [".".join(reversed(path.stem.split("_", 1))) for path in files]
+    kubectl(
+        state,
+        ["wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{n}" for n in names)],
+    )
+
+
+def _wait_for_nodes_ready(state: ClusterState, timeout: float = 60.0) -> None:
+    kubectl(state, ["wait", "--for=condition=Ready", f"--timeout={int(timeout)}s", "node", "--all"])
+
+
+def _wait_for_default_service_account(state: ClusterState, timeout: float = 60.0) -> None:
+    # Pods cannot be created in a namespace before its default ServiceAccount exists.
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            kubectl(state, ["get", "serviceaccount", "default", "-n", "default"])
+            return
+        except ClusterError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def up(
+    name: str = DEFAULT_NAME, gpu_nodes: int = 2, gpus_per_node: int = 4, cpu_nodes: int = 1
+) -> ClusterState:
+    """Start the cluster (building binaries on first use); reuse it when already running."""
+    existing = load_state(name)
+    if existing is not None:
+        if is_running(existing):
+            _log(f"cluster {name!r} is already running")
+            return existing
+        _log(f"cluster {name!r} has stale state: cleaning it up first")
+        down(name)
+
+    started = time.monotonic()
+    binaries = toolchain.ensure_binaries()
+    _log(f"binaries ready in {time.monotonic() - started:.1f}s")
+    directory = cluster_dir(name)
+    directory.mkdir(parents=True, exist_ok=True)
+    kwok_config = directory / "kwokctl.yaml"
+    kwok_config.write_text(yaml.safe_dump(_KWOKCTL_CONFIG))
+    kubeconfig = directory / "kubeconfig"
+    _kwokctl(
+        name,
+        [
+            "-c",
+            str(kwok_config),
+            "create",
+            "cluster",
+            "--runtime",
+            "binary",
+            "--kube-apiserver-binary",
+            str(binaries.kube_apiserver),
+            "--kube-controller-manager-binary",
+            str(binaries.kube_controller_manager),
+            "--kube-scheduler-binary",
+            str(binaries.kube_scheduler),
+            "--etcd-binary",
+            str(binaries.etcd),
+            "--kwok-controller-binary",
+            str(binaries.kwok),
+            "--kubeconfig",
+            str(kubeconfig),
+            "--wait",
+            "2m",
+        ],
+    )
+    _log(f"control plane up in {time.monotonic() - started:.1f}s")
+    prometheus_pid, prometheus = _start_prometheus(directory)
+    state = ClusterState(
+        name=name,
+        directory=str(directory),
+        kubeconfig=str(kubeconfig),
+        kubectl=str(binaries.kubectl),
+        prometheus_url=prometheus.url,
+        prometheus_pid=prometheus_pid,
+        prometheus_sd_dir=str(prometheus.sd_dir),
+        prometheus_rules_dir=str(prometheus.rules_dir),
+    )
+    _state_file(name).write_text(json.dumps(asdict(state), indent=2))
+    _install_manifests(state, list(cluster_nodes(gpu_nodes, gpus_per_node, cpu_nodes)))
+    _install_gateway_api(state)
+    _wait_for_nodes_ready(state)
+    _wait_for_default_service_account(state)
+    _log(f"cluster {name!r} ready in {time.monotonic() - started:.1f}s")
+    return state
+
+
+def _stop_pid(pid: int, timeout: float = 10.0) -> None:
+    if not _pid_alive(pid):
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _pid_alive(pid):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            break
+        time.sleep(0.1)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def down(name: str = DEFAULT_NAME) -> None:
+    """Stop every process `up` started (by pid) and remove the cluster's files."""
+    state = load_state(name)
+    if state is not None:
+        _stop_pid(state.prometheus_pid)
+    components = kwok_component_pids(name)
+    if (cluster_dir(name) / "kwok").is_dir() and not toolchain.missing_binaries():
+        _kwokctl(name, ["delete", "cluster"], check=False)
+    # kwokctl stops its components by pid; make sure none outlived it.
+    for pid in components.values():
+        _stop_pid(pid)
+    shutil.rmtree(cluster_dir(name), ignore_errors=True)
+    _log(f"cluster {name!r} is down")

@@ -1,0 +1,117 @@
+"""A Prometheus on loopback whose scrape targets are registered through files.
+
+File service discovery stands in for what a PodMonitor would do in a real
+cluster: each target carries the labels the PodMonitor's relabeling derives
+from pod labels (`namespace`, `pod`, `rollout`, `revision`, `role`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCRAPE_INTERVAL = "1s"
+
+_TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}$")
+
+
+class PrometheusError(RuntimeError):
+    """Prometheus did not start, or answered with an error."""
+
+
+def prometheus_binary() -> str:
+    binary = shutil.which("prometheus") or (
+        "/usr/bin/prometheus" if Path("/usr/bin/prometheus").is_file() else None
+    )
+    if binary is None:
+        raise PrometheusError(
+            "no 'prometheus' binary: install Debian's package (apt-get install prometheus)"
+        )
+    return binary
+
+
+def prometheus_config(sd_dir: Path, rules_dir: Path) -> str:
+    config = {
+        "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
+        "rule_files": [str(rules_dir / "*.yml")],
+        "scrape_configs": [
+            {
+                "job_name": "modelrollout-targets",
+                "scrape_timeout": SCRAPE_INTERVAL,
+                "file_sd_configs": [
+                    {"files": [str(sd_dir / "*.json")], "refresh_interval": SCRAPE_INTERVAL}
+                ],
+            }
+        ],
+    }
+    return json.dumps(config, indent=2)
+
+
+@dataclass(frozen=True)
+class PrometheusHandle:
+    """Talks to a running Prometheus and manages its file-discovered targets."""
+
+    url: str
+    sd_dir: Path
+    rules_dir: Path
+
+    def register_target(self, name: str, address: str, labels: dict[str, str]) -> None:
+        """Scrape `address` (host:port) with `labels`; replaces a target of the same name."""
+        if not _TARGET_NAME.match(name):
+            raise ValueError(f"target name {name!r} must match {_TARGET_NAME.pattern}")
+        entry = [{"targets": [address], "labels": labels}]
+        tmp = self.sd_dir / f".{name}.json.tmp"
+        tmp.write_text(json.dumps(entry))
+        # Rename is atomic: Prometheus never reads a half-written file.
+        os.replace(tmp, self.sd_dir / f"{name}.json")
+
+    def unregister_target(self, name: str) -> None:
+        (self.sd_dir / f"{name}.json").unlink(missing_ok=True)
+
+    def write_rules(self, name: str, rules_yaml: str) -> None:
+        """Install an alerting/recording rule file and make Prometheus load it now."""
+        (self.rules_dir / f"{name}.yml").write_text(rules_yaml)
+        self.reload()
+
+    def remove_rules(self, name: str) -> None:
+        (self.rules_dir / f"{name}.yml").unlink(missing_ok=True)
+        self.reload()
+
+    def reload(self) -> None:
+        request = urllib.request.Request(f"{self.url}/-/reload", method="POST")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            if response.status != 200:
+                raise PrometheusError(f"reload answered {response.status}")
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """Instant query; returns the result vector, raises on an error answer."""
+        params = urllib.parse.urlencode({"query": promql})
+        with urllib.request.urlopen(f"{self.url}/api/v1/query?{params}", timeout=10) as response:
+            body = json.load(response)
+        if body.get("status") != "success":
+            raise PrometheusError(f"query {promql!r} failed: {body}")
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+    def is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.is_ready():
+            if time.monotonic() > deadline:
+                raise PrometheusError(f"Prometheus at {self.url} not ready after {timeout:.0f}s")
+            time.sleep(0.2)

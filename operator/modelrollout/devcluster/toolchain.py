@@ -1,0 +1,252 @@
+"""Build the local cluster's binaries from Go modules and cache them by version.
+
+No download site is reachable here, only the Go module proxy, so every binary
+is compiled from its module: Kubernetes through a wrapper module that replaces
+each staging module (`k8s.io/api`, ...) with its published `v0.X.Y` (the same
+trick Argo Rollouts' go.mod uses), etcd through a wrapper module (its own
+go.mod has `replace` lines, so `go install` refuses it), kwok by `go install`.
+Binaries land in `<cache>/bin/<component>-<version>/`; a later `up` only
+checks that they exist.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+KUBERNETES_VERSION = "v1.34.4"
+ETCD_VERSION = "v3.6.5"
+KWOK_VERSION = "v0.7.0"
+GATEWAY_API_VERSION = "v1.4.1"
+
+KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+
+
+class ToolchainError(RuntimeError):
+    """A binary could not be built; the message carries the failing command's output."""
+
+
+def cache_root() -> Path:
+    """Where built binaries live: outside any checkout, shared by every clone."""
+    explicit = os.environ.get("MODELROLLOUT_CACHE")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "modelrollout"
+
+
+@dataclass(frozen=True)
+class Binaries:
+    """Paths of every binary the local cluster runs."""
+
+    kube_apiserver: Path
+    kube_controller_manager: Path
+    kube_scheduler: Path
+    kubectl: Path
+    etcd: Path
+    kwok: Path
+    kwokctl: Path
+
+    def all(self) -> dict[str, Path]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+def _kubernetes_dir() -> Path:
+    return cache_root() / "bin" / f"kubernetes-{KUBERNETES_VERSION}"
+
+
+def _etcd_dir() -> Path:
+    return cache_root() / "bin" / f"etcd-{ETCD_VERSION}"
+
+
+def _kwok_dir() -> Path:
+    return cache_root() / "bin" / f"kwok-{KWOK_VERSION}"
+
+
+def expected_binaries() -> Binaries:
+    kube = _kubernetes_dir()
+    return Binaries(
+        kube_apiserver=kube / "kube-apiserver",
+        kube_controller_manager=kube / "kube-controller-manager",
+        kube_scheduler=kube / "kube-scheduler",
+        kubectl=kube / "kubectl",
+        etcd=_etcd_dir() / "etcd",
+        kwok=_kwok_dir() / "kwok",
+        kwokctl=_kwok_dir() / "kwokctl",
+    )
+
+
+def missing_binaries() -> list[str]:
+    return [name for name, path in expected_binaries().all().items() if not path.is_file()]
+
+
+def _go() -> str:
+    go = shutil.which("go")
+    if go is None:
+        raise ToolchainError("the Go toolchain ('go') is not on PATH; it builds the cluster")
+    return go
+
+
+def _run_go(args: list[str], cwd: Path, env_extra: dict[str, str] | None = None) -> str:
+    env = dict(os.environ)
+    # The wrapper modules declare an older `go` line; never let Go fetch a toolchain.
+    env.setdefault("GOTOOLCHAIN", "local")
+    env["GOFLAGS"] = "-mod=mod -buildvcs=false"
+    env.update(env_extra or {})
+    print(f"[toolchain] go {' '.join(args)}", file=sys.stderr, flush=True)
+    proc = subprocess.run(
+        [_go(), *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        raise ToolchainError(
+            f"`go {' '.join(args)}` failed in {cwd} (exit {proc.returncode}):\n"
+            f"{proc.stderr[-4000:]}"
+        )
+    return proc.stdout
+
+
+def module_dir(module: str, version: str) -> Path:
+    """Download a module into the Go module cache and return its directory."""
+    with tempfile.TemporaryDirectory(prefix="modelrollout-gomod-") as tmp:
+        Path(tmp, "go.mod").write_text("module modelrollout.dev/download\n\ngo 1.24\n")
+        out = _run_go(["mod", "download", "-json", f"{module}@{version}"], cwd=Path(tmp))
+    info = json.loads(out)
+    if "Error" in info:
+        raise ToolchainError(f"go mod download {module}@{version}: {info['Error']}")
+    return Path(info["Dir"])
+
+
+_STAGING_REPLACE = re.compile(r"^\s*(k8s\.io/[\w.-]+)\s*=>\s*\./staging/src/\S+\s*$")
+
+
+def staging_modules(kubernetes_go_mod: str) -> list[str]:
+    """The staging modules a Kubernetes release replaces with local directories."""
+    modules = [
+        match.group(1)
+        for line in kubernetes_go_mod.splitlines()
+        if (match := _STAGING_REPLACE.match(line))
+    ]
+    if not modules:
+        raise ToolchainError("no staging replace lines found in k8s.io/kubernetes go.mod")
+    return modules
+
+
+def kubernetes_wrapper_go_mod(version: str, kubernetes_go_mod: str) -> str:
+    """A go.mod that builds `k8s.io/kubernetes` at `version` as a dependency."""
+    staging_version = "v0." + version.removeprefix("v").split(".", 1)[1]
+    replaces = "\n".join(
+        f"\t{module} => {module} {staging_version}" for module in staging_modules(kubernetes_go_mod)
+    )
+    return (
+        "module modelrollout.dev/k8sbuild\n\ngo 1.24.0\n\n"
+        f"require k8s.io/kubernetes {version}\n\nreplace (\n{replaces}\n)\n"
+    )
+
+
+def kubernetes_ldflags(version: str) -> str:
+    """Stamp the version the way hack/lib/version.sh does, so /version is truthful."""
+    major, minor = version.removeprefix("v").split(".")[:2]
+    flags = ["-s", "-w"]
+    for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        flags += [
+            f"-X {package}.gitVersion={version}",
+            f"-X {package}.gitMajor={major}",
+            f"-X {package}.gitMinor={minor}",
+            f"-X {package}.gitTreeState=clean",
+        ]
+    return " ".join(flags)
+
+
+def _tools_go(packages: list[str]) -> str:
+    imports = "\n".join(f'\t_ "{package}"' for package in packages)
+    return f"//go:build tools\n\npackage tools\n\nimport (\n{imports}\n)\n"
+
+
+def _build_in_wrapper(
+    go_mod: str, packages: list[str], out_dir: Path, ldflags: str = "-s -w"
+) -> None:
+    with tempfile.TemporaryDirectory(prefix="modelrollout-gobuild-") as tmp:
+        work = Path(tmp)
+        (work / "go.mod").write_text(go_mod)
+        (work / "tools.go").write_text(_tools_go(packages))
+        _run_go(["mod", "tidy"], cwd=work)
+        staging = out_dir.with_name(out_dir.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        _run_go(
+            ["build", "-trimpath", "-ldflags", ldflags, "-o", f"{staging}/", *packages], cwd=work
+        )
+    # Rename last, so an interrupted build never looks complete.
+    shutil.rmtree(out_dir, ignore_errors=True)
+    staging.rename(out_dir)
+
+
+def build_kubernetes() -> None:
+    source = module_dir("k8s.io/kubernetes", KUBERNETES_VERSION)
+    go_mod = kubernetes_wrapper_go_mod(KUBERNETES_VERSION, (source / "go.mod").read_text())
+    packages = [f"k8s.io/kubernetes/cmd/{name}" for name in KUBERNETES_COMMANDS]
+    _build_in_wrapper(go_mod, packages, _kubernetes_dir(), kubernetes_ldflags(KUBERNETES_VERSION))
+
+
+def build_etcd() -> None:
+    go_mod = (
+        "module modelrollout.dev/etcdbuild\n\ngo 1.24\n\n"
+        f"require go.etcd.io/etcd/server/v3 {ETCD_VERSION}\n"
+    )
+    _build_in_wrapper(go_mod, ["go.etcd.io/etcd/server/v3"], _etcd_dir())
+    # Go names the binary after the package path ("server"), not "etcd".
+    (produced,) = _etcd_dir().iterdir()
+    produced.rename(_etcd_dir() / "etcd")
+
+
+def build_kwok() -> None:
+    out_dir = _kwok_dir()
+    staging = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    _run_go(
+        [
+            "install",
+            "-trimpath",
+            f"sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}",
+            f"sigs.k8s.io/kwok/cmd/kwokctl@{KWOK_VERSION}",
+        ],
+        cwd=staging,
+        env_extra={"GOBIN": str(staging)},
+    )
+    shutil.rmtree(out_dir, ignore_errors=True)
+    staging.rename(out_dir)
+
+
+def gateway_api_crd_files() -> list[Path]:
+    """Gateway API CRDs: the standard channel, with HTTPRoute from the experimental one."""
+    crd_dir = module_dir("sigs.k8s.io/gateway-api", GATEWAY_API_VERSION) / "config" / "crd"
+    standard = sorted(
+        path
+        for path in (crd_dir / "standard").glob("gateway.networking.k8s.io_*.yaml")
+        if not path.name.endswith("_httproutes.yaml")
+    )
+    return [*standard, crd_dir / "experimental" / "gateway.networking.k8s.io_httproutes.yaml"]
+
+
+def ensure_binaries() -> Binaries:
+    """Build what is missing from the cache; a warm cache builds nothing."""
+    missing = set(missing_binaries())
+    kubernetes_names = {"kube_apiserver", "kube_controller_manager", "kube_scheduler", "kubectl"}
+    if missing & kubernetes_names:
+        build_kubernetes()
+    if "etcd" in missing:
+        build_etcd()
+    if missing & {"kwok", "kwokctl"}:
+        build_kwok()
+    still_missing = missing_binaries()
+    if still_missing:
+        raise ToolchainError(f"built, yet still missing: {', '.join(still_missing)}")
+    return expected_binaries()

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Install what the tests and the demo need on a fresh machine. Idempotent: a
+# second run installs nothing. Go must already be on PATH (it builds the
+# local cluster's binaries, cached by version outside the checkout).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing_packages=()
+command -v prometheus >/dev/null 2>&1 || missing_packages+=(prometheus)
+command -v lua5.4 >/dev/null 2>&1 || missing_packages+=(lua5.4)
+if [ "${#missing_packages[@]}" -gt 0 ]; then
+  echo "[bootstrap] apt-get install ${missing_packages[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${missing_packages[@]}" >/dev/null
+fi
+
+command -v go >/dev/null 2>&1 || { echo "[bootstrap] Go is required on PATH" >&2; exit 1; }
+
+python="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  echo "[bootstrap] pip install -e .[serving,dev] (torch is large: the first run takes a while)"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[serving,dev]'
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi

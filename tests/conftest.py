@@ -1,0 +1,102 @@
+"""Fixtures shared by every suite.
+
+Cluster tests run against a real kube-apiserver and a real Prometheus: by
+default a local cluster this session brings up (`modelrollout dev cluster`,
+named `pytest`) and takes down at the end; or, when `MODELROLLOUT_KUBECONFIG`
+is set (`eval "$(modelrollout dev cluster env)"` sets it), that cluster and
+the Prometheus named by `MODELROLLOUT_PROMETHEUS_URL`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from modelrollout.devcluster import cluster
+from modelrollout.devcluster.prometheus import PrometheusHandle
+from tests.support.kube import apply_crd, project_crds, wait_until
+
+TEST_CLUSTER_NAME = "pytest"
+
+
+@dataclass(frozen=True)
+class ClusterUnderTest:
+    kubeconfig: str
+    prometheus: PrometheusHandle
+
+
+@pytest.fixture(scope="session")
+def cluster_under_test() -> Iterator[ClusterUnderTest]:
+    kubeconfig = os.environ.get("MODELROLLOUT_KUBECONFIG")
+    if kubeconfig:
+        missing = [
+            name
+            for name in (
+                "MODELROLLOUT_PROMETHEUS_URL",
+                "MODELROLLOUT_PROMETHEUS_SD_DIR",
+                "MODELROLLOUT_PROMETHEUS_RULES_DIR",
+            )
+            if not os.environ.get(name)
+        ]
+        if missing:
+            pytest.fail(f"MODELROLLOUT_KUBECONFIG is set but {', '.join(missing)} is not")
+        yield ClusterUnderTest(
+            kubeconfig,
+            PrometheusHandle(
+                os.environ["MODELROLLOUT_PROMETHEUS_URL"],
+                Path(os.environ["MODELROLLOUT_PROMETHEUS_SD_DIR"]),
+                Path(os.environ["MODELROLLOUT_PROMETHEUS_RULES_DIR"]),
+            ),
+        )
+        return
+    state = cluster.up(TEST_CLUSTER_NAME)
+    try:
+        yield ClusterUnderTest(state.kubeconfig, state.prometheus)
+    finally:
+        if not os.environ.get("MODELROLLOUT_KEEP_CLUSTER"):
+            cluster.down(TEST_CLUSTER_NAME)
+
+
+@pytest.fixture(scope="session")
+def kube_api_client(cluster_under_test: ClusterUnderTest) -> client.ApiClient:
+    """An API client for the cluster under test, with the project's CRDs installed."""
+    api_client = config.new_client_from_config(config_file=cluster_under_test.kubeconfig)
+    for manifest in project_crds():
+        apply_crd(api_client, manifest)
+    return api_client
+
+
+@pytest.fixture(scope="session")
+def prometheus(cluster_under_test: ClusterUnderTest) -> PrometheusHandle:
+    return cluster_under_test.prometheus
+
+
+@pytest.fixture
+def namespace(kube_api_client: client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace per test, deleted afterwards."""
+    stem = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-")
+    name = f"t-{stem}-{uuid.uuid4().hex[:6]}"
+    core = client.CoreV1Api(kube_api_client)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    # Pods are refused until the namespace's default ServiceAccount exists.
+    wait_until(
+        lambda: core.list_namespaced_service_account(name).items,
+        30,
+        f"the default ServiceAccount in {name}",
+    )
+    try:
+        yield name
+    finally:
+        try:
+            core.delete_namespace(name)
+        except ApiException as error:
+            if error.status != 404:
+                raise

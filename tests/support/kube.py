@@ -1,0 +1,65 @@
+"""Helpers for tests that talk to a real kube-apiserver."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+T = TypeVar("T")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CRD_DIR = REPO_ROOT / "crds"
+
+
+def wait_until(
+    probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.2
+) -> T:
+    """Poll `probe` until it returns something truthy; fail naming `what` otherwise."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def apply_crd(api_client: client.ApiClient, manifest: dict[str, Any], timeout: float = 60) -> None:
+    """Create or replace a CRD and wait until the API server serves it."""
+    api = client.ApiextensionsV1Api(api_client)
+    name = manifest["metadata"]["name"]
+    try:
+        current = api.read_custom_resource_definition(name)
+    except ApiException as error:
+        if error.status != 404:
+            raise
+        api.create_custom_resource_definition(manifest)
+    else:
+        manifest = {
+            **manifest,
+            "metadata": {
+                **manifest["metadata"],
+                "resourceVersion": current.metadata.resource_version,
+            },
+        }
+        api.replace_custom_resource_definition(name, manifest)
+
+    def established() -> bool:
+        conditions = api.read_custom_resource_definition(name).status.conditions or []
+        return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+    wait_until(established, timeout, f"CRD {name} to be Established")
+
+
+def project_crds() -> list[dict[str, Any]]:
+    documents: list[dict[str, Any]] = []
+    for path in sorted(CRD_DIR.glob("*.yaml")):
+        documents += [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    return documents

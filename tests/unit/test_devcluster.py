@@ -1,0 +1,85 @@
+"""Pure parts of the local cluster: wrapper go.mod, version stamping, fake nodes, scrape config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from modelrollout.devcluster.nodes import GPU_RESOURCE, cluster_nodes
+from modelrollout.devcluster.prometheus import prometheus_config
+from modelrollout.devcluster.toolchain import (
+    ToolchainError,
+    kubernetes_ldflags,
+    kubernetes_wrapper_go_mod,
+    staging_modules,
+)
+
+pytestmark = pytest.mark.unit
+
+RELEASE_GO_MOD = """module k8s.io/kubernetes
+
+go 1.24.0
+
+require (
+\tk8s.io/api v0.0.0
+)
+
+replace (
+\tk8s.io/api => ./staging/src/k8s.io/api
+\tk8s.io/client-go => ./staging/src/k8s.io/client-go
+\tk8s.io/kube-openapi => k8s.io/kube-openapi v0.0.0-2025
+)
+"""
+
+
+def test_wrapper_replaces_every_staging_module_with_its_published_version() -> None:
+    go_mod = kubernetes_wrapper_go_mod("v1.34.4", RELEASE_GO_MOD)
+    assert "require k8s.io/kubernetes v1.34.4" in go_mod
+    assert "\tk8s.io/api => k8s.io/api v0.34.4" in go_mod
+    assert "\tk8s.io/client-go => k8s.io/client-go v0.34.4" in go_mod
+    # Only staging modules are replaced; pinned third-party replaces are not copied.
+    assert "kube-openapi" not in go_mod
+    assert staging_modules(RELEASE_GO_MOD) == ["k8s.io/api", "k8s.io/client-go"]
+
+
+def test_a_go_mod_without_staging_replaces_is_an_error() -> None:
+    with pytest.raises(ToolchainError, match="no staging replace"):
+        staging_modules("module k8s.io/kubernetes\n")
+
+
+def test_version_is_stamped_for_server_and_client_packages() -> None:
+    flags = kubernetes_ldflags("v1.34.4")
+    for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        assert f"-X {package}.gitVersion=v1.34.4" in flags
+        assert f"-X {package}.gitMajor=1" in flags
+        assert f"-X {package}.gitMinor=34" in flags
+
+
+def test_gpu_nodes_are_tainted_and_advertise_gpus_cpu_nodes_do_not() -> None:
+    nodes = cluster_nodes(gpu_nodes=2, gpus_per_node=4, cpu_nodes=1)
+    gpu = [n for n in nodes if GPU_RESOURCE in n["status"]["allocatable"]]
+    cpu = [n for n in nodes if GPU_RESOURCE not in n["status"]["allocatable"]]
+    assert [n["metadata"]["name"] for n in gpu] == ["gpu-node-0", "gpu-node-1"]
+    assert len(cpu) == 1
+    for node in gpu:
+        assert node["status"]["allocatable"][GPU_RESOURCE] == "4"
+        assert node["metadata"]["labels"]["nvidia.com/gpu.present"] == "true"
+        assert node["spec"]["taints"] == [
+            {"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}
+        ]
+    assert "taints" not in cpu[0]["spec"]
+    assert all(n["metadata"]["annotations"]["kwok.x-k8s.io/node"] == "fake" for n in nodes)
+
+
+def test_bad_node_counts_are_refused() -> None:
+    with pytest.raises(ValueError):
+        cluster_nodes(gpu_nodes=1, gpus_per_node=0, cpu_nodes=0)
+
+
+def test_prometheus_discovers_targets_and_rules_from_the_given_folders(tmp_path: Path) -> None:
+    config = json.loads(prometheus_config(tmp_path / "sd", tmp_path / "rules"))
+    (scrape,) = config["scrape_configs"]
+    assert scrape["file_sd_configs"][0]["files"] == [str(tmp_path / "sd" / "*.json")]
+    assert config["rule_files"] == [str(tmp_path / "rules" / "*.yml")]
