@@ -1,0 +1,1 @@
+"""Kubernetes API access and pure builders of the operator's child objects."""

@@ -1,0 +1,48 @@
+"""Label, annotation and finalizer names: all the operator owns is under modelrollout.dev/."""
+
+from __future__ import annotations
+
+import re
+
+GROUP = "modelrollout.dev"
+VERSION = "v1alpha1"
+PLURAL = "modelrollouts"
+KIND = "ModelRollout"
+
+ROLLOUT_LABEL = f"{GROUP}/rollout"
+REVISION_LABEL = f"{GROUP}/revision"
+ROLE_LABEL = f"{GROUP}/role"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "modelrollout"
+
+FINALIZER = f"{GROUP}/finalizer"
+ANNOTATION_PREFIX = GROUP
+
+ROLE_STABLE = "stable"
+ROLE_CANARY = "canary"
+ROLE_PREVIEW = "preview"
+ROLE_SHADOW = "shadow"
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def revision_object_name(rollout: str, revision: str) -> str:
+    """Name of a revision's Deployment and Service: `<rollout>-<revision>`, a DNS label."""
+    name = f"{rollout}-{revision}"
+    if len(name) > 63 or not _DNS_LABEL.match(name):
+        raise ValueError(
+            f"metadata.name: {rollout!r} leaves no room for the revision suffix "
+            f"(`{name}` must be a DNS label of at most 63 characters)"
+        )
+    return name
+
+
+def selector_labels(rollout: str, revision: str | None = None) -> dict[str, str]:
+    labels = {ROLLOUT_LABEL: rollout}
+    if revision is not None:
+        labels[REVISION_LABEL] = revision
+    return labels
+
+
+def label_selector(labels: dict[str, str]) -> str:
+    return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))

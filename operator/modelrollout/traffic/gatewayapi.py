@@ -1,0 +1,151 @@
+"""Route by weight with a Gateway API HTTPRoute owned by the operator.
+
+The route has one rule whose backendRefs are per-revision Services with
+weights; it attaches to the user's Gateway through `parentRefs`. A backend is
+added only once its Service has Ready endpoints, so a weight never points at
+a revision that cannot answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelrollout.kube.api import ENDPOINT_SLICES, HTTPROUTES, SERVICES, KubeApi
+from modelrollout.kube.labels import revision_object_name
+from modelrollout.kube.workloads import RolloutRef, build_revision_service
+from modelrollout.traffic.base import AchievedWeights, Backends
+
+ROUTE_API_VERSION = "gateway.networking.k8s.io/v1"
+
+
+def build_httproute(backends: Backends, canary_weight: int, canary_ready: bool) -> dict[str, Any]:
+    rollout = backends.rollout
+    refs = [
+        {
+            "name": revision_object_name(rollout.name, backends.stable),
+            "port": backends.port,
+            "weight": 100 - canary_weight if canary_ready else 100,
+        }
+    ]
+    if backends.canary is not None and canary_ready:
+        refs.append(
+            {
+                "name": revision_object_name(rollout.name, backends.canary),
+                "port": backends.port,
+                "weight": canary_weight,
+            }
+        )
+    spec: dict[str, Any] = {
+        "parentRefs": backends.gateway.get("parentRefs", []),
+        "rules": [{"backendRefs": refs}],
+    }
+    if backends.gateway.get("hostnames"):
+        spec["hostnames"] = backends.gateway["hostnames"]
+    return {
+        "apiVersion": ROUTE_API_VERSION,
+        "kind": "HTTPRoute",
+        "metadata": {
+            "name": rollout.name,
+            "namespace": rollout.namespace,
+            "labels": {"app.kubernetes.io/managed-by": "modelrollout"},
+            "ownerReferences": [rollout.owner_reference()],
+        },
+        "spec": spec,
+    }
+
+
+def route_weights(route: dict[str, Any], backends: Backends) -> tuple[int, int]:
+    """(stable, canary) weights as the route has them."""
+    refs = route.get("spec", {}).get("rules", [{}])[0].get("backendRefs", [])
+    by_name = {ref["name"]: int(ref.get("weight", 1)) for ref in refs}
+    stable = by_name.get(revision_object_name(backends.rollout.name, backends.stable), 0)
+    canary = (
+        by_name.get(revision_object_name(backends.rollout.name, backends.canary), 0)
+        if backends.canary
+        else 0
+    )
+    total = stable + canary
+    if total == 0:
+        return 0, 0
+    canary_share = round(100 * canary / total)
+    return 100 - canary_share, canary_share
+
+
+def route_conditions(route: dict[str, Any]) -> tuple[tuple[str, str, str], ...]:
+    conditions: list[tuple[str, str, str]] = []
+    for parent in route.get("status", {}).get("parents", []):
+        for condition in parent.get("conditions", []):
+            if condition.get("type") in ("Accepted", "ResolvedRefs"):
+                conditions.append(
+                    (
+                        condition["type"],
+                        condition.get("status", "Unknown"),
+                        condition.get("message", ""),
+                    )
+                )
+    return tuple(conditions)
+
+
+class GatewayAPIRouter:
+    def __init__(self, api: KubeApi) -> None:
+        self._api = api
+
+    def _has_ready_endpoints(self, namespace: str, service: str) -> bool:
+        slices = self._api.list(ENDPOINT_SLICES, namespace, f"kubernetes.io/service-name={service}")
+        return any(
+            endpoint.get("conditions", {}).get("ready")
+            for endpoint_slice in slices
+            for endpoint in endpoint_slice.get("endpoints") or []
+        )
+
+    def _ensure_services(self, backends: Backends) -> None:
+        rollout = backends.rollout
+        for revision in (backends.stable, backends.canary):
+            if revision is None:
+                continue
+            name = revision_object_name(rollout.name, revision)
+            if self._api.get(SERVICES, rollout.namespace, name) is None:
+                self._api.create(
+                    SERVICES,
+                    rollout.namespace,
+                    build_revision_service(rollout, revision, backends.port),
+                )
+
+    def reconcile(self, backends: Backends) -> None:
+        self._ensure_services(backends)
+        rollout = backends.rollout
+        current = self._api.get(HTTPROUTES, rollout.namespace, rollout.name)
+        if current is None:
+            self._api.create(HTTPROUTES, rollout.namespace, build_httproute(backends, 0, False))
+            return
+        desired = build_httproute(backends, route_weights(current, backends)[1], True)
+        if current["spec"].get("parentRefs") != desired["spec"]["parentRefs"]:
+            self._api.merge_patch(
+                HTTPROUTES,
+                rollout.namespace,
+                rollout.name,
+                {"spec": {"parentRefs": desired["spec"]["parentRefs"]}},
+            )
+
+    def set_weights(self, backends: Backends, canary_weight: int) -> None:
+        rollout = backends.rollout
+        canary_ready = backends.canary is not None and (
+            canary_weight == 0
+            or self._has_ready_endpoints(
+                rollout.namespace, revision_object_name(rollout.name, backends.canary)
+            )
+        )
+        route = build_httproute(backends, canary_weight, canary_ready)
+        self._api.merge_patch(
+            HTTPROUTES, rollout.namespace, rollout.name, {"spec": {"rules": route["spec"]["rules"]}}
+        )
+
+    def get_weights(self, backends: Backends) -> AchievedWeights:
+        route = self._api.get(HTTPROUTES, backends.rollout.namespace, backends.rollout.name)
+        if route is None:
+            return AchievedWeights(0, 0, (("Routed", "False", "HTTPRoute does not exist"),))
+        stable, canary = route_weights(route, backends)
+        return AchievedWeights(stable, canary, route_conditions(route))
+
+    def finalize(self, rollout: RolloutRef) -> None:
+        """The route is owned by the ModelRollout: garbage collection removes it."""

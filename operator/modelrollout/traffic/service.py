@@ -1,0 +1,76 @@
+"""Route by replica count: one Service selects the pods of every revision.
+
+Works on any cluster, without a gateway. A Service spreads requests evenly
+over Ready pods, so the canary's share is its share of Ready replicas; a
+weight is approximated by scaling the canary (rounded up, as Argo Rollouts'
+basic canary does), and the achieved split is reported as it really is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelrollout.kube.api import DEPLOYMENTS, SERVICES, KubeApi
+from modelrollout.kube.labels import label_selector, revision_object_name, selector_labels
+from modelrollout.kube.workloads import RolloutRef, build_service
+from modelrollout.traffic.base import AchievedWeights, Backends, canary_replicas
+
+
+def _ready_replicas(deployment: dict[str, Any] | None) -> int:
+    if deployment is None:
+        return 0
+    return int(deployment.get("status", {}).get("readyReplicas") or 0)
+
+
+class ServiceRouter:
+    def __init__(self, api: KubeApi) -> None:
+        self._api = api
+
+    def reconcile(self, backends: Backends) -> None:
+        rollout = backends.rollout
+        desired = build_service(rollout, rollout.name, selector_labels(rollout.name), backends.port)
+        current = self._api.get(SERVICES, rollout.namespace, rollout.name)
+        if current is None:
+            self._api.create(SERVICES, rollout.namespace, desired)
+        elif current["spec"].get("selector") != desired["spec"]["selector"]:
+            self._api.merge_patch(
+                SERVICES,
+                rollout.namespace,
+                rollout.name,
+                {"spec": {"selector": desired["spec"]["selector"]}},
+            )
+
+    def set_weights(self, backends: Backends, canary_weight: int) -> None:
+        if backends.canary is None:
+            return
+        replicas = 0 if canary_weight == 0 else canary_replicas(backends.replicas, canary_weight)
+        self._api.merge_patch(
+            DEPLOYMENTS,
+            backends.rollout.namespace,
+            revision_object_name(backends.rollout.name, backends.canary),
+            {"spec": {"replicas": replicas}},
+        )
+
+    def get_weights(self, backends: Backends) -> AchievedWeights:
+        rollout = backends.rollout
+        deployments = {
+            d["metadata"]["name"]: d
+            for d in self._api.list(
+                DEPLOYMENTS, rollout.namespace, label_selector(selector_labels(rollout.name))
+            )
+        }
+        stable = _ready_replicas(
+            deployments.get(revision_object_name(rollout.name, backends.stable))
+        )
+        canary = (
+            _ready_replicas(deployments.get(revision_object_name(rollout.name, backends.canary)))
+            if backends.canary
+            else 0
+        )
+        if stable + canary == 0:
+            return AchievedWeights(0, 0, (("Routed", "False", "no Ready replicas"),))
+        canary_weight = round(100 * canary / (stable + canary))
+        return AchievedWeights(100 - canary_weight, canary_weight)
+
+    def finalize(self, rollout: RolloutRef) -> None:
+        """The Service is owned by the ModelRollout: garbage collection removes it."""

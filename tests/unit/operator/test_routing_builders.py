@@ -1,0 +1,69 @@
+"""Pure parts of the child objects and the traffic routers."""
+
+from __future__ import annotations
+
+import pytest
+
+from modelrollout.kube.labels import REVISION_LABEL, ROLE_LABEL, ROLLOUT_LABEL, revision_object_name
+from modelrollout.kube.workloads import RolloutRef, build_deployment, build_revision_service
+from modelrollout.traffic import router_for
+from modelrollout.traffic.base import Backends, canary_replicas
+from modelrollout.traffic.gatewayapi import build_httproute, route_weights
+
+pytestmark = pytest.mark.unit
+
+ROLLOUT = RolloutRef("ml", "chat", "uid-1")
+BACKENDS = Backends(
+    ROLLOUT, "aaa111", "bbb222", 8000, 4, {"parentRefs": [{"name": "inference-gw"}]}
+)
+
+
+def test_deployment_selector_excludes_the_role_so_promotion_needs_no_restart() -> None:
+    deployment = build_deployment(ROLLOUT, "aaa111", "canary", 2, {"containers": []}, 600)
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert selector == {ROLLOUT_LABEL: "chat", REVISION_LABEL: "aaa111"}
+    assert deployment["spec"]["template"]["metadata"]["labels"][ROLE_LABEL] == "canary"
+    assert deployment["metadata"]["name"] == "chat-aaa111"
+    (owner,) = deployment["metadata"]["ownerReferences"]
+    assert owner["kind"] == "ModelRollout" and owner["uid"] == "uid-1" and owner["controller"]
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+
+
+def test_revision_service_selects_exactly_one_revision() -> None:
+    service = build_revision_service(ROLLOUT, "bbb222", 8000)
+    assert service["spec"]["selector"] == {ROLLOUT_LABEL: "chat", REVISION_LABEL: "bbb222"}
+    assert service["spec"]["ports"][0]["port"] == 8000
+
+
+def test_a_name_with_no_room_for_the_revision_is_refused_naming_the_field() -> None:
+    with pytest.raises(ValueError, match=r"metadata\.name"):
+        revision_object_name("x" * 60, "abcdef0123")
+
+
+@pytest.mark.parametrize(
+    ("replicas", "weight", "expected"),
+    [(4, 5, 1), (4, 25, 1), (4, 50, 2), (10, 33, 4), (4, 100, 4)],
+)
+def test_canary_replicas_round_up_and_never_drop_below_one(
+    replicas: int, weight: int, expected: int
+) -> None:
+    assert canary_replicas(replicas, weight) == expected
+
+
+def test_route_adds_the_canary_only_when_it_is_ready() -> None:
+    not_ready = build_httproute(BACKENDS, 25, canary_ready=False)
+    assert [ref["weight"] for ref in not_ready["spec"]["rules"][0]["backendRefs"]] == [100]
+    ready = build_httproute(BACKENDS, 25, canary_ready=True)
+    refs = ready["spec"]["rules"][0]["backendRefs"]
+    assert [(ref["name"], ref["weight"]) for ref in refs] == [
+        ("chat-aaa111", 75),
+        ("chat-bbb222", 25),
+    ]
+    assert ready["spec"]["parentRefs"] == [{"name": "inference-gw"}]
+    assert route_weights(ready, BACKENDS) == (75, 25)
+    assert route_weights(not_ready, BACKENDS) == (100, 0)
+
+
+def test_unknown_router_names_the_field() -> None:
+    with pytest.raises(ValueError, match=r"spec\.traffic\.router"):
+        router_for("istio", None)  # type: ignore[arg-type]
