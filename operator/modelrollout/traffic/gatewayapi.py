@@ -71,6 +71,11 @@ def route_weights(route: dict[str, Any], backends: Backends) -> tuple[int, int]:
     return 100 - canary_share, canary_share
 
 
+def _backend_weights(rules: list[dict[str, Any]]) -> list[tuple[str, int]]:
+    refs = rules[0].get("backendRefs", []) if rules else []
+    return [(ref["name"], int(ref.get("weight", 1))) for ref in refs]
+
+
 def route_conditions(route: dict[str, Any]) -> tuple[tuple[str, str, str], ...]:
     conditions: list[tuple[str, str, str]] = []
     for parent in route.get("status", {}).get("parents", []):
@@ -135,9 +140,15 @@ class GatewayAPIRouter:
                 rollout.namespace, revision_object_name(rollout.name, backends.canary)
             )
         )
-        route = build_httproute(backends, canary_weight, canary_ready)
+        rules = build_httproute(backends, canary_weight, canary_ready)["spec"]["rules"]
+        current = self._api.get(HTTPROUTES, rollout.namespace, rollout.name)
+        if current is None:
+            self.reconcile(backends)
+        elif _backend_weights(current["spec"].get("rules", [])) == _backend_weights(rules):
+            # The API server defaults fields inside rules: compare what we own only.
+            return
         self._api.merge_patch(
-            HTTPROUTES, rollout.namespace, rollout.name, {"spec": {"rules": route["spec"]["rules"]}}
+            HTTPROUTES, rollout.namespace, rollout.name, {"spec": {"rules": rules}}
         )
 
     def get_weights(self, backends: Backends) -> AchievedWeights:

@@ -43,13 +43,14 @@ class ServiceRouter:
     def set_weights(self, backends: Backends, canary_weight: int) -> None:
         if backends.canary is None:
             return
+        rollout = backends.rollout
+        name = revision_object_name(rollout.name, backends.canary)
         replicas = 0 if canary_weight == 0 else canary_replicas(backends.replicas, canary_weight)
-        self._api.merge_patch(
-            DEPLOYMENTS,
-            backends.rollout.namespace,
-            revision_object_name(backends.rollout.name, backends.canary),
-            {"spec": {"replicas": replicas}},
-        )
+        current = self._api.get(DEPLOYMENTS, rollout.namespace, name)
+        if current is not None and int(current["spec"].get("replicas") or 0) != replicas:
+            self._api.merge_patch(
+                DEPLOYMENTS, rollout.namespace, name, {"spec": {"replicas": replicas}}
+            )
 
     def get_weights(self, backends: Backends) -> AchievedWeights:
         rollout = backends.rollout
