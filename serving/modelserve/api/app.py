@@ -1,0 +1,617 @@
+"""The FastAPI application: OpenAI endpoints, health, metrics, draining."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from modelserve.api import errors
+from modelserve.api.generation import CollectedGeneration, Generator, collect
+from modelserve.api.openai_format import (
+    CompletionLogprobs,
+    TokenText,
+    chat_logprobs,
+    finish_reason,
+    new_id,
+    now,
+    usage,
+)
+from modelserve.api.protocol import ChatCompletionRequest, CompletionRequest
+from modelserve.config.settings import ServeSettings
+from modelserve.engine.batcher import ContinuousBatcher
+from modelserve.engine.loader import LoadedModel, load_model
+from modelserve.engine.types import (
+    Finished,
+    FinishReason,
+    PromptScored,
+    SamplingParams,
+    TokenLogprob,
+    TokensGenerated,
+)
+from modelserve.faults import FaultDecider
+from modelserve.metrics import ServingMetrics
+
+logger = logging.getLogger(__name__)
+
+API_PREFIX = "/v1/"
+HANDLERS = ("/v1/completions", "/v1/chat/completions", "/v1/models", "/health", "/metrics")
+
+
+@dataclass
+class ServerState:
+    """Everything the handlers share; the model arrives after startup (health says 503 till then)."""
+
+    settings: ServeSettings
+    metrics: ServingMetrics
+    loaded: LoadedModel | None = None
+    generator: Generator | None = None
+    load_error: str | None = None
+    draining: bool = False
+    in_flight: int = 0
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def ready(self) -> bool:
+        return self.generator is not None and not self.draining
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Refuse new requests and wait for in-flight ones; True if all finished in time."""
+        self.draining = True
+        logger.info(
+            "draining: %d request(s) in flight, waiting up to %gs", self.in_flight, timeout_s
+        )
+        if self.in_flight == 0:
+            return True
+        self._idle.clear()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+            return True
+        except TimeoutError:
+            logger.warning("drain timeout: %d request(s) still in flight", self.in_flight)
+            return False
+
+    def request_done(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self._idle.set()
+
+
+class ServingMiddleware:
+    """Counts HTTP requests by handler and status class, tracks in-flight API requests for
+    draining, and refuses API requests while loading or draining (503)."""
+
+    def __init__(self, app: ASGIApp, state: ServerState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        handler = path if path in HANDLERS else "none"
+        status_code = 500
+
+        async def send_counting(message: Message) -> None:
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = message["status"]
+            await send(message)
+
+        try:
+            if not path.startswith(API_PREFIX):
+                await self.app(scope, receive, send_counting)
+                return
+            if not self.state.ready():
+                reason = "draining" if self.state.draining else "loading the model"
+                await errors.unavailable(f"the server is {reason}").response()(
+                    scope, receive, send_counting
+                )
+                return
+            self.state.in_flight += 1
+            try:
+                await self.app(scope, receive, send_counting)
+            finally:
+                self.state.request_done()
+        finally:
+            self.state.metrics.count_http_request(scope["method"], handler, status_code)
+
+
+async def _until_disconnected(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _unless_disconnected(request: Request, work: Awaitable[Response]) -> Response:
+    """Run `work`, but cancel it (freeing its batch slot) when the client goes away."""
+    work_task = asyncio.ensure_future(work)
+    watch_task = asyncio.ensure_future(_until_disconnected(request))
+    done, _ = await asyncio.wait({work_task, watch_task}, return_when=asyncio.FIRST_COMPLETED)
+    if work_task in done:
+        watch_task.cancel()
+        return work_task.result()
+    work_task.cancel()
+    # Nobody reads this answer; 499 is what proxies log for a client that closed.
+    return Response(status_code=499)
+
+
+def _sse(payload: dict[str, Any] | str) -> str:
+    data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
+    return f"data: {data}\n\n"
+
+
+class OpenAIHandlers:
+    """Turns validated OpenAI requests into engine work and answers."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+
+    @property
+    def _loaded(self) -> LoadedModel:
+        assert self.state.loaded is not None
+        return self.state.loaded
+
+    @property
+    def _generator(self) -> Generator:
+        assert self.state.generator is not None
+        return self.state.generator
+
+    def _check_model(self, model: str | None) -> None:
+        if model is not None and model != self.state.settings.served_model_name:
+            raise errors.model_not_found(model)
+
+    def _encode_prompt(self, prompt: str | list[int]) -> list[int]:
+        if isinstance(prompt, str):
+            if not prompt:
+                raise errors.bad_request("prompt must not be empty", param="prompt")
+            ids: list[int] = self._loaded.tokenizer(prompt).input_ids
+            return ids
+        if not prompt:
+            raise errors.bad_request("prompt must not be empty", param="prompt")
+        vocab = len(self._loaded.tokenizer)
+        if any(not 0 <= t < vocab for t in prompt):
+            raise errors.bad_request(f"prompt token ids must be within [0, {vocab})", "prompt")
+        return list(prompt)
+
+    def _max_tokens(self, prompt_len: int, requested: int | None) -> int:
+        context = self._loaded.max_model_len
+        if requested is None:
+            requested = context - prompt_len
+        if prompt_len + requested > context:
+            raise errors.bad_request(
+                f"This model's maximum context length is {context} tokens. However, you "
+                f"requested {prompt_len + requested} tokens ({prompt_len} in the prompt, "
+                f"{requested} for the completion). Reduce the prompt or max_tokens.",
+                param="max_tokens",
+            )
+        if requested < 1 and prompt_len >= context:
+            raise errors.bad_request("the prompt fills the model's context", param="prompt")
+        return requested
+
+    # --- /v1/completions -------------------------------------------------------------
+
+    async def completions(self, body: CompletionRequest, request: Request) -> Response:
+        self._check_model(body.model)
+        if body.n != 1:
+            raise errors.bad_request("only n=1 is supported", param="n")
+        prompts = self._split_prompts(body.prompt)
+        if body.stream and len(prompts) > 1:
+            raise errors.bad_request("streaming takes a single prompt", param="prompt")
+        if body.max_tokens == 0 and not body.echo:
+            raise errors.bad_request("max_tokens=0 needs echo=true", param="max_tokens")
+        encoded = [self._encode_prompt(p) for p in prompts]
+        params = [self._completion_params(body, len(ids)) for ids in encoded]
+        await self._generator.before_start()
+        if body.stream:
+            return self._stream_completion(body, prompts[0], encoded[0], params[0])
+        return await _unless_disconnected(request, self._complete(body, prompts, encoded, params))
+
+    @staticmethod
+    def _split_prompts(prompt: str | list[int] | list[str] | list[list[int]]) -> list[Any]:
+        if isinstance(prompt, str):
+            return [prompt]
+        if not prompt:
+            raise errors.bad_request("prompt must not be empty", param="prompt")
+        if all(isinstance(p, int) for p in prompt):
+            return [prompt]
+        return list(prompt)
+
+    def _completion_params(self, body: CompletionRequest, prompt_len: int) -> SamplingParams:
+        return SamplingParams(
+            max_tokens=self._max_tokens(prompt_len, body.max_tokens),
+            temperature=body.temperature,
+            top_p=body.top_p,
+            top_k=body.top_k if body.top_k > 0 else -1,
+            seed=body.seed,
+            stop=body.stop_strings(),
+            ignore_eos=body.ignore_eos,
+            logprobs=body.logprobs,
+            prompt_logprobs=body.logprobs if body.echo and body.logprobs is not None else None,
+        )
+
+    def _prompt_text(self, prompt: str | list[int]) -> str:
+        if isinstance(prompt, str):
+            return prompt
+        return str(self._loaded.tokenizer.decode(prompt, clean_up_tokenization_spaces=False))
+
+    def _echo_logprobs(
+        self, logprobs: CompletionLogprobs, ids: list[int], scores: PromptScored | None
+    ) -> None:
+        per_token: tuple[TokenLogprob | None, ...] = (
+            scores.prompt_logprobs if scores else (None,) * len(ids)
+        )
+        for token_id, scored in zip(ids, per_token, strict=True):
+            logprobs.add(token_id, scored)
+
+    async def _complete(
+        self,
+        body: CompletionRequest,
+        prompts: list[Any],
+        encoded: list[list[int]],
+        params: list[SamplingParams],
+    ) -> Response:
+        results: list[CollectedGeneration] = await asyncio.gather(
+            *(
+                collect(self._generator.generate(ids, p))
+                for ids, p in zip(encoded, params, strict=True)
+            )
+        )
+        token_text = TokenText(self._loaded.tokenizer)
+        choices = []
+        prompt_tokens = completion_tokens = 0
+        for index, (prompt, ids, result) in enumerate(zip(prompts, encoded, results, strict=True)):
+            text = (self._prompt_text(prompt) if body.echo else "") + result.text
+            logprobs_body = None
+            if body.logprobs is not None:
+                logprobs = CompletionLogprobs(token_text)
+                if body.echo:
+                    self._echo_logprobs(logprobs, ids, result.prompt_scores)
+                for event in result.logprobs:
+                    for token_id, scored in zip(event.token_ids, event.logprobs or (), strict=True):
+                        logprobs.add(token_id, scored)
+                logprobs_body = logprobs.take()
+            choices.append(
+                {
+                    "index": index,
+                    "text": text,
+                    "logprobs": logprobs_body,
+                    "finish_reason": finish_reason(result.finished),
+                }
+            )
+            prompt_tokens += len(ids)
+            completion_tokens += len(result.token_ids)
+        return JSONResponse(
+            {
+                "id": new_id("cmpl"),
+                "object": "text_completion",
+                "created": now(),
+                "model": self.state.settings.served_model_name,
+                "choices": choices,
+                "usage": usage(prompt_tokens, completion_tokens),
+            }
+        )
+
+    def _stream_completion(
+        self, body: CompletionRequest, prompt: Any, ids: list[int], params: SamplingParams
+    ) -> StreamingResponse:
+        completion_id, created = new_id("cmpl"), now()
+        model = self.state.settings.served_model_name
+        token_text = TokenText(self._loaded.tokenizer)
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+
+        def chunk(text: str, logprobs: dict[str, Any] | None, reason: str | None) -> str:
+            return _sse(
+                {
+                    "id": completion_id,
+                    "object": "text_completion",
+                    "created": created,
+                    "model": model,
+                    "choices": [
+                        {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": reason}
+                    ],
+                }
+            )
+
+        async def stream() -> AsyncIterator[str]:
+            logprobs = CompletionLogprobs(token_text) if body.logprobs is not None else None
+            if body.echo and params.prompt_logprobs is None:
+                if logprobs is not None:
+                    self._echo_logprobs(logprobs, ids, None)
+                yield chunk(self._prompt_text(prompt), logprobs.take() if logprobs else None, None)
+            completion_tokens = 0
+            async for event in self._generator.generate(ids, params):
+                if isinstance(event, PromptScored) and logprobs is not None:
+                    self._echo_logprobs(logprobs, ids, event)
+                    yield chunk(self._prompt_text(prompt), logprobs.take(), None)
+                elif isinstance(event, TokensGenerated):
+                    completion_tokens += len(event.token_ids)
+                    if logprobs is not None:
+                        for token_id, scored in zip(
+                            event.token_ids, event.logprobs or (), strict=True
+                        ):
+                            logprobs.add(token_id, scored)
+                    if event.text or logprobs is not None:
+                        yield chunk(event.text, logprobs.take() if logprobs else None, None)
+                elif isinstance(event, Finished):
+                    yield _stream_end(event, chunk(event.text, None, event.reason.value))
+                    if include_usage:
+                        yield _sse(
+                            {
+                                "id": completion_id,
+                                "object": "text_completion",
+                                "created": created,
+                                "model": model,
+                                "choices": [],
+                                "usage": usage(len(ids), completion_tokens),
+                            }
+                        )
+            yield _sse("[DONE]")
+
+        return StreamingResponse(_guard_stream(stream()), media_type="text/event-stream")
+
+    # --- /v1/chat/completions ----------------------------------------------------------
+
+    async def chat_completions(self, body: ChatCompletionRequest, request: Request) -> Response:
+        self._check_model(body.model)
+        if body.n != 1:
+            raise errors.bad_request("only n=1 is supported", param="n")
+        tokenizer = self._loaded.tokenizer
+        if not getattr(tokenizer, "chat_template", None):
+            raise errors.bad_request("this model has no chat template: use /v1/completions")
+        ids: list[int] = tokenizer.apply_chat_template(
+            body.template_messages(), add_generation_prompt=True, tokenize=True
+        )
+        top = body.top_logprobs or 0
+        params = SamplingParams(
+            max_tokens=self._max_tokens(len(ids), body.requested_max_tokens()),
+            temperature=body.temperature,
+            top_p=body.top_p,
+            top_k=body.top_k if body.top_k > 0 else -1,
+            seed=body.seed,
+            stop=body.stop_strings(),
+            ignore_eos=body.ignore_eos,
+            logprobs=top if body.logprobs else None,
+        )
+        await self._generator.before_start()
+        if body.stream:
+            return self._stream_chat(body, ids, params)
+        return await _unless_disconnected(request, self._chat(body, ids, params))
+
+    async def _chat(
+        self, body: ChatCompletionRequest, ids: list[int], params: SamplingParams
+    ) -> Response:
+        result = await collect(self._generator.generate(ids, params))
+        logprobs_body = None
+        if body.logprobs:
+            scored = [s for event in result.logprobs for s in (event.logprobs or ())]
+            logprobs_body = chat_logprobs(TokenText(self._loaded.tokenizer), scored)
+        return JSONResponse(
+            {
+                "id": new_id("chatcmpl"),
+                "object": "chat.completion",
+                "created": now(),
+                "model": self.state.settings.served_model_name,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": result.text},
+                        "logprobs": logprobs_body,
+                        "finish_reason": finish_reason(result.finished),
+                    }
+                ],
+                "usage": usage(len(ids), len(result.token_ids)),
+            }
+        )
+
+    def _stream_chat(
+        self, body: ChatCompletionRequest, ids: list[int], params: SamplingParams
+    ) -> StreamingResponse:
+        chat_id, created = new_id("chatcmpl"), now()
+        model = self.state.settings.served_model_name
+        token_text = TokenText(self._loaded.tokenizer)
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+
+        def chunk(
+            delta: dict[str, Any], logprobs: dict[str, Any] | None, reason: str | None
+        ) -> str:
+            return _sse(
+                {
+                    "id": chat_id,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "choices": [
+                        {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": reason}
+                    ],
+                }
+            )
+
+        async def stream() -> AsyncIterator[str]:
+            yield chunk({"role": "assistant", "content": ""}, None, None)
+            completion_tokens = 0
+            async for event in self._generator.generate(ids, params):
+                if isinstance(event, TokensGenerated):
+                    completion_tokens += len(event.token_ids)
+                    logprobs = (
+                        chat_logprobs(token_text, list(event.logprobs or ()))
+                        if body.logprobs
+                        else None
+                    )
+                    if event.text or logprobs is not None:
+                        yield chunk({"content": event.text}, logprobs, None)
+                elif isinstance(event, Finished):
+                    delta = {"content": event.text} if event.text else {}
+                    yield _stream_end(event, chunk(delta, None, event.reason.value))
+                    if include_usage:
+                        yield _sse(
+                            {
+                                "id": chat_id,
+                                "object": "chat.completion.chunk",
+                                "created": created,
+                                "model": model,
+                                "choices": [],
+                                "usage": usage(len(ids), completion_tokens),
+                            }
+                        )
+            yield _sse("[DONE]")
+
+        return StreamingResponse(_guard_stream(stream()), media_type="text/event-stream")
+
+
+def _stream_end(event: Finished, last_chunk: str) -> str:
+    """The last chunk of a stream, or an error event when the engine failed the request."""
+    if event.reason is FinishReason.ERROR:
+        return _sse(errors.error_body(event.error or "generation failed", "internal_error"))
+    return last_chunk
+
+
+async def _guard_stream(stream: AsyncIterator[str]) -> AsyncIterator[str]:
+    """Once streaming has begun the status is sent: errors become an error event, then [DONE]."""
+    try:
+        async for line in stream:
+            yield line
+    except errors.APIError as error:
+        yield _sse(error.body())
+        yield _sse("[DONE]")
+
+
+def _load_engine(state: ServerState, loop: asyncio.AbstractEventLoop) -> None:
+    """Load the model and warm it up (on a worker thread), then open the API."""
+    settings = state.settings
+    try:
+        loaded = load_model(
+            settings.model_uri,
+            pvc_mount_root=settings.pvc_mount_root,
+            dtype=settings.dtype,
+            max_model_len=settings.max_model_len,
+        )
+        batcher = ContinuousBatcher(
+            loaded.model,
+            loaded.tokenizer,
+            max_batch_size=settings.max_batch_size,
+            max_queue_size=settings.max_queue_size,
+            eos_token_ids=loaded.eos_token_ids,
+            pad_token_id=loaded.pad_token_id,
+            token_delay_s=settings.faults.token_delay_s,
+        )
+        batcher.start()
+        _warm_up(batcher, loaded)
+    except Exception as error:
+        logger.exception("model load failed")
+        state.load_error = f"{type(error).__name__}: {error}"
+        return
+    state.metrics.track_engine(lambda: batcher.num_running, lambda: batcher.num_waiting)
+    generator = Generator(
+        batcher, state.metrics, FaultDecider(settings.faults), settings.request_timeout_s
+    )
+
+    def publish() -> None:
+        state.loaded, state.generator = loaded, generator
+        logger.info("model %s loaded and warm; serving", settings.served_model_name)
+
+    loop.call_soon_threadsafe(publish)
+
+
+def _warm_up(batcher: ContinuousBatcher, loaded: LoadedModel) -> None:
+    """One short generation, so the first real request does not pay for lazy initialisation."""
+    from modelserve.engine.types import GenerationRequest
+
+    done = threading.Event()
+
+    def sink(event: object) -> None:
+        if isinstance(event, Finished):
+            done.set()
+
+    prompt = loaded.tokenizer("warm up").input_ids or [loaded.pad_token_id]
+    batcher.submit(GenerationRequest(prompt, SamplingParams(max_tokens=2, temperature=0.0), sink))
+    done.wait()
+
+
+def create_app(settings: ServeSettings) -> FastAPI:
+    """The application; the model loads in the background once the app starts."""
+    state = ServerState(settings=settings, metrics=ServingMetrics(settings.served_model_name))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        loader = threading.Thread(
+            target=_load_engine, args=(state, loop), name="modelserve-load", daemon=True
+        )
+        loader.start()
+        yield
+        state.draining = True
+        if state.generator is not None:
+            await asyncio.to_thread(state.generator.batcher.stop)
+
+    app = FastAPI(title="modelserve", lifespan=lifespan)
+    app.state.serving = state
+    handlers = OpenAIHandlers(state)
+
+    @app.exception_handler(errors.APIError)
+    async def _api_error(request: Request, error: errors.APIError) -> JSONResponse:
+        return error.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        first = error.errors()[0] if error.errors() else {}
+        location = [str(p) for p in first.get("loc", ()) if p != "body"]
+        if first.get("type") == "json_invalid":
+            return errors.bad_request("the request body is not valid JSON").response()
+        else:
+            message = f"{'.'.join(location) or 'body'}: {first.get('msg', 'invalid request')}"
+        return errors.bad_request(message, param=location[0] if location else None).response()
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest, request: Request) -> Response:
+        return await handlers.completions(body, request)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+        return await handlers.chat_completions(body, request)
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        loaded = state.loaded
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": settings.served_model_name,
+                    "object": "model",
+                    "created": now(),
+                    "owned_by": "modelserve",
+                    "root": settings.model_uri,
+                    "max_model_len": loaded.max_model_len if loaded else None,
+                }
+            ],
+        }
+
+    @app.get("/health")
+    async def health() -> Response:
+        if state.load_error is not None:
+            return JSONResponse({"status": "failed", "error": state.load_error}, status_code=503)
+        if state.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
+        if state.generator is None:
+            return JSONResponse({"status": "loading"}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(ServingMiddleware, state=state)
+    return app

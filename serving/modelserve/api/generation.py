@@ -1,0 +1,136 @@
+"""Running one OpenAI request through the engine: events, metrics, faults and timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from modelserve.api import errors
+from modelserve.engine.batcher import ContinuousBatcher
+from modelserve.engine.types import (
+    EngineEvent,
+    EngineStoppedError,
+    Finished,
+    FinishReason,
+    GenerationRequest,
+    PromptScored,
+    QueueFullError,
+    SamplingParams,
+    TokensGenerated,
+)
+from modelserve.faults import FaultDecider
+from modelserve.metrics import ServingMetrics
+
+
+@dataclass
+class RequestClock:
+    """Times one request the way vLLM does: from arrival, in the server."""
+
+    metrics: ServingMetrics
+    arrival: float = field(default_factory=time.monotonic)
+    last_token: float | None = None
+
+    def tokens(self, count: int) -> None:
+        now = time.monotonic()
+        if self.last_token is None:
+            self.metrics.time_to_first_token.observe(now - self.arrival)
+        else:
+            self.metrics.inter_token_latency.observe(now - self.last_token)
+        self.last_token = now
+        self.metrics.generation_tokens.inc(count)
+
+    def finished(self, event: Finished) -> None:
+        self.metrics.request_success[event.reason].inc()
+        self.metrics.prompt_tokens.inc(event.prompt_tokens)
+        if event.reason in (FinishReason.STOP, FinishReason.LENGTH):
+            self.metrics.e2e_request_latency.observe(time.monotonic() - self.arrival)
+
+
+@dataclass
+class Generator:
+    """What a request handler needs from the server to run generations."""
+
+    batcher: ContinuousBatcher
+    metrics: ServingMetrics
+    faults: FaultDecider
+    request_timeout_s: float
+
+    async def before_start(self) -> None:
+        """Apply injected latency and errors before the request reaches the engine."""
+        if self.faults.faults.added_latency_s > 0:
+            await asyncio.sleep(self.faults.faults.added_latency_s)
+        if self.faults.should_fail():
+            self.metrics.request_success[FinishReason.ERROR].inc()
+            raise errors.injected_failure()
+
+    async def generate(
+        self, prompt_token_ids: list[int], params: SamplingParams
+    ) -> AsyncIterator[EngineEvent]:
+        """Events of one generation; the engine request is cancelled if the caller stops early."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[EngineEvent] = asyncio.Queue()
+        clock = RequestClock(self.metrics)
+
+        def sink(event: EngineEvent) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, event)
+
+        request = GenerationRequest(prompt_token_ids, params, sink)
+        try:
+            self.batcher.submit(request)
+        except QueueFullError as error:
+            raise errors.queue_full(str(error)) from error
+        except EngineStoppedError as error:
+            raise errors.unavailable(str(error)) from error
+        deadline = clock.arrival + self.request_timeout_s
+        finished = False
+        try:
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), deadline - time.monotonic())
+                except TimeoutError:
+                    raise errors.timed_out(self.request_timeout_s) from None
+                if isinstance(event, TokensGenerated):
+                    clock.tokens(len(event.token_ids))
+                elif isinstance(event, Finished):
+                    finished = True
+                    clock.finished(event)
+                yield event
+                if finished:
+                    return
+        finally:
+            if not finished:
+                request.cancel()
+                # The abort is counted here: the engine's own Finished will find no reader.
+                self.metrics.request_success[FinishReason.ABORT].inc()
+
+
+@dataclass
+class CollectedGeneration:
+    """A whole generation gathered for a non-streaming answer."""
+
+    token_ids: list[int] = field(default_factory=list)
+    text: str = ""
+    logprobs: list[TokensGenerated] = field(default_factory=list)
+    prompt_scores: PromptScored | None = None
+    finished: Finished | None = None
+
+
+async def collect(events: AsyncIterator[EngineEvent]) -> CollectedGeneration:
+    collected = CollectedGeneration()
+    async for event in events:
+        if isinstance(event, TokensGenerated):
+            collected.token_ids.extend(event.token_ids)
+            collected.text += event.text
+            collected.logprobs.append(event)
+        elif isinstance(event, PromptScored):
+            collected.prompt_scores = event
+        else:
+            collected.text += event.text
+            collected.finished = event
+    if collected.finished is not None and collected.finished.reason is FinishReason.ERROR:
+        raise errors.APIError(
+            500, collected.finished.error or "generation failed", error_type="internal_error"
+        )
+    return collected

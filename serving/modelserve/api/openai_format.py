@@ -1,0 +1,94 @@
+"""Shaping engine output into OpenAI response bodies and stream chunks."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from modelserve.engine.types import Finished, TokenLogprob
+
+
+class TokenText:
+    """The text of single tokens, as OpenAI's logprobs show them."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self._tokenizer = tokenizer
+
+    def __call__(self, token_id: int) -> str:
+        return str(self._tokenizer.decode([token_id], clean_up_tokenization_spaces=False))
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+class CompletionLogprobs:
+    """Accumulates the legacy completions `logprobs` object (tokens, token_logprobs, ...)."""
+
+    def __init__(self, token_text: TokenText, text_offset: int = 0) -> None:
+        self._token_text = token_text
+        self._offset = text_offset
+        self.tokens: list[str] = []
+        self.token_logprobs: list[float | None] = []
+        self.top_logprobs: list[dict[str, float] | None] = []
+        self.text_offset: list[int] = []
+
+    def add(self, token_id: int, scored: TokenLogprob | None) -> None:
+        text = self._token_text(token_id)
+        self.tokens.append(text)
+        self.text_offset.append(self._offset)
+        self._offset += len(text)
+        if scored is None:
+            self.token_logprobs.append(None)
+            self.top_logprobs.append(None)
+            return
+        self.token_logprobs.append(scored.logprob)
+        top = {self._token_text(t): lp for t, lp in scored.top}
+        top.setdefault(text, scored.logprob)
+        self.top_logprobs.append(top)
+
+    def take(self) -> dict[str, Any]:
+        """The object for what was added since the last take (a stream chunk's share)."""
+        body = {
+            "tokens": self.tokens,
+            "token_logprobs": self.token_logprobs,
+            "top_logprobs": self.top_logprobs,
+            "text_offset": self.text_offset,
+        }
+        self.tokens, self.token_logprobs, self.top_logprobs, self.text_offset = [], [], [], []
+        return body
+
+
+def chat_logprobs(token_text: TokenText, scored: list[TokenLogprob]) -> dict[str, Any]:
+    """The chat `logprobs` object: {"content": [{token, logprob, bytes, top_logprobs}]}."""
+
+    def entry(token_id: int, logprob: float) -> dict[str, Any]:
+        text = token_text(token_id)
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
+
+    return {
+        "content": [
+            {
+                **entry(s.token_id, s.logprob),
+                "top_logprobs": [entry(t, lp) for t, lp in s.top],
+            }
+            for s in scored
+        ]
+    }
+
+
+def finish_reason(finished: Finished | None) -> str | None:
+    return finished.reason.value if finished is not None else None

@@ -1,0 +1,209 @@
+"""`modelserve` command line: serve, eval, loadgen, make-tiny-model."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("serve", help="serve a causal LM over an OpenAI-compatible API")
+    parser.add_argument(
+        "--model", required=True, help="path, file://, pvc://claim/path or hf://org/name@rev"
+    )
+    parser.add_argument(
+        "--served-model-name", help="the model name clients send (default: --model)"
+    )
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--pvc-mount-root", default="/models", help="where pvc:// claims are mounted"
+    )
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--max-model-len", type=int, help="cap the context length")
+    parser.add_argument("--max-batch-size", type=int, default=32, help="requests decoded together")
+    parser.add_argument("--no-batching", action="store_true", help="decode one request at a time")
+    parser.add_argument(
+        "--max-queue-size", type=int, default=256, help="waiting requests before 429"
+    )
+    parser.add_argument("--request-timeout", type=float, default=600.0, help="seconds per request")
+    parser.add_argument(
+        "--drain-timeout", type=float, default=30.0, help="seconds to drain on SIGTERM"
+    )
+    parser.add_argument("--log-level", default="info")
+    faults = parser.add_argument_group(
+        "fault injection (rollout testing only; needs --fault-injection or "
+        "MODELSERVE_FAULT_INJECTION=enabled as well as a parameter)"
+    )
+    faults.add_argument("--fault-injection", action="store_true", help="allow fault parameters")
+    faults.add_argument("--fault-error-rate", type=float, default=0.0, help="fraction answered 500")
+    faults.add_argument(
+        "--fault-latency", type=float, default=0.0, help="seconds added per request"
+    )
+    faults.add_argument(
+        "--fault-token-delay", type=float, default=0.0, help="seconds added per token"
+    )
+    faults.add_argument("--fault-seed", type=int, help="seed for choosing failed requests")
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from modelserve.config.settings import ServeSettings
+    from modelserve.config.uri import ModelURIError, parse_model_uri
+    from modelserve.faults import (
+        FaultConfigError,
+        build_fault_injection,
+        fault_injection_switched_on,
+    )
+
+    try:
+        parse_model_uri(args.model)
+        faults = build_fault_injection(
+            switched_on=fault_injection_switched_on(args.fault_injection),
+            error_rate=args.fault_error_rate,
+            added_latency_s=args.fault_latency,
+            token_delay_s=args.fault_token_delay,
+            seed=args.fault_seed,
+        )
+    except (ModelURIError, FaultConfigError) as error:
+        print(f"modelserve serve: {error}", file=sys.stderr)
+        return 2
+    if args.max_batch_size < 1 or args.max_queue_size < 0:
+        print(
+            "modelserve serve: --max-batch-size must be >= 1, --max-queue-size >= 0",
+            file=sys.stderr,
+        )
+        return 2
+    settings = ServeSettings(
+        model_uri=args.model,
+        served_model_name=args.served_model_name or args.model,
+        pvc_mount_root=args.pvc_mount_root,
+        dtype=args.dtype,
+        max_model_len=args.max_model_len,
+        max_batch_size=1 if args.no_batching else args.max_batch_size,
+        max_queue_size=args.max_queue_size,
+        request_timeout_s=args.request_timeout,
+        drain_timeout_s=args.drain_timeout,
+        faults=faults,
+    )
+    from modelserve.server import serve
+
+    serve(settings, args.host, args.port, args.log_level)
+    return 0
+
+
+def _add_eval(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("eval", help="perplexity of a served model on a text file")
+    parser.add_argument("--url", required=True, help="base URL of the server")
+    parser.add_argument("--model", required=True, help="the served model name")
+    parser.add_argument("--text-file", required=True, type=Path, help="one text per paragraph")
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from modelserve.eval import perplexity
+
+    texts = [p.strip() for p in args.text_file.read_text().split("\n\n") if p.strip()]
+    result = perplexity(args.url, args.model, texts)
+    print(f"tokens scored: {result.tokens_scored} perplexity: {result.perplexity:.3f}")
+    return 0
+
+
+def _add_loadgen(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("loadgen", help="send load to one or more servers")
+    parser.add_argument(
+        "--target", action="append", required=True, help="URL or URL=WEIGHT; repeat"
+    )
+    parser.add_argument("--model", required=True)
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--rate", type=float, help="open loop: requests per second")
+    mode.add_argument("--concurrency", type=int, help="closed loop: concurrent clients")
+    parser.add_argument("--requests", type=int, help="stop after this many requests")
+    parser.add_argument("--duration", type=float, help="stop issuing after this many seconds")
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--temperature", type=float, default=0.0)
+    parser.add_argument("--no-stream", action="store_true")
+    parser.add_argument("--chat", action="store_true", help="use /v1/chat/completions")
+    parser.add_argument("--prompt", action="append", help="prompt mix (repeat); default: built-in")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def _run_loadgen(args: argparse.Namespace) -> int:
+    from modelserve.loadgen import DEFAULT_PROMPTS, LoadConfig, parse_target, run_load
+
+    try:
+        config = LoadConfig(
+            targets=[parse_target(t) for t in args.target],
+            model=args.model,
+            rate=args.rate,
+            concurrency=args.concurrency,
+            max_requests=args.requests,
+            duration_s=args.duration,
+            prompts=tuple(args.prompt) if args.prompt else DEFAULT_PROMPTS,
+            max_tokens=args.max_tokens,
+            temperature=args.temperature,
+            stream=not args.no_stream,
+            chat=args.chat,
+            request_timeout_s=args.timeout,
+            seed=args.seed,
+        )
+    except ValueError as error:
+        print(f"modelserve loadgen: {error}", file=sys.stderr)
+        return 2
+    result = run_load(config)
+    print(result.summary())
+    return 0 if result.ok == result.requests else 1
+
+
+def _add_make_tiny_model(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "make-tiny-model", help="write a tiny random model (no download)"
+    )
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hidden-size", type=int, default=64)
+    parser.add_argument("--intermediate-size", type=int, help="default: 2 x hidden size")
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--kv-heads", type=int, default=2)
+
+
+def _run_make_tiny_model(args: argparse.Namespace) -> int:
+    from modelserve.tiny_model import TinyModelShape, make_tiny_model
+
+    shape = TinyModelShape(
+        hidden_size=args.hidden_size,
+        intermediate_size=args.intermediate_size or 2 * args.hidden_size,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        num_key_value_heads=args.kv_heads,
+    )
+    print(make_tiny_model(args.out_dir, seed=args.seed, shape=shape))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="modelserve", description=__doc__)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _add_serve(subparsers)
+    _add_eval(subparsers)
+    _add_loadgen(subparsers)
+    _add_make_tiny_model(subparsers)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(args, "log_level", "info").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    runners = {
+        "serve": _run_serve,
+        "eval": _run_eval,
+        "loadgen": _run_loadgen,
+        "make-tiny-model": _run_make_tiny_model,
+    }
+    return runners[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Configuration of the server: where the model comes from and how it is served."""

@@ -1,0 +1,25 @@
+"""Settings of `modelserve serve`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from modelserve.config.uri import DEFAULT_PVC_MOUNT_ROOT
+from modelserve.faults import FaultInjection
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    model_uri: str
+    served_model_name: str
+    pvc_mount_root: str = DEFAULT_PVC_MOUNT_ROOT
+    dtype: str = "float32"
+    max_model_len: int | None = None
+    # 1 turns batching off: requests are decoded one after another.
+    max_batch_size: int = 32
+    # Requests waiting for a batch slot; one more is answered 429 at once.
+    max_queue_size: int = 256
+    request_timeout_s: float = 600.0
+    # After SIGTERM: how long in-flight requests may take before the server exits anyway.
+    drain_timeout_s: float = 30.0
+    faults: FaultInjection = field(default_factory=FaultInjection)

@@ -1,0 +1,1 @@
+"""The generation engine: model loading, sampling, detokenization and continuous batching."""

@@ -1,0 +1,118 @@
+"""A tiny random-weights Llama-style model with a locally trained BPE tokenizer.
+
+Tests and benchmarks need a real causal LM in Hugging Face format without any
+download: this builds one from nothing (the tokenizer is trained on text that
+ships in this module) and saves it with `save_pretrained`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+BOS_TOKEN = "<|begin_of_text|>"
+EOS_TOKEN = "<|end_of_text|>"
+PAD_TOKEN = "<|pad|>"
+END_OF_TURN_TOKEN = "<|eot|>"
+ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>")
+SPECIAL_TOKENS = (BOS_TOKEN, EOS_TOKEN, PAD_TOKEN, END_OF_TURN_TOKEN, *ROLE_TOKENS)
+
+# Each turn is wrapped in role tokens; the generation prompt opens an assistant turn.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{{ '<|' + message['role'] + '|>' + message['content'] + '<|eot|>' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
+)
+
+TRAINING_TEXT = """
+A model rollout moves traffic from a stable version to a canary in small steps.
+At every step the operator asks Prometheus whether the new model is healthy:
+error rate, time to first token, inter-token latency and end-to-end latency.
+When a check breaches its threshold, all traffic goes back to the stable model.
+The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs.
+Language models predict the next token from the tokens before it. A tokenizer
+splits text into tokens; byte pair encoding merges the most frequent pairs.
+Kubernetes schedules pods onto nodes; a deployment keeps replicas running.
+Continuous batching lets many requests share each forward pass of the model,
+so a server answers more tokens per second while each request waits less.
+What is the capital of France? Paris is the capital of France.
+How many legs does a spider have? A spider has eight legs.
+Tell me a story about a robot who learns to paint the sea at night.
+Numbers: 0 1 2 3 4 5 6 7 8 9 10 42 100 1000. Punctuation: , . ; : ! ? ' " ( ) [ ] { }
+"""
+
+
+@dataclass(frozen=True)
+class TinyModelShape:
+    """Sizes of the generated model; the defaults make a model of about 0.1M weights."""
+
+    vocab_size: int = 512
+    hidden_size: int = 64
+    intermediate_size: int = 128
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    max_position_embeddings: int = 512
+
+
+def train_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer on the built-in text (byte level: any input encodes)."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(TRAINING_TEXT.splitlines(), trainer=trainer)
+    bos_id = tokenizer.token_to_id(BOS_TOKEN)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=f"{BOS_TOKEN} $A", pair=f"{BOS_TOKEN} $A $B", special_tokens=[(BOS_TOKEN, bos_id)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token=BOS_TOKEN,
+        eos_token=EOS_TOKEN,
+        pad_token=PAD_TOKEN,
+        chat_template=CHAT_TEMPLATE,
+        model_max_length=TinyModelShape.max_position_embeddings,
+    )
+
+
+def make_tiny_model(out_dir: Path, seed: int = 0, shape: TinyModelShape | None = None) -> Path:
+    """Write a tiny LlamaForCausalLM (safetensors) and its tokenizer to `out_dir`."""
+    shape = shape or TinyModelShape()
+    tokenizer = train_tokenizer(shape.vocab_size)
+    tokenizer.model_max_length = shape.max_position_embeddings
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=shape.hidden_size,
+        intermediate_size=shape.intermediate_size,
+        num_hidden_layers=shape.num_hidden_layers,
+        num_attention_heads=shape.num_attention_heads,
+        num_key_value_heads=shape.num_key_value_heads,
+        max_position_embeddings=shape.max_position_embeddings,
+        # A wide initialisation spreads the logits, so greedy decoding has no
+        # near-ties that float rounding (batched vs. single) could flip.
+        initializer_range=0.25,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+        torch_dtype="float32",
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
