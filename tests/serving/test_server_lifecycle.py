@@ -1,0 +1,197 @@
+"""Back-pressure, disconnects, SIGTERM draining and fault injection on real server processes.
+
+The slow paths use the server's own fault injection (a per-token delay), so a
+request stays in flight long enough to be observed without a big model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.serving.conftest import (
+    TINY_MODEL_NAME,
+    ServerProcess,
+    metric,
+    scrape,
+    start_server,
+)
+
+pytestmark = pytest.mark.serving
+
+TOKEN_DELAY_S = 0.05
+
+
+def slow_body(max_tokens: int, stream: bool = True) -> dict[str, Any]:
+    return {
+        "model": TINY_MODEL_NAME,
+        "prompt": "Tell me a story",
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "ignore_eos": True,
+        "stream": stream,
+    }
+
+
+def wait_for(condition: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def gauge(server: ServerProcess, name: str) -> float:
+    return metric(scrape(server.base_url), name, model_name=TINY_MODEL_NAME)
+
+
+@pytest.fixture(scope="module")
+def slow_single_slot_server(
+    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """One batch slot, one queue place, and slow tokens."""
+    process = start_server(
+        tiny_model_dir,
+        tmp_path_factory.mktemp("logs"),
+        "--max-batch-size", "1", "--max-queue-size", "1",
+        "--fault-injection", "--fault-token-delay", str(TOKEN_DELAY_S),
+    )  # fmt: skip
+    yield process
+    process.stop()
+
+
+def test_fault_parameters_without_the_switch_refuse_to_start(tiny_model_dir: Path) -> None:
+    from modelserve.cli import main
+
+    code = main(["serve", "--model", str(tiny_model_dir), "--fault-error-rate", "0.5"])
+    assert code == 2
+
+
+def test_a_full_queue_answers_429_at_once(slow_single_slot_server: ServerProcess) -> None:
+    server = slow_single_slot_server
+    url = server.base_url + "/v1/completions"
+    with httpx.Client(timeout=60) as running_client, httpx.Client(timeout=60) as waiting_client:
+        with running_client.stream("POST", url, json=slow_body(200)) as running:
+            assert running.status_code == 200
+            wait_for(lambda: gauge(server, "vllm:num_requests_running") == 1, 10, "a running request")
+
+            def wait_in_queue() -> None:
+                # Closed by the test before its answer comes: that is the point.
+                with contextlib.suppress(httpx.HTTPError):
+                    waiting_client.post(url, json=slow_body(1, stream=False))
+
+            waiting_thread = threading.Thread(target=wait_in_queue, daemon=True)
+            waiting_thread.start()
+            wait_for(lambda: gauge(server, "vllm:num_requests_waiting") == 1, 10, "a waiting request")
+            started = time.monotonic()
+            refused = httpx.post(url, json=slow_body(1, stream=False), timeout=30)
+            elapsed = time.monotonic() - started
+    assert refused.status_code == 429
+    assert refused.json()["error"]["type"] == "rate_limit_error"
+    assert elapsed < 1.0
+    waiting_client.close()
+    wait_for(lambda: gauge(server, "vllm:num_requests_waiting") == 0, 15, "the queue to empty")
+
+
+def test_a_client_disconnect_mid_stream_frees_the_slot(
+    slow_single_slot_server: ServerProcess,
+) -> None:
+    server = slow_single_slot_server
+    wait_for(lambda: gauge(server, "vllm:num_requests_running") == 0, 15, "an idle server")
+    aborted_before = metric(
+        scrape(server.base_url), "vllm:request_success_total", finished_reason="abort"
+    )
+    # 400 tokens at 50 ms would take 20 s: the slot must come back long before that.
+    with httpx.Client(timeout=60) as client:
+        with client.stream("POST", server.base_url + "/v1/completions", json=slow_body(400)) as r:
+            lines = r.iter_lines()
+            assert next(lines).startswith("data: ")
+            assert gauge(server, "vllm:num_requests_running") == 1
+    started = time.monotonic()
+    wait_for(lambda: gauge(server, "vllm:num_requests_running") == 0, 5, "the slot to be freed")
+    assert time.monotonic() - started < 5
+    aborted_after = metric(
+        scrape(server.base_url), "vllm:request_success_total", finished_reason="abort"
+    )
+    assert aborted_after == aborted_before + 1
+    # The freed slot serves the next request.
+    answer = httpx.post(
+        server.base_url + "/v1/completions", json=slow_body(2, stream=False), timeout=30
+    )
+    assert answer.status_code == 200
+
+
+def test_sigterm_drains_in_flight_requests_then_exits_zero(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    server = start_server(
+        tiny_model_dir, tmp_path, "--drain-timeout", "20",
+        "--fault-injection", "--fault-token-delay", str(TOKEN_DELAY_S),
+    )  # fmt: skip
+    try:
+        events: list[Any] = []
+        with httpx.Client(timeout=60) as client:
+            with client.stream(
+                "POST", server.base_url + "/v1/completions", json=slow_body(40)
+            ) as response:
+                lines = response.iter_lines()
+                events.append(json.loads(next(lines)[len("data: ") :]))
+                server.terminate()
+                wait_for(
+                    lambda: httpx.get(server.base_url + "/health", timeout=2).status_code == 503,
+                    5,
+                    "health to turn 503",
+                )
+                refused = httpx.post(
+                    server.base_url + "/v1/completions", json=slow_body(2, stream=False), timeout=5
+                )
+                assert refused.status_code == 503
+                assert refused.json()["error"]["code"] == "unavailable"
+                for line in lines:
+                    if line:
+                        payload = line[len("data: ") :]
+                        events.append(payload if payload == "[DONE]" else json.loads(payload))
+        assert events[-1] == "[DONE]"
+        assert events[-2]["choices"][0]["finish_reason"] == "length"
+        assert server.process.wait(30) == 0
+        assert "drain complete" in server.log()
+    finally:
+        server.stop()
+
+
+def test_injected_errors_are_500_and_counted_as_error(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    server = start_server(
+        tiny_model_dir, tmp_path, "--fault-injection", "--fault-error-rate", "1.0"
+    )
+    try:
+        assert "FAULT INJECTION ENABLED" in server.log()
+        before = scrape(server.base_url)
+        response = httpx.post(
+            server.base_url + "/v1/completions", json=slow_body(2, stream=False), timeout=30
+        )
+        assert response.status_code == 500
+        assert response.json()["error"]["code"] == "injected"
+        after = scrape(server.base_url)
+        for name, labels in (
+            ("vllm:request_success_total", {"finished_reason": "error"}),
+            ("http_requests_total", {"handler": "/v1/completions", "status": "5xx"}),
+        ):
+            previous = metric(before, name, **labels) if any(
+                s.startswith(name) and all(f'{k}="{v}"' in s for k, v in labels.items())
+                for s in before
+            ) else 0.0
+            assert metric(after, name, **labels) == previous + 1
+        assert httpx.get(server.base_url + "/health", timeout=5).status_code == 200
+    finally:
+        server.stop()
