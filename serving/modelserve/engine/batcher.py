@@ -42,7 +42,7 @@ from modelserve.engine.types import (
 logger = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(eq=False)  # identity: rows are looked up in lists every step
 class _Running:
     """A request being decoded: its row in the batch tensors has the same index."""
 
@@ -272,7 +272,8 @@ class ContinuousBatcher:
         """Sample a token for each of `rows` (their logits are at their index in `logits_rows`)."""
         if not rows:
             return
-        index = torch.tensor([logits_rows.index(row) for row in rows])
+        logits_index = {id(row): i for i, row in enumerate(logits_rows)}
+        index = torch.tensor([logits_index[id(row)] for row in rows])
         logits = logits.index_select(0, index)
         chosen = choose_tokens(
             logits, [row.request.params for row in rows], [row.generator for row in rows]
@@ -284,10 +285,11 @@ class ContinuousBatcher:
         batch = self._batch
         assert batch is not None
         finished: list[tuple[_Running, FinishReason]] = []
+        batch_index = {id(row): i for i, row in enumerate(batch.rows)}
         for position, (row, token_id) in enumerate(zip(rows, chosen, strict=True)):
             params = row.request.params
             row.generated.append(token_id)
-            batch.next_tokens[batch.rows.index(row)] = token_id
+            batch.next_tokens[batch_index[id(row)]] = token_id
             is_eos = token_id in self._eos_token_ids and not params.ignore_eos
             text = "" if is_eos else row.detokenizer.add_token(token_id)
             token_logprob = None

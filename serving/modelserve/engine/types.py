@@ -82,7 +82,7 @@ EventSink = Callable[[EngineEvent], None]
 _request_ids = itertools.count()
 
 
-@dataclass
+@dataclass(eq=False)
 class GenerationRequest:
     """One prompt to complete; `sink` receives its events on the engine's thread."""
 

@@ -1,0 +1,161 @@
+"""Serving benchmark: continuous batching on vs. off on the same model, one run.
+
+Starts two `modelserve serve` processes on a generated random-weights model
+(batch size 32, and batch size 1 = sequential), drives each with the load
+generator at concurrency 1, 8 and 32 (streaming, greedy, fixed output length)
+and prints tokens/s and TTFT / end-to-end latency percentiles with the ratios.
+
+    .venv/bin/python bench/serving.py [--hidden-size 1024 --layers 4 --max-tokens 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from modelserve.loadgen import LoadConfig, LoadResult, Target, run_load
+from modelserve.tiny_model import TinyModelShape, make_tiny_model
+
+MODEL_NAME = "bench"
+CONCURRENCIES = (1, 8, 32)
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    url: str
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(model_dir: Path, max_batch_size: int, log: Path) -> Server:
+    port = _free_port()
+    command = [
+        sys.executable, "-m", "modelserve.cli", "serve", "--model", str(model_dir),
+        "--served-model-name", MODEL_NAME, "--host", "127.0.0.1", "--port", str(port),
+        "--max-batch-size", str(max_batch_size), "--log-level", "warning",
+    ]  # fmt: skip
+    with log.open("w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited: {log.read_text()}")
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return Server(process, url)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    process.kill()
+    raise RuntimeError("server did not become healthy")
+
+
+def measure(server: Server, concurrency: int, requests: int, max_tokens: int) -> LoadResult:
+    config = LoadConfig(
+        targets=[Target(server.url)],
+        model=MODEL_NAME,
+        concurrency=concurrency,
+        max_requests=requests,
+        max_tokens=max_tokens,
+        temperature=0.0,
+        stream=True,
+        ignore_eos=True,
+        request_timeout_s=600,
+    )
+    result = run_load(config)
+    if result.ok != result.requests:
+        raise RuntimeError(f"failed requests: {result.errors_by_status}")
+    return result
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.0f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--hidden-size", type=int, default=1024)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--requests-per-client", type=int, default=2)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="modelserve-bench-"))
+    shape = TinyModelShape(
+        hidden_size=args.hidden_size,
+        intermediate_size=args.hidden_size * 2,
+        num_hidden_layers=args.layers,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+    )
+    model_dir = make_tiny_model(work / "model", seed=0, shape=shape)
+    print(
+        f"model: Llama-style, hidden {args.hidden_size}, {args.layers} layers, vocab 512, fp32; "
+        f"{args.max_tokens} output tokens per request, streaming, greedy; "
+        f"{os.cpu_count()} CPUs"
+    )
+    servers = {
+        "batching": start_server(model_dir, 32, work / "batching.log"),
+        "sequential": start_server(model_dir, 1, work / "sequential.log"),
+    }
+    try:
+        results: dict[tuple[str, int], LoadResult] = {}
+        for concurrency in CONCURRENCIES:
+            requests = max(8, args.requests_per_client * concurrency)
+            for mode, server in servers.items():
+                measure(server, concurrency, min(concurrency, 4), args.max_tokens)  # warm-up
+                results[mode, concurrency] = measure(server, concurrency, requests, args.max_tokens)
+    finally:
+        for server in servers.values():
+            server.process.send_signal(signal.SIGTERM)
+            server.process.wait(60)
+
+    header = (
+        f"{'conc':>4} | {'mode':<10} | {'tok/s':>7} | {'TTFT p50':>8} | {'TTFT p99':>8} | "
+        f"{'e2e p50':>7} | {'e2e p99':>7} | {'tok/s ratio':>11}"
+    )
+    print(header + "\n" + "-" * len(header) + "   (latencies in ms)")
+    for concurrency in CONCURRENCIES:
+        sequential = results["sequential", concurrency]
+        for mode in ("sequential", "batching"):
+            r = results[mode, concurrency]
+            ratio = r.tokens_per_s / sequential.tokens_per_s
+            print(
+                f"{concurrency:>4} | {mode:<10} | {r.tokens_per_s:>7.1f} | "
+                f"{_ms(r.ttft_percentile(50)):>8} | {_ms(r.ttft_percentile(99)):>8} | "
+                f"{_ms(r.e2e_percentile(50)):>7} | {_ms(r.e2e_percentile(99)):>7} | {ratio:>10.2f}x"
+            )
+    batched, sequential = results["batching", 32], results["sequential", 32]
+    speedup = batched.tokens_per_s / sequential.tokens_per_s
+    ttft_p99 = batched.ttft_percentile(99) or float("inf")
+    sequential_e2e_p50 = sequential.e2e_percentile(50) or 0.0
+    print(
+        f"\ntarget 1: batching at concurrency 32 >= 4x sequential tokens/s: {speedup:.2f}x "
+        f"-> {'met' if speedup >= 4 else 'MISSED'}"
+    )
+    print(
+        f"target 2: batching p99 TTFT ({ttft_p99 * 1000:.0f} ms) < sequential p50 e2e at "
+        f"concurrency 32 ({sequential_e2e_p50 * 1000:.0f} ms) -> "
+        f"{'met' if ttft_p99 < sequential_e2e_p50 else 'MISSED'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
