@@ -1,0 +1,20 @@
+# The operator image: kopf + the modelrollout package, WITHOUT the serving extra (no torch).
+# Build from the repository root: docker build -f docker/operator.Dockerfile -t modelrollout/operator .
+
+FROM python:3.11-slim AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY operator/ operator/
+COPY serving/ serving/
+# A wheel, then a virtual environment holding it and its runtime dependencies only.
+RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
+ && python -m venv /opt/venv \
+ && /opt/venv/bin/pip install /wheels/*.whl
+
+FROM python:3.11-slim
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+RUN groupadd --system --gid 10001 app && useradd --system --uid 10001 --gid app --no-create-home app
+COPY --from=build /opt/venv /opt/venv
+USER 10001:10001
+ENTRYPOINT ["kopf", "run", "-m", "modelrollout.main", "--all-namespaces"]
