@@ -11,7 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import (  # type: ignore[import-untyped]
+    Tokenizer,
+    decoders,
+    models,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 BOS_TOKEN = "<|begin_of_text|>"
@@ -77,7 +84,7 @@ def train_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
     tokenizer.post_processor = processors.TemplateProcessing(
         single=f"{BOS_TOKEN} $A", pair=f"{BOS_TOKEN} $A $B", special_tokens=[(BOS_TOKEN, bos_id)]
     )
-    return PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tokenizer,
         bos_token=BOS_TOKEN,
         eos_token=EOS_TOKEN,
@@ -92,7 +99,7 @@ def make_tiny_model(out_dir: Path, seed: int = 0, shape: TinyModelShape | None =
     shape = shape or TinyModelShape()
     tokenizer = train_tokenizer(shape.vocab_size)
     tokenizer.model_max_length = shape.max_position_embeddings
-    config = LlamaConfig(
+    config = LlamaConfig(  # type: ignore[no-untyped-call]
         vocab_size=len(tokenizer),
         hidden_size=shape.hidden_size,
         intermediate_size=shape.intermediate_size,
@@ -110,8 +117,7 @@ def make_tiny_model(out_dir: Path, seed: int = 0, shape: TinyModelShape | None =
         torch_dtype="float32",
     )
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model = LlamaForCausalLM(config)  # type: ignore[no-untyped-call]
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)

@@ -60,11 +60,22 @@ def start_server(model_dir: Path, log_dir: Path, *extra_args: str) -> ServerProc
     with log_path.open("w") as log:
         process = subprocess.Popen(
             [
-                sys.executable, "-m", "modelserve.cli", "serve",
-                "--model", str(model_dir), "--served-model-name", TINY_MODEL_NAME,
-                "--host", "127.0.0.1", "--port", str(port), "--log-level", "info",
+                sys.executable,
+                "-m",
+                "modelserve.cli",
+                "serve",
+                "--model",
+                str(model_dir),
+                "--served-model-name",
+                TINY_MODEL_NAME,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "info",
                 *extra_args,
-            ],  # fmt: skip
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -89,11 +100,11 @@ MODELSERVE_FAULT_ENV = "MODELSERVE_FAULT_INJECTION"
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(
+    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
     """A batching server (batch 8) without faults, shared by a module's tests."""
-    process = start_server(
-        tiny_model_dir, tmp_path_factory.mktemp("logs"), "--max-batch-size", "8"
-    )
+    process = start_server(tiny_model_dir, tmp_path_factory.mktemp("logs"), "--max-batch-size", "8")
     yield process
     process.stop()
 

@@ -187,7 +187,9 @@ def test_batched_answers_equal_one_at_a_time(server: ServerProcess) -> None:
     watcher.start()
     try:
         with ThreadPoolExecutor(len(PROMPTS) * 2) as pool:
-            together = list(pool.map(lambda p: greedy_text(server, p, max_tokens)["text"], PROMPTS * 2))
+            together = list(
+                pool.map(lambda p: greedy_text(server, p, max_tokens)["text"], PROMPTS * 2)
+            )
     finally:
         done.set()
         watcher.join()
@@ -222,12 +224,21 @@ def test_stop_string_ends_the_completion_before_it(server: ServerProcess) -> Non
 
 def test_metrics_move_as_requests_are_served(server: ServerProcess) -> None:
     before = scrape(server.base_url)
-    assert complete(server, prompt="Hi", max_tokens=4, temperature=0, ignore_eos=True).status_code == 200
+    assert (
+        complete(server, prompt="Hi", max_tokens=4, temperature=0, ignore_eos=True).status_code
+        == 200
+    )
     with httpx.stream(
         "POST",
         server.base_url + "/v1/completions",
-        json={"model": TINY_MODEL_NAME, "prompt": "Hi there", "max_tokens": 6, "stream": True,
-              "temperature": 0, "ignore_eos": True},
+        json={
+            "model": TINY_MODEL_NAME,
+            "prompt": "Hi there",
+            "max_tokens": 6,
+            "stream": True,
+            "temperature": 0,
+            "ignore_eos": True,
+        },
         timeout=60,
     ) as response:
         sse_events(response)
@@ -263,13 +274,22 @@ def _error_of(response: httpx.Response) -> dict[str, Any]:
         (b"{not json", 400, None),
         (json.dumps({"model": "no-such-model", "prompt": "Hi"}).encode(), 404, "model"),
         (json.dumps({"model": TINY_MODEL_NAME, "prompt": ""}).encode(), 400, "prompt"),
-        (json.dumps({"model": TINY_MODEL_NAME, "prompt": "Hi", "max_tokens": 100000}).encode(),
-         400, "max_tokens"),
-        (json.dumps({"model": TINY_MODEL_NAME, "prompt": "Hi", "max_tokens": "many"}).encode(),
-         400, "max_tokens"),
+        (
+            json.dumps({"model": TINY_MODEL_NAME, "prompt": "Hi", "max_tokens": 100000}).encode(),
+            400,
+            "max_tokens",
+        ),
+        (
+            json.dumps({"model": TINY_MODEL_NAME, "prompt": "Hi", "max_tokens": "many"}).encode(),
+            400,
+            "max_tokens",
+        ),
         (json.dumps({"model": TINY_MODEL_NAME, "prompt": 12}).encode(), 400, "prompt"),
-        (json.dumps({"model": TINY_MODEL_NAME, "prompt": "Hi", "temperature": -1}).encode(),
-         400, "temperature"),
+        (
+            json.dumps({"model": TINY_MODEL_NAME, "prompt": "Hi", "temperature": -1}).encode(),
+            400,
+            "temperature",
+        ),
         (json.dumps({"model": TINY_MODEL_NAME}).encode(), 400, "prompt"),
     ],
 )
@@ -290,7 +310,10 @@ def test_bad_input_gets_a_4xx_and_the_server_stays_up(
 
 def test_bad_chat_input_gets_a_4xx(server: ServerProcess) -> None:
     url = server.base_url + "/v1/chat/completions"
-    assert httpx.post(url, json={"model": TINY_MODEL_NAME, "messages": []}, timeout=30).status_code == 400
+    assert (
+        httpx.post(url, json={"model": TINY_MODEL_NAME, "messages": []}, timeout=30).status_code
+        == 400
+    )
     wrong_role = {"model": TINY_MODEL_NAME, "messages": [{"role": "robot", "content": "x"}]}
     response = httpx.post(url, json=wrong_role, timeout=30)
     assert response.status_code == 400

@@ -79,22 +79,24 @@ def test_fault_parameters_without_the_switch_refuse_to_start(tiny_model_dir: Pat
 def test_a_full_queue_answers_429_at_once(slow_single_slot_server: ServerProcess) -> None:
     server = slow_single_slot_server
     url = server.base_url + "/v1/completions"
-    with httpx.Client(timeout=60) as running_client, httpx.Client(timeout=60) as waiting_client:
-        with running_client.stream("POST", url, json=slow_body(200)) as running:
-            assert running.status_code == 200
-            wait_for(lambda: gauge(server, "vllm:num_requests_running") == 1, 10, "a running request")
+    with (
+        httpx.Client(timeout=60) as waiting_client,
+        httpx.stream("POST", url, json=slow_body(200), timeout=60) as running,
+    ):
+        assert running.status_code == 200
+        wait_for(lambda: gauge(server, "vllm:num_requests_running") == 1, 10, "a running request")
 
-            def wait_in_queue() -> None:
-                # Closed by the test before its answer comes: that is the point.
-                with contextlib.suppress(httpx.HTTPError):
-                    waiting_client.post(url, json=slow_body(1, stream=False))
+        def wait_in_queue() -> None:
+            # Closed by the test before its answer comes: that is the point.
+            with contextlib.suppress(httpx.HTTPError):
+                waiting_client.post(url, json=slow_body(1, stream=False))
 
-            waiting_thread = threading.Thread(target=wait_in_queue, daemon=True)
-            waiting_thread.start()
-            wait_for(lambda: gauge(server, "vllm:num_requests_waiting") == 1, 10, "a waiting request")
-            started = time.monotonic()
-            refused = httpx.post(url, json=slow_body(1, stream=False), timeout=30)
-            elapsed = time.monotonic() - started
+        waiting_thread = threading.Thread(target=wait_in_queue, daemon=True)
+        waiting_thread.start()
+        wait_for(lambda: gauge(server, "vllm:num_requests_waiting") == 1, 10, "a waiting request")
+        started = time.monotonic()
+        refused = httpx.post(url, json=slow_body(1, stream=False), timeout=30)
+        elapsed = time.monotonic() - started
     assert refused.status_code == 429
     assert refused.json()["error"]["type"] == "rate_limit_error"
     assert elapsed < 1.0
@@ -111,11 +113,12 @@ def test_a_client_disconnect_mid_stream_frees_the_slot(
         scrape(server.base_url), "vllm:request_success_total", finished_reason="abort"
     )
     # 400 tokens at 50 ms would take 20 s: the slot must come back long before that.
-    with httpx.Client(timeout=60) as client:
-        with client.stream("POST", server.base_url + "/v1/completions", json=slow_body(400)) as r:
-            lines = r.iter_lines()
-            assert next(lines).startswith("data: ")
-            assert gauge(server, "vllm:num_requests_running") == 1
+    with httpx.stream(
+        "POST", server.base_url + "/v1/completions", json=slow_body(400), timeout=60
+    ) as r:
+        lines = r.iter_lines()
+        assert next(lines).startswith("data: ")
+        assert gauge(server, "vllm:num_requests_running") == 1
     started = time.monotonic()
     wait_for(lambda: gauge(server, "vllm:num_requests_running") == 0, 5, "the slot to be freed")
     assert time.monotonic() - started < 5
@@ -139,27 +142,26 @@ def test_sigterm_drains_in_flight_requests_then_exits_zero(
     )  # fmt: skip
     try:
         events: list[Any] = []
-        with httpx.Client(timeout=60) as client:
-            with client.stream(
-                "POST", server.base_url + "/v1/completions", json=slow_body(40)
-            ) as response:
-                lines = response.iter_lines()
-                events.append(json.loads(next(lines)[len("data: ") :]))
-                server.terminate()
-                wait_for(
-                    lambda: httpx.get(server.base_url + "/health", timeout=2).status_code == 503,
-                    5,
-                    "health to turn 503",
-                )
-                refused = httpx.post(
-                    server.base_url + "/v1/completions", json=slow_body(2, stream=False), timeout=5
-                )
-                assert refused.status_code == 503
-                assert refused.json()["error"]["code"] == "unavailable"
-                for line in lines:
-                    if line:
-                        payload = line[len("data: ") :]
-                        events.append(payload if payload == "[DONE]" else json.loads(payload))
+        with httpx.stream(
+            "POST", server.base_url + "/v1/completions", json=slow_body(40), timeout=60
+        ) as response:
+            lines = response.iter_lines()
+            events.append(json.loads(next(lines)[len("data: ") :]))
+            server.terminate()
+            wait_for(
+                lambda: httpx.get(server.base_url + "/health", timeout=2).status_code == 503,
+                5,
+                "health to turn 503",
+            )
+            refused = httpx.post(
+                server.base_url + "/v1/completions", json=slow_body(2, stream=False), timeout=5
+            )
+            assert refused.status_code == 503
+            assert refused.json()["error"]["code"] == "unavailable"
+            for line in lines:
+                if line:
+                    payload = line[len("data: ") :]
+                    events.append(payload if payload == "[DONE]" else json.loads(payload))
         assert events[-1] == "[DONE]"
         assert events[-2]["choices"][0]["finish_reason"] == "length"
         assert server.process.wait(30) == 0
@@ -168,9 +170,7 @@ def test_sigterm_drains_in_flight_requests_then_exits_zero(
         server.stop()
 
 
-def test_injected_errors_are_500_and_counted_as_error(
-    tiny_model_dir: Path, tmp_path: Path
-) -> None:
+def test_injected_errors_are_500_and_counted_as_error(tiny_model_dir: Path, tmp_path: Path) -> None:
     server = start_server(
         tiny_model_dir, tmp_path, "--fault-injection", "--fault-error-rate", "1.0"
     )
@@ -187,10 +187,14 @@ def test_injected_errors_are_500_and_counted_as_error(
             ("vllm:request_success_total", {"finished_reason": "error"}),
             ("http_requests_total", {"handler": "/v1/completions", "status": "5xx"}),
         ):
-            previous = metric(before, name, **labels) if any(
-                s.startswith(name) and all(f'{k}="{v}"' in s for k, v in labels.items())
-                for s in before
-            ) else 0.0
+            previous = (
+                metric(before, name, **labels)
+                if any(
+                    s.startswith(name) and all(f'{k}="{v}"' in s for k, v in labels.items())
+                    for s in before
+                )
+                else 0.0
+            )
             assert metric(after, name, **labels) == previous + 1
         assert httpx.get(server.base_url + "/health", timeout=5).status_code == 200
     finally:

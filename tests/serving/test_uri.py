@@ -25,7 +25,10 @@ pytestmark = pytest.mark.unit
         ("./tiny", LocalModel(Path("tiny"))),
         ("file:///models/chat%20v1", LocalModel(Path("/models/chat v1"))),
         ("file://localhost/models/chat", LocalModel(Path("/models/chat"))),
-        ("pvc://models/llama-3.2-3b/v1.3-int4-g64", PVCModel("models", "llama-3.2-3b/v1.3-int4-g64")),
+        (
+            "pvc://models/llama-3.2-3b/v1.3-int4-g64",
+            PVCModel("models", "llama-3.2-3b/v1.3-int4-g64"),
+        ),
         ("pvc://models", PVCModel("models", "")),
         ("pvc://models/a/", PVCModel("models", "a")),
         ("hf://meta-llama/Llama-3.2-3B@main", HubModel("meta-llama/Llama-3.2-3B", "main")),

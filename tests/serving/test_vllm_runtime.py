@@ -67,17 +67,23 @@ def test_startup_probe_covers_the_startup_timeout() -> None:
 
 
 def test_hub_model_passes_revision_and_stays_online() -> None:
-    container = build_container(vllm_spec(model_uri="hf://meta-llama/Llama-3.2-3B@abc123", resources={}))
+    container = build_container(
+        vllm_spec(model_uri="hf://meta-llama/Llama-3.2-3B@abc123", resources={})
+    )
     args = container["args"]
     assert args[args.index("--model") + 1] == "meta-llama/Llama-3.2-3B"
     assert args[args.index("--revision") + 1] == "abc123"
     assert args[args.index("--tensor-parallel-size") + 1] == "1"
     assert all(e["name"] != "HF_HUB_OFFLINE" for e in container["env"])
-    assert all(v["name"] != "model" for v in build_pod_spec(vllm_spec(model_uri="hf://a/b"))["volumes"])
+    assert all(
+        v["name"] != "model" for v in build_pod_spec(vllm_spec(model_uri="hf://a/b"))["volumes"]
+    )
 
 
 def test_torch_container_runs_modelserve_with_the_uri() -> None:
-    spec = vllm_spec(engine="torch", image="modelrollout/serving:0.1.0", args=["--max-batch-size=16"])
+    spec = vllm_spec(
+        engine="torch", image="modelrollout/serving:0.1.0", args=["--max-batch-size=16"]
+    )
     container = build_container(spec)
     assert container["command"] == ["modelserve", "serve"]
     args = container["args"]
@@ -101,5 +107,7 @@ def test_bad_engine_and_bad_uri_are_refused() -> None:
 
 def test_the_builder_module_does_not_import_torch() -> None:
     code = "import sys, modelserve.vllm_runtime; print('torch' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "False"

@@ -51,7 +51,7 @@ HANDLERS = ("/v1/completions", "/v1/chat/completions", "/v1/models", "/health", 
 
 @dataclass
 class ServerState:
-    """Everything the handlers share; the model arrives after startup (health says 503 till then)."""
+    """Everything the handlers share; the model arrives after startup (503 on /health till then)."""
 
     settings: ServeSettings
     metrics: ServingMetrics

@@ -227,8 +227,8 @@ class ContinuousBatcher:
         # A request may ask for no generated token at all (echo for scoring).
         scoring_only = [row for row in rows if row.request.params.max_tokens == 0]
         self._merge(new_batch)
-        for row in scoring_only:
-            self._remove(row, FinishReason.LENGTH)
+        for scored_row in scoring_only:
+            self._remove(scored_row, FinishReason.LENGTH)
         self._advance([row for row in rows if row not in scoring_only], logits[:, -1, :], rows)
 
     def _send_prompt_logprobs(

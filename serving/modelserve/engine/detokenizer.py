@@ -16,7 +16,8 @@ class IncrementalDetokenizer:
 
     Text that could still be the start of a stop string is held back, and an
     incomplete UTF-8 sequence (decoded as U+FFFD) waits for its next byte, so
-    every delta sent is final (at the end, an incomplete sequence is sent as is). Like vLLM, the stop string is not part of the output.
+    every delta sent is final (at the end, an incomplete sequence is sent as is).
+    Like vLLM, the stop string is not part of the output.
     """
 
     def __init__(self, decoder: Decoder, stop: tuple[str, ...]) -> None:

@@ -61,10 +61,12 @@ def load_model(
         assert isinstance(source, HubModel)
         location, revision = source.repo_id, source.revision
     logger.info("loading model from %s (revision %s)", location, revision or "default")
-    tokenizer = AutoTokenizer.from_pretrained(location, revision=revision)
+    tokenizer = AutoTokenizer.from_pretrained(  # type: ignore[no-untyped-call]
+        location, revision=revision
+    )
     model = AutoModelForCausalLM.from_pretrained(
         location, revision=revision, dtype=getattr(torch, dtype), attn_implementation="sdpa"
-    ).eval()
+    ).eval()  # type: ignore[no-untyped-call]
     context = int(getattr(model.config, "max_position_embeddings", 0) or tokenizer.model_max_length)
     if max_model_len is not None:
         context = min(context, max_model_len)
