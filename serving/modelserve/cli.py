@@ -51,7 +51,7 @@ def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def _run_serve(args: argparse.Namespace) -> int:
     from modelserve.config.settings import ServeSettings
-    from modelserve.config.uri import ModelURIError, parse_model_uri
+    from modelserve.config.uri import ModelURIError, parse_model_uri, resolve_local_directory
     from modelserve.faults import (
         FaultConfigError,
         build_fault_injection,
@@ -59,7 +59,11 @@ def _run_serve(args: argparse.Namespace) -> int:
     )
 
     try:
-        parse_model_uri(args.model)
+        directory = resolve_local_directory(parse_model_uri(args.model), args.pvc_mount_root)
+        # A wrong path fails the container at once (CrashLoopBackOff says why) instead of
+        # leaving a server that never turns healthy.
+        if directory is not None and not (directory / "config.json").is_file():
+            raise ModelURIError(f"no model at {directory}: config.json is missing")
         faults = build_fault_injection(
             switched_on=fault_injection_switched_on(args.fault_injection),
             error_rate=args.fault_error_rate,

@@ -51,7 +51,8 @@ class ServerProcess:
             self.process.wait(10)
 
 
-def start_server(model_dir: Path, log_dir: Path, *extra_args: str) -> ServerProcess:
+def start_server(model: Path | str, log_dir: Path, *extra_args: str) -> ServerProcess:
+    """Start `modelserve serve` on `model` (a directory or a model URI); return once healthy."""
     port = free_port()
     log_path = log_dir / f"modelserve-{port}.log"
     # The server's torch gets one thread: the suite runs on small CPUs next to other work.
@@ -65,7 +66,7 @@ def start_server(model_dir: Path, log_dir: Path, *extra_args: str) -> ServerProc
                 "modelserve.cli",
                 "serve",
                 "--model",
-                str(model_dir),
+                str(model),
                 "--served-model-name",
                 TINY_MODEL_NAME,
                 "--host",

@@ -325,3 +325,17 @@ def test_models_and_health(server: ServerProcess) -> None:
     assert models["object"] == "list"
     assert [m["id"] for m in models["data"]] == [TINY_MODEL_NAME]
     assert httpx.get(server.base_url + "/health", timeout=5).json() == {"status": "ok"}
+
+
+def test_eval_perplexity_scores_every_token_after_the_first(server: ServerProcess) -> None:
+    from modelserve.eval import perplexity
+
+    texts = [PROMPTS[1], PROMPTS[2]]
+    result = perplexity(server.base_url, TINY_MODEL_NAME, texts)
+    prompt_tokens = [
+        complete(server, prompt=t, max_tokens=0, echo=True).json()["usage"]["prompt_tokens"]
+        for t in texts
+    ]
+    assert result.tokens_scored == sum(n - 1 for n in prompt_tokens)
+    # A random model is far from certain and far from uniform over 512 tokens' worst case.
+    assert 1.0 < result.perplexity < 1e6

@@ -199,3 +199,51 @@ def test_injected_errors_are_500_and_counted_as_error(tiny_model_dir: Path, tmp_
         assert httpx.get(server.base_url + "/health", timeout=5).status_code == 200
     finally:
         server.stop()
+
+
+def test_a_request_past_its_timeout_gets_504_and_frees_its_slot(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    # The model is reached through pvc:// under a mount root, as in a pod.
+    mount_root = tmp_path / "mounts"
+    (mount_root / "models").mkdir(parents=True)
+    (mount_root / "models" / "tiny").symlink_to(tiny_model_dir)
+    server = start_server(
+        "pvc://models/tiny", tmp_path, "--pvc-mount-root", str(mount_root),
+        "--request-timeout", "1", "--fault-injection", "--fault-token-delay", str(TOKEN_DELAY_S),
+    )  # fmt: skip
+    try:
+        started = time.monotonic()
+        response = httpx.post(
+            server.base_url + "/v1/completions", json=slow_body(200, stream=False), timeout=30
+        )
+        assert response.status_code == 504
+        assert response.json()["error"]["type"] == "timeout_error"
+        assert 1.0 <= time.monotonic() - started < 3.0
+        wait_for(lambda: gauge(server, "vllm:num_requests_running") == 0, 3, "the slot to free")
+        aborted = metric(
+            scrape(server.base_url), "vllm:request_success_total", finished_reason="abort"
+        )
+        assert aborted == 1
+    finally:
+        server.stop()
+
+
+def test_a_non_streaming_client_that_leaves_frees_its_slot(
+    slow_single_slot_server: ServerProcess,
+) -> None:
+    server = slow_single_slot_server
+    wait_for(lambda: gauge(server, "vllm:num_requests_running") == 0, 15, "an idle server")
+    # The client gives up after 0.5 s of a 20 s answer and closes the connection.
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            server.base_url + "/v1/completions", json=slow_body(400, stream=False), timeout=0.5
+        )
+    wait_for(lambda: gauge(server, "vllm:num_requests_running") == 0, 5, "the slot to be freed")
+
+
+def test_a_missing_model_directory_fails_fast(tmp_path: Path) -> None:
+    from modelserve.cli import main
+
+    assert main(["serve", "--model", f"file://{tmp_path}/nothing-here"]) == 2
+    assert main(["serve", "--model", "s3://bucket/model"]) == 2

@@ -35,6 +35,7 @@ from modelserve.engine.loader import LoadedModel, load_model
 from modelserve.engine.types import (
     Finished,
     FinishReason,
+    GenerationRequest,
     PromptScored,
     SamplingParams,
     TokenLogprob,
@@ -527,8 +528,6 @@ def _load_engine(state: ServerState, loop: asyncio.AbstractEventLoop) -> None:
 
 def _warm_up(batcher: ContinuousBatcher, loaded: LoadedModel) -> None:
     """One short generation, so the first real request does not pay for lazy initialisation."""
-    from modelserve.engine.types import GenerationRequest
-
     done = threading.Event()
 
     def sink(event: object) -> None:

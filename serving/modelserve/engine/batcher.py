@@ -134,7 +134,9 @@ class ContinuousBatcher:
         with self._wakeup:
             if self._stopping:
                 raise EngineStoppedError("the engine is stopping")
-            if len(self._waiting) >= self.max_queue_size:
+            # Free batch slots take requests on top of the queue's own places.
+            free_slots = max(0, self.max_batch_size - self._num_running)
+            if len(self._waiting) >= self.max_queue_size + free_slots:
                 raise QueueFullError(
                     f"the server's queue is full ({self.max_queue_size} requests waiting)"
                 )
