@@ -119,3 +119,20 @@ def test_load_config_needs_one_mode_and_a_bound() -> None:
         LoadConfig(targets=[Target("a")], model="m", rate=1, concurrency=1, max_requests=1)
     with pytest.raises(ValueError, match="bound"):
         LoadConfig(targets=[Target("a")], model="m", concurrency=1)
+
+
+def test_top_k_and_top_p_keep_only_the_likely_tokens() -> None:
+    import torch
+
+    from modelserve.engine.sampling import filter_top_k_top_p
+
+    logits = torch.tensor([4.0, 3.0, 2.0, 1.0, 0.0])
+
+    def kept(filtered: torch.Tensor) -> list[int]:
+        return [int(i) for i in torch.isfinite(filtered).nonzero().flatten().tolist()]
+
+    assert kept(filter_top_k_top_p(logits, 2, 1.0)) == [0, 1]
+    assert kept(filter_top_k_top_p(logits, -1, 1.0)) == [0, 1, 2, 3, 4]
+    # Probabilities ~0.64, 0.24, 0.09, ...: 0.7 needs the first two, 0.5 only the first.
+    assert kept(filter_top_k_top_p(logits, -1, 0.7)) == [0, 1]
+    assert kept(filter_top_k_top_p(logits, -1, 0.5)) == [0]

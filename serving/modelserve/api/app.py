@@ -489,7 +489,7 @@ async def _guard_stream(stream: AsyncIterator[str]) -> AsyncIterator[str]:
         yield _sse("[DONE]")
 
 
-def _load_engine(state: ServerState, loop: asyncio.AbstractEventLoop) -> None:
+def load_engine(state: ServerState, loop: asyncio.AbstractEventLoop) -> None:
     """Load the model and warm it up (on a worker thread), then open the API."""
     settings = state.settings
     try:
@@ -547,7 +547,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
         loader = threading.Thread(
-            target=_load_engine, args=(state, loop), name="modelserve-load", daemon=True
+            target=load_engine, args=(state, loop), name="modelserve-load", daemon=True
         )
         loader.start()
         yield

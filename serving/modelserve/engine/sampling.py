@@ -19,7 +19,7 @@ def make_generator(params: SamplingParams) -> torch.Generator | None:
     return generator
 
 
-def _filter_top_k_top_p(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+def filter_top_k_top_p(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
     """Mask out (to -inf) tokens outside the top-k and outside the top-p nucleus of a 1-D row."""
     if 0 < top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k).values[-1]
@@ -45,7 +45,7 @@ def choose_tokens(
         if row_params.greedy:
             continue
         row_logits = logits[row].float() / row_params.temperature
-        row_logits = _filter_top_k_top_p(row_logits, row_params.top_k, row_params.top_p)
+        row_logits = filter_top_k_top_p(row_logits, row_params.top_k, row_params.top_p)
         probabilities = torch.softmax(row_logits, dim=-1)
         sample = torch.multinomial(probabilities, 1, generator=generators[row])
         chosen[row] = int(sample.item())
