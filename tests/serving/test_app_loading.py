@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from modelserve.api.app import load_engine, create_app
+from modelserve.api.app import create_app, load_engine
 from modelserve.config.settings import ServeSettings
 
 pytestmark = pytest.mark.serving
