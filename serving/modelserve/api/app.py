@@ -7,7 +7,7 @@ import json
 import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,7 +115,12 @@ class ServingMiddleware:
                 await self.app(scope, receive, send_counting)
                 return
             if not self.state.ready():
-                reason = "draining" if self.state.draining else "loading the model"
+                if self.state.draining:
+                    reason = "draining"
+                elif self.state.load_error:
+                    reason = "without a model: it failed to load"
+                else:
+                    reason = "loading the model"
                 await errors.unavailable(f"the server is {reason}").response()(
                     scope, receive, send_counting
                 )
@@ -333,32 +338,34 @@ class OpenAIHandlers:
                     self._echo_logprobs(logprobs, ids, None)
                 yield chunk(self._prompt_text(prompt), logprobs.take() if logprobs else None, None)
             completion_tokens = 0
-            async for event in self._generator.generate(ids, params):
-                if isinstance(event, PromptScored) and logprobs is not None:
-                    self._echo_logprobs(logprobs, ids, event)
-                    yield chunk(self._prompt_text(prompt), logprobs.take(), None)
-                elif isinstance(event, TokensGenerated):
-                    completion_tokens += len(event.token_ids)
-                    if logprobs is not None:
-                        for token_id, scored in zip(
-                            event.token_ids, event.logprobs or (), strict=True
-                        ):
-                            logprobs.add(token_id, scored)
-                    if event.text or logprobs is not None:
-                        yield chunk(event.text, logprobs.take() if logprobs else None, None)
-                elif isinstance(event, Finished):
-                    yield _stream_end(event, chunk(event.text, None, event.reason.value))
-                    if include_usage:
-                        yield _sse(
-                            {
-                                "id": completion_id,
-                                "object": "text_completion",
-                                "created": created,
-                                "model": model,
-                                "choices": [],
-                                "usage": usage(len(ids), completion_tokens),
-                            }
-                        )
+            # Closed at once when the client leaves, so the engine drops the request.
+            async with aclosing(self._generator.generate(ids, params)) as events:
+                async for event in events:
+                    if isinstance(event, PromptScored) and logprobs is not None:
+                        self._echo_logprobs(logprobs, ids, event)
+                        yield chunk(self._prompt_text(prompt), logprobs.take(), None)
+                    elif isinstance(event, TokensGenerated):
+                        completion_tokens += len(event.token_ids)
+                        if logprobs is not None:
+                            for token_id, scored in zip(
+                                event.token_ids, event.logprobs or (), strict=True
+                            ):
+                                logprobs.add(token_id, scored)
+                        if event.text or logprobs is not None:
+                            yield chunk(event.text, logprobs.take() if logprobs else None, None)
+                    elif isinstance(event, Finished):
+                        yield _stream_end(event, chunk(event.text, None, event.reason.value))
+                        if include_usage:
+                            yield _sse(
+                                {
+                                    "id": completion_id,
+                                    "object": "text_completion",
+                                    "created": created,
+                                    "model": model,
+                                    "choices": [],
+                                    "usage": usage(len(ids), completion_tokens),
+                                }
+                            )
             yield _sse("[DONE]")
 
         return StreamingResponse(_guard_stream(stream()), media_type="text/event-stream")
@@ -443,30 +450,32 @@ class OpenAIHandlers:
         async def stream() -> AsyncIterator[str]:
             yield chunk({"role": "assistant", "content": ""}, None, None)
             completion_tokens = 0
-            async for event in self._generator.generate(ids, params):
-                if isinstance(event, TokensGenerated):
-                    completion_tokens += len(event.token_ids)
-                    logprobs = (
-                        chat_logprobs(token_text, list(event.logprobs or ()))
-                        if body.logprobs
-                        else None
-                    )
-                    if event.text or logprobs is not None:
-                        yield chunk({"content": event.text}, logprobs, None)
-                elif isinstance(event, Finished):
-                    delta = {"content": event.text} if event.text else {}
-                    yield _stream_end(event, chunk(delta, None, event.reason.value))
-                    if include_usage:
-                        yield _sse(
-                            {
-                                "id": chat_id,
-                                "object": "chat.completion.chunk",
-                                "created": created,
-                                "model": model,
-                                "choices": [],
-                                "usage": usage(len(ids), completion_tokens),
-                            }
+            # Closed at once when the client leaves, so the engine drops the request.
+            async with aclosing(self._generator.generate(ids, params)) as events:
+                async for event in events:
+                    if isinstance(event, TokensGenerated):
+                        completion_tokens += len(event.token_ids)
+                        logprobs = (
+                            chat_logprobs(token_text, list(event.logprobs or ()))
+                            if body.logprobs
+                            else None
                         )
+                        if event.text or logprobs is not None:
+                            yield chunk({"content": event.text}, logprobs, None)
+                    elif isinstance(event, Finished):
+                        delta = {"content": event.text} if event.text else {}
+                        yield _stream_end(event, chunk(delta, None, event.reason.value))
+                        if include_usage:
+                            yield _sse(
+                                {
+                                    "id": chat_id,
+                                    "object": "chat.completion.chunk",
+                                    "created": created,
+                                    "model": model,
+                                    "choices": [],
+                                    "usage": usage(len(ids), completion_tokens),
+                                }
+                            )
             yield _sse("[DONE]")
 
         return StreamingResponse(_guard_stream(stream()), media_type="text/event-stream")

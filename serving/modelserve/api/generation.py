@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from modelserve.api import errors
@@ -97,7 +98,7 @@ class Generator:
 
     async def generate(
         self, prompt_token_ids: list[int], params: SamplingParams
-    ) -> AsyncIterator[EngineEvent]:
+    ) -> AsyncGenerator[EngineEvent, None]:
         """Events of one generation; the engine request is cancelled if the caller stops early."""
         if self._dispatcher is None:
             self._dispatcher = LoopDispatcher(asyncio.get_running_loop())
@@ -149,18 +150,19 @@ class CollectedGeneration:
     finished: Finished | None = None
 
 
-async def collect(events: AsyncIterator[EngineEvent]) -> CollectedGeneration:
+async def collect(events: AsyncGenerator[EngineEvent, None]) -> CollectedGeneration:
     collected = CollectedGeneration()
-    async for event in events:
-        if isinstance(event, TokensGenerated):
-            collected.token_ids.extend(event.token_ids)
-            collected.text += event.text
-            collected.logprobs.append(event)
-        elif isinstance(event, PromptScored):
-            collected.prompt_scores = event
-        else:
-            collected.text += event.text
-            collected.finished = event
+    async with aclosing(events):
+        async for event in events:
+            if isinstance(event, TokensGenerated):
+                collected.token_ids.extend(event.token_ids)
+                collected.text += event.text
+                collected.logprobs.append(event)
+            elif isinstance(event, PromptScored):
+                collected.prompt_scores = event
+            else:
+                collected.text += event.text
+                collected.finished = event
     if collected.finished is not None and collected.finished.reason is FinishReason.ERROR:
         raise errors.APIError(
             500, collected.finished.error or "generation failed", error_type="internal_error"
