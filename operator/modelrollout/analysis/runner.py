@@ -1,0 +1,137 @@
+"""One evaluation of a rollout's analysis: render, query, assess.
+
+Queries run sequentially, once per check (twice with `compareTo: stable`) and
+once per alert, each bounded by the provider's timeout; an offline provider
+is asked nothing, so a dead Prometheus costs one timeout per tick, not one
+per check.
+
+Analysis runs while a canary is live (Progressing or Paused) and receives
+traffic: a canary at weight 0 has no requests, so its checks stay Pending
+rather than collecting "no data" that would count towards
+`whenMetricsUnavailable`. In other phases the stored checks are kept as the
+last word (a rolled-back rollout still shows the breach that caused it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+from modelrollout.analysis.assessment import (
+    AnalysisVerdict,
+    Sample,
+    alert_check_name,
+    assess,
+    pending_checks,
+    verdict_of,
+)
+from modelrollout.analysis.builtins import queries_for, ratio
+from modelrollout.analysis.provider import MetricProvider, QueryResult
+from modelrollout.analysis.templates import TemplateError, escape_promql_string, render
+from modelrollout.models.durations import parse_duration
+from modelrollout.models.spec import Alert, ModelRolloutSpec
+from modelrollout.models.status import ACTIVE_CANARY_PHASES, CheckStatus, ModelRolloutStatus
+
+
+def analysis_active(status: ModelRolloutStatus) -> bool:
+    return (
+        status.phase in ACTIVE_CANARY_PHASES
+        and status.canary_revision is not None
+        and status.weights.canary > 0
+    )
+
+
+def analysis_due(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> bool:
+    """Whether this tick should query: active, and `interval` since the last evaluation."""
+    if not analysis_active(status):
+        return False
+    evaluated = [c.last_evaluated for c in status.checks if c.last_evaluated is not None]
+    if not evaluated or len(status.checks) != len(pending_checks(spec.analysis)):
+        return True
+    return (now - max(evaluated)).total_seconds() >= parse_duration(spec.analysis.interval)
+
+
+def evaluate(
+    spec: ModelRolloutSpec,
+    status: ModelRolloutStatus,
+    provider: MetricProvider,
+    context: Mapping[str, str],
+    now: datetime,
+) -> tuple[tuple[CheckStatus, ...], AnalysisVerdict]:
+    """This tick's checks and verdict; queries only when `analysis_due`.
+
+    `context` holds the template variables: namespace, rollout,
+    canary.revision, stable.revision, model.
+    """
+    if status.phase in ACTIVE_CANARY_PHASES and status.weights.canary == 0:
+        return pending_checks(spec.analysis), AnalysisVerdict.pending(
+            "the canary receives no traffic yet"
+        )
+    if not analysis_due(spec, status, now):
+        return status.checks, verdict_of(spec.analysis, status.checks)
+    samples: dict[str, Sample] = {}
+    online = provider.is_online()
+    for check in spec.analysis.checks:
+        queries = queries_for(check)
+        samples[check.name] = (
+            _check_sample(provider, queries.canary, queries.stable, context)
+            if online
+            else Sample.unavailable("metric provider is unreachable")
+        )
+    for alert in spec.analysis.alerts:
+        samples[alert_check_name(alert.alertname)] = (
+            _alert_sample(provider, alert, context)
+            if online
+            else Sample.unavailable("metric provider is unreachable")
+        )
+    return assess(spec.analysis, status.checks, samples, now)
+
+
+def _check_sample(
+    provider: MetricProvider, canary: str, stable: str | None, context: Mapping[str, str]
+) -> Sample:
+    canary_sample = _query(provider, canary, context)
+    if stable is None or canary_sample.value is None:
+        return canary_sample
+    stable_sample = _query(provider, stable, context)
+    if stable_sample.value is None:
+        return Sample.unavailable(f"stable: {stable_sample.error}")
+    return Sample(ratio(canary_sample.value, stable_sample.value))
+
+
+def _query(provider: MetricProvider, template: str, context: Mapping[str, str]) -> Sample:
+    try:
+        promql = render(template, context)
+    except TemplateError as error:
+        return Sample.unavailable(str(error))
+    return _sample(provider.query(promql), promql)
+
+
+def _sample(result: QueryResult, promql: str) -> Sample:
+    if result.value is not None:
+        return Sample(result.value)
+    if result.empty:
+        return Sample.unavailable(f"query returned no data: {promql}")
+    return Sample.unavailable(result.error or "no value")
+
+
+def alert_query(alert: Alert, context: Mapping[str, str]) -> str:
+    """How many ALERTS series fire for this alertname and the rendered matchLabels."""
+    matchers = [
+        f'alertname="{escape_promql_string(alert.alertname)}"',
+        'alertstate="firing"',
+        *(f'{key}="{render(value, context)}"' for key, value in sorted(alert.match_labels.items())),
+    ]
+    return f"count(ALERTS{{{','.join(matchers)}}})"
+
+
+def _alert_sample(provider: MetricProvider, alert: Alert, context: Mapping[str, str]) -> Sample:
+    try:
+        promql = alert_query(alert, context)
+    except TemplateError as error:
+        return Sample.unavailable(str(error))
+    result = provider.query(promql)
+    if result.empty:
+        # No firing series is the healthy answer for an alert (Prometheus did answer).
+        return Sample(0.0)
+    return _sample(result, promql)

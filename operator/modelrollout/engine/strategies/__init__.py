@@ -1,0 +1,1 @@
+"""Strategies: pure functions from (spec, status, observations) to a Decision."""

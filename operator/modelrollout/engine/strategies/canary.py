@@ -1,0 +1,482 @@
+"""The canary strategy as a pure function: (spec, status, observations) -> Decision.
+
+Phases: a first revision becomes stable directly (Succeeded). A new revision
+starts a canary (Progressing) that walks `strategy.canary.steps`; after the
+last step it is Promoting (all traffic on the canary) and then Succeeded
+with the canary as the new stable. Rollback (a breach, the progress
+deadline, metrics missing for too long, or the user's abort) is RollingBack
+(weight 0 first, `rollback_now`) and then RolledBack once the router reports
+the canary at 0. A newer spec supersedes a running canary; a spec reverted
+to the stable revision aborts it.
+
+No data is not success: a timed step (pause with duration, analysis) and a
+raise of a weight that is already above 0 wait for a healthy verdict. A
+canary at weight 0 has no traffic, hence no data, and is not held for it.
+
+Everything the next tick needs is in the returned status; a tick with
+nothing to do returns a status equal to its input (so nothing is written),
+which is why `now` is only stored when something changes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from modelrollout.analysis.assessment import AnalysisVerdict
+from modelrollout.engine.strategies.types import Decision, Event, Observations
+from modelrollout.models.durations import parse_duration
+from modelrollout.models.spec import CanaryStep, CanaryStrategy, ModelRolloutSpec
+from modelrollout.models.status import (
+    ConditionType,
+    HistoryEntry,
+    ModelRolloutStatus,
+    Outcome,
+    Weights,
+)
+
+ALL_ON_STABLE = Weights(stable=100, canary=0)
+
+
+def decide(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Observations) -> Decision:
+    tick = _Tick(spec, status, obs)
+    tick.clear_invalid_spec()
+    if status.stable_revision is None:
+        tick.adopt_first_revision()
+    elif status.canary_revision is None:
+        tick.without_canary()
+    elif status.phase == "RolledBack":
+        tick.rolled_back()
+    elif status.phase == "RollingBack":
+        tick.rolling_back()
+    elif status.phase == "Promoting":
+        tick.promoting()
+    else:
+        tick.canary_running()
+    tick.report_stable_availability()
+    return Decision(tick.status, tick.events, tick.rollback_now)
+
+
+def describe_step(step: CanaryStep) -> str:
+    if step.set_weight is not None:
+        return f"setWeight {step.set_weight}"
+    if step.pause is not None:
+        return f"pause {step.pause.duration}" if step.pause.duration else "pause until promoted"
+    if step.analysis is not None:
+        return f"analysis for {step.analysis.duration}"
+    return "empty step"
+
+
+class _Tick:
+    """One decision under construction: the evolving status, events, rollback flag."""
+
+    def __init__(self, spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Observations):
+        self.spec = spec
+        self.obs = obs
+        self.now: datetime = obs.now
+        self.status = status
+        self.events: list[Event] = []
+        self.rollback_now = False
+
+    # -- building blocks -------------------------------------------------
+
+    def update(self, **changes: object) -> None:
+        if any(getattr(self.status, name) != value for name, value in changes.items()):
+            self.status = self.status.model_copy(update=changes)
+
+    def event(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
+        self.events.append((type_, reason, message))
+
+    def condition(
+        self, type_: ConditionType, status: Literal["True", "False"], reason: str, message: str
+    ) -> None:
+        self.status = self.status.with_condition(type_, status, reason, message, self.now)
+
+    def clear_condition(self, type_: ConditionType, reason: str) -> None:
+        self.status = self.status.without_true_condition(type_, reason, "", self.now)
+
+    def record(self, revision: str, model: str | None, outcome: Outcome, reason: str) -> None:
+        entry = HistoryEntry(
+            revision=revision, model=model or "", outcome=outcome, at=self.now, reason=reason
+        )
+        # Newest first; the spec's limit bounds how much status a rollout carries.
+        history = (entry, *self.status.history)[: max(self.spec.revision_history_limit, 1)]
+        self.update(history=history)
+
+    @property
+    def strategy(self) -> CanaryStrategy | None:
+        return self.spec.strategy.canary
+
+    @property
+    def gate_open(self) -> bool:
+        """Whether analysis lets the rollout move forward now."""
+        return self.obs.analysis.kind == "healthy" or self.status.weights.canary == 0
+
+    # -- phases ------------------------------------------------------------
+
+    def clear_invalid_spec(self) -> None:
+        invalid = self.status.condition("InvalidSpec")
+        if invalid is not None and invalid.status == "True":
+            self.clear_condition("InvalidSpec", "SpecValid")
+            self.update(message="")
+
+    def adopt_first_revision(self) -> None:
+        revision = self.obs.spec_revision
+        self.update(
+            phase="Succeeded",
+            stable_revision=revision,
+            stable_model=self.spec.model.uri,
+            weights=ALL_ON_STABLE,
+            message=f"revision {revision} ({self.spec.model.uri}) is stable",
+        )
+        self.record(revision, self.spec.model.uri, "Promoted", "first revision")
+        self.condition("Progressing", "False", "RolloutComplete", f"revision {revision} is stable")
+        self.event("Normal", "StableRevision", f"first revision {revision} is stable")
+
+    def without_canary(self) -> None:
+        if self.obs.spec_revision == self.status.stable_revision:
+            self.update(phase="Succeeded", weights=ALL_ON_STABLE)
+            return
+        self.start_canary()
+
+    def start_canary(self) -> None:
+        strategy = self.strategy
+        if strategy is None:
+            kind = "blueGreen" if self.spec.strategy.blue_green is not None else "shadow"
+            message = f"strategy {kind} is not implemented by this operator version"
+            self.update(message=message)
+            self.condition("Progressing", "False", "StrategyNotImplemented", message)
+            return
+        revision = self.obs.spec_revision
+        first = strategy.steps[0]
+        message = (
+            f"rolling out {revision} ({self.spec.model.uri}): "
+            f"step 1/{len(strategy.steps)} {describe_step(first)}"
+        )
+        self.update(
+            phase="Progressing",
+            canary_revision=revision,
+            canary_model=self.spec.model.uri,
+            current_step=0,
+            step_started_at=self.now,
+            paused_at=None,
+            pause_reason=None,
+            canary_unready_since=self.now,
+            aborted_at=None,
+            weights=ALL_ON_STABLE,
+            checks=(),
+            message=message,
+        )
+        self.condition("Progressing", "True", "CanaryStarted", message)
+        cleared: tuple[ConditionType, ...] = ("Paused", "MetricsUnavailable", "Unschedulable")
+        for condition in cleared:
+            self.clear_condition(condition, "CanaryStarted")
+        self.event("Normal", "CanaryStarted", message)
+
+    def end_canary(self, phase: Literal["Succeeded"], message: str) -> None:
+        self.update(
+            phase=phase,
+            canary_revision=None,
+            canary_model=None,
+            current_step=None,
+            step_started_at=None,
+            paused_at=None,
+            pause_reason=None,
+            canary_unready_since=None,
+            weights=ALL_ON_STABLE,
+            message=message,
+        )
+
+    def abort_for_spec_change(self, outcome: Outcome, reason: str) -> None:
+        canary = self.status.canary_revision or ""
+        self.record(canary, self.status.canary_model, outcome, reason)
+        self.rollback_now = True
+        self.update(aborted_at=self.now)
+        self.event("Warning", outcome, f"canary {canary}: {reason}")
+
+    def roll_back(self, outcome: Outcome, reason: str, message: str) -> None:
+        canary = self.status.canary_revision or ""
+        self.record(canary, self.status.canary_model, outcome, message)
+        self.rollback_now = True
+        self.update(
+            phase="RollingBack",
+            weights=ALL_ON_STABLE,
+            aborted_at=self.now,
+            paused_at=None,
+            pause_reason=None,
+            message=f"rolling back {canary}: {message}",
+        )
+        self.condition("Progressing", "False", reason, message)
+        self.clear_condition("Paused", reason)
+        self.event("Warning", "RollingBack", f"canary {canary}: {message}")
+
+    def rolling_back(self) -> None:
+        if self.obs.achieved_weights[1] != 0:
+            return
+        canary = self.status.canary_revision
+        progressing = self.status.condition("Progressing")
+        why = progressing.message if progressing is not None else "rolled back"
+        self.update(phase="RolledBack", message=f"rolled back {canary}: {why}")
+        self.event("Warning", "RolledBack", f"canary {canary} has no traffic: {why}")
+
+    def rolled_back(self) -> None:
+        revision = self.obs.spec_revision
+        if revision == self.status.stable_revision:
+            self.end_canary("Succeeded", f"spec is back on stable revision {revision}")
+            self.condition("Progressing", "False", "SpecReverted", self.status.message)
+        elif revision != self.status.canary_revision or self.obs.commands.retry:
+            if self.obs.commands.retry and revision == self.status.canary_revision:
+                self.event("Normal", "Retry", f"retrying canary {revision} from step 1")
+            self.start_canary()
+
+    def promoting(self) -> None:
+        achieved = self.obs.achieved_weights[1]
+        if achieved != 100 and self.spec.traffic.router != "gatewayAPI":
+            self.update(
+                message=f"promoting {self.status.canary_revision}: "
+                f"waiting for the router to send it all traffic (now {achieved}%)"
+            )
+            return
+        canary = self.status.canary_revision or ""
+        self.record(canary, self.status.canary_model, "Promoted", "all steps completed")
+        self.update(stable_revision=canary, stable_model=self.status.canary_model)
+        message = f"revision {canary} ({self.status.canary_model}) is stable"
+        self.end_canary("Succeeded", message)
+        self.condition("Progressing", "False", "RolloutComplete", message)
+        self.event("Normal", "Promoted", message)
+
+    def canary_running(self) -> None:
+        revision = self.obs.spec_revision
+        if revision == self.status.stable_revision:
+            self.abort_for_spec_change("Aborted", "spec reverted to stable")
+            self.end_canary("Succeeded", f"spec reverted to stable revision {revision}")
+            self.condition("Progressing", "False", "SpecReverted", self.status.message)
+            self.clear_condition("Paused", "SpecReverted")
+            return
+        if revision != self.status.canary_revision:
+            self.abort_for_spec_change("Superseded", f"superseded by revision {revision}")
+            self.start_canary()
+            return
+        commands = self.obs.commands
+        if commands.abort:
+            self.roll_back("Aborted", "Aborted", "aborted by user")
+            return
+        self.observe_canary_readiness()
+        if self.act_on_analysis():
+            return
+        if self.progress_deadline_exceeded():
+            return
+        if commands.promote_full:
+            self.enter_promoting("promoted by user (all steps skipped)")
+            return
+        if commands.promote:
+            self.complete_step(by_user=True)
+            return
+        if commands.pause:
+            self.pause("UserPaused", "paused by user")
+        if self.status.phase == "Paused":
+            if commands.resume:
+                if self.status.pause_reason == "PauseStep":
+                    self.complete_step(by_user=True)
+                else:
+                    self.resume()
+        else:
+            self.run_step()
+        unschedulable = self.obs.canary.unschedulable_message if self.obs.canary else None
+        if unschedulable and self.status.phase in ("Progressing", "Paused"):
+            # The most useful thing to tell the user while pods cannot start.
+            self.update(message=f"canary pods cannot be scheduled: {unschedulable}")
+
+    # -- canary helpers --------------------------------------------------------
+
+    def observe_canary_readiness(self) -> None:
+        canary = self.obs.canary
+        if canary is not None and canary.fully_ready:
+            self.update(canary_unready_since=None)
+            self.clear_condition("Unschedulable", "Scheduled")
+            return
+        if self.status.canary_unready_since is None:
+            self.update(canary_unready_since=self.now)
+        if canary is not None and canary.unschedulable_message:
+            self.condition("Unschedulable", "True", "Unschedulable", canary.unschedulable_message)
+        else:
+            self.clear_condition("Unschedulable", "Scheduled")
+
+    def act_on_analysis(self) -> bool:
+        """Take the analysis verdict's action; True when the rollout stops here."""
+        verdict: AnalysisVerdict = self.obs.analysis
+        if verdict.kind == "unavailable":
+            self.condition("MetricsUnavailable", "True", "NoData", verdict.message)
+        else:
+            self.clear_condition("MetricsUnavailable", "DataAvailable")
+        if verdict.kind == "breach" and verdict.check is not None:
+            if verdict.action == "rollback":
+                self.roll_back("RolledBack", "CheckBreached", verdict.message)
+                return True
+            self.pause("CheckBreached", verdict.message)
+            return False
+        if verdict.kind == "unavailable" and verdict.since is not None:
+            policy = self.spec.analysis.when_metrics_unavailable
+            waited = (self.now - verdict.since).total_seconds()
+            if waited >= parse_duration(policy.after):
+                message = f"metrics unavailable for {policy.after} or more: {verdict.message}"
+                if policy.action == "rollback":
+                    self.roll_back("RolledBack", "MetricsUnavailable", message)
+                    return True
+                self.pause("MetricsUnavailable", message)
+        return False
+
+    def progress_deadline_exceeded(self) -> bool:
+        since = self.status.canary_unready_since
+        if since is None:
+            return False
+        if (self.now - since).total_seconds() < parse_duration(self.spec.progress_deadline):
+            return False
+        canary = self.obs.canary
+        ready = f"{canary.ready_replicas}/{canary.desired_replicas}" if canary else "0/0"
+        detail = (
+            f"; {canary.unschedulable_message}" if canary and canary.unschedulable_message else ""
+        )
+        self.roll_back(
+            "RolledBack",
+            "ProgressDeadlineExceeded",
+            f"canary pods not ready within progressDeadline {self.spec.progress_deadline} "
+            f"({ready} ready{detail})",
+        )
+        return True
+
+    def pause(self, reason: str, message: str) -> None:
+        if self.status.phase == "Paused":
+            return
+        self.update(phase="Paused", paused_at=self.now, pause_reason=reason, message=message)
+        self.condition("Paused", "True", reason, message)
+        self.event(
+            "Normal" if reason in ("PauseStep", "UserPaused") else "Warning", "Paused", message
+        )
+
+    def resume(self) -> None:
+        # Time spent paused does not count towards a timed step.
+        started = self.status.step_started_at
+        paused = self.status.paused_at
+        if started is not None and paused is not None:
+            started = started + (self.now - paused)
+        self.update(phase="Progressing", paused_at=None, pause_reason=None, step_started_at=started)
+        self.clear_condition("Paused", "Resumed")
+        self.event("Normal", "Resumed", "resumed by user")
+
+    def run_step(self) -> None:
+        strategy = self.strategy
+        if strategy is None:
+            return
+        index = self.status.current_step or 0
+        steps = strategy.steps
+        if index >= len(steps):
+            # The steps were shortened mid-rollout: all remaining ones are done.
+            if self.gate_open:
+                self.enter_promoting("all steps completed")
+            return
+        step = steps[index]
+        label = f"step {index + 1}/{len(steps)} {describe_step(step)}"
+        if step.set_weight is not None:
+            self.run_set_weight(step.set_weight, label)
+        elif step.pause is not None and step.pause.duration is None:
+            self.pause("PauseStep", f"{label}: waiting for promote")
+        else:
+            duration = step.pause.duration if step.pause is not None else None
+            if step.analysis is not None:
+                duration = step.analysis.duration
+            self.run_timed(parse_duration(duration or "0s"), label)
+
+    def run_set_weight(self, weight: int, label: str) -> None:
+        canary = self.obs.canary
+        if canary is None or canary.ready_replicas == 0:
+            self.update(message=f"{label}: waiting for canary pods to be ready")
+            return
+        current = self.status.weights.canary
+        if weight != current:
+            if weight > current > 0 and not self.gate_open:
+                self.update(
+                    message=f"{label}: holding at {current}% until analysis is healthy "
+                    f"({self.obs.analysis.message})"
+                )
+                return
+            self.update(
+                weights=Weights(stable=100 - weight, canary=weight),
+                message=f"{label}: canary weight {weight}%",
+            )
+            self.event("Normal", "WeightSet", f"canary {self.status.canary_revision}: {weight}%")
+            return
+        achieved = self.obs.achieved_weights[1]
+        if achieved == weight or self.spec.traffic.router == "gatewayAPI":
+            self.complete_step()
+        else:
+            self.update(message=f"{label}: waiting for the router ({achieved}% achieved)")
+
+    def run_timed(self, seconds: float, label: str) -> None:
+        started = self.status.step_started_at or self.now
+        if (self.now - started).total_seconds() < seconds:
+            self.update(message=label)
+            return
+        if not self.gate_open:
+            self.update(
+                message=f"{label}: time is up, waiting for analysis ({self.obs.analysis.message})"
+            )
+            return
+        self.complete_step()
+
+    def complete_step(self, by_user: bool = False) -> None:
+        strategy = self.strategy
+        if strategy is None:
+            return
+        index = (self.status.current_step or 0) + 1
+        if index >= len(strategy.steps):
+            if by_user or self.gate_open:
+                self.enter_promoting("promoted by user" if by_user else "all steps completed")
+            else:
+                self.update(
+                    current_step=index,
+                    message=f"all steps done, waiting for analysis ({self.obs.analysis.message})",
+                )
+            return
+        step = strategy.steps[index]
+        message = f"step {index + 1}/{len(strategy.steps)} {describe_step(step)}"
+        self.update(
+            phase="Progressing",
+            current_step=index,
+            step_started_at=self.now,
+            paused_at=None,
+            pause_reason=None,
+            message=message,
+        )
+        self.condition("Progressing", "True", "StepStarted", message)
+        self.clear_condition("Paused", "StepCompleted")
+        self.event("Normal", "StepStarted", f"{message}{' (skipped by user)' if by_user else ''}")
+
+    def enter_promoting(self, reason: str) -> None:
+        strategy = self.strategy
+        canary = self.status.canary_revision
+        message = f"promoting {canary}: {reason}"
+        self.update(
+            phase="Promoting",
+            current_step=len(strategy.steps) if strategy else self.status.current_step,
+            step_started_at=self.now,
+            paused_at=None,
+            pause_reason=None,
+            weights=Weights(stable=0, canary=100),
+            message=message,
+        )
+        self.condition("Progressing", "True", "Promoting", message)
+        self.clear_condition("Paused", "Promoting")
+        self.event("Normal", "Promoting", message)
+
+    def report_stable_availability(self) -> None:
+        stable = self.obs.stable
+        if stable is not None and stable.ready_replicas > 0:
+            self.condition(
+                "Available",
+                "True",
+                "StableReady",
+                f"{stable.ready_replicas}/{stable.desired_replicas} stable pods ready",
+            )
+        else:
+            self.condition("Available", "False", "NoStablePods", "no stable pod is ready")

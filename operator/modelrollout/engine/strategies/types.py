@@ -1,0 +1,88 @@
+"""What a strategy sees (Observations) and what it returns (Decision).
+
+The reconciler observes the world once per tick, hands it here, and applies
+the Decision: if `rollback_now`, canary weight 0 in one write first; then
+the new status (written only if it differs from the old one); then Events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from modelrollout.analysis.assessment import AnalysisVerdict
+from modelrollout.models.status import ModelRolloutStatus
+
+__all__ = [
+    "AnalysisVerdict",
+    "Commands",
+    "Decision",
+    "Event",
+    "Observations",
+    "RevisionObservation",
+]
+
+# (type, reason, message), as Kubernetes Events take them.
+Event = tuple[Literal["Normal", "Warning"], str, str]
+
+
+@dataclass(frozen=True)
+class RevisionObservation:
+    """The pods of one revision as the cluster reports them."""
+
+    revision: str
+    desired_replicas: int
+    ready_replicas: int
+    # From Pending pods with PodScheduled=False, reason Unschedulable.
+    unschedulable_message: str | None = None
+
+    @property
+    def fully_ready(self) -> bool:
+        return self.desired_replicas > 0 and self.ready_replicas >= self.desired_replicas
+
+
+@dataclass(frozen=True)
+class Commands:
+    """User commands not yet handled this rollout (see engine/commands.py)."""
+
+    promote: bool = False
+    promote_full: bool = False
+    abort: bool = False
+    pause: bool = False
+    resume: bool = False
+    retry: bool = False
+
+    @classmethod
+    def from_pending(cls, pending: Mapping[str, str]) -> Commands:
+        """From the {command: nonce} map of annotations not yet handled."""
+        return cls(
+            promote="promote" in pending,
+            promote_full="promote-full" in pending,
+            abort="abort" in pending,
+            pause="pause" in pending,
+            resume="resume" in pending,
+            retry="retry" in pending,
+        )
+
+
+@dataclass(frozen=True)
+class Observations:
+    now: datetime
+    spec_revision: str
+    generation: int
+    canary: RevisionObservation | None
+    stable: RevisionObservation | None
+    # (stable, canary) percentages the router reports as actually in effect.
+    achieved_weights: tuple[int, int]
+    analysis: AnalysisVerdict
+    commands: Commands = field(default_factory=Commands)
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: ModelRolloutStatus
+    events: list[Event] = field(default_factory=list)
+    # Set canary weight 0 in one write BEFORE writing `status`.
+    rollback_now: bool = False
