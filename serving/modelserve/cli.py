@@ -23,6 +23,7 @@ def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--pvc-mount-root", default="/models", help="where pvc:// claims are mounted"
     )
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--max-model-len", type=int, help="cap the context length")
     parser.add_argument("--max-batch-size", type=int, default=32, help="requests decoded together")
     parser.add_argument("--no-batching", action="store_true", help="decode one request at a time")
@@ -85,6 +86,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         served_model_name=args.served_model_name or args.model,
         pvc_mount_root=args.pvc_mount_root,
         dtype=args.dtype,
+        device=args.device,
         max_model_len=args.max_model_len,
         max_batch_size=1 if args.no_batching else args.max_batch_size,
         max_queue_size=args.max_queue_size,

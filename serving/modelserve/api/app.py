@@ -506,6 +506,7 @@ def load_engine(state: ServerState, loop: asyncio.AbstractEventLoop) -> None:
             settings.model_uri,
             pvc_mount_root=settings.pvc_mount_root,
             dtype=settings.dtype,
+            device=settings.device,
             max_model_len=settings.max_model_len,
         )
         batcher = ContinuousBatcher(

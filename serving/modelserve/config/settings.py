@@ -14,6 +14,8 @@ class ServeSettings:
     served_model_name: str
     pvc_mount_root: str = DEFAULT_PVC_MOUNT_ROOT
     dtype: str = "float32"
+    # "auto": the first CUDA device when there is one, else the CPU.
+    device: str = "auto"
     max_model_len: int | None = None
     # 1 turns batching off: requests are decoded one after another.
     max_batch_size: int = 32

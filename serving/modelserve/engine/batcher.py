@@ -96,6 +96,7 @@ class ContinuousBatcher:
         token_delay_s: float = 0.0,
     ) -> None:
         self._model = model
+        self._device: torch.device = next(model.parameters()).device
         self._tokenizer = tokenizer
         self.max_batch_size = max_batch_size
         self.max_queue_size = max_queue_size
@@ -198,6 +199,7 @@ class ContinuousBatcher:
         for row, request in enumerate(requests):
             input_ids[row, columns - lengths[row] :] = torch.tensor(request.prompt_token_ids)
             attention_mask[row, columns - lengths[row] :] = 1
+        input_ids, attention_mask = input_ids.to(self._device), attention_mask.to(self._device)
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
         wants_prompt_logprobs = any(r.params.prompt_logprobs is not None for r in requests)
         output = self._forward(
@@ -223,8 +225,8 @@ class ContinuousBatcher:
             rows=rows,
             cache=output.past_key_values,
             attention_mask=attention_mask,
-            next_positions=torch.tensor(lengths, dtype=torch.long),
-            next_tokens=torch.zeros(len(requests), dtype=torch.long),
+            next_positions=torch.tensor(lengths, dtype=torch.long, device=self._device),
+            next_tokens=torch.zeros(len(requests), dtype=torch.long, device=self._device),
         )
         # A request may ask for no generated token at all (echo for scoring).
         scoring_only = [row for row in rows if row.request.params.max_tokens == 0]
@@ -275,7 +277,7 @@ class ContinuousBatcher:
         if not rows:
             return
         logits_index = {id(row): i for i, row in enumerate(logits_rows)}
-        index = torch.tensor([logits_index[id(row)] for row in rows])
+        index = torch.tensor([logits_index[id(row)] for row in rows], device=self._device)
         logits = logits.index_select(0, index)
         chosen = choose_tokens(
             logits, [row.request.params for row in rows], [row.generator for row in rows]
@@ -288,10 +290,13 @@ class ContinuousBatcher:
         assert batch is not None
         finished: list[tuple[_Running, FinishReason]] = []
         batch_index = {id(row): i for i, row in enumerate(batch.rows)}
+        # One write for all rows (element-wise writes would each sync a GPU).
+        batch.next_tokens[
+            torch.tensor([batch_index[id(row)] for row in rows], device=self._device)
+        ] = torch.tensor(chosen, dtype=torch.long, device=self._device)
         for position, (row, token_id) in enumerate(zip(rows, chosen, strict=True)):
             params = row.request.params
             row.generated.append(token_id)
-            batch.next_tokens[batch_index[id(row)]] = token_id
             is_eos = token_id in self._eos_token_ids and not params.ignore_eos
             text = "" if is_eos else row.detokenizer.add_token(token_id)
             token_logprob = None
@@ -354,7 +359,7 @@ class ContinuousBatcher:
         if not keep_rows:
             self._batch = None
             return
-        keep = torch.tensor([batch.rows.index(r) for r in keep_rows])
+        keep = torch.tensor([batch.rows.index(r) for r in keep_rows], device=self._device)
         attention_mask = batch.attention_mask.index_select(0, keep)
         # Columns that are padding in every remaining row are dead weight.
         first_column = int(attention_mask.any(dim=0).nonzero()[0].item())

@@ -47,6 +47,7 @@ def load_model(
     *,
     pvc_mount_root: str | Path = DEFAULT_PVC_MOUNT_ROOT,
     dtype: str = "float32",
+    device: str = "auto",
     max_model_len: int | None = None,
 ) -> LoadedModel:
     """Load the model named by `uri`; raise ModelURIError when it cannot be found."""
@@ -67,6 +68,9 @@ def load_model(
     model = AutoModelForCausalLM.from_pretrained(
         location, revision=revision, dtype=getattr(torch, dtype), attn_implementation="sdpa"
     ).eval()  # type: ignore[no-untyped-call]
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device)
     context = int(getattr(model.config, "max_position_embeddings", 0) or tokenizer.model_max_length)
     if max_model_len is not None:
         context = min(context, max_model_len)

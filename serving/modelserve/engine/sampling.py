@@ -44,7 +44,8 @@ def choose_tokens(
     for row, row_params in enumerate(params):
         if row_params.greedy:
             continue
-        row_logits = logits[row].float() / row_params.temperature
+        # Sampled on the CPU, where the request's generator lives.
+        row_logits = logits[row].float().cpu() / row_params.temperature
         row_logits = filter_top_k_top_p(row_logits, row_params.top_k, row_params.top_p)
         probabilities = torch.softmax(row_logits, dim=-1)
         sample = torch.multinomial(probabilities, 1, generator=generators[row])
