@@ -34,6 +34,7 @@ from modelrollout.models.durations import DurationError, parse_duration
 # Kept in sync with the CRD's `pattern` by tests/unit/operator/test_crd.py.
 BREACH_WHEN_PATTERN = r"^(>|>=|<|<=|==|!=) *-?[0-9]+(\.[0-9]+)?$"
 _BREACH_WHEN = re.compile(BREACH_WHEN_PATTERN)
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
 NAME_MAX = 63
 MAX_REPLICAS = 64
@@ -229,8 +230,15 @@ class PrometheusSource(SpecModel):
     timeout: Duration = "5s"
 
 
+CheckName = Annotated[
+    str,
+    Field(min_length=1, max_length=NAME_MAX, pattern=r"^[a-zA-Z0-9]([-_.a-zA-Z0-9]*[a-zA-Z0-9])?$"),
+]
+
+
 class Check(SpecModel):
-    name: Name
+    # No ':' in check names: alerts appear in status.checks as `alert:<alertname>`.
+    name: CheckName
     builtin: BuiltinCheck | None = None
     query: Annotated[str, Field(min_length=1, max_length=8192)] | None = None
     compare_to: Literal["stable"] | None = None
@@ -370,8 +378,17 @@ def _analysis_errors(analysis: Analysis) -> Iterator[tuple[str, str]]:
             yield f"{path}.compareTo", "compareTo works with builtin checks only"
         if check.query is not None:
             yield from _unknown_variables(f"{path}.query", check.query)
+    alertnames: set[str] = set()
     for index, alert in enumerate(analysis.alerts):
+        if alert.alertname in alertnames:
+            yield f"spec.analysis.alerts[{index}].alertname", f"duplicate alert {alert.alertname!r}"
+        alertnames.add(alert.alertname)
         for key, value in alert.match_labels.items():
+            if _LABEL_NAME.fullmatch(key) is None:
+                yield (
+                    f"spec.analysis.alerts[{index}].matchLabels",
+                    f"{key!r} is not a Prometheus label name",
+                )
             yield from _unknown_variables(f"spec.analysis.alerts[{index}].matchLabels.{key}", value)
 
 

@@ -1,0 +1,182 @@
+"""Shared builders for the operator's unit tests: a valid spec and a rollout simulator."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from modelrollout.analysis.assessment import AnalysisVerdict
+from modelrollout.engine.revision import revision_of
+from modelrollout.engine.strategies.canary import decide
+from modelrollout.engine.strategies.types import (
+    Commands,
+    Decision,
+    Observations,
+    RevisionObservation,
+)
+from modelrollout.models import ModelRolloutSpec, ModelRolloutStatus, parse_spec
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def example_spec() -> dict[str, Any]:
+    """The resource from DESIGN.md, as a user would apply it."""
+    return copy.deepcopy(
+        {
+            "model": {"name": "chat", "uri": "pvc://models/llama-3.2-3b/v1.3-int4-g64"},
+            "runtime": {
+                "engine": "vllm",
+                "image": "vllm/vllm-openai:v0.11.0",
+                "args": ["--max-model-len=8192"],
+                "replicas": 2,
+                "resources": {"limits": {"nvidia.com/gpu": 1}},
+                "nodeSelector": {},
+                "tolerations": [],
+                "startupTimeout": "15m",
+            },
+            "traffic": {
+                "router": "service",
+                "gatewayAPI": {"parentRefs": [{"name": "inference-gw"}], "hostnames": []},
+            },
+            "strategy": {
+                "canary": {
+                    "steps": [
+                        {"setWeight": 5},
+                        {"pause": {"duration": "5m"}},
+                        {"setWeight": 25},
+                        {"analysis": {"duration": "10m"}},
+                        {"setWeight": 50},
+                    ]
+                }
+            },
+            "analysis": {
+                "prometheus": {"address": "http://prometheus.monitoring:9090", "timeout": "5s"},
+                "interval": "15s",
+                "checks": [
+                    {
+                        "name": "error-rate",
+                        "builtin": "errorRate",
+                        "breachWhen": "> 0.01",
+                        "for": "3m",
+                        "action": "rollback",
+                    },
+                    {
+                        "name": "p99-latency",
+                        "query": "histogram_quantile(0.99, sum by (le) (rate("
+                        'vllm:e2e_request_latency_seconds_bucket{namespace="{{namespace}}",'
+                        'revision="{{canary.revision}}"}[1m])))',
+                        "breachWhen": "> 0.1",
+                        "for": "5m",
+                        "action": "pause",
+                    },
+                ],
+                "alerts": [
+                    {
+                        "alertname": "ModelHighErrorRate",
+                        "matchLabels": {
+                            "namespace": "{{namespace}}",
+                            "revision": "{{canary.revision}}",
+                        },
+                        "action": "rollback",
+                    }
+                ],
+                "whenMetricsUnavailable": {"action": "pause", "after": "60s"},
+            },
+            "progressDeadline": "20m",
+            "revisionHistoryLimit": 5,
+        }
+    )
+
+
+def with_model_uri(spec: dict[str, Any], uri: str) -> dict[str, Any]:
+    changed = copy.deepcopy(spec)
+    changed["model"]["uri"] = uri
+    return changed
+
+
+HEALTHY = AnalysisVerdict.healthy()
+
+
+@dataclass
+class World:
+    """What the cluster and router report; tests change it between ticks."""
+
+    stable_ready: int = 2
+    canary_ready: int = 2
+    canary_desired: int = 2
+    unschedulable: str | None = None
+    # None: the router achieves whatever status asks for, at once.
+    achieved_canary: int | None = None
+    analysis: AnalysisVerdict = HEALTHY
+
+
+@dataclass
+class Rollout:
+    """Drives canary.decide tick by tick the way the reconciler does.
+
+    Every tick's status goes through the JSON merge patch and back before the
+    next tick, as it would through the API server: all progress must survive.
+    """
+
+    spec: ModelRolloutSpec
+    status: ModelRolloutStatus = field(default_factory=ModelRolloutStatus)
+    now: datetime = T0
+    world: World = field(default_factory=World)
+    trace: list[tuple[ModelRolloutStatus, Observations, Decision]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, spec: dict[str, Any]) -> Rollout:
+        return cls(parse_spec(spec))
+
+    def apply(self, spec: dict[str, Any]) -> None:
+        self.spec = parse_spec(spec)
+
+    def observations(self, commands: Commands | None = None) -> Observations:
+        world = self.world
+        canary = None
+        if self.status.canary_revision is not None:
+            canary = RevisionObservation(
+                self.status.canary_revision,
+                world.canary_desired,
+                world.canary_ready,
+                world.unschedulable,
+            )
+        stable = None
+        if self.status.stable_revision is not None:
+            stable = RevisionObservation(self.status.stable_revision, 2, world.stable_ready)
+        achieved = (
+            world.achieved_canary
+            if world.achieved_canary is not None
+            else self.status.weights.canary
+        )
+        return Observations(
+            now=self.now,
+            spec_revision=revision_of(self.spec),
+            generation=1,
+            canary=canary,
+            stable=stable,
+            achieved_weights=(100 - achieved, achieved),
+            analysis=world.analysis,
+            commands=commands or Commands(),
+        )
+
+    def tick(self, after: float = 0, commands: Commands | None = None) -> Decision:
+        self.now += timedelta(seconds=after)
+        obs = self.observations(commands)
+        decision = decide(self.spec, self.status, obs)
+        self.trace.append((self.status, obs, decision))
+        self.status = ModelRolloutStatus.model_validate(decision.status.to_patch())
+        return decision
+
+    def command(self, **flags: bool) -> Decision:
+        return self.tick(commands=replace(Commands(), **flags))
+
+    def run_until(self, phase: str, every: float = 15, limit: int = 500) -> int:
+        """Tick every `every` seconds until `phase`; the number of ticks it took."""
+        for count in range(1, limit + 1):
+            self.tick(every)
+            if self.status.phase == phase:
+                return count
+        raise AssertionError(f"never reached {phase}; stuck in {self.status.phase}: {self.status}")

@@ -1,0 +1,302 @@
+"""parse_spec: the DESIGN.md resource parses; bad input names the field as the user wrote it."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from modelrollout.models import InvalidSpecError, parse_spec
+from modelrollout.models.spec import Threshold
+from tests.unit.operator.builders import example_spec
+
+pytestmark = pytest.mark.unit
+
+
+def test_design_example_parses_with_aliases_and_defaults() -> None:
+    spec = parse_spec(example_spec())
+    assert spec.traffic.gateway_api is not None
+    assert spec.traffic.gateway_api.parent_refs[0].name == "inference-gw"
+    assert spec.analysis.checks[0].for_ == "3m"
+    assert spec.runtime.resources.limits == {"nvidia.com/gpu": "1"}
+    assert spec.runtime.port == 8000
+    assert spec.runtime.capacity == "surge"
+    assert spec.runtime.termination_grace_period == "60s"
+    assert spec.canary.abort_scale_down_delay == "30s"
+    assert [step.kind for step in spec.canary.steps] == [
+        "setWeight",
+        "pause",
+        "setWeight",
+        "analysis",
+        "setWeight",
+    ]
+
+
+def test_dumps_back_to_the_camel_case_the_user_wrote() -> None:
+    dumped = parse_spec(example_spec()).model_dump(by_alias=True, exclude_defaults=True)
+    assert dumped["traffic"]["gatewayAPI"]["parentRefs"] == [{"name": "inference-gw"}]
+    assert dumped["analysis"]["checks"][0]["for"] == "3m"
+    assert parse_spec(dumped) == parse_spec(example_spec())
+
+
+def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def mutate(spec: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        node: Any = spec
+        for part in parents:
+            node = node[int(part)] if part.isdigit() else node.setdefault(part, {})
+        if value is _DELETE:
+            del node[last]
+        elif isinstance(node, list):
+            node[int(last)] = value
+        else:
+            node[last] = value
+
+    return mutate
+
+
+_DELETE = object()
+
+SHADOW = {"mirrorPercent": 10, "duration": "10m", "then": "promote"}
+
+INVALID: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
+    ("missing model uri", _set("model.uri", _DELETE), "spec.model.uri", "required"),
+    ("unknown engine", _set("runtime.engine", "tgi"), "spec.runtime.engine", "vllm"),
+    ("zero replicas", _set("runtime.replicas", 0), "spec.runtime.replicas", "greater than"),
+    ("bad duration", _set("progressDeadline", "20 minutes"), "spec.progressDeadline", "duration"),
+    (
+        "bad breachWhen",
+        _set("analysis.checks.0.breachWhen", "above 0.01"),
+        "spec.analysis.checks[0].breachWhen",
+        "operator",
+    ),
+    (
+        "weight over 100",
+        _set("strategy.canary.steps.0.setWeight", 150),
+        "spec.strategy.canary.steps[0].setWeight",
+        "less than or equal to 100",
+    ),
+    ("no steps", _set("strategy.canary.steps", []), "spec.strategy.canary.steps", "at least 1"),
+    (
+        "two kinds in one step",
+        _set("strategy.canary.steps.0", {"setWeight": 5, "pause": {}}),
+        "spec.strategy.canary.steps[0]",
+        "exactly one of setWeight, pause, analysis",
+    ),
+    (
+        "two strategies",
+        _set("strategy.shadow", SHADOW),
+        "spec.strategy",
+        "exactly one of canary, blueGreen, shadow",
+    ),
+    (
+        "no strategy",
+        _set("strategy", {}),
+        "spec.strategy",
+        "exactly one of canary, blueGreen, shadow",
+    ),
+    (
+        "shadow with the service router",
+        _set("strategy", {"shadow": SHADOW}),
+        "spec.strategy.shadow",
+        "shadow needs traffic.router gatewayAPI",
+    ),
+    (
+        "gatewayAPI without parentRefs",
+        lambda s: s["traffic"].update(router="gatewayAPI", gatewayAPI={"parentRefs": []}),
+        "spec.traffic.gatewayAPI.parentRefs",
+        "parentRef",
+    ),
+    (
+        "duplicate check names",
+        _set("analysis.checks.1.name", "error-rate"),
+        "spec.analysis.checks[1].name",
+        "duplicate check name 'error-rate'",
+    ),
+    (
+        "query and builtin on one check",
+        _set("analysis.checks.0.query", "up"),
+        "spec.analysis.checks[0]",
+        "either query or builtin, not both",
+    ),
+    (
+        "neither query nor builtin",
+        _set("analysis.checks.0.builtin", _DELETE),
+        "spec.analysis.checks[0]",
+        "one of query or builtin",
+    ),
+    (
+        "unknown template variable",
+        _set("analysis.checks.1.query", 'up{pod="{{pod}}"}'),
+        "spec.analysis.checks[1].query",
+        "unknown template variable {{pod}}",
+    ),
+    (
+        "unknown variable in alert labels",
+        _set("analysis.alerts.0.matchLabels.revision", "{{canary.rev}}"),
+        "spec.analysis.alerts[0].matchLabels.revision",
+        "{{canary.rev}}",
+    ),
+    (
+        "compareTo on a query check",
+        _set("analysis.checks.1.compareTo", "stable"),
+        "spec.analysis.checks[1].compareTo",
+        "builtin checks only",
+    ),
+    (
+        "unknown builtin",
+        _set("analysis.checks.0.builtin", "gpuTemperature"),
+        "spec.analysis.checks[0].builtin",
+        "errorRate",
+    ),
+    ("unknown field", _set("runtime.gpus", 2), "spec.runtime.gpus", "unknown field"),
+    (
+        "checks without prometheus",
+        _set("analysis.prometheus", _DELETE),
+        "spec.analysis.prometheus",
+        "Prometheus address",
+    ),
+    (
+        "minStableReplicas over replicas",
+        _set("runtime.minStableReplicas", 3),
+        "spec.runtime.minStableReplicas",
+        "must not exceed",
+    ),
+    (
+        "check name with a colon",
+        _set("analysis.checks.0.name", "alert:x"),
+        "spec.analysis.checks[0].name",
+        "pattern",
+    ),
+    (
+        "mirrorPercent 0",
+        lambda s: s.update(
+            strategy={"shadow": {**SHADOW, "mirrorPercent": 0}},
+            traffic={"router": "gatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw"}]}},
+        ),
+        "spec.strategy.shadow.mirrorPercent",
+        "greater than or equal to 1",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field_path", "message"),
+    [pytest.param(m, p, msg, id=name) for name, m, p, msg in INVALID],
+)
+def test_invalid_spec_names_the_field(
+    mutate: Callable[[dict[str, Any]], None], field_path: str, message: str
+) -> None:
+    spec = example_spec()
+    mutate(spec)
+    with pytest.raises(InvalidSpecError) as raised:
+        parse_spec(spec)
+    assert raised.value.field_path == field_path
+    assert message in raised.value.message
+
+
+def test_shadow_is_accepted_with_gateway_api() -> None:
+    spec = example_spec()
+    spec["strategy"] = {"shadow": SHADOW}
+    spec["traffic"]["router"] = "gatewayAPI"
+    assert parse_spec(spec).strategy.shadow is not None
+
+
+def test_blue_green_defaults() -> None:
+    spec = example_spec()
+    spec["strategy"] = {"blueGreen": {"postPromotionAnalysis": {"duration": "5m"}}}
+    blue_green = parse_spec(spec).strategy.blue_green
+    assert blue_green is not None
+    assert blue_green.scale_down_delay == "30s"
+    assert blue_green.auto_promotion_after is None
+
+
+def test_spec_that_is_not_an_object() -> None:
+    with pytest.raises(InvalidSpecError) as raised:
+        parse_spec(["model"])
+    assert raised.value.field_path == "spec"
+
+
+@pytest.mark.parametrize(
+    ("text", "value", "breached"),
+    [
+        ("> 0.01", 0.02, True),
+        ("> 0.01", 0.01, False),
+        (">= 0.01", 0.01, True),
+        ("<0.5", 0.4, True),
+        ("<= -1", -1.0, True),
+        ("== 0", 0.0, True),
+        ("!= 0", 0.0, False),
+        ("> 1", float("inf"), True),
+        ("> 1", float("nan"), False),
+    ],
+)
+def test_breach_when(text: str, value: float, breached: bool) -> None:
+    assert Threshold.parse(text).breached_by(value) is breached
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+KEYS = st.sampled_from(
+    [
+        "model",
+        "runtime",
+        "strategy",
+        "canary",
+        "steps",
+        "setWeight",
+        "pause",
+        "analysis",
+        "checks",
+        "alerts",
+        "query",
+        "builtin",
+        "breachWhen",
+        "for",
+        "name",
+        "matchLabels",
+        "traffic",
+        "router",
+        "gatewayAPI",
+        "shadow",
+        "replicas",
+        "duration",
+    ]
+)
+
+
+def _mutations(base: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
+    """The valid example with random values planted at random (often real) keys."""
+
+    def plant(spec: dict[str, Any], path: list[str], value: Any) -> dict[str, Any]:
+        changed = copy.deepcopy(spec)
+        node: Any = changed
+        for key in path[:-1]:
+            if isinstance(node, dict) and isinstance(node.get(key), dict | list):
+                node = node[key]
+            elif isinstance(node, list) and node:
+                node = node[0]
+        if isinstance(node, dict):
+            node[path[-1]] = value
+        return changed
+
+    return st.builds(plant, st.just(base), st.lists(KEYS, min_size=1, max_size=5), JSON)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(JSON, st.dictionaries(KEYS, JSON, max_size=6), _mutations(example_spec())))
+def test_parse_spec_only_ever_raises_invalid_spec_error(body: Any) -> None:
+    try:
+        parse_spec(body)
+    except InvalidSpecError as error:
+        assert error.field_path.startswith("spec")
+        assert error.message
