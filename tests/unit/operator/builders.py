@@ -124,7 +124,10 @@ class Rollout:
     status: ModelRolloutStatus = field(default_factory=ModelRolloutStatus)
     now: datetime = T0
     world: World = field(default_factory=World)
-    trace: list[tuple[ModelRolloutStatus, Observations, Decision]] = field(default_factory=list)
+    # (spec, status before, observations, decision) per tick.
+    trace: list[tuple[ModelRolloutSpec, ModelRolloutStatus, Observations, Decision]] = field(
+        default_factory=list
+    )
 
     @classmethod
     def of(cls, spec: dict[str, Any]) -> Rollout:
@@ -166,7 +169,7 @@ class Rollout:
         self.now += timedelta(seconds=after)
         obs = self.observations(commands)
         decision = decide(self.spec, self.status, obs)
-        self.trace.append((self.status, obs, decision))
+        self.trace.append((self.spec, self.status, obs, decision))
         self.status = ModelRolloutStatus.model_validate(decision.status.to_patch())
         return decision
 
