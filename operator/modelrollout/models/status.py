@@ -73,7 +73,8 @@ class CheckStatus(StatusModel):
 
 
 class Condition(StatusModel):
-    type: ConditionType
+    # Any string on read: a status written by a newer operator may carry new types.
+    type: str
     status: Literal["True", "False", "Unknown"]
     reason: str
     message: str = ""
