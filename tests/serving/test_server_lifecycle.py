@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -170,32 +171,42 @@ def test_sigterm_drains_in_flight_requests_then_exits_zero(
         server.stop()
 
 
-def test_injected_errors_are_500_and_counted_as_error(tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_injected_errors_and_latency_show_in_answers_and_metrics(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    error_rate, seed, added_latency_s, requests = 0.5, 3, 0.3, 8
     server = start_server(
-        tiny_model_dir, tmp_path, "--fault-injection", "--fault-error-rate", "1.0"
-    )
+        tiny_model_dir, tmp_path, "--fault-injection", "--fault-error-rate", str(error_rate),
+        "--fault-seed", str(seed), "--fault-latency", str(added_latency_s),
+    )  # fmt: skip
     try:
         assert "FAULT INJECTION ENABLED" in server.log()
-        before = scrape(server.base_url)
-        response = httpx.post(
-            server.base_url + "/v1/completions", json=slow_body(2, stream=False), timeout=30
-        )
-        assert response.status_code == 500
-        assert response.json()["error"]["code"] == "injected"
-        after = scrape(server.base_url)
-        for name, labels in (
-            ("vllm:request_success_total", {"finished_reason": "error"}),
-            ("http_requests_total", {"handler": "/v1/completions", "status": "5xx"}),
-        ):
-            previous = (
-                metric(before, name, **labels)
-                if any(
-                    s.startswith(name) and all(f'{k}="{v}"' in s for k, v in labels.items())
-                    for s in before
-                )
-                else 0.0
+        # The server draws one number per request from a generator seeded the same way.
+        draws = random.Random(seed)
+        expected = [500 if draws.random() < error_rate else 200 for _ in range(requests)]
+        assert 0 < expected.count(500) < requests
+        statuses = []
+        for _ in range(requests):
+            response = httpx.post(
+                server.base_url + "/v1/completions", json=slow_body(2, stream=False), timeout=30
             )
-            assert metric(after, name, **labels) == previous + 1
+            statuses.append(response.status_code)
+            if response.status_code == 500:
+                assert response.json()["error"]["code"] == "injected"
+        assert statuses == expected
+        values = scrape(server.base_url)
+        failures, successes = expected.count(500), expected.count(200)
+        labels = {"model_name": TINY_MODEL_NAME}
+        assert metric(values, "vllm:request_success_total", finished_reason="error") == failures
+        assert metric(values, "vllm:request_success_total", finished_reason="length") == successes
+        assert (
+            metric(values, "http_requests_total", handler="/v1/completions", status="5xx")
+            == failures
+        )
+        # Every served request took at least the injected latency, counted from its arrival.
+        assert metric(values, "vllm:e2e_request_latency_seconds_count", **labels) == successes
+        assert metric(values, "vllm:e2e_request_latency_seconds_bucket", le="0.3", **labels) == 0
+        assert metric(values, "vllm:time_to_first_token_seconds_bucket", le="0.25", **labels) == 0
         assert httpx.get(server.base_url + "/health", timeout=5).status_code == 200
     finally:
         server.stop()

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass, field
@@ -210,6 +211,7 @@ class OpenAIHandlers:
     # --- /v1/completions -------------------------------------------------------------
 
     async def completions(self, body: CompletionRequest, request: Request) -> Response:
+        arrival = time.monotonic()
         self._check_model(body.model)
         if body.n != 1:
             raise errors.bad_request("only n=1 is supported", param="n")
@@ -222,8 +224,10 @@ class OpenAIHandlers:
         params = [self._completion_params(body, len(ids)) for ids in encoded]
         await self._generator.before_start()
         if body.stream:
-            return self._stream_completion(body, prompts[0], encoded[0], params[0])
-        return await _unless_disconnected(request, self._complete(body, prompts, encoded, params))
+            return self._stream_completion(body, prompts[0], encoded[0], params[0], arrival)
+        return await _unless_disconnected(
+            request, self._complete(body, prompts, encoded, params, arrival)
+        )
 
     @staticmethod
     def _split_prompts(prompt: str | list[int] | list[str] | list[list[int]]) -> list[Any]:
@@ -268,10 +272,11 @@ class OpenAIHandlers:
         prompts: list[Any],
         encoded: list[list[int]],
         params: list[SamplingParams],
+        arrival: float,
     ) -> Response:
         results: list[CollectedGeneration] = await asyncio.gather(
             *(
-                collect(self._generator.generate(ids, p))
+                collect(self._generator.generate(ids, p, arrival))
                 for ids, p in zip(encoded, params, strict=True)
             )
         )
@@ -311,7 +316,12 @@ class OpenAIHandlers:
         )
 
     def _stream_completion(
-        self, body: CompletionRequest, prompt: Any, ids: list[int], params: SamplingParams
+        self,
+        body: CompletionRequest,
+        prompt: Any,
+        ids: list[int],
+        params: SamplingParams,
+        arrival: float,
     ) -> StreamingResponse:
         completion_id, created = new_id("cmpl"), now()
         model = self.state.settings.served_model_name
@@ -339,7 +349,7 @@ class OpenAIHandlers:
                 yield chunk(self._prompt_text(prompt), logprobs.take() if logprobs else None, None)
             completion_tokens = 0
             # Closed at once when the client leaves, so the engine drops the request.
-            async with aclosing(self._generator.generate(ids, params)) as events:
+            async with aclosing(self._generator.generate(ids, params, arrival)) as events:
                 async for event in events:
                     if isinstance(event, PromptScored) and logprobs is not None:
                         self._echo_logprobs(logprobs, ids, event)
@@ -373,6 +383,7 @@ class OpenAIHandlers:
     # --- /v1/chat/completions ----------------------------------------------------------
 
     async def chat_completions(self, body: ChatCompletionRequest, request: Request) -> Response:
+        arrival = time.monotonic()
         self._check_model(body.model)
         if body.n != 1:
             raise errors.bad_request("only n=1 is supported", param="n")
@@ -395,13 +406,13 @@ class OpenAIHandlers:
         )
         await self._generator.before_start()
         if body.stream:
-            return self._stream_chat(body, ids, params)
-        return await _unless_disconnected(request, self._chat(body, ids, params))
+            return self._stream_chat(body, ids, params, arrival)
+        return await _unless_disconnected(request, self._chat(body, ids, params, arrival))
 
     async def _chat(
-        self, body: ChatCompletionRequest, ids: list[int], params: SamplingParams
+        self, body: ChatCompletionRequest, ids: list[int], params: SamplingParams, arrival: float
     ) -> Response:
-        result = await collect(self._generator.generate(ids, params))
+        result = await collect(self._generator.generate(ids, params, arrival))
         logprobs_body = None
         if body.logprobs:
             scored = [s for event in result.logprobs for s in (event.logprobs or ())]
@@ -425,7 +436,7 @@ class OpenAIHandlers:
         )
 
     def _stream_chat(
-        self, body: ChatCompletionRequest, ids: list[int], params: SamplingParams
+        self, body: ChatCompletionRequest, ids: list[int], params: SamplingParams, arrival: float
     ) -> StreamingResponse:
         chat_id, created = new_id("chatcmpl"), now()
         model = self.state.settings.served_model_name
@@ -451,7 +462,7 @@ class OpenAIHandlers:
             yield chunk({"role": "assistant", "content": ""}, None, None)
             completion_tokens = 0
             # Closed at once when the client leaves, so the engine drops the request.
-            async with aclosing(self._generator.generate(ids, params)) as events:
+            async with aclosing(self._generator.generate(ids, params, arrival)) as events:
                 async for event in events:
                     if isinstance(event, TokensGenerated):
                         completion_tokens += len(event.token_ids)

@@ -31,7 +31,7 @@ class RequestClock:
     """Times one request the way vLLM does: from arrival, in the server."""
 
     metrics: ServingMetrics
-    arrival: float = field(default_factory=time.monotonic)
+    arrival: float
     last_token: float | None = None
 
     def tokens(self, count: int) -> None:
@@ -97,14 +97,17 @@ class Generator:
             raise errors.injected_failure()
 
     async def generate(
-        self, prompt_token_ids: list[int], params: SamplingParams
+        self, prompt_token_ids: list[int], params: SamplingParams, arrival: float
     ) -> AsyncGenerator[EngineEvent, None]:
-        """Events of one generation; the engine request is cancelled if the caller stops early."""
+        """Events of one generation; the engine request is cancelled if the caller stops early.
+
+        `arrival` is when the HTTP request came in: latencies (injected ones too) count from it.
+        """
         if self._dispatcher is None:
             self._dispatcher = LoopDispatcher(asyncio.get_running_loop())
         dispatcher = self._dispatcher
         queue: asyncio.Queue[EngineEvent] = asyncio.Queue()
-        clock = RequestClock(self.metrics)
+        clock = RequestClock(self.metrics, arrival)
 
         def sink(event: EngineEvent) -> None:
             dispatcher.put(queue, event)
