@@ -54,3 +54,14 @@ def test_a_failed_load_keeps_health_at_503_with_the_reason(tmp_path: Path) -> No
         assert "config.json" in health.json()["error"]
 
     asyncio.run(scenario())
+
+
+def test_make_tiny_model_is_reproducible_from_its_seed(tmp_path: Path) -> None:
+    from modelserve.cli import main
+
+    for name, seed in (("a", "5"), ("b", "5"), ("c", "6")):
+        assert main(["make-tiny-model", str(tmp_path / name), "--seed", seed]) == 0
+    weights = {name: (tmp_path / name / "model.safetensors").read_bytes() for name in "abc"}
+    assert weights["a"] == weights["b"] != weights["c"]
+    for required in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        assert (tmp_path / "a" / required).is_file()

@@ -45,3 +45,18 @@ def test_errors_are_counted_by_status(server: ServerProcess) -> None:
     assert result.ok == 0
     assert result.errors_by_status == {"404": 5}
     assert result.per_target[server.base_url].errors_by_status == {"404": 5}
+
+
+def test_the_loadgen_command_prints_a_summary(
+    server: ServerProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from modelserve.cli import main
+
+    code = main(
+        ["loadgen", "--target", f"{server.base_url}=1", "--model", TINY_MODEL_NAME,
+         "--rate", "20", "--requests", "4", "--max-tokens", "4", "--chat"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "requests: 4 ok: 4" in out
+    assert "ttft p50/p90/p99" in out
