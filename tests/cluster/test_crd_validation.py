@@ -1,0 +1,259 @@
+"""The API server itself refuses bad ModelRollouts, with a message naming the field.
+
+Runs against the real kube-apiserver of the local cluster (or any
+KUBECONFIG) with the CRD from crds/ installed by the `kube_api_client`
+fixture. What the API server cannot judge is the operator's job (condition
+InvalidSpec, see tests/unit/operator/test_spec.py).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from modelrollout.models import ModelRolloutStatus, Weights
+from tests.unit.operator.builders import example_spec
+
+pytestmark = pytest.mark.cluster
+
+GROUP, VERSION, PLURAL = "modelrollout.dev", "v1alpha1", "modelrollouts"
+SHADOW = {"mirrorPercent": 10, "duration": "10m", "then": "promote"}
+
+
+def manifest(spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ModelRollout",
+        "metadata": {"name": f"chat-{uuid.uuid4().hex[:6]}"},
+        "spec": spec,
+    }
+
+
+def create(api_client: client.ApiClient, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
+    created: dict[str, Any] = client.CustomObjectsApi(api_client).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, manifest(spec), field_validation="Strict"
+    )
+    return created
+
+
+def refusal(api_client: client.ApiClient, namespace: str, spec: dict[str, Any]) -> str:
+    with pytest.raises(ApiException) as raised:
+        create(api_client, namespace, spec)
+    assert raised.value.status == 422 or raised.value.status == 400, raised.value.body
+    message: str = json.loads(raised.value.body)["message"]
+    return message
+
+
+def _path(spec: dict[str, Any], path: str) -> tuple[Any, str]:
+    *parents, last = path.split(".")
+    node: Any = spec
+    for part in parents:
+        node = node[int(part)] if part.isdigit() else node.setdefault(part, {})
+    return node, last
+
+
+def setting(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def mutate(spec: dict[str, Any]) -> None:
+        node, last = _path(spec, path)
+        if isinstance(node, list):
+            node[int(last)] = value
+        else:
+            node[last] = value
+
+    return mutate
+
+
+def removing(path: str) -> Callable[[dict[str, Any]], None]:
+    def mutate(spec: dict[str, Any]) -> None:
+        node, last = _path(spec, path)
+        del node[last]
+
+    return mutate
+
+
+def gateway_without_parents(spec: dict[str, Any]) -> None:
+    spec["traffic"] = {"router": "gatewayAPI", "gatewayAPI": {"parentRefs": []}}
+
+
+# (mutation of the valid example, texts the API server's message must contain)
+INVALID: list[tuple[str, Callable[[dict[str, Any]], None], list[str]]] = [
+    ("no model uri", removing("model.uri"), ["spec.model.uri", "Required"]),
+    ("unknown engine", setting("runtime.engine", "tgi"), ["spec.runtime.engine", "vllm"]),
+    ("zero replicas", setting("runtime.replicas", 0), ["spec.runtime.replicas"]),
+    ("too many replicas", setting("runtime.replicas", 1000), ["spec.runtime.replicas"]),
+    (
+        "weight over 100",
+        setting("strategy.canary.steps.0.setWeight", 101),
+        ["spec.strategy.canary.steps[0].setWeight"],
+    ),
+    (
+        "negative weight",
+        setting("strategy.canary.steps.2.setWeight", -5),
+        ["spec.strategy.canary.steps[2].setWeight"],
+    ),
+    ("no steps", setting("strategy.canary.steps", []), ["spec.strategy.canary.steps"]),
+    (
+        "two kinds in one step",
+        setting("strategy.canary.steps.1", {"setWeight": 10, "pause": {}}),
+        ["spec.strategy.canary.steps[1]", "exactly one of setWeight, pause, analysis"],
+    ),
+    (
+        "empty step",
+        setting("strategy.canary.steps.1", {}),
+        ["spec.strategy.canary.steps[1]", "exactly one of setWeight, pause, analysis"],
+    ),
+    (
+        "two strategies",
+        setting("strategy.blueGreen", {}),
+        ["spec.strategy", "exactly one of canary, blueGreen, shadow"],
+    ),
+    (
+        "shadow on the service router",
+        setting("strategy", {"shadow": SHADOW}),
+        ["spec.strategy.shadow", "gatewayAPI"],
+    ),
+    (
+        "gatewayAPI without parentRefs",
+        gateway_without_parents,
+        ["spec.traffic.gatewayAPI.parentRefs", "at least one Gateway"],
+    ),
+    (
+        "breachWhen without an operator",
+        setting("analysis.checks.0.breachWhen", "0.01"),
+        ["spec.analysis.checks[0].breachWhen"],
+    ),
+    (
+        "breachWhen with words",
+        setting("analysis.checks.1.breachWhen", "> fast"),
+        ["spec.analysis.checks[1].breachWhen"],
+    ),
+    (
+        "duration in words",
+        setting("progressDeadline", "twenty minutes"),
+        ["spec.progressDeadline"],
+    ),
+    (
+        "pause duration with a space",
+        setting("strategy.canary.steps.1.pause.duration", "5 m"),
+        ["spec.strategy.canary.steps[1].pause.duration"],
+    ),
+    (
+        "query and builtin",
+        setting("analysis.checks.0.query", "up"),
+        ["spec.analysis.checks[0]", "exactly one of query or builtin"],
+    ),
+    (
+        "neither query nor builtin",
+        removing("analysis.checks.1.query"),
+        ["spec.analysis.checks[1]", "exactly one of query or builtin"],
+    ),
+    (
+        "unknown builtin",
+        setting("analysis.checks.0.builtin", "gpuTemperature"),
+        ["spec.analysis.checks[0].builtin", "errorRate"],
+    ),
+    (
+        "duplicate check names",
+        setting("analysis.checks.1.name", "error-rate"),
+        ["spec.analysis.checks[1]", "Duplicate value"],
+    ),
+    (
+        "compareTo on a query",
+        setting("analysis.checks.1.compareTo", "stable"),
+        ["spec.analysis.checks[1].compareTo", "builtin checks only"],
+    ),
+    (
+        "unknown action",
+        setting("analysis.checks.0.action", "ignore"),
+        ["spec.analysis.checks[0].action", "rollback"],
+    ),
+    (
+        "checks without prometheus",
+        removing("analysis.prometheus"),
+        ["spec.analysis.prometheus", "required when there are checks or alerts"],
+    ),
+    (
+        "minStableReplicas over replicas",
+        setting("runtime.minStableReplicas", 5),
+        ["spec.runtime.minStableReplicas", "must not exceed"],
+    ),
+    ("unknown field", setting("runtime.gpus", 2), ["spec.runtime.gpus", "unknown field"]),
+    (
+        "check name too long",
+        setting("analysis.checks.0.name", "x" * 64),
+        ["spec.analysis.checks[0].name"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"), [pytest.param(m, e, id=name) for name, m, e in INVALID]
+)
+def test_invalid_rollout_is_refused_naming_the_field(
+    kube_api_client: client.ApiClient,
+    namespace: str,
+    mutate: Callable[[dict[str, Any]], None],
+    expected: list[str],
+) -> None:
+    spec = example_spec()
+    mutate(spec)
+    message = refusal(kube_api_client, namespace, spec)
+    for text in expected:
+        assert text in message, message
+
+
+def test_valid_rollout_is_accepted_and_keeps_what_the_user_wrote(
+    kube_api_client: client.ApiClient, namespace: str
+) -> None:
+    created = create(kube_api_client, namespace, example_spec())
+    # No defaults are written into spec: GitOps tools see exactly what they applied.
+    assert created["spec"] == example_spec()
+
+
+def test_operator_status_is_accepted_and_shown_in_columns(
+    kube_api_client: client.ApiClient, namespace: str
+) -> None:
+    created = create(kube_api_client, namespace, example_spec())
+    name = created["metadata"]["name"]
+    status = ModelRolloutStatus(
+        phase="Progressing",
+        stable_revision="aaaa000001",
+        canary_revision="bbbb000002",
+        current_step=2,
+        weights=Weights(stable=75, canary=25),
+    ).with_condition(
+        "Progressing", "True", "StepStarted", "step 3/5", datetime.now(UTC).replace(microsecond=0)
+    )
+    objects = client.CustomObjectsApi(kube_api_client)
+    objects.patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, PLURAL, name, {"status": status.to_patch()}
+    )
+    stored = objects.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    assert ModelRolloutStatus.model_validate(stored["status"]) == status
+
+    response = kube_api_client.call_api(
+        f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}",
+        "GET",
+        header_params={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"},
+        auth_settings=["BearerToken"],
+        response_type="object",
+        _return_http_data_only=True,
+    )
+    columns = [c["name"] for c in response["columnDefinitions"]]
+    assert columns == ["Name", "Phase", "Stable", "Canary", "Weight", "Step", "Age"]
+    cells = response["rows"][0]["cells"]
+    assert cells[1:6] == ["Progressing", "aaaa000001", "bbbb000002", 25, 2]
+
+
+def test_short_name_mro_is_served(kube_api_client: client.ApiClient) -> None:
+    resources = client.CustomObjectsApi(kube_api_client).get_api_resources(GROUP, VERSION)
+    by_name = {r.name: r for r in resources.resources}
+    assert by_name[PLURAL].short_names == ["mro"]
+    assert "modelrollouts/status" in by_name
