@@ -72,7 +72,7 @@ def test_healthy_canary_walks_every_step_to_succeeded() -> None:
 
     phases = [decision.status.phase for *_, decision in rollout.trace]
     assert "Promoting" in phases
-    canary_weights = []
+    canary_weights: list[int] = []
     for _, before, _, decision in rollout.trace:
         weight = decision.status.weights.canary
         if not canary_weights or canary_weights[-1] != weight:

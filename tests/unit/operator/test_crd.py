@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from modelrollout.models import ModelRolloutSpec, ModelRolloutStatus
 from modelrollout.models.durations import DURATION_PATTERN
@@ -173,7 +174,9 @@ def _crd_tree(node: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("section", "model"), [("spec", ModelRolloutSpec), ("status", ModelRolloutStatus)]
 )
-def test_crd_and_models_have_the_same_fields_and_enums(section: str, model: type) -> None:
+def test_crd_and_models_have_the_same_fields_and_enums(
+    section: str, model: type[BaseModel]
+) -> None:
     pydantic_schema = model.model_json_schema(by_alias=True, mode="validation")
     expected = _pydantic_tree(pydantic_schema, pydantic_schema.get("$defs", {}))
     actual = _crd_tree(root_schema()["properties"][section])
