@@ -63,6 +63,8 @@ def evaluate(
     `context` holds the template variables: namespace, rollout,
     canary.revision, stable.revision, model.
     """
+    if not spec.analysis.checks and not spec.analysis.alerts:
+        return (), AnalysisVerdict.healthy()
     if status.phase in ACTIVE_CANARY_PHASES and status.weights.canary == 0:
         return pending_checks(spec.analysis), AnalysisVerdict.pending(
             "the canary receives no traffic yet"

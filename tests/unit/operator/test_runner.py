@@ -146,3 +146,11 @@ def test_compare_to_stable_is_the_ratio() -> None:
     checks, verdict = evaluate(spec, LIVE, ByRevision(), CONTEXT, T0)
     assert checks[0].value == 2.0
     assert verdict.kind == "breach"
+
+
+def test_no_checks_is_healthy_without_asking_anyone() -> None:
+    spec_dict = example_spec()
+    spec_dict["analysis"] = {}
+    provider = FakeProvider(online=False)
+    checks, verdict = evaluate(parse_spec(spec_dict), LIVE, provider, CONTEXT, T0)
+    assert (checks, verdict.kind, provider.queries) == ((), "healthy", [])
