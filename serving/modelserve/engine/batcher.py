@@ -172,14 +172,14 @@ class ContinuousBatcher:
                 self._wakeup.wait()
             if self._stopping:
                 return None
+            # Requests whose client left while queued give their place back at once.
+            for request in [r for r in self._waiting if r.cancelled]:
+                self._waiting.remove(request)
+                self._finish_unstarted(request, FinishReason.ABORT)
             admitted: list[GenerationRequest] = []
             running = len(self._batch.rows) if self._batch else 0
             while self._waiting and running + len(admitted) < self.max_batch_size:
-                request = self._waiting.popleft()
-                if request.cancelled:
-                    self._finish_unstarted(request, FinishReason.ABORT)
-                    continue
-                admitted.append(request)
+                admitted.append(self._waiting.popleft())
             self._num_running = running + len(admitted)
             return admitted
 
