@@ -339,3 +339,22 @@ def test_eval_perplexity_scores_every_token_after_the_first(server: ServerProces
     assert result.tokens_scored == sum(n - 1 for n in prompt_tokens)
     # Finite, and above 1: a random-weights model is never certain.
     assert 1.0 < result.perplexity < 1e6
+
+
+def test_logprob_text_offsets_index_the_returned_text(server: ServerProcess) -> None:
+    # Characters outside the tokenizer's training text split into byte-level tokens.
+    prompt = "Café 日本: the quick brown fox"
+    response = complete(
+        server, prompt=prompt, max_tokens=6, echo=True, logprobs=0, temperature=0,
+        ignore_eos=True,
+    )  # fmt: skip
+    choice = response.json()["choices"][0]
+    text, logprobs = choice["text"], choice["logprobs"]
+    assert text.startswith(prompt)
+    tokens, offsets = logprobs["tokens"], logprobs["text_offset"]
+    assert any("\ufffd" in token for token in tokens)
+    assert offsets == sorted(offsets) and offsets[0] == 0
+    # Past the begin-of-text token, each whole-character token's text sits at its offset.
+    for token, offset in zip(tokens[1:], offsets[1:], strict=True):
+        if "\ufffd" not in token:
+            assert text[offset : offset + len(token)] == token

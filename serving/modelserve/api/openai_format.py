@@ -18,6 +18,13 @@ class TokenText:
     def __call__(self, token_id: int) -> str:
         return str(self._tokenizer.decode([token_id], clean_up_tokenization_spaces=False))
 
+    def text_length(self, token_ids: list[int]) -> int:
+        """Length of the answer text of `token_ids` (special tokens add nothing)."""
+        text = self._tokenizer.decode(
+            token_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
+        )
+        return len(text)
+
 
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
@@ -35,12 +42,17 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     }
 
 
+# Tokens decoded together to measure text offsets: enough for a UTF-8 character.
+_OFFSET_WINDOW = 4
+
+
 class CompletionLogprobs:
     """Accumulates the legacy completions `logprobs` object (tokens, token_logprobs, ...)."""
 
     def __init__(self, token_text: TokenText, text_offset: int = 0) -> None:
         self._token_text = token_text
         self._offset = text_offset
+        self._recent_ids: list[int] = []
         self.tokens: list[str] = []
         self.token_logprobs: list[float | None] = []
         self.top_logprobs: list[dict[str, float] | None] = []
@@ -50,7 +62,14 @@ class CompletionLogprobs:
         text = self._token_text(token_id)
         self.tokens.append(text)
         self.text_offset.append(self._offset)
-        self._offset += len(text)
+        # Offsets index the answer's text, which has no special tokens. A character
+        # split over several byte-level tokens is counted once: the growth of the text
+        # of the last few tokens, not the token's own text, gives the advance.
+        before = self._recent_ids[-(_OFFSET_WINDOW - 1) :]
+        self._recent_ids = [*before, token_id]
+        self._offset += self._token_text.text_length(self._recent_ids) - (
+            self._token_text.text_length(before) if before else 0
+        )
         if scored is None:
             self.token_logprobs.append(None)
             self.top_logprobs.append(None)
