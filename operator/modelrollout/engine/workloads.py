@@ -20,11 +20,15 @@ def plan_revisions(
     replicas: int,
     stable: str | None,
     canary: str | None,
+    stable_weight: int,
     canary_weight: int,
     canary_serving: bool,
     keep_aborted_canary: bool,
 ) -> list[DesiredRevision]:
-    """Stable keeps all its replicas (surge); the canary is sized by its weight.
+    """Stable keeps all its replicas (surge) while it has traffic; the canary is sized by weight.
+
+    Stable goes to zero only when promotion has moved all traffic off it:
+    with the service router that is what makes the canary's share reach 100.
 
     `canary_serving` is false once the canary was rolled back or aborted; its
     pods stay (at weight 0) while `keep_aborted_canary` holds, so a retry or
@@ -33,7 +37,7 @@ def plan_revisions(
     """
     plan: list[DesiredRevision] = []
     if stable is not None:
-        plan.append(DesiredRevision(stable, ROLE_STABLE, replicas))
+        plan.append(DesiredRevision(stable, ROLE_STABLE, replicas if stable_weight > 0 else 0))
     if canary is not None and canary != stable:
         if canary_serving:
             plan.append(

@@ -19,6 +19,8 @@ class Backends:
     port: int
     replicas: int
     gateway: dict[str, Any] = field(default_factory=dict)
+    # The canary weight the rollout asks for now.
+    canary_weight: int = 0
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,9 @@ class AchievedWeights:
     stable: int
     canary: int
     conditions: tuple[tuple[str, str, str], ...] = ()  # (type, status, message)
+    # The router has realised the asked weight as closely as it can; with
+    # replica counts that may differ from the weight itself (1 of 3 is 33%, not 25%).
+    settled: bool = False
 
 
 def canary_replicas(total_replicas: int, canary_weight: int) -> int:

@@ -156,7 +156,9 @@ class GatewayAPIRouter:
         if route is None:
             return AchievedWeights(0, 0, (("Routed", "False", "HTTPRoute does not exist"),))
         stable, canary = route_weights(route, backends)
-        return AchievedWeights(stable, canary, route_conditions(route))
+        return AchievedWeights(
+            stable, canary, route_conditions(route), settled=canary == backends.canary_weight
+        )
 
     def finalize(self, rollout: RolloutRef) -> None:
         """The route is owned by the ModelRollout: garbage collection removes it."""

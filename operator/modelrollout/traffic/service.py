@@ -22,6 +22,10 @@ def _ready_replicas(deployment: dict[str, Any] | None) -> int:
     return int(deployment.get("status", {}).get("readyReplicas") or 0)
 
 
+def _desired_replicas(deployment: dict[str, Any] | None) -> int:
+    return 0 if deployment is None else int(deployment["spec"].get("replicas") or 0)
+
+
 class ServiceRouter:
     def __init__(self, api: KubeApi) -> None:
         self._api = api
@@ -60,18 +64,25 @@ class ServiceRouter:
                 DEPLOYMENTS, rollout.namespace, label_selector(selector_labels(rollout.name))
             )
         }
-        stable = _ready_replicas(
-            deployments.get(revision_object_name(rollout.name, backends.stable))
-        )
-        canary = (
-            _ready_replicas(deployments.get(revision_object_name(rollout.name, backends.canary)))
+        stable_deployment = deployments.get(revision_object_name(rollout.name, backends.stable))
+        canary_deployment = (
+            deployments.get(revision_object_name(rollout.name, backends.canary))
             if backends.canary
-            else 0
+            else None
         )
+        stable, canary = _ready_replicas(stable_deployment), _ready_replicas(canary_deployment)
         if stable + canary == 0:
             return AchievedWeights(0, 0, (("Routed", "False", "no Ready replicas"),))
         canary_weight = round(100 * canary / (stable + canary))
-        return AchievedWeights(100 - canary_weight, canary_weight)
+        settled = (
+            canary_deployment is not None
+            and 0 < backends.canary_weight < 100
+            and _desired_replicas(canary_deployment)
+            == canary_replicas(backends.replicas, backends.canary_weight)
+            == canary
+            and stable == _desired_replicas(stable_deployment)
+        )
+        return AchievedWeights(100 - canary_weight, canary_weight, settled=settled)
 
     def finalize(self, rollout: RolloutRef) -> None:
         """The Service is owned by the ModelRollout: garbage collection removes it."""

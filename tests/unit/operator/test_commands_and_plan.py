@@ -29,6 +29,7 @@ def test_stable_keeps_every_replica_and_the_canary_is_sized_by_weight() -> None:
         replicas=4,
         stable="s1",
         canary="c1",
+        stable_weight=50,
         canary_weight=50,
         canary_serving=True,
         keep_aborted_canary=False,
@@ -37,9 +38,18 @@ def test_stable_keeps_every_replica_and_the_canary_is_sized_by_weight() -> None:
 
 
 def test_an_aborted_canary_goes_unless_it_is_kept_for_its_scale_down_delay() -> None:
-    common = {"replicas": 2, "stable": "s1", "canary": "c1", "canary_weight": 0}
-    gone = plan_revisions(**common, canary_serving=False, keep_aborted_canary=False)  # type: ignore[arg-type]
-    kept = plan_revisions(**common, canary_serving=False, keep_aborted_canary=True)  # type: ignore[arg-type]
+    def plan(keep: bool) -> list[DesiredRevision]:
+        return plan_revisions(
+            replicas=2,
+            stable="s1",
+            canary="c1",
+            stable_weight=100,
+            canary_weight=0,
+            canary_serving=False,
+            keep_aborted_canary=keep,
+        )
+
+    gone, kept = plan(keep=False), plan(keep=True)
     assert [d.revision for d in gone] == ["s1"]
     assert kept == [DesiredRevision("s1", "stable", 2), DesiredRevision("c1", "canary", 1)]
 
@@ -49,8 +59,22 @@ def test_after_promotion_only_the_new_stable_is_planned() -> None:
         replicas=3,
         stable="c1",
         canary=None,
+        stable_weight=100,
         canary_weight=0,
         canary_serving=False,
         keep_aborted_canary=False,
     )
     assert plan == [DesiredRevision("c1", "stable", 3)]
+
+
+def test_promotion_takes_stable_down_once_all_traffic_left_it() -> None:
+    plan = plan_revisions(
+        replicas=2,
+        stable="s1",
+        canary="c1",
+        stable_weight=0,
+        canary_weight=100,
+        canary_serving=True,
+        keep_aborted_canary=False,
+    )
+    assert plan == [DesiredRevision("s1", "stable", 0), DesiredRevision("c1", "canary", 2)]

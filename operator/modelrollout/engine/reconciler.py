@@ -1,0 +1,253 @@
+"""One tick of one rollout: observe the world, let the strategy decide, act, write status.
+
+Order matters for restart safety: on a rollback the canary weight goes to 0
+first; then the new status (which holds all progress) is written; only then
+are children converged to what that status says. A killed operator therefore
+resumes from status and re-applies the same children, never a step twice.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from modelrollout.analysis.assessment import check_events
+from modelrollout.analysis.provider import MetricProvider, provider_for
+from modelrollout.analysis.runner import evaluate
+from modelrollout.engine.children import (
+    converge_deployments,
+    observe_deployments,
+    revision_state,
+    unschedulable_message,
+)
+from modelrollout.engine.commands import pending_in_body
+from modelrollout.engine.podspec import build_pod_spec
+from modelrollout.engine.revision import revision_of
+from modelrollout.engine.strategies import canary
+from modelrollout.engine.strategies.types import (
+    AnalysisVerdict,
+    Commands,
+    Observations,
+    RevisionObservation,
+)
+from modelrollout.engine.workloads import plan_revisions
+from modelrollout.kube.api import MODELROLLOUTS, KubeApi
+from modelrollout.kube.workloads import RolloutRef
+from modelrollout.models import (
+    InvalidSpecError,
+    ModelRolloutSpec,
+    ModelRolloutStatus,
+    parse_duration,
+    parse_spec,
+)
+from modelrollout.models.status import ACTIVE_CANARY_PHASES, CheckStatus
+from modelrollout.traffic import router_for
+from modelrollout.traffic.base import AchievedWeights, Backends
+
+EventSink = Callable[[str, str, str], None]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        api: KubeApi,
+        clock: Callable[[], datetime] = _now,
+        provider_factory: Callable[[ModelRolloutSpec], MetricProvider] | None = None,
+    ) -> None:
+        self._api = api
+        self._clock = clock
+        self._provider_factory = provider_factory or (
+            lambda spec: provider_for(spec.analysis.prometheus)
+        )
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self._written: dict[str, ModelRolloutStatus] = {}
+
+    @staticmethod
+    def has_pending_command(body: dict[str, Any]) -> bool:
+        return bool(pending_in_body(body))
+
+    def _lock(self, uid: str) -> threading.Lock:
+        # The timer and the event handler may fire together for one object.
+        with self._locks_guard:
+            return self._locks.setdefault(uid, threading.Lock())
+
+    def tick(self, body: dict[str, Any], post_event: EventSink) -> None:
+        uid = body["metadata"]["uid"]
+        with self._lock(uid):
+            written = self._written.get(uid)
+            if written is not None and written != ModelRolloutStatus.model_validate(
+                body.get("status") or {}
+            ):
+                # kopf handed us a body from before our last status write: deciding
+                # on it could repeat a step. Read the object as it is now.
+                fresh = self._api.get(
+                    MODELROLLOUTS, body["metadata"]["namespace"], body["metadata"]["name"]
+                )
+                if fresh is None:
+                    return
+                body = fresh
+            self._tick(body, post_event)
+
+    def _write_status(self, rollout: RolloutRef, status: ModelRolloutStatus) -> None:
+        self._written[rollout.uid] = status
+        self._api.merge_patch(
+            MODELROLLOUTS,
+            rollout.namespace,
+            rollout.name,
+            {"status": status.to_patch()},
+            subresource="status",
+        )
+
+    def _tick(self, body: dict[str, Any], post_event: EventSink) -> None:
+        metadata = body["metadata"]
+        rollout = RolloutRef(metadata["namespace"], metadata["name"], metadata["uid"])
+        generation = int(metadata.get("generation") or 0)
+        status = ModelRolloutStatus.model_validate(body.get("status") or {})
+        now = self._clock()
+        try:
+            spec = parse_spec(body.get("spec") or {})
+        except InvalidSpecError as error:
+            invalid = status.with_invalid_spec(
+                f"{error.field_path}: {error.message}", generation, now
+            )
+            if invalid != status:
+                self._write_status(rollout, invalid)
+                post_event("Warning", "InvalidSpec", f"{error.field_path}: {error.message}")
+            return
+
+        spec_revision = revision_of(spec)
+        deployments = observe_deployments(self._api, rollout)
+        router = router_for(spec.traffic.router, self._api)
+        backends = self._backends(rollout, spec, status)
+        achieved = router.get_weights(backends) if backends is not None else AchievedWeights(0, 0)
+        wanted = status.weights.canary
+        achieved_pair = (
+            (100 - wanted, wanted) if achieved.settled else (achieved.stable, achieved.canary)
+        )
+
+        def observe(revision: str | None) -> RevisionObservation | None:
+            if revision is None or revision not in deployments:
+                return None
+            state = revision_state(deployments[revision])
+            unschedulable = (
+                unschedulable_message(self._api, rollout, revision)
+                if state.ready_replicas < state.desired_replicas
+                else None
+            )
+            return RevisionObservation(
+                revision=revision,
+                desired_replicas=state.desired_replicas,
+                ready_replicas=state.ready_replicas,
+                unschedulable_message=unschedulable,
+            )
+
+        checks, verdict = self._analyze(spec, status, rollout, now)
+        commands = pending_in_body(body)
+        observations = Observations(
+            now=now,
+            spec_revision=spec_revision,
+            generation=generation,
+            stable=observe(status.stable_revision),
+            canary=observe(status.canary_revision),
+            achieved_weights=achieved_pair,
+            analysis=verdict,
+            commands=Commands.from_pending(commands),
+        )
+        decision = canary.decide(spec, status.with_checks(checks), observations)
+        events = [*check_events(status.checks, checks), *decision.events]
+        new_status = decision.status.with_handled_commands(commands).with_observed_generation(
+            generation
+        )
+
+        if decision.rollback_now and backends is not None:
+            router.set_weights(backends, 0)
+        if new_status != status:
+            self._write_status(rollout, new_status)
+        for event_type, reason, message in events:
+            post_event(event_type, reason, message)
+        self._converge(rollout, spec, spec_revision, new_status, deployments, now)
+
+    def _backends(
+        self, rollout: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus
+    ) -> Backends | None:
+        if status.stable_revision is None:
+            return None
+        gateway = (
+            spec.traffic.gateway_api.model_dump(by_alias=True, exclude_none=True)
+            if (spec.traffic.gateway_api is not None)
+            else {}
+        )
+        return Backends(
+            rollout=rollout,
+            stable=status.stable_revision,
+            canary=status.canary_revision,
+            port=spec.runtime.port,
+            replicas=spec.runtime.replicas,
+            gateway=gateway,
+            canary_weight=status.weights.canary,
+        )
+
+    def _analyze(
+        self, spec: ModelRolloutSpec, status: ModelRolloutStatus, rollout: RolloutRef, now: datetime
+    ) -> tuple[tuple[CheckStatus, ...], AnalysisVerdict]:
+        context = {
+            "namespace": rollout.namespace,
+            "rollout": rollout.name,
+            "canary.revision": status.canary_revision or "",
+            "stable.revision": status.stable_revision or "",
+            "model": spec.model.name,
+        }
+        return evaluate(spec, status, self._provider_factory(spec), context, now)
+
+    def _converge(
+        self,
+        rollout: RolloutRef,
+        spec: ModelRolloutSpec,
+        spec_revision: str,
+        status: ModelRolloutStatus,
+        deployments: dict[str, dict[str, Any]],
+        now: datetime,
+    ) -> None:
+        router = router_for(spec.traffic.router, self._api)
+        serving = status.phase in ACTIVE_CANARY_PHASES or status.phase == "Promoting"
+        aborted_at = status.aborted_at
+        keep_aborted = (
+            spec.traffic.router != "service"
+            and aborted_at is not None
+            and (now - aborted_at).total_seconds()
+            < parse_duration(spec.strategy.canary.abort_scale_down_delay)
+            if spec.strategy.canary is not None
+            else False
+        )
+        plan = plan_revisions(
+            replicas=spec.runtime.replicas,
+            stable=status.stable_revision,
+            canary=status.canary_revision,
+            stable_weight=status.weights.stable,
+            canary_weight=status.weights.canary,
+            canary_serving=serving,
+            keep_aborted_canary=keep_aborted,
+        )
+        pod_spec = build_pod_spec(spec)
+        converge_deployments(
+            self._api,
+            rollout,
+            plan,
+            deployments,
+            lambda revision: pod_spec if revision == spec_revision else None,
+            int(parse_duration(spec.progress_deadline)),
+        )
+        backends = self._backends(rollout, spec, status)
+        if backends is None:
+            return
+        router.reconcile(backends)
+        # A serving canary at weight 0 is warming up: the plan sized it, no route change.
+        if status.weights.canary > 0 or not serving:
+            router.set_weights(backends, status.weights.canary if serving else 0)
