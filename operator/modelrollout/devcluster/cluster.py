@@ -184,7 +184,7 @@ def is_running(state: ClusterState) -> bool:
     )
 
 
-def _start_prometheus(directory: Path) -> tuple[int, PrometheusHandle]:
+def start_prometheus(directory: Path) -> tuple[int, PrometheusHandle]:
     prom_dir = directory / "prometheus"
     sd_dir, rules_dir, data_dir = prom_dir / "sd", prom_dir / "rules", prom_dir / "data"
     for path in (sd_dir, rules_dir, data_dir):
@@ -300,7 +300,7 @@ def up(
         ],
     )
     _log(f"control plane up in {time.monotonic() - started:.1f}s")
-    prometheus_pid, prometheus = _start_prometheus(directory)
+    prometheus_pid, prometheus = start_prometheus(directory)
     state = ClusterState(
         name=name,
         directory=str(directory),

@@ -1,0 +1,353 @@
+"""The operator against a real API server and a real Prometheus, without model traffic.
+
+Each test runs the real operator process (`kopf run -m modelrollout.main`) on
+its own namespace. Pods are scheduled by the real scheduler onto fake GPU
+nodes (kwok marks them Ready; they run no containers): these tests check the
+control loop, routes, analysis against Prometheus rules, restarts and bad
+input. Rollouts driven by real traffic are in test_canary_traffic.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from modelrollout.devcluster.cluster import start_prometheus
+from modelrollout.devcluster.prometheus import PrometheusHandle
+from modelrollout.engine.revision import revision_of
+from modelrollout.models import parse_spec
+from tests.support.kube import wait_until
+from tests.support.operator_process import OperatorProcess
+from tests.support.rollouts import Rollouts, StatusRecorder, rollout_manifest, with_model
+
+pytestmark = pytest.mark.e2e
+
+STEPS = [
+    {"setWeight": 25},
+    {"pause": {"duration": "1s"}},
+    {"setWeight": 50},
+    {"pause": {"duration": "1s"}},
+]
+
+
+def revision(manifest: dict[str, Any]) -> str:
+    return revision_of(parse_spec(manifest["spec"]))
+
+
+def start_stable(rollouts: Rollouts, manifest: dict[str, Any]) -> str:
+    rollouts.create(manifest)
+    status = rollouts.wait_phase(manifest["metadata"]["name"], {"Succeeded"}, 60)
+    assert status["stableRevision"] == revision(manifest)
+    return str(status["stableRevision"])
+
+
+def step_sequence(seen: list[tuple[str, int | None, int]]) -> list[int]:
+    steps: list[int] = []
+    for phase, step, _ in seen:
+        if (
+            phase in ("Progressing", "Paused")
+            and step is not None
+            and (not steps or steps[-1] != step)
+        ):
+            steps.append(step)
+    return steps
+
+
+@pytest.mark.parametrize("router", ["service", "gatewayAPI"])
+def test_healthy_canary_walks_every_step_and_promotes_without_restarting_pods(
+    rollouts: Rollouts, operator_process: OperatorProcess, router: str
+) -> None:
+    v1 = rollout_manifest("chat", "file:///models/v1", STEPS, router=router)
+    old = start_stable(rollouts, v1)
+    v2 = with_model(v1, "file:///models/v2")
+    new = revision(v2)
+
+    recorder = StatusRecorder(rollouts, "chat")
+    with recorder.recording():
+        rollouts.patch_spec("chat", {"model": v2["spec"]["model"]})
+        canary_pods = wait_until(
+            lambda: [
+                p.metadata.uid
+                for p in rollouts.core.list_namespaced_pod(
+                    rollouts.namespace, label_selector=f"modelrollout.dev/revision={new}"
+                ).items
+            ],
+            30,
+            "the canary's first pod",
+        )
+        status = rollouts.wait_phase("chat", {"Succeeded"}, 90)
+        time.sleep(1)
+
+    assert status["stableRevision"] == new
+    assert status.get("canaryRevision") is None
+    assert status["weights"] == {"stable": 100, "canary": 0, "mirror": 0}
+    assert step_sequence(recorder.seen) == [0, 1, 2, 3], recorder.seen
+    assert max(weight for _, _, weight in recorder.seen) == 100  # promotion moves all traffic
+    assert [w for phase, _, w in recorder.seen if phase == "Progressing"] == sorted(
+        w for phase, _, w in recorder.seen if phase == "Progressing"
+    ), "the canary weight only ever rises while progressing"
+    assert status["history"][0]["outcome"] == "Promoted"
+    assert status["history"][0]["revision"] == new
+
+    # The old revision is gone, the new one has every replica, its first pod was never restarted.
+    def only_new_revision() -> dict[str, client.V1Deployment] | None:
+        deployments = rollouts.deployments("chat")
+        return deployments if set(deployments) == {new} else None
+
+    deployments = wait_until(only_new_revision, 30, f"only revision {new} to remain (old {old})")
+    assert deployments[new].spec.replicas == 2
+    assert deployments[new].metadata.labels["modelrollout.dev/role"] == "stable"
+    pods = rollouts.core.list_namespaced_pod(
+        rollouts.namespace, label_selector=f"modelrollout.dev/revision={new}"
+    ).items
+    assert canary_pods[0] in {p.metadata.uid for p in pods}
+    assert {p.metadata.labels["modelrollout.dev/role"] for p in pods} == {"stable"}
+
+    if router == "gatewayAPI":
+        route = client.CustomObjectsApi(rollouts.apps.api_client).get_namespaced_custom_object(
+            "gateway.networking.k8s.io", "v1", rollouts.namespace, "httproutes", "chat"
+        )
+        refs = route["spec"]["rules"][0]["backendRefs"]
+        assert [(r["name"], r["weight"]) for r in refs] == [(f"chat-{new}", 100)]
+        assert (
+            route["spec"]["parentRefs"] == [{"name": "inference-gw"}]
+            or route["spec"]["parentRefs"][0]["name"] == "inference-gw"
+        )
+    else:
+        service = rollouts.core.read_namespaced_service("chat", rollouts.namespace)
+        assert service.spec.selector == {"modelrollout.dev/rollout": "chat"}
+
+
+def test_canary_needing_more_gpus_than_exist_reports_why_and_rolls_back_at_the_deadline(
+    rollouts: Rollouts, operator_process: OperatorProcess
+) -> None:
+    v1 = rollout_manifest("big", "file:///models/v1", STEPS, progress_deadline="8s")
+    stable = start_stable(rollouts, v1)
+    huge = rollout_manifest("big", "file:///models/v1", STEPS, gpus=5, progress_deadline="8s")
+    rollouts.patch_spec("big", {"runtime": huge["spec"]["runtime"]})
+
+    def unschedulable() -> dict[str, Any] | None:
+        status = rollouts.status("big")
+        for condition in status.get("conditions", []):
+            if condition["type"] == "Unschedulable" and condition["status"] == "True":
+                return condition
+        return None
+
+    condition = wait_until(unschedulable, 30, "condition Unschedulable")
+    assert "Insufficient nvidia.com/gpu" in condition["message"]
+    status = rollouts.wait_phase("big", {"RolledBack"}, 60)
+    progressing = next(c for c in status["conditions"] if c["type"] == "Progressing")
+    assert progressing["reason"] == "ProgressDeadlineExceeded"
+    assert status["stableRevision"] == stable
+    assert status["weights"]["canary"] == 0
+    assert status["history"][0]["outcome"] == "RolledBack"
+    # Stable never lost a replica.
+    assert rollouts.deployments("big")[stable].status.ready_replicas == 2
+
+
+def alert_rules(alertname: str, labels: dict[str, str]) -> str:
+    rendered = ", ".join(f'{key}: "{value}"' for key, value in labels.items())
+    return (
+        "groups:\n"
+        f"  - name: {alertname}\n"
+        "    rules:\n"
+        f"      - alert: {alertname}\n"
+        "        expr: vector(1)\n"
+        f"        labels: {{{rendered}}}\n"
+    )
+
+
+@pytest.mark.parametrize("alert_for", ["canary", "other-revision"])
+def test_a_firing_alert_for_the_canary_rolls_it_back_and_one_for_another_revision_does_not(
+    rollouts: Rollouts,
+    operator_process: OperatorProcess,
+    prometheus: PrometheusHandle,
+    namespace: str,
+    alert_for: str,
+) -> None:
+    alertname = f"ModelHighErrorRate{uuid.uuid4().hex[:6]}"
+    analysis = {
+        "prometheus": {"address": prometheus.url, "timeout": "2s"},
+        "interval": "1s",
+        "alerts": [
+            {
+                "alertname": alertname,
+                "matchLabels": {"namespace": "{{namespace}}", "revision": "{{canary.revision}}"},
+                "action": "rollback",
+            }
+        ],
+    }
+    steps = [{"setWeight": 50}, {"analysis": {"duration": "4s"}}]
+    v1 = rollout_manifest("chat", "file:///models/v1", steps, analysis=analysis)
+    start_stable(rollouts, v1)
+    v2 = with_model(v1, "file:///models/v2")
+    canary = revision(v2)
+    firing_revision = canary if alert_for == "canary" else "0000000000"
+    prometheus.write_rules(
+        alertname, alert_rules(alertname, {"namespace": namespace, "revision": firing_revision})
+    )
+    try:
+        wait_until(
+            lambda: prometheus.query(f'ALERTS{{alertname="{alertname}",alertstate="firing"}}'),
+            30,
+            f"alert {alertname} to fire in Prometheus",
+        )
+        rollouts.patch_spec("chat", {"model": v2["spec"]["model"]})
+        status = rollouts.wait_phase("chat", {"RolledBack", "Succeeded"}, 60)
+    finally:
+        prometheus.remove_rules(alertname)
+
+    if alert_for == "canary":
+        assert status["phase"] == "RolledBack"
+        assert status["weights"]["canary"] == 0
+        assert alertname in status["history"][0]["reason"]
+        check = next(c for c in status["checks"] if c["name"] == f"alert:{alertname}")
+        assert check["state"] == "Breached"
+    else:
+        assert status["phase"] == "Succeeded"
+        assert status["stableRevision"] == canary
+
+
+def test_prometheus_gone_mid_rollout_holds_then_rolls_back_per_when_metrics_unavailable(
+    rollouts: Rollouts, operator_process: OperatorProcess, tmp_path: Path
+) -> None:
+    pid, prometheus = start_prometheus(tmp_path)
+    try:
+        analysis = {
+            "prometheus": {"address": prometheus.url, "timeout": "1s"},
+            "interval": "1s",
+            "checks": [
+                {
+                    "name": "always-zero",
+                    "query": "vector(0)",
+                    "breachWhen": "> 1",
+                    "action": "rollback",
+                }
+            ],
+            "whenMetricsUnavailable": {"action": "rollback", "after": "4s"},
+        }
+        steps = [{"setWeight": 50}, {"analysis": {"duration": "60s"}}, {"setWeight": 75}]
+        v1 = rollout_manifest("chat", "file:///models/v1", steps, analysis=analysis)
+        start_stable(rollouts, v1)
+        rollouts.patch_spec("chat", {"model": {"name": "chat", "uri": "file:///models/v2"}})
+        wait_until(
+            lambda: any(
+                c.get("state") == "Passing" for c in rollouts.status("chat").get("checks", [])
+            ),
+            30,
+            "the check to pass against the live Prometheus",
+        )
+        before = rollouts.status("chat")
+        assert before["currentStep"] == 1
+
+        recorder = StatusRecorder(rollouts, "chat")
+        with recorder.recording():
+            os.kill(pid, signal.SIGKILL)
+            status = rollouts.wait_phase("chat", {"RolledBack"}, 30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+    # It never advanced past the analysis step while blind, then acted.
+    assert all(step in (None, 1) for _, step, _ in recorder.seen), recorder.seen
+    assert max(w for _, _, w in recorder.seen) == 50
+    check = next(c for c in status["checks"] if c["name"] == "always-zero")
+    assert check["state"] == "Unavailable"
+    assert "unavailable" in status["history"][0]["reason"].lower()
+
+
+def test_operator_killed_at_random_points_finishes_without_skipping_or_repeating_a_step(
+    rollouts: Rollouts, operator_process: OperatorProcess
+) -> None:
+    steps = [
+        {"setWeight": 25},
+        {"pause": {"duration": "2s"}},
+        {"setWeight": 50},
+        {"pause": {"duration": "2s"}},
+        {"setWeight": 75},
+        {"pause": {"duration": "2s"}},
+    ]
+    v1 = rollout_manifest("chat", "file:///models/v1", steps, router="gatewayAPI")
+    start_stable(rollouts, v1)
+    rng = random.Random(7)
+    recorder = StatusRecorder(rollouts, "chat", interval=0.05)
+    kills = 0
+    with recorder.recording():
+        rollouts.patch_spec("chat", {"model": {"name": "chat", "uri": "file:///models/v2"}})
+        deadline = time.monotonic() + 120
+        while rollouts.current_phase("chat") != "Succeeded":
+            assert time.monotonic() < deadline, f"not finished: {recorder.seen}"
+            time.sleep(rng.uniform(0.3, 2.5))
+            if kills < 4 and rollouts.current_phase("chat") != "Succeeded":
+                weights_at_kill = route_weights(rollouts)
+                operator_process.kill()
+                kills += 1
+                time.sleep(2)
+                # Nothing moves traffic while the operator is down.
+                assert route_weights(rollouts) == weights_at_kill
+                operator_process.start()
+        time.sleep(1)
+
+    assert kills >= 2
+    assert step_sequence(recorder.seen) == [0, 1, 2, 3, 4, 5], recorder.seen
+    step_events = [e.message for e in rollouts.events("chat") if e.reason == "StepStarted"]
+    assert len(step_events) == len(set(step_events)), f"a step was started twice: {step_events}"
+    status = rollouts.status("chat")
+    assert status["history"][0]["outcome"] == "Promoted"
+
+
+def route_weights(rollouts: Rollouts) -> list[tuple[str, int]]:
+    route = client.CustomObjectsApi(rollouts.apps.api_client).get_namespaced_custom_object(
+        "gateway.networking.k8s.io", "v1", rollouts.namespace, "httproutes", "chat"
+    )
+    return [(r["name"], r["weight"]) for r in route["spec"]["rules"][0]["backendRefs"]]
+
+
+def test_invalid_spec_only_the_operator_can_judge_changes_nothing_running(
+    rollouts: Rollouts, operator_process: OperatorProcess, prometheus: PrometheusHandle
+) -> None:
+    analysis = {
+        "prometheus": {"address": prometheus.url},
+        "checks": [
+            {"name": "p99", "query": "vector(0)", "breachWhen": "> 1", "action": "rollback"}
+        ],
+    }
+    v1 = rollout_manifest("chat", "file:///models/v1", STEPS, analysis=analysis)
+    stable = start_stable(rollouts, v1)
+    before = {rev: d.metadata.resource_version for rev, d in rollouts.deployments("chat").items()}
+
+    bad_query = 'rate(x{revision="{{canary.nope}}"}[1m])'
+    rollouts.patch_spec(
+        "chat",
+        {
+            "model": {"name": "chat", "uri": "file:///models/v2"},
+            "analysis": {**analysis, "checks": [{**analysis["checks"][0], "query": bad_query}]},
+        },
+    )
+
+    def invalid() -> dict[str, Any] | None:
+        status = rollouts.status("chat")
+        for condition in status.get("conditions", []):
+            if condition["type"] == "InvalidSpec" and condition["status"] == "True":
+                return condition
+        return None
+
+    condition = wait_until(invalid, 20, "condition InvalidSpec")
+    assert "spec.analysis.checks[0].query" in condition["message"]
+    assert "canary.nope" in condition["message"]
+    time.sleep(2)
+    status = rollouts.status("chat")
+    assert status["phase"] == "Succeeded"
+    assert status["stableRevision"] == stable
+    assert status.get("canaryRevision") is None
+    after = {rev: d.metadata.resource_version for rev, d in rollouts.deployments("chat").items()}
+    assert after == before, "a Deployment was created or changed for an invalid spec"

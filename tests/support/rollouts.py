@@ -1,0 +1,175 @@
+"""Building, applying and watching ModelRollouts in tests."""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes import client
+
+from modelrollout.kube.labels import GROUP, PLURAL, VERSION
+from tests.support.kube import wait_until
+
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+
+
+def rollout_manifest(
+    name: str,
+    model_uri: str,
+    steps: list[dict[str, Any]],
+    *,
+    replicas: int = 2,
+    gpus: int = 1,
+    router: str = "service",
+    analysis: dict[str, Any] | None = None,
+    progress_deadline: str = "20m",
+    args: list[str] | None = None,
+    env: list[dict[str, str]] | None = None,
+) -> dict[str, Any]:
+    runtime: dict[str, Any] = {
+        "engine": "torch",
+        "image": "modelrollout/modelserve:dev",
+        "replicas": replicas,
+        "resources": {"limits": {"nvidia.com/gpu": gpus}},
+        "tolerations": [GPU_TOLERATION],
+        "terminationGracePeriod": "10s",
+    }
+    if args:
+        runtime["args"] = args
+    if env:
+        runtime["env"] = env
+    spec: dict[str, Any] = {
+        "model": {"name": name, "uri": model_uri},
+        "runtime": runtime,
+        "traffic": {"router": router},
+        "strategy": {"canary": {"steps": steps}},
+        "progressDeadline": progress_deadline,
+    }
+    if router == "gatewayAPI":
+        spec["traffic"]["gatewayAPI"] = {"parentRefs": [{"name": "inference-gw"}]}
+    if analysis is not None:
+        spec["analysis"] = analysis
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ModelRollout",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+class Rollouts:
+    """ModelRollouts in one namespace."""
+
+    def __init__(self, api_client: client.ApiClient, namespace: str) -> None:
+        self.custom = client.CustomObjectsApi(api_client)
+        self.apps = client.AppsV1Api(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.namespace = namespace
+
+    def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        body: dict[str, Any] = self.custom.create_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, manifest
+        )
+        return body
+
+    def get(self, name: str) -> dict[str, Any]:
+        body: dict[str, Any] = self.custom.get_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, name
+        )
+        return body
+
+    def status(self, name: str) -> dict[str, Any]:
+        return self.get(name).get("status") or {}
+
+    def patch_spec(self, name: str, spec_patch: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, name, {"spec": spec_patch}
+        )
+
+    def annotate(self, name: str, annotations: dict[str, str]) -> None:
+        self.custom.patch_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, name, {"metadata": {"annotations": annotations}}
+        )
+
+    def current_phase(self, name: str) -> str | None:
+        """The phase, once the operator has seen the latest spec; None before."""
+        body = self.get(name)
+        status: dict[str, Any] = body.get("status") or {}
+        if status.get("observedGeneration") != body["metadata"]["generation"]:
+            return None
+        phase: str | None = status.get("phase")
+        return phase
+
+    def wait_phase(self, name: str, phases: set[str], timeout: float) -> dict[str, Any]:
+        """Wait for a phase the operator reached after seeing the latest spec."""
+
+        def reached() -> dict[str, Any] | None:
+            body = self.get(name)
+            status: dict[str, Any] = body.get("status") or {}
+            current = status.get("observedGeneration") == body["metadata"]["generation"]
+            return status if current and status.get("phase") in phases else None
+
+        return wait_until(reached, timeout, f"{name} to reach phase {sorted(phases)}")
+
+    def deployments(self, name: str) -> dict[str, client.V1Deployment]:
+        items = self.apps.list_namespaced_deployment(
+            self.namespace, label_selector=f"{GROUP}/rollout={name}"
+        ).items
+        return {d.metadata.labels[f"{GROUP}/revision"]: d for d in items}
+
+    def events(self, name: str) -> list[client.CoreV1Event]:
+        items = self.core.list_namespaced_event(
+            self.namespace,
+            field_selector=f"involvedObject.name={name},involvedObject.kind=ModelRollout",
+        ).items
+        return sorted(
+            items, key=lambda e: (e.first_timestamp or e.event_time or 0, e.metadata.name)
+        )
+
+
+@dataclass
+class StatusRecorder:
+    """Polls a rollout's status and keeps every distinct (phase, step, weights) it saw."""
+
+    rollouts: Rollouts
+    name: str
+    interval: float = 0.1
+    seen: list[tuple[str, int | None, int]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                status = self.rollouts.status(self.name)
+            except client.ApiException:
+                status = {}
+            if status:
+                sample = (
+                    status.get("phase", ""),
+                    status.get("currentStep"),
+                    int((status.get("weights") or {}).get("canary", 0)),
+                )
+                if not self.seen or self.seen[-1] != sample:
+                    self.seen.append(sample)
+            time.sleep(self.interval)
+
+    @contextmanager
+    def recording(self) -> Iterator[StatusRecorder]:
+        thread = threading.Thread(target=self._run, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            thread.join(timeout=5)
+
+
+def with_model(manifest: dict[str, Any], uri: str) -> dict[str, Any]:
+    changed = copy.deepcopy(manifest)
+    changed["spec"]["model"]["uri"] = uri
+    return changed
