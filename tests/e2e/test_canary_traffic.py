@@ -1,0 +1,175 @@
+"""Rollouts driven by real traffic through real model server processes.
+
+Stand-ins, and nothing else: `PodProcesses` runs the pod's own `modelserve
+serve` command for each Ready pod (kwok runs no containers) and registers it
+with Prometheus as a PodMonitor would; `Gateway` routes requests the way the
+Service or HTTPRoute says. The operator, the API server, the scheduler,
+Prometheus, the model servers and their metrics are all real.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from kubernetes import client
+
+from modelrollout.devcluster.gateway import Gateway
+from modelrollout.devcluster.podprocesses import PodProcesses
+from modelrollout.devcluster.prometheus import PrometheusHandle
+from modelrollout.kube.api import KubeApi
+from tests.support.operator_process import OperatorProcess
+from tests.support.rollouts import Rollouts, StatusRecorder, rollout_manifest
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("models")
+    paths = (root / "v1", root / "v2")
+    for seed, path in enumerate(paths):
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "modelserve.cli",
+                "make-tiny-model",
+                str(path),
+                "--seed",
+                str(seed),
+            ],
+            check=True,
+            capture_output=True,
+        )
+    return paths
+
+
+@pytest.fixture
+def traffic(
+    kube_api_client: client.ApiClient, namespace: str, prometheus: PrometheusHandle, tmp_path: Path
+) -> Iterator[tuple[PodProcesses, Gateway]]:
+    api = KubeApi(kube_api_client)
+    pods = PodProcesses(api, namespace, prometheus, tmp_path / "pods").start()
+    gateway = Gateway(api, namespace, pods, service="chat").start()
+    try:
+        yield pods, gateway
+    finally:
+        gateway.stop()
+        pods.stop()
+
+
+class BackgroundLoad:
+    """Steady client traffic through the gateway while a rollout runs, until stopped."""
+
+    def __init__(self, url: str, workers: int = 2) -> None:
+        self.url = url
+        self.answers: Counter[tuple[str, int]] = Counter()  # (revision, status) -> count
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(workers)]
+
+    def _run(self) -> None:
+        body = {"model": "chat", "prompt": "A model rollout", "max_tokens": 4, "temperature": 0}
+        with httpx.Client(timeout=30) as http:
+            while not self._stop.is_set():
+                try:
+                    response = http.post(f"{self.url}/v1/completions", json=body)
+                    revision = response.headers.get("x-served-by-revision", "none")
+                    self.answers[(revision, response.status_code)] += 1
+                except httpx.HTTPError as error:
+                    self.answers[("none", type(error).__name__)] += 1  # type: ignore[index]
+
+    def __enter__(self) -> BackgroundLoad:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=60)
+
+
+def analysis(prometheus: PrometheusHandle) -> dict[str, Any]:
+    return {
+        "prometheus": {"address": prometheus.url, "timeout": "2s"},
+        "interval": "1s",
+        "checks": [
+            {
+                "name": "error-rate",
+                "builtin": "errorRate",
+                "window": "10s",
+                "breachWhen": "> 0.2",
+                "for": "2s",
+                "action": "rollback",
+            }
+        ],
+        "whenMetricsUnavailable": {"action": "pause", "after": "60s"},
+    }
+
+
+def healthy_pods(pods: PodProcesses, revision: str, count: int) -> bool:
+    return (
+        sum(1 for e in pods.endpoints().values() if e.revision == revision and e.healthy) >= count
+    )
+
+
+def test_good_revision_is_promoted_and_a_failing_one_rolled_back_under_real_traffic(
+    rollouts: Rollouts,
+    operator_process: OperatorProcess,
+    traffic: tuple[PodProcesses, Gateway],
+    tiny_models: tuple[Path, Path],
+    prometheus: PrometheusHandle,
+) -> None:
+    pods, gateway = traffic
+    steps = [{"setWeight": 50}, {"analysis": {"duration": "12s"}}]
+    v1 = rollout_manifest("chat", f"file://{tiny_models[0]}", steps, analysis=analysis(prometheus))
+    rollouts.create(v1)
+    stable = rollouts.wait_phase("chat", {"Succeeded"}, 60)["stableRevision"]
+    deadline = time.monotonic() + 90
+    while not healthy_pods(pods, stable, 2):
+        assert time.monotonic() < deadline, f"stable servers not healthy: {pods.endpoints()}"
+        time.sleep(0.5)
+
+    with BackgroundLoad(gateway.url) as load:
+        # A good model: walks the steps under load and is promoted.
+        rollouts.patch_spec("chat", {"model": {"name": "chat", "uri": f"file://{tiny_models[1]}"}})
+        promoted = rollouts.wait_phase("chat", {"Succeeded", "RolledBack"}, 120)
+        assert promoted["phase"] == "Succeeded", promoted
+        good = promoted["stableRevision"]
+        assert good != stable
+        error_check = next(c for c in promoted["history"] if c["revision"] == good)
+        assert error_check["outcome"] == "Promoted"
+
+        # The same model answering half its requests with 500s: rolled back on its own.
+        recorder = StatusRecorder(rollouts, "chat")
+        with recorder.recording():
+            rollouts.patch_spec(
+                "chat",
+                {
+                    "runtime": {
+                        **v1["spec"]["runtime"],
+                        "args": ["--fault-injection", "--fault-error-rate=0.6", "--fault-seed=1"],
+                    }
+                },
+            )
+            rolled_back = rollouts.wait_phase("chat", {"RolledBack", "Succeeded"}, 150)
+    assert rolled_back["phase"] == "RolledBack", rolled_back
+    assert rolled_back["stableRevision"] == good
+    assert rolled_back["weights"]["canary"] == 0
+    check = next(c for c in rolled_back["checks"] if c["name"] == "error-rate")
+    assert check["value"] > 0.2
+    assert "error-rate" in rolled_back["history"][0]["reason"]
+    # The failing canary really served traffic before it was rolled back.
+    bad = rolled_back["history"][0]["revision"]
+    assert load.answers[(bad, 500)] > 0, load.answers
+    assert load.answers[(good, 200)] > 0, load.answers
+    assert load.answers[(stable, 200)] > 0, load.answers
