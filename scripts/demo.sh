@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
-# The demo on a fresh machine: install, start the local cluster, run a rollout.
+# The demo on a fresh machine: install, start the local cluster and Prometheus,
+# run the operator, roll out a good model revision to promotion and a bad one
+# (injected errors) to automatic rollback under real traffic. Pass
+# --keep-cluster to leave the cluster up afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
-.venv/bin/modelrollout dev cluster up
-echo
-echo "The local cluster is up. The rollout itself (operator, canary, rollback) lands with"
-echo "issue #3; until then this demo stops here. Take the cluster down with:"
-echo "  .venv/bin/modelrollout dev cluster down"
+exec .venv/bin/modelrollout demo "$@"

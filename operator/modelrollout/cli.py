@@ -12,7 +12,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="modelrollout", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     devcluster_cli.add_parser(commands)
+    demo = commands.add_parser(
+        "demo", help="a real rollout on the local cluster: one good revision, one bad"
+    )
+    demo.add_argument("--keep-cluster", action="store_true", help="leave the cluster up")
+    demo.set_defaults(handler=_run_demo)
     return parser
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    # Imported here: the demo needs the serving extra, the operator does not.
+    from modelrollout.devcluster import demo
+
+    return demo.run(keep_cluster=args.keep_cluster)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from kubernetes import client
 
 from modelrollout.devcluster.gateway import Gateway
+from modelrollout.devcluster.load import BackgroundLoad
 from modelrollout.devcluster.podprocesses import PodProcesses
 from modelrollout.devcluster.prometheus import PrometheusHandle
 from modelrollout.kube.api import KubeApi
@@ -67,37 +65,6 @@ def traffic(
         pods.stop()
 
 
-class BackgroundLoad:
-    """Steady client traffic through the gateway while a rollout runs, until stopped."""
-
-    def __init__(self, url: str, workers: int = 2) -> None:
-        self.url = url
-        self.answers: Counter[tuple[str, int]] = Counter()  # (revision, status) -> count
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(workers)]
-
-    def _run(self) -> None:
-        body = {"model": "chat", "prompt": "A model rollout", "max_tokens": 4, "temperature": 0}
-        with httpx.Client(timeout=30) as http:
-            while not self._stop.is_set():
-                try:
-                    response = http.post(f"{self.url}/v1/completions", json=body)
-                    revision = response.headers.get("x-served-by-revision", "none")
-                    self.answers[(revision, response.status_code)] += 1
-                except httpx.HTTPError as error:
-                    self.answers[("none", type(error).__name__)] += 1  # type: ignore[index]
-
-    def __enter__(self) -> BackgroundLoad:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=60)
-
-
 def analysis(prometheus: PrometheusHandle) -> dict[str, Any]:
     return {
         "prometheus": {"address": prometheus.url, "timeout": "2s"},
@@ -139,7 +106,7 @@ def test_good_revision_is_promoted_and_a_failing_one_rolled_back_under_real_traf
         assert time.monotonic() < deadline, f"stable servers not healthy: {pods.endpoints()}"
         time.sleep(0.5)
 
-    with BackgroundLoad(gateway.url) as load:
+    with BackgroundLoad(gateway.url, "chat") as load:
         # A good model: walks the steps under load and is promoted.
         rollouts.patch_spec("chat", {"model": {"name": "chat", "uri": f"file://{tiny_models[1]}"}})
         promoted = rollouts.wait_phase("chat", {"Succeeded", "RolledBack"}, 120)
@@ -170,6 +137,6 @@ def test_good_revision_is_promoted_and_a_failing_one_rolled_back_under_real_traf
     assert "error-rate" in rolled_back["history"][0]["reason"]
     # The failing canary really served traffic before it was rolled back.
     bad = rolled_back["history"][0]["revision"]
-    assert load.answers[(bad, 500)] > 0, load.answers
-    assert load.answers[(good, 200)] > 0, load.answers
-    assert load.answers[(stable, 200)] > 0, load.answers
+    assert load.count(bad, "500") > 0, load.snapshot()
+    assert load.count(good, "200") > 0, load.snapshot()
+    assert load.count(stable, "200") > 0, load.snapshot()

@@ -46,8 +46,10 @@ class _Process:
     address: str
     labels: dict[str, str]
     grace_seconds: float
+    pre_stop_seconds: float
     healthy: bool = False
     stopping_since: float | None = None
+    signalled: bool = False
     target: str = ""
 
 
@@ -126,7 +128,7 @@ class PodProcesses:
             self._thread.join(timeout=10)
         with self._lock:
             for process in self._processes.values():
-                self._terminate(process)
+                self._terminate(process, now=True)
             for process in self._processes.values():
                 try:
                     process.popen.wait(timeout=process.grace_seconds)
@@ -167,7 +169,9 @@ class PodProcesses:
         ready = {pod["metadata"]["name"]: pod for pod in pods if _pod_ready(pod)}
         with self._lock:
             for name, running in list(self._processes.items()):
-                if name not in ready and running.stopping_since is None:
+                # A pod gone, or a server that exited by itself (restarted like a container).
+                exited = running.popen.poll() is not None
+                if name not in ready or exited or running.stopping_since is not None:
                     self._terminate(running)
                 if running.stopping_since is not None and self._reap(
                     running, running.grace_seconds
@@ -220,7 +224,15 @@ class PodProcesses:
             command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         grace = float(pod["spec"].get("terminationGracePeriodSeconds") or 30)
-        process = _Process(name, popen, f"127.0.0.1:{port}", self._labels(pod), grace)
+        pre_stop = float(
+            ((container.get("lifecycle") or {}).get("preStop") or {})
+            .get("sleep", {})
+            .get("seconds")
+            or 0
+        )
+        process = _Process(
+            name, popen, f"127.0.0.1:{port}", self._labels(pod), grace, min(pre_stop, grace)
+        )
         process.target = f"{self._namespace}.{name}"
         self._processes[name] = process
 
@@ -236,10 +248,14 @@ class PodProcesses:
         except (urllib.error.URLError, OSError):
             return False
 
-    def _terminate(self, process: _Process) -> None:
-        process.stopping_since = time.monotonic()
-        if process.popen.poll() is None:
+    def _terminate(self, process: _Process, now: bool = False) -> None:
+        """Out of rotation at once; SIGTERM after the preStop hook, as the kubelet does."""
+        if process.stopping_since is None:
+            process.stopping_since = time.monotonic()
+        due = now or time.monotonic() - process.stopping_since >= process.pre_stop_seconds
+        if due and not process.signalled and process.popen.poll() is None:
             process.popen.send_signal(signal.SIGTERM)
+            process.signalled = True
 
     def _reap(self, process: _Process, force_after: float) -> bool:
         """True once the process is gone (killed after its grace period) and unregistered."""

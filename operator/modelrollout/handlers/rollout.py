@@ -1,10 +1,17 @@
-"""The ModelRollout handlers: one timer moves every rollout; a change reacts at once.
+"""The ModelRollout handlers: one loop ticks every rollout; a change is acted on at once.
 
+kopf's per-object timers put a finalizer on every object, which makes
+rollouts undeletable while the operator is down or uninstalled. Instead, the
+'track' event handler keeps the latest body of each rollout (from the watch
+stream: no extra API reads) and reacts at once to a spec change or command;
+one loop started at startup ticks every tracked rollout each interval.
 Handler ids never change: kopf keys stored state by them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 from typing import Any
 
@@ -12,12 +19,18 @@ import kopf
 from kubernetes import client, config
 
 from modelrollout.engine.reconciler import Reconciler
-from modelrollout.kube.api import KubeApi
+from modelrollout.kube.api import KubeApi, KubeApiError
+from modelrollout.kube.events import EVENTS, build_event
 from modelrollout.kube.labels import ANNOTATION_PREFIX, FINALIZER, GROUP, PLURAL, VERSION
 
 TICK_INTERVAL_SECONDS = float(os.environ.get("MODELROLLOUT_TICK_INTERVAL", "2"))
+CONCURRENT_TICKS = int(os.environ.get("MODELROLLOUT_CONCURRENT_TICKS", "8"))
 
+logger = logging.getLogger("modelrollout")
+_api: KubeApi | None = None
 _reconciler: Reconciler | None = None
+_bodies: dict[str, dict[str, Any]] = {}
+_loop_task: asyncio.Task[None] | None = None
 
 
 def _api_client() -> client.ApiClient:
@@ -28,9 +41,44 @@ def _api_client() -> client.ApiClient:
     return client.ApiClient()
 
 
+def _tick(body: dict[str, Any]) -> None:
+    assert _reconciler is not None and _api is not None, "startup configures the reconciler"
+    api = _api
+
+    def post_event(event_type: str, reason: str, message: str) -> None:
+        try:
+            api.create(
+                EVENTS,
+                body["metadata"]["namespace"],
+                build_event(body, event_type, reason, message),
+            )
+        except KubeApiError as error:  # an Event lost is no reason to stop a rollout
+            logger.warning("could not post event %s: %s", reason, error)
+
+    _reconciler.tick(body, post_event)
+
+
+async def _tick_every_rollout() -> None:
+    slots = asyncio.Semaphore(CONCURRENT_TICKS)
+
+    async def one(body: dict[str, Any]) -> None:
+        async with slots:
+            try:
+                await asyncio.to_thread(_tick, body)
+            except Exception:  # one broken rollout must not stop the others
+                meta = body.get("metadata", {})
+                logger.exception("tick of %s/%s failed", meta.get("namespace"), meta.get("name"))
+
+    while True:
+        started = asyncio.get_running_loop().time()
+        await asyncio.gather(*(one(body) for body in list(_bodies.values())))
+        elapsed = asyncio.get_running_loop().time() - started
+        await asyncio.sleep(max(0.0, TICK_INTERVAL_SECONDS - elapsed))
+
+
 @kopf.on.startup(id="configure")
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    global _reconciler
+async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    global _api, _reconciler, _loop_task
     # Our own names for everything kopf stores on objects.
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
@@ -41,34 +89,33 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     settings.posting.reporting_component = "modelrollout"
     settings.posting.event_name_prefix = "modelrollout-"
-    settings.execution.max_workers = int(os.environ.get("MODELROLLOUT_WORKERS", "8"))
-    _reconciler = Reconciler(KubeApi(_api_client()))
+    settings.execution.max_workers = CONCURRENT_TICKS + 4
+    _api = KubeApi(_api_client())
+    _reconciler = Reconciler(_api)
+    _loop_task = asyncio.create_task(_tick_every_rollout(), name="tick")
 
 
-def _tick(body: kopf.Body) -> None:
-    assert _reconciler is not None, "the startup handler configures the reconciler"
-
-    def post_event(event_type: str, reason: str, message: str) -> None:
-        kopf.event(body, type=event_type, reason=reason, message=message)
-
-    _reconciler.tick(dict(body), post_event)
+@kopf.on.cleanup(id="stop-ticking")
+async def stop_ticking(**_: Any) -> None:
+    if _loop_task is not None:
+        _loop_task.cancel()
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, id="tick", interval=TICK_INTERVAL_SECONDS)
-def tick(body: kopf.Body, **_: Any) -> None:
-    _tick(body)
-
-
-def _needs_reaction(body: kopf.Body, **_: Any) -> bool:
-    """A spec change or a command is acted on now, not at the next timer tick."""
+def _needs_reaction(body: dict[str, Any]) -> bool:
+    """A spec change or a command is acted on now, not at the next tick."""
     status = body.get("status") or {}
     if body.get("metadata", {}).get("generation") != status.get("observedGeneration"):
         return True
-    return Reconciler.has_pending_command(dict(body))
+    return Reconciler.has_pending_command(body)
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL, id="react", when=_needs_reaction)
-def react(body: kopf.Body, type: str | None, **_: Any) -> None:
-    if type == "DELETED":
+@kopf.on.event(GROUP, VERSION, PLURAL, id="track")
+def track(body: kopf.Body, type: str | None, **_: Any) -> None:
+    uid = body["metadata"]["uid"]
+    if type == "DELETED" or body["metadata"].get("deletionTimestamp"):
+        _bodies.pop(uid, None)
         return
-    _tick(body)
+    latest = dict(body)
+    _bodies[uid] = latest
+    if _needs_reaction(latest):
+        _tick(latest)

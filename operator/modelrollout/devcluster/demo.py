@@ -1,0 +1,253 @@
+"""`modelrollout demo`: a real rollout on the local cluster, narrated.
+
+Starts the local cluster and Prometheus, installs the CRD, runs the operator,
+and drives traffic through real `modelserve` processes standing in for the
+pods (kwok runs no containers; see `podprocesses` and `gateway`). Rolls out a
+good revision to promotion, then a bad one (injected errors) to automatic
+rollback, printing the progress as it goes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import config
+
+from modelrollout.devcluster import cluster
+from modelrollout.devcluster.gateway import Gateway
+from modelrollout.devcluster.load import BackgroundLoad
+from modelrollout.devcluster.podprocesses import PodProcesses
+from modelrollout.kube.api import MODELROLLOUTS, KubeApi
+from modelrollout.kube.labels import GROUP, VERSION
+
+NAMESPACE = "demo"
+ROLLOUT = "chat"
+CRD_FILE = Path(__file__).resolve().parents[3] / "crds" / "modelrollouts.modelrollout.dev.yaml"
+
+
+def _say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def rollout_manifest(model_uri: str, prometheus_url: str, args: list[str]) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ModelRollout",
+        "metadata": {"name": ROLLOUT, "namespace": NAMESPACE},
+        "spec": {
+            "model": {"name": ROLLOUT, "uri": model_uri},
+            "runtime": {
+                "engine": "torch",
+                "image": "modelrollout/modelserve:dev",
+                "args": args,
+                "replicas": 2,
+                "resources": {"limits": {"nvidia.com/gpu": 1}},
+                "tolerations": [
+                    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+                ],
+                "startupTimeout": "2m",
+                "terminationGracePeriod": "10s",
+            },
+            "traffic": {"router": "service"},
+            "strategy": {
+                "canary": {
+                    "steps": [
+                        {"setWeight": 25},
+                        {"analysis": {"duration": "10s"}},
+                        {"setWeight": 50},
+                        {"analysis": {"duration": "10s"}},
+                    ]
+                }
+            },
+            "analysis": {
+                "prometheus": {"address": prometheus_url, "timeout": "2s"},
+                "interval": "2s",
+                "checks": [
+                    {
+                        "name": "error-rate",
+                        "builtin": "errorRate",
+                        "window": "10s",
+                        "breachWhen": "> 0.05",
+                        "for": "4s",
+                        "action": "rollback",
+                    },
+                    {
+                        "name": "p99-latency",
+                        "builtin": "latencyP99",
+                        "window": "30s",
+                        "breachWhen": "> 5",
+                        "for": "10s",
+                        "action": "pause",
+                    },
+                ],
+                "whenMetricsUnavailable": {"action": "pause", "after": "60s"},
+            },
+            "progressDeadline": "3m",
+        },
+    }
+
+
+def _describe(status: dict[str, Any]) -> str:
+    weights = status.get("weights") or {}
+    checks = ", ".join(
+        f"{c['name']}={c['value']:.3g} ({c['state']})"
+        if c.get("value") is not None
+        else f"{c['name']}: {c['state']}"
+        for c in status.get("checks") or []
+    )
+    step = status.get("currentStep")
+    return (
+        f"phase={status.get('phase')} step={'-' if step is None else step + 1} "
+        f"weights stable/canary={weights.get('stable', 0)}/{weights.get('canary', 0)}"
+        + (f" | {checks}" if checks else "")
+    )
+
+
+def _follow(
+    api: KubeApi, done: Callable[[dict[str, Any]], bool], generation: int, timeout: float
+) -> dict[str, Any]:
+    """Print every change of the rollout's status until `done`; return the final status."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        body = api.get(MODELROLLOUTS, NAMESPACE, ROLLOUT) or {}
+        status: dict[str, Any] = body.get("status") or {}
+        if status.get("observedGeneration", 0) >= generation:
+            line = _describe(status)
+            if line != last:
+                _say(f"  {line}")
+                last = line
+            if done(status):
+                return status
+        time.sleep(0.5)
+    raise TimeoutError(f"the rollout did not finish in {timeout:.0f}s: {last}")
+
+
+def _apply(api: KubeApi, manifest: dict[str, Any]) -> int:
+    current = api.get(MODELROLLOUTS, NAMESPACE, ROLLOUT)
+    if current is None:
+        created = api.create(MODELROLLOUTS, NAMESPACE, manifest)
+        return int(created["metadata"]["generation"])
+    patched = api.merge_patch(MODELROLLOUTS, NAMESPACE, ROLLOUT, {"spec": manifest["spec"]})
+    return int(patched["metadata"]["generation"])
+
+
+def _make_models(root: Path) -> tuple[Path, Path]:
+    paths = (root / "tiny-v1", root / "tiny-v2")
+    for seed, path in enumerate(paths):
+        if not (path / "config.json").is_file():
+            _say(f"creating a tiny random-weights model in {path}")
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "modelserve.cli",
+                    "make-tiny-model",
+                    str(path),
+                    "--seed",
+                    str(seed),
+                ],
+                check=True,
+                capture_output=True,
+            )
+    return paths
+
+
+def run(keep_cluster: bool) -> int:
+    _say("starting the local cluster (real kube-apiserver, scheduler, etcd; kwok nodes)")
+    state = cluster.up()
+    directory = Path(state.directory)
+    kubectl = [state.kubectl, "--kubeconfig", state.kubeconfig]
+    subprocess.run(
+        [*kubectl, "apply", "--server-side", "-f", str(CRD_FILE)], check=True, capture_output=True
+    )
+    subprocess.run(
+        [*kubectl, "delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run([*kubectl, "create", "namespace", NAMESPACE], check=True, capture_output=True)
+    models = _make_models(directory / "models")
+    api = KubeApi(config.new_client_from_config(config_file=state.kubeconfig))
+
+    operator_log = (directory / "demo-operator.log").open("ab")
+    operator = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kopf",
+            "run",
+            "-m",
+            "modelrollout.main",
+            "--standalone",
+            "--namespace",
+            NAMESPACE,
+        ],
+        env={**os.environ, "KUBECONFIG": state.kubeconfig, "MODELROLLOUT_TICK_INTERVAL": "1"},
+        stdout=operator_log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    _say(f"operator running (pid {operator.pid}, log {operator_log.name})")
+    pods = PodProcesses(api, NAMESPACE, state.prometheus, directory / "demo-pods").start()
+    gateway = Gateway(api, NAMESPACE, pods, service=ROLLOUT).start()
+    load = BackgroundLoad(gateway.url, ROLLOUT)
+    try:
+        first = rollout_manifest(f"file://{models[0]}", state.prometheus_url, [])
+        _say("applying ModelRollout chat (torch engine, tiny model v1):")
+        print(yaml.safe_dump(first, sort_keys=False), flush=True)
+        generation = _apply(api, first)
+        status = _follow(api, lambda s: s.get("phase") == "Succeeded", generation, 120)
+        stable = status["stableRevision"]
+        _say(f"revision {stable} is stable; waiting for its model servers to load")
+        deadline = time.monotonic() + 120
+        while sum(e.healthy for e in pods.endpoints().values()) < 2:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the model servers did not become healthy")
+            time.sleep(0.5)
+        load.start()
+        _say(f"sending traffic through the Service stand-in at {gateway.url}")
+
+        _say("rolling out a good revision (model v2)")
+        good = rollout_manifest(f"file://{models[1]}", state.prometheus_url, [])
+        generation = _apply(api, good)
+        status = _follow(
+            api, lambda s: s.get("phase") in ("Succeeded", "RolledBack"), generation, 240
+        )
+        _say(f"outcome: {status['phase']}: {status.get('message', '')}")
+
+        _say("rolling out a bad revision (v2 answering 30% of requests with HTTP 500)")
+        bad = rollout_manifest(
+            f"file://{models[1]}",
+            state.prometheus_url,
+            ["--fault-injection", "--fault-error-rate=0.3", "--fault-seed=1"],
+        )
+        generation = _apply(api, bad)
+        status = _follow(
+            api, lambda s: s.get("phase") in ("Succeeded", "RolledBack"), generation, 240
+        )
+        _say(f"outcome: {status['phase']}: {status.get('message', '')}")
+        for entry in status.get("history", []):
+            _say(f"  history: {entry['revision']} {entry['outcome']}: {entry.get('reason', '')}")
+        load.stop()
+        _say("answers seen by clients, by serving revision and HTTP status:")
+        for (revision, code), count in sorted(load.snapshot().items()):
+            _say(f"  {revision} {code}: {count}")
+        return 0 if status["phase"] == "RolledBack" else 1
+    finally:
+        load.stop()
+        gateway.stop()
+        pods.stop()
+        operator.terminate()
+        operator.wait(timeout=30)
+        if keep_cluster:
+            _say("the cluster stays up: 'modelrollout dev cluster down' stops it")
+        else:
+            cluster.down()
