@@ -1,0 +1,226 @@
+"""Breach-to-rollback latency: a breach visible in Prometheus -> canary weight 0 in the API.
+
+On the local cluster with the real operator and a real Prometheus. Each run
+rolls out a new revision with the gatewayAPI router (exact weights) and one
+check on a gauge that a loopback endpoint exports for the canary's revision;
+once the canary has traffic, the gauge flips to 1. The clock starts when
+Prometheus first answers the breaching value (polled every 20 ms) and stops
+when the HTTPRoute's canary weight is 0 (polled every 20 ms).
+
+    .venv/bin/python bench/rollback.py --runs 12
+
+Prints p50, p99 and max, and each run's figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from kubernetes import config
+
+from modelrollout.devcluster import cluster
+from modelrollout.engine.revision import revision_of
+from modelrollout.kube.api import HTTPROUTES, MODELROLLOUTS, KubeApi
+from modelrollout.kube.labels import GROUP, VERSION
+from modelrollout.models import parse_spec
+
+NAMESPACE = "bench-rollback"
+NAME = "chat"
+ANALYSIS_INTERVAL_SECONDS = 1.0
+TICK_INTERVAL_SECONDS = 1.0
+POLL_SECONDS = 0.02
+
+
+class BreachGauge:
+    """Serves `bench_breach{revision=...}`: 0 until `breach(revision)` sets it to 1."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, int] = {}
+        gauge = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                lines = [f'bench_breach{{revision="{r}"}} {v}' for r, v in gauge.values.items()]
+                body = ("\n".join(lines) + "\n").encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet."""
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server.server_address[1]}"
+
+
+def manifest(uri: str, prometheus_url: str) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ModelRollout",
+        "metadata": {"name": NAME, "namespace": NAMESPACE},
+        "spec": {
+            "model": {"name": NAME, "uri": uri},
+            "runtime": {"engine": "torch", "image": "modelrollout/modelserve:dev", "replicas": 1},
+            "traffic": {"router": "gatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw"}]}},
+            "strategy": {
+                "canary": {"steps": [{"setWeight": 50}, {"analysis": {"duration": "1h"}}]}
+            },
+            "analysis": {
+                "prometheus": {"address": prometheus_url, "timeout": "2s"},
+                "interval": f"{ANALYSIS_INTERVAL_SECONDS:g}s",
+                "checks": [
+                    {
+                        "name": "breach",
+                        "query": 'max(bench_breach{revision="{{canary.revision}}"})',
+                        "breachWhen": "> 0",
+                        "action": "rollback",
+                    }
+                ],
+            },
+        },
+    }
+
+
+def canary_weight(api: KubeApi, canary: str) -> int | None:
+    route = api.get(HTTPROUTES, NAMESPACE, NAME)
+    for ref in (route or {}).get("spec", {}).get("rules", [{}])[0].get("backendRefs", []):
+        if ref["name"] == f"{NAME}-{canary}":
+            return int(ref.get("weight", 0))
+    return None
+
+
+def wait(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(POLL_SECONDS)
+
+
+def one_run(api: KubeApi, state: cluster.ClusterState, gauge: BreachGauge, index: int) -> float:
+    body = manifest(f"file:///bench/model-{index}", state.prometheus_url)
+    canary = revision_of(parse_spec(body["spec"]))
+    gauge.values[canary] = 0
+    api.merge_patch(MODELROLLOUTS, NAMESPACE, NAME, {"spec": body["spec"]})
+    wait(lambda: canary_weight(api, canary) == 50, 60, "canary weight 50")
+    # Let the check pass once, so the breach is a change the operator must notice.
+    wait(
+        lambda: any(
+            c.get("state") == "Passing"
+            for c in (api.get(MODELROLLOUTS, NAMESPACE, NAME) or {})
+            .get("status", {})
+            .get("checks", [])
+        ),
+        60,
+        "the check to pass",
+    )
+    gauge.values[canary] = 1
+    query = f'max(bench_breach{{revision="{canary}"}})'
+    wait(
+        lambda: any(float(s["value"][1]) > 0 for s in state.prometheus.query(query)),
+        30,
+        "the breach to be visible in Prometheus",
+    )
+    visible = time.monotonic()
+    wait(lambda: canary_weight(api, canary) in (0, None), 60, "canary weight 0")
+    return time.monotonic() - visible
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=12)
+    args = parser.parse_args()
+
+    state = cluster.up()
+    crd = Path(__file__).resolve().parents[1] / "crds" / "modelrollouts.modelrollout.dev.yaml"
+    kubectl = [state.kubectl, "--kubeconfig", state.kubeconfig]
+    subprocess.run(
+        [*kubectl, "apply", "--server-side", "-f", str(crd)], check=True, capture_output=True
+    )
+    subprocess.run(
+        [*kubectl, "delete", "ns", NAMESPACE, "--ignore-not-found", "--wait"], check=True
+    )
+    subprocess.run([*kubectl, "create", "ns", NAMESPACE], check=True, capture_output=True)
+    api = KubeApi(config.new_client_from_config(config_file=state.kubeconfig))
+    gauge = BreachGauge()
+    state.prometheus.register_target("bench-rollback", gauge.address, {"job_kind": "bench"})
+
+    log_path = Path(tempfile.gettempdir()) / "bench-rollback-operator.log"
+    with log_path.open("wb") as log:
+        operator = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kopf",
+                "run",
+                "-m",
+                "modelrollout.main",
+                "--standalone",
+                "--namespace",
+                NAMESPACE,
+            ],
+            env={
+                **os.environ,
+                "KUBECONFIG": state.kubeconfig,
+                "MODELROLLOUT_TICK_INTERVAL": str(TICK_INTERVAL_SECONDS),
+            },
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        latencies: list[float] = []
+        try:
+            api.create(
+                MODELROLLOUTS,
+                NAMESPACE,
+                manifest("file:///bench/model-stable", state.prometheus_url),
+            )
+            wait(
+                lambda: (
+                    (api.get(MODELROLLOUTS, NAMESPACE, NAME) or {}).get("status", {}).get("phase")
+                    == "Succeeded"
+                ),
+                60,
+                "the first revision to become stable",
+            )
+            for index in range(args.runs):
+                latency = one_run(api, state, gauge, index)
+                latencies.append(latency)
+                print(f"run {index + 1:2d}: {latency * 1000:7.0f} ms", flush=True)
+        finally:
+            operator.terminate()
+            operator.wait(timeout=30)
+            state.prometheus.unregister_target("bench-rollback")
+            subprocess.run(
+                [*kubectl, "delete", "ns", NAMESPACE, "--wait=false"], capture_output=True
+            )
+
+    ordered = sorted(latencies)
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    print(
+        f"breach visible in Prometheus -> canary weight 0 in the API, {len(ordered)} runs, "
+        f"N=1, analysis interval {ANALYSIS_INTERVAL_SECONDS:g}s, tick {TICK_INTERVAL_SECONDS:g}s:"
+    )
+    print(
+        f"p50 {statistics.median(ordered) * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, "
+        f"max {ordered[-1] * 1000:.0f} ms, min {ordered[0] * 1000:.0f} ms"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
