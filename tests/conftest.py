@@ -2,7 +2,7 @@
 
 Cluster tests run against a real kube-apiserver and a real Prometheus: by
 default a local cluster this session brings up (`modelrollout dev cluster`,
-named `pytest`) and takes down at the end; or, when `MODELROLLOUT_KUBECONFIG`
+named `pytest-<pid>`) and takes down at the end; or, when `MODELROLLOUT_KUBECONFIG`
 is set (`eval "$(modelrollout dev cluster env)"` sets it), that cluster and
 the Prometheus named by `MODELROLLOUT_PROMETHEUS_URL`.
 """
@@ -24,7 +24,8 @@ from modelrollout.devcluster import cluster
 from modelrollout.devcluster.prometheus import PrometheusHandle
 from tests.support.kube import apply_crd, project_crds, wait_until
 
-TEST_CLUSTER_NAME = "pytest"
+# One cluster per test session: two sessions on one machine never share state.
+TEST_CLUSTER_NAME = f"pytest-{os.getpid()}"
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from modelrollout.models import (
 )
 from modelrollout.models.status import ACTIVE_CANARY_PHASES, CheckStatus
 from modelrollout.traffic import router_for
-from modelrollout.traffic.base import AchievedWeights, Backends
+from modelrollout.traffic.base import AchievedWeights, Backends, routed_condition
 
 EventSink = Callable[[str, str, str], None]
 
@@ -165,6 +165,9 @@ class Reconciler:
         new_status = decision.status.with_handled_commands(commands).with_observed_generation(
             generation
         )
+        if backends is not None:
+            routed, reason, message = routed_condition(achieved)
+            new_status = new_status.with_condition("TrafficRouted", routed, reason, message, now)
 
         if decision.rollback_now and backends is not None:
             router.set_weights(backends, 0)

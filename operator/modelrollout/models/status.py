@@ -31,7 +31,13 @@ Phase = Literal[
 ]
 CheckState = Literal["Pending", "Passing", "Breaching", "Breached", "Unavailable"]
 ConditionType = Literal[
-    "Progressing", "Available", "Paused", "InvalidSpec", "Unschedulable", "MetricsUnavailable"
+    "Progressing",
+    "Available",
+    "Paused",
+    "InvalidSpec",
+    "Unschedulable",
+    "MetricsUnavailable",
+    "TrafficRouted",
 ]
 Outcome = Literal["Promoted", "RolledBack", "Aborted", "Superseded"]
 

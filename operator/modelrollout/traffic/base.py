@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from modelrollout.kube.workloads import RolloutRef
 
@@ -51,3 +51,23 @@ class TrafficRouter(Protocol):
 
     def finalize(self, rollout: RolloutRef) -> None:
         """Remove what the router created outside owner references."""
+
+
+def routed_condition(
+    achieved: AchievedWeights,
+) -> tuple[Literal["True", "False", "Unknown"], str, str]:
+    """(status, reason, message) of the TrafficRouted condition from what the router reports.
+
+    A gateway reports Accepted and ResolvedRefs on the route; until one does
+    (or with the service router, which has no such report) it is Unknown.
+    """
+    failing = [(kind, message) for kind, status, message in achieved.conditions if status != "True"]
+    if failing:
+        kind, message = failing[0]
+        return "False", f"Not{kind}", message or f"{kind} is not True"
+    if achieved.conditions:
+        reports = "; ".join(
+            message or f"{kind} is True" for kind, _, message in achieved.conditions
+        )
+        return "True", "Routed", reports
+    return "Unknown", "NoGatewayReport", "no gateway has reported on the route yet"

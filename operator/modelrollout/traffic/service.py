@@ -82,7 +82,10 @@ class ServiceRouter:
             == canary
             and stable == _desired_replicas(stable_deployment)
         )
-        return AchievedWeights(100 - canary_weight, canary_weight, settled=settled)
+        routed = (
+            ("Routed", "True", f"Service {rollout.name} selects {stable + canary} Ready pods"),
+        )
+        return AchievedWeights(100 - canary_weight, canary_weight, routed, settled=settled)
 
     def finalize(self, rollout: RolloutRef) -> None:
         """The Service is owned by the ModelRollout: garbage collection removes it."""

@@ -7,7 +7,7 @@ import pytest
 from modelrollout.kube.labels import REVISION_LABEL, ROLE_LABEL, ROLLOUT_LABEL, revision_object_name
 from modelrollout.kube.workloads import RolloutRef, build_deployment, build_revision_service
 from modelrollout.traffic import router_for
-from modelrollout.traffic.base import Backends, canary_replicas
+from modelrollout.traffic.base import AchievedWeights, Backends, canary_replicas, routed_condition
 from modelrollout.traffic.gatewayapi import build_httproute, route_weights
 
 pytestmark = pytest.mark.unit
@@ -67,3 +67,13 @@ def test_route_adds_the_canary_only_when_it_is_ready() -> None:
 def test_unknown_router_names_the_field() -> None:
     with pytest.raises(ValueError, match=r"spec\.traffic\.router"):
         router_for("istio", None)  # type: ignore[arg-type]
+
+
+def test_traffic_routed_condition_follows_what_the_router_reports() -> None:
+    accepted = AchievedWeights(
+        75, 25, (("Accepted", "True", ""), ("ResolvedRefs", "True", "all refs resolved"))
+    )
+    assert routed_condition(accepted) == ("True", "Routed", "Accepted is True; all refs resolved")
+    refused = AchievedWeights(100, 0, (("ResolvedRefs", "False", "service chat-x not found"),))
+    assert routed_condition(refused) == ("False", "NotResolvedRefs", "service chat-x not found")
+    assert routed_condition(AchievedWeights(100, 0))[0] == "Unknown"
