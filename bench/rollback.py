@@ -15,10 +15,8 @@ Prints p50, p99 and max, and each run's figure.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -29,6 +27,7 @@ from typing import Any
 from kubernetes import config
 
 from modelrollout.devcluster import cluster
+from modelrollout.devcluster.operator_process import OperatorProcess
 from modelrollout.engine.revision import revision_of
 from modelrollout.kube.api import HTTPROUTES, MODELROLLOUTS, KubeApi
 from modelrollout.kube.labels import GROUP, VERSION
@@ -160,54 +159,33 @@ def main() -> int:
     gauge = BreachGauge()
     state.prometheus.register_target("bench-rollback", gauge.address, {"job_kind": "bench"})
 
-    log_path = Path(tempfile.gettempdir()) / "bench-rollback-operator.log"
-    with log_path.open("wb") as log:
-        operator = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "kopf",
-                "run",
-                "-m",
-                "modelrollout.main",
-                "--standalone",
-                "--namespace",
-                NAMESPACE,
-            ],
-            env={
-                **os.environ,
-                "KUBECONFIG": state.kubeconfig,
-                "MODELROLLOUT_TICK_INTERVAL": str(TICK_INTERVAL_SECONDS),
-            },
-            stdout=log,
-            stderr=subprocess.STDOUT,
+    operator = OperatorProcess(
+        state.kubeconfig, NAMESPACE, Path(tempfile.gettempdir()), TICK_INTERVAL_SECONDS
+    )
+    operator.start()
+    latencies: list[float] = []
+    try:
+        api.create(
+            MODELROLLOUTS,
+            NAMESPACE,
+            manifest("file:///bench/model-stable", state.prometheus_url),
         )
-        latencies: list[float] = []
-        try:
-            api.create(
-                MODELROLLOUTS,
-                NAMESPACE,
-                manifest("file:///bench/model-stable", state.prometheus_url),
-            )
-            wait(
-                lambda: (
-                    (api.get(MODELROLLOUTS, NAMESPACE, NAME) or {}).get("status", {}).get("phase")
-                    == "Succeeded"
-                ),
-                60,
-                "the first revision to become stable",
-            )
-            for index in range(args.runs):
-                latency = one_run(api, state, gauge, index)
-                latencies.append(latency)
-                print(f"run {index + 1:2d}: {latency * 1000:7.0f} ms", flush=True)
-        finally:
-            operator.terminate()
-            operator.wait(timeout=30)
-            state.prometheus.unregister_target("bench-rollback")
-            subprocess.run(
-                [*kubectl, "delete", "ns", NAMESPACE, "--wait=false"], capture_output=True
-            )
+        wait(
+            lambda: (
+                (api.get(MODELROLLOUTS, NAMESPACE, NAME) or {}).get("status", {}).get("phase")
+                == "Succeeded"
+            ),
+            60,
+            "the first revision to become stable",
+        )
+        for index in range(args.runs):
+            latency = one_run(api, state, gauge, index)
+            latencies.append(latency)
+            print(f"run {index + 1:2d}: {latency * 1000:7.0f} ms", flush=True)
+    finally:
+        operator.stop()
+        state.prometheus.unregister_target("bench-rollback")
+        subprocess.run([*kubectl, "delete", "ns", NAMESPACE, "--wait=false"], capture_output=True)
 
     ordered = sorted(latencies)
     p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]

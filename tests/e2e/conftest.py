@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
+from modelrollout.devcluster.operator_process import OperatorProcess
 from tests.conftest import ClusterUnderTest
-from tests.support.operator_process import OperatorProcess
 from tests.support.rollouts import Rollouts
 
 # Fast ticks keep the tests short; production runs every 2 s.

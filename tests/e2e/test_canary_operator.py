@@ -22,11 +22,11 @@ import pytest
 from kubernetes import client
 
 from modelrollout.devcluster.cluster import start_prometheus
+from modelrollout.devcluster.operator_process import OperatorProcess
 from modelrollout.devcluster.prometheus import PrometheusHandle
 from modelrollout.engine.revision import revision_of
 from modelrollout.models import parse_spec
 from tests.support.kube import wait_until
-from tests.support.operator_process import OperatorProcess
 from tests.support.rollouts import Rollouts, StatusRecorder, rollout_manifest, with_model
 
 pytestmark = pytest.mark.e2e

@@ -9,8 +9,6 @@ Prometheus, the model servers and their metrics are all real.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,36 +17,21 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from modelrollout.devcluster.demo import make_tiny_models
 from modelrollout.devcluster.gateway import Gateway
 from modelrollout.devcluster.load import BackgroundLoad
+from modelrollout.devcluster.operator_process import OperatorProcess
 from modelrollout.devcluster.podprocesses import PodProcesses
 from modelrollout.devcluster.prometheus import PrometheusHandle
 from modelrollout.kube.api import KubeApi
-from tests.support.operator_process import OperatorProcess
 from tests.support.rollouts import Rollouts, StatusRecorder, rollout_manifest
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("models")
-    paths = (root / "v1", root / "v2")
-    for seed, path in enumerate(paths):
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "modelserve.cli",
-                "make-tiny-model",
-                str(path),
-                "--seed",
-                str(seed),
-            ],
-            check=True,
-            capture_output=True,
-        )
-    return paths
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    return make_tiny_models(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture
@@ -93,7 +76,7 @@ def test_good_revision_is_promoted_and_a_failing_one_rolled_back_under_real_traf
     rollouts: Rollouts,
     operator_process: OperatorProcess,
     traffic: tuple[PodProcesses, Gateway],
-    tiny_models: tuple[Path, Path],
+    tiny_models: list[Path],
     prometheus: PrometheusHandle,
 ) -> None:
     pods, gateway = traffic

@@ -9,7 +9,6 @@ rollback, printing the progress as it goes.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from kubernetes import config
 from modelrollout.devcluster import cluster
 from modelrollout.devcluster.gateway import Gateway
 from modelrollout.devcluster.load import BackgroundLoad
+from modelrollout.devcluster.operator_process import OperatorProcess
 from modelrollout.devcluster.podprocesses import PodProcesses
 from modelrollout.kube.api import MODELROLLOUTS, KubeApi
 from modelrollout.kube.labels import GROUP, VERSION
@@ -139,8 +139,9 @@ def _apply(api: KubeApi, manifest: dict[str, Any]) -> int:
     return int(patched["metadata"]["generation"])
 
 
-def _make_models(root: Path) -> tuple[Path, Path]:
-    paths = (root / "tiny-v1", root / "tiny-v2")
+def make_tiny_models(root: Path, count: int = 2) -> list[Path]:
+    """Tiny random-weights models `tiny-v1`, `tiny-v2`, ... (seeds 0, 1, ...), made once."""
+    paths = [root / f"tiny-v{index + 1}" for index in range(count)]
     for seed, path in enumerate(paths):
         if not (path / "config.json").is_file():
             _say(f"creating a tiny random-weights model in {path}")
@@ -174,28 +175,12 @@ def run(keep_cluster: bool) -> int:
         capture_output=True,
     )
     subprocess.run([*kubectl, "create", "namespace", NAMESPACE], check=True, capture_output=True)
-    models = _make_models(directory / "models")
+    models = make_tiny_models(directory / "models")
     api = KubeApi(config.new_client_from_config(config_file=state.kubeconfig))
 
-    operator_log = (directory / "demo-operator.log").open("ab")
-    operator = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "kopf",
-            "run",
-            "-m",
-            "modelrollout.main",
-            "--standalone",
-            "--namespace",
-            NAMESPACE,
-        ],
-        env={**os.environ, "KUBECONFIG": state.kubeconfig, "MODELROLLOUT_TICK_INTERVAL": "1"},
-        stdout=operator_log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    _say(f"operator running (pid {operator.pid}, log {operator_log.name})")
+    operator = OperatorProcess(state.kubeconfig, NAMESPACE, directory, tick_interval=1.0)
+    operator.start()
+    _say(f"operator running (pid {operator.pid}, log {operator.log_path})")
     pods = PodProcesses(api, NAMESPACE, state.prometheus, directory / "demo-pods").start()
     gateway = Gateway(api, NAMESPACE, pods, service=ROLLOUT).start()
     load = BackgroundLoad(gateway.url, ROLLOUT)
@@ -245,8 +230,7 @@ def run(keep_cluster: bool) -> int:
         load.stop()
         gateway.stop()
         pods.stop()
-        operator.terminate()
-        operator.wait(timeout=30)
+        operator.stop()
         if keep_cluster:
             _say("the cluster stays up: 'modelrollout dev cluster down' stops it")
         else:

@@ -1,4 +1,7 @@
-"""Run the real operator (`kopf run -m modelrollout.main`) as a process, as in production."""
+"""Run the real operator (`kopf run -m modelrollout.main`) as a process, as in production.
+
+Used by the demo, the benchmarks and the e2e tests.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,9 @@ from types import TracebackType
 class OperatorProcess:
     """The operator watching one namespace; killable with SIGKILL for restart tests."""
 
-    def __init__(self, kubeconfig: str, namespace: str, log_dir: Path, tick_interval: float = 1.0):
+    def __init__(
+        self, kubeconfig: str, namespace: str, log_dir: Path, tick_interval: float = 1.0
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.namespace = namespace
         self.log_path = log_dir / f"operator-{namespace}.log"
@@ -26,24 +31,25 @@ class OperatorProcess:
             "KUBECONFIG": self.kubeconfig,
             "MODELROLLOUT_TICK_INTERVAL": str(self.tick_interval),
         }
-        log = self.log_path.open("ab")
-        self._process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "kopf",
-                "run",
-                "-m",
-                "modelrollout.main",
-                "--standalone",
-                "--namespace",
-                self.namespace,
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "kopf",
+                    "run",
+                    "-m",
+                    "modelrollout.main",
+                    "--standalone",
+                    "--namespace",
+                    self.namespace,
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     @property
     def pid(self) -> int:
