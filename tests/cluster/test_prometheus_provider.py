@@ -1,0 +1,99 @@
+"""The Prometheus MetricProvider against a real Prometheus with real series.
+
+No data is never a pass: empty, NaN, several series and an unreachable
+server each come back as "no value" with a reason, never as a number.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from modelrollout.analysis.prometheus import PrometheusProvider
+from modelrollout.devcluster.prometheus import PrometheusHandle
+from modelrollout.models.spec import PrometheusSource
+from tests.support.kube import wait_until
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture
+def scraped_marker(
+    prometheus: PrometheusHandle,
+    metrics_server: tuple[str, str],
+) -> Iterator[tuple[str, float]]:
+    address, marker = metrics_server
+    target = f"provider-{uuid.uuid4().hex[:8]}"
+    prometheus.register_target(target, address, {"revision": target})
+    try:
+        wait_until(
+            lambda: prometheus.query(f'smoke_marker{{revision="{target}"}}'), 30, "the scrape"
+        )
+        yield target, float(marker)
+    finally:
+        prometheus.unregister_target(target)
+
+
+def provider(url: str, timeout: str = "2s") -> PrometheusProvider:
+    return PrometheusProvider(PrometheusSource.model_validate({"address": url, "timeout": timeout}))
+
+
+def test_a_real_series_is_read_as_its_value(
+    prometheus: PrometheusHandle, scraped_marker: tuple[str, float]
+) -> None:
+    target, marker = scraped_marker
+    result = provider(prometheus.url).query(f'smoke_marker{{revision="{target}"}}')
+    assert result.error is None and not result.empty
+    assert result.value == marker
+    assert provider(prometheus.url).is_online()
+
+
+def test_no_series_nan_and_several_series_are_never_a_value(
+    prometheus: PrometheusHandle, scraped_marker: tuple[str, float]
+) -> None:
+    metrics = provider(prometheus.url)
+    empty = metrics.query('smoke_marker{revision="does-not-exist"}')
+    assert empty.value is None and empty.empty
+    nan = metrics.query("vector(0) / vector(0)")
+    assert nan.value is None
+    several = metrics.query('label_replace(vector(1), "x", "a", "", "") or vector(2)')
+    assert several.value is None and several.error is not None
+    bad = metrics.query("sum(")
+    assert bad.value is None and bad.error is not None
+
+
+def test_an_unreachable_prometheus_answers_within_the_timeout() -> None:
+    # A socket that accepts connections and never answers: the worst case.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        metrics = provider(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout="1s")
+        result = metrics.query("vector(1)")
+        assert result.value is None and result.error is not None
+        # The call ended by the configured read timeout, not by hanging.
+        assert "read timeout=1.0" in result.error
+        assert not metrics.is_online()
+    finally:
+        stop.set()
+        thread.join()
+        for connection in accepted:
+            connection.close()
+        listener.close()
