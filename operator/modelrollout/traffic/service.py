@@ -3,7 +3,10 @@
 Works on any cluster, without a gateway. A Service spreads requests evenly
 over Ready pods, so the canary's share is its share of Ready replicas; a
 weight is approximated by scaling the canary (rounded up, as Argo Rollouts'
-basic canary does), and the achieved split is reported as it really is.
+basic canary does), and the achieved split is reported as it really is
+(condition TrafficRouted). A canary pod warming up before the first
+setWeight is already Ready in the Service, so it takes its share early:
+exact weights need the gatewayAPI router.
 """
 
 from __future__ import annotations
