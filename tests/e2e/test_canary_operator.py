@@ -351,3 +351,36 @@ def test_invalid_spec_only_the_operator_can_judge_changes_nothing_running(
     assert status.get("canaryRevision") is None
     after = {rev: d.metadata.resource_version for rev, d in rollouts.deployments("chat").items()}
     assert after == before, "a Deployment was created or changed for an invalid spec"
+
+
+def test_a_new_spec_mid_rollout_supersedes_the_canary_and_starts_over_from_stable(
+    rollouts: Rollouts, operator_process: OperatorProcess
+) -> None:
+    steps = [{"setWeight": 50}, {"pause": {}}]
+    v1 = rollout_manifest("chat", "file:///models/v1", steps, router="gatewayAPI")
+    stable = start_stable(rollouts, v1)
+    v2, v3 = with_model(v1, "file:///models/v2"), with_model(v1, "file:///models/v3")
+    rollouts.patch_spec("chat", {"model": v2["spec"]["model"]})
+    paused = rollouts.wait_phase("chat", {"Paused"}, 60)
+    assert paused["canaryRevision"] == revision(v2)
+
+    rollouts.patch_spec("chat", {"model": v3["spec"]["model"]})
+    status = rollouts.wait_phase("chat", {"Paused"}, 60)
+    assert status["stableRevision"] == stable
+    assert status["canaryRevision"] == revision(v3)
+    superseded = next(h for h in status["history"] if h["revision"] == revision(v2))
+    assert superseded["outcome"] == "Superseded"
+    # The superseded canary's pods go; stable and the new canary stay.
+    wait_until(
+        lambda: set(rollouts.deployments("chat")) == {stable, revision(v3)},
+        30,
+        "the superseded canary's Deployment to be deleted",
+    )
+    assert dict(route_weights(rollouts)) == {f"chat-{stable}": 50, f"chat-{revision(v3)}": 50}
+
+    # Promotion by command, never by a spec edit.
+    generation = rollouts.get("chat")["metadata"]["generation"]
+    rollouts.annotate("chat", {"modelrollout.dev/promote": uuid.uuid4().hex})
+    done = rollouts.wait_phase("chat", {"Succeeded"}, 60)
+    assert done["stableRevision"] == revision(v3)
+    assert rollouts.get("chat")["metadata"]["generation"] == generation
