@@ -384,3 +384,23 @@ def test_a_new_spec_mid_rollout_supersedes_the_canary_and_starts_over_from_stabl
     done = rollouts.wait_phase("chat", {"Succeeded"}, 60)
     assert done["stableRevision"] == revision(v3)
     assert rollouts.get("chat")["metadata"]["generation"] == generation
+
+
+def test_idle_ticks_write_nothing(rollouts: Rollouts, operator_process: OperatorProcess) -> None:
+    v1 = rollout_manifest("chat", "file:///models/v1", STEPS, router="gatewayAPI")
+    start_stable(rollouts, v1)
+    time.sleep(2)  # let the Available condition settle once the pods are Ready
+
+    def versions() -> dict[str, str]:
+        route = client.CustomObjectsApi(rollouts.apps.api_client).get_namespaced_custom_object(
+            "gateway.networking.k8s.io", "v1", rollouts.namespace, "httproutes", "chat"
+        )
+        found = {"rollout": rollouts.get("chat")["metadata"]["resourceVersion"]}
+        found["route"] = route["metadata"]["resourceVersion"]
+        for revision_name, deployment in rollouts.deployments("chat").items():
+            found[revision_name] = deployment.metadata.resource_version
+        return found
+
+    before = versions()
+    time.sleep(5)  # ten ticks at the test interval of 0.5 s
+    assert versions() == before
