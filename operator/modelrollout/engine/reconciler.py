@@ -73,6 +73,12 @@ class Reconciler:
     def has_pending_command(body: dict[str, Any]) -> bool:
         return bool(pending_in_body(body))
 
+    def forget(self, uid: str) -> None:
+        """Drop what is kept about a deleted rollout."""
+        with self._locks_guard:
+            self._locks.pop(uid, None)
+            self._written.pop(uid, None)
+
     def _lock(self, uid: str) -> threading.Lock:
         # The timer and the event handler may fire together for one object.
         with self._locks_guard:

@@ -114,6 +114,8 @@ def track(body: kopf.Body, type: str | None, **_: Any) -> None:
     uid = body["metadata"]["uid"]
     if type == "DELETED" or body["metadata"].get("deletionTimestamp"):
         _bodies.pop(uid, None)
+        if _reconciler is not None:
+            _reconciler.forget(uid)
         return
     latest = dict(body)
     _bodies[uid] = latest
