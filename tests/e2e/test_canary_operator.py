@@ -13,19 +13,23 @@ import contextlib
 import os
 import random
 import signal
+import socket
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
+from prometheus_client.parser import text_string_to_metric_families
 
 from modelrollout.devcluster.cluster import start_prometheus
 from modelrollout.devcluster.operator_process import OperatorProcess
 from modelrollout.devcluster.prometheus import PrometheusHandle
 from modelrollout.engine.revision import revision_of
 from modelrollout.models import parse_spec
+from tests.conftest import ClusterUnderTest
 from tests.support.kube import wait_until
 from tests.support.rollouts import Rollouts, StatusRecorder, rollout_manifest, with_model
 
@@ -404,3 +408,76 @@ def test_idle_ticks_write_nothing(rollouts: Rollouts, operator_process: Operator
     before = versions()
     time.sleep(5)  # ten ticks at the test interval of 0.5 s
     assert versions() == before
+
+
+def test_operator_metrics_count_steps_rollbacks_and_checks(
+    rollouts: Rollouts,
+    cluster_under_test: ClusterUnderTest,
+    namespace: str,
+    tmp_path: Path,
+    prometheus: PrometheusHandle,
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    operator = OperatorProcess(
+        cluster_under_test.kubeconfig, namespace, tmp_path, tick_interval=0.5, metrics_port=port
+    )
+    operator.start()
+    try:
+        analysis = {
+            "prometheus": {"address": prometheus.url, "timeout": "2s"},
+            "interval": "1s",
+            "checks": [
+                {
+                    "name": "always-one",
+                    "query": "vector(1)",
+                    "breachWhen": "> 0",
+                    "action": "rollback",
+                }
+            ],
+        }
+        steps = [{"setWeight": 50}, {"analysis": {"duration": "30s"}}]
+        v1 = rollout_manifest("chat", "file:///models/v1", steps, analysis=analysis)
+        start_stable(rollouts, v1)
+        rollouts.patch_spec("chat", {"model": {"name": "chat", "uri": "file:///models/v2"}})
+        rollouts.wait_phase("chat", {"RolledBack"}, 60)
+        ours = {"namespace": namespace, "rollout": "chat"}
+        samples = wait_until(
+            lambda: (
+                (found := scrape(port)).get(
+                    (
+                        "modelrollout_rollout_phase",
+                        frozenset({**ours, "phase": "RolledBack"}.items()),
+                    )
+                )
+                == 1.0
+                and found
+            ),
+            10,
+            "the rolled-back phase in the operator's metrics",
+        )
+    finally:
+        operator.stop()
+
+    def value(name: str, **labels: str) -> float | None:
+        return samples.get((name, frozenset({**ours, **labels}.items())))
+
+    assert value("modelrollout_rollout_phase", phase="Progressing") == 0.0
+    assert value("modelrollout_rollout_canary_weight") == 0.0
+    assert value("modelrollout_step_transitions_total") == 1.0
+    assert value("modelrollout_rollbacks_total", reason="CheckBreached") == 1.0
+    assert (
+        value("modelrollout_check_evaluations_total", check="always-one", state="Breached") == 1.0
+    )
+    assert samples[("modelrollout_tick_duration_seconds_count", frozenset())] > 0
+
+
+def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }

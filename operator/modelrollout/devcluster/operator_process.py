@@ -17,8 +17,14 @@ class OperatorProcess:
     """The operator watching one namespace; killable with SIGKILL for restart tests."""
 
     def __init__(
-        self, kubeconfig: str, namespace: str, log_dir: Path, tick_interval: float = 1.0
+        self,
+        kubeconfig: str,
+        namespace: str,
+        log_dir: Path,
+        tick_interval: float = 1.0,
+        metrics_port: int | None = None,
     ) -> None:
+        self.metrics_port = metrics_port
         self.kubeconfig = kubeconfig
         self.namespace = namespace
         self.log_path = log_dir / f"operator-{namespace}.log"
@@ -30,6 +36,9 @@ class OperatorProcess:
             **os.environ,
             "KUBECONFIG": self.kubeconfig,
             "MODELROLLOUT_TICK_INTERVAL": str(self.tick_interval),
+            "MODELROLLOUT_METRICS_PORT": "off"
+            if self.metrics_port is None
+            else str(self.metrics_port),
         }
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:

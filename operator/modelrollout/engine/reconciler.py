@@ -35,6 +35,7 @@ from modelrollout.engine.strategies.types import (
 from modelrollout.engine.workloads import plan_revisions
 from modelrollout.kube.api import MODELROLLOUTS, KubeApi
 from modelrollout.kube.workloads import RolloutRef
+from modelrollout.metrics import OperatorMetrics
 from modelrollout.models import (
     InvalidSpecError,
     ModelRolloutSpec,
@@ -59,7 +60,9 @@ class Reconciler:
         api: KubeApi,
         clock: Callable[[], datetime] = _now,
         provider_factory: Callable[[ModelRolloutSpec], MetricProvider] | None = None,
+        metrics: OperatorMetrics | None = None,
     ) -> None:
+        self._metrics = metrics or OperatorMetrics()
         self._api = api
         self._clock = clock
         self._provider_factory = provider_factory or (
@@ -73,11 +76,12 @@ class Reconciler:
     def has_pending_command(body: dict[str, Any]) -> bool:
         return bool(pending_in_body(body))
 
-    def forget(self, uid: str) -> None:
+    def forget(self, uid: str, namespace: str, name: str) -> None:
         """Drop what is kept about a deleted rollout."""
         with self._locks_guard:
             self._locks.pop(uid, None)
             self._written.pop(uid, None)
+        self._metrics.forget(namespace, name)
 
     def _lock(self, uid: str) -> threading.Lock:
         # The timer and the event handler may fire together for one object.
@@ -99,7 +103,8 @@ class Reconciler:
                 if fresh is None:
                     return
                 body = fresh
-            self._tick(body, post_event)
+            with self._metrics.tick_duration.time():
+                self._tick(body, post_event)
 
     def _write_status(self, rollout: RolloutRef, status: ModelRolloutStatus) -> None:
         self._written[rollout.uid] = status
@@ -181,6 +186,7 @@ class Reconciler:
             self._write_status(rollout, new_status)
         for event_type, reason, message in events:
             post_event(event_type, reason, message)
+        self._metrics.observe_tick(rollout.namespace, rollout.name, status, new_status, events)
         self._converge(rollout, spec, spec_revision, new_status, deployments, now)
 
     def _backends(

@@ -17,14 +17,18 @@ from typing import Any
 
 import kopf
 from kubernetes import client, config
+from prometheus_client import start_http_server
 
 from modelrollout.engine.reconciler import Reconciler
 from modelrollout.kube.api import KubeApi, KubeApiError
 from modelrollout.kube.events import EVENTS, build_event
 from modelrollout.kube.labels import ANNOTATION_PREFIX, FINALIZER, GROUP, PLURAL, VERSION
+from modelrollout.metrics import OperatorMetrics
 
 TICK_INTERVAL_SECONDS = float(os.environ.get("MODELROLLOUT_TICK_INTERVAL", "2"))
 CONCURRENT_TICKS = int(os.environ.get("MODELROLLOUT_CONCURRENT_TICKS", "8"))
+# The operator's /metrics; "off" disables it (tests run several operators at once).
+METRICS_PORT = os.environ.get("MODELROLLOUT_METRICS_PORT", "8080")
 
 logger = logging.getLogger("modelrollout")
 _api: KubeApi | None = None
@@ -91,7 +95,10 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.event_name_prefix = "modelrollout-"
     settings.execution.max_workers = CONCURRENT_TICKS + 4
     _api = KubeApi(_api_client())
-    _reconciler = Reconciler(_api)
+    metrics = OperatorMetrics()
+    if METRICS_PORT != "off":
+        start_http_server(int(METRICS_PORT), registry=metrics.registry)
+    _reconciler = Reconciler(_api, metrics=metrics)
     _loop_task = asyncio.create_task(_tick_every_rollout(), name="tick")
 
 
@@ -115,7 +122,7 @@ def track(body: kopf.Body, type: str | None, **_: Any) -> None:
     if type == "DELETED" or body["metadata"].get("deletionTimestamp"):
         _bodies.pop(uid, None)
         if _reconciler is not None:
-            _reconciler.forget(uid)
+            _reconciler.forget(uid, body["metadata"]["namespace"], body["metadata"]["name"])
         return
     latest = dict(body)
     _bodies[uid] = latest

@@ -1,0 +1,116 @@
+"""The operator's own metrics, for its `/metrics` endpoint.
+
+Derived from what a tick decided, never counted on a side path: step
+transitions and rollbacks from the strategy's Events, check evaluations
+from the checks' `lastEvaluated`, phase and weight from the status written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from modelrollout.models.status import CheckStatus, ModelRolloutStatus
+
+PHASES = (
+    "Pending", "Progressing", "Paused", "Promoting", "Succeeded", "RollingBack", "RolledBack",
+    "Failed",
+)  # fmt: skip
+
+
+# The strategy's Events that start a step: the first step comes with CanaryStarted.
+STEP_STARTED_REASONS = frozenset({"CanaryStarted", "StepStarted"})
+
+
+class OperatorMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        # Label values used per rollout, so a deleted rollout's series can be removed.
+        self._series: dict[tuple[str, str], set[tuple[Gauge | Counter, tuple[str, ...]]]] = {}
+        labels = ("namespace", "rollout")
+        self.phase = Gauge(
+            "modelrollout_rollout_phase",
+            "1 for the rollout's current phase, 0 for the others.",
+            (*labels, "phase"),
+            registry=self.registry,
+        )
+        self.canary_weight = Gauge(
+            "modelrollout_rollout_canary_weight",
+            "The canary's traffic weight (percent) the operator has set.",
+            labels,
+            registry=self.registry,
+        )
+        self.step_transitions = Counter(
+            "modelrollout_step_transitions_total",
+            "Canary steps started.",
+            labels,
+            registry=self.registry,
+        )
+        self.check_evaluations = Counter(
+            "modelrollout_check_evaluations_total",
+            "Evaluations of checks and alerts, by the state they gave.",
+            (*labels, "check", "state"),
+            registry=self.registry,
+        )
+        self.rollbacks = Counter(
+            "modelrollout_rollbacks_total",
+            "Rollbacks started, by reason (the Progressing condition's reason).",
+            (*labels, "reason"),
+            registry=self.registry,
+        )
+        self.tick_duration = Histogram(
+            "modelrollout_tick_duration_seconds",
+            "Time one tick of one rollout takes, API calls and queries included.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+
+    def _track(self, metric: Gauge | Counter, labels: tuple[str, ...]) -> tuple[str, ...]:
+        self._series.setdefault((labels[0], labels[1]), set()).add((metric, labels))
+        return labels
+
+    def observe_tick(
+        self,
+        namespace: str,
+        rollout: str,
+        before: ModelRolloutStatus,
+        after: ModelRolloutStatus,
+        events: Iterable[tuple[str, str, str]],
+    ) -> None:
+        for phase in PHASES:
+            labels = self._track(self.phase, (namespace, rollout, phase))
+            self.phase.labels(*labels).set(1 if after.phase == phase else 0)
+        self.canary_weight.labels(*self._track(self.canary_weight, (namespace, rollout))).set(
+            after.weights.canary
+        )
+        for _, reason, _ in events:
+            if reason in STEP_STARTED_REASONS:
+                self.step_transitions.labels(
+                    *self._track(self.step_transitions, (namespace, rollout))
+                ).inc()
+            elif reason == "RollingBack":
+                progressing = after.condition("Progressing")
+                why = progressing.reason if progressing is not None else "Unknown"
+                self.rollbacks.labels(*self._track(self.rollbacks, (namespace, rollout, why))).inc()
+        for check in _newly_evaluated(before.checks, after.checks):
+            labels = self._track(
+                self.check_evaluations, (namespace, rollout, check.name, check.state)
+            )
+            self.check_evaluations.labels(*labels).inc()
+
+    def forget(self, namespace: str, rollout: str) -> None:
+        """Remove a deleted rollout's series (counters too: they would never move again)."""
+        for metric, labels in self._series.pop((namespace, rollout), set()):
+            metric.remove(*labels)
+
+
+def _newly_evaluated(
+    before: Sequence[CheckStatus], after: Sequence[CheckStatus]
+) -> list[CheckStatus]:
+    previous = {check.name: check.last_evaluated for check in before}
+    return [
+        check
+        for check in after
+        if check.last_evaluated is not None and check.last_evaluated != previous.get(check.name)
+    ]
