@@ -59,6 +59,11 @@ class OperatorMetrics:
             (*labels, "reason"),
             registry=self.registry,
         )
+        self.leader = Gauge(
+            "modelrollout_leader",
+            "1 while this replica drives rollouts (holds the Lease, or runs alone).",
+            registry=self.registry,
+        )
         self.tick_duration = Histogram(
             "modelrollout_tick_duration_seconds",
             "Time one tick of one rollout takes, API calls and queries included.",

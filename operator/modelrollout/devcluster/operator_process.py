@@ -23,8 +23,10 @@ class OperatorProcess:
         log_dir: Path,
         tick_interval: float = 1.0,
         metrics_port: int | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.metrics_port = metrics_port
+        self.extra_env = extra_env or {}
         self.kubeconfig = kubeconfig
         self.namespace = namespace
         self.log_path = log_dir / f"operator-{namespace}.log"
@@ -39,6 +41,7 @@ class OperatorProcess:
             "MODELROLLOUT_METRICS_PORT": "off"
             if self.metrics_port is None
             else str(self.metrics_port),
+            **self.extra_env,
         }
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 from typing import Any
 
 import kopf
@@ -23,18 +24,22 @@ from modelrollout.engine.reconciler import Reconciler
 from modelrollout.kube.api import KubeApi, KubeApiError
 from modelrollout.kube.events import EVENTS, build_event
 from modelrollout.kube.labels import ANNOTATION_PREFIX, FINALIZER, GROUP, PLURAL, VERSION
+from modelrollout.leader import LeaseElector, LeaseTiming
 from modelrollout.metrics import OperatorMetrics
 
 TICK_INTERVAL_SECONDS = float(os.environ.get("MODELROLLOUT_TICK_INTERVAL", "2"))
 CONCURRENT_TICKS = int(os.environ.get("MODELROLLOUT_CONCURRENT_TICKS", "8"))
 # The operator's /metrics; "off" disables it (tests run several operators at once).
 METRICS_PORT = os.environ.get("MODELROLLOUT_METRICS_PORT", "8080")
+# "on" with more than one replica: only the holder of the Lease acts (see leader.py).
+LEADER_ELECTION = os.environ.get("MODELROLLOUT_LEADER_ELECTION", "off") == "on"
 
 logger = logging.getLogger("modelrollout")
 _api: KubeApi | None = None
 _reconciler: Reconciler | None = None
 _bodies: dict[str, dict[str, Any]] = {}
-_loop_task: asyncio.Task[None] | None = None
+_elector: LeaseElector | None = None
+_background: list[asyncio.Task[None]] = []
 
 
 def _api_client() -> client.ApiClient:
@@ -45,8 +50,14 @@ def _api_client() -> client.ApiClient:
     return client.ApiClient()
 
 
+def _leading() -> bool:
+    return _elector is None or _elector.is_leader
+
+
 def _tick(body: dict[str, Any]) -> None:
     assert _reconciler is not None and _api is not None, "startup configures the reconciler"
+    if not _leading():
+        return
     api = _api
 
     def post_event(event_type: str, reason: str, message: str) -> None:
@@ -80,9 +91,28 @@ async def _tick_every_rollout() -> None:
         await asyncio.sleep(max(0.0, TICK_INTERVAL_SECONDS - elapsed))
 
 
+def _lease_elector(api: KubeApi, metrics: OperatorMetrics) -> LeaseElector:
+    namespace = os.environ.get("POD_NAMESPACE")
+    if not namespace:
+        raise kopf.PermanentError("MODELROLLOUT_LEADER_ELECTION=on needs POD_NAMESPACE")
+    elector = LeaseElector(
+        api,
+        namespace,
+        os.environ.get("MODELROLLOUT_LEASE_NAME", "modelrollout-operator"),
+        os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
+        LeaseTiming(
+            lease_duration=float(os.environ.get("MODELROLLOUT_LEASE_DURATION", "15")),
+            renew_deadline=float(os.environ.get("MODELROLLOUT_LEASE_RENEW_DEADLINE", "10")),
+            retry_period=float(os.environ.get("MODELROLLOUT_LEASE_RETRY_PERIOD", "2")),
+        ),
+    )
+    elector.on_change = lambda leading: metrics.leader.set(1 if leading else 0)
+    return elector
+
+
 @kopf.on.startup(id="configure")
 async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    global _api, _reconciler, _loop_task
+    global _api, _reconciler, _elector
     # Our own names for everything kopf stores on objects.
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
@@ -99,13 +129,20 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     if METRICS_PORT != "off":
         start_http_server(int(METRICS_PORT), registry=metrics.registry)
     _reconciler = Reconciler(_api, metrics=metrics)
-    _loop_task = asyncio.create_task(_tick_every_rollout(), name="tick")
+    if LEADER_ELECTION:
+        _elector = _lease_elector(_api, metrics)
+        _background.append(asyncio.create_task(_elector.run(), name="leader-election"))
+    else:
+        metrics.leader.set(1)
+    _background.append(asyncio.create_task(_tick_every_rollout(), name="tick"))
 
 
 @kopf.on.cleanup(id="stop-ticking")
 async def stop_ticking(**_: Any) -> None:
-    if _loop_task is not None:
-        _loop_task.cancel()
+    for task in _background:
+        task.cancel()
+    if _elector is not None:
+        await asyncio.to_thread(_elector.release)
 
 
 def _needs_reaction(body: dict[str, Any]) -> bool:

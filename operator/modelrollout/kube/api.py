@@ -42,6 +42,7 @@ PODS = Resource("", "v1", "pods")
 ENDPOINT_SLICES = Resource("discovery.k8s.io", "v1", "endpointslices")
 HTTPROUTES = Resource("gateway.networking.k8s.io", "v1", "httproutes")
 MODELROLLOUTS = Resource(GROUP, VERSION, PLURAL)
+LEASES = Resource("coordination.k8s.io", "v1", "leases")
 
 
 class KubeApiError(RuntimeError):
@@ -126,6 +127,12 @@ class KubeApi:
             body=patch,
             content_type="application/merge-patch+json",
         )
+
+    def replace(
+        self, resource: Resource, namespace: str, name: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """PUT: with `metadata.resourceVersion` in the body, fails with 409 if the object moved."""
+        return self._call("PUT", resource.path(namespace, name), body=body)
 
     def delete(self, resource: Resource, namespace: str, name: str) -> None:
         try:
