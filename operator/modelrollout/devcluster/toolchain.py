@@ -25,6 +25,7 @@ KUBERNETES_VERSION = "v1.34.4"
 ETCD_VERSION = "v3.6.5"
 KWOK_VERSION = "v0.7.0"
 GATEWAY_API_VERSION = "v1.4.1"
+HELM_VERSION = "v3.22.0"
 
 KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 
@@ -53,6 +54,7 @@ class Binaries:
     etcd: Path
     kwok: Path
     kwokctl: Path
+    helm: Path
 
     def all(self) -> dict[str, Path]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -70,6 +72,10 @@ def _kwok_dir() -> Path:
     return cache_root() / "bin" / f"kwok-{KWOK_VERSION}"
 
 
+def _helm_dir() -> Path:
+    return cache_root() / "bin" / f"helm-{HELM_VERSION}"
+
+
 def expected_binaries() -> Binaries:
     kube = _kubernetes_dir()
     return Binaries(
@@ -80,6 +86,7 @@ def expected_binaries() -> Binaries:
         etcd=_etcd_dir() / "etcd",
         kwok=_kwok_dir() / "kwok",
         kwokctl=_kwok_dir() / "kwokctl",
+        helm=_helm_dir() / "helm",
     )
 
 
@@ -206,23 +213,32 @@ def build_etcd() -> None:
     produced.rename(_etcd_dir() / "etcd")
 
 
-def build_kwok() -> None:
-    out_dir = _kwok_dir()
+def _go_install(packages: list[str], out_dir: Path) -> None:
     staging = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     _run_go(
-        [
-            "install",
-            "-trimpath",
-            f"sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}",
-            f"sigs.k8s.io/kwok/cmd/kwokctl@{KWOK_VERSION}",
-        ],
+        ["install", "-trimpath", "-ldflags", "-s -w", *packages],
         cwd=staging,
         env_extra={"GOBIN": str(staging)},
     )
     shutil.rmtree(out_dir, ignore_errors=True)
     staging.rename(out_dir)
+
+
+def build_kwok() -> None:
+    _go_install(
+        [
+            f"sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}",
+            f"sigs.k8s.io/kwok/cmd/kwokctl@{KWOK_VERSION}",
+        ],
+        _kwok_dir(),
+    )
+
+
+def build_helm() -> None:
+    # The chart's tests render, lint and install it with the real helm.
+    _go_install([f"helm.sh/helm/v3/cmd/helm@{HELM_VERSION}"], _helm_dir())
 
 
 def gateway_api_crd_files() -> list[Path]:
@@ -246,6 +262,8 @@ def ensure_binaries() -> Binaries:
         build_etcd()
     if missing & {"kwok", "kwokctl"}:
         build_kwok()
+    if "helm" in missing:
+        build_helm()
     still_missing = missing_binaries()
     if still_missing:
         raise ToolchainError(f"built, yet still missing: {', '.join(still_missing)}")

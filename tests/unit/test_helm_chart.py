@@ -1,0 +1,186 @@
+"""The Helm chart, rendered and linted by the real helm: what an installer gets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support.helm import CHART, KUBE_VERSION, REPO, helm, only, render, values_file
+
+pytestmark = pytest.mark.unit
+
+# Exactly what the operator does, per resource (tests/e2e/test_helm_install.py
+# drives a rollout with these and nothing more).
+EXPECTED_ROLLOUT_RULES = {
+    ("modelrollout.dev", "modelrollouts"): {"get", "list", "watch"},
+    ("modelrollout.dev", "modelrollouts/status"): {"get", "patch"},
+    ("apps", "deployments"): {"get", "list", "create", "patch", "delete"},
+    ("", "services"): {"get", "create", "patch"},
+    ("", "pods"): {"list", "patch"},
+    ("discovery.k8s.io", "endpointslices"): {"list"},
+    ("gateway.networking.k8s.io", "httproutes"): {"get", "create", "patch"},
+    ("", "events"): {"create"},
+}
+
+
+def _rules(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
+    rules: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                rules.setdefault((group, resource), set()).update(rule["verbs"])
+    return rules
+
+
+def test_the_charts_crds_are_exact_copies_of_crds_dir() -> None:
+    source = {path.name: path.read_bytes() for path in (REPO / "crds").glob("*.yaml")}
+    copies = {path.name: path.read_bytes() for path in (CHART / "files" / "crds").glob("*.yaml")}
+    assert source.keys() == copies.keys() and source == copies, (
+        "charts/modelrollout/files/crds/ drifted from crds/: run scripts/sync-chart-crds.sh"
+    )
+
+
+def test_helm_lint_strict_is_clean() -> None:
+    result = helm("lint", "--strict", str(CHART), "--kube-version", KUBE_VERSION)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout
+
+
+def test_the_rendered_crd_is_the_source_crd_kept_on_uninstall(tmp_path: Path) -> None:
+    source = yaml.safe_load((REPO / "crds" / "modelrollouts.modelrollout.dev.yaml").read_text())
+    rendered = only(render(tmp_path), "CustomResourceDefinition")
+    assert rendered["spec"] == source["spec"]
+    assert rendered["metadata"]["name"] == source["metadata"]["name"]
+    assert rendered["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+
+    not_kept = only(render(tmp_path, {"crds": {"keep": False}}), "CustomResourceDefinition")
+    assert "helm.sh/resource-policy" not in (not_kept["metadata"].get("annotations") or {})
+    kinds = {document["kind"] for document in render(tmp_path, {"crds": {"install": False}})}
+    assert "CustomResourceDefinition" not in kinds
+
+
+def test_the_operator_pod_is_hardened_and_probed_on_kopfs_liveness_endpoint(
+    tmp_path: Path,
+) -> None:
+    deployment = only(render(tmp_path), "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    assert "--liveness=http://0.0.0.0:8081/healthz" in container["command"]
+    health_port = next(port for port in container["ports"] if port["name"] == "health")
+    assert health_port["containerPort"] == 8081
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+
+
+def test_cluster_mode_grants_only_what_the_operator_uses(tmp_path: Path) -> None:
+    documents = render(tmp_path)
+    cluster_role = only(documents, "ClusterRole")
+    rules = _rules(cluster_role)
+    assert rules == {**EXPECTED_ROLLOUT_RULES, ("", "namespaces"): {"list", "watch"}}
+    assert ("", "secrets") not in rules
+    assert all("*" not in verbs for verbs in rules.values())
+    assert (
+        "--all-namespaces"
+        in only(documents, "Deployment")["spec"]["template"]["spec"]["containers"][0]["command"]
+    )
+
+
+def test_namespaced_mode_has_a_role_per_watched_namespace_and_no_cluster_role(
+    tmp_path: Path,
+) -> None:
+    documents = render(tmp_path, {"watchNamespaces": ["ml", "research"]})
+    kinds = [document["kind"] for document in documents]
+    assert "ClusterRole" not in kinds and "ClusterRoleBinding" not in kinds
+    rollout_roles = {
+        document["metadata"]["namespace"]: _rules(document)
+        for document in documents
+        if document["kind"] == "Role"
+        and not document["metadata"]["name"].endswith("-leader-election")
+    }
+    assert rollout_roles == {"ml": EXPECTED_ROLLOUT_RULES, "research": EXPECTED_ROLLOUT_RULES}
+    command = only(documents, "Deployment")["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert "--namespace=ml" in command and "--namespace=research" in command
+    assert "--all-namespaces" not in command
+
+
+def test_ha_two_replicas_elect_a_leader_on_a_lease_and_have_a_disruption_budget(
+    tmp_path: Path,
+) -> None:
+    documents = render(tmp_path)
+    deployment = only(documents, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    env = {
+        item["name"]: item.get("value")
+        for item in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["MODELROLLOUT_LEADER_ELECTION"] == "on"
+    assert only(documents, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
+    (lease_role,) = [
+        document
+        for document in documents
+        if document["kind"] == "Role" and document["metadata"]["name"].endswith("-leader-election")
+    ]
+    assert lease_role["metadata"]["namespace"] == "modelrollout-system"
+    assert _rules(lease_role) == {("coordination.k8s.io", "leases"): {"get", "create", "update"}}
+
+    single = render(tmp_path, {"replicaCount": 1})
+    assert "PodDisruptionBudget" not in {document["kind"] for document in single}
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"replicaCount": "two"}, "/replicaCount"),
+        ({"watchNamespaces": ["Not_A_Namespace"]}, "/watchNamespaces/0"),
+        ({"replicas": 3}, "replicas"),
+        ({"operator": {"logLevel": "loud"}}, "/operator/logLevel"),
+        ({"metrics": {"port": 70000}}, "/metrics/port"),
+    ],
+)
+def test_bad_values_are_refused_naming_the_field(
+    tmp_path: Path, values: dict[str, Any], expected: str
+) -> None:
+    result = helm(
+        "template",
+        "mr",
+        str(CHART),
+        "--kube-version",
+        KUBE_VERSION,
+        "--values",
+        str(values_file(values, tmp_path)),
+    )
+    assert result.returncode != 0
+    assert expected in result.stderr
+
+
+def test_monitoring_objects_carry_the_shipped_rules_and_dashboard(tmp_path: Path) -> None:
+    documents = render(
+        tmp_path,
+        {
+            "metrics": {"serviceMonitor": {"enabled": True}},
+            "prometheusRule": {"enabled": True},
+            "grafana": {"dashboard": {"enabled": True}},
+        },
+    )
+    monitor = only(documents, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
+    rules = yaml.safe_load((CHART / "files" / "alerts.rules.yaml").read_text())
+    assert only(documents, "PrometheusRule")["spec"] == rules
+    dashboard = only(documents, "ConfigMap")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    shipped = json.loads((CHART / "files" / "grafana-dashboard.json").read_text())
+    assert json.loads(dashboard["data"]["modelrollout.json"]) == shipped
+
+    kinds = {document["kind"] for document in render(tmp_path)}
+    assert not kinds & {"ServiceMonitor", "PrometheusRule", "ConfigMap"}
