@@ -24,7 +24,9 @@ class OperatorProcess:
         tick_interval: float = 1.0,
         metrics_port: int | None = None,
         extra_env: dict[str, str] | None = None,
+        liveness_port: int | None = None,
     ) -> None:
+        self.liveness_port = liveness_port
         self.metrics_port = metrics_port
         self.extra_env = extra_env or {}
         self.kubeconfig = kubeconfig
@@ -56,6 +58,11 @@ class OperatorProcess:
                     "--standalone",
                     "--namespace",
                     self.namespace,
+                    *(
+                        [f"--liveness=http://127.0.0.1:{self.liveness_port}/healthz"]
+                        if self.liveness_port is not None
+                        else []
+                    ),
                 ],
                 env=env,
                 stdout=log,

@@ -21,7 +21,7 @@ from kubernetes import client, config
 from prometheus_client import start_http_server
 
 from modelrollout.engine.reconciler import Reconciler
-from modelrollout.kube.api import KubeApi, KubeApiError
+from modelrollout.kube.api import MODELROLLOUTS, KubeApi, KubeApiError
 from modelrollout.kube.events import EVENTS, build_event
 from modelrollout.kube.labels import ANNOTATION_PREFIX, FINALIZER, GROUP, PLURAL, VERSION
 from modelrollout.leader import LeaseElector, LeaseTiming
@@ -124,7 +124,16 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.reporting_component = "modelrollout"
     settings.posting.event_name_prefix = "modelrollout-"
     settings.execution.max_workers = CONCURRENT_TICKS + 4
+    # No cluster-wide listing of CRDs and namespaces: the chart's namespaced mode
+    # grants Roles only. kopf then finds resources once, at startup, so a missing
+    # CRD must stop the operator (and get it restarted) instead of idling silently.
+    settings.scanning.disabled = True
     _api = KubeApi(_api_client())
+    if not await asyncio.to_thread(_api.serves, MODELROLLOUTS):
+        raise kopf.PermanentError(
+            f"the API server does not serve {PLURAL}.{GROUP}/{VERSION}: install the CRD "
+            "(crds/ or the Helm chart with crds.install=true), then restart the operator"
+        )
     metrics = OperatorMetrics()
     if METRICS_PORT != "off":
         start_http_server(int(METRICS_PORT), registry=metrics.registry)

@@ -93,6 +93,17 @@ class KubeApi:
         parsed: dict[str, Any] = json.loads(data) if data else {}
         return parsed
 
+    def serves(self, resource: Resource) -> bool:
+        """Whether the API server serves `resource` (discovery: every user may read it)."""
+        prefix = f"/apis/{resource.group}/{resource.version}" if resource.group else "/api/v1"
+        try:
+            listing = self._call("GET", prefix)
+        except KubeApiError as error:
+            if error.status == 404:
+                return False
+            raise
+        return any(item.get("name") == resource.plural for item in listing.get("resources", []))
+
     def list(
         self, resource: Resource, namespace: str, label_selector: str | None = None
     ) -> list[dict[str, Any]]:

@@ -1,0 +1,197 @@
+"""The chart on the real cluster: it applies, installs, and its RBAC is enough and no more.
+
+The operator runs out of cluster (no container runtime here) but as the
+chart's ServiceAccount, with a token for it: a rollout that completes proves
+the Role grants enough; refused calls prove it grants no more.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from modelrollout.devcluster import toolchain
+from modelrollout.devcluster.operator_process import OperatorProcess
+from modelrollout.kube.api import LEASES, KubeApi
+from modelrollout.kube.labels import GROUP, PLURAL, VERSION
+from tests.conftest import ClusterUnderTest
+from tests.e2e.conftest import TEST_TICK_INTERVAL
+from tests.support.helm import CHART, helm, render_text, values_file
+from tests.support.kube import wait_until
+from tests.support.rollouts import Rollouts, rollout_manifest
+
+pytestmark = pytest.mark.e2e
+
+CRD_NAME = f"{PLURAL}.{GROUP}"
+
+
+def _kubectl(kubeconfig: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(toolchain.expected_binaries().kubectl), "--kubeconfig", kubeconfig, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+def _token_kubeconfig(admin_kubeconfig: str, token: str, path: Path) -> str:
+    """The admin kubeconfig's cluster, with the ServiceAccount's token as the only user."""
+    admin = yaml.safe_load(Path(admin_kubeconfig).read_text())
+    context = next(
+        item["context"] for item in admin["contexts"] if item["name"] == admin["current-context"]
+    )
+    cluster = next(item for item in admin["clusters"] if item["name"] == context["cluster"])
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [cluster],
+                "users": [{"name": "operator", "user": {"token": token}}],
+                "contexts": [
+                    {
+                        "name": "operator",
+                        "context": {"cluster": cluster["name"], "user": "operator"},
+                    }
+                ],
+                "current-context": "operator",
+            }
+        )
+    )
+    return str(path)
+
+
+def _service_account_token(api_client: client.ApiClient, namespace: str, name: str) -> str:
+    request = client.AuthenticationV1TokenRequest(
+        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
+    )
+    response = client.CoreV1Api(api_client).create_namespaced_service_account_token(
+        name, namespace, request
+    )
+    token: str = response.status.token
+    return token
+
+
+def _status_code(call: Any) -> int:
+    try:
+        call()
+    except ApiException as error:
+        return int(error.status)
+    return 200
+
+
+def test_rendered_chart_passes_server_side_dry_run(
+    cluster_under_test: ClusterUnderTest, kube_api_client: client.ApiClient, tmp_path: Path
+) -> None:
+    for values in (
+        {"grafana": {"dashboard": {"enabled": True}}},
+        {"watchNamespaces": ["default", "kube-system"]},
+    ):
+        manifests = render_text(tmp_path, values, namespace="default")
+        result = _kubectl(
+            cluster_under_test.kubeconfig, "apply", "--dry-run=server", "-f", "-", stdin=manifests
+        )
+        assert result.returncode == 0, result.stderr
+        assert "deployment.apps/mr-modelrollout created (server dry run)" in result.stdout
+
+
+def test_helm_install_rbac_is_enough_for_a_rollout_and_no_more(
+    cluster_under_test: ClusterUnderTest,
+    kube_api_client: client.ApiClient,
+    namespace: str,
+    rollouts: Rollouts,
+    tmp_path: Path,
+) -> None:
+    kubeconfig = cluster_under_test.kubeconfig
+    release = f"mr-{uuid.uuid4().hex[:6]}"
+    values = {"watchNamespaces": [namespace], "replicaCount": 1}
+    # The test session installed the CRD already; the chart adopts it.
+    installed = helm(
+        "install",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--take-ownership",
+        "--wait",
+        "--timeout",
+        "120s",
+        "--values",
+        str(values_file(values, tmp_path)),
+        kubeconfig=kubeconfig,
+    )
+    assert installed.returncode == 0, installed.stderr
+    try:
+        extensions = client.ApiextensionsV1Api(kube_api_client)
+        crd = extensions.read_custom_resource_definition(CRD_NAME)
+        assert crd.metadata.annotations["meta.helm.sh/release-name"] == release
+        rbac = client.RbacAuthorizationV1Api(kube_api_client)
+        service_account = f"{release}-modelrollout"
+        role = rbac.read_namespaced_role(service_account, namespace)
+        assert role.rules, "the chart's Role has rules"
+
+        token = _service_account_token(kube_api_client, namespace, service_account)
+        operator_kubeconfig = _token_kubeconfig(kubeconfig, token, tmp_path / "operator.kubeconfig")
+        operator = OperatorProcess(
+            operator_kubeconfig,
+            namespace,
+            tmp_path,
+            tick_interval=TEST_TICK_INTERVAL,
+            extra_env={
+                "MODELROLLOUT_LEADER_ELECTION": "on",
+                "POD_NAMESPACE": namespace,
+                "POD_NAME": "operator-under-test",
+            },
+        )
+        steps = [{"setWeight": 50}, {"pause": {"duration": "1s"}}]
+        with operator:
+            manifest = rollout_manifest("chat", "file:///models/v1", steps)
+            rollouts.create(manifest)
+            rollouts.wait_phase("chat", {"Succeeded"}, 60)
+            rollouts.patch_spec("chat", {"model": {"name": "chat", "uri": "file:///models/v2"}})
+            status = rollouts.wait_phase("chat", {"Succeeded"}, 90)
+            log = operator.log_tail(400)
+            lease = KubeApi(kube_api_client).get(LEASES, namespace, "modelrollout-operator")
+            assert lease is not None and lease["spec"]["holderIdentity"] == "operator-under-test"
+        assert status["history"][0]["outcome"] == "Promoted", status
+        assert "403" not in log and "Forbidden" not in log, log
+        # A clean shutdown hands the Lease over at once.
+        released = KubeApi(kube_api_client).get(LEASES, namespace, "modelrollout-operator")
+        assert released is not None and released["spec"]["holderIdentity"] == ""
+
+        as_operator = config.new_client_from_config(config_file=operator_kubeconfig)
+        core = client.CoreV1Api(as_operator)
+        custom = client.CustomObjectsApi(as_operator)
+        assert _status_code(lambda: core.list_namespaced_secret("kube-system")) == 403
+        assert _status_code(lambda: core.list_namespaced_secret(namespace)) == 403
+        assert _status_code(lambda: custom.list_namespaced_custom_object(
+            GROUP, VERSION, "default", PLURAL
+        )) == 403  # fmt: skip
+        assert _status_code(lambda: custom.delete_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, "chat"
+        )) == 403  # fmt: skip
+        assert _status_code(lambda: custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL
+        )) == 200  # fmt: skip
+    finally:
+        uninstalled = helm("uninstall", release, "--namespace", namespace, kubeconfig=kubeconfig)
+    assert uninstalled.returncode == 0, uninstalled.stderr
+    # crds.keep: uninstalling the operator never deletes the CRD, so no rollout is lost.
+    wait_until(
+        lambda: _status_code(lambda: client.RbacAuthorizationV1Api(
+            kube_api_client
+        ).read_namespaced_role(f"{release}-modelrollout", namespace)) == 404,
+        30,
+        "the release's Role to be deleted",
+    )  # fmt: skip
+    assert client.ApiextensionsV1Api(kube_api_client).read_custom_resource_definition(CRD_NAME)
+    assert rollouts.get("chat")["status"]["phase"] == "Succeeded"
