@@ -221,6 +221,7 @@ def test_a_firing_alert_for_the_canary_rolls_it_back_and_one_for_another_revisio
         assert status["stableRevision"] == canary
 
 
+@pytest.mark.localharness
 def test_prometheus_gone_mid_rollout_holds_then_rolls_back_per_when_metrics_unavailable(
     rollouts: Rollouts, operator_process: OperatorProcess, tmp_path: Path
 ) -> None:

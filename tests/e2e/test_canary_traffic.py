@@ -26,7 +26,7 @@ from modelrollout.devcluster.prometheus import PrometheusHandle
 from modelrollout.kube.api import KubeApi
 from tests.support.rollouts import Rollouts, StatusRecorder, rollout_manifest
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.localharness]
 
 
 @pytest.fixture(scope="session")

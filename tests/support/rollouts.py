@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +16,8 @@ from kubernetes import client
 from modelrollout.kube.labels import GROUP, PLURAL, VERSION
 from tests.support.kube import wait_until
 
+# kind runs the pods for real: its image has the test models baked in (scripts/e2e-kind.sh).
+TEST_IMAGE = os.environ.get("MODELROLLOUT_TEST_IMAGE", "modelrollout/modelserve:dev")
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
 
@@ -33,7 +36,7 @@ def rollout_manifest(
 ) -> dict[str, Any]:
     runtime: dict[str, Any] = {
         "engine": "torch",
-        "image": "modelrollout/modelserve:dev",
+        "image": TEST_IMAGE,
         "replicas": replicas,
         "resources": {"limits": {"nvidia.com/gpu": gpus}},
         "tolerations": [GPU_TOLERATION],

@@ -1,10 +1,11 @@
-"""`modelrollout dev cluster up|down|status|env|build`."""
+"""`modelrollout dev cluster up|down|status|env|build` and `modelrollout dev prometheus`."""
 
 from __future__ import annotations
 
 import argparse
 import shlex
 import sys
+from pathlib import Path
 
 from modelrollout.devcluster import cluster, toolchain
 
@@ -26,6 +27,25 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     for parser in actions.choices.values():
         parser.add_argument("--name", default=cluster.DEFAULT_NAME, help="cluster name")
     cluster_parser.set_defaults(handler=run)
+    prometheus_parser = dev_commands.add_parser(
+        "prometheus",
+        help="only the tests' Prometheus (file service discovery), for a cluster such as kind; "
+        "prints the environment the tests read",
+    )
+    prometheus_parser.add_argument("directory", type=Path, help="where its config and data go")
+    prometheus_parser.set_defaults(handler=run_prometheus)
+
+
+def run_prometheus(args: argparse.Namespace) -> int:
+    pid, handle = cluster.start_prometheus(args.directory)
+    for key, value in {
+        "MODELROLLOUT_PROMETHEUS_URL": handle.url,
+        "MODELROLLOUT_PROMETHEUS_SD_DIR": str(handle.sd_dir),
+        "MODELROLLOUT_PROMETHEUS_RULES_DIR": str(handle.rules_dir),
+    }.items():
+        print(f"export {key}={shlex.quote(value)}")
+    print(f"prometheus_pid={pid}")
+    return 0
 
 
 def _print_env(state: cluster.ClusterState) -> None:
