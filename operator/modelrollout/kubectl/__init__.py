@@ -1,0 +1,1 @@
+"""`kubectl modelrollout`: the kubectl plugin that watches rollouts and sends them commands."""

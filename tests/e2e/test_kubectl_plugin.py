@@ -1,0 +1,283 @@
+"""`kubectl modelrollout` as a user runs it, against the real operator on the local cluster.
+
+The plugin runs as its console script (`kubectl-modelrollout`, what kubectl
+execs for `kubectl modelrollout`) in a subprocess with KUBECONFIG pointing at
+the cluster under test; the assertions are on what it prints and on what the
+operator then does. Pods run no containers (kwok), and the one check queries
+a constant from the real Prometheus, so no model traffic is involved.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelrollout.devcluster.operator_process import OperatorProcess
+from modelrollout.devcluster.prometheus import PrometheusHandle
+from modelrollout.engine.revision import revision_of
+from modelrollout.models import parse_spec
+from tests.conftest import ClusterUnderTest
+from tests.support.kube import wait_until
+from tests.support.rollouts import Rollouts, rollout_manifest, with_model
+
+pytestmark = pytest.mark.e2e
+
+PLUGIN = str(Path(sys.executable).parent / "kubectl-modelrollout")
+STEPS = [
+    {"setWeight": 25},
+    {"pause": {}},
+    {"setWeight": 50},
+    {"analysis": {"duration": "60s"}},
+    {"setWeight": 75},
+]
+
+
+def revision(manifest: dict[str, Any]) -> str:
+    return revision_of(parse_spec(manifest["spec"]))
+
+
+class Plugin:
+    """Runs `kubectl modelrollout -n <namespace> ...` the way a user's shell would."""
+
+    def __init__(self, cluster: ClusterUnderTest, namespace: str) -> None:
+        self.env = {**os.environ, "KUBECONFIG": cluster.kubeconfig}
+        self.namespace = namespace
+
+    def argv(self, *args: str) -> list[str]:
+        return [PLUGIN, "-n", self.namespace, *args]
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.argv(*args), env=self.env, capture_output=True, text=True, timeout=60
+        )
+
+    def ok(self, *args: str) -> str:
+        result = self.run(*args)
+        assert result.returncode == 0, f"{args}: exit {result.returncode}\n{result.stderr}"
+        return result.stdout
+
+
+def table_rows(text: str) -> list[list[str]]:
+    return [line.split() for line in text.strip().split("\n")]
+
+
+def section(text: str, title: str) -> list[str]:
+    lines = text.split("\n")
+    rest = lines[lines.index(f"{title}:") + 1 :]
+    end = next((i for i, line in enumerate(rest) if not line.startswith("  ")), len(rest))
+    return rest[:end]
+
+
+def check_analysis(prometheus: PrometheusHandle) -> dict[str, Any]:
+    return {
+        "prometheus": {"address": prometheus.url, "timeout": "2s"},
+        "interval": "1s",
+        "checks": [
+            {
+                "name": "error-rate",
+                "query": "vector(0.002)",
+                "breachWhen": "> 0.01",
+                "action": "rollback",
+            }
+        ],
+    }
+
+
+def test_list_get_pause_resume_promote_and_history(
+    rollouts: Rollouts,
+    operator_process: OperatorProcess,
+    cluster_under_test: ClusterUnderTest,
+    namespace: str,
+    prometheus: PrometheusHandle,
+) -> None:
+    plugin = Plugin(cluster_under_test, namespace)
+    v1 = rollout_manifest("chat", "file:///models/v1", STEPS, analysis=check_analysis(prometheus))
+    rollouts.create(v1)
+    rollouts.wait_phase("chat", {"Succeeded"}, 60)
+    rows = table_rows(plugin.ok("list"))
+    assert rows[0] == ["NAME", "PHASE", "STRATEGY", "STEP", "WEIGHT", "STABLE", "CANARY", "AGE"]
+    assert rows[1][:7] == ["chat", "Succeeded", "canary", "-", "0%", revision(v1), "-"]
+
+    v2 = with_model(v1, "file:///models/v2")
+    rollouts.patch_spec("chat", {"model": v2["spec"]["model"]})
+    rollouts.wait_phase("chat", {"Paused"}, 60)
+    wait_until(
+        lambda: any(c.get("state") == "Passing" for c in rollouts.status("chat").get("checks", [])),
+        30,
+        "the check to pass against Prometheus",
+    )
+    shown = plugin.ok("get", "chat")
+    assert "Phase:       Paused (PauseStep)" in shown
+    assert section(shown, "Steps")[:3] == [
+        "  ✔ 1  setWeight 25",
+        "  ▶ 2  pause until promoted   (paused: PauseStep)",
+        "    3  setWeight 50",
+    ]
+    check = next(line.split() for line in section(shown, "Checks") if "error-rate" in line)
+    assert check[:5] == ["error-rate", "0.002", ">", "0.01", "Passing"]
+    revisions = {line.split()[0]: line.split() for line in section(shown, "Revisions")[1:]}
+    assert revisions["canary"][1:4] == [revision(v2), "chat", "file:///models/v2"]
+    assert revisions["stable"][1:4] == [revision(v1), "chat", "file:///models/v1"]
+    assert "Weights:     stable 75%   canary 25%   mirror 0%" in shown
+    assert any("CanaryStarted" in line for line in section(shown, "Events"))
+    assert table_rows(plugin.ok("ls"))[1][3:5] == ["2/5", "25%"]
+    generation = rollouts.get("chat")["metadata"]["generation"]
+
+    assert plugin.ok("promote", "chat") == "modelrollout.dev/chat promoted\n"
+    wait_until(
+        lambda: rollouts.status("chat").get("currentStep") == 3, 30, "the analysis step (4/5)"
+    )
+    assert plugin.ok("pause", "chat") == "modelrollout.dev/chat paused\n"
+    paused = wait_until(
+        lambda: (s := rollouts.status("chat"))["phase"] == "Paused" and s, 30, "a user pause"
+    )
+    assert (paused["pauseReason"], paused["currentStep"]) == ("UserPaused", 3)
+    again = plugin.run("pause", "chat")
+    assert again.returncode == 1
+    assert again.stderr == f"error: {namespace}/chat: already paused (UserPaused)\n"
+
+    assert plugin.ok("resume", "chat") == "modelrollout.dev/chat resumed\n"
+    resumed = wait_until(
+        lambda: (s := rollouts.status("chat"))["phase"] == "Progressing" and s, 30, "the resume"
+    )
+    assert resumed["currentStep"] == 3
+    assert plugin.ok("promote", "chat") == "modelrollout.dev/chat promoted\n"
+    rollouts.wait_phase("chat", {"Succeeded"}, 60)
+
+    history = table_rows(plugin.ok("history", "chat"))
+    assert history[0] == ["REVISION", "MODEL", "OUTCOME", "AT", "REASON"]
+    assert [row[:3] for row in history[1:]] == [
+        [revision(v2), "file:///models/v2", "Promoted"],
+        [revision(v1), "file:///models/v1", "Promoted"],
+    ]
+    refused = plugin.run("promote", "chat", "--full")
+    assert refused.returncode == 1
+    assert refused.stderr == (
+        f"error: {namespace}/chat: nothing to promote: no canary is progressing (phase Succeeded)\n"
+    )
+    # Commands are annotations: the spec never changed.
+    assert rollouts.get("chat")["metadata"]["generation"] == generation
+
+
+def test_undo_restores_the_previous_model_then_abort_and_retry(
+    rollouts: Rollouts,
+    operator_process: OperatorProcess,
+    cluster_under_test: ClusterUnderTest,
+    namespace: str,
+) -> None:
+    plugin = Plugin(cluster_under_test, namespace)
+    steps = [{"setWeight": 50}, {"pause": {}}]
+    v1 = rollout_manifest("chat", "file:///models/v1", steps)
+    rollouts.create(v1)
+    rollouts.wait_phase("chat", {"Succeeded"}, 60)
+    # v2 adds a runtime field: undo must drop it, not merge the old spec over it.
+    v2 = rollout_manifest("chat", "file:///models/v2", steps, args=["--max-model-len=4096"])
+    rollouts.patch_spec("chat", {"model": v2["spec"]["model"], "runtime": v2["spec"]["runtime"]})
+    rollouts.wait_phase("chat", {"Paused"}, 60)
+    plugin.ok("promote", "chat")
+    assert rollouts.wait_phase("chat", {"Succeeded"}, 60)["stableRevision"] == revision(v2)
+
+    undone = plugin.ok("undo", "chat")
+    assert undone == (
+        f"modelrollout.dev/chat rolled back to revision {revision(v1)} (file:///models/v1)\n"
+    )
+    spec = rollouts.get("chat")["spec"]
+    assert spec["model"] == v1["spec"]["model"]
+    assert "args" not in spec["runtime"]
+    assert revision_of(parse_spec(spec)) == revision(v1)
+    status = rollouts.wait_phase("chat", {"Paused"}, 60)
+    assert (status["stableRevision"], status["canaryRevision"]) == (revision(v2), revision(v1))
+    shown = plugin.ok("get", "chat")
+    revisions = {line.split()[0]: line.split() for line in section(shown, "Revisions")[1:]}
+    assert revisions["canary"][1:4] == [revision(v1), "chat", "file:///models/v1"]
+    again = plugin.run("undo", "chat")
+    assert again.returncode == 1
+    assert f"already at revision {revision(v1)}" in again.stderr
+
+    assert plugin.ok("abort", "chat") == "modelrollout.dev/chat aborted\n"
+    status = rollouts.wait_phase("chat", {"RolledBack"}, 60)
+    assert status["weights"]["canary"] == 0
+    assert status["history"][0]["outcome"] == "Aborted"
+    shown = plugin.ok("get", "chat")
+    assert "  ✘ 2  pause until promoted   (rolled back here)" in shown
+
+    assert plugin.ok("retry", "chat") == "modelrollout.dev/chat retried\n"
+    status = rollouts.wait_phase("chat", {"Paused"}, 60)
+    assert status["canaryRevision"] == revision(v1)
+
+    unknown = plugin.run("undo", "chat", "--to-revision", "nope")
+    assert unknown.returncode == 1
+    assert unknown.stderr.startswith(f"error: {namespace}/chat: unknown revision nope; ")
+    assert f"{revision(v2)} (Promoted)" in unknown.stderr
+
+
+def test_get_watch_prints_a_new_frame_when_the_phase_changes(
+    rollouts: Rollouts,
+    operator_process: OperatorProcess,
+    cluster_under_test: ClusterUnderTest,
+    namespace: str,
+) -> None:
+    plugin = Plugin(cluster_under_test, namespace)
+    v1 = rollout_manifest("chat", "file:///models/v1", [{"setWeight": 50}, {"pause": {}}])
+    rollouts.create(v1)
+    rollouts.wait_phase("chat", {"Succeeded"}, 60)
+    watcher = subprocess.Popen(
+        plugin.argv("get", "chat", "--watch"),
+        env=plugin.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(watcher.stdout or []), daemon=True)
+    reader.start()
+    try:
+        wait_until(lambda: "Phase:       Succeeded" in "".join(output), 30, "the first frame")
+        rollouts.patch_spec("chat", {"model": {"name": "chat", "uri": "file:///models/v2"}})
+        wait_until(
+            lambda: "Phase:       Paused (PauseStep)" in "".join(output), 60, "a Paused frame"
+        )
+        time.sleep(2)  # the pods' readiness and the last Events settle
+        settled = len(output)
+        time.sleep(3)  # a paused rollout changes nothing: ages alone make no new frame
+        assert len(output) == settled, "".join(output[settled:])
+    finally:
+        watcher.send_signal(signal.SIGINT)
+        code = watcher.wait(timeout=15)
+        reader.join(timeout=5)
+    assert code == 0, watcher.stderr.read() if watcher.stderr else ""
+
+    text = "".join(output)
+    assert "\x1b" not in text, "no terminal control codes when stdout is not a terminal"
+    frames = text.rstrip("\n").split("\n\n")
+    assert all(frame.startswith("Name:        chat\n") for frame in frames), frames
+    assert "Phase:       Succeeded" in frames[0]
+    paused = next(frame for frame in frames if "Phase:       Paused" in frame)
+    assert "  ▶ 2  pause until promoted   (paused: PauseStep)" in paused
+
+
+def test_errors_read_like_kubectl_and_exit_1(
+    cluster_under_test: ClusterUnderTest, namespace: str
+) -> None:
+    plugin = Plugin(cluster_under_test, namespace)
+    for args in (("get", "nope"), ("promote", "nope"), ("undo", "nope")):
+        result = plugin.run(*args)
+        assert result.returncode == 1, args
+        assert result.stderr == 'error: modelrollouts.modelrollout.dev "nope" not found\n'
+        assert result.stdout == ""
+    usage = plugin.run("promote")
+    assert usage.returncode == 1
+    assert "error: the following arguments are required: NAME" in usage.stderr
+    empty = plugin.run("list")
+    assert (empty.returncode, empty.stderr) == (
+        0,
+        f"No resources found in {namespace} namespace.\n",
+    )
