@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -101,19 +102,96 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 
 def _add_eval(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("eval", help="perplexity of a served model on a text file")
-    parser.add_argument("--url", required=True, help="base URL of the server")
+    parser = subparsers.add_parser(
+        "eval",
+        help="perplexity of a served model on a text file, or (--suite) quality gates",
+        description=(
+            "Two modes. Perplexity: --url URL --model NAME --text-file FILE prints the "
+            "perplexity. Quality gates: --suite FILE --candidate URL [--stable URL] "
+            "--model NAME runs the suite (see modelserve.gates), prints the result JSON, "
+            "writes it to --output and the termination log, and exits 0 when every gate "
+            "passes, 1 when one fails, 2 when the suite cannot run."
+        ),
+    )
     parser.add_argument("--model", required=True, help="the served model name")
-    parser.add_argument("--text-file", required=True, type=Path, help="one text per paragraph")
+    perplexity_mode = parser.add_argument_group("perplexity mode")
+    perplexity_mode.add_argument("--url", help="base URL of the server")
+    perplexity_mode.add_argument("--text-file", type=Path, help="one text per paragraph")
+    gates = parser.add_argument_group("quality-gate mode")
+    gates.add_argument("--suite", type=Path, help="the suite (YAML), e.g. from a ConfigMap")
+    gates.add_argument("--candidate", help="base URL of the candidate model's server")
+    gates.add_argument(
+        "--stable", help="base URL of the stable model's server (for agreement and perplexity)"
+    )
+    gates.add_argument("--output", type=Path, help="also write the result JSON here")
+    gates.add_argument(
+        "--termination-log",
+        type=Path,
+        default=Path("/dev/termination-log"),
+        help="also written when it exists and is writable: Kubernetes reports it as the "
+        "container's terminated message (default: %(default)s)",
+    )
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
 
 
 def _run_eval(args: argparse.Namespace) -> int:
+    if args.suite is not None:
+        if args.url or args.text_file or not args.candidate:
+            print(
+                "modelserve eval: --suite takes --candidate (and --stable), not --url/--text-file",
+                file=sys.stderr,
+            )
+            return 2
+        return _run_gates(args)
+    if not (args.url and args.text_file) or args.candidate or args.stable or args.output:
+        print(
+            "modelserve eval: give --url and --text-file, or --suite and --candidate",
+            file=sys.stderr,
+        )
+        return 2
     from modelserve.eval import perplexity
 
     texts = [p.strip() for p in args.text_file.read_text().split("\n\n") if p.strip()]
-    result = perplexity(args.url, args.model, texts)
+    result = perplexity(args.url, args.model, texts, args.timeout)
     print(f"tokens scored: {result.tokens_scored} perplexity: {result.perplexity:.3f}")
     return 0
+
+
+def _run_gates(args: argparse.Namespace) -> int:
+    from modelserve.gates import (
+        GateRunError,
+        SuiteError,
+        error_result,
+        fit_result,
+        load_suite,
+        run_suite,
+    )
+
+    try:
+        suite = load_suite(args.suite.read_text())
+        result = run_suite(suite, args.candidate, args.stable, args.model, args.timeout)
+        code = 0 if result.passed else 1
+    except (OSError, SuiteError, GateRunError) as error:
+        print(f"modelserve eval: {error}", file=sys.stderr)
+        result, code = error_result(str(error)), 2
+    except Exception as error:
+        # Exit status 1 means "a gate failed" (the rollout is rolled back): a crash must
+        # not read as one, so it reports 2 like any other failure to judge the model.
+        logging.getLogger("modelserve.eval").exception("the suite crashed")
+        result, code = error_result(f"internal error: {error!r}"), 2
+    text = fit_result(result).to_json()
+    print(text)
+    targets = [args.output] if args.output else []
+    termination_log: Path = args.termination_log
+    if termination_log.is_file() and os.access(termination_log, os.W_OK):
+        targets.append(termination_log)
+    for target in targets:
+        try:
+            target.write_text(text)
+        except OSError as error:
+            print(f"modelserve eval: cannot write {target}: {error}", file=sys.stderr)
+            code = 2
+    return code
 
 
 def _add_loadgen(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
