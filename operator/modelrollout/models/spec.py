@@ -8,15 +8,24 @@ wrote it (`spec.analysis.checks[1].breachWhen`).
 
 Durations stay strings (as written) and are converted with `parse_duration`
 where used, so a spec round-trips unchanged.
+
+Whatever reaches a child object (Deployment, Service, HTTPRoute) or a query
+is checked here against the rules of what receives it (label keys and values,
+quantities, tolerations, Gateway API names, PromQL quoting, int32 seconds), so
+that a spec the API server stored never makes the operator write an object
+the API server then refuses, or fail half-way through a tick.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -28,19 +37,66 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from modelrollout.analysis.templates import TEMPLATE_VARIABLES, template_variables
+from modelrollout.analysis.templates import (
+    TEMPLATE_VARIABLES,
+    template_variables,
+    unquoted_variables,
+)
 from modelrollout.models.durations import DurationError, parse_duration
+from modelserve.config.uri import ModelURIError, parse_model_uri
 
 # Kept in sync with the CRD's `pattern` by tests/unit/operator/test_crd.py.
 BREACH_WHEN_PATTERN = r"^(>|>=|<|<=|==|!=) *-?[0-9]+(\.[0-9]+)?$"
 _BREACH_WHEN = re.compile(BREACH_WHEN_PATTERN)
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
+# The patterns below are the CRD's too (tests/unit/operator/test_spec.py checks).
+# What clients send as "model": no spaces, controls or look-alike characters.
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9._:/@+]*[A-Za-z0-9])?$"
+# An image reference is printable ASCII without spaces.
+IMAGE_PATTERN = r"^[!-~]+$"
+# Names every Kubernetes version accepts for an environment variable.
+ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+# Kubernetes label values (nodeSelector, toleration values).
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+_DNS_SUBDOMAIN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+# Kubernetes qualified names (label keys, taint keys): [DNS-subdomain/]name.
+QUALIFIED_NAME_PATTERN = rf"^({_DNS_SUBDOMAIN}/)?[A-Za-z0-9]([-A-Za-z0-9_.]{{0,61}}[A-Za-z0-9])?$"
+# Kubernetes resource quantities, without sign (a negative request is refused).
+QUANTITY_PATTERN = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]+)?$"
+# Gateway API's own patterns for an HTTPRoute's hostnames and parentRefs.
+HOSTNAME_PATTERN = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+GROUP_PATTERN = rf"^$|^{_DNS_SUBDOMAIN}$"
+KIND_PATTERN = r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$"
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+SECTION_NAME_PATTERN = rf"^{_DNS_SUBDOMAIN}$"
+# A Prometheus base URL: scheme and host, an optional path, nothing else.
+PROMETHEUS_ADDRESS_PATTERN = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
+
+_QUALIFIED_NAME = re.compile(QUALIFIED_NAME_PATTERN)
+_QUANTITY = re.compile(QUANTITY_PATTERN)
+_URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+_STANDARD_RESOURCES = ("cpu", "memory", "ephemeral-storage")
+_QUANTITY_SUFFIXES = {
+    **{f"{prefix}i": Decimal(1024) ** (power + 1) for power, prefix in enumerate("KMGTPE")},
+    **{
+        prefix: Decimal(10) ** power
+        for prefix, power in zip("numkMGTPE", (-9, -6, -3, 3, 6, 9, 12, 15, 18), strict=True)
+    },
+    "": Decimal(1),
+}
+
 NAME_MAX = 63
 MAX_REPLICAS = 64
 MAX_STEPS = 32
 MAX_CHECKS = 16
 MAX_ALERTS = 16
+# Every duration becomes an int32 of seconds somewhere (progressDeadlineSeconds,
+# probe thresholds) or a socket timeout; a year is far beyond any sensible wait.
+MAX_DURATION = "8760h"
+# env and args are copied into status.history for undo: the object must stay small.
+MAX_ENV_LENGTH = 65536
+MAX_ARGS_LENGTH = 65536
 
 BuiltinCheck = Literal["errorRate", "latencyP99", "ttftP99", "interTokenLatencyP99"]
 Action = Literal["rollback", "pause"]
@@ -57,9 +113,11 @@ class InvalidSpecError(ValueError):
 
 def _check_duration(text: str) -> str:
     try:
-        parse_duration(text)
+        seconds = parse_duration(text)
     except DurationError as error:
         raise ValueError(str(error)) from None
+    if seconds > parse_duration(MAX_DURATION):
+        raise ValueError(f"{text!r} is too long: at most {MAX_DURATION} (a year)")
     return text
 
 
@@ -79,12 +137,89 @@ def _quantity(value: Any) -> Any:
     return value
 
 
+def _check_model_uri(uri: str) -> str:
+    if any(unicodedata.category(char) in ("Cc", "Cf") for char in uri):
+        raise ValueError("must not contain control or invisible formatting characters")
+    if "://" not in uri and _URI_SCHEME.match(uri):
+        # parse_model_uri would look for such a path on the operator's own disk.
+        raise ValueError(
+            f"{uri!r} looks like a URI of an unsupported scheme: "
+            "use pvc://CLAIM/PATH, hf://ORG/NAME@REVISION, file:///PATH or a path"
+        )
+    try:
+        parse_model_uri(uri)
+    except ModelURIError as error:
+        raise ValueError(str(error)) from None
+    return uri
+
+
+def is_qualified_name(text: str) -> bool:
+    """A Kubernetes qualified name: a label key, taint key or extended resource name."""
+    prefix, _, _ = text.rpartition("/")
+    return _QUALIFIED_NAME.fullmatch(text) is not None and len(prefix) <= 253
+
+
+def _check_label_keys(labels: dict[str, str]) -> dict[str, str]:
+    for key in labels:
+        if not is_qualified_name(key):
+            raise ValueError(f"{key!r} is not a label key ([prefix/]name, name at most 63)")
+    return labels
+
+
+def _check_resource_names(quantities: dict[str, str]) -> dict[str, str]:
+    for name, value in quantities.items():
+        standard = name in _STANDARD_RESOURCES or name.startswith("hugepages-")
+        if not standard and ("/" not in name or not is_qualified_name(name)):
+            raise ValueError(
+                f"{name!r} is not a resource name: cpu, memory, ephemeral-storage, "
+                "hugepages-SIZE or a qualified name such as nvidia.com/gpu"
+            )
+        if "/" in name and re.fullmatch(r"[0-9]+", value) is None:
+            raise ValueError(f"{name}: {value!r} is not a whole number (extended resources count)")
+    return quantities
+
+
+def _check_args_size(args: list[str]) -> list[str]:
+    if sum(map(len, args)) > MAX_ARGS_LENGTH:
+        raise ValueError(f"at most {MAX_ARGS_LENGTH} characters in all")
+    return args
+
+
+def _check_prometheus_address(address: str) -> str:
+    try:
+        parts = urlsplit(address)
+        parts.port  # noqa: B018 - raises ValueError when the port is not a number in range
+    except ValueError as error:
+        raise ValueError(f"{address!r} is not a URL: {error}") from None
+    if not parts.hostname:
+        raise ValueError(f"{address!r} names no host")
+    return address
+
+
+def quantity_value(text: str) -> Decimal:
+    """The number a Kubernetes quantity (`500m`, `2Gi`, `1e3`) stands for."""
+    match = _QUANTITY.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a quantity")
+    number, suffix = match.group(1), match.group(3) or ""
+    if suffix[:1] in ("e", "E"):
+        return Decimal(f"{number}{suffix}")
+    return Decimal(number) * _QUANTITY_SUFFIXES[suffix]
+
+
 Duration = Annotated[str, Field(min_length=2, max_length=32), AfterValidator(_check_duration)]
 BreachWhen = Annotated[str, Field(max_length=64), AfterValidator(_check_breach_when)]
-Quantity = Annotated[str, Field(min_length=1, max_length=64), BeforeValidator(_quantity)]
+Quantity = Annotated[
+    str, Field(min_length=1, max_length=64, pattern=QUANTITY_PATTERN), BeforeValidator(_quantity)
+]
+Quantities = Annotated[
+    dict[str, Quantity], Field(max_length=16), AfterValidator(_check_resource_names)
+]
 Name = Annotated[str, Field(min_length=1, max_length=NAME_MAX)]
 ShortText = Annotated[str, Field(max_length=253)]
 Percent = Annotated[int, Field(ge=0, le=100)]
+LabelValue = Annotated[str, Field(max_length=63, pattern=LABEL_VALUE_PATTERN)]
+QualifiedName = Annotated[str, Field(max_length=253, pattern=QUALIFIED_NAME_PATTERN)]
 
 
 @dataclass(frozen=True)
@@ -115,62 +250,82 @@ class Threshold:
 
 
 class SpecModel(BaseModel):
+    # Strict: no "2" for 2 or true for 1, as the API server's schema.
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, strict=True
     )
 
 
 class ModelSource(SpecModel):
-    name: Name
-    uri: Annotated[str, Field(min_length=1, max_length=1024)]
+    name: Annotated[Name, Field(pattern=MODEL_NAME_PATTERN)]
+    uri: Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(_check_model_uri)]
 
 
 class Resources(SpecModel):
-    limits: Annotated[dict[str, Quantity], Field(max_length=16)] = {}
-    requests: Annotated[dict[str, Quantity], Field(max_length=16)] = {}
+    limits: Quantities = {}
+    requests: Quantities = {}
 
 
 class Toleration(SpecModel):
-    key: ShortText | None = None
+    key: QualifiedName | None = None
     operator: Literal["Exists", "Equal"] = "Equal"
-    value: ShortText | None = None
+    value: LabelValue | None = None
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     toleration_seconds: Annotated[int, Field(ge=0)] | None = None
 
 
 class EnvVar(SpecModel):
-    name: Annotated[str, Field(min_length=1, max_length=253)]
+    name: Annotated[str, Field(min_length=1, max_length=253, pattern=ENV_NAME_PATTERN)]
     value: Annotated[str, Field(max_length=32768)] = ""
+
+
+def _check_env_size(env: list[EnvVar]) -> list[EnvVar]:
+    if sum(len(var.name) + len(var.value) for var in env) > MAX_ENV_LENGTH:
+        raise ValueError(f"names and values: at most {MAX_ENV_LENGTH} characters in all")
+    return env
 
 
 class Runtime(SpecModel):
     engine: Literal["vllm", "torch"]
-    image: Annotated[str, Field(min_length=1, max_length=512)]
-    args: Annotated[list[Annotated[str, Field(max_length=4096)]], Field(max_length=64)] = []
+    image: Annotated[str, Field(min_length=1, max_length=512, pattern=IMAGE_PATTERN)]
+    args: Annotated[
+        list[Annotated[str, Field(max_length=4096)]],
+        Field(max_length=64),
+        AfterValidator(_check_args_size),
+    ] = []
     replicas: Annotated[int, Field(ge=1, le=MAX_REPLICAS)] = 1
     resources: Resources = Resources()
-    node_selector: Annotated[dict[str, ShortText], Field(max_length=32)] = {}
+    node_selector: Annotated[
+        dict[str, LabelValue], Field(max_length=32), AfterValidator(_check_label_keys)
+    ] = {}
     tolerations: Annotated[list[Toleration], Field(max_length=32)] = []
     startup_timeout: Duration = "15m"
     capacity: Literal["surge", "shift"] = "surge"
     min_stable_replicas: Annotated[int, Field(ge=0, le=MAX_REPLICAS)] | None = None
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
-    env: Annotated[list[EnvVar], Field(max_length=64)] = []
+    env: Annotated[list[EnvVar], Field(max_length=64), AfterValidator(_check_env_size)] = []
     termination_grace_period: Duration = "60s"
 
 
 class ParentRef(SpecModel):
-    group: ShortText | None = None
-    kind: Annotated[str, Field(max_length=63)] | None = None
-    namespace: Annotated[str, Field(max_length=63)] | None = None
-    name: ShortText
-    section_name: Annotated[str, Field(max_length=253)] | None = None
+    group: Annotated[str, Field(max_length=253, pattern=GROUP_PATTERN)] | None = None
+    kind: Annotated[str, Field(min_length=1, max_length=63, pattern=KIND_PATTERN)] | None = None
+    namespace: (
+        Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL_PATTERN)] | None
+    ) = None
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+    section_name: (
+        Annotated[str, Field(min_length=1, max_length=253, pattern=SECTION_NAME_PATTERN)] | None
+    ) = None
     port: Annotated[int, Field(ge=1, le=65535)] | None = None
+
+
+Hostname = Annotated[str, Field(min_length=1, max_length=253, pattern=HOSTNAME_PATTERN)]
 
 
 class GatewayAPI(SpecModel):
     parent_refs: Annotated[list[ParentRef], Field(max_length=32)] = []
-    hostnames: Annotated[list[ShortText], Field(max_length=16)] = []
+    hostnames: Annotated[list[Hostname], Field(max_length=16)] = []
 
 
 class Traffic(SpecModel):
@@ -226,7 +381,11 @@ class Strategy(SpecModel):
 
 
 class PrometheusSource(SpecModel):
-    address: Annotated[str, Field(min_length=1, max_length=1024, pattern=r"^https?://")]
+    address: Annotated[
+        str,
+        Field(min_length=1, max_length=1024, pattern=PROMETHEUS_ADDRESS_PATTERN),
+        AfterValidator(_check_prometheus_address),
+    ]
     timeout: Duration = "5s"
 
 
@@ -318,6 +477,9 @@ def _message(error: Any) -> str:
         message = message.removeprefix("Value error, ")
     elif error["type"] == "extra_forbidden":
         message = "unknown field"
+    elif error["type"] in ("model_type", "dict_type"):
+        # pydantic would name its own class ("instance of ModelSource").
+        message = "must be an object"
     return message
 
 
@@ -354,16 +516,70 @@ def _semantic_errors(spec: ModelRolloutSpec) -> Iterator[tuple[str, str]]:
             "spec.traffic.gatewayAPI.parentRefs",
             "router gatewayAPI needs at least one parentRef (the Gateway to attach to)",
         )
+    if spec.traffic.gateway_api is not None:
+        yield from _parent_ref_errors(spec.traffic.gateway_api.parent_refs)
     yield from _analysis_errors(spec.analysis)
     if spec.runtime.min_stable_replicas is not None and (
         spec.runtime.min_stable_replicas > spec.runtime.replicas
     ):
         yield "spec.runtime.minStableReplicas", "must not exceed runtime.replicas"
+    yield from _toleration_errors(spec.runtime.tolerations)
+    yield from _resource_errors(spec.runtime.resources)
+    if parse_duration(spec.progress_deadline) < 1:
+        # It is also each Deployment's progressDeadlineSeconds, which must be above 0.
+        yield "spec.progressDeadline", "must be at least 1s"
+
+
+def _toleration_errors(tolerations: Sequence[Toleration]) -> Iterator[tuple[str, str]]:
+    """What Kubernetes' Pod validation would refuse (the CRD's rules say the same)."""
+    for index, toleration in enumerate(tolerations):
+        path = f"spec.runtime.tolerations[{index}]"
+        if not toleration.key and toleration.operator != "Exists":
+            yield path, "a toleration without key needs operator Exists (it matches every taint)"
+        if toleration.operator == "Exists" and toleration.value:
+            yield f"{path}.value", "must be empty with operator Exists"
+        if toleration.toleration_seconds is not None and toleration.effect != "NoExecute":
+            yield f"{path}.tolerationSeconds", "needs effect NoExecute"
+
+
+def _resource_errors(resources: Resources) -> Iterator[tuple[str, str]]:
+    """Requests within limits; extended resources (nvidia.com/gpu) cannot be overcommitted."""
+    for name, request in resources.requests.items():
+        path = f"spec.runtime.resources.requests.{name}"
+        limit = resources.limits.get(name)
+        if "/" in name and (limit is None or quantity_value(request) != quantity_value(limit)):
+            yield path, f"must equal limits.{name}: an extended resource cannot be overcommitted"
+        elif limit is not None and quantity_value(request) > quantity_value(limit):
+            yield path, f"{request} exceeds limits.{name} ({limit})"
+
+
+def _parent_ref_errors(parent_refs: Sequence[ParentRef]) -> Iterator[tuple[str, str]]:
+    """Gateway API's rule: references to one parent differ by sectionName or port."""
+    seen: dict[tuple[str, str, str, str], list[tuple[str, int]]] = {}
+    for index, ref in enumerate(parent_refs):
+        parent = (
+            ref.group if ref.group is not None else "gateway.networking.k8s.io",
+            ref.kind or "Gateway",
+            ref.namespace or "",
+            ref.name,
+        )
+        listener = (ref.section_name or "", ref.port or 0)
+        others = seen.setdefault(parent, [])
+        shape = (bool(listener[0]), bool(listener[1]))
+        if listener in others or any((bool(s), bool(p)) != shape for s, p in others):
+            yield (
+                f"spec.traffic.gatewayAPI.parentRefs[{index}]",
+                f"{ref.name!r} is referenced twice: references to one parent need distinct "
+                "sectionName or port, set on all of them",
+            )
+        others.append(listener)
 
 
 def _analysis_errors(analysis: Analysis) -> Iterator[tuple[str, str]]:
     if (analysis.checks or analysis.alerts) and analysis.prometheus is None:
         yield "spec.analysis.prometheus", "checks and alerts need a Prometheus address"
+    if analysis.prometheus is not None and parse_duration(analysis.prometheus.timeout) == 0:
+        yield "spec.analysis.prometheus.timeout", "must be above 0: no query answers in no time"
     seen: set[str] = set()
     for index, check in enumerate(analysis.checks):
         path = f"spec.analysis.checks[{index}]"
@@ -378,6 +594,12 @@ def _analysis_errors(analysis: Analysis) -> Iterator[tuple[str, str]]:
             yield f"{path}.compareTo", "compareTo works with builtin checks only"
         if check.query is not None:
             yield from _unknown_variables(f"{path}.query", check.query)
+            for variable in unquoted_variables(check.query):
+                yield (
+                    f"{path}.query",
+                    f"{{{{{variable}}}}} must stand inside a double-quoted string, "
+                    f'like revision="{{{{{variable}}}}}": only there is its value escaped',
+                )
     alertnames: set[str] = set()
     for index, alert in enumerate(analysis.alerts):
         if alert.alertname in alertnames:

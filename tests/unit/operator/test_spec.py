@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from modelrollout.models import InvalidSpecError, parse_spec
+from modelrollout.models import spec as spec_module
 from modelrollout.models.spec import Threshold
 from tests.unit.operator.builders import example_spec
 
@@ -173,6 +176,97 @@ INVALID: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
         "pattern",
     ),
     (
+        "duration beyond a year",
+        _set("strategy.canary.steps.1.pause.duration", "9000h"),
+        "spec.strategy.canary.steps[1].pause.duration",
+        "at most 8760h",
+    ),
+    ("progressDeadline 0s", _set("progressDeadline", "0s"), "spec.progressDeadline", "at least 1s"),
+    (
+        "Prometheus timeout 0s",
+        _set("analysis.prometheus.timeout", "0s"),
+        "spec.analysis.prometheus.timeout",
+        "above 0",
+    ),
+    (
+        "Prometheus address that is no URL",
+        _set("analysis.prometheus.address", "http://[::1"),
+        "spec.analysis.prometheus.address",
+        "not a URL",
+    ),
+    (
+        "variable outside a double-quoted string",
+        _set("analysis.checks.1.query", "up{model='{{model}}'}"),
+        "spec.analysis.checks[1].query",
+        "{{model}} must stand inside a double-quoted string",
+    ),
+    (
+        "model uri of an unknown scheme",
+        _set("model.uri", "s3://bucket/key"),
+        "spec.model.uri",
+        "unsupported scheme 's3'",
+    ),
+    (
+        "model uri that would be looked up on the operator's disk",
+        _set("model.uri", "c:models"),
+        "spec.model.uri",
+        "unsupported scheme",
+    ),
+    ("model name with a quote", _set("model.name", 'chat"x'), "spec.model.name", "pattern"),
+    (
+        "half a GPU",
+        _set("runtime.resources.limits", {"nvidia.com/gpu": "500m"}),
+        "spec.runtime.resources.limits",
+        "not a whole number",
+    ),
+    (
+        "a negative quantity",
+        _set("runtime.resources.limits", {"cpu": -1}),
+        "spec.runtime.resources.limits.cpu",
+        "pattern",
+    ),
+    (
+        "requests over limits",
+        _set("runtime.resources", {"limits": {"memory": "1Gi"}, "requests": {"memory": "2G"}}),
+        "spec.runtime.resources.requests.memory",
+        "2G exceeds limits.memory (1Gi)",
+    ),
+    (
+        "GPU requests below limits",
+        _set(
+            "runtime.resources",
+            {"limits": {"nvidia.com/gpu": 2}, "requests": {"nvidia.com/gpu": 1}},
+        ),
+        "spec.runtime.resources.requests.nvidia.com/gpu",
+        "cannot be overcommitted",
+    ),
+    (
+        "nodeSelector key that is no label key",
+        _set("runtime.nodeSelector", {"-pool": "a"}),
+        "spec.runtime.nodeSelector",
+        "not a label key",
+    ),
+    (
+        "toleration without key",
+        _set("runtime.tolerations", [{"effect": "NoSchedule"}]),
+        "spec.runtime.tolerations[0]",
+        "operator Exists",
+    ),
+    (
+        "environment variable name with =",
+        _set("runtime.env", [{"name": "A=B"}]),
+        "spec.runtime.env[0].name",
+        "pattern",
+    ),
+    (
+        "the same listener twice",
+        _set("traffic.gatewayAPI.parentRefs", [{"name": "gw"}, {"name": "gw", "port": 80}]),
+        "spec.traffic.gatewayAPI.parentRefs[1]",
+        "referenced twice",
+    ),
+    ("model is not an object", _set("model", "chat"), "spec.model", "must be an object"),
+    ("replicas as text", _set("runtime.replicas", "2"), "spec.runtime.replicas", "integer"),
+    (
         "mirrorPercent 0",
         lambda s: s.update(
             strategy={"shadow": {**SHADOW, "mirrorPercent": 0}},
@@ -197,6 +291,89 @@ def test_invalid_spec_names_the_field(
         parse_spec(spec)
     assert raised.value.field_path == field_path
     assert message in raised.value.message
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        _set("progressDeadline", "1s"),
+        _set("strategy.canary.steps.1.pause.duration", "8760h"),
+        _set("model.name", "meta-llama/Llama-3.2-3B-Instruct"),
+        _set("model.uri", "/models/chat"),
+        _set("model.uri", "hf://Qwen/Qwen2.5-1.5B-Instruct@main"),
+        _set(
+            "runtime.resources",
+            {
+                "limits": {
+                    "nvidia.com/gpu": 2,
+                    "cpu": "4",
+                    "memory": "64Gi",
+                    "hugepages-2Mi": "1Gi",
+                },
+                "requests": {"nvidia.com/gpu": "2", "cpu": "1500m", "memory": "32G"},
+            },
+        ),
+        _set("runtime.nodeSelector", {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "x": ""}),
+        _set("runtime.tolerations", [{"operator": "Exists"}]),
+        _set(
+            "runtime.tolerations",
+            [
+                {
+                    "key": "node.kubernetes.io/unreachable",
+                    "effect": "NoExecute",
+                    "tolerationSeconds": 60,
+                }
+            ],
+        ),
+        _set("runtime.env", [{"name": "HF_HOME", "value": "/cache"}, {"name": "_x.y-z"}]),
+        _set(
+            "traffic.gatewayAPI.parentRefs",
+            [{"name": "gw", "sectionName": "http"}, {"name": "gw", "sectionName": "https"}],
+        ),
+        _set("traffic.gatewayAPI.hostnames", ["*.example.com", "chat.example.com"]),
+        _set("analysis.prometheus.address", "https://prometheus.example.com:9443/prefix"),
+        _set(
+            "analysis.checks.1.query",
+            'x{a="{{model}}", b=~"{{canary.revision}}|{{stable.revision}}"}',
+        ),
+    ],
+)
+def test_valid_edge_cases_are_accepted(mutate: Callable[[dict[str, Any]], None]) -> None:
+    spec = example_spec()
+    mutate(spec)
+    parse_spec(spec)
+
+
+CRD_PATH = Path(__file__).resolve().parents[3] / "crds" / "modelrollouts.modelrollout.dev.yaml"
+
+
+@pytest.mark.parametrize(
+    ("path", "pattern"),
+    [
+        ("model.name", "MODEL_NAME_PATTERN"),
+        ("runtime.image", "IMAGE_PATTERN"),
+        ("runtime.env.[].name", "ENV_NAME_PATTERN"),
+        ("runtime.nodeSelector.{}", "LABEL_VALUE_PATTERN"),
+        ("runtime.tolerations.[].key", "QUALIFIED_NAME_PATTERN"),
+        ("runtime.tolerations.[].value", "LABEL_VALUE_PATTERN"),
+        ("runtime.resources.limits.{}", "QUANTITY_PATTERN"),
+        ("runtime.resources.requests.{}", "QUANTITY_PATTERN"),
+        ("traffic.gatewayAPI.hostnames.[]", "HOSTNAME_PATTERN"),
+        ("traffic.gatewayAPI.parentRefs.[].group", "GROUP_PATTERN"),
+        ("traffic.gatewayAPI.parentRefs.[].kind", "KIND_PATTERN"),
+        ("traffic.gatewayAPI.parentRefs.[].namespace", "DNS_LABEL_PATTERN"),
+        ("traffic.gatewayAPI.parentRefs.[].sectionName", "SECTION_NAME_PATTERN"),
+        ("analysis.prometheus.address", "PROMETHEUS_ADDRESS_PATTERN"),
+    ],
+)
+def test_the_crd_has_the_patterns_of_the_models(path: str, pattern: str) -> None:
+    crd = yaml.safe_load(CRD_PATH.read_text())
+    node = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    for part in path.split("."):
+        node = {"[]": node.get("items"), "{}": node.get("additionalProperties")}.get(part) or node[
+            "properties"
+        ][part]
+    assert node["pattern"] == getattr(spec_module, pattern)
 
 
 def test_shadow_is_accepted_with_gateway_api() -> None:

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from modelrollout.analysis.templates import TemplateError, render, template_variables
+from modelrollout.analysis.runner import alert_query
+from modelrollout.analysis.templates import (
+    TemplateError,
+    render,
+    render_label_value,
+    template_variables,
+    unquoted_variables,
+)
+from modelrollout.models import Alert
 
 pytestmark = pytest.mark.unit
 
@@ -39,3 +47,42 @@ def test_unknown_variable_is_an_error_naming_it() -> None:
 
 def test_lists_the_variables_a_template_uses() -> None:
     assert template_variables("{{a}} {{ b.c }} {x}") == ["a", "b.c"]
+
+
+@pytest.mark.parametrize(
+    ("template", "unquoted"),
+    [
+        ('x{a="{{model}}"}', []),
+        ('x{a="pre-{{model}}-post",b=~"{{canary.revision}}|{{stable.revision}}"}', []),
+        ('x{a="\\"} / {{model}}"}', []),  # an escaped quote does not close the string
+        ('x{a="\\\\"} / {{model}}', ["model"]),
+        ('x{a="\\\\", b="{{model}}"}', []),
+        ("x{a='{{model}}'}", ["model"]),
+        ("x{a=`{{model}}`}", ["model"]),
+        ('x{a=`"`} {{model}}', ["model"]),  # a double quote in a raw string opens nothing
+        ('vector(1) # "{{model}}"', ["model"]),  # nor does one in a comment
+        ('vector(1) # "\nx{a="{{model}}"}', []),
+        ("{{model}}", ["model"]),
+    ],
+)
+def test_finds_variables_outside_double_quoted_strings(template: str, unquoted: list[str]) -> None:
+    assert unquoted_variables(template) == unquoted
+
+
+def test_a_variable_outside_a_double_quoted_string_is_not_rendered() -> None:
+    with pytest.raises(TemplateError, match="outside a double-quoted string"):
+        render("sum(x) / {{model}}", {**CONTEXT, "model": "1) or vector(1"})
+
+
+def test_label_values_are_escaped_whole() -> None:
+    hostile = 'x"} or vector(1) #'
+    assert render_label_value(f"{hostile}{{{{model}}}}", {**CONTEXT, "model": '\\"'}) == (
+        'x\\"} or vector(1) #\\\\\\"'
+    )
+
+
+def test_alert_match_labels_stay_label_values() -> None:
+    alert = Alert(alertname="A", match_labels={"namespace": 'ml"} or vector(1) #'})
+    assert alert_query(alert, CONTEXT) == (
+        'count(ALERTS{alertname="A",alertstate="firing",namespace="ml\\"} or vector(1) #"})'
+    )
