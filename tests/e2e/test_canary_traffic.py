@@ -24,6 +24,7 @@ from modelrollout.devcluster.operator_process import OperatorProcess
 from modelrollout.devcluster.podprocesses import PodProcesses
 from modelrollout.devcluster.prometheus import PrometheusHandle
 from modelrollout.kube.api import KubeApi
+from tests.support.kube import wait_until
 from tests.support.rollouts import Rollouts, StatusRecorder, rollout_manifest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.localharness]
@@ -66,10 +67,12 @@ def analysis(prometheus: PrometheusHandle) -> dict[str, Any]:
     }
 
 
-def healthy_pods(pods: PodProcesses, revision: str, count: int) -> bool:
-    return (
-        sum(1 for e in pods.endpoints().values() if e.revision == revision and e.healthy) >= count
-    )
+def wait_for_servers(pods: PodProcesses, revision: str, count: int = 2) -> None:
+    """Until `count` real servers of `revision` answer: kwok's Ready comes before they load."""
+    deadline = time.monotonic() + 90
+    while sum(1 for e in pods.endpoints().values() if e.revision == revision and e.healthy) < count:
+        assert time.monotonic() < deadline, f"{revision} servers not healthy: {pods.endpoints()}"
+        time.sleep(0.5)
 
 
 def test_good_revision_is_promoted_and_a_failing_one_rolled_back_under_real_traffic(
@@ -84,10 +87,7 @@ def test_good_revision_is_promoted_and_a_failing_one_rolled_back_under_real_traf
     v1 = rollout_manifest("chat", f"file://{tiny_models[0]}", steps, analysis=analysis(prometheus))
     rollouts.create(v1)
     stable = rollouts.wait_phase("chat", {"Succeeded"}, 60)["stableRevision"]
-    deadline = time.monotonic() + 90
-    while not healthy_pods(pods, stable, 2):
-        assert time.monotonic() < deadline, f"stable servers not healthy: {pods.endpoints()}"
-        time.sleep(0.5)
+    wait_for_servers(pods, stable)
 
     with BackgroundLoad(gateway.url, "chat") as load:
         # A good model: walks the steps under load and is promoted.
@@ -123,3 +123,83 @@ def test_good_revision_is_promoted_and_a_failing_one_rolled_back_under_real_traf
     assert load.count(bad, "500") > 0, load.snapshot()
     assert load.count(good, "200") > 0, load.snapshot()
     assert load.count(stable, "200") > 0, load.snapshot()
+
+
+def test_blue_green_switches_every_request_at_once_and_back_on_a_post_promotion_breach(
+    rollouts: Rollouts,
+    operator_process: OperatorProcess,
+    traffic: tuple[PodProcesses, Gateway],
+    tiny_models: list[Path],
+    prometheus: PrometheusHandle,
+) -> None:
+    pods, gateway = traffic
+    selector = 'namespace="{{namespace}}",revision="{{canary.revision}}",handler=~"/v1/.*"'
+    # Zero without traffic, so the idle preview passes; real errors once it serves.
+    error_share = (
+        f'(sum(rate(http_requests_total{{{selector},status=~"5.."}}[10s])) or vector(0))'
+        f" / clamp_min(sum(rate(http_requests_total{{{selector}}}[10s])) or vector(0), 0.001)"
+    )
+    manifest = rollout_manifest("chat", f"file://{tiny_models[0]}", [], analysis={
+        "prometheus": {"address": prometheus.url, "timeout": "2s"},
+        "interval": "1s",
+        "checks": [{"name": "errors", "query": error_share, "breachWhen": "> 0.2",
+                    "for": "2s", "action": "rollback"}],
+    })  # fmt: skip
+    manifest["spec"]["strategy"] = {
+        "blueGreen": {
+            # kwok marks pods Ready at once, while the real servers standing in for
+            # them load the model for seconds: this gives the preview time to load.
+            "autoPromotionAfter": "30s",
+            "scaleDownDelay": "30s",
+            "postPromotionAnalysis": {"duration": "15s"},
+        }
+    }
+    rollouts.create(manifest)
+    blue = rollouts.wait_phase("chat", {"Succeeded"}, 60)["stableRevision"]
+    wait_for_servers(pods, blue)
+
+    def preview_loaded_before_the_switch() -> None:
+        preview = wait_until(
+            lambda: rollouts.status("chat").get("canaryRevision"), 30, "the preview revision"
+        )
+        wait_for_servers(pods, preview)
+        assert rollouts.status("chat")["weights"]["canary"] == 0, "switched before it loaded"
+
+    with BackgroundLoad(gateway.url, "chat") as load:
+        rollouts.patch_spec("chat", {"model": {"name": "chat", "uri": f"file://{tiny_models[1]}"}})
+        preview_loaded_before_the_switch()
+        promoted = rollouts.wait_phase("chat", {"Succeeded", "RolledBack"}, 150)
+        assert promoted["phase"] == "Succeeded", promoted
+        green = promoted["stableRevision"]
+        assert promoted["previousRevision"] == blue
+        switched = load.snapshot()
+        # The previous color stays up for scaleDownDelay: both Deployments at full size.
+        sizes = {rev: d.spec.replicas for rev, d in rollouts.deployments("chat").items()}
+        assert sizes == {blue: 2, green: 2}, sizes
+
+        # A revision failing 60% of requests passes the idle preview, is switched to,
+        # breaches in the post-promotion window and is switched back.
+        failing = {**manifest["spec"]["runtime"], "model": None}
+        failing.pop("model")
+        failing["args"] = ["--fault-injection", "--fault-error-rate=0.6", "--fault-seed=1"]
+        rollouts.patch_spec("chat", {"runtime": failing})
+        preview_loaded_before_the_switch()
+        rolled_back = rollouts.wait_phase("chat", {"RolledBack", "Succeeded"}, 150)
+        time.sleep(2)  # requests after the switch back
+        after = load.snapshot()
+    assert rolled_back["phase"] == "RolledBack", (
+        rolled_back["history"],
+        rolled_back["checks"],
+        after,
+    )
+    assert rolled_back["stableRevision"] == green
+    red = rolled_back["history"][0]["revision"]
+
+    # The switch to green: every answer a 200, from blue and then green, none lost.
+    assert {status for (_, status) in switched} == {"200"}, switched
+    assert switched.get((blue, "200"), 0) > 0 and switched.get((green, "200"), 0) > 0, switched
+    # The failing color answered (500s are its own), and the switch back lost nothing.
+    assert after.get((red, "500"), 0) > 0, after
+    failed_by_routing = {k: n for k, n in after.items() if k[0] != red and k[1] != "200"}
+    assert failed_by_routing == {}, after
+    assert after[(green, "200")] > switched[(green, "200")], after

@@ -117,7 +117,13 @@ class Rollouts:
             current = status.get("observedGeneration") == body["metadata"]["generation"]
             return status if current and status.get("phase") in phases else None
 
-        return wait_until(reached, timeout, f"{name} to reach phase {sorted(phases)}")
+        try:
+            return wait_until(reached, timeout, f"{name} to reach phase {sorted(phases)}")
+        except AssertionError as error:
+            status = self.status(name)
+            keys = ("phase", "currentStep", "weights", "message", "checks")
+            brief = {key: status.get(key) for key in keys}
+            raise AssertionError(f"{error}; status now: {brief}") from None
 
     def deployments(self, name: str) -> dict[str, client.V1Deployment]:
         items = self.apps.list_namespaced_deployment(

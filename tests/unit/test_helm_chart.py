@@ -82,13 +82,23 @@ def test_the_operator_pod_is_hardened_and_probed_on_kopfs_liveness_endpoint(
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
 
 
+def _named(documents: list[dict[str, Any]], kind: str, suffix: str) -> dict[str, Any]:
+    (found,) = [
+        d for d in documents if d["kind"] == kind and d["metadata"]["name"].endswith(suffix)
+    ]
+    return found
+
+
+CAPACITY_RULES = {("", "nodes"): {"list"}, ("", "pods"): {"list"}}
+
+
 def test_cluster_mode_grants_only_what_the_operator_uses(tmp_path: Path) -> None:
     documents = render(tmp_path)
-    cluster_role = only(documents, "ClusterRole")
-    rules = _rules(cluster_role)
+    rules = _rules(_named(documents, "ClusterRole", "-modelrollout"))
     assert rules == EXPECTED_ROLLOUT_RULES
     assert ("", "secrets") not in rules
     assert all("*" not in verbs for verbs in rules.values())
+    assert _rules(_named(documents, "ClusterRole", "-capacity")) == CAPACITY_RULES
     assert (
         "--all-namespaces"
         in only(documents, "Deployment")["spec"]["template"]["spec"]["containers"][0]["command"]
@@ -99,7 +109,13 @@ def test_namespaced_mode_has_a_role_per_watched_namespace_and_no_cluster_role(
     tmp_path: Path,
 ) -> None:
     documents = render(tmp_path, {"watchNamespaces": ["ml", "research"]})
-    kinds = [document["kind"] for document in documents]
+    # The only cluster-wide grant is capacity planning's read of nodes and pods.
+    cluster_roles = [d for d in documents if d["kind"] == "ClusterRole"]
+    assert [_rules(role) for role in cluster_roles] == [CAPACITY_RULES]
+    without_capacity = render(
+        tmp_path, {"watchNamespaces": ["ml"], "capacityPlanning": {"enabled": False}}
+    )
+    kinds = {document["kind"] for document in without_capacity}
     assert "ClusterRole" not in kinds and "ClusterRoleBinding" not in kinds
     rollout_roles = {
         document["metadata"]["namespace"]: _rules(document)

@@ -27,23 +27,29 @@ from modelrollout.analysis.assessment import (
 )
 from modelrollout.analysis.builtins import queries_for, ratio
 from modelrollout.analysis.provider import MetricProvider, QueryResult
-from modelrollout.analysis.templates import TemplateError, escape_promql_string, render
+from modelrollout.analysis.templates import (
+    TemplateError,
+    escape_promql_string,
+    render,
+    render_label_value,
+)
 from modelrollout.models.durations import parse_duration
 from modelrollout.models.spec import Alert, ModelRolloutSpec
 from modelrollout.models.status import ACTIVE_CANARY_PHASES, CheckStatus, ModelRolloutStatus
 
 
-def analysis_active(status: ModelRolloutStatus) -> bool:
+def analysis_active(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> bool:
+    # A blue-green preview is analysed at weight 0: pre-promotion checks.
     return (
         status.phase in ACTIVE_CANARY_PHASES
         and status.canary_revision is not None
-        and status.weights.canary > 0
+        and (status.weights.canary > 0 or spec.strategy.blue_green is not None)
     )
 
 
 def analysis_due(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> bool:
     """Whether this tick should query: active, and `interval` since the last evaluation."""
-    if not analysis_active(status):
+    if not analysis_active(spec, status):
         return False
     evaluated = [c.last_evaluated for c in status.checks if c.last_evaluated is not None]
     if not evaluated or len(status.checks) != len(pending_checks(spec.analysis)):
@@ -65,7 +71,10 @@ def evaluate(
     """
     if not spec.analysis.checks and not spec.analysis.alerts:
         return (), AnalysisVerdict.healthy()
-    if status.phase in ACTIVE_CANARY_PHASES and status.weights.canary == 0:
+    # A blue-green preview has no user traffic by design: its pre-promotion checks
+    # run anyway, against what test traffic it gets.
+    preview = spec.strategy.blue_green is not None
+    if status.phase in ACTIVE_CANARY_PHASES and status.weights.canary == 0 and not preview:
         return pending_checks(spec.analysis), AnalysisVerdict.pending(
             "the canary receives no traffic yet"
         )
@@ -122,7 +131,10 @@ def alert_query(alert: Alert, context: Mapping[str, str]) -> str:
     matchers = [
         f'alertname="{escape_promql_string(alert.alertname)}"',
         'alertstate="firing"',
-        *(f'{key}="{render(value, context)}"' for key, value in sorted(alert.match_labels.items())),
+        *(
+            f'{key}="{render_label_value(value, context)}"'
+            for key, value in sorted(alert.match_labels.items())
+        ),
     ]
     return f"count(ALERTS{{{','.join(matchers)}}})"
 

@@ -8,6 +8,7 @@ resumes from status and re-applies the same children, never a step twice.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -16,6 +17,13 @@ from typing import Any
 from modelrollout.analysis.assessment import check_events
 from modelrollout.analysis.provider import MetricProvider, provider_for
 from modelrollout.analysis.runner import evaluate
+from modelrollout.engine.capacity import (
+    assess,
+    gpus_per_pod,
+    min_stable_replicas,
+    node_gpus,
+    pod_gpus,
+)
 from modelrollout.engine.children import (
     converge_deployments,
     observe_deployments,
@@ -26,6 +34,7 @@ from modelrollout.engine.commands import pending_in_body
 from modelrollout.engine.podspec import build_pod_spec
 from modelrollout.engine.revision import revision_of
 from modelrollout.engine.strategies import canary
+from modelrollout.engine.strategies.bluegreen import is_blue_green
 from modelrollout.engine.strategies.types import (
     AnalysisVerdict,
     Commands,
@@ -33,7 +42,8 @@ from modelrollout.engine.strategies.types import (
     RevisionObservation,
 )
 from modelrollout.engine.workloads import plan_revisions
-from modelrollout.kube.api import MODELROLLOUTS, KubeApi
+from modelrollout.kube.api import MODELROLLOUTS, NODES, PODS, KubeApi, KubeApiError
+from modelrollout.kube.labels import label_selector, revision_object_name, selector_labels
 from modelrollout.kube.workloads import RolloutRef
 from modelrollout.metrics import OperatorMetrics
 from modelrollout.models import (
@@ -43,11 +53,12 @@ from modelrollout.models import (
     parse_duration,
     parse_spec,
 )
-from modelrollout.models.status import ACTIVE_CANARY_PHASES, CheckStatus
+from modelrollout.models.status import ACTIVE_CANARY_PHASES, CheckStatus, GpuUsage
 from modelrollout.traffic import router_for
 from modelrollout.traffic.base import AchievedWeights, Backends, routed_condition
 
 EventSink = Callable[[str, str, str], None]
+logger = logging.getLogger("modelrollout")
 
 
 def _now() -> datetime:
@@ -124,7 +135,11 @@ class Reconciler:
         now = self._clock()
         try:
             spec = parse_spec(body.get("spec") or {})
-        except InvalidSpecError as error:
+            # Stored before the CRD refused such names: every child name would be invalid.
+            revision_object_name(rollout.name, revision_of(spec))
+        except ValueError as error:
+            if not isinstance(error, InvalidSpecError):
+                error = InvalidSpecError("metadata.name", str(error).split(": ", 1)[-1])
             invalid = status.with_invalid_spec(
                 f"{error.field_path}: {error.message}", generation, now
             )
@@ -161,6 +176,10 @@ class Reconciler:
 
         checks, verdict = self._analyze(spec, status, rollout, now)
         commands = pending_in_body(body)
+        may_start_canary = spec_revision not in (
+            status.stable_revision,
+            status.canary_revision,
+        ) or ("retry" in commands and status.phase == "RolledBack")
         observations = Observations(
             now=now,
             spec_revision=spec_revision,
@@ -170,11 +189,23 @@ class Reconciler:
             achieved_weights=achieved_pair,
             analysis=verdict,
             commands=Commands.from_pending(commands),
+            capacity_shortfall=self._capacity_shortfall(rollout, spec, status)
+            if may_start_canary and status.stable_revision is not None
+            else None,
         )
         decision = canary.decide(spec, status.with_checks(checks), observations)
         events = [*check_events(status.checks, checks), *decision.events]
-        new_status = decision.status.with_handled_commands(commands).with_observed_generation(
-            generation
+        new_status = (
+            decision.status.with_handled_commands(commands)
+            .with_observed_generation(generation)
+            .with_gpus(
+                _gpu_usage(
+                    spec,
+                    deployments,
+                    decision.status.stable_revision,
+                    decision.status.canary_revision,
+                )
+            )
         )
         if backends is not None:
             routed, reason, message = routed_condition(achieved)
@@ -188,6 +219,35 @@ class Reconciler:
             post_event(event_type, reason, message)
         self._metrics.observe_tick(rollout.namespace, rollout.name, status, new_status, events)
         self._converge(rollout, spec, spec_revision, new_status, deployments, now)
+
+    def _capacity_shortfall(
+        self, rollout: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus
+    ) -> str | None:
+        """Only asked when a new revision may start: two cluster-wide lists, once per start."""
+        if gpus_per_pod(spec) == 0:
+            return None
+        try:
+            nodes = self._api.list_cluster(NODES)
+            pods = self._api.list_cluster(
+                PODS, field_selector="status.phase!=Succeeded,status.phase!=Failed"
+            )
+        except KubeApiError as error:
+            if error.status != 403:
+                raise
+            # Installed without capacity planning (chart: capacityPlanning.enabled=false):
+            # the scheduler still reports pods it cannot place (condition Unschedulable).
+            logger.warning("GPU capacity planning skipped, no permission: %s", error.message)
+            return None
+        stable_pods = frozenset(
+            pod["metadata"]["name"]
+            for pod in self._api.list(
+                PODS,
+                rollout.namespace,
+                label_selector(selector_labels(rollout.name, status.stable_revision)),
+            )
+        )
+        shortfall = assess(spec, node_gpus(spec, nodes, pods, stable_pods))
+        return None if shortfall is None else shortfall.message
 
     def _backends(
         self, rollout: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus
@@ -207,6 +267,7 @@ class Reconciler:
             replicas=spec.runtime.replicas,
             gateway=gateway,
             canary_weight=status.weights.canary,
+            blue_green=is_blue_green(spec),
         )
 
     def _analyze(
@@ -249,6 +310,11 @@ class Reconciler:
             canary_weight=status.weights.canary,
             canary_serving=serving,
             keep_aborted_canary=keep_aborted,
+            shift_min_stable=min_stable_replicas(spec)
+            if spec.runtime.capacity == "shift" and spec.strategy.canary is not None
+            else None,
+            blue_green=is_blue_green(spec),
+            previous=status.previous_revision,
         )
         pod_spec = build_pod_spec(spec)
         converge_deployments(
@@ -266,3 +332,23 @@ class Reconciler:
         # A serving canary at weight 0 is warming up: the plan sized it, no route change.
         if status.weights.canary > 0 or not serving:
             router.set_weights(backends, status.weights.canary if serving else 0)
+
+
+def _gpu_usage(
+    spec: ModelRolloutSpec,
+    deployments: dict[str, dict[str, Any]],
+    stable: str | None,
+    canary: str | None,
+) -> GpuUsage | None:
+    """GPUs requested by each revision's existing pods; None for a rollout without GPUs."""
+    per_pod = gpus_per_pod(spec)
+
+    def requested(revision: str | None) -> int:
+        deployment = deployments.get(revision) if revision is not None else None
+        if deployment is None:
+            return 0
+        pods = int(deployment.get("status", {}).get("replicas") or 0)
+        return pods * pod_gpus(deployment["spec"]["template"])
+
+    usage = GpuUsage(per_pod=per_pod, stable=requested(stable), canary=requested(canary))
+    return None if usage == GpuUsage() else usage

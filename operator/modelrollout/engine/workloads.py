@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from modelrollout.kube.labels import ROLE_CANARY, ROLE_STABLE
+from modelrollout.engine.capacity import shift_stable_replicas
+from modelrollout.kube.labels import ROLE_CANARY, ROLE_PREVIOUS, ROLE_STABLE
 from modelrollout.traffic.base import canary_replicas
 
 
@@ -24,6 +25,9 @@ def plan_revisions(
     canary_weight: int,
     canary_serving: bool,
     keep_aborted_canary: bool,
+    shift_min_stable: int | None = None,
+    blue_green: bool = False,
+    previous: str | None = None,
 ) -> list[DesiredRevision]:
     """Stable keeps all its replicas (surge) while it has traffic; the canary is sized by weight.
 
@@ -34,10 +38,29 @@ def plan_revisions(
     pods stay (at weight 0) while `keep_aborted_canary` holds, so a retry or
     an inspection finds them, then they go. Any revision not listed here is
     deleted by the caller: that is how an old stable goes after promotion.
+
+    With `shift_min_stable` set (`capacity: shift`), stable gives the serving
+    canary its GPUs: it loses a replica for each canary replica, down to that floor.
+
+    Blue-green runs both colors at full size while the new one is serving, so
+    a switch either way is one routing write; `previous` (the color the last
+    promotion switched away from) stays at full size until status lets it go.
     """
     plan: list[DesiredRevision] = []
+    if blue_green and stable is not None and canary is not None and canary != stable:
+        plan.append(DesiredRevision(stable, ROLE_STABLE, replicas))
+        if canary_serving or keep_aborted_canary:
+            plan.append(DesiredRevision(canary, ROLE_CANARY, replicas if canary_serving else 0))
+        return plan
+    if previous is not None and previous not in (stable, canary):
+        plan.append(DesiredRevision(previous, ROLE_PREVIOUS, replicas))
     if stable is not None:
-        plan.append(DesiredRevision(stable, ROLE_STABLE, replicas if stable_weight > 0 else 0))
+        stable_replicas = replicas if stable_weight > 0 else 0
+        if stable_replicas and shift_min_stable is not None and canary_serving and canary:
+            stable_replicas = shift_stable_replicas(
+                replicas, canary_replicas(replicas, canary_weight), shift_min_stable
+            )
+        plan.append(DesiredRevision(stable, ROLE_STABLE, stable_replicas))
     if canary is not None and canary != stable:
         if canary_serving:
             plan.append(

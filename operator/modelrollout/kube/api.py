@@ -26,9 +26,16 @@ class Resource:
     version: str
     plural: str
 
+    @property
+    def prefix(self) -> str:
+        return f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+
+    def cluster_path(self) -> str:
+        """Every object of a cluster-scoped resource, or of a namespaced one in all namespaces."""
+        return f"{self.prefix}/{self.plural}"
+
     def path(self, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
-        prefix = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        path = f"{prefix}/namespaces/{namespace}/{self.plural}"
+        path = f"{self.prefix}/namespaces/{namespace}/{self.plural}"
         if name is not None:
             path += f"/{name}"
         if subresource is not None:
@@ -43,6 +50,7 @@ ENDPOINT_SLICES = Resource("discovery.k8s.io", "v1", "endpointslices")
 HTTPROUTES = Resource("gateway.networking.k8s.io", "v1", "httproutes")
 MODELROLLOUTS = Resource(GROUP, VERSION, PLURAL)
 LEASES = Resource("coordination.k8s.io", "v1", "leases")
+NODES = Resource("", "v1", "nodes")
 
 
 class KubeApiError(RuntimeError):
@@ -95,14 +103,22 @@ class KubeApi:
 
     def serves(self, resource: Resource) -> bool:
         """Whether the API server serves `resource` (discovery: every user may read it)."""
-        prefix = f"/apis/{resource.group}/{resource.version}" if resource.group else "/api/v1"
         try:
-            listing = self._call("GET", prefix)
+            listing = self._call("GET", resource.prefix)
         except KubeApiError as error:
             if error.status == 404:
                 return False
             raise
         return any(item.get("name") == resource.plural for item in listing.get("resources", []))
+
+    def list_cluster(
+        self, resource: Resource, field_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        query = [("fieldSelector", field_selector)] if field_selector else []
+        items: list[dict[str, Any]] = self._call("GET", resource.cluster_path(), query=query)[
+            "items"
+        ]
+        return items
 
     def list(
         self, resource: Resource, namespace: str, label_selector: str | None = None

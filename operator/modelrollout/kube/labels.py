@@ -21,6 +21,7 @@ ANNOTATION_PREFIX = GROUP
 ROLE_STABLE = "stable"
 ROLE_CANARY = "canary"
 ROLE_PREVIEW = "preview"
+ROLE_PREVIOUS = "previous"
 ROLE_SHADOW = "shadow"
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

@@ -38,6 +38,7 @@ ConditionType = Literal[
     "Unschedulable",
     "MetricsUnavailable",
     "TrafficRouted",
+    "InsufficientGPUCapacity",
 ]
 Outcome = Literal["Promoted", "RolledBack", "Aborted", "Superseded"]
 
@@ -57,6 +58,15 @@ class Weights(StatusModel):
     stable: int = Field(default=0, ge=0, le=100)
     canary: int = Field(default=0, ge=0, le=100)
     mirror: int = Field(default=0, ge=0, le=100)
+
+
+class GpuUsage(StatusModel):
+    """GPUs each revision's pods request (pods that exist, Pending ones included)."""
+
+    resource: str = "nvidia.com/gpu"
+    per_pod: int = 0
+    stable: int = 0
+    canary: int = 0
 
 
 class CheckStatus(StatusModel):
@@ -88,11 +98,19 @@ class Condition(StatusModel):
 
 
 class HistoryEntry(StatusModel):
+    """One revision's outcome, newest first in `status.history`.
+
+    `spec` holds the revision's `model` and `runtime` as the user wrote them
+    (defaults left out), so `kubectl modelrollout undo` can put them back;
+    None where the operator no longer knew them when it recorded the entry.
+    """
+
     revision: str
     model: str
     outcome: Outcome
     at: datetime
     reason: str = ""
+    spec: dict[str, Any] | None = None
 
 
 class ModelRolloutStatus(StatusModel):
@@ -109,7 +127,11 @@ class ModelRolloutStatus(StatusModel):
     # Since when the canary has had fewer ready pods than desired (progressDeadline).
     canary_unready_since: datetime | None = None
     aborted_at: datetime | None = None
+    # Blue-green: the color promotion switched away from, kept at full size until then.
+    previous_revision: str | None = None
+    previous_scale_down_at: datetime | None = None
     weights: Weights = Weights()
+    gpus: GpuUsage | None = None
     checks: tuple[CheckStatus, ...] = ()
     conditions: tuple[Condition, ...] = ()
     observed_generation: int | None = None
@@ -128,7 +150,9 @@ class ModelRolloutStatus(StatusModel):
         for name, field in type(self).model_fields.items():
             value = getattr(self, name)
             key = field.alias or name
-            if isinstance(value, BaseModel):
+            if value is None:
+                patch[key] = None
+            elif isinstance(value, BaseModel):
                 patch[key] = value.model_dump(mode="json", by_alias=True, exclude_none=True)
             elif isinstance(value, tuple):
                 patch[key] = [
@@ -188,6 +212,9 @@ class ModelRolloutStatus(StatusModel):
         if merged == self.handled_commands:
             return self
         return self.model_copy(update={"handled_commands": merged})
+
+    def with_gpus(self, gpus: GpuUsage | None) -> ModelRolloutStatus:
+        return self if gpus == self.gpus else self.model_copy(update={"gpus": gpus})
 
     def with_observed_generation(self, generation: int) -> ModelRolloutStatus:
         if self.observed_generation == generation:

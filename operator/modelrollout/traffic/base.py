@@ -21,6 +21,8 @@ class Backends:
     gateway: dict[str, Any] = field(default_factory=dict)
     # The canary weight the rollout asks for now.
     canary_weight: int = 0
+    # Blue-green: one color serves at a time; weights are only ever 0 or 100.
+    blue_green: bool = False
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,11 @@ basic canary does), and the achieved split is reported as it really is
 (condition TrafficRouted). A canary pod warming up before the first
 setWeight is already Ready in the Service, so it takes its share early:
 exact weights need the gatewayAPI router.
+
+Blue-green instead selects one revision at a time: the Service's selector
+names the active color, a switch is one patch of that selector (no pod
+restarts, no moment with no endpoints), and `<name>-preview` selects the
+new color so it can be tested before promotion.
 """
 
 from __future__ import annotations
@@ -14,7 +19,12 @@ from __future__ import annotations
 from typing import Any
 
 from modelrollout.kube.api import DEPLOYMENTS, SERVICES, KubeApi
-from modelrollout.kube.labels import label_selector, revision_object_name, selector_labels
+from modelrollout.kube.labels import (
+    REVISION_LABEL,
+    label_selector,
+    revision_object_name,
+    selector_labels,
+)
 from modelrollout.kube.workloads import RolloutRef, build_service
 from modelrollout.traffic.base import AchievedWeights, Backends, canary_replicas
 
@@ -29,26 +39,62 @@ def _desired_replicas(deployment: dict[str, Any] | None) -> int:
     return 0 if deployment is None else int(deployment["spec"].get("replicas") or 0)
 
 
+def _selected_revision(service: dict[str, Any] | None) -> str | None:
+    if service is None:
+        return None
+    revision: str | None = (service["spec"].get("selector") or {}).get(REVISION_LABEL)
+    return revision
+
+
 class ServiceRouter:
     def __init__(self, api: KubeApi) -> None:
         self._api = api
 
+    def _ensure_service(
+        self, rollout: RolloutRef, name: str, selector: dict[str, str], port: int
+    ) -> None:
+        current = self._api.get(SERVICES, rollout.namespace, name)
+        if current is None:
+            self._api.create(
+                SERVICES, rollout.namespace, build_service(rollout, name, selector, port)
+            )
+        elif current["spec"].get("selector") != selector:
+            self._api.merge_patch(
+                SERVICES, rollout.namespace, name, {"spec": {"selector": selector}}
+            )
+
     def reconcile(self, backends: Backends) -> None:
         rollout = backends.rollout
-        desired = build_service(rollout, rollout.name, selector_labels(rollout.name), backends.port)
-        current = self._api.get(SERVICES, rollout.namespace, rollout.name)
-        if current is None:
-            self._api.create(SERVICES, rollout.namespace, desired)
-        elif current["spec"].get("selector") != desired["spec"]["selector"]:
-            self._api.merge_patch(
-                SERVICES,
-                rollout.namespace,
-                rollout.name,
-                {"spec": {"selector": desired["spec"]["selector"]}},
+        if not backends.blue_green:
+            self._ensure_service(
+                rollout, rollout.name, selector_labels(rollout.name), backends.port
             )
+            return
+        current = self._api.get(SERVICES, rollout.namespace, rollout.name)
+        active = _selected_revision(current)
+        if active not in (backends.stable, backends.canary):
+            active = backends.stable
+        self._ensure_service(
+            rollout, rollout.name, selector_labels(rollout.name, active), backends.port
+        )
+        self._ensure_service(
+            rollout,
+            f"{rollout.name}-preview",
+            selector_labels(rollout.name, backends.canary or backends.stable),
+            backends.port,
+        )
 
     def set_weights(self, backends: Backends, canary_weight: int) -> None:
         if backends.canary is None:
+            return
+        if backends.blue_green:
+            active = backends.canary if canary_weight >= 100 else backends.stable
+            self._ensure_service(
+                backends.rollout,
+                backends.rollout.name,
+                selector_labels(backends.rollout.name, active),
+                backends.port,
+            )
             return
         rollout = backends.rollout
         name = revision_object_name(rollout.name, backends.canary)
@@ -61,6 +107,14 @@ class ServiceRouter:
 
     def get_weights(self, backends: Backends) -> AchievedWeights:
         rollout = backends.rollout
+        if backends.blue_green:
+            service = self._api.get(SERVICES, rollout.namespace, rollout.name)
+            active = _selected_revision(service)
+            if active is None:
+                return AchievedWeights(0, 0, (("Routed", "False", "no Service selects a color"),))
+            canary = 100 if active == backends.canary else 0
+            routed = (("Routed", "True", f"Service {rollout.name} selects revision {active}"),)
+            return AchievedWeights(100 - canary, canary, routed, settled=True)
         deployments = {
             d["metadata"]["name"]: d
             for d in self._api.list(

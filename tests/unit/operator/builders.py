@@ -110,6 +110,7 @@ class World:
     # None: the router achieves whatever status asks for, at once.
     achieved_canary: int | None = None
     analysis: AnalysisVerdict = HEALTHY
+    capacity_shortfall: str | None = None
 
 
 @dataclass
@@ -163,6 +164,7 @@ class Rollout:
             achieved_weights=(100 - achieved, achieved),
             analysis=world.analysis,
             commands=commands or Commands(),
+            capacity_shortfall=world.capacity_shortfall,
         )
 
     def tick(self, after: float = 0, commands: Commands | None = None) -> Decision:

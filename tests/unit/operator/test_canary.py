@@ -403,3 +403,87 @@ def test_a_repeated_tick_never_moves_further(walk: Rollout) -> None:
             # Nothing is recorded or rolled back twice.
             assert again.status.history == decision.status.history
             assert not again.rollback_now
+
+
+def test_history_keeps_each_revision_spec_as_written_for_undo() -> None:
+    rollout = started()
+    first = rollout.status.history[0]
+    assert first.spec is not None
+    assert first.spec["model"] == example_spec()["model"]
+    # Written as the user wrote it, defaults left out, so it hashes to the same revision.
+    assert "port" not in first.spec["runtime"]
+    assert revision_of(parse_spec({**example_spec(), **first.spec})) == first.revision
+    rollout.run_until("Succeeded")
+    promoted = rollout.status.history[0]
+    assert promoted.spec is not None
+    assert promoted.spec["model"]["uri"] == V2
+    assert ModelRolloutStatus.model_validate(rollout.status.to_patch()) == rollout.status
+
+
+def test_a_superseded_canary_has_no_spec_in_history_the_operator_no_longer_knows_it() -> None:
+    rollout = started()
+    rollout.tick(15)
+    rollout.apply(with_model_uri(example_spec(), V3))
+    rollout.tick(15)
+    assert rollout.status.history[0].outcome == "Superseded"
+    assert rollout.status.history[0].spec is None
+    assert "spec" not in rollout.status.to_patch()["history"][0]
+
+
+def test_no_room_for_the_new_revision_creates_no_canary_and_waits_naming_the_shortfall() -> None:
+    rollout = started()
+    stable = rollout.status.stable_revision
+    shortfall = "capacity surge: the new revision needs room for 2 pods x 1 nvidia.com/gpu"
+    rollout.world.capacity_shortfall = shortfall
+    decision = rollout.tick(15)
+    status = rollout.status
+    assert (status.phase, status.canary_revision, status.stable_revision) == (
+        "Pending",
+        None,
+        stable,
+    )
+    assert (status.weights.stable, status.weights.canary) == (100, 0)
+    condition = status.condition("InsufficientGPUCapacity")
+    assert condition is not None and (condition.status, condition.message) == ("True", shortfall)
+    assert shortfall in status.message
+    assert [reason for _, reason, _ in decision.events] == ["InsufficientGPUCapacity"]
+
+    # Still no room: nothing changes, nothing is said again.
+    before = rollout.status
+    decision = rollout.tick(15)
+    assert rollout.status == before and decision.events == []
+
+    # Room again: the canary starts and the condition turns False.
+    rollout.world.capacity_shortfall = None
+    rollout.tick(15)
+    assert rollout.status.phase == "Progressing"
+    assert rollout.status.canary_revision == revision_of(rollout.spec)
+    condition = rollout.status.condition("InsufficientGPUCapacity")
+    assert condition is not None and condition.status == "False"
+
+
+def test_spec_reverted_while_waiting_for_capacity_is_simply_stable_again() -> None:
+    rollout = started()
+    rollout.world.capacity_shortfall = "no room"
+    rollout.tick(15)
+    rollout.apply(example_spec())
+    rollout.tick(15)
+    assert rollout.status.phase == "Succeeded"
+    condition = rollout.status.condition("InsufficientGPUCapacity")
+    assert condition is not None and condition.status == "False"
+    progressing = rollout.status.condition("Progressing")
+    assert progressing is not None and progressing.reason == "SpecReverted"
+
+
+def test_only_the_newest_history_entries_keep_their_spec() -> None:
+    spec = example_spec()
+    spec["revisionHistoryLimit"] = 20
+    rollout = Rollout.of(spec)
+    rollout.tick()
+    for index in range(8):
+        rollout.apply({**spec, "model": {"name": "chat", "uri": f"pvc://models/chat/v{index}"}})
+        rollout.command(promote_full=True)
+        rollout.run_until("Succeeded")
+    history = rollout.status.history
+    assert len(history) == 9
+    assert [entry.spec is not None for entry in history] == [True] * 5 + [False] * 4

@@ -41,6 +41,7 @@ SCHEMA_KEYS = {
     "x-kubernetes-int-or-string",
     "x-kubernetes-list-type",
     "x-kubernetes-list-map-keys",
+    "x-kubernetes-preserve-unknown-fields",
 }
 
 
@@ -105,6 +106,10 @@ def test_schema_is_structural_and_explicit() -> None:
             assert "type" not in node, path
             continue
         assert "type" in node, f"{path} has no type"
+        if node.get("x-kubernetes-preserve-unknown-fields"):
+            # Only a copy of the user's own spec may be free-form (history's undo data).
+            assert path == "$.status.history[].spec", f"{path}: free-form object"
+            continue
         if node["type"] == "object" and path not in ("$.metadata",):
             assert "properties" in node or "additionalProperties" in node, (
                 f"{path}: an object must list its fields"

@@ -20,10 +20,11 @@ which is why `now` is only stored when something changes.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
 from modelrollout.analysis.assessment import AnalysisVerdict
+from modelrollout.engine.strategies.bluegreen import is_blue_green, steps_strategy
 from modelrollout.engine.strategies.types import Decision, Event, Observations
 from modelrollout.models.durations import parse_duration
 from modelrollout.models.spec import CanaryStep, CanaryStrategy, ModelRolloutSpec
@@ -36,6 +37,21 @@ from modelrollout.models.status import (
 )
 
 ALL_ON_STABLE = Weights(stable=100, canary=0)
+# Each stored spec may carry up to 64 KiB of args and env: only the newest few
+# keep theirs (for undo), so status stays far below etcd's 1.5 MiB object limit.
+SPECS_KEPT_IN_HISTORY = 5
+
+
+def _with_specs_bounded(history: tuple[HistoryEntry, ...]) -> tuple[HistoryEntry, ...]:
+    kept = 0
+    bounded = []
+    for entry in history:
+        if entry.spec is not None:
+            kept += 1
+            if kept > SPECS_KEPT_IN_HISTORY:
+                entry = entry.model_copy(update={"spec": None})
+        bounded.append(entry)
+    return tuple(bounded)
 
 
 def decide(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Observations) -> Decision:
@@ -97,20 +113,54 @@ class _Tick:
 
     def record(self, revision: str, model: str | None, outcome: Outcome, reason: str) -> None:
         entry = HistoryEntry(
-            revision=revision, model=model or "", outcome=outcome, at=self.now, reason=reason
+            revision=revision,
+            model=model or "",
+            outcome=outcome,
+            at=self.now,
+            reason=reason,
+            spec=self.revision_spec(revision),
         )
         # Newest first; the spec's limit bounds how much status a rollout carries.
         history = (entry, *self.status.history)[: max(self.spec.revision_history_limit, 1)]
-        self.update(history=history)
+        self.update(history=_with_specs_bounded(history))
+
+    def revision_spec(self, revision: str) -> dict[str, Any] | None:
+        """`model` and `runtime` of a revision as the user wrote them (for undo), if known.
+
+        Only the current spec or an earlier history entry can tell: a canary
+        superseded by a newer spec no longer has its spec anywhere else.
+        """
+        if revision == self.obs.spec_revision:
+            return {
+                "model": self.spec.model.model_dump(
+                    mode="json", by_alias=True, exclude_defaults=True
+                ),
+                "runtime": self.spec.runtime.model_dump(
+                    mode="json", by_alias=True, exclude_defaults=True
+                ),
+            }
+        return next(
+            (e.spec for e in self.status.history if e.revision == revision and e.spec), None
+        )
 
     @property
     def strategy(self) -> CanaryStrategy | None:
-        return self.spec.strategy.canary
+        return steps_strategy(self.spec)
+
+    @property
+    def blue_green(self) -> bool:
+        return is_blue_green(self.spec)
 
     @property
     def gate_open(self) -> bool:
-        """Whether analysis lets the rollout move forward now."""
-        return self.obs.analysis.kind == "healthy" or self.status.weights.canary == 0
+        """Whether analysis lets the rollout move forward now.
+
+        A canary at weight 0 has no traffic, hence no data, and is not held for
+        it; a blue-green preview always is (see bluegreen.py).
+        """
+        if self.obs.analysis.kind == "healthy":
+            return True
+        return self.status.weights.canary == 0 and not self.blue_green
 
     # -- phases ------------------------------------------------------------
 
@@ -134,7 +184,16 @@ class _Tick:
         self.event("Normal", "StableRevision", f"first revision {revision} is stable")
 
     def without_canary(self) -> None:
-        if self.obs.spec_revision == self.status.stable_revision:
+        until = self.status.previous_scale_down_at
+        if until is not None and self.now >= until:
+            self.update(previous_revision=None, previous_scale_down_at=None)
+        revision = self.obs.spec_revision
+        if revision == self.status.stable_revision:
+            if self.status.phase == "Pending":  # a new revision was waiting for capacity
+                message = f"spec is back on stable revision {revision}"
+                self.update(message=message)
+                self.condition("Progressing", "False", "SpecReverted", message)
+                self.clear_condition("InsufficientGPUCapacity", "SpecReverted")
             self.update(phase="Succeeded", weights=ALL_ON_STABLE)
             return
         self.start_canary()
@@ -142,12 +201,14 @@ class _Tick:
     def start_canary(self) -> None:
         strategy = self.strategy
         if strategy is None:
-            kind = "blueGreen" if self.spec.strategy.blue_green is not None else "shadow"
-            message = f"strategy {kind} is not implemented by this operator version"
+            message = "strategy shadow is not implemented by this operator version"
             self.update(message=message)
             self.condition("Progressing", "False", "StrategyNotImplemented", message)
             return
         revision = self.obs.spec_revision
+        if self.obs.capacity_shortfall is not None:
+            self.wait_for_capacity(revision, self.obs.capacity_shortfall)
+            return
         first = strategy.steps[0]
         message = (
             f"rolling out {revision} ({self.spec.model.uri}): "
@@ -168,12 +229,27 @@ class _Tick:
             message=message,
         )
         self.condition("Progressing", "True", "CanaryStarted", message)
-        cleared: tuple[ConditionType, ...] = ("Paused", "MetricsUnavailable", "Unschedulable")
+        cleared: tuple[ConditionType, ...] = (
+            "Paused",
+            "MetricsUnavailable",
+            "Unschedulable",
+            "InsufficientGPUCapacity",
+        )
         for condition in cleared:
             self.clear_condition(condition, "CanaryStarted")
         self.event("Normal", "CanaryStarted", message)
 
-    def end_canary(self, phase: Literal["Succeeded"], message: str) -> None:
+    def wait_for_capacity(self, revision: str, shortfall: str) -> None:
+        """No pods for a revision the cluster cannot place: say so, re-check every tick."""
+        message = f"revision {revision} waits for GPU capacity: {shortfall}"
+        current = self.status.condition("InsufficientGPUCapacity")
+        if current is None or current.status != "True" or current.message != shortfall:
+            self.event("Warning", "InsufficientGPUCapacity", message)
+        self.end_canary("Pending", message)
+        self.condition("InsufficientGPUCapacity", "True", "InsufficientGPUCapacity", shortfall)
+        self.condition("Progressing", "True", "WaitingForCapacity", message)
+
+    def end_canary(self, phase: Literal["Succeeded", "Pending"], message: str) -> None:
         self.update(
             phase=phase,
             canary_revision=None,
@@ -239,6 +315,14 @@ class _Tick:
             return
         canary = self.status.canary_revision or ""
         self.record(canary, self.status.canary_model, "Promoted", "all steps completed")
+        blue_green = self.spec.strategy.blue_green
+        if blue_green is not None:
+            # The previous color stays at full size for a while: switching back is instant.
+            delay = timedelta(seconds=parse_duration(blue_green.scale_down_delay))
+            self.update(
+                previous_revision=self.status.stable_revision,
+                previous_scale_down_at=self.now + delay,
+            )
         self.update(stable_revision=canary, stable_model=self.status.canary_model)
         message = f"revision {canary} ({self.status.canary_model}) is stable"
         self.end_canary("Succeeded", message)
@@ -389,7 +473,10 @@ class _Tick:
 
     def run_set_weight(self, weight: int, label: str) -> None:
         canary = self.obs.canary
-        if canary is None or canary.ready_replicas == 0:
+        # Blue-green switches every request at once: the whole preview must be ready.
+        if canary is None or (
+            not canary.fully_ready if self.blue_green else canary.ready_replicas == 0
+        ):
             self.update(message=f"{label}: waiting for canary pods to be ready")
             return
         current = self.status.weights.canary

@@ -78,6 +78,9 @@ class Observations:
     achieved_weights: tuple[int, int]
     analysis: AnalysisVerdict
     commands: Commands = field(default_factory=Commands)
+    # Why a new revision cannot be placed now (engine/capacity.py); None: it fits,
+    # or no new revision is about to start.
+    capacity_shortfall: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,45 @@
+"""Blue-green as the canary engine's steps, so both share one tested state machine.
+
+The preview (the canary revision, at full size, weight 0) comes up beside
+the active one; a pause step waits `autoPromotionAfter` (or for promote);
+one setWeight 100 step is the switch, a single write (Service selector, or
+route weights 0/100); an analysis step at 100 is the post-promotion window,
+where a breach is a rollback: weight 0, the previous color takes everything
+back at once, because it was kept at full size. What differs from a canary
+is decided where the engine asks `is_blue_green`: the preview must be fully
+ready before the switch, no data is never taken as healthy (a preview has
+no user traffic, so its checks need test traffic or they hold it), and the
+previous color stays up `scaleDownDelay` after promotion.
+"""
+
+from __future__ import annotations
+
+from modelrollout.models.spec import (
+    AnalysisStep,
+    CanaryStep,
+    CanaryStrategy,
+    ModelRolloutSpec,
+    PauseStep,
+)
+
+
+def is_blue_green(spec: ModelRolloutSpec) -> bool:
+    return spec.strategy.blue_green is not None
+
+
+def steps_strategy(spec: ModelRolloutSpec) -> CanaryStrategy | None:
+    """The canary steps that run `spec`'s strategy; None for a strategy not run this way."""
+    if spec.strategy.canary is not None:
+        return spec.strategy.canary
+    blue_green = spec.strategy.blue_green
+    if blue_green is None:
+        return None
+    steps = [
+        CanaryStep(pause=PauseStep(duration=blue_green.auto_promotion_after)),
+        CanaryStep(set_weight=100),
+    ]
+    if blue_green.post_promotion_analysis is not None:
+        steps.append(
+            CanaryStep(analysis=AnalysisStep(duration=blue_green.post_promotion_analysis.duration))
+        )
+    return CanaryStrategy(steps=steps)
