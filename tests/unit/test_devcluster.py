@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from modelrollout.devcluster.nodes import GPU_RESOURCE, cluster_nodes
+from modelrollout.devcluster.podprocesses import local_eval_command
 from modelrollout.devcluster.prometheus import prometheus_config
 from modelrollout.devcluster.toolchain import (
     ToolchainError,
@@ -83,3 +84,22 @@ def test_prometheus_discovers_targets_and_rules_from_the_given_folders(tmp_path:
     (scrape,) = config["scrape_configs"]
     assert scrape["file_sd_configs"][0]["files"] == [str(tmp_path / "sd" / "*.json")]
     assert config["rule_files"] == [str(tmp_path / "rules" / "*.yml")]
+
+
+def test_an_evaluation_pod_runs_locally_against_the_servers_of_its_revisions() -> None:
+    container = {
+        "command": ["modelserve", "eval"],
+        "args": ["--suite", "/suite/suite.yaml", "--candidate", "http://chat-new:8000",
+                 "--stable", "http://chat-old:8000", "--model", "chat"],
+    }  # fmt: skip
+    servers = {"http://chat-new:8000": "http://127.0.0.1:4001"}
+    command = local_eval_command(
+        container, Path("/tmp/s.yaml"), Path("/tmp/log"), lambda url: servers.get(url, url)
+    )
+    assert command is not None
+    assert command[1:] == [
+        "eval", "--suite", "/tmp/s.yaml", "--candidate", "http://127.0.0.1:4001",
+        "--stable", "http://chat-old:8000", "--model", "chat", "--termination-log", "/tmp/log",
+    ]  # fmt: skip
+    serving = {"command": ["modelserve", "serve"], "args": []}
+    assert local_eval_command(serving, Path("s"), Path("l"), str) is None

@@ -23,6 +23,8 @@ EXPECTED_ROLLOUT_RULES = {
     ("", "pods"): {"list", "patch"},
     ("discovery.k8s.io", "endpointslices"): {"list"},
     ("gateway.networking.k8s.io", "httproutes"): {"get", "create", "patch"},
+    # Quality-gate evaluation steps; the suite's ConfigMap is mounted, never read.
+    ("batch", "jobs"): {"get", "create", "delete"},
     ("", "events"): {"create"},
 }
 

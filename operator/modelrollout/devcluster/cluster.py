@@ -30,6 +30,7 @@ from modelrollout.devcluster.prometheus import (
     prometheus_binary,
     prometheus_config,
 )
+from modelrollout.kube.labels import EVALUATION_LABEL
 
 DEFAULT_NAME = "modelrollout"
 
@@ -39,6 +40,33 @@ _KWOKCTL_CONFIG = {
     "kind": "KwokctlConfiguration",
     "options": {"bindAddress": "127.0.0.1"},
 }
+
+
+# kwok's own default ("fast") stages, as kwokctl would use them: giving any stage
+# replaces all of its defaults. kwok marks a pod owned by a Job Succeeded (exit 0,
+# no termination message) at once; a quality-gate Job's pod must instead be run by
+# the harness (devcluster/podprocesses.py), which writes its real result.
+_KWOK_STAGES = (
+    "node/fast/node-initialize.yaml",
+    "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    "pod/fast/pod-ready.yaml",
+    "pod/fast/pod-complete.yaml",
+    "pod/fast/pod-delete.yaml",
+)
+
+
+def kwok_stages() -> list[dict[str, object]]:
+    """kwok's default stages, with pod-complete leaving evaluation pods alone."""
+    root = toolchain.module_dir("sigs.k8s.io/kwok", toolchain.KWOK_VERSION) / "kustomize" / "stage"
+    stages: list[dict[str, object]] = []
+    for relative in _KWOK_STAGES:
+        stage = yaml.safe_load((root / relative).read_text())
+        if stage["metadata"]["name"] == "pod-complete":
+            stage["spec"]["selector"]["matchExpressions"].append(
+                {"key": f'.metadata.labels["{EVALUATION_LABEL}"]', "operator": "DoesNotExist"}
+            )
+        stages.append(stage)
+    return stages
 
 
 class ClusterError(RuntimeError):
@@ -272,7 +300,7 @@ def up(
     directory = cluster_dir(name)
     directory.mkdir(parents=True, exist_ok=True)
     kwok_config = directory / "kwokctl.yaml"
-    kwok_config.write_text(yaml.safe_dump(_KWOKCTL_CONFIG))
+    kwok_config.write_text(yaml.safe_dump_all([_KWOKCTL_CONFIG, *kwok_stages()]))
     kubeconfig = directory / "kubeconfig"
     _kwokctl(
         name,

@@ -6,6 +6,15 @@ pod's own serving command (`modelserve serve ...` from the pod spec, with its
 env, so fault injection set on a revision reaches it) on a loopback port,
 registers it with Prometheus under the labels a PodMonitor would add, and
 drains it with SIGTERM when the pod goes away, as the kubelet would.
+
+A quality-gate Job's pod (label modelrollout.dev/evaluation; the local
+cluster's kwok stages leave it Running instead of completing it) is run once
+as its own `modelserve eval` command: the suite read from the ConfigMap its
+pod mounts, each `http://<service>:<port>` replaced by a healthy server of
+the revision that Service selects (what kube-proxy would pick), and the
+result written back the way the kubelet reports it: the container terminated
+with the exit code and the termination-log file as its message, the pod
+Succeeded or Failed.
 """
 
 from __future__ import annotations
@@ -20,13 +29,19 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from modelrollout.devcluster.prometheus import PrometheusHandle
-from modelrollout.kube.api import PODS, KubeApi
-from modelrollout.kube.labels import REVISION_LABEL, ROLE_LABEL, ROLLOUT_LABEL
+from modelrollout.kube.api import PODS, SERVICES, KubeApi, Resource
+from modelrollout.kube.labels import EVALUATION_LABEL, REVISION_LABEL, ROLE_LABEL, ROLLOUT_LABEL
+
+CONFIGMAPS = Resource("", "v1", "configmaps")
+# How long an evaluation pod waits for healthy servers of the revisions it compares.
+SERVER_WAIT_SECONDS = 90.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +66,19 @@ class _Process:
     stopping_since: float | None = None
     signalled: bool = False
     target: str = ""
+
+
+@dataclass
+class _Evaluation:
+    pod: str
+    container: dict[str, Any]
+    popen: subprocess.Popen[bytes]
+    termination_log: Path
+    started_at: str
+
+
+def _timestamp() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def _free_port() -> int:
@@ -94,6 +122,36 @@ def local_command(container: dict[str, Any], port: int) -> list[str] | None:
     return [executable, *rewritten, "--host", "127.0.0.1", "--port", str(port)]
 
 
+def local_eval_command(
+    container: dict[str, Any],
+    suite_file: Path,
+    termination_log: Path,
+    resolve: Callable[[str], str],
+) -> list[str] | None:
+    """The container's `modelserve eval` command, runnable here: None for anything else.
+
+    `--suite` names `suite_file`, each `--candidate`/`--stable` URL goes through
+    `resolve`, and the result is also written to `termination_log`.
+    """
+    command = [*(container.get("command") or []), *(container.get("args") or [])]
+    if command[:2] != ["modelserve", "eval"]:
+        return None
+    executable = shutil.which("modelserve", path=str(Path(sys.executable).parent)) or "modelserve"
+    rewritten = [executable, "eval"]
+    args = iter(command[2:])
+    for arg in args:
+        if arg == "--suite":
+            next(args, None)
+            rewritten += ["--suite", str(suite_file)]
+        elif arg in ("--candidate", "--stable"):
+            rewritten += [arg, resolve(next(args, ""))]
+        elif arg == "--termination-log":
+            next(args, None)
+        else:
+            rewritten.append(arg)
+    return [*rewritten, "--termination-log", str(termination_log)]
+
+
 class PodProcesses:
     """Keeps one server process per Ready pod of the rollouts in a namespace."""
 
@@ -112,6 +170,10 @@ class PodProcesses:
         self._poll_interval = poll_interval
         self._processes: dict[str, _Process] = {}
         self._not_runnable: set[str] = set()
+        self._evaluations: dict[str, _Evaluation] = {}
+        # Evaluation pods already run (or not runnable here): each runs once.
+        self._evaluated: set[str] = set()
+        self._evaluation_seen: dict[str, float] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -137,6 +199,10 @@ class PodProcesses:
                     process.popen.wait(timeout=10)
                 self._reap(process, force_after=0)
             self._processes.clear()
+            for evaluation in self._evaluations.values():
+                evaluation.popen.kill()
+                evaluation.popen.wait(timeout=10)
+            self._evaluations.clear()
 
     def endpoints(self) -> dict[str, Endpoint]:
         with self._lock:
@@ -191,6 +257,104 @@ class PodProcesses:
                     process.healthy = self._healthy(process.address)
                     if process.healthy:
                         self._register(process)
+        self._sync_evaluations()
+
+    # -- quality-gate Job pods -------------------------------------------------
+
+    def _sync_evaluations(self) -> None:
+        for pod in self._api.list(PODS, self._namespace, EVALUATION_LABEL):
+            name = pod["metadata"]["name"]
+            if name in self._evaluated or pod.get("status", {}).get("phase") != "Running":
+                continue
+            # kwok marks pods Ready before the servers standing in for them have loaded
+            # their model; a kubelet's readiness probe would not. Wait for them a while.
+            first_seen = self._evaluation_seen.setdefault(name, time.monotonic())
+            container = pod["spec"]["containers"][0]
+            args = [*(container.get("command") or []), *(container.get("args") or [])]
+            urls = [
+                args[i + 1] for i, a in enumerate(args[:-1]) if a in ("--candidate", "--stable")
+            ]
+            waiting = any(self._resolve(url) == url for url in urls)
+            if waiting and time.monotonic() - first_seen < SERVER_WAIT_SECONDS:
+                continue
+            self._evaluated.add(name)
+            self._start_evaluation(pod)
+        for name, evaluation in list(self._evaluations.items()):
+            code = evaluation.popen.poll()
+            if code is not None:
+                del self._evaluations[name]
+                self._report(evaluation, code)
+
+    def _resolve(self, url: str) -> str:
+        """A Service URL as the healthy server of the revision the Service selects."""
+        parts = urlsplit(url)
+        service = self._api.get(SERVICES, self._namespace, parts.hostname or "")
+        revision = ((service or {}).get("spec", {}).get("selector") or {}).get(REVISION_LABEL)
+        with self._lock:
+            addresses = sorted(
+                p.address
+                for p in self._processes.values()
+                if p.labels.get("revision") == revision and p.healthy and p.stopping_since is None
+            )
+        # No server: the original URL fails to connect here, as it would in a cluster.
+        return f"http://{addresses[0]}" if addresses else url
+
+    def _start_evaluation(self, pod: dict[str, Any]) -> None:
+        name = pod["metadata"]["name"]
+        container = pod["spec"]["containers"][0]
+        work = self._log_dir / name
+        work.mkdir(parents=True, exist_ok=True)
+        suite_file = work / "suite.yaml"
+        mounts = {m["name"]: m["mountPath"] for m in container.get("volumeMounts") or []}
+        args = [*(container.get("command") or []), *(container.get("args") or [])]
+        suite_path = args[args.index("--suite") + 1] if "--suite" in args else ""
+        for volume in pod["spec"].get("volumes") or []:
+            mount = mounts.get(volume["name"])
+            if "configMap" in volume and mount and suite_path.startswith(f"{mount}/"):
+                config_map = self._api.get(CONFIGMAPS, self._namespace, volume["configMap"]["name"])
+                key = suite_path[len(mount) + 1 :]
+                # A missing ConfigMap or key leaves no file: the suite fails to load, exit 2.
+                text = ((config_map or {}).get("data") or {}).get(key)
+                if text is not None:
+                    suite_file.write_text(text)
+        termination_log = work / "termination-log"
+        termination_log.write_text("")
+        command = local_eval_command(container, suite_file, termination_log, self._resolve)
+        if command is None:
+            print(f"[pod-processes] pod {name}: cannot run here", file=sys.stderr, flush=True)
+            return
+        log = (self._log_dir / f"{name}.log").open("ab")
+        popen = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self._evaluations[name] = _Evaluation(name, container, popen, termination_log, _timestamp())
+
+    def _report(self, evaluation: _Evaluation, code: int) -> None:
+        """What the kubelet reports for a finished container with terminationMessagePolicy File."""
+        terminated = {
+            "exitCode": code,
+            "reason": "Completed" if code == 0 else "Error",
+            "message": evaluation.termination_log.read_text()[:4096],
+            "startedAt": evaluation.started_at,
+            "finishedAt": _timestamp(),
+        }
+        status = {
+            "phase": "Succeeded" if code == 0 else "Failed",
+            "containerStatuses": [
+                {
+                    "name": evaluation.container["name"],
+                    "image": evaluation.container.get("image", ""),
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 0,
+                    "started": False,
+                    "state": {"terminated": terminated},
+                }
+            ],
+        }
+        self._api.merge_patch(
+            PODS, self._namespace, evaluation.pod, {"status": status}, subresource="status"
+        )
 
     def _labels(self, pod: dict[str, Any]) -> dict[str, str]:
         labels = pod["metadata"].get("labels", {})

@@ -12,11 +12,17 @@ KIND = "ModelRollout"
 ROLLOUT_LABEL = f"{GROUP}/rollout"
 REVISION_LABEL = f"{GROUP}/revision"
 ROLE_LABEL = f"{GROUP}/role"
+# On quality-gate Jobs and their pods (value: the rollout), which must not carry
+# ROLLOUT_LABEL: the rollout's Service selects every pod with that label.
+EVALUATION_LABEL = f"{GROUP}/evaluation"
+STEP_LABEL = f"{GROUP}/step"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "modelrollout"
 
 FINALIZER = f"{GROUP}/finalizer"
 ANNOTATION_PREFIX = GROUP
+# On a quality-gate Job: status.stepStartedAt when it was created (see engine/evaluation.py).
+STEP_STARTED_ANNOTATION = f"{GROUP}/step-started-at"
 
 ROLE_STABLE = "stable"
 ROLE_CANARY = "canary"

@@ -194,7 +194,7 @@ def render_get(
         f"mirror {weights.mirror}%"
     )
     lines += _checks(rollout, now)
-    lines += _gates(rollout.body.get("status") or {})
+    lines += _gates(status)
     lines += _conditions(status, now)
     lines += _events(events, now)
     return "\n".join(lines)
@@ -306,22 +306,25 @@ def _checks(rollout: Rollout, now: datetime) -> list[str]:
     return ["Checks:", *table(["NAME", "VALUE", "BREACH WHEN", "STATE", "DETAIL"], rows, "  ")]
 
 
-def _gates(raw_status: dict[str, Any]) -> list[str]:
-    gates = raw_status.get("gates")
-    if isinstance(gates, dict):
-        gates = [{"name": name, **(gate or {})} for name, gate in gates.items()]
-    if not isinstance(gates, list) or not gates:
+def _gates(status: ModelRolloutStatus) -> list[str]:
+    if not status.gates:
         return []
     rows = [
         [
-            str(gate.get("name", "-")),
-            str(gate.get("state") or gate.get("phase") or gate.get("status") or "-"),
-            str(gate.get("message", "")),
+            gate.name,
+            "Passed" if gate.passed else "Failed",
+            _number(gate.value),
+            gate.threshold or "-",
+            gate.message,
         ]
-        for gate in gates
-        if isinstance(gate, dict)
+        for gate in status.gates
     ]
-    return ["Gates:", *table(["NAME", "STATE", "MESSAGE"], rows, "  ")]
+    step = "" if status.gates_step is None else f", step {status.gates_step + 1}"
+    return [
+        "Gates:",
+        f"  of revision {status.gates_revision or '-'}{step}",
+        *table(["NAME", "RESULT", "VALUE", "THRESHOLD", "MESSAGE"], rows, "  "),
+    ]
 
 
 def _conditions(status: ModelRolloutStatus, now: datetime) -> list[str]:

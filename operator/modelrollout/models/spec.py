@@ -70,6 +70,9 @@ GROUP_PATTERN = rf"^$|^{_DNS_SUBDOMAIN}$"
 KIND_PATTERN = r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 SECTION_NAME_PATTERN = rf"^{_DNS_SUBDOMAIN}$"
+# ConfigMap names (DNS subdomains) and keys, as the API server checks them.
+CONFIGMAP_NAME_PATTERN = rf"^{_DNS_SUBDOMAIN}$"
+CONFIGMAP_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
 # A Prometheus base URL: scheme and host, an optional path, nothing else.
 PROMETHEUS_ADDRESS_PATTERN = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
 
@@ -341,16 +344,37 @@ class AnalysisStep(SpecModel):
     duration: Duration
 
 
+class SuiteSource(SpecModel):
+    config_map_name: Annotated[
+        str, Field(min_length=1, max_length=253, pattern=CONFIGMAP_NAME_PATTERN)
+    ]
+    key: Annotated[str, Field(min_length=1, max_length=253, pattern=CONFIGMAP_KEY_PATTERN)] = (
+        "suite.yaml"
+    )
+
+
+class EvaluationStep(SpecModel):
+    """Quality gates (`modelserve eval --suite`) run by a Job against canary and stable."""
+
+    suite: SuiteSource
+    timeout: Duration = "10m"
+    # Default: runtime.image, which must then contain `modelserve` (a vLLM image does not).
+    image: Annotated[str, Field(min_length=1, max_length=512, pattern=IMAGE_PATTERN)] | None = None
+
+
 class CanaryStep(SpecModel):
     set_weight: Percent | None = None
     pause: PauseStep | None = None
     analysis: AnalysisStep | None = None
+    evaluation: EvaluationStep | None = None
 
     @property
-    def kind(self) -> Literal["setWeight", "pause", "analysis"]:
+    def kind(self) -> Literal["setWeight", "pause", "analysis", "evaluation"]:
         if self.set_weight is not None:
             return "setWeight"
-        return "pause" if self.pause is not None else "analysis"
+        if self.pause is not None:
+            return "pause"
+        return "analysis" if self.analysis is not None else "evaluation"
 
 
 class CanaryStrategy(SpecModel):
@@ -366,6 +390,7 @@ class BlueGreenStrategy(SpecModel):
     auto_promotion_after: Duration | None = None
     scale_down_delay: Duration = "30s"
     post_promotion_analysis: PostPromotionAnalysis | None = None
+    pre_promotion_evaluation: EvaluationStep | None = None
 
 
 class ShadowStrategy(SpecModel):
@@ -498,12 +523,26 @@ def _semantic_errors(spec: ModelRolloutSpec) -> Iterator[tuple[str, str]]:
         yield "spec.strategy", "set exactly one of canary, blueGreen, shadow"
     if spec.strategy.canary is not None:
         for index, step in enumerate(spec.strategy.canary.steps):
-            kinds = [step.set_weight is not None, step.pause is not None, step.analysis is not None]
+            kinds = [
+                step.set_weight is not None,
+                step.pause is not None,
+                step.analysis is not None,
+                step.evaluation is not None,
+            ]
             if sum(kinds) != 1:
                 yield (
                     f"spec.strategy.canary.steps[{index}]",
-                    "a step sets exactly one of setWeight, pause, analysis",
+                    "a step sets exactly one of setWeight, pause, analysis, evaluation",
                 )
+            if step.evaluation is not None:
+                yield from _evaluation_errors(
+                    f"spec.strategy.canary.steps[{index}].evaluation", step.evaluation
+                )
+    if spec.strategy.blue_green is not None and spec.strategy.blue_green.pre_promotion_evaluation:
+        yield from _evaluation_errors(
+            "spec.strategy.blueGreen.prePromotionEvaluation",
+            spec.strategy.blue_green.pre_promotion_evaluation,
+        )
     if spec.strategy.shadow is not None and spec.traffic.router != "gatewayAPI":
         yield (
             "spec.strategy.shadow",
@@ -528,6 +567,14 @@ def _semantic_errors(spec: ModelRolloutSpec) -> Iterator[tuple[str, str]]:
     if parse_duration(spec.progress_deadline) < 1:
         # It is also each Deployment's progressDeadlineSeconds, which must be above 0.
         yield "spec.progressDeadline", "must be at least 1s"
+
+
+def _evaluation_errors(path: str, evaluation: EvaluationStep) -> Iterator[tuple[str, str]]:
+    # It becomes the Job's activeDeadlineSeconds, which must be above 0.
+    if evaluation.suite.key in (".", ".."):
+        yield f"{path}.suite.key", "must not be . or .. (it is a file name under /suite)"
+    if parse_duration(evaluation.timeout) < 1:
+        yield f"{path}.timeout", "must be at least 1s"
 
 
 def _toleration_errors(tolerations: Sequence[Toleration]) -> Iterator[tuple[str, str]]:

@@ -13,6 +13,7 @@ from modelrollout.engine.strategies.canary import decide
 from modelrollout.engine.strategies.types import (
     Commands,
     Decision,
+    EvaluationResult,
     Observations,
     RevisionObservation,
 )
@@ -111,6 +112,7 @@ class World:
     achieved_canary: int | None = None
     analysis: AnalysisVerdict = HEALTHY
     capacity_shortfall: str | None = None
+    evaluation: EvaluationResult | None = None
 
 
 @dataclass
@@ -165,6 +167,7 @@ class Rollout:
             analysis=world.analysis,
             commands=commands or Commands(),
             capacity_shortfall=world.capacity_shortfall,
+            evaluation=world.evaluation,
         )
 
     def tick(self, after: float = 0, commands: Commands | None = None) -> Decision:

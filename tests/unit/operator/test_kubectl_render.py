@@ -225,11 +225,18 @@ def test_get_shows_notable_conditions_gates_when_present_and_the_last_eight_even
     shown = [line.split()[2] for line in section(text, "Events")[1:]]
     assert shown == [f"Reason{i}" for i in range(4, 10)] + ["Earlier", "Later"]
 
-    body["status"]["gates"] = [{"name": "eval-mmlu", "state": "Passed", "message": "0.71 >= 0.70"}]
+    body["status"]["gates"] = [
+        {"name": "agreement", "passed": True, "value": 1.0, "threshold": ">= 0.9", "message": ""},
+        {"name": "perplexity", "passed": False, "value": 41.5, "threshold": "<= +3%"},
+    ]
+    body["status"]["gatesRevision"] = "abc"
+    body["status"]["gatesStep"] = 0
     gated = render_get(Rollout.of(body), [], [], sim.now)
-    assert [line.split()[:2] for line in section(gated, "Gates")] == [
-        ["NAME", "STATE"],
-        ["eval-mmlu", "Passed"],
+    assert [line.split()[:3] for line in section(gated, "Gates")] == [
+        ["of", "revision", "abc,"],
+        ["NAME", "RESULT", "VALUE"],
+        ["agreement", "Passed", "1"],
+        ["perplexity", "Failed", "41.5"],
     ]
 
 

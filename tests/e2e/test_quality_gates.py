@@ -1,0 +1,95 @@
+"""Quality gates as a canary step: a Job runs `modelserve eval --suite` against real servers.
+
+Stand-ins, and nothing else: kwok runs no containers, so `PodProcesses` runs
+each Ready serving pod's own `modelserve serve` command and the evaluation
+Job's pod's own `modelserve eval` command (the local cluster's kwok stages
+leave that pod to it), with the Service URLs pointed at the servers of the
+revisions those Services select, and reports the result as the kubelet would
+(the container's termination message). The operator, the API server, the Job
+controller, the models and the suite are real; the operator reads the result
+from the pod's status as it would in any cluster.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client
+
+from modelrollout.devcluster.gateway import Gateway
+from modelrollout.devcluster.operator_process import OperatorProcess
+from modelrollout.devcluster.podprocesses import PodProcesses
+from tests.e2e.test_canary_traffic import tiny_models, traffic, wait_for_servers
+from tests.support.rollouts import Rollouts, rollout_manifest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.localharness]
+
+__all__ = ["tiny_models", "traffic"]  # fixtures shared with the traffic tests
+
+SUITE = {
+    "prompts": [
+        {"name": f"p{index}", "prompt": prompt, "maxTokens": 8}
+        for index, prompt in enumerate(
+            ["The capital of France is", "Once upon a time", "1, 2, 3, 4,", "def main():"]
+        )
+    ],
+    "agreement": {"minRatio": 1.0},
+    "perplexity": {
+        "maxIncreasePercent": 3,
+        "texts": ["The quick brown fox jumps over the lazy dog. " * 4],
+    },
+}
+
+
+def test_an_identical_model_passes_the_gates_and_different_weights_are_rolled_back(
+    rollouts: Rollouts,
+    operator_process: OperatorProcess,
+    traffic: tuple[PodProcesses, Gateway],
+    tiny_models: list[Path],
+    kube_api_client: client.ApiClient,
+    namespace: str,
+) -> None:
+    pods, _ = traffic
+    client.CoreV1Api(kube_api_client).create_namespaced_config_map(
+        namespace,
+        client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(name="chat-gates"),
+            data={"suite.yaml": yaml.safe_dump(SUITE)},
+        ),
+    )
+    steps = [{"evaluation": {"suite": {"configMapName": "chat-gates"}, "timeout": "90s"}}]
+    v1 = rollout_manifest("chat", f"file://{tiny_models[0]}", steps, replicas=1)
+    # The eval Job runs modelserve, which the test image is (rollout_manifest's TEST_IMAGE).
+    rollouts.create(v1)
+    stable = rollouts.wait_phase("chat", {"Succeeded"}, 60)["stableRevision"]
+    wait_for_servers(pods, stable, count=1)
+
+    # Same weights, another runtime argument: a new revision answering exactly as stable.
+    rollouts.patch_spec(
+        "chat", {"runtime": {**v1["spec"]["runtime"], "args": ["--request-timeout=300"]}}
+    )
+    promoted = rollouts.wait_phase("chat", {"Succeeded", "RolledBack", "Paused"}, 90)
+    assert promoted["phase"] == "Succeeded", promoted
+    same = promoted["stableRevision"]
+    assert same != stable
+    assert promoted["gatesRevision"] == same
+    gates = {gate["name"]: gate for gate in promoted["gates"]}
+    assert set(gates) == {"agreement", "perplexity"}, gates
+    assert all(gate["passed"] for gate in gates.values()), gates
+    assert gates["agreement"]["value"] == 1.0
+    wait_for_servers(pods, same, count=1)
+
+    # Different weights: the greedy answers and the perplexity part from stable's.
+    rollouts.patch_spec("chat", {"model": {"name": "chat", "uri": f"file://{tiny_models[1]}"}})
+    rolled_back = rollouts.wait_phase("chat", {"Succeeded", "RolledBack", "Paused"}, 90)
+    assert rolled_back["phase"] == "RolledBack", rolled_back
+    assert rolled_back["stableRevision"] == same
+    different = rolled_back["history"][0]["revision"]
+    assert rolled_back["gatesRevision"] == different
+    failed = [gate["name"] for gate in rolled_back["gates"] if not gate["passed"]]
+    assert "agreement" in failed, rolled_back["gates"]
+    assert rolled_back["history"][0]["reason"].startswith("quality gates failed: "), rolled_back
+    progressing = next(c for c in rolled_back["conditions"] if c["type"] == "Progressing")
+    assert progressing["reason"] == "GateFailed"
