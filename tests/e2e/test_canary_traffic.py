@@ -9,6 +9,7 @@ Prometheus, the model servers and their metrics are all real.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -203,3 +204,99 @@ def test_blue_green_switches_every_request_at_once_and_back_on_a_post_promotion_
     failed_by_routing = {k: n for k, n in after.items() if k[0] != red and k[1] != "200"}
     assert failed_by_routing == {}, after
     assert after[(green, "200")] > switched[(green, "200")], after
+
+
+@pytest.fixture
+def routed_traffic(
+    kube_api_client: client.ApiClient, namespace: str, prometheus: PrometheusHandle, tmp_path: Path
+) -> Iterator[tuple[PodProcesses, Gateway]]:
+    """The harness routing by the rollout's HTTPRoute (router gatewayAPI)."""
+    api = KubeApi(kube_api_client)
+    pods = PodProcesses(api, namespace, prometheus, tmp_path / "pods").start()
+    gateway = Gateway(api, namespace, pods, httproute="chat").start()
+    try:
+        yield pods, gateway
+    finally:
+        gateway.stop()
+        pods.stop()
+
+
+def test_shadow_gets_the_mirrored_share_users_see_only_stable_and_a_slow_one_is_stopped(
+    rollouts: Rollouts,
+    operator_process: OperatorProcess,
+    routed_traffic: tuple[PodProcesses, Gateway],
+    tiny_models: list[Path],
+    prometheus: PrometheusHandle,
+) -> None:
+    pods, gateway = routed_traffic
+    manifest = rollout_manifest(
+        "chat",
+        f"file://{tiny_models[0]}",
+        [],
+        router="gatewayAPI",
+        analysis={
+            "prometheus": {"address": prometheus.url, "timeout": "2s"},
+            "interval": "1s",
+            "checks": [
+                {"name": "errors", "builtin": "errorRate", "window": "10s",
+                 "breachWhen": "> 0.2", "for": "2s"},
+                {"name": "latency-vs-stable", "builtin": "latencyP99", "compareTo": "stable",
+                 "window": "10s", "breachWhen": "> 2", "for": "2s"},
+            ],
+        },
+    )  # fmt: skip
+    manifest["spec"]["strategy"] = {
+        "shadow": {"mirrorPercent": 50, "duration": "15s", "then": "promote"}
+    }
+    rollouts.create(manifest)
+    stable = rollouts.wait_phase("chat", {"Succeeded"}, 60)["stableRevision"]
+    wait_for_servers(pods, stable)
+
+    with BackgroundLoad(gateway.url, "chat") as load:
+        rollouts.patch_spec("chat", {"model": {"name": "chat", "uri": f"file://{tiny_models[1]}"}})
+        shadow = wait_until(
+            lambda: rollouts.status("chat").get("canaryRevision"), 30, "the shadow revision"
+        )
+        wait_for_servers(pods, shadow, count=1)  # sized for the mirrored half: 1 of 2
+        before = gateway.snapshot()
+        promoted = rollouts.wait_phase("chat", {"Succeeded", "RolledBack"}, 150)
+        seen_during_shadow = load.snapshot()
+        after = gateway.snapshot()
+
+        slow = {**manifest["spec"]["runtime"]}
+        # Slow enough to breach a ratio of 2 even on a busy 2-core machine.
+        slow["args"] = ["--fault-injection", "--fault-latency=3.0"]
+        rollouts.patch_spec("chat", {"runtime": slow})
+        slow_shadow = wait_until(
+            lambda: (
+                (rollouts.status("chat").get("canaryRevision") or "") not in ("", shadow)
+                and rollouts.status("chat")["canaryRevision"]
+            ),
+            30,
+            "the slow shadow revision",
+        )
+        stopped = rollouts.wait_phase("chat", {"RolledBack", "Succeeded"}, 150)
+        seen = load.snapshot()
+
+    assert promoted["phase"] == "Succeeded", promoted
+    assert promoted["stableRevision"] == shadow
+    # Users only ever got stable's answers until the promotion, while the shadow
+    # answered about the mirrored half of those requests.
+    assert {status for _, status in seen_during_shadow} == {"200"}, seen_during_shadow
+    routed = after["routed"].get(stable, 0) - before["routed"].get(stable, 0)
+    mirrored = after["mirrored"].get(f"{shadow} 200", 0) - before["mirrored"].get(
+        f"{shadow} 200", 0
+    )
+    print(f"shadow: {mirrored} mirrored copies for {routed} user requests to stable")
+    assert routed > 20 and 0.3 <= mirrored / routed <= 0.7, (routed, mirrored, after)
+
+    assert stopped["phase"] == "RolledBack", json.dumps(
+        [stopped["checks"], gateway.snapshot(), {" ".join(k): n for k, n in seen.items()}]
+    )
+    assert stopped["stableRevision"] == shadow, "the slow shadow was never promoted"
+    check = next(c for c in stopped["checks"] if c["name"] == "latency-vs-stable")
+    assert check["value"] > 2, check
+    assert not any(revision == slow_shadow for revision, _ in seen), seen
+    assert {status for _, status in seen} == {"200"}, seen
+    mirrored_slow = gateway.snapshot()["mirrored"]
+    assert any(key.startswith(slow_shadow) for key in mirrored_slow), mirrored_slow

@@ -39,11 +39,16 @@ from modelrollout.models.status import ACTIVE_CANARY_PHASES, CheckStatus, ModelR
 
 
 def analysis_active(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> bool:
-    # A blue-green preview is analysed at weight 0: pre-promotion checks.
+    # A blue-green preview is analysed at weight 0 (pre-promotion checks), a shadow
+    # on its mirrored traffic.
     return (
         status.phase in ACTIVE_CANARY_PHASES
         and status.canary_revision is not None
-        and (status.weights.canary > 0 or spec.strategy.blue_green is not None)
+        and (
+            status.weights.canary > 0
+            or status.weights.mirror > 0
+            or spec.strategy.blue_green is not None
+        )
     )
 
 
@@ -74,7 +79,8 @@ def evaluate(
     # A blue-green preview has no user traffic by design: its pre-promotion checks
     # run anyway, against what test traffic it gets.
     preview = spec.strategy.blue_green is not None
-    if status.phase in ACTIVE_CANARY_PHASES and status.weights.canary == 0 and not preview:
+    no_traffic = status.weights.canary == 0 and status.weights.mirror == 0
+    if status.phase in ACTIVE_CANARY_PHASES and no_traffic and not preview:
         return pending_checks(spec.analysis), AnalysisVerdict.pending(
             "the canary receives no traffic yet"
         )

@@ -5,7 +5,9 @@ no Gateway implementation. This proxy re-reads the routing objects every
 0.2 s and sends each request where they say: for a Service, uniformly over
 the healthy processes of the pods its selector matches (what kube-proxy
 does); for an HTTPRoute, to a backendRef chosen by weight, then uniformly
-over that Service's healthy pods (what a Gateway API implementation does).
+over that Service's healthy pods (what a Gateway API implementation does);
+a RequestMirror filter on the rule also sends that percent of requests to
+its backend, whose answers are dropped (what a Gateway does with a mirror).
 Responses, streamed ones included, pass through unchanged. A request with
 nowhere to go gets 503; a failed upstream connection 502.
 """
@@ -63,7 +65,9 @@ class Gateway:
         self._service = service
         self._httproute = httproute
         self._backends: tuple[Backend, ...] = ()
+        self._mirror: Backend | None = None  # weight: percent of requests copied
         self.routed: Counter[str] = Counter()  # revision -> requests answered through it
+        self.mirrored: Counter[str] = Counter()  # revision -> copies it answered
         self.failed: Counter[str] = Counter()  # "502" / "503" -> count
         self._random = random.Random(0)
         self._port = self._free_port()
@@ -113,13 +117,22 @@ class Gateway:
         assert self._httproute is not None
         route = self._api.get(HTTPROUTES, self._namespace, self._httproute)
         backends: list[Backend] = []
+        mirror: Backend | None = None
         for rule in (route or {}).get("spec", {}).get("rules", [])[:1]:
             for ref in rule.get("backendRefs", []):
                 selector = self._service_selector(ref["name"])
                 if selector is not None:
                     endpoints = self._selector_endpoints(selector)
                     backends.append(Backend(int(ref.get("weight", 1)), endpoints))
+            for route_filter in rule.get("filters") or []:
+                spec = route_filter.get("requestMirror") or {}
+                selector = self._service_selector(spec.get("backendRef", {}).get("name", ""))
+                if route_filter.get("type") == "RequestMirror" and selector is not None:
+                    mirror = Backend(
+                        int(spec.get("percent", 100)), self._selector_endpoints(selector)
+                    )
         self._backends = tuple(backends)
+        self._mirror = mirror
 
     def pick(self) -> Endpoint | None:
         candidates = [b for b in self._backends if b.weight > 0]
@@ -129,6 +142,12 @@ class Gateway:
         if not backend.endpoints:
             return None
         return self._random.choice(backend.endpoints)
+
+    def pick_mirror(self) -> Endpoint | None:
+        mirror = self._mirror
+        if mirror is None or not mirror.endpoints or self._random.uniform(0, 100) >= mirror.weight:
+            return None
+        return self._random.choice(mirror.endpoints)
 
     async def _refresh_forever(self) -> None:
         while True:
@@ -141,18 +160,38 @@ class Gateway:
     def _app(self) -> Starlette:
         client = httpx.AsyncClient(timeout=httpx.Timeout(120.0, connect=2.0))
 
+        mirrors: set[asyncio.Task[None]] = set()
+
+        async def send_mirror(copy: httpx.Request, mirror: Endpoint) -> None:
+            # Fire and forget: the client never waits for, nor sees, the mirror's answer.
+            try:
+                answer = await client.send(copy)
+                self.mirrored[f"{mirror.revision} {answer.status_code}"] += 1
+            except httpx.HTTPError:
+                self.mirrored[f"{mirror.revision} error"] += 1
+            finally:
+                mirrors.discard(asyncio.current_task())
+
         async def proxy(request: Request) -> Response:
             endpoint = self.pick()
             if endpoint is None:
                 self.failed["503"] += 1
                 return JSONResponse({"error": {"message": "no healthy endpoint"}}, status_code=503)
             url = f"http://{endpoint.address}{request.url.path}"
+            content = await request.body()
+            content_type = request.headers.get("content-type", "application/json")
             upstream_request = client.build_request(
-                request.method,
-                url,
-                content=await request.body(),
-                headers={"content-type": request.headers.get("content-type", "application/json")},
+                request.method, url, content=content, headers={"content-type": content_type}
             )
+            mirror = self.pick_mirror()
+            if mirror is not None:
+                copy = client.build_request(
+                    request.method,
+                    f"http://{mirror.address}{request.url.path}",
+                    content=content,
+                    headers={"content-type": content_type},
+                )
+                mirrors.add(asyncio.create_task(send_mirror(copy, mirror)))
             try:
                 upstream = await client.send(upstream_request, stream=True)
             except httpx.TransportError as error:
@@ -212,4 +251,8 @@ class Gateway:
             self._thread.join(timeout=10)
 
     def snapshot(self) -> dict[str, Any]:
-        return {"routed": dict(self.routed), "failed": dict(self.failed)}
+        return {
+            "routed": dict(self.routed),
+            "failed": dict(self.failed),
+            "mirrored": dict(self.mirrored),
+        }

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +32,7 @@ from modelrollout.engine.children import (
     unschedulable_message,
 )
 from modelrollout.engine.commands import pending_in_body
+from modelrollout.engine.evaluation import converge_evaluation, observe_evaluation
 from modelrollout.engine.podspec import build_pod_spec
 from modelrollout.engine.revision import revision_of
 from modelrollout.engine.strategies import canary
@@ -192,6 +194,7 @@ class Reconciler:
             capacity_shortfall=self._capacity_shortfall(rollout, spec, status)
             if may_start_canary and status.stable_revision is not None
             else None,
+            evaluation=observe_evaluation(self._api, rollout, spec, status),
         )
         decision = canary.decide(spec, status.with_checks(checks), observations)
         events = [*check_events(status.checks, checks), *decision.events]
@@ -212,13 +215,14 @@ class Reconciler:
             new_status = new_status.with_condition("TrafficRouted", routed, reason, message, now)
 
         if decision.rollback_now and backends is not None:
-            router.set_weights(backends, 0)
+            router.set_weights(replace(backends, mirror_percent=0), 0)
         if new_status != status:
             self._write_status(rollout, new_status)
         for event_type, reason, message in events:
             post_event(event_type, reason, message)
         self._metrics.observe_tick(rollout.namespace, rollout.name, status, new_status, events)
         self._converge(rollout, spec, spec_revision, new_status, deployments, now)
+        converge_evaluation(self._api, rollout, spec, new_status, deployments)
 
     def _capacity_shortfall(
         self, rollout: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus
@@ -268,6 +272,7 @@ class Reconciler:
             gateway=gateway,
             canary_weight=status.weights.canary,
             blue_green=is_blue_green(spec),
+            mirror_percent=status.weights.mirror,
         )
 
     def _analyze(
@@ -306,8 +311,14 @@ class Reconciler:
             replicas=spec.runtime.replicas,
             stable=status.stable_revision,
             canary=status.canary_revision,
-            stable_weight=status.weights.stable,
-            canary_weight=status.weights.canary,
+            # A route moves traffic in the same tick as the scale-down would start:
+            # stable keeps its pods until the promotion completes, so no request meets
+            # a draining pod. (With the service router, scaling stable down is the move.)
+            stable_weight=100
+            if status.phase == "Promoting" and spec.traffic.router != "service"
+            else status.weights.stable,
+            # A shadow's candidate is sized for the share of requests mirrored to it.
+            canary_weight=max(status.weights.canary, status.weights.mirror),
             canary_serving=serving,
             keep_aborted_canary=keep_aborted,
             shift_min_stable=min_stable_replicas(spec)
@@ -330,7 +341,7 @@ class Reconciler:
             return
         router.reconcile(backends)
         # A serving canary at weight 0 is warming up: the plan sized it, no route change.
-        if status.weights.canary > 0 or not serving:
+        if status.weights.canary > 0 or status.weights.mirror > 0 or not serving:
             router.set_weights(backends, status.weights.canary if serving else 0)
 
 

@@ -51,6 +51,7 @@ HTTPROUTES = Resource("gateway.networking.k8s.io", "v1", "httproutes")
 MODELROLLOUTS = Resource(GROUP, VERSION, PLURAL)
 LEASES = Resource("coordination.k8s.io", "v1", "leases")
 NODES = Resource("", "v1", "nodes")
+JOBS = Resource("batch", "v1", "jobs")
 
 
 class KubeApiError(RuntimeError):
@@ -161,9 +162,16 @@ class KubeApi:
         """PUT: with `metadata.resourceVersion` in the body, fails with 409 if the object moved."""
         return self._call("PUT", resource.path(namespace, name), body=body)
 
-    def delete(self, resource: Resource, namespace: str, name: str) -> None:
+    def delete(
+        self, resource: Resource, namespace: str, name: str, propagation: str | None = None
+    ) -> None:
+        """`propagation` (Background, Foreground, Orphan): what happens to dependents.
+
+        A Job's pods are orphaned by default; Background deletes them too.
+        """
+        query = [("propagationPolicy", propagation)] if propagation else []
         try:
-            self._call("DELETE", resource.path(namespace, name))
+            self._call("DELETE", resource.path(namespace, name), query=query)
         except KubeApiError as error:
             if error.status != 404:
                 raise

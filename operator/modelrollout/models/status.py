@@ -88,6 +88,16 @@ class CheckStatus(StatusModel):
     message: str = ""
 
 
+class GateStatus(StatusModel):
+    """One quality gate of the last evaluation step (`modelserve eval --suite`)."""
+
+    name: str
+    passed: bool
+    value: float | None = None
+    threshold: str = ""
+    message: str = ""
+
+
 class Condition(StatusModel):
     # Any string on read: a status written by a newer operator may carry new types.
     type: str
@@ -122,7 +132,8 @@ class ModelRolloutStatus(StatusModel):
     current_step: int | None = None
     step_started_at: datetime | None = None
     paused_at: datetime | None = None
-    # Why the rollout is paused: PauseStep, UserPaused, CheckBreached, MetricsUnavailable.
+    # Why the rollout is paused: PauseStep, UserPaused, CheckBreached, MetricsUnavailable,
+    # EvaluationError.
     pause_reason: str | None = None
     # Since when the canary has had fewer ready pods than desired (progressDeadline).
     canary_unready_since: datetime | None = None
@@ -133,6 +144,10 @@ class ModelRolloutStatus(StatusModel):
     weights: Weights = Weights()
     gpus: GpuUsage | None = None
     checks: tuple[CheckStatus, ...] = ()
+    # The last evaluation step's gates, and which canary revision and step they judged.
+    gates: tuple[GateStatus, ...] = ()
+    gates_revision: str | None = None
+    gates_step: int | None = None
     conditions: tuple[Condition, ...] = ()
     observed_generation: int | None = None
     history: tuple[HistoryEntry, ...] = ()

@@ -23,6 +23,8 @@ class Backends:
     canary_weight: int = 0
     # Blue-green: one color serves at a time; weights are only ever 0 or 100.
     blue_green: bool = False
+    # Shadow: percent of requests copied to the canary, whose answers nobody sees.
+    mirror_percent: int = 0
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 The route has one rule whose backendRefs are per-revision Services with
 weights; it attaches to the user's Gateway through `parentRefs`. A backend is
 added only once its Service has Ready endpoints, so a weight never points at
-a revision that cannot answer.
+a revision that cannot answer. For a shadow, the rule gets a RequestMirror
+filter (Gateway API's `percent`) copying requests to the canary's Service.
 """
 
 from __future__ import annotations
@@ -35,9 +36,23 @@ def build_httproute(backends: Backends, canary_weight: int, canary_ready: bool) 
                 "weight": canary_weight,
             }
         )
+    rule: dict[str, Any] = {"backendRefs": refs}
+    if backends.canary is not None and backends.mirror_percent > 0:
+        rule["filters"] = [
+            {
+                "type": "RequestMirror",
+                "requestMirror": {
+                    "backendRef": {
+                        "name": revision_object_name(rollout.name, backends.canary),
+                        "port": backends.port,
+                    },
+                    "percent": backends.mirror_percent,
+                },
+            }
+        ]
     spec: dict[str, Any] = {
         "parentRefs": backends.gateway.get("parentRefs", []),
-        "rules": [{"backendRefs": refs}],
+        "rules": [rule],
     }
     if backends.gateway.get("hostnames"):
         spec["hostnames"] = backends.gateway["hostnames"]
@@ -71,9 +86,16 @@ def route_weights(route: dict[str, Any], backends: Backends) -> tuple[int, int]:
     return 100 - canary_share, canary_share
 
 
-def _backend_weights(rules: list[dict[str, Any]]) -> list[tuple[str, int]]:
-    refs = rules[0].get("backendRefs", []) if rules else []
-    return [(ref["name"], int(ref.get("weight", 1))) for ref in refs]
+def _owned_routing(rules: list[dict[str, Any]]) -> tuple[list[tuple[str, int]], list[Any]]:
+    """Backend weights and mirrors: what the operator sets in a rule, nothing defaulted."""
+    rule = rules[0] if rules else {}
+    weights = [(ref["name"], int(ref.get("weight", 1))) for ref in rule.get("backendRefs", [])]
+    mirrors = [
+        (f["requestMirror"]["backendRef"]["name"], f["requestMirror"].get("percent"))
+        for f in rule.get("filters") or []
+        if f.get("type") == "RequestMirror"
+    ]
+    return weights, mirrors
 
 
 def route_conditions(route: dict[str, Any]) -> tuple[tuple[str, str, str], ...]:
@@ -144,7 +166,7 @@ class GatewayAPIRouter:
         current = self._api.get(HTTPROUTES, rollout.namespace, rollout.name)
         if current is None:
             self.reconcile(backends)
-        elif _backend_weights(current["spec"].get("rules", [])) == _backend_weights(rules):
+        elif _owned_routing(current["spec"].get("rules", [])) == _owned_routing(rules):
             # The API server defaults fields inside rules: compare what we own only.
             return
         self._api.merge_patch(

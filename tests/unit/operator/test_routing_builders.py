@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from modelrollout.kube.labels import REVISION_LABEL, ROLE_LABEL, ROLLOUT_LABEL, revision_object_name
@@ -77,3 +79,16 @@ def test_traffic_routed_condition_follows_what_the_router_reports() -> None:
     refused = AchievedWeights(100, 0, (("ResolvedRefs", "False", "service chat-x not found"),))
     assert routed_condition(refused) == ("False", "NotResolvedRefs", "service chat-x not found")
     assert routed_condition(AchievedWeights(100, 0))[0] == "Unknown"
+
+
+def test_a_shadow_adds_a_request_mirror_to_the_canary_and_keeps_its_weight_at_zero() -> None:
+    route = build_httproute(replace(BACKENDS, mirror_percent=30), 0, canary_ready=True)
+    (rule,) = route["spec"]["rules"]
+    assert rule["filters"] == [
+        {
+            "type": "RequestMirror",
+            "requestMirror": {"backendRef": {"name": "chat-bbb222", "port": 8000}, "percent": 30},
+        }
+    ]
+    assert route_weights(route, BACKENDS) == (100, 0)
+    assert "filters" not in build_httproute(BACKENDS, 0, canary_ready=True)["spec"]["rules"][0]

@@ -2,8 +2,9 @@
 
 The preview (the canary revision, at full size, weight 0) comes up beside
 the active one; a pause step waits `autoPromotionAfter` (or for promote);
-one setWeight 100 step is the switch, a single write (Service selector, or
-route weights 0/100); an analysis step at 100 is the post-promotion window,
+an evaluation step runs `prePromotionEvaluation`'s quality gates against
+the preview when set; one setWeight 100 step is the switch, a single write
+(Service selector, or route weights 0/100); an analysis step at 100 is the post-promotion window,
 where a breach is a rollback: weight 0, the previous color takes everything
 back at once, because it was kept at full size. What differs from a canary
 is decided where the engine asks `is_blue_green`: the preview must be fully
@@ -14,6 +15,7 @@ previous color stays up `scaleDownDelay` after promotion.
 
 from __future__ import annotations
 
+from modelrollout.engine.strategies.shadow import shadow_steps
 from modelrollout.models.spec import (
     AnalysisStep,
     CanaryStep,
@@ -27,17 +29,20 @@ def is_blue_green(spec: ModelRolloutSpec) -> bool:
     return spec.strategy.blue_green is not None
 
 
-def steps_strategy(spec: ModelRolloutSpec) -> CanaryStrategy | None:
-    """The canary steps that run `spec`'s strategy; None for a strategy not run this way."""
+def steps_strategy(spec: ModelRolloutSpec) -> CanaryStrategy:
+    """The canary steps that run `spec`'s strategy (shadow's too, see shadow.py)."""
     if spec.strategy.canary is not None:
         return spec.strategy.canary
+    if spec.strategy.shadow is not None:
+        return CanaryStrategy(steps=shadow_steps(spec.strategy.shadow))
     blue_green = spec.strategy.blue_green
     if blue_green is None:
-        return None
-    steps = [
-        CanaryStep(pause=PauseStep(duration=blue_green.auto_promotion_after)),
-        CanaryStep(set_weight=100),
-    ]
+        raise ValueError("parse_spec guarantees exactly one strategy")
+    steps = [CanaryStep(pause=PauseStep(duration=blue_green.auto_promotion_after))]
+    if blue_green.pre_promotion_evaluation is not None:
+        # Quality gates judge the preview last, right before the switch.
+        steps.append(CanaryStep(evaluation=blue_green.pre_promotion_evaluation))
+    steps.append(CanaryStep(set_weight=100))
     if blue_green.post_promotion_analysis is not None:
         steps.append(
             CanaryStep(analysis=AnalysisStep(duration=blue_green.post_promotion_analysis.duration))

@@ -12,6 +12,8 @@ to the stable revision aborts it.
 No data is not success: a timed step (pause with duration, analysis) and a
 raise of a weight that is already above 0 wait for a healthy verdict. A
 canary at weight 0 has no traffic, hence no data, and is not held for it.
+Likewise an evaluation step (quality gates, engine/evaluation.py) completes
+only on a pass: a failed gate rolls back, a Job that could not judge pauses.
 
 Everything the next tick needs is in the returned status; a tick with
 nothing to do returns a status equal to its input (so nothing is written),
@@ -27,7 +29,7 @@ from modelrollout.analysis.assessment import AnalysisVerdict
 from modelrollout.engine.strategies.bluegreen import is_blue_green, steps_strategy
 from modelrollout.engine.strategies.types import Decision, Event, Observations
 from modelrollout.models.durations import parse_duration
-from modelrollout.models.spec import CanaryStep, CanaryStrategy, ModelRolloutSpec
+from modelrollout.models.spec import CanaryStep, CanaryStrategy, ModelRolloutSpec, ShadowStrategy
 from modelrollout.models.status import (
     ConditionType,
     HistoryEntry,
@@ -80,6 +82,9 @@ def describe_step(step: CanaryStep) -> str:
         return f"pause {step.pause.duration}" if step.pause.duration else "pause until promoted"
     if step.analysis is not None:
         return f"analysis for {step.analysis.duration}"
+    if step.evaluation is not None:
+        suite = step.evaluation.suite
+        return f"evaluation of quality gates ({suite.config_map_name}/{suite.key})"
     return "empty step"
 
 
@@ -144,8 +149,12 @@ class _Tick:
         )
 
     @property
-    def strategy(self) -> CanaryStrategy | None:
+    def strategy(self) -> CanaryStrategy:
         return steps_strategy(self.spec)
+
+    @property
+    def shadow(self) -> ShadowStrategy | None:
+        return self.spec.strategy.shadow
 
     @property
     def blue_green(self) -> bool:
@@ -160,7 +169,8 @@ class _Tick:
         """
         if self.obs.analysis.kind == "healthy":
             return True
-        return self.status.weights.canary == 0 and not self.blue_green
+        weights = self.status.weights
+        return weights.canary == 0 and weights.mirror == 0 and not self.blue_green
 
     # -- phases ------------------------------------------------------------
 
@@ -200,11 +210,6 @@ class _Tick:
 
     def start_canary(self) -> None:
         strategy = self.strategy
-        if strategy is None:
-            message = "strategy shadow is not implemented by this operator version"
-            self.update(message=message)
-            self.condition("Progressing", "False", "StrategyNotImplemented", message)
-            return
         revision = self.obs.spec_revision
         if self.obs.capacity_shortfall is not None:
             self.wait_for_capacity(revision, self.obs.capacity_shortfall)
@@ -224,7 +229,10 @@ class _Tick:
             pause_reason=None,
             canary_unready_since=self.now,
             aborted_at=None,
-            weights=ALL_ON_STABLE,
+            # A shadow starts mirroring at once: the mirror's answers are never seen.
+            weights=Weights(stable=100, canary=0, mirror=self.shadow.mirror_percent)
+            if self.shadow is not None
+            else ALL_ON_STABLE,
             checks=(),
             message=message,
         )
@@ -450,8 +458,6 @@ class _Tick:
 
     def run_step(self) -> None:
         strategy = self.strategy
-        if strategy is None:
-            return
         index = self.status.current_step or 0
         steps = strategy.steps
         if index >= len(steps):
@@ -465,6 +471,8 @@ class _Tick:
             self.run_set_weight(step.set_weight, label)
         elif step.pause is not None and step.pause.duration is None:
             self.pause("PauseStep", f"{label}: waiting for promote")
+        elif step.evaluation is not None:
+            self.run_evaluation(index, label)
         else:
             duration = step.pause.duration if step.pause is not None else None
             if step.analysis is not None:
@@ -499,6 +507,35 @@ class _Tick:
         else:
             self.update(message=f"{label}: waiting for the router ({achieved}% achieved)")
 
+    def run_evaluation(self, index: int, label: str) -> None:
+        """Quality gates: a pass completes the step, a failed gate rolls back, no verdict pauses.
+
+        A result for another revision or step (a Job left from an earlier canary)
+        is not this step's and is ignored.
+        """
+        canary = self.obs.canary
+        if canary is None or (
+            not canary.fully_ready if self.blue_green else canary.ready_replicas == 0
+        ):
+            self.update(message=f"{label}: waiting for canary pods to be ready")
+            return
+        result = self.obs.evaluation
+        if result is None or (result.revision, result.step) != (
+            self.status.canary_revision,
+            index,
+        ):
+            self.update(message=f"{label}: running")
+            return
+        self.update(gates=result.gates, gates_revision=result.revision, gates_step=index)
+        if result.outcome == "passed":
+            self.event("Normal", "GatesPassed", f"{label}: {result.message}")
+            self.complete_step()
+        elif result.outcome == "failed":
+            failed = ", ".join(g.name for g in result.gates if not g.passed) or result.message
+            self.roll_back("RolledBack", "GateFailed", f"quality gates failed: {failed}")
+        else:
+            self.pause("EvaluationError", f"{label}: {result.message}")
+
     def run_timed(self, seconds: float, label: str) -> None:
         started = self.status.step_started_at or self.now
         if (self.now - started).total_seconds() < seconds:
@@ -513,11 +550,17 @@ class _Tick:
 
     def complete_step(self, by_user: bool = False) -> None:
         strategy = self.strategy
-        if strategy is None:
-            return
         index = (self.status.current_step or 0) + 1
         if index >= len(strategy.steps):
-            if by_user or self.gate_open:
+            if self.shadow is not None and self.shadow.then == "stop":
+                verdict = "healthy" if self.gate_open else self.obs.analysis.message
+                self.roll_back(
+                    "Aborted",
+                    "ShadowStopped",
+                    f"shadow run of {self.shadow.duration} complete ({verdict}); "
+                    "then: stop tears the candidate down",
+                )
+            elif by_user or self.gate_open:
                 self.enter_promoting("promoted by user" if by_user else "all steps completed")
             else:
                 self.update(
@@ -545,7 +588,7 @@ class _Tick:
         message = f"promoting {canary}: {reason}"
         self.update(
             phase="Promoting",
-            current_step=len(strategy.steps) if strategy else self.status.current_step,
+            current_step=len(strategy.steps),
             step_started_at=self.now,
             paused_at=None,
             pause_reason=None,

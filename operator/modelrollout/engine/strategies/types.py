@@ -13,12 +13,13 @@ from datetime import datetime
 from typing import Literal
 
 from modelrollout.analysis.assessment import AnalysisVerdict
-from modelrollout.models.status import ModelRolloutStatus
+from modelrollout.models.status import GateStatus, ModelRolloutStatus
 
 __all__ = [
     "AnalysisVerdict",
     "Commands",
     "Decision",
+    "EvaluationResult",
     "Event",
     "Observations",
     "RevisionObservation",
@@ -68,6 +69,22 @@ class Commands:
 
 
 @dataclass(frozen=True)
+class EvaluationResult:
+    """The finished quality-gate Job of one canary revision's evaluation step.
+
+    passed: every gate passed; failed: a gate failed (the suite ran and judged);
+    error: no judgement (the suite could not run, the Job failed or timed out,
+    or its result could not be read), which never counts as a pass.
+    """
+
+    revision: str
+    step: int
+    outcome: Literal["passed", "failed", "error"]
+    gates: tuple[GateStatus, ...] = ()
+    message: str = ""
+
+
+@dataclass(frozen=True)
 class Observations:
     now: datetime
     spec_revision: str
@@ -81,6 +98,8 @@ class Observations:
     # Why a new revision cannot be placed now (engine/capacity.py); None: it fits,
     # or no new revision is about to start.
     capacity_shortfall: str | None = None
+    # The current evaluation step's result; None while it runs or when there is none.
+    evaluation: EvaluationResult | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,89 @@
+"""Shadow through the canary engine: mirror, judge, then promote, continue as canary, or stop."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from modelrollout.analysis.assessment import AnalysisVerdict
+from modelrollout.engine.revision import revision_of
+from modelrollout.models import Weights
+from tests.unit.operator.builders import Rollout, example_spec, with_model_uri
+
+pytestmark = pytest.mark.unit
+
+V2 = "pvc://models/llama-3.2-3b/v1.4"
+MIRRORING = Weights(stable=100, canary=0, mirror=30)
+
+
+def shadow_spec(then: str) -> dict[str, Any]:
+    spec = example_spec()
+    spec["traffic"]["router"] = "gatewayAPI"
+    spec["strategy"] = {"shadow": {"mirrorPercent": 30, "duration": "60s", "then": then}}
+    return spec
+
+
+def started(then: str) -> Rollout:
+    rollout = Rollout.of(shadow_spec(then))
+    rollout.tick()
+    rollout.apply(with_model_uri(shadow_spec(then), V2))
+    rollout.tick(1)
+    return rollout
+
+
+def test_the_candidate_only_gets_mirrored_requests_then_is_promoted() -> None:
+    rollout = started("promote")
+    assert rollout.status.canary_revision == revision_of(rollout.spec)
+    assert rollout.status.weights == MIRRORING
+    rollout.tick(30)
+    assert rollout.status.weights == MIRRORING  # judged for the whole duration
+    rollout.run_until("Succeeded")
+    assert rollout.status.stable_revision == revision_of(rollout.spec)
+    assert rollout.status.weights == Weights(stable=100, canary=0, mirror=0)
+    assert rollout.status.history[0].outcome == "Promoted"
+
+
+def test_a_breaching_shadow_is_torn_down_and_its_mirror_removed() -> None:
+    rollout = started("promote")
+    stable = rollout.status.stable_revision
+    rollout.world.analysis = AnalysisVerdict.breach(
+        "latency-vs-stable", "rollback", 3.2, "check latency-vs-stable breached: value 3.2"
+    )
+    decision = rollout.tick(5)
+    assert decision.rollback_now
+    assert rollout.status.weights.mirror == 0
+    rollout.run_until("RolledBack")
+    assert rollout.status.stable_revision == stable
+
+
+def test_then_stop_tears_a_healthy_shadow_down_and_never_promotes_it() -> None:
+    rollout = started("stop")
+    stable = rollout.status.stable_revision
+    rollout.run_until("RolledBack")
+    assert rollout.status.stable_revision == stable
+    assert rollout.status.history[0].outcome == "Aborted"
+    progressing = rollout.status.condition("Progressing")
+    assert progressing is not None and progressing.reason == "ShadowStopped"
+    assert "healthy" in progressing.message
+
+
+def test_then_canary_continues_with_real_traffic_and_no_mirror() -> None:
+    rollout = started("canary")
+    rollout.tick(61)
+    rollout.tick(1)
+    assert rollout.status.weights == Weights(stable=90, canary=10, mirror=0)
+    rollout.run_until("Succeeded")
+    assert rollout.status.stable_revision == revision_of(rollout.spec)
+
+
+def test_no_data_from_the_mirror_is_never_taken_for_healthy() -> None:
+    rollout = started("promote")
+    rollout.world.analysis = AnalysisVerdict.unavailable(rollout.now, "no samples")
+    for _ in range(3):
+        rollout.tick(15)
+    assert rollout.status.phase == "Progressing"
+    assert rollout.status.weights == MIRRORING
+    # whenMetricsUnavailable (pause after 60s) then takes over; still never promoted.
+    rollout.tick(15)
+    assert (rollout.status.phase, rollout.status.pause_reason) == ("Paused", "MetricsUnavailable")
