@@ -131,12 +131,14 @@ def test_healthy_canary_walks_every_step_and_promotes_without_restarting_pods(
         assert service.spec.selector == {"modelrollout.dev/rollout": "chat"}
 
 
-def test_canary_needing_more_gpus_than_exist_reports_why_and_rolls_back_at_the_deadline(
+def test_canary_the_scheduler_cannot_place_reports_why_and_rolls_back_at_the_deadline(
     rollouts: Rollouts, operator_process: OperatorProcess
 ) -> None:
     v1 = rollout_manifest("big", "file:///models/v1", STEPS, progress_deadline="8s")
     stable = start_stable(rollouts, v1)
-    huge = rollout_manifest("big", "file:///models/v1", STEPS, gpus=5, progress_deadline="8s")
+    # GPUs fit (capacity planning lets it start); memory fits no node (256Gi each).
+    huge = rollout_manifest("big", "file:///models/v1", STEPS, progress_deadline="8s")
+    huge["spec"]["runtime"]["resources"]["limits"]["memory"] = "512Gi"
     rollouts.patch_spec("big", {"runtime": huge["spec"]["runtime"]})
 
     def unschedulable() -> dict[str, Any] | None:
@@ -147,7 +149,7 @@ def test_canary_needing_more_gpus_than_exist_reports_why_and_rolls_back_at_the_d
         return None
 
     condition = wait_until(unschedulable, 30, "condition Unschedulable")
-    assert "Insufficient nvidia.com/gpu" in condition["message"]
+    assert "Insufficient memory" in condition["message"]
     status = rollouts.wait_phase("big", {"RolledBack"}, 60)
     progressing = next(c for c in status["conditions"] if c["type"] == "Progressing")
     assert progressing["reason"] == "ProgressDeadlineExceeded"
@@ -328,6 +330,13 @@ def test_invalid_spec_only_the_operator_can_judge_changes_nothing_running(
     }
     v1 = rollout_manifest("chat", "file:///models/v1", STEPS, analysis=analysis)
     stable = start_stable(rollouts, v1)
+    # The Deployment controller updates status until the pods are Ready: wait it out.
+    wait_until(
+        lambda: rollouts.deployments("chat")[stable].status.ready_replicas == 2,
+        30,
+        "stable's pods Ready",
+    )
+    time.sleep(1)
     before = {rev: d.metadata.resource_version for rev, d in rollouts.deployments("chat").items()}
 
     bad_query = 'rate(x{revision="{{canary.nope}}"}[1m])'
@@ -482,3 +491,50 @@ def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
+
+
+def test_blue_green_with_a_route_previews_the_new_color_then_switches_all_weight_at_once(
+    rollouts: Rollouts, operator_process: OperatorProcess
+) -> None:
+    v1 = rollout_manifest("chat", "file:///models/v1", [], router="gatewayAPI")
+    v1["spec"]["strategy"] = {"blueGreen": {"autoPromotionAfter": "3s", "scaleDownDelay": "60s"}}
+    stable = start_stable(rollouts, v1)
+    recorder = StatusRecorder(rollouts, "chat")
+    with recorder.recording():
+        rollouts.patch_spec("chat", {"model": {"name": "chat", "uri": "file:///models/v2"}})
+        green = wait_until(
+            lambda: rollouts.status("chat").get("canaryRevision"), 30, "the preview revision"
+        )
+        custom = client.CustomObjectsApi(rollouts.apps.api_client)
+        preview = wait_until(
+            lambda: (
+                (route := _get_route(custom, rollouts.namespace, "chat-preview"))
+                and route["spec"]["rules"][0]["backendRefs"][0]["name"] == f"chat-{green}"
+                and route
+            ),
+            30,
+            "the preview route to the new color",
+        )
+        status = rollouts.wait_phase("chat", {"Succeeded"}, 60)
+    (rule,) = preview["spec"]["rules"]
+    assert rule["matches"][0]["headers"][0]["name"] == "x-modelrollout-preview"
+    assert status["stableRevision"] == green and status["previousRevision"] == stable
+    # Weights only ever 0 or 100: the switch is one write, never a split.
+    assert {weight for _, _, weight in recorder.seen} <= {0, 100}, recorder.seen
+    # The route is converged right after the status write of the same tick.
+    wait_until(
+        lambda: route_weights(rollouts) == [(f"chat-{green}", 100)], 10, "green alone on the route"
+    )
+    deployments = rollouts.deployments("chat")
+    assert {rev: d.spec.replicas for rev, d in deployments.items()} == {stable: 2, green: 2}
+
+
+def _get_route(custom: client.CustomObjectsApi, namespace: str, name: str) -> Any:
+    try:
+        return custom.get_namespaced_custom_object(
+            "gateway.networking.k8s.io", "v1", namespace, "httproutes", name
+        )
+    except client.ApiException as error:
+        if error.status == 404:
+            return None
+        raise

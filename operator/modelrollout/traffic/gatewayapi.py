@@ -5,6 +5,9 @@ weights; it attaches to the user's Gateway through `parentRefs`. A backend is
 added only once its Service has Ready endpoints, so a weight never points at
 a revision that cannot answer. For a shadow, the rule gets a RequestMirror
 filter (Gateway API's `percent`) copying requests to the canary's Service.
+For blue-green, `<name>-preview` routes requests carrying the header
+`x-modelrollout-preview: true` on the same parents and hostnames to the new
+color (a header match is more specific, so it wins over the main route).
 """
 
 from __future__ import annotations
@@ -67,6 +70,29 @@ def build_httproute(backends: Backends, canary_weight: int, canary_ready: bool) 
         },
         "spec": spec,
     }
+
+
+PREVIEW_HEADER = "x-modelrollout-preview"
+
+
+def build_preview_httproute(backends: Backends) -> dict[str, Any]:
+    """The route to the new color: requests with the preview header, nothing else."""
+    rollout = backends.rollout
+    route = build_httproute(backends, 0, False)
+    route["metadata"]["name"] = f"{rollout.name}-preview"
+    route["spec"]["rules"] = [
+        {
+            "matches": [{"headers": [{"name": PREVIEW_HEADER, "value": "true"}]}],
+            "backendRefs": [
+                {
+                    "name": revision_object_name(rollout.name, backends.canary or backends.stable),
+                    "port": backends.port,
+                    "weight": 100,
+                }
+            ],
+        }
+    ]
+    return route
 
 
 def route_weights(route: dict[str, Any], backends: Backends) -> tuple[int, int]:
@@ -138,8 +164,24 @@ class GatewayAPIRouter:
                     build_revision_service(rollout, revision, backends.port),
                 )
 
+    def _ensure_preview_route(self, backends: Backends) -> None:
+        rollout = backends.rollout
+        desired = build_preview_httproute(backends)
+        name = desired["metadata"]["name"]
+        current = self._api.get(HTTPROUTES, rollout.namespace, name)
+        if current is None:
+            self._api.create(HTTPROUTES, rollout.namespace, desired)
+        elif (
+            _owned_routing(current["spec"].get("rules", []))
+            != _owned_routing(desired["spec"]["rules"])
+            or current["spec"].get("parentRefs") != desired["spec"]["parentRefs"]
+        ):
+            self._api.merge_patch(HTTPROUTES, rollout.namespace, name, {"spec": desired["spec"]})
+
     def reconcile(self, backends: Backends) -> None:
         self._ensure_services(backends)
+        if backends.blue_green:
+            self._ensure_preview_route(backends)
         rollout = backends.rollout
         current = self._api.get(HTTPROUTES, rollout.namespace, rollout.name)
         if current is None:

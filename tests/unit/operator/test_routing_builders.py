@@ -10,7 +10,7 @@ from modelrollout.kube.labels import REVISION_LABEL, ROLE_LABEL, ROLLOUT_LABEL, 
 from modelrollout.kube.workloads import RolloutRef, build_deployment, build_revision_service
 from modelrollout.traffic import router_for
 from modelrollout.traffic.base import AchievedWeights, Backends, canary_replicas, routed_condition
-from modelrollout.traffic.gatewayapi import build_httproute, route_weights
+from modelrollout.traffic.gatewayapi import build_httproute, build_preview_httproute, route_weights
 
 pytestmark = pytest.mark.unit
 
@@ -92,3 +92,15 @@ def test_a_shadow_adds_a_request_mirror_to_the_canary_and_keeps_its_weight_at_ze
     ]
     assert route_weights(route, BACKENDS) == (100, 0)
     assert "filters" not in build_httproute(BACKENDS, 0, canary_ready=True)["spec"]["rules"][0]
+
+
+def test_blue_green_previews_the_new_color_to_requests_with_the_preview_header() -> None:
+    route = build_preview_httproute(replace(BACKENDS, blue_green=True))
+    assert route["metadata"]["name"] == "chat-preview"
+    assert route["spec"]["parentRefs"] == [{"name": "inference-gw"}]
+    assert route["spec"]["rules"] == [
+        {
+            "matches": [{"headers": [{"name": "x-modelrollout-preview", "value": "true"}]}],
+            "backendRefs": [{"name": "chat-bbb222", "port": 8000, "weight": 100}],
+        }
+    ]
