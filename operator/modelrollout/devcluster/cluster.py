@@ -189,6 +189,9 @@ def _api_responds(state: ClusterState) -> bool:
     return True
 
 
+SERVICE_CIDR = "10.96.0.0/16"
+
+
 def control_plane_outage(name: str, down_seconds: float) -> None:
     """Stop etcd, the API server and the controllers, wait, start them again (chaos tests)."""
     _kwokctl(name, ["stop", "cluster"])
@@ -330,6 +333,12 @@ def up(
             str(binaries.kwok),
             "--kubeconfig",
             str(kubeconfig),
+            # A /16 for Services: kwok's default leaves room for about 250, and a
+            # rollout with the gatewayAPI router has one per revision.
+            "--extra-args",
+            f"kube-apiserver=service-cluster-ip-range={SERVICE_CIDR}",
+            "--extra-args",
+            f"kube-controller-manager=service-cluster-ip-range={SERVICE_CIDR}",
             "--wait",
             "2m",
         ],
