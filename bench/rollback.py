@@ -7,7 +7,13 @@ once the canary has traffic, the gauge flips to 1. The clock starts when
 Prometheus first answers the breaching value (polled every 20 ms) and stops
 when the HTTPRoute's canary weight is 0 (polled every 20 ms).
 
-    .venv/bin/python bench/rollback.py --runs 12
+    .venv/bin/python bench/rollback.py --runs 30
+    .venv/bin/python bench/rollback.py --runs 30 --background 299   # N = 300
+
+With `--background K`, K more rollouts in the same namespace each run a
+canary (weight 50, an hour-long analysis step with the same kind of check,
+passing), so the operator ticks and queries for K + 1 rollouts while the
+measured one breaches.
 
 Prints p50, p99 and max, and each run's figure.
 """
@@ -15,6 +21,7 @@ Prints p50, p99 and max, and each run's figure.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import subprocess
 import tempfile
@@ -67,13 +74,13 @@ class BreachGauge:
         return f"127.0.0.1:{self.server.server_address[1]}"
 
 
-def manifest(uri: str, prometheus_url: str) -> dict[str, Any]:
+def manifest(uri: str, prometheus_url: str, name: str = NAME) -> dict[str, Any]:
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "ModelRollout",
-        "metadata": {"name": NAME, "namespace": NAMESPACE},
+        "metadata": {"name": name, "namespace": NAMESPACE},
         "spec": {
-            "model": {"name": NAME, "uri": uri},
+            "model": {"name": name, "uri": uri},
             "runtime": {"engine": "torch", "image": "modelrollout/modelserve:dev", "replicas": 1},
             "traffic": {"router": "gatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw"}]}},
             "strategy": {
@@ -95,10 +102,10 @@ def manifest(uri: str, prometheus_url: str) -> dict[str, Any]:
     }
 
 
-def canary_weight(api: KubeApi, canary: str) -> int | None:
-    route = api.get(HTTPROUTES, NAMESPACE, NAME)
+def canary_weight(api: KubeApi, canary: str, name: str = NAME) -> int | None:
+    route = api.get(HTTPROUTES, NAMESPACE, name)
     for ref in (route or {}).get("spec", {}).get("rules", [{}])[0].get("backendRefs", []):
-        if ref["name"] == f"{NAME}-{canary}":
+        if ref["name"] == f"{name}-{canary}":
             return int(ref.get("weight", 0))
     return None
 
@@ -140,12 +147,57 @@ def one_run(api: KubeApi, state: cluster.ClusterState, gauge: BreachGauge, index
     return time.monotonic() - visible
 
 
+def start_background(
+    api: KubeApi, state: cluster.ClusterState, gauge: BreachGauge, count: int
+) -> None:
+    """`count` rollouts with a canary at weight 50 under a passing check, left running."""
+    names = [f"bg-{index:04d}" for index in range(count)]
+    for name in names:
+        body = manifest("file:///bench/bg-v1", state.prometheus_url, name)
+        api.create(MODELROLLOUTS, NAMESPACE, body)
+
+    def settled(what: str, done: Any) -> None:
+        # One list per second, not one GET per rollout every 20 ms.
+        deadline = time.monotonic() + 900
+        while not done():
+            if time.monotonic() > deadline:
+                raise TimeoutError(what)
+            time.sleep(1)
+
+    def phases() -> dict[str, str]:
+        return {
+            body["metadata"]["name"]: (body.get("status") or {}).get("phase", "")
+            for body in api.list(MODELROLLOUTS, NAMESPACE)
+        }
+
+    settled("background stable", lambda: all(phases().get(n) == "Succeeded" for n in names))
+    canaries: dict[str, str] = {}
+    for name in names:
+        body = manifest("file:///bench/bg-v2", state.prometheus_url, name)
+        canaries[name] = revision_of(parse_spec(body["spec"]))
+        gauge.values[canaries[name]] = 0
+        api.merge_patch(MODELROLLOUTS, NAMESPACE, name, {"spec": body["spec"]})
+
+    def at_fifty() -> bool:
+        weights = {
+            ref["name"]: int(ref.get("weight", 0))
+            for route in api.list(HTTPROUTES, NAMESPACE)
+            for ref in route["spec"]["rules"][0].get("backendRefs", [])
+        }
+        return all(weights.get(f"{n}-{canaries[n]}") == 50 for n in names)
+
+    settled("background canaries at weight 50", at_fifty)
+    print(f"{count} background rollouts at canary weight 50", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=12)
+    parser.add_argument("--background", type=int, default=0, help="other rollouts progressing")
     args = parser.parse_args()
 
-    state = cluster.up()
+    # Each rollout runs a stable and a canary pod; a kwok node takes 110 pods.
+    state = cluster.up(cpu_nodes=max(1, math.ceil(2 * (args.background + 1) / 100)))
     crd = Path(__file__).resolve().parents[1] / "crds" / "modelrollouts.modelrollout.dev.yaml"
     kubectl = [state.kubectl, "--kubeconfig", state.kubeconfig]
     subprocess.run(
@@ -178,6 +230,7 @@ def main() -> int:
             60,
             "the first revision to become stable",
         )
+        start_background(api, state, gauge, args.background)
         for index in range(args.runs):
             latency = one_run(api, state, gauge, index)
             latencies.append(latency)
@@ -191,7 +244,8 @@ def main() -> int:
     p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
     print(
         f"breach visible in Prometheus -> canary weight 0 in the API, {len(ordered)} runs, "
-        f"N=1, analysis interval {ANALYSIS_INTERVAL_SECONDS:g}s, tick {TICK_INTERVAL_SECONDS:g}s:"
+        f"N={args.background + 1}, analysis interval {ANALYSIS_INTERVAL_SECONDS:g}s, "
+        f"tick {TICK_INTERVAL_SECONDS:g}s:"
     )
     print(
         f"p50 {statistics.median(ordered) * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, "
