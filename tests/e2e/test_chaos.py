@@ -1,5 +1,4 @@
-"""Chaos, bounded in time: the operator SIGKILLed at random points while 30 rollouts
-progress, and the whole control plane down for a while mid-rollout.
+"""Chaos, bounded in time: the operator SIGKILLed at random points while 30 rollouts progress.
 
 Every status change of every rollout is recorded from a watch (the API
 server's own sequence of versions, not a poll that could miss one), and the
@@ -18,10 +17,8 @@ from typing import Any
 import pytest
 from kubernetes import client, watch
 
-from modelrollout.devcluster import cluster
 from modelrollout.devcluster.operator_process import OperatorProcess
 from modelrollout.kube.labels import GROUP, PLURAL, VERSION
-from tests.conftest import TEST_CLUSTER_NAME
 from tests.support.kube import wait_until
 from tests.support.rollouts import Rollouts, rollout_manifest
 
@@ -154,33 +151,3 @@ def test_30_rollouts_survive_random_sigkills_without_skipping_repeating_or_overs
         assert len(promotions) == 2, (name, status["history"])  # first revision, then v2
         started = [e.message for e in rollouts.events(name) if e.reason == "StepStarted"]
         assert len(started) == len(set(started)), (name, started)
-
-
-@pytest.mark.localharness
-def test_a_control_plane_outage_mid_rollout_pauses_nothing_and_the_rollout_completes(
-    rollouts: Rollouts,
-    operator_process: OperatorProcess,
-    kube_api_client: client.ApiClient,
-    namespace: str,
-) -> None:
-    rollouts.create(rollout_manifest("chat", "file:///models/v1", STEPS, router="gatewayAPI"))
-    rollouts.wait_phase("chat", {"Succeeded"}, 60)
-    with StatusWatch(kube_api_client, namespace) as recorded:
-        rollouts.patch_spec("chat", {"model": {"name": "chat", "uri": "file:///models/v2"}})
-        wait_until(lambda: (rollouts.status("chat").get("currentStep") or 0) >= 1, 30, "step 2")
-        # etcd, kube-apiserver and the controllers all down for 5 s, then back.
-        cluster.control_plane_outage(TEST_CLUSTER_NAME, down_seconds=5)
-        status = rollouts.wait_phase("chat", {"Succeeded"}, 120)
-        time.sleep(1)
-
-    states = recorded.seen["chat"]
-    assert status["history"][0]["outcome"] == "Promoted", status["history"]
-    # The watch relists after the outage and may miss a short step; it must never
-    # see one twice or out of order. The Events say that each step started once.
-    walked = steps_walked(states)
-    assert walked == sorted(set(walked)) and walked[-1] == len(STEPS) - 1, states
-    started = [e.message for e in rollouts.events("chat") if e.reason == "StepStarted"]
-    assert sorted(started) == sorted(set(started)) and len(started) == len(STEPS) - 1, started
-    for phase, step, weight in states:
-        if phase in ("Progressing", "Paused") and step is not None:
-            assert weight <= ALLOWED_WEIGHT[step], states

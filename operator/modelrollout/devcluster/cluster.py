@@ -192,13 +192,6 @@ def _api_responds(state: ClusterState) -> bool:
 SERVICE_CIDR = "10.96.0.0/16"
 
 
-def control_plane_outage(name: str, down_seconds: float) -> None:
-    """Stop etcd, the API server and the controllers, wait, start them again (chaos tests)."""
-    _kwokctl(name, ["stop", "cluster"])
-    time.sleep(down_seconds)
-    _kwokctl(name, ["start", "cluster"])
-
-
 def kwok_component_pids(name: str) -> dict[str, int]:
     """Pids of the control-plane processes kwokctl started for this cluster."""
     pids_dir = cluster_dir(name) / "kwok" / "clusters" / name / "pids"
