@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,18 +37,31 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return make_tiny_models(tmp_path_factory.mktemp("models"))
 
 
-@pytest.fixture
-def traffic(
-    kube_api_client: client.ApiClient, namespace: str, prometheus: PrometheusHandle, tmp_path: Path
+@contextmanager
+def harness(
+    kube_api_client: client.ApiClient,
+    namespace: str,
+    prometheus: PrometheusHandle,
+    tmp_path: Path,
+    **route: str,
 ) -> Iterator[tuple[PodProcesses, Gateway]]:
+    """Pod processes and a gateway routing by `service=` or `httproute=`."""
     api = KubeApi(kube_api_client)
     pods = PodProcesses(api, namespace, prometheus, tmp_path / "pods").start()
-    gateway = Gateway(api, namespace, pods, service="chat").start()
+    gateway = Gateway(api, namespace, pods, **route).start()
     try:
         yield pods, gateway
     finally:
         gateway.stop()
         pods.stop()
+
+
+@pytest.fixture
+def traffic(
+    kube_api_client: client.ApiClient, namespace: str, prometheus: PrometheusHandle, tmp_path: Path
+) -> Iterator[tuple[PodProcesses, Gateway]]:
+    with harness(kube_api_client, namespace, prometheus, tmp_path, service="chat") as pair:
+        yield pair
 
 
 def analysis(prometheus: PrometheusHandle) -> dict[str, Any]:
@@ -211,14 +225,8 @@ def routed_traffic(
     kube_api_client: client.ApiClient, namespace: str, prometheus: PrometheusHandle, tmp_path: Path
 ) -> Iterator[tuple[PodProcesses, Gateway]]:
     """The harness routing by the rollout's HTTPRoute (router gatewayAPI)."""
-    api = KubeApi(kube_api_client)
-    pods = PodProcesses(api, namespace, prometheus, tmp_path / "pods").start()
-    gateway = Gateway(api, namespace, pods, httproute="chat").start()
-    try:
-        yield pods, gateway
-    finally:
-        gateway.stop()
-        pods.stop()
+    with harness(kube_api_client, namespace, prometheus, tmp_path, httproute="chat") as pair:
+        yield pair
 
 
 def test_shadow_gets_the_mirrored_share_users_see_only_stable_and_a_slow_one_is_stopped(
