@@ -1,10 +1,12 @@
-"""The ModelRollout handlers: one loop ticks every rollout; a change is acted on at once.
+"""The ModelRollout handlers: a scheduler ticks each rollout when due; a change at once.
 
 kopf's per-object timers put a finalizer on every object, which makes
 rollouts undeletable while the operator is down or uninstalled. Instead, the
-'track' event handler keeps the latest body of each rollout (from the watch
-stream: no extra API reads) and reacts at once to a spec change or command;
-one loop started at startup ticks every tracked rollout each interval.
+'track' event handler hands the latest body of each rollout (from the watch
+stream: no extra API reads) to the scheduler, which ticks a rollout every
+interval while it progresses, every resync period once it has settled, at
+once when a child it owns changes (seen by the cache's watches), and before
+anything else when its spec changed or a command came.
 Handler ids never change: kopf keys stored state by them.
 """
 
@@ -22,12 +24,17 @@ from prometheus_client import start_http_server
 
 from modelrollout.engine.reconciler import Reconciler
 from modelrollout.kube.api import MODELROLLOUTS, KubeApi, KubeApiError
+from modelrollout.kube.cache import CachedKubeApi
 from modelrollout.kube.events import EVENTS, build_event
 from modelrollout.kube.labels import ANNOTATION_PREFIX, FINALIZER, GROUP, PLURAL, VERSION
 from modelrollout.leader import LeaseElector, LeaseTiming
 from modelrollout.metrics import OperatorMetrics
+from modelrollout.scheduler import TickScheduler
 
 TICK_INTERVAL_SECONDS = float(os.environ.get("MODELROLLOUT_TICK_INTERVAL", "2"))
+# A settled rollout (Succeeded, nothing left to scale down) is ticked this often; a
+# change to it or its children wakes it sooner.
+RESYNC_INTERVAL_SECONDS = float(os.environ.get("MODELROLLOUT_RESYNC_INTERVAL", "30"))
 CONCURRENT_TICKS = int(os.environ.get("MODELROLLOUT_CONCURRENT_TICKS", "8"))
 # The operator's /metrics; "off" disables it (tests run several operators at once).
 METRICS_PORT = os.environ.get("MODELROLLOUT_METRICS_PORT", "8080")
@@ -35,9 +42,9 @@ METRICS_PORT = os.environ.get("MODELROLLOUT_METRICS_PORT", "8080")
 LEADER_ELECTION = os.environ.get("MODELROLLOUT_LEADER_ELECTION", "off") == "on"
 
 logger = logging.getLogger("modelrollout")
-_api: KubeApi | None = None
+_api: CachedKubeApi | None = None
 _reconciler: Reconciler | None = None
-_bodies: dict[str, dict[str, Any]] = {}
+_scheduler: TickScheduler | None = None
 _elector: LeaseElector | None = None
 _background: list[asyncio.Task[None]] = []
 
@@ -73,22 +80,14 @@ def _tick(body: dict[str, Any]) -> None:
     _reconciler.tick(body, post_event)
 
 
-async def _tick_every_rollout() -> None:
-    slots = asyncio.Semaphore(CONCURRENT_TICKS)
-
-    async def one(body: dict[str, Any]) -> None:
-        async with slots:
-            try:
-                await asyncio.to_thread(_tick, body)
-            except Exception:  # one broken rollout must not stop the others
-                meta = body.get("metadata", {})
-                logger.exception("tick of %s/%s failed", meta.get("namespace"), meta.get("name"))
-
-    while True:
-        started = asyncio.get_running_loop().time()
-        await asyncio.gather(*(one(body) for body in list(_bodies.values())))
-        elapsed = asyncio.get_running_loop().time() - started
-        await asyncio.sleep(max(0.0, TICK_INTERVAL_SECONDS - elapsed))
+def _tick_period(body: dict[str, Any]) -> float:
+    status = body.get("status") or {}
+    settled = (
+        status.get("phase") == "Succeeded"
+        and not status.get("previousRevision")
+        and body.get("metadata", {}).get("generation") == status.get("observedGeneration")
+    )
+    return RESYNC_INTERVAL_SECONDS if settled else TICK_INTERVAL_SECONDS
 
 
 def _lease_elector(api: KubeApi, metrics: OperatorMetrics) -> LeaseElector:
@@ -112,7 +111,7 @@ def _lease_elector(api: KubeApi, metrics: OperatorMetrics) -> LeaseElector:
 
 @kopf.on.startup(id="configure")
 async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    global _api, _reconciler, _elector
+    global _api, _reconciler, _elector, _scheduler
     # Our own names for everything kopf stores on objects.
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
@@ -123,12 +122,11 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     settings.posting.reporting_component = "modelrollout"
     settings.posting.event_name_prefix = "modelrollout-"
-    settings.execution.max_workers = CONCURRENT_TICKS + 4
     # No cluster-wide listing of CRDs and namespaces: the chart's namespaced mode
     # grants Roles only. kopf then finds resources once, at startup, so a missing
     # CRD must stop the operator (and get it restarted) instead of idling silently.
     settings.scanning.disabled = True
-    _api = KubeApi(_api_client())
+    _api = CachedKubeApi(_api_client())
     if not await asyncio.to_thread(_api.serves, MODELROLLOUTS):
         raise kopf.PermanentError(
             f"the API server does not serve {PLURAL}.{GROUP}/{VERSION}: install the CRD "
@@ -143,13 +141,17 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         _background.append(asyncio.create_task(_elector.run(), name="leader-election"))
     else:
         metrics.leader.set(1)
-    _background.append(asyncio.create_task(_tick_every_rollout(), name="tick"))
+    _scheduler = TickScheduler(_tick, CONCURRENT_TICKS, _tick_period)
+    _api.set_change_sink(_scheduler.wake)
+    _background.append(asyncio.create_task(_scheduler.run(), name="tick"))
 
 
 @kopf.on.cleanup(id="stop-ticking")
 async def stop_ticking(**_: Any) -> None:
     for task in _background:
         task.cancel()
+    if _api is not None:
+        _api.stop()
     if _elector is not None:
         await asyncio.to_thread(_elector.release)
 
@@ -163,14 +165,12 @@ def _needs_reaction(body: dict[str, Any]) -> bool:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL, id="track")
-def track(body: kopf.Body, type: str | None, **_: Any) -> None:
+async def track(body: kopf.Body, type: str | None, **_: Any) -> None:
+    assert _scheduler is not None and _reconciler is not None, "startup runs first"
     uid = body["metadata"]["uid"]
     if type == "DELETED" or body["metadata"].get("deletionTimestamp"):
-        _bodies.pop(uid, None)
-        if _reconciler is not None:
-            _reconciler.forget(uid, body["metadata"]["namespace"], body["metadata"]["name"])
+        _scheduler.forget(uid)
+        _reconciler.forget(uid, body["metadata"]["namespace"], body["metadata"]["name"])
         return
     latest = dict(body)
-    _bodies[uid] = latest
-    if _needs_reaction(latest):
-        _tick(latest)
+    _scheduler.update(latest, urgent=_needs_reaction(latest))

@@ -8,6 +8,7 @@ of a tick at a thousand rollouts.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,14 +122,63 @@ class KubeApi:
         ]
         return items
 
+    def list_with_version(
+        self, resource: Resource, namespace: str, label_selector: str | None = None
+    ) -> tuple[list[dict[str, Any]], str]:
+        """The items and the list's resourceVersion, from which a watch continues."""
+        query = [("labelSelector", label_selector)] if label_selector else []
+        listing = self._call("GET", resource.path(namespace), query=query)
+        items: list[dict[str, Any]] = listing["items"]
+        return items, str(listing.get("metadata", {}).get("resourceVersion", ""))
+
     def list(
         self, resource: Resource, namespace: str, label_selector: str | None = None
     ) -> list[dict[str, Any]]:
-        query = [("labelSelector", label_selector)] if label_selector else []
-        items: list[dict[str, Any]] = self._call("GET", resource.path(namespace), query=query)[
-            "items"
+        return self.list_with_version(resource, namespace, label_selector)[0]
+
+    def watch(
+        self,
+        resource: Resource,
+        namespace: str,
+        label_selector: str,
+        resource_version: str,
+        timeout_seconds: int,
+    ) -> Iterator[dict[str, Any]]:
+        """Watch events (`type`, `object`) after `resource_version`, with bookmarks.
+
+        The server ends the stream after `timeout_seconds`; the read timeout is a
+        little longer, so a silently dead connection ends it too.
+        """
+        query = [
+            ("watch", "true"),
+            ("allowWatchBookmarks", "true"),
+            ("labelSelector", label_selector),
+            ("resourceVersion", resource_version),
+            ("timeoutSeconds", str(timeout_seconds)),
         ]
-        return items
+        try:
+            response = self._client.call_api(
+                resource.path(namespace),
+                "GET",
+                query_params=query,
+                header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _return_http_data_only=True,
+                _request_timeout=(REQUEST_TIMEOUT_SECONDS, timeout_seconds + 30),
+            )
+        except ApiException as exception:
+            raise _error(exception) from exception
+        try:
+            pending = b""
+            for chunk in response.stream(amt=None, decode_content=False):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield json.loads(line)
+        finally:
+            response.release_conn()
 
     def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
         try:

@@ -1,0 +1,330 @@
+"""A watch-fed cache of the objects the operator owns: a tick reads memory, not the API.
+
+Without it a tick lists or gets each child (Deployments, Services, the
+HTTPRoute, EndpointSlices, Jobs): six or seven reads per rollout per tick,
+which at hundreds of rollouts is the control plane's whole time. As
+controller-runtime's informers do, one list + watch per (resource,
+namespace), filtered by the server to `app.kubernetes.io/managed-by=
+modelrollout`, keeps those objects in memory (EndpointSlices carry their
+Service's labels). Reads are answered from it once it has synced; a `get` it
+cannot answer goes to the API (the object may exist without our label), so a
+miss is never taken for an absence. Writes go to the API and their responses
+into the cache at once, so the next tick does not redo what this one did.
+Every change seen on a watch wakes the rollout that owns the object.
+
+Informers start on first use in a namespace, so the operator needs no more
+than the namespaced permissions it already has.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from modelrollout.kube.api import (
+    DEPLOYMENTS,
+    ENDPOINT_SLICES,
+    HTTPROUTES,
+    JOBS,
+    SERVICES,
+    KubeApi,
+    KubeApiError,
+    Resource,
+)
+from modelrollout.kube.labels import (
+    EVALUATION_LABEL,
+    KIND,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    ROLLOUT_LABEL,
+)
+
+CACHED_RESOURCES: tuple[Resource, ...] = (DEPLOYMENTS, SERVICES, HTTPROUTES, ENDPOINT_SLICES, JOBS)
+MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
+WATCH_TIMEOUT_SECONDS = 300
+MAX_BACKOFF_SECONDS = 30.0
+
+logger = logging.getLogger("modelrollout")
+
+# (namespace, rollout name) of a changed object's owner.
+ChangeSink = Callable[[str, str], None]
+
+
+def owning_rollout(obj: dict[str, Any]) -> str | None:
+    """The ModelRollout an object belongs to: its owner, or the label naming it."""
+    metadata = obj.get("metadata", {})
+    for owner in metadata.get("ownerReferences") or []:
+        if owner.get("kind") == KIND:
+            name: str = owner["name"]
+            return name
+    labels = metadata.get("labels") or {}
+    rollout: str | None = labels.get(ROLLOUT_LABEL) or labels.get(EVALUATION_LABEL)
+    return rollout
+
+
+def is_newer(candidate: str, current: str) -> bool:
+    """Whether resourceVersion `candidate` is at least `current`.
+
+    resourceVersions are opaque to clients, but etcd's are increasing integers;
+    anything else is taken as newer, which at worst shows a change twice.
+    """
+    try:
+        return int(candidate) >= int(current)
+    except ValueError:
+        return True
+
+
+def parse_equality_selector(selector: str | None) -> dict[str, str] | None:
+    """`k=v,k2=v2` as a dict; None for a selector with any other operator."""
+    if not selector:
+        return {}
+    wanted: dict[str, str] = {}
+    for term in selector.split(","):
+        key, sep, value = term.partition("=")
+        if not sep or key.endswith("!") or value.startswith("=") or " " in term:
+            return None
+        wanted[key.strip()] = value.strip()
+    return wanted
+
+
+def _slim(obj: dict[str, Any]) -> dict[str, Any]:
+    # managedFields is often half an object's size and nothing here reads it.
+    obj.get("metadata", {}).pop("managedFields", None)
+    return obj
+
+
+class Informer:
+    """One resource's managed objects in one namespace, kept current by a watch."""
+
+    def __init__(
+        self, api: KubeApi, resource: Resource, namespace: str, on_change: ChangeSink
+    ) -> None:
+        self._api = api
+        self.resource = resource
+        self.namespace = namespace
+        self._on_change = on_change
+        self._objects: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self.synced = threading.Event()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, daemon=True, name=f"watch-{resource.plural}-{namespace}"
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """The thread ends when its current watch does; it is a daemon either way."""
+        self._stopped.set()
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            obj = self._objects.get(name)
+            return copy.deepcopy(obj) if obj is not None else None
+
+    def matching(self, labels: dict[str, str]) -> list[dict[str, Any]]:
+        with self._lock:
+            return [
+                copy.deepcopy(obj)
+                for obj in self._objects.values()
+                if all(
+                    (obj["metadata"].get("labels") or {}).get(key) == value
+                    for key, value in labels.items()
+                )
+            ]
+
+    def upsert(self, obj: dict[str, Any]) -> bool:
+        """Store `obj` unless the cache holds a newer version; True if it changed."""
+        name = obj["metadata"]["name"]
+        version = str(obj["metadata"].get("resourceVersion", ""))
+        with self._lock:
+            current = self._objects.get(name)
+            if current is not None:
+                current_version = str(current["metadata"].get("resourceVersion", ""))
+                if current_version == version or not is_newer(version, current_version):
+                    return False
+            self._objects[name] = _slim(obj)
+            return True
+
+    def remove(self, name: str) -> bool:
+        with self._lock:
+            return self._objects.pop(name, None) is not None
+
+    def apply(self, event_type: str, obj: dict[str, Any]) -> None:
+        """One watch event: store or drop the object, and wake its rollout if it changed."""
+        if event_type == "DELETED":
+            changed = self.remove(obj["metadata"]["name"])
+        else:
+            changed = self.upsert(obj)
+        if changed:
+            self._notify(obj)
+
+    def replace_all(self, items: list[dict[str, Any]]) -> None:
+        """A fresh list: the cache becomes exactly it; what changed or vanished wakes."""
+        fresh = {item["metadata"]["name"]: _slim(item) for item in items}
+        with self._lock:
+            previous = self._objects
+            self._objects = fresh
+        for name, obj in fresh.items():
+            old = previous.get(name)
+            if old is None or old["metadata"].get("resourceVersion") != obj["metadata"].get(
+                "resourceVersion"
+            ):
+                self._notify(obj)
+        for name, old in previous.items():
+            if name not in fresh:
+                self._notify(old)
+
+    def _notify(self, obj: dict[str, Any]) -> None:
+        rollout = owning_rollout(obj)
+        if rollout is not None:
+            self._on_change(self.namespace, rollout)
+
+    def _run(self) -> None:
+        resource_version = ""
+        backoff = 1.0
+        while not self._stopped.is_set():
+            try:
+                if not resource_version:
+                    items, resource_version = self._api.list_with_version(
+                        self.resource, self.namespace, MANAGED_SELECTOR
+                    )
+                    self.replace_all(items)
+                    self.synced.set()
+                resource_version = self._watch(resource_version)
+                backoff = 1.0
+            except KubeApiError as error:
+                if error.status == 410:  # the version is compacted away: list again
+                    resource_version = ""
+                    continue
+                backoff = self._wait_after_failure(error, backoff)
+            except Exception as error:  # a dropped connection or a restarting API server
+                backoff = self._wait_after_failure(error, backoff)
+
+    def _watch(self, resource_version: str) -> str:
+        """Follow the watch until it ends; the version to continue from ("" to relist)."""
+        timeout = random.randint(WATCH_TIMEOUT_SECONDS // 2, WATCH_TIMEOUT_SECONDS)
+        for event in self._api.watch(
+            self.resource, self.namespace, MANAGED_SELECTOR, resource_version, timeout
+        ):
+            event_type, obj = event.get("type", ""), event.get("object") or {}
+            if event_type == "ERROR":
+                if obj.get("code") == 410:
+                    return ""
+                raise KubeApiError(int(obj.get("code") or 0), "WatchError", str(obj))
+            resource_version = obj["metadata"]["resourceVersion"]
+            if event_type != "BOOKMARK":
+                self.apply(event_type, obj)
+            if self._stopped.is_set():
+                break
+        return resource_version
+
+    def _wait_after_failure(self, error: Exception, backoff: float) -> float:
+        logger.warning(
+            "watch of %s in %s failed (%s); retrying in %.0fs",
+            self.resource.plural,
+            self.namespace,
+            error,
+            backoff,
+        )
+        self._stopped.wait(backoff)
+        return min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+
+class CachedKubeApi(KubeApi):
+    """KubeApi whose reads of owned children come from informers; writes pass through."""
+
+    def __init__(self, api_client: Any, on_change: ChangeSink | None = None) -> None:
+        super().__init__(api_client)
+        self._on_change: ChangeSink = on_change or (lambda namespace, name: None)
+        self._informers: dict[tuple[Resource, str], Informer] = {}
+        self._informers_guard = threading.Lock()
+
+    def set_change_sink(self, on_change: ChangeSink) -> None:
+        self._on_change = on_change
+
+    def _notify(self, namespace: str, name: str) -> None:
+        self._on_change(namespace, name)
+
+    def informer(self, resource: Resource, namespace: str) -> Informer | None:
+        """The started informer of a cached resource (None for an uncached one)."""
+        if resource not in CACHED_RESOURCES:
+            return None
+        key = (resource, namespace)
+        with self._informers_guard:
+            informer = self._informers.get(key)
+            if informer is None:
+                informer = Informer(self, resource, namespace, self._notify)
+                self._informers[key] = informer
+                informer.start()
+        return informer
+
+    def _synced(self, resource: Resource, namespace: str) -> Informer | None:
+        informer = self.informer(resource, namespace)
+        return informer if informer is not None and informer.synced.is_set() else None
+
+    def stop(self) -> None:
+        with self._informers_guard:
+            for informer in self._informers.values():
+                informer.stop()
+
+    def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
+        informer = self._synced(resource, namespace)
+        if informer is not None:
+            cached = informer.get(name)
+            if cached is not None:
+                return cached
+        return super().get(resource, namespace, name)
+
+    def list(
+        self, resource: Resource, namespace: str, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        informer = self._synced(resource, namespace)
+        wanted = parse_equality_selector(label_selector)
+        if informer is None or wanted is None:
+            return super().list(resource, namespace, label_selector)
+        return informer.matching(wanted)
+
+    def _written(self, resource: Resource, namespace: str, obj: dict[str, Any]) -> None:
+        informer = self._synced(resource, namespace)
+        labels = obj.get("metadata", {}).get("labels") or {}
+        if informer is not None and labels.get(MANAGED_BY_LABEL) == MANAGED_BY:
+            informer.upsert(copy.deepcopy(obj))
+
+    def create(self, resource: Resource, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        created = super().create(resource, namespace, body)
+        self._written(resource, namespace, created)
+        return created
+
+    def merge_patch(
+        self,
+        resource: Resource,
+        namespace: str,
+        name: str,
+        patch: dict[str, Any],
+        subresource: str | None = None,
+    ) -> dict[str, Any]:
+        patched = super().merge_patch(resource, namespace, name, patch, subresource)
+        if subresource is None:
+            self._written(resource, namespace, patched)
+        return patched
+
+    def replace(
+        self, resource: Resource, namespace: str, name: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        replaced = super().replace(resource, namespace, name, body)
+        self._written(resource, namespace, replaced)
+        return replaced
+
+    def delete(
+        self, resource: Resource, namespace: str, name: str, propagation: str | None = None
+    ) -> None:
+        super().delete(resource, namespace, name, propagation)
+        informer = self._synced(resource, namespace)
+        if informer is not None:
+            informer.remove(name)

@@ -1,0 +1,115 @@
+"""The watch-fed cache's bookkeeping: versions, selectors, owners, wake-ups (no API calls)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from modelrollout.kube.api import DEPLOYMENTS
+from modelrollout.kube.cache import (
+    Informer,
+    is_newer,
+    owning_rollout,
+    parse_equality_selector,
+)
+from modelrollout.kube.labels import EVALUATION_LABEL, KIND, ROLLOUT_LABEL
+
+pytestmark = pytest.mark.unit
+
+
+def obj(name: str, version: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "resourceVersion": version,
+            "labels": {ROLLOUT_LABEL: "chat", **(labels or {})},
+            "managedFields": [{"manager": "kube-controller-manager"}],
+        },
+        "spec": {"replicas": 1},
+    }
+
+
+def informer() -> tuple[Informer, list[tuple[str, str]]]:
+    woken: list[tuple[str, str]] = []
+    # The API is never called: the thread is not started.
+    cache = Informer(None, DEPLOYMENTS, "ns", lambda ns, name: woken.append((ns, name)))  # type: ignore[arg-type]
+    return cache, woken
+
+
+def test_an_older_version_never_replaces_a_newer_one() -> None:
+    cache, woken = informer()
+    cache.apply("ADDED", obj("a", "10"))
+    cache.apply("MODIFIED", obj("a", "9"))
+    assert cache.get("a")["metadata"]["resourceVersion"] == "10"  # type: ignore[index]
+    cache.apply("MODIFIED", obj("a", "10"))  # our own write seen again: no wake-up
+    assert woken == [("ns", "chat")]
+
+
+def test_reads_are_copies_without_managed_fields() -> None:
+    cache, _ = informer()
+    cache.apply("ADDED", obj("a", "1"))
+    read = cache.get("a")
+    assert read is not None and "managedFields" not in read["metadata"]
+    read["spec"]["replicas"] = 5
+    assert cache.get("a")["spec"]["replicas"] == 1  # type: ignore[index]
+
+
+def test_deleted_objects_are_gone_and_wake_their_owner() -> None:
+    cache, woken = informer()
+    cache.apply("ADDED", obj("a", "1"))
+    cache.apply("DELETED", obj("a", "2"))
+    assert cache.get("a") is None
+    assert woken == [("ns", "chat"), ("ns", "chat")]
+
+
+def test_matching_filters_by_every_label() -> None:
+    cache, _ = informer()
+    cache.apply("ADDED", obj("a", "1", {"tier": "x"}))
+    cache.apply("ADDED", obj("b", "1", {"tier": "y"}))
+    assert [o["metadata"]["name"] for o in cache.matching({"tier": "y"})] == ["b"]
+    assert len(cache.matching({ROLLOUT_LABEL: "chat"})) == 2
+    assert cache.matching({ROLLOUT_LABEL: "other"}) == []
+
+
+def test_a_relist_replaces_the_cache_and_wakes_only_what_changed_or_vanished() -> None:
+    cache, woken = informer()
+    cache.apply("ADDED", obj("same", "1"))
+    cache.apply("ADDED", obj("gone", "1", {ROLLOUT_LABEL: "old"}))
+    woken.clear()
+    cache.replace_all([obj("same", "1"), obj("new", "5", {ROLLOUT_LABEL: "fresh"})])
+    assert cache.get("gone") is None and cache.get("new") is not None
+    assert sorted(woken) == [("ns", "fresh"), ("ns", "old")]
+
+
+def test_owning_rollout_prefers_the_owner_reference_then_labels() -> None:
+    owned = {"metadata": {"ownerReferences": [{"kind": KIND, "name": "chat"}], "labels": {}}}
+    assert owning_rollout(owned) == "chat"
+    assert owning_rollout({"metadata": {"labels": {ROLLOUT_LABEL: "svc"}}}) == "svc"
+    assert owning_rollout({"metadata": {"labels": {EVALUATION_LABEL: "job"}}}) == "job"
+    other_owner = {"metadata": {"ownerReferences": [{"kind": "Service", "name": "x"}]}}
+    assert owning_rollout(other_owner) is None
+
+
+@pytest.mark.parametrize(
+    ("selector", "parsed"),
+    [
+        (None, {}),
+        ("a=b", {"a": "b"}),
+        ("modelrollout.dev/rollout=chat,modelrollout.dev/revision=r1", {
+            "modelrollout.dev/rollout": "chat", "modelrollout.dev/revision": "r1"}),
+        ("a!=b", None),
+        ("a==b", None),
+        ("a in (b,c)", None),
+        ("a", None),
+    ],
+)  # fmt: skip
+def test_only_equality_selectors_are_answered_from_the_cache(
+    selector: str | None, parsed: dict[str, str] | None
+) -> None:
+    assert parse_equality_selector(selector) == parsed
+
+
+def test_resource_versions_compare_as_numbers_when_they_are() -> None:
+    assert is_newer("10", "9") and not is_newer("9", "10") and is_newer("10", "10")
+    assert is_newer("opaque", "10")
