@@ -124,6 +124,18 @@ def _owned_routing(rules: list[dict[str, Any]]) -> tuple[list[tuple[str, int]], 
     return weights, mirrors
 
 
+def _parent_refs(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """parentRefs with the API server's defaults filled in, so that ours compare equal.
+
+    Without this every tick saw `group` and `kind` the server added as a
+    difference and patched the route again.
+    """
+    return [
+        {"group": "gateway.networking.k8s.io", "kind": "Gateway", **ref}
+        for ref in spec.get("parentRefs") or []
+    ]
+
+
 def route_conditions(route: dict[str, Any]) -> tuple[tuple[str, str, str], ...]:
     conditions: list[tuple[str, str, str]] = []
     for parent in route.get("status", {}).get("parents", []):
@@ -171,11 +183,9 @@ class GatewayAPIRouter:
         current = self._api.get(HTTPROUTES, rollout.namespace, name)
         if current is None:
             self._api.create(HTTPROUTES, rollout.namespace, desired)
-        elif (
-            _owned_routing(current["spec"].get("rules", []))
-            != _owned_routing(desired["spec"]["rules"])
-            or current["spec"].get("parentRefs") != desired["spec"]["parentRefs"]
-        ):
+        elif _owned_routing(current["spec"].get("rules", [])) != _owned_routing(
+            desired["spec"]["rules"]
+        ) or _parent_refs(current["spec"]) != _parent_refs(desired["spec"]):
             self._api.merge_patch(HTTPROUTES, rollout.namespace, name, {"spec": desired["spec"]})
 
     def reconcile(self, backends: Backends) -> None:
@@ -188,7 +198,7 @@ class GatewayAPIRouter:
             self._api.create(HTTPROUTES, rollout.namespace, build_httproute(backends, 0, False))
             return
         desired = build_httproute(backends, route_weights(current, backends)[1], True)
-        if current["spec"].get("parentRefs") != desired["spec"]["parentRefs"]:
+        if _parent_refs(current["spec"]) != _parent_refs(desired["spec"]):
             self._api.merge_patch(
                 HTTPROUTES,
                 rollout.namespace,

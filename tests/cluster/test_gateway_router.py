@@ -1,0 +1,69 @@
+"""The gatewayAPI router on the real API server: once converged, a tick writes nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from modelrollout.kube.api import HTTPROUTES, MODELROLLOUTS, KubeApi, Resource
+from modelrollout.kube.workloads import RolloutRef
+from modelrollout.traffic.base import Backends
+from modelrollout.traffic.gatewayapi import GatewayAPIRouter
+from tests.support.rollouts import rollout_manifest
+
+pytestmark = pytest.mark.cluster
+
+
+class WriteCountingApi(KubeApi):
+    def __init__(self, api_client: client.ApiClient) -> None:
+        super().__init__(api_client)
+        self.writes: list[str] = []
+
+    def create(self, resource: Resource, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.writes.append(f"create {resource.plural}")
+        return super().create(resource, namespace, body)
+
+    def merge_patch(
+        self,
+        resource: Resource,
+        namespace: str,
+        name: str,
+        patch: dict[str, Any],
+        subresource: str | None = None,
+    ) -> dict[str, Any]:
+        self.writes.append(f"patch {resource.plural} {patch}")
+        return super().merge_patch(resource, namespace, name, patch, subresource)
+
+
+def test_a_converged_route_is_not_patched_again(
+    kube_api_client: client.ApiClient, namespace: str
+) -> None:
+    # A real owner (no operator runs here): garbage collection keeps what it owns.
+    owner = KubeApi(kube_api_client).create(
+        MODELROLLOUTS, namespace, rollout_manifest("chat", "file:///m", [{"setWeight": 50}])
+    )
+    api = WriteCountingApi(kube_api_client)
+    router = GatewayAPIRouter(api)
+    backends = Backends(
+        rollout=RolloutRef(namespace, "chat", owner["metadata"]["uid"]),
+        stable="aaa111",
+        canary=None,
+        port=8000,
+        replicas=1,
+        gateway={"parentRefs": [{"name": "inference-gw"}]},
+        blue_green=True,
+    )
+    router.reconcile(backends)
+    router.set_weights(backends, 0)
+    route = api.get(HTTPROUTES, namespace, "chat")
+    # The API server fills in the parentRef's group and kind.
+    assert route is not None and route["spec"]["parentRefs"][0]["kind"] == "Gateway"
+    assert api.writes, "the first round creates the Service and routes"
+
+    api.writes.clear()
+    for _ in range(3):
+        router.reconcile(backends)
+        router.set_weights(backends, 0)
+    assert api.writes == [], "\n".join(api.writes)
