@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from modelrollout.devcluster import toolchain
+from modelrollout.devcluster.identity import service_account_token, token_kubeconfig
 from modelrollout.devcluster.operator_process import OperatorProcess
 from modelrollout.kube.api import LEASES, KubeApi
 from modelrollout.kube.labels import GROUP, PLURAL, VERSION
@@ -41,44 +41,6 @@ def _kubectl(kubeconfig: str, *args: str, stdin: str = "") -> subprocess.Complet
         check=False,
         timeout=120,
     )
-
-
-def _token_kubeconfig(admin_kubeconfig: str, token: str, path: Path) -> str:
-    """The admin kubeconfig's cluster, with the ServiceAccount's token as the only user."""
-    admin = yaml.safe_load(Path(admin_kubeconfig).read_text())
-    context = next(
-        item["context"] for item in admin["contexts"] if item["name"] == admin["current-context"]
-    )
-    cluster = next(item for item in admin["clusters"] if item["name"] == context["cluster"])
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [cluster],
-                "users": [{"name": "operator", "user": {"token": token}}],
-                "contexts": [
-                    {
-                        "name": "operator",
-                        "context": {"cluster": cluster["name"], "user": "operator"},
-                    }
-                ],
-                "current-context": "operator",
-            }
-        )
-    )
-    return str(path)
-
-
-def _service_account_token(api_client: client.ApiClient, namespace: str, name: str) -> str:
-    request = client.AuthenticationV1TokenRequest(
-        spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
-    )
-    response = client.CoreV1Api(api_client).create_namespaced_service_account_token(
-        name, namespace, request
-    )
-    token: str = response.status.token
-    return token
 
 
 def _status_code(call: Any) -> int:
@@ -139,8 +101,8 @@ def test_helm_install_rbac_is_enough_for_a_rollout_and_no_more(
         role = rbac.read_namespaced_role(service_account, namespace)
         assert role.rules, "the chart's Role has rules"
 
-        token = _service_account_token(kube_api_client, namespace, service_account)
-        operator_kubeconfig = _token_kubeconfig(kubeconfig, token, tmp_path / "operator.kubeconfig")
+        token = service_account_token(kube_api_client, namespace, service_account)
+        operator_kubeconfig = token_kubeconfig(kubeconfig, token, tmp_path / "operator.kubeconfig")
         operator = OperatorProcess(
             operator_kubeconfig,
             namespace,

@@ -21,6 +21,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     up.add_argument("--gpu-nodes", type=int, default=2)
     up.add_argument("--gpus-per-node", type=int, default=4)
     up.add_argument("--cpu-nodes", type=int, default=1)
+    up.add_argument(
+        "--audit-user",
+        action="append",
+        default=[],
+        help="log this user's API requests to the audit log (repeatable)",
+    )
     for action in ("down", "status", "env"):
         actions.add_parser(action)
     actions.add_parser("build", help="build and cache the binaries without starting anything")
@@ -60,7 +66,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name}: {path}")
         return 0
     if args.action == "up":
-        started = cluster.up(args.name, args.gpu_nodes, args.gpus_per_node, args.cpu_nodes)
+        started = cluster.up(
+            args.name, args.gpu_nodes, args.gpus_per_node, args.cpu_nodes, tuple(args.audit_user)
+        )
         print(
             cluster.kubectl(
                 started,

@@ -285,10 +285,34 @@ def _wait_for_default_service_account(state: ClusterState, timeout: float = 60.0
             time.sleep(0.5)
 
 
+def audit_policy(users: tuple[str, ...]) -> dict[str, object]:
+    """Log every request of `users` (verb, resource, response code; no bodies), nothing else."""
+    return {
+        "apiVersion": "audit.k8s.io/v1",
+        "kind": "Policy",
+        "omitStages": ["RequestReceived"],
+        "rules": [{"level": "Metadata", "users": list(users)}, {"level": "None"}],
+    }
+
+
+def audit_log_path(name: str) -> Path:
+    """The API server's audit log, where `up(audit_users=...)` asked for one."""
+    return cluster_dir(name) / "kwok" / "clusters" / name / "logs" / "audit.log"
+
+
 def up(
-    name: str = DEFAULT_NAME, gpu_nodes: int = 2, gpus_per_node: int = 4, cpu_nodes: int = 1
+    name: str = DEFAULT_NAME,
+    gpu_nodes: int = 2,
+    gpus_per_node: int = 4,
+    cpu_nodes: int = 1,
+    audit_users: tuple[str, ...] = (),
 ) -> ClusterState:
-    """Start the cluster (building binaries on first use); reuse it when already running."""
+    """Start the cluster (building binaries on first use); reuse it when already running.
+
+    With `audit_users`, the API server writes an audit log of those users'
+    requests (`audit_log_path`): how benchmarks count an operator's API calls
+    without trusting its own counting.
+    """
     existing = load_state(name)
     if existing is not None:
         if is_running(existing):
@@ -305,6 +329,11 @@ def up(
     kwok_config = directory / "kwokctl.yaml"
     kwok_config.write_text(yaml.safe_dump_all([_KWOKCTL_CONFIG, *kwok_stages()]))
     kubeconfig = directory / "kubeconfig"
+    audit_args: list[str] = []
+    if audit_users:
+        policy = directory / "audit-policy.yaml"
+        policy.write_text(yaml.safe_dump(audit_policy(audit_users)))
+        audit_args = ["--kube-audit-policy", str(policy)]
     _kwokctl(
         name,
         [
@@ -332,6 +361,7 @@ def up(
             f"kube-apiserver=service-cluster-ip-range={SERVICE_CIDR}",
             "--extra-args",
             f"kube-controller-manager=service-cluster-ip-range={SERVICE_CIDR}",
+            *audit_args,
             "--wait",
             "2m",
         ],
