@@ -69,13 +69,17 @@ class TickScheduler:
         entry.due = due
         heapq.heappush(self._queue, (due, next(self._sequence), uid))
 
-    def update(self, body: Body, urgent: bool) -> None:
-        """The latest body from the watch; `urgent` makes it due before anything else."""
+    def update(self, body: Body, urgent: bool) -> Body | None:
+        """The latest body from the watch; `urgent` makes it due before anything else.
+
+        Returns the body it replaces (None for a new rollout).
+        """
         metadata = body["metadata"]
         uid = metadata["uid"]
         with self._lock:
             self._uid_by_name[(metadata["namespace"], metadata["name"])] = uid
             entry = self._entries.get(uid)
+            previous = None if entry is None else entry.body
             if entry is None:
                 entry = _Entry(body=body, due=URGENT)
                 self._entries[uid] = entry
@@ -85,6 +89,7 @@ class TickScheduler:
                 if urgent:
                     self._mark_due(uid, entry, URGENT)
         self._signal()
+        return previous
 
     def wake(self, namespace: str, name: str) -> None:
         """Something the rollout owns changed: tick it now (thread-safe)."""

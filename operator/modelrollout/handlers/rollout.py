@@ -16,6 +16,7 @@ import asyncio
 import logging
 import os
 import socket
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -23,6 +24,7 @@ from kubernetes import client, config
 from prometheus_client import start_http_server
 
 from modelrollout.engine.reconciler import Reconciler
+from modelrollout.engine.timing import progress_marker, tick_period
 from modelrollout.kube.api import MODELROLLOUTS, KubeApi, KubeApiError
 from modelrollout.kube.cache import CachedKubeApi
 from modelrollout.kube.events import EVENTS, build_event
@@ -35,7 +37,9 @@ TICK_INTERVAL_SECONDS = float(os.environ.get("MODELROLLOUT_TICK_INTERVAL", "2"))
 # A settled rollout (Succeeded, nothing left to scale down) is ticked this often; a
 # change to it or its children wakes it sooner.
 RESYNC_INTERVAL_SECONDS = float(os.environ.get("MODELROLLOUT_RESYNC_INTERVAL", "30"))
-CONCURRENT_TICKS = int(os.environ.get("MODELROLLOUT_CONCURRENT_TICKS", "8"))
+# Ticks mostly wait on the API server; Prometheus queries have their own, lower
+# bound (analysis/prometheus.py).
+CONCURRENT_TICKS = int(os.environ.get("MODELROLLOUT_CONCURRENT_TICKS", "32"))
 # The operator's /metrics; "off" disables it (tests run several operators at once).
 METRICS_PORT = os.environ.get("MODELROLLOUT_METRICS_PORT", "8080")
 # "on" with more than one replica: only the holder of the Lease acts (see leader.py).
@@ -50,11 +54,15 @@ _background: list[asyncio.Task[None]] = []
 
 
 def _api_client() -> client.ApiClient:
+    configuration = client.Configuration()
     try:
-        config.load_incluster_config()
+        config.load_incluster_config(client_configuration=configuration)
     except config.ConfigException:
-        config.load_kube_config()
-    return client.ApiClient()
+        config.load_kube_config(client_configuration=configuration)
+    # One connection per tick thread and watch: the default pool (5 per CPU) made
+    # ticks open and discard TLS connections at every burst.
+    configuration.connection_pool_maxsize = CONCURRENT_TICKS + 16
+    return client.ApiClient(configuration)
 
 
 def _leading() -> bool:
@@ -81,13 +89,7 @@ def _tick(body: dict[str, Any]) -> None:
 
 
 def _tick_period(body: dict[str, Any]) -> float:
-    status = body.get("status") or {}
-    settled = (
-        status.get("phase") == "Succeeded"
-        and not status.get("previousRevision")
-        and body.get("metadata", {}).get("generation") == status.get("observedGeneration")
-    )
-    return RESYNC_INTERVAL_SECONDS if settled else TICK_INTERVAL_SECONDS
+    return tick_period(body, datetime.now(UTC), TICK_INTERVAL_SECONDS, RESYNC_INTERVAL_SECONDS)
 
 
 def _lease_elector(api: KubeApi, metrics: OperatorMetrics) -> LeaseElector:
@@ -120,6 +122,9 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
     )
+    # kopf logs every event handled at INFO: at hundreds of rollouts that is most of
+    # the log and a good part of the CPU. Failures are still logged.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     settings.posting.reporting_component = "modelrollout"
     settings.posting.event_name_prefix = "modelrollout-"
     # No cluster-wide listing of CRDs and namespaces: the chart's namespaced mode
@@ -173,4 +178,7 @@ async def track(body: kopf.Body, type: str | None, **_: Any) -> None:
         _reconciler.forget(uid, body["metadata"]["namespace"], body["metadata"]["name"])
         return
     latest = dict(body)
-    _scheduler.update(latest, urgent=_needs_reaction(latest))
+    previous = _scheduler.update(latest, urgent=_needs_reaction(latest))
+    # The rollout moved (our own status write, now seen): its next step may act at once.
+    if previous is not None and progress_marker(previous) != progress_marker(latest):
+        _scheduler.wake(latest["metadata"]["namespace"], latest["metadata"]["name"])
