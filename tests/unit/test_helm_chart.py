@@ -18,13 +18,13 @@ pytestmark = pytest.mark.unit
 EXPECTED_ROLLOUT_RULES = {
     ("modelrollout.dev", "modelrollouts"): {"get", "list", "watch"},
     ("modelrollout.dev", "modelrollouts/status"): {"get", "patch"},
-    ("apps", "deployments"): {"get", "list", "create", "patch", "delete"},
-    ("", "services"): {"get", "create", "patch"},
+    ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("", "services"): {"get", "list", "watch", "create", "patch"},
     ("", "pods"): {"list", "patch"},
-    ("discovery.k8s.io", "endpointslices"): {"list"},
-    ("gateway.networking.k8s.io", "httproutes"): {"get", "create", "patch"},
+    ("discovery.k8s.io", "endpointslices"): {"list", "watch"},
+    ("gateway.networking.k8s.io", "httproutes"): {"get", "list", "watch", "create", "patch"},
     # Quality-gate evaluation steps; the suite's ConfigMap is mounted, never read.
-    ("batch", "jobs"): {"get", "create", "delete"},
+    ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
     ("", "events"): {"create"},
 }
 
@@ -91,7 +91,7 @@ def _named(documents: list[dict[str, Any]], kind: str, suffix: str) -> dict[str,
     return found
 
 
-CAPACITY_RULES = {("", "nodes"): {"list"}, ("", "pods"): {"list"}}
+CAPACITY_RULES = {("", "nodes"): {"list", "watch"}, ("", "pods"): {"list", "watch"}}
 
 
 def test_cluster_mode_grants_only_what_the_operator_uses(tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ app.kubernetes.io/part-of: modelrollout
 
 {{/*
 The rules the operator needs in each namespace it drives rollouts in: only
-the verbs and resources it uses (tests/cluster/test_helm_chart.py runs a
+the verbs and resources it uses (list and watch: the cache of its children) (tests/cluster/test_helm_chart.py runs a
 rollout with exactly these).
 */}}
 {{- define "modelrollout.rolloutRules" -}}
@@ -49,22 +49,22 @@ rollout with exactly these).
   verbs: ["get", "patch"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "patch"]
 - apiGroups: ["discovery.k8s.io"]
   resources: ["endpointslices"]
-  verbs: ["list"]
+  verbs: ["list", "watch"]
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "create", "delete"]
+  verbs: ["get", "list", "watch", "create", "delete"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]

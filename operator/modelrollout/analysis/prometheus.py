@@ -9,6 +9,8 @@ are reported as such, never turned into a number.
 from __future__ import annotations
 
 import math
+import os
+import threading
 from typing import Any
 
 from prometheus_api_client import PrometheusConnect
@@ -17,6 +19,11 @@ from urllib3.util.retry import Retry
 from modelrollout.analysis.provider import QueryResult
 from modelrollout.models.durations import parse_duration
 from modelrollout.models.spec import PrometheusSource
+
+# At most this many queries from the whole operator wait on Prometheus at once,
+# however many ticks run: a slow Prometheus is not made slower by a pile-up.
+MAX_QUERIES_IN_FLIGHT = int(os.environ.get("MODELROLLOUT_MAX_QUERIES_IN_FLIGHT", "8"))
+_in_flight = threading.BoundedSemaphore(MAX_QUERIES_IN_FLIGHT)
 
 
 class PrometheusProvider:
@@ -30,7 +37,8 @@ class PrometheusProvider:
 
     def query(self, promql: str) -> QueryResult:
         try:
-            raw = self._client.custom_query(promql, timeout=self._timeout)
+            with _in_flight:
+                raw = self._client.custom_query(promql, timeout=self._timeout)
         except Exception as error:  # any failure of the call is "unavailable", never a crash
             return QueryResult(None, error=f"query failed: {type(error).__name__}: {error}")
         return parse_query_result(promql, raw)

@@ -35,6 +35,10 @@ class Resource:
         """Every object of a cluster-scoped resource, or of a namespaced one in all namespaces."""
         return f"{self.prefix}/{self.plural}"
 
+    def collection_path(self, namespace: str) -> str:
+        """The objects in `namespace`; "" means every namespace (or a cluster-scoped resource)."""
+        return self.path(namespace) if namespace else self.cluster_path()
+
     def path(self, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
         path = f"{self.prefix}/namespaces/{namespace}/{self.plural}"
         if name is not None:
@@ -125,9 +129,12 @@ class KubeApi:
     def list_with_version(
         self, resource: Resource, namespace: str, label_selector: str | None = None
     ) -> tuple[list[dict[str, Any]], str]:
-        """The items and the list's resourceVersion, from which a watch continues."""
+        """The items and the list's resourceVersion, from which a watch continues.
+
+        `namespace` "" lists every namespace (or a cluster-scoped resource).
+        """
         query = [("labelSelector", label_selector)] if label_selector else []
-        listing = self._call("GET", resource.path(namespace), query=query)
+        listing = self._call("GET", resource.collection_path(namespace), query=query)
         items: list[dict[str, Any]] = listing["items"]
         return items, str(listing.get("metadata", {}).get("resourceVersion", ""))
 
@@ -152,13 +159,13 @@ class KubeApi:
         query = [
             ("watch", "true"),
             ("allowWatchBookmarks", "true"),
-            ("labelSelector", label_selector),
+            *([("labelSelector", label_selector)] if label_selector else []),
             ("resourceVersion", resource_version),
             ("timeoutSeconds", str(timeout_seconds)),
         ]
         try:
             response = self._client.call_api(
-                resource.path(namespace),
+                resource.collection_path(namespace),
                 "GET",
                 query_params=query,
                 header_params={"Accept": "application/json"},

@@ -13,7 +13,10 @@ into the cache at once, so the next tick does not redo what this one did.
 Every change seen on a watch wakes the rollout that owns the object.
 
 Informers start on first use in a namespace, so the operator needs no more
-than the namespaced permissions it already has.
+than the namespaced permissions it already has. Nodes and Pods (what GPU
+capacity planning reads, and the pods behind a revision) are cached across
+all namespaces where the operator may watch them; where it may not (403),
+those reads keep going to the API.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ from modelrollout.kube.api import (
     ENDPOINT_SLICES,
     HTTPROUTES,
     JOBS,
+    NODES,
+    PODS,
     SERVICES,
     KubeApi,
     KubeApiError,
@@ -44,6 +49,8 @@ from modelrollout.kube.labels import (
 )
 
 CACHED_RESOURCES: tuple[Resource, ...] = (DEPLOYMENTS, SERVICES, HTTPROUTES, ENDPOINT_SLICES, JOBS)
+# Watched in every namespace, every object (pods carry no managed-by label).
+CLUSTER_CACHED_RESOURCES: tuple[Resource, ...] = (NODES, PODS)
 MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
 WATCH_TIMEOUT_SECONDS = 300
 MAX_BACKOFF_SECONDS = 30.0
@@ -91,6 +98,21 @@ def parse_equality_selector(selector: str | None) -> dict[str, str] | None:
     return wanted
 
 
+def field_selector_matches(selector: str | None, obj: dict[str, Any]) -> bool:
+    """Whether `obj` passes a field selector of `path=value` / `path!=value` terms."""
+    for term in (selector or "").split(","):
+        if not term:
+            continue
+        negated = "!=" in term
+        path, value = term.split("!=" if negated else "=", 1)
+        current: Any = obj
+        for key in path.split("."):
+            current = current.get(key) if isinstance(current, dict) else None
+        if (str(current or "") == value) == negated:
+            return False
+    return True
+
+
 def _slim(obj: dict[str, Any]) -> dict[str, Any]:
     # managedFields is often half an object's size and nothing here reads it.
     obj.get("metadata", {}).pop("managedFields", None)
@@ -101,11 +123,17 @@ class Informer:
     """One resource's managed objects in one namespace, kept current by a watch."""
 
     def __init__(
-        self, api: KubeApi, resource: Resource, namespace: str, on_change: ChangeSink
+        self,
+        api: KubeApi,
+        resource: Resource,
+        namespace: str,
+        on_change: ChangeSink,
+        selector: str = MANAGED_SELECTOR,
     ) -> None:
         self._api = api
         self.resource = resource
-        self.namespace = namespace
+        self.namespace = namespace  # "" for every namespace
+        self.selector = selector
         self._on_change = on_change
         self._objects: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
@@ -122,12 +150,17 @@ class Informer:
         """The thread ends when its current watch does; it is a daemon either way."""
         self._stopped.set()
 
-    def get(self, name: str) -> dict[str, Any] | None:
+    def get(self, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         with self._lock:
-            obj = self._objects.get(name)
+            obj = self._objects.get(f"{self.namespace if namespace is None else namespace}/{name}")
             return copy.deepcopy(obj) if obj is not None else None
 
-    def matching(self, labels: dict[str, str]) -> list[dict[str, Any]]:
+    def matching(
+        self,
+        labels: dict[str, str],
+        namespace: str | None = None,
+        field_selector: str | None = None,
+    ) -> list[dict[str, Any]]:
         with self._lock:
             return [
                 copy.deepcopy(obj)
@@ -136,11 +169,18 @@ class Informer:
                     (obj["metadata"].get("labels") or {}).get(key) == value
                     for key, value in labels.items()
                 )
+                and (namespace is None or obj["metadata"].get("namespace") == namespace)
+                and field_selector_matches(field_selector, obj)
             ]
+
+    @staticmethod
+    def _key(obj: dict[str, Any]) -> str:
+        metadata = obj["metadata"]
+        return f"{metadata.get('namespace', '')}/{metadata['name']}"
 
     def upsert(self, obj: dict[str, Any]) -> bool:
         """Store `obj` unless the cache holds a newer version; True if it changed."""
-        name = obj["metadata"]["name"]
+        name = self._key(obj)
         version = str(obj["metadata"].get("resourceVersion", ""))
         with self._lock:
             current = self._objects.get(name)
@@ -151,14 +191,15 @@ class Informer:
             self._objects[name] = _slim(obj)
             return True
 
-    def remove(self, name: str) -> bool:
+    def remove(self, name: str, namespace: str | None = None) -> bool:
         with self._lock:
-            return self._objects.pop(name, None) is not None
+            key = f"{self.namespace if namespace is None else namespace}/{name}"
+            return self._objects.pop(key, None) is not None
 
     def apply(self, event_type: str, obj: dict[str, Any]) -> None:
         """One watch event: store or drop the object, and wake its rollout if it changed."""
         if event_type == "DELETED":
-            changed = self.remove(obj["metadata"]["name"])
+            changed = self.remove(obj["metadata"]["name"], obj["metadata"].get("namespace", ""))
         else:
             changed = self.upsert(obj)
         if changed:
@@ -166,7 +207,7 @@ class Informer:
 
     def replace_all(self, items: list[dict[str, Any]]) -> None:
         """A fresh list: the cache becomes exactly it; what changed or vanished wakes."""
-        fresh = {item["metadata"]["name"]: _slim(item) for item in items}
+        fresh = {self._key(item): _slim(item) for item in items}
         with self._lock:
             previous = self._objects
             self._objects = fresh
@@ -183,7 +224,7 @@ class Informer:
     def _notify(self, obj: dict[str, Any]) -> None:
         rollout = owning_rollout(obj)
         if rollout is not None:
-            self._on_change(self.namespace, rollout)
+            self._on_change(obj["metadata"].get("namespace", self.namespace), rollout)
 
     def _run(self) -> None:
         resource_version = ""
@@ -192,7 +233,7 @@ class Informer:
             try:
                 if not resource_version:
                     items, resource_version = self._api.list_with_version(
-                        self.resource, self.namespace, MANAGED_SELECTOR
+                        self.resource, self.namespace, self.selector
                     )
                     self.replace_all(items)
                     self.synced.set()
@@ -202,6 +243,9 @@ class Informer:
                 if error.status == 410:  # the version is compacted away: list again
                     resource_version = ""
                     continue
+                if error.status == 403:  # not ours to watch: reads keep going to the API
+                    logger.info("not caching %s: %s", self.resource.plural, error.message)
+                    return
                 backoff = self._wait_after_failure(error, backoff)
             except Exception as error:  # a dropped connection or a restarting API server
                 backoff = self._wait_after_failure(error, backoff)
@@ -210,7 +254,7 @@ class Informer:
         """Follow the watch until it ends; the version to continue from ("" to relist)."""
         timeout = random.randint(WATCH_TIMEOUT_SECONDS // 2, WATCH_TIMEOUT_SECONDS)
         for event in self._api.watch(
-            self.resource, self.namespace, MANAGED_SELECTOR, resource_version, timeout
+            self.resource, self.namespace, self.selector, resource_version, timeout
         ):
             event_type, obj = event.get("type", ""), event.get("object") or {}
             if event_type == "ERROR":
@@ -252,14 +296,21 @@ class CachedKubeApi(KubeApi):
         self._on_change(namespace, name)
 
     def informer(self, resource: Resource, namespace: str) -> Informer | None:
-        """The started informer of a cached resource (None for an uncached one)."""
-        if resource not in CACHED_RESOURCES:
+        """The started informer of a cached resource (None for an uncached one).
+
+        Nodes and Pods have one informer for every namespace, whatever `namespace` says.
+        """
+        if resource in CLUSTER_CACHED_RESOURCES:
+            namespace, selector = "", ""
+        elif resource in CACHED_RESOURCES:
+            selector = MANAGED_SELECTOR
+        else:
             return None
         key = (resource, namespace)
         with self._informers_guard:
             informer = self._informers.get(key)
             if informer is None:
-                informer = Informer(self, resource, namespace, self._notify)
+                informer = Informer(self, resource, namespace, self._notify, selector)
                 self._informers[key] = informer
                 informer.start()
         return informer
@@ -276,10 +327,18 @@ class CachedKubeApi(KubeApi):
     def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
         informer = self._synced(resource, namespace)
         if informer is not None:
-            cached = informer.get(name)
+            cached = informer.get(name, namespace)
             if cached is not None:
                 return cached
         return super().get(resource, namespace, name)
+
+    def list_cluster(
+        self, resource: Resource, field_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        informer = self._synced(resource, "") if resource in CLUSTER_CACHED_RESOURCES else None
+        if informer is None:
+            return super().list_cluster(resource, field_selector)
+        return informer.matching({}, field_selector=field_selector)
 
     def list(
         self, resource: Resource, namespace: str, label_selector: str | None = None
@@ -288,12 +347,14 @@ class CachedKubeApi(KubeApi):
         wanted = parse_equality_selector(label_selector)
         if informer is None or wanted is None:
             return super().list(resource, namespace, label_selector)
-        return informer.matching(wanted)
+        return informer.matching(wanted, namespace)
 
     def _written(self, resource: Resource, namespace: str, obj: dict[str, Any]) -> None:
         informer = self._synced(resource, namespace)
         labels = obj.get("metadata", {}).get("labels") or {}
-        if informer is not None and labels.get(MANAGED_BY_LABEL) == MANAGED_BY:
+        if informer is not None and (
+            informer.selector == "" or labels.get(MANAGED_BY_LABEL) == MANAGED_BY
+        ):
             informer.upsert(copy.deepcopy(obj))
 
     def create(self, resource: Resource, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -327,4 +388,4 @@ class CachedKubeApi(KubeApi):
         super().delete(resource, namespace, name, propagation)
         informer = self._synced(resource, namespace)
         if informer is not None:
-            informer.remove(name)
+            informer.remove(name, namespace)

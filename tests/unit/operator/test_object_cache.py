@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 
-from modelrollout.kube.api import DEPLOYMENTS
+from modelrollout.kube.api import DEPLOYMENTS, PODS
 from modelrollout.kube.cache import (
     Informer,
+    field_selector_matches,
     is_newer,
     owning_rollout,
     parse_equality_selector,
@@ -22,6 +23,7 @@ def obj(name: str, version: str, labels: dict[str, str] | None = None) -> dict[s
     return {
         "metadata": {
             "name": name,
+            "namespace": "ns",
             "resourceVersion": version,
             "labels": {ROLLOUT_LABEL: "chat", **(labels or {})},
             "managedFields": [{"manager": "kube-controller-manager"}],
@@ -113,3 +115,25 @@ def test_only_equality_selectors_are_answered_from_the_cache(
 def test_resource_versions_compare_as_numbers_when_they_are() -> None:
     assert is_newer("10", "9") and not is_newer("9", "10") and is_newer("10", "10")
     assert is_newer("opaque", "10")
+
+
+def test_a_cluster_wide_informer_keeps_namespaces_apart() -> None:
+    woken: list[tuple[str, str]] = []
+    pods = Informer(None, PODS, "", lambda ns, name: woken.append((ns, name)), selector="")  # type: ignore[arg-type]
+    first, second = obj("p", "1"), obj("p", "2")
+    second["metadata"]["namespace"] = "other"
+    pods.apply("ADDED", first)
+    pods.apply("ADDED", second)
+    assert [p["metadata"]["namespace"] for p in pods.matching({}, namespace="other")] == ["other"]
+    assert pods.get("p", "ns") is not None and pods.get("p", "missing") is None
+    assert woken == [("ns", "chat"), ("other", "chat")]  # each owner in its own namespace
+
+
+def test_field_selectors_are_evaluated_on_cached_objects() -> None:
+    running = {"status": {"phase": "Running"}, "spec": {"nodeName": "gpu-0"}}
+    done = {"status": {"phase": "Succeeded"}}
+    live = "status.phase!=Succeeded,status.phase!=Failed"
+    assert field_selector_matches(live, running) and not field_selector_matches(live, done)
+    assert field_selector_matches("spec.nodeName=gpu-0", running)
+    assert not field_selector_matches("spec.nodeName=gpu-1", running)
+    assert field_selector_matches(None, done)
