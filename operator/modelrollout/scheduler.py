@@ -86,8 +86,10 @@ class TickScheduler:
                 self._schedule(uid, entry, URGENT)
             else:
                 entry.body = body
-                if urgent:
-                    self._mark_due(uid, entry, URGENT)
+                # The new body may bring a timer forward (a check just evaluated: the
+                # next evaluation is one analysis interval from now).
+                due = URGENT if urgent else self._clock() + self._period_for(body)
+                self._mark_due(uid, entry, due, dirty=urgent)
         self._signal()
         return previous
 
@@ -98,12 +100,13 @@ class TickScheduler:
             entry = self._entries.get(uid) if uid is not None else None
             if uid is None or entry is None:
                 return
-            self._mark_due(uid, entry, self._clock())
+            self._mark_due(uid, entry, self._clock(), dirty=True)
         self._signal()
 
-    def _mark_due(self, uid: str, entry: _Entry, due: float) -> None:
+    def _mark_due(self, uid: str, entry: _Entry, due: float, dirty: bool) -> None:
+        """Move the next tick forward to `due`; `dirty`: tick again after a running one."""
         if entry.running:
-            entry.dirty = True
+            entry.dirty = entry.dirty or dirty
         elif due < entry.due:
             self._schedule(uid, entry, due)
 

@@ -37,6 +37,9 @@ TICK_INTERVAL_SECONDS = float(os.environ.get("MODELROLLOUT_TICK_INTERVAL", "2"))
 # A settled rollout (Succeeded, nothing left to scale down) is ticked this often; a
 # change to it or its children wakes it sooner.
 RESYNC_INTERVAL_SECONDS = float(os.environ.get("MODELROLLOUT_RESYNC_INTERVAL", "30"))
+# A canary is ticked when its next timer is due (engine/timing.py), and at least
+# this often, for timers not tracked there.
+CANARY_RESYNC_SECONDS = 5 * TICK_INTERVAL_SECONDS
 # Ticks mostly wait on the API server; Prometheus queries have their own, lower
 # bound (analysis/prometheus.py).
 CONCURRENT_TICKS = int(os.environ.get("MODELROLLOUT_CONCURRENT_TICKS", "32"))
@@ -89,7 +92,13 @@ def _tick(body: dict[str, Any]) -> None:
 
 
 def _tick_period(body: dict[str, Any]) -> float:
-    return tick_period(body, datetime.now(UTC), TICK_INTERVAL_SECONDS, RESYNC_INTERVAL_SECONDS)
+    return tick_period(
+        body,
+        datetime.now(UTC),
+        TICK_INTERVAL_SECONDS,
+        RESYNC_INTERVAL_SECONDS,
+        CANARY_RESYNC_SECONDS,
+    )
 
 
 def _lease_elector(api: KubeApi, metrics: OperatorMetrics) -> LeaseElector:

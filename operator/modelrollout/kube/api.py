@@ -120,6 +120,7 @@ class KubeApi:
     def list_cluster(
         self, resource: Resource, field_selector: str | None = None
     ) -> list[dict[str, Any]]:
+        """Every object in every namespace. Read-only: a cache may hand out its own objects."""
         query = [("fieldSelector", field_selector)] if field_selector else []
         items: list[dict[str, Any]] = self._call("GET", resource.cluster_path(), query=query)[
             "items"

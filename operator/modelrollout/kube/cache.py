@@ -52,6 +52,10 @@ CACHED_RESOURCES: tuple[Resource, ...] = (DEPLOYMENTS, SERVICES, HTTPROUTES, END
 # Watched in every namespace, every object (pods carry no managed-by label).
 CLUSTER_CACHED_RESOURCES: tuple[Resource, ...] = (NODES, PODS)
 MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+# Labels a tick selects by: reads by them look up an index instead of scanning
+# every object of a namespace (thousands at a thousand rollouts).
+INDEXED_LABELS = (ROLLOUT_LABEL, SERVICE_NAME_LABEL)
 WATCH_TIMEOUT_SECONDS = 300
 MAX_BACKOFF_SECONDS = 30.0
 
@@ -113,10 +117,34 @@ def field_selector_matches(selector: str | None, obj: dict[str, Any]) -> bool:
     return True
 
 
+_POD_METADATA = ("name", "namespace", "uid", "resourceVersion", "labels", "deletionTimestamp")
+
+
 def _slim(obj: dict[str, Any]) -> dict[str, Any]:
-    # managedFields is often half an object's size and nothing here reads it.
-    obj.get("metadata", {}).pop("managedFields", None)
-    return obj
+    """What the operator reads of an object; the rest is not kept in memory.
+
+    managedFields is often half an object's size and nothing here reads it. Of
+    a pod (there are thousands, cluster-wide) only what capacity planning, the
+    unschedulable check and relabeling read: labels, node, resources, phase
+    and conditions.
+    """
+    metadata = obj.get("metadata", {})
+    metadata.pop("managedFields", None)
+    if obj.get("kind") != "Pod" and "containers" not in obj.get("spec", {}):
+        return obj
+    spec, status = obj.get("spec", {}), obj.get("status", {})
+    return {
+        "kind": "Pod",
+        "metadata": {key: metadata[key] for key in _POD_METADATA if key in metadata},
+        "spec": {
+            "nodeName": spec.get("nodeName"),
+            "containers": [
+                {"name": c.get("name"), "resources": c.get("resources") or {}}
+                for c in spec.get("containers") or []
+            ],
+        },
+        "status": {"phase": status.get("phase"), "conditions": status.get("conditions") or []},
+    }
 
 
 class Informer:
@@ -136,6 +164,8 @@ class Informer:
         self.selector = selector
         self._on_change = on_change
         self._objects: dict[str, dict[str, Any]] = {}
+        # (label, value) -> keys of the objects carrying it, for INDEXED_LABELS.
+        self._index: dict[tuple[str, str], set[str]] = {}
         self._lock = threading.Lock()
         self.synced = threading.Event()
         self._stopped = threading.Event()
@@ -160,11 +190,25 @@ class Informer:
         labels: dict[str, str],
         namespace: str | None = None,
         field_selector: str | None = None,
+        copies: bool = True,
     ) -> list[dict[str, Any]]:
+        """Objects with all of `labels` (and in `namespace`, passing `field_selector`).
+
+        `copies=False` hands out the cached objects themselves, for readers that
+        never change them: copying thousands of pods costs more than the rest
+        of a tick. Cached objects are replaced, never changed in place, so such
+        a reader still sees one consistent version of each.
+        """
         with self._lock:
+            indexed = next(((k, v) for k, v in labels.items() if k in INDEXED_LABELS), None)
+            candidates = (
+                [self._objects[key] for key in self._index.get(indexed, ())]
+                if indexed is not None
+                else self._objects.values()
+            )
             return [
-                copy.deepcopy(obj)
-                for obj in self._objects.values()
+                copy.deepcopy(obj) if copies else obj
+                for obj in candidates
                 if all(
                     (obj["metadata"].get("labels") or {}).get(key) == value
                     for key, value in labels.items()
@@ -172,6 +216,26 @@ class Informer:
                 and (namespace is None or obj["metadata"].get("namespace") == namespace)
                 and field_selector_matches(field_selector, obj)
             ]
+
+    def _store(self, key: str, obj: dict[str, Any] | None) -> None:
+        """Put (or with None, drop) an object and keep the label index in step; locked."""
+        old = self._objects.pop(key, None)
+        if old is not None:
+            for entry in self._index_entries(old):
+                keys = self._index.get(entry)
+                if keys is not None:
+                    keys.discard(key)
+                    if not keys:
+                        del self._index[entry]
+        if obj is not None:
+            self._objects[key] = obj
+            for entry in self._index_entries(obj):
+                self._index.setdefault(entry, set()).add(key)
+
+    @staticmethod
+    def _index_entries(obj: dict[str, Any]) -> list[tuple[str, str]]:
+        labels = obj["metadata"].get("labels") or {}
+        return [(label, labels[label]) for label in INDEXED_LABELS if label in labels]
 
     @staticmethod
     def _key(obj: dict[str, Any]) -> str:
@@ -188,13 +252,16 @@ class Informer:
                 current_version = str(current["metadata"].get("resourceVersion", ""))
                 if current_version == version or not is_newer(version, current_version):
                     return False
-            self._objects[name] = _slim(obj)
+            self._store(name, _slim(obj))
             return True
 
     def remove(self, name: str, namespace: str | None = None) -> bool:
         with self._lock:
             key = f"{self.namespace if namespace is None else namespace}/{name}"
-            return self._objects.pop(key, None) is not None
+            if key not in self._objects:
+                return False
+            self._store(key, None)
+            return True
 
     def apply(self, event_type: str, obj: dict[str, Any]) -> None:
         """One watch event: store or drop the object, and wake its rollout if it changed."""
@@ -210,7 +277,9 @@ class Informer:
         fresh = {self._key(item): _slim(item) for item in items}
         with self._lock:
             previous = self._objects
-            self._objects = fresh
+            self._objects, self._index = {}, {}
+            for key, obj in fresh.items():
+                self._store(key, obj)
         for name, obj in fresh.items():
             old = previous.get(name)
             if old is None or old["metadata"].get("resourceVersion") != obj["metadata"].get(
@@ -338,7 +407,8 @@ class CachedKubeApi(KubeApi):
         informer = self._synced(resource, "") if resource in CLUSTER_CACHED_RESOURCES else None
         if informer is None:
             return super().list_cluster(resource, field_selector)
-        return informer.matching({}, field_selector=field_selector)
+        # Read-only callers (capacity planning): no copies of every pod in the cluster.
+        return informer.matching({}, field_selector=field_selector, copies=False)
 
     def list(
         self, resource: Resource, namespace: str, label_selector: str | None = None

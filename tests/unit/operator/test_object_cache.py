@@ -137,3 +137,46 @@ def test_field_selectors_are_evaluated_on_cached_objects() -> None:
     assert field_selector_matches("spec.nodeName=gpu-0", running)
     assert not field_selector_matches("spec.nodeName=gpu-1", running)
     assert field_selector_matches(None, done)
+
+
+def test_cached_pods_keep_only_what_the_operator_reads() -> None:
+    pods, _ = informer()
+    pod = obj("p", "1")
+    pod["spec"] = {
+        "nodeName": "gpu-0",
+        "containers": [
+            {"name": "server", "image": "x", "resources": {"limits": {"nvidia.com/gpu": "1"}}}
+        ],
+        "volumes": [{"name": "big"}],
+    }
+    pod["status"] = {"phase": "Running", "conditions": [{"type": "Ready"}], "podIPs": ["a"]}
+    pods.apply("ADDED", pod)
+    kept = pods.get("p")
+    assert kept == {
+        "kind": "Pod",
+        "metadata": {
+            "name": "p",
+            "namespace": "ns",
+            "resourceVersion": "1",
+            "labels": {ROLLOUT_LABEL: "chat"},
+        },
+        "spec": {
+            "nodeName": "gpu-0",
+            "containers": [{"name": "server", "resources": {"limits": {"nvidia.com/gpu": "1"}}}],
+        },
+        "status": {"phase": "Running", "conditions": [{"type": "Ready"}]},
+    }
+
+
+def test_the_label_index_follows_relabels_and_deletions() -> None:
+    cache, _ = informer()
+    cache.apply("ADDED", obj("a", "1"))
+    moved = obj("a", "2")
+    moved["metadata"]["labels"][ROLLOUT_LABEL] = "other"
+    cache.apply("MODIFIED", moved)
+    assert cache.matching({ROLLOUT_LABEL: "chat"}) == []
+    assert [o["metadata"]["name"] for o in cache.matching({ROLLOUT_LABEL: "other"})] == ["a"]
+    cache.apply("DELETED", obj("a", "3"))
+    assert cache.matching({ROLLOUT_LABEL: "other"}) == []
+    cache.replace_all([obj("b", "4")])
+    assert [o["metadata"]["name"] for o in cache.matching({ROLLOUT_LABEL: "chat"})] == ["b"]

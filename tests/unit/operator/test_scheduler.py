@@ -160,3 +160,17 @@ def test_run_ticks_every_rollout_with_at_most_concurrency_at_once() -> None:
     asyncio.run(scenario())
     assert sorted(ticked) == list("abcdefgh")
     assert most == 3
+
+
+def test_a_new_body_can_bring_the_next_tick_forward_but_never_back() -> None:
+    clock = Clock()
+    periods = {"slow": 10.0, "soon": 1.0}
+    ticks = TickScheduler(lambda b: None, 1, lambda b: periods[b["status"]["phase"]], clock)
+    ticks.update(body("a", phase="slow"), urgent=False)
+    ticks.take_due(clock.now)
+    ticks.finished("uid-a")  # due at 110
+    ticks.update(body("a", phase="soon"), urgent=False)  # e.g. a check just evaluated
+    assert names(ticks.take_due(clock.now + 1)) == ["a"]
+    ticks.finished("uid-a")
+    ticks.update(body("a", phase="slow"), urgent=False)
+    assert names(ticks.take_due(clock.now + 1)) == ["a"]  # still due at 101, not pushed to 110
