@@ -487,3 +487,15 @@ def test_only_the_newest_history_entries_keep_their_spec() -> None:
     history = rollout.status.history
     assert len(history) == 9
     assert [entry.spec is not None for entry in history] == [True] * 5 + [False] * 4
+
+
+def test_the_weight_after_a_timed_step_is_set_in_the_same_tick() -> None:
+    rollout = started(steps({"setWeight": 10}, {"pause": {"duration": "30s"}}, {"setWeight": 40}))
+    rollout.tick()
+    rollout.tick(15)
+    rollout.tick(15)
+    assert (rollout.status.current_step, rollout.status.weights.canary) == (1, 10)
+    decision = rollout.tick(31)
+    # One status write: the pause is done, step 3 has started and set its weight.
+    assert (rollout.status.current_step, rollout.status.weights.canary) == (2, 40)
+    assert [reason for _, reason, _ in decision.events] == ["StepStarted", "WeightSet"]

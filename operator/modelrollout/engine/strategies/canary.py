@@ -547,6 +547,17 @@ class _Tick:
             )
             return
         self.complete_step()
+        # A weight after a timed step is set in the same status write (and tick): one
+        # write per step instead of two, and no tick interval between them.
+        following = self.status.current_step
+        steps = self.strategy.steps
+        if (
+            self.status.phase == "Progressing"
+            and following is not None
+            and following < len(steps)
+            and steps[following].set_weight is not None
+        ):
+            self.run_step()
 
     def complete_step(self, by_user: bool = False) -> None:
         strategy = self.strategy
