@@ -135,15 +135,19 @@ class TickScheduler:
                 picked.append((uid, entry.body))
         return picked
 
-    def finished(self, uid: str) -> None:
-        """A tick ended: due again after its period, or now if it changed meanwhile."""
+    def finished(self, uid: str, failed: bool = False) -> None:
+        """A tick ended: due again after its period, or now if it changed meanwhile.
+
+        A failed tick (the API server down, say) waits its period whatever changed:
+        retrying at once would spin while the failure lasts.
+        """
         now = self._clock()
         with self._lock:
             self._running -= 1
             entry = self._entries.get(uid)
             if entry is not None:
                 entry.running = False
-                due = now if entry.dirty else now + self._period_for(entry.body)
+                due = now if entry.dirty and not failed else now + self._period_for(entry.body)
                 entry.dirty = False
                 self._schedule(uid, entry, due)
 
@@ -192,11 +196,13 @@ class TickScheduler:
 
     async def _run_one(self, executor: ThreadPoolExecutor, uid: str, body: Body) -> None:
         assert self._loop is not None and self._changed is not None
+        failed = False
         try:
             await self._loop.run_in_executor(executor, self._tick, body)
         except Exception:  # one broken rollout must not stop the others
+            failed = True
             meta = body.get("metadata", {})
             logger.exception("tick of %s/%s failed", meta.get("namespace"), meta.get("name"))
         finally:
-            self.finished(uid)
+            self.finished(uid, failed)
             self._changed.set()

@@ -174,3 +174,14 @@ def test_a_new_body_can_bring_the_next_tick_forward_but_never_back() -> None:
     ticks.finished("uid-a")
     ticks.update(body("a", phase="slow"), urgent=False)
     assert names(ticks.take_due(clock.now + 1)) == ["a"]  # still due at 101, not pushed to 110
+
+
+def test_a_failed_tick_waits_its_period_even_if_changes_came_meanwhile() -> None:
+    clock = Clock()
+    ticks = scheduler(clock, period=2.0)
+    ticks.update(body("a"), urgent=False)
+    ticks.take_due(clock.now)
+    ticks.wake("ns", "a")  # e.g. a watch event while the API server was failing the tick
+    ticks.finished("uid-a", failed=True)
+    assert ticks.take_due(clock.now + 1.9) == []
+    assert names(ticks.take_due(clock.now + 2.0)) == ["a"]
