@@ -22,7 +22,7 @@ from kubernetes.client.rest import ApiException
 
 from modelrollout.devcluster import cluster
 from modelrollout.devcluster.prometheus import PrometheusHandle
-from tests.support.kube import apply_crd, project_crds, wait_until
+from tests.support.kube import apply_crd, create_namespace, project_crds
 
 # One cluster per test session: two sessions on one machine never share state.
 TEST_CLUSTER_NAME = f"pytest-{os.getpid()}"
@@ -85,14 +85,8 @@ def namespace(kube_api_client: client.ApiClient, request: pytest.FixtureRequest)
     """A fresh namespace per test, deleted afterwards."""
     stem = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-")
     name = f"t-{stem}-{uuid.uuid4().hex[:6]}"
+    create_namespace(kube_api_client, name)
     core = client.CoreV1Api(kube_api_client)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    # Pods are refused until the namespace's default ServiceAccount exists.
-    wait_until(
-        lambda: core.list_namespaced_service_account(name).items,
-        30,
-        f"the default ServiceAccount in {name}",
-    )
     try:
         yield name
     finally:

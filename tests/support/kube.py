@@ -63,3 +63,15 @@ def project_crds() -> list[dict[str, Any]]:
     for path in sorted(CRD_DIR.glob("*.yaml")):
         documents += [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
     return documents
+
+
+def create_namespace(api_client: client.ApiClient, name: str, timeout: float = 30) -> None:
+    """Create a namespace and wait until pods can be created in it."""
+    core = client.CoreV1Api(api_client)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    # Pods are refused until the namespace's default ServiceAccount exists.
+    wait_until(
+        lambda: core.list_namespaced_service_account(name).items,
+        timeout,
+        f"the default ServiceAccount in {name}",
+    )
