@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from modelrollout.kube.api import HTTPROUTES, MODELROLLOUTS, KubeApi, Resource
+from modelrollout.kube.api import HTTPROUTES, MODELROLLOUTS, SERVICES, KubeApi, Resource
 from modelrollout.kube.workloads import RolloutRef
 from modelrollout.traffic.base import Backends
 from modelrollout.traffic.gatewayapi import GatewayAPIRouter
@@ -67,3 +67,29 @@ def test_a_converged_route_is_not_patched_again(
         router.reconcile(backends)
         router.set_weights(backends, 0)
     assert api.writes == [], "\n".join(api.writes)
+
+
+def test_a_retired_revisions_service_goes_once_the_route_no_longer_names_it(
+    kube_api_client: client.ApiClient, namespace: str
+) -> None:
+    owner = KubeApi(kube_api_client).create(
+        MODELROLLOUTS, namespace, rollout_manifest("chat", "file:///m", [{"setWeight": 50}])
+    )
+    api = KubeApi(kube_api_client)
+    router = GatewayAPIRouter(api)
+    rollout = RolloutRef(namespace, "chat", owner["metadata"]["uid"])
+    gateway = {"parentRefs": [{"name": "inference-gw"}]}
+    canary = Backends(rollout, "old111", "new222", 8000, 1, gateway, canary_weight=0)
+    router.reconcile(canary)
+    router.set_weights(canary, 0)
+    assert {"chat-old111", "chat-new222"} <= {
+        s["metadata"]["name"] for s in api.list(SERVICES, namespace)
+    }
+
+    promoted = Backends(rollout, "new222", None, 8000, 1, gateway)
+    router.reconcile(promoted)  # the route still names old111: its Service stays
+    assert api.get(SERVICES, namespace, "chat-old111") is not None
+    router.set_weights(promoted, 0)
+    router.reconcile(promoted)
+    assert api.get(SERVICES, namespace, "chat-old111") is None
+    assert api.get(SERVICES, namespace, "chat-new222") is not None

@@ -460,10 +460,12 @@ def test_kube_apiserver_restarted_mid_rollout_the_operator_finishes_it_exactly_o
             )
             refs = route["spec"]["rules"][0]["backendRefs"]
             assert [(r["name"], r["weight"]) for r in refs] == [(f"chat-{new}", 100)]
-            assert f"chat-{new}" in found["services"], found
-            # The retired revision's Service is left behind: the gatewayAPI router creates
-            # one per revision and nothing deletes it, outage or not (a leak to fix).
-            assert set(found["services"]) <= {f"chat-{new}", f"chat-{old}"}, found
+            # The retired revision's Service goes once the route no longer names it.
+            wait_until(
+                lambda: children(rollouts, "chat")["services"] == [f"chat-{new}"],
+                timeline.budget(30),
+                f"only revision {new}'s Service (old {old})",
+            )
         else:
             assert found["services"] == ["chat"], found
             service = rollouts.core.read_namespaced_service("chat", namespace)

@@ -5,6 +5,8 @@ weights; it attaches to the user's Gateway through `parentRefs`. A backend is
 added only once its Service has Ready endpoints, so a weight never points at
 a revision that cannot answer. For a shadow, the rule gets a RequestMirror
 filter (Gateway API's `percent`) copying requests to the canary's Service.
+A revision's Service is deleted once the revision is neither stable nor
+canary and the route no longer names it.
 For blue-green, `<name>-preview` routes requests carrying the header
 `x-modelrollout-preview: true` on the same parents and hostnames to the new
 color (a header match is more specific, so it wins over the main route).
@@ -15,7 +17,12 @@ from __future__ import annotations
 from typing import Any
 
 from modelrollout.kube.api import ENDPOINT_SLICES, HTTPROUTES, SERVICES, KubeApi
-from modelrollout.kube.labels import revision_object_name
+from modelrollout.kube.labels import (
+    REVISION_LABEL,
+    label_selector,
+    revision_object_name,
+    selector_labels,
+)
 from modelrollout.kube.workloads import RolloutRef, build_revision_service
 from modelrollout.traffic.base import AchievedWeights, Backends
 
@@ -176,6 +183,32 @@ class GatewayAPIRouter:
                     build_revision_service(rollout, revision, backends.port),
                 )
 
+    def _retire_services(self, backends: Backends, route: dict[str, Any]) -> None:
+        """Delete the Services of revisions neither live nor named by the route.
+
+        One Service per revision would otherwise pile up, one per rollout ever
+        made; a revision that comes back (undo) gets its Service again.
+        """
+        rollout = backends.rollout
+        weights, mirrors = _owned_routing(route["spec"].get("rules", []))
+        keep = {name for name, _ in weights} | {name for name, _ in mirrors}
+        keep |= {
+            revision_object_name(rollout.name, revision)
+            for revision in (backends.stable, backends.canary)
+            if revision is not None
+        }
+        for service in self._api.list(
+            SERVICES, rollout.namespace, label_selector(selector_labels(rollout.name))
+        ):
+            name = service["metadata"]["name"]
+            revision = (service["metadata"].get("labels") or {}).get(REVISION_LABEL)
+            if (
+                revision is not None
+                and name == revision_object_name(rollout.name, revision)
+                and name not in keep
+            ):
+                self._api.delete(SERVICES, rollout.namespace, name)
+
     def _ensure_preview_route(self, backends: Backends) -> None:
         rollout = backends.rollout
         desired = build_preview_httproute(backends)
@@ -205,6 +238,7 @@ class GatewayAPIRouter:
                 rollout.name,
                 {"spec": {"parentRefs": desired["spec"]["parentRefs"]}},
             )
+        self._retire_services(backends, current)
 
     def set_weights(self, backends: Backends, canary_weight: int) -> None:
         rollout = backends.rollout
