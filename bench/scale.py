@@ -1,0 +1,564 @@
+"""N ModelRollouts progressing at once on fake GPU nodes, with a real Prometheus answering.
+
+On a cluster of its own (`bench-scale`, kwok GPU nodes with 8 GPUs each, an
+API server audit log of the operator's requests), the real operator process
+runs as a ServiceAccount of its own, so the audit log, not the operator,
+counts its API calls. Each rollout (1 replica, 1 GPU, gatewayAPI router)
+first becomes stable, then gets a new model at `--change-rate` per second:
+
+    setWeight 20 -> pause P -> setWeight 50 -> pause P -> promote
+
+with one check (`analysis.interval`) against Prometheus through a counting
+proxy (the most queries in flight at once). Then every rollout sits settled
+for an idle window.
+
+Figures (watch events are timestamped when the bench receives them):
+- reaction: spec change -> the operator's first status write for it
+  (observedGeneration), and -> first step applied (canary weight 20 in the
+  HTTPRoute, which needs the canary pod Ready first);
+- step transition: a pause's end (stepStartedAt + P) -> the next step applied
+  (weight 50), and the last pause's end -> promotion started;
+- ticks per second, operator RSS (peak) and CPU (mean, in cores);
+- API requests of the operator by verb and resource, per rollout and per
+  step, during the progression and during the idle window.
+
+    .venv/bin/python bench/scale.py --rollouts 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+from collections import Counter
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config, watch
+
+from modelrollout.devcluster import cluster
+from modelrollout.devcluster.identity import service_account_token, token_kubeconfig
+from modelrollout.devcluster.operator_process import OperatorProcess
+from modelrollout.engine.revision import revision_of
+from modelrollout.kube.api import MODELROLLOUTS, KubeApi
+from modelrollout.kube.labels import GROUP, PLURAL, VERSION
+from modelrollout.models import parse_spec
+
+CLUSTER = "bench-scale"
+NAMESPACE = "bench-scale"
+OPERATOR_NAMESPACE = "modelrollout-system"
+OPERATOR_ACCOUNT = "modelrollout-bench"
+OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_ACCOUNT}"
+GPUS_PER_NODE = 8
+MUTATING = ("create", "update", "patch", "delete", "deletecollection")
+
+
+class CountingProxy:
+    """Forwards HTTP GETs/POSTs to Prometheus, keeping the most requests in flight at once."""
+
+    def __init__(self, upstream: str) -> None:
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.requests = 0
+        # Answers the client no longer waited for (it timed out or closed first).
+        self.abandoned = 0
+        self.slowest = 0.0
+        lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _forward(self, body: bytes | None) -> None:
+                with lock:
+                    proxy.in_flight += 1
+                    proxy.requests += 1
+                    proxy.most_in_flight = max(proxy.most_in_flight, proxy.in_flight)
+                started = time.monotonic()
+                try:
+                    request = urllib.request.Request(
+                        upstream + self.path,
+                        data=body,
+                        method=self.command,
+                        headers={"Content-Type": self.headers.get("Content-Type", "")},
+                    )
+                    with urllib.request.urlopen(request, timeout=10) as response:
+                        payload, status = response.read(), response.status
+                except urllib.error.HTTPError as error:
+                    payload, status = error.read(), error.code
+                finally:
+                    with lock:
+                        proxy.in_flight -= 1
+                        proxy.slowest = max(proxy.slowest, time.monotonic() - started)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except OSError:
+                    with lock:
+                        proxy.abandoned += 1
+
+            def do_GET(self) -> None:
+                self._forward(None)
+
+            def do_POST(self) -> None:
+                self._forward(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet."""
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+class Exporter:
+    """`bench_error_ratio 0`: what every rollout's check reads (passing)."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = b"bench_error_ratio 0\n"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet."""
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server.server_address[1]}"
+
+
+def spec(model_uri: str, prometheus_url: str, pause: int, interval: str) -> dict[str, Any]:
+    return {
+        "model": {"name": "llm", "uri": model_uri},
+        "runtime": {
+            "engine": "torch",
+            "image": "modelrollout/modelserve:dev",
+            "replicas": 1,
+            "resources": {"limits": {"nvidia.com/gpu": "1"}},
+            "tolerations": [
+                {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+            ],
+        },
+        "traffic": {"router": "gatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw"}]}},
+        "strategy": {
+            "canary": {
+                "steps": [
+                    {"setWeight": 20},
+                    {"pause": {"duration": f"{pause}s"}},
+                    {"setWeight": 50},
+                    {"pause": {"duration": f"{pause}s"}},
+                ]
+            }
+        },
+        "analysis": {
+            "prometheus": {"address": prometheus_url, "timeout": "5s"},
+            "interval": interval,
+            "checks": [
+                {
+                    "name": "error-ratio",
+                    "query": "max(bench_error_ratio)",
+                    "breachWhen": "> 0.05",
+                    "action": "rollback",
+                }
+            ],
+        },
+    }
+
+
+class Recorder:
+    """Times (monotonic, at receipt) of what the bench waits for, from two watches."""
+
+    def __init__(self, api_client: client.ApiClient, canaries: dict[str, str]) -> None:
+        self.custom = client.CustomObjectsApi(api_client)
+        self.canaries = canaries
+        self.lock = threading.Lock()
+        self.generation: dict[str, int] = {}
+        self.acknowledged: dict[str, float] = {}
+        self.weight: dict[tuple[str, int], float] = {}
+        self.step_started: dict[tuple[str, int], float] = {}
+        self.promoting: dict[str, float] = {}
+        self.succeeded: dict[str, float] = {}
+        self.phases: dict[str, str] = {}
+        # Wall clock minus monotonic: turns status timestamps into monotonic times.
+        self.offset = time.time() - time.monotonic()
+
+    def start(self) -> None:
+        for target in (self._rollouts, self._routes):
+            threading.Thread(target=target, daemon=True).start()
+
+    def _stream(self, group: str, version: str, plural: str, on_event: Any) -> None:
+        resource_version = ""
+        while True:
+            try:
+                for event in watch.Watch().stream(
+                    self.custom.list_namespaced_custom_object,
+                    group,
+                    version,
+                    NAMESPACE,
+                    plural,
+                    resource_version=resource_version,
+                    timeout_seconds=300,
+                ):
+                    received = time.monotonic()
+                    body = event["object"]
+                    resource_version = body["metadata"]["resourceVersion"]
+                    with self.lock:
+                        on_event(body, received)
+            except Exception:  # 410 or a dropped stream: start over from now
+                resource_version = ""
+
+    def _rollouts(self) -> None:
+        def on_event(body: dict[str, Any], received: float) -> None:
+            name = body["metadata"]["name"]
+            status = body.get("status") or {}
+            self.phases[name] = status.get("phase", "")
+            canary = self.canaries.get(name)
+            if canary is None:
+                return
+            generation = self.generation.get(name)
+            if generation is not None and status.get("observedGeneration") == generation:
+                self.acknowledged.setdefault(name, received)
+            if status.get("canaryRevision") == canary and status.get("stepStartedAt"):
+                started = datetime.fromisoformat(status["stepStartedAt"].replace("Z", "+00:00"))
+                step = int(status.get("currentStep") or 0)
+                self.step_started.setdefault((name, step), started.timestamp() - self.offset)
+            if status.get("phase") == "Promoting" or (
+                status.get("phase") == "Succeeded" and status.get("stableRevision") == canary
+            ):
+                self.promoting.setdefault(name, received)
+            if status.get("phase") == "Succeeded" and status.get("stableRevision") == canary:
+                self.succeeded.setdefault(name, received)
+
+        self._stream(GROUP, VERSION, PLURAL, on_event)
+
+    def _routes(self) -> None:
+        def on_event(body: dict[str, Any], received: float) -> None:
+            name = body["metadata"]["name"]
+            canary = self.canaries.get(name)
+            if canary is None:
+                return
+            for ref in body["spec"]["rules"][0].get("backendRefs", []):
+                if ref["name"] == f"{name}-{canary}":
+                    self.weight.setdefault((name, int(ref.get("weight", 0))), received)
+
+        self._stream("gateway.networking.k8s.io", "v1", "httproutes", on_event)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class ProcessSampler:
+    """Peak RSS and CPU time of one process, sampled every second."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak_rss = 0
+        self._stop = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def rss(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            try:
+                self.peak_rss = max(self.peak_rss, self.rss())
+            except FileNotFoundError:
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def ticks(metrics_port: int) -> float:
+    """The operator's tick count (its histogram's _count) from its /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as reply:
+        for line in reply.read().decode().splitlines():
+            if line.startswith("modelrollout_tick_duration_seconds_count"):
+                return float(line.split()[-1])
+    return 0.0
+
+
+def tick_time(metrics_port: int) -> float:
+    """Mean tick duration so far, from the operator's histogram."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as reply:
+        values = {
+            line.split()[0]: float(line.split()[-1])
+            for line in reply.read().decode().splitlines()
+            if line.startswith("modelrollout_tick_duration_seconds_")
+        }
+    count = values.get("modelrollout_tick_duration_seconds_count", 0.0)
+    return values.get("modelrollout_tick_duration_seconds_sum", 0.0) / count if count else 0.0
+
+
+def audit_counts(log: Path, since: float, until: float) -> Counter[tuple[str, str]]:
+    """The operator's requests between two wall-clock times, by (verb, resource[/sub])."""
+    counts: Counter[tuple[str, str]] = Counter()
+    with log.open() as lines:
+        for line in lines:
+            event = json.loads(line)
+            if event.get("user", {}).get("username") != OPERATOR_USER:
+                continue
+            # A watch is logged when its response starts and again when it ends.
+            stage = "ResponseStarted" if event["verb"] == "watch" else "ResponseComplete"
+            if event["stage"] != stage:
+                continue
+            received = datetime.fromisoformat(
+                event["requestReceivedTimestamp"].replace("Z", "+00:00")
+            ).timestamp()
+            if not since <= received < until:
+                continue
+            ref = event.get("objectRef", {})
+            resource = ref.get("resource", event.get("requestURI", ""))
+            if ref.get("subresource"):
+                resource += "/" + ref["subresource"]
+            counts[(event["verb"], resource)] += 1
+    return counts
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def summary(label: str, values: list[float]) -> str:
+    if not values:
+        return f"{label}: no samples"
+    return (
+        f"{label}: n={len(values)} p50 {statistics.median(values) * 1000:.0f} ms, "
+        f"p99 {percentile(values, 0.99) * 1000:.0f} ms, max {max(values) * 1000:.0f} ms"
+    )
+
+
+def print_audit(title: str, counts: Counter[tuple[str, str]], per: int, unit: str) -> None:
+    total = sum(counts.values())
+    mutating = sum(n for (verb, _), n in counts.items() if verb in MUTATING)
+    print(
+        f"{title}: {total} requests, {mutating} mutating ({mutating / max(per, 1):.2f} per {unit})"
+    )
+    for (verb, resource), count in sorted(counts.items(), key=lambda item: -item[1]):
+        print(f"  {verb:7s} {resource:32s} {count:7d}  {count / max(per, 1):7.2f} per {unit}")
+
+
+def wait_for(done: Any, timeout: float, what: str, poll: float = 1.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(poll)
+
+
+def prepare_operator_identity(state: cluster.ClusterState, api_client: client.ApiClient) -> str:
+    core = client.CoreV1Api(api_client)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=OPERATOR_NAMESPACE)))
+    core.create_namespaced_service_account(
+        OPERATOR_NAMESPACE,
+        client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=OPERATOR_ACCOUNT)),
+    )
+    client.RbacAuthorizationV1Api(api_client).create_cluster_role_binding(
+        client.V1ClusterRoleBinding(
+            metadata=client.V1ObjectMeta(name=OPERATOR_ACCOUNT),
+            role_ref=client.V1RoleRef(
+                api_group="rbac.authorization.k8s.io", kind="ClusterRole", name="cluster-admin"
+            ),
+            subjects=[
+                client.RbacV1Subject(
+                    kind="ServiceAccount", name=OPERATOR_ACCOUNT, namespace=OPERATOR_NAMESPACE
+                )
+            ],
+        )
+    )
+    token = service_account_token(api_client, OPERATOR_NAMESPACE, OPERATOR_ACCOUNT, 6 * 3600)
+    return token_kubeconfig(state.kubeconfig, token, Path(state.directory) / "operator.kubeconfig")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rollouts", type=int, default=100)
+    parser.add_argument("--change-rate", type=float, default=25.0, help="spec changes per second")
+    parser.add_argument("--pause", type=int, default=30, help="seconds of each pause step")
+    parser.add_argument("--analysis-interval", default="10s")
+    parser.add_argument("--tick", type=float, default=2.0, help="operator tick interval")
+    parser.add_argument("--idle", type=float, default=30.0, help="seconds of the idle window")
+    parser.add_argument("--deadline", type=float, default=900, help="seconds for the progression")
+    parser.add_argument("--keep", action="store_true", help="leave the cluster up afterwards")
+    args = parser.parse_args()
+    count = args.rollouts
+
+    # Stable and canary side by side: two GPUs per rollout at most, plus a spare node.
+    gpu_nodes = math.ceil(2 * count / GPUS_PER_NODE) + 1
+    cluster.down(CLUSTER)  # a fresh cluster each run, as big as this run needs
+    state = cluster.up(
+        CLUSTER, gpu_nodes=gpu_nodes, gpus_per_node=GPUS_PER_NODE, cpu_nodes=1,
+        audit_users=(OPERATOR_USER,),
+    )  # fmt: skip
+    kubectl = [state.kubectl, "--kubeconfig", state.kubeconfig]
+    crd = Path(__file__).resolve().parents[1] / "crds" / "modelrollouts.modelrollout.dev.yaml"
+    subprocess.run(
+        [*kubectl, "apply", "--server-side", "-f", str(crd)], check=True, capture_output=True
+    )
+    subprocess.run([*kubectl, "create", "ns", NAMESPACE], check=True, capture_output=True)
+    api_client = config.new_client_from_config(config_file=state.kubeconfig)
+    api = KubeApi(api_client)
+    operator_kubeconfig = prepare_operator_identity(state, api_client)
+
+    exporter = Exporter()
+    state.prometheus.register_target("bench-scale", exporter.address, {})
+    proxy = CountingProxy(state.prometheus_url)
+    names = [f"m-{index:04d}" for index in range(count)]
+    old = spec("file:///bench/v1", proxy.url, args.pause, args.analysis_interval)
+    new = spec("file:///bench/v2", proxy.url, args.pause, args.analysis_interval)
+    canary = revision_of(parse_spec(new))
+    recorder = Recorder(api_client, dict.fromkeys(names, canary))
+    recorder.start()
+
+    metrics_port = cluster._free_port()
+    operator = OperatorProcess(
+        operator_kubeconfig, NAMESPACE, Path(tempfile.gettempdir()), args.tick, metrics_port
+    )
+    operator.start()
+    sampler = ProcessSampler(operator.pid)
+    try:
+        started = time.monotonic()
+        for name in names:
+            api.create(
+                MODELROLLOUTS,
+                NAMESPACE,
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "ModelRollout",
+                    "metadata": {"name": name, "namespace": NAMESPACE},
+                    "spec": old,
+                },
+            )
+        wait_for(
+            lambda: sum(recorder.phases.get(n) == "Succeeded" for n in names) == count,
+            60 + count,
+            "every rollout stable",
+        )
+        print(f"{count} rollouts stable in {time.monotonic() - started:.0f}s", flush=True)
+        time.sleep(5)
+
+        wall_start, cpu_start, ticks_start = time.time(), sampler.cpu_seconds(), ticks(metrics_port)
+        components = {
+            **cluster.kwok_component_pids(CLUSTER),
+            "prometheus": state.prometheus_pid,
+        }
+        components_start = {name: cpu_seconds(pid) for name, pid in components.items()}
+        progress_start = time.monotonic()
+        changed: dict[str, float] = {}
+        for index, name in enumerate(names):
+            target = progress_start + index / args.change_rate
+            time.sleep(max(0.0, target - time.monotonic()))
+            patched = api.merge_patch(MODELROLLOUTS, NAMESPACE, name, {"spec": new})
+            with recorder.lock:
+                recorder.generation[name] = int(patched["metadata"]["generation"])
+            changed[name] = time.monotonic()
+        try:
+            wait_for(lambda: len(recorder.succeeded) == count, args.deadline, "promotions")
+        except TimeoutError:
+            print(f"deadline: {len(recorder.succeeded)} of {count} promoted", flush=True)
+        progress_seconds = time.monotonic() - progress_start
+        wall_end, cpu_end, ticks_end = time.time(), sampler.cpu_seconds(), ticks(metrics_port)
+        components_cpu = {
+            name: (cpu_seconds(pid) - components_start[name]) / (wall_end - wall_start)
+            for name, pid in components.items()
+        }
+        tick_seconds = tick_time(metrics_port)
+        progress_counts = audit_counts(cluster.audit_log_path(CLUSTER), wall_start, wall_end)
+
+        time.sleep(10)  # the old revisions' deletion settles
+        idle_start, idle_ticks_start = time.time(), ticks(metrics_port)
+        idle_rss_start = sampler.rss()
+        time.sleep(args.idle)
+        idle_end, idle_ticks_end = time.time(), ticks(metrics_port)
+        idle_counts = audit_counts(cluster.audit_log_path(CLUSTER), idle_start, idle_end)
+        peak_rss = max(sampler.peak_rss, idle_rss_start)
+    finally:
+        sampler.stop()
+        operator.stop()
+        state.prometheus.unregister_target("bench-scale")
+        if not args.keep:
+            cluster.down(CLUSTER)
+
+    pause = float(args.pause)
+    reaction = [recorder.acknowledged[n] - changed[n] for n in names if n in recorder.acknowledged]
+    first_step = [
+        recorder.weight[(n, 20)] - changed[n] for n in names if (n, 20) in recorder.weight
+    ]
+    to_fifty = [
+        recorder.weight[(n, 50)] - (recorder.step_started[(n, 1)] + pause)
+        for n in names
+        if (n, 50) in recorder.weight and (n, 1) in recorder.step_started
+    ]
+    to_promotion = [
+        recorder.promoting[n] - (recorder.step_started[(n, 3)] + pause)
+        for n in names
+        if n in recorder.promoting and (n, 3) in recorder.step_started
+    ]
+    steps = 4 * count  # each rollout: weight 20, pause, weight 50, pause (then promotion)
+    print(
+        f"N={count} rollouts, {gpu_nodes} GPU nodes x {GPUS_PER_NODE}, spec changes at "
+        f"{args.change_rate:g}/s, pauses {args.pause}s, analysis every {args.analysis_interval}, "
+        f"tick {args.tick:g}s"
+    )
+    print(summary("spec change -> first status write (observedGeneration)", reaction))
+    print(
+        summary("spec change -> first step applied (canary weight 20 in the HTTPRoute)", first_step)
+    )
+    print(summary("pause end -> next step applied (weight 50)", to_fifty))
+    print(summary("last pause end -> promotion started", to_promotion))
+    print(
+        f"progression: {progress_seconds:.0f}s, {(ticks_end - ticks_start) / progress_seconds:.0f} "
+        f"ticks/s, operator CPU {(cpu_end - cpu_start) / progress_seconds:.2f} cores, "
+        f"peak RSS {peak_rss / 2**20:.0f} MiB"
+    )
+    print(f"mean tick {tick_seconds * 1000:.0f} ms (operator's histogram, whole run)")
+    print(
+        "CPU of the rest, in cores: "
+        + ", ".join(f"{name} {cores:.2f}" for name, cores in sorted(components_cpu.items()))
+    )
+    print(
+        f"Prometheus queries: {proxy.requests}, at most {proxy.most_in_flight} in flight, "
+        f"slowest {proxy.slowest * 1000:.0f} ms, {proxy.abandoned} abandoned by the operator"
+    )
+    print_audit("API requests during the progression", progress_counts, steps, "step")
+    print(
+        f"idle window {args.idle:g}s: {idle_ticks_end - idle_ticks_start:.0f} ticks "
+        f"({(idle_ticks_end - idle_ticks_start) / args.idle:.1f}/s)"
+    )
+    print_audit("API requests in the idle window", idle_counts, count, "rollout")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
