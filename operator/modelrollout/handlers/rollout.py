@@ -3,10 +3,10 @@
 kopf's per-object timers put a finalizer on every object, which makes
 rollouts undeletable while the operator is down or uninstalled. Instead, the
 'track' event handler hands the latest body of each rollout (from the watch
-stream: no extra API reads) to the scheduler, which ticks a rollout every
-interval while it progresses, every resync period once it has settled, at
-once when a child it owns changes (seen by the cache's watches), and before
-anything else when its spec changed or a command came.
+stream: no extra API reads) to the scheduler, which ticks a rollout when a
+timer of its own is due (engine/timing.py: a step's end, its next check...),
+at once when a child it owns changes (seen by the cache's watches) or it
+moved, and before anything else when its spec changed or a command came.
 Handler ids never change: kopf keys stored state by them.
 """
 
