@@ -125,8 +125,9 @@ def _slim(obj: dict[str, Any]) -> dict[str, Any]:
 
     managedFields is often half an object's size and nothing here reads it. Of
     a pod (there are thousands, cluster-wide) only what capacity planning, the
-    unschedulable check and relabeling read: labels, node, resources, phase
-    and conditions.
+    unschedulable check, relabeling and the evaluation step read: labels, node,
+    resources, phase, conditions and the containers' terminated states (an
+    evaluation Job's result is its container's termination message).
     """
     metadata = obj.get("metadata", {})
     metadata.pop("managedFields", None)
@@ -143,7 +144,15 @@ def _slim(obj: dict[str, Any]) -> dict[str, Any]:
                 for c in spec.get("containers") or []
             ],
         },
-        "status": {"phase": status.get("phase"), "conditions": status.get("conditions") or []},
+        "status": {
+            "phase": status.get("phase"),
+            "conditions": status.get("conditions") or [],
+            "containerStatuses": [
+                {"name": c.get("name"), "state": {"terminated": c["state"]["terminated"]}}
+                for c in status.get("containerStatuses") or []
+                if (c.get("state") or {}).get("terminated")
+            ],
+        },
     }
 
 

@@ -164,7 +164,7 @@ def test_cached_pods_keep_only_what_the_operator_reads() -> None:
             "nodeName": "gpu-0",
             "containers": [{"name": "server", "resources": {"limits": {"nvidia.com/gpu": "1"}}}],
         },
-        "status": {"phase": "Running", "conditions": [{"type": "Ready"}]},
+        "status": {"phase": "Running", "conditions": [{"type": "Ready"}], "containerStatuses": []},
     }
 
 

@@ -16,6 +16,8 @@ from modelrollout.engine.evaluation import (
 )
 from modelrollout.engine.strategies.bluegreen import steps_strategy
 from modelrollout.engine.strategies.types import EvaluationResult
+from modelrollout.kube.api import PODS
+from modelrollout.kube.cache import Informer
 from modelrollout.kube.labels import EVALUATION_LABEL, ROLLOUT_LABEL, STEP_STARTED_ANNOTATION
 from modelrollout.kube.workloads import RolloutRef
 from modelrollout.models import InvalidSpecError, parse_spec
@@ -254,3 +256,17 @@ def test_results_are_read_from_the_termination_message(
     assert read is not None
     assert (read.revision, read.step, read.outcome) == ("abc", 1, outcome)
     assert message is not None and message in read.message
+
+
+def test_a_result_survives_the_pod_cache() -> None:
+    """The operator reads pods from its watch cache, which keeps only part of each pod."""
+    cache = Informer(None, PODS, "ns", lambda namespace, name: None)  # type: ignore[arg-type]
+    finished = pod(1, suite_result(False, AGREEMENT_PASSED, PERPLEXITY_FAILED))
+    finished["kind"] = "Pod"
+    finished["metadata"] = {"name": "chat-eval-x-1-abcde", "namespace": "ns"}
+    finished["spec"] = {"containers": [{"name": "eval", "image": "modelserve"}]}
+    finished["status"]["containerStatuses"][0]["name"] = "eval"
+    cache.apply("MODIFIED", finished)
+    read = result_of_job(job(), [cache.get("chat-eval-x-1-abcde")], "abc", 1)
+    assert read is not None and read.outcome == "failed"
+    assert "perplexity: +41.2%" in read.message
