@@ -286,7 +286,7 @@ def test_operator_killed_at_random_points_finishes_without_skipping_or_repeating
     v1 = rollout_manifest("chat", "file:///models/v1", steps, router="gatewayAPI")
     start_stable(rollouts, v1)
     rng = random.Random(7)
-    recorder = StatusRecorder(rollouts, "chat", interval=0.05)
+    recorder = StatusRecorder(rollouts, "chat")
     kills = 0
     with recorder.recording():
         rollouts.patch_spec("chat", {"model": {"name": "chat", "uri": "file:///models/v2"}})

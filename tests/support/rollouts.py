@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import copy
 import os
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client
 
 from modelrollout.kube.labels import GROUP, PLURAL, VERSION
 from tests.support.kube import wait_until
+from tests.support.status_watch import State, StatusWatch
 
 # kind runs the pods for real: its image has the test models baked in (scripts/e2e-kind.sh).
 TEST_IMAGE = os.environ.get("MODELROLLOUT_TEST_IMAGE", "modelrollout/modelserve:dev")
@@ -143,39 +142,25 @@ class Rollouts:
 
 @dataclass
 class StatusRecorder:
-    """Polls a rollout's status and keeps every distinct (phase, step, weights) it saw."""
+    """Every distinct (phase, step, canary weight) a rollout went through, from a watch.
+
+    A poll missed steps that last less than its interval (a weight set in the
+    same tick as the pause before it ended); the watch sees every version.
+    """
 
     rollouts: Rollouts
     name: str
-    interval: float = 0.1
-    seen: list[tuple[str, int | None, int]] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
+    _watch: StatusWatch | None = None
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                status = self.rollouts.status(self.name)
-            except client.ApiException:
-                status = {}
-            if status:
-                sample = (
-                    status.get("phase", ""),
-                    status.get("currentStep"),
-                    int((status.get("weights") or {}).get("canary", 0)),
-                )
-                if not self.seen or self.seen[-1] != sample:
-                    self.seen.append(sample)
-            time.sleep(self.interval)
+    @property
+    def seen(self) -> list[State]:
+        return list(self._watch.seen[self.name]) if self._watch is not None else []
 
     @contextmanager
     def recording(self) -> Iterator[StatusRecorder]:
-        thread = threading.Thread(target=self._run, daemon=True)
-        thread.start()
-        try:
+        with StatusWatch(self.rollouts.apps.api_client, self.rollouts.namespace) as watched:
+            self._watch = watched
             yield self
-        finally:
-            self._stop.set()
-            thread.join(timeout=5)
 
 
 def with_model(manifest: dict[str, Any], uri: str) -> dict[str, Any]:
