@@ -10,6 +10,7 @@ input. Rollouts driven by real traffic are in test_canary_traffic.py.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import random
 import signal
@@ -17,6 +18,7 @@ import socket
 import time
 import urllib.request
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ from modelrollout.models import parse_spec
 from tests.conftest import ClusterUnderTest
 from tests.support.kube import wait_until
 from tests.support.rollouts import Rollouts, StatusRecorder, rollout_manifest, with_model
+from tests.support.status_watch import StatusWatch
 
 pytestmark = pytest.mark.e2e
 
@@ -427,9 +430,7 @@ def test_operator_metrics_count_steps_rollbacks_and_checks(
     tmp_path: Path,
     prometheus: PrometheusHandle,
 ) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     operator = OperatorProcess(
         cluster_under_test.kubeconfig, namespace, tmp_path, tick_interval=0.5, metrics_port=port
     )
@@ -481,6 +482,117 @@ def test_operator_metrics_count_steps_rollbacks_and_checks(
         value("modelrollout_check_evaluations_total", check="always-one", state="Breached") == 1.0
     )
     assert samples[("modelrollout_tick_duration_seconds_count", frozenset())] > 0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_checks_reading_reaches_status_once_per_refresh_period_and_a_breach_at_once(
+    rollouts: Rollouts,
+    cluster_under_test: ClusterUnderTest,
+    namespace: str,
+    tmp_path: Path,
+    prometheus: PrometheusHandle,
+) -> None:
+    """Evaluated every second, written every `refresh` s; the breach goes out with the rollback."""
+    refresh = 3.0
+    gauge = f"test_breach_{uuid.uuid4().hex[:8]}"
+
+    def set_gauge(value: int) -> None:
+        prometheus.write_rules(
+            gauge,
+            f"groups:\n  - name: {gauge}\n    rules:\n"
+            f"      - record: {gauge}\n        expr: vector({value})\n",
+        )
+        wait_until(
+            lambda: [r for r in prometheus.query(gauge) if r["value"][1] == str(value)],
+            30,
+            f"{gauge} = {value} in Prometheus",
+        )
+
+    set_gauge(0)
+    port = free_port()
+    operator = OperatorProcess(
+        cluster_under_test.kubeconfig,
+        namespace,
+        tmp_path,
+        tick_interval=0.5,
+        metrics_port=port,
+        extra_env={"MODELROLLOUT_CHECK_STATUS_REFRESH": str(refresh)},
+    )
+    operator.start()
+    try:
+        analysis = {
+            "prometheus": {"address": prometheus.url, "timeout": "2s"},
+            "interval": "1s",
+            "checks": [
+                {
+                    "name": "errors",
+                    "query": f"max({gauge})",
+                    "breachWhen": "> 0",
+                    "action": "rollback",
+                }
+            ],
+        }
+        steps = [{"setWeight": 50}, {"analysis": {"duration": "5m"}}]
+        v1 = rollout_manifest("chat", "file:///models/v1", steps, analysis=analysis)
+        start_stable(rollouts, v1)
+        with StatusWatch(rollouts.apps.api_client, namespace) as watch:
+
+            def analysing() -> list[dict[str, Any]]:
+                return [
+                    status
+                    for status in watch.statuses["chat"]
+                    if status.get("phase") == "Progressing"
+                    and status.get("currentStep") == 1
+                    and [c.get("state") for c in status.get("checks") or []] == ["Passing"]
+                ]
+
+            rollouts.patch_spec("chat", {"model": {"name": "chat", "uri": "file:///models/v2"}})
+            wait_until(lambda: len(analysing()) >= 4, 90, "four status writes during the analysis")
+            set_gauge(1)
+            rollouts.wait_phase("chat", {"RolledBack"}, 60)
+        evaluations = scrape(port).get(
+            (
+                "modelrollout_check_evaluations_total",
+                frozenset(
+                    {"namespace": namespace, "rollout": "chat", "check": "errors"}.items()
+                    | {("state", "Passing")}
+                ),
+            )
+        )
+    finally:
+        operator.stop()
+        prometheus.remove_rules(gauge)
+
+    written = analysing()
+    readings_only = [
+        (before, after)
+        for before, after in itertools.pairwise(written)
+        if {**before, "checks": None} == {**after, "checks": None}
+    ]
+    assert len(readings_only) >= 2, written
+    for before, after in readings_only:
+        gap = moment(after["checks"][0]["lastEvaluated"]) - moment(
+            before["checks"][0]["lastEvaluated"]
+        )
+        assert gap >= refresh, (before["checks"], after["checks"])
+    # Each evaluation is counted, most of them never written.
+    assert evaluations is not None and evaluations > len(written), (evaluations, written)
+    breached = next(
+        status
+        for status in watch.statuses["chat"]
+        if any(c.get("state") == "Breached" for c in status.get("checks") or [])
+    )
+    assert breached["weights"]["canary"] == 0, breached
+    assert breached["phase"] in ("RollingBack", "RolledBack"), breached
+
+
+def moment(timestamp: str) -> float:
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
 
 
 def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

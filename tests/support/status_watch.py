@@ -37,6 +37,8 @@ class StatusWatch:
         self.seen: dict[str, list[State]] = defaultdict(list)
         # When each state in `seen` was recorded (time.monotonic()), for reports.
         self.seen_at: dict[str, list[float]] = defaultdict(list)
+        # Every version of each rollout's status, whatever changed in it.
+        self.statuses: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.relists = 0
         self.stream_errors = 0
         self._watch = watch.Watch()
@@ -83,6 +85,8 @@ class StatusWatch:
             int((status.get("weights") or {}).get("canary", 0)),
         )
         name = body["metadata"]["name"]
+        if not self.statuses[name] or self.statuses[name][-1] != status:
+            self.statuses[name].append(status)
         history = self.seen[name]
         if not history or history[-1] != state:
             history.append(state)

@@ -4,6 +4,14 @@ Order matters for restart safety: on a rollback the canary weight goes to 0
 first; then the new status (which holds all progress) is written; only then
 are children converged to what that status says. A killed operator therefore
 resumes from status and re-applies the same children, never a step twice.
+
+A check's latest reading (value, message, `lastEvaluated`) is written with
+any other change, when a check's state changes, and otherwise at most every
+`check_refresh_seconds`; in between it is kept in memory. Writing every
+evaluation was most of the operator's status writes (one per check
+evaluation per rollout) and, at hundreds of rollouts, queued the writes
+that matter (a rollback's) behind them. A restarted operator, having lost
+the readings in memory, evaluates the checks again at once.
 """
 
 from __future__ import annotations
@@ -74,6 +82,7 @@ class Reconciler:
         clock: Callable[[], datetime] = _now,
         provider_factory: Callable[[ModelRolloutSpec], MetricProvider] | None = None,
         metrics: OperatorMetrics | None = None,
+        check_refresh_seconds: float = 60.0,
     ) -> None:
         self._metrics = metrics or OperatorMetrics()
         self._api = api
@@ -84,6 +93,9 @@ class Reconciler:
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._written: dict[str, ModelRolloutStatus] = {}
+        self._written_at: dict[str, datetime] = {}
+        self._unwritten_checks: dict[str, tuple[CheckStatus, ...]] = {}
+        self._check_refresh_seconds = check_refresh_seconds
 
     @staticmethod
     def has_pending_command(body: dict[str, Any]) -> bool:
@@ -94,6 +106,8 @@ class Reconciler:
         with self._locks_guard:
             self._locks.pop(uid, None)
             self._written.pop(uid, None)
+            self._written_at.pop(uid, None)
+            self._unwritten_checks.pop(uid, None)
         self._metrics.forget(namespace, name)
 
     def _lock(self, uid: str) -> threading.Lock:
@@ -119,8 +133,47 @@ class Reconciler:
             with self._metrics.tick_duration.time():
                 self._tick(body, post_event)
 
-    def _write_status(self, rollout: RolloutRef, status: ModelRolloutStatus) -> None:
+    def with_unwritten_checks(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The body with the checks' readings kept in memory (the timing of the next tick)."""
+        checks = self._unwritten_checks.get(body["metadata"]["uid"])
+        if checks is None:
+            return body
+        status = {**(body.get("status") or {}), "checks": _checks_json(checks)}
+        return {**body, "status": status}
+
+    def _status_with_unwritten_checks(
+        self, uid: str, stored: ModelRolloutStatus
+    ) -> ModelRolloutStatus:
+        checks = self._unwritten_checks.get(uid)
+        if checks is None:
+            return stored
+        if self._written.get(uid) != stored:
+            # Someone wrote since (a replica that led meanwhile): the readings kept are stale.
+            self._unwritten_checks.pop(uid, None)
+            return stored
+        return stored.with_checks(checks)
+
+    def _write_or_keep(
+        self,
+        rollout: RolloutRef,
+        stored: ModelRolloutStatus,
+        new_status: ModelRolloutStatus,
+        now: datetime,
+    ) -> None:
+        written_at = self._written_at.get(rollout.uid)
+        if (
+            written_at is not None
+            and (now - written_at).total_seconds() < self._check_refresh_seconds
+            and not new_status.differs_beyond_check_readings(stored)
+        ):
+            self._unwritten_checks[rollout.uid] = new_status.checks
+            return
+        self._write_status(rollout, new_status, now)
+
+    def _write_status(self, rollout: RolloutRef, status: ModelRolloutStatus, now: datetime) -> None:
         self._written[rollout.uid] = status
+        self._written_at[rollout.uid] = now
+        self._unwritten_checks.pop(rollout.uid, None)
         self._api.merge_patch(
             MODELROLLOUTS,
             rollout.namespace,
@@ -133,7 +186,8 @@ class Reconciler:
         metadata = body["metadata"]
         rollout = RolloutRef(metadata["namespace"], metadata["name"], metadata["uid"])
         generation = int(metadata.get("generation") or 0)
-        status = ModelRolloutStatus.model_validate(body.get("status") or {})
+        stored = ModelRolloutStatus.model_validate(body.get("status") or {})
+        status = self._status_with_unwritten_checks(rollout.uid, stored)
         now = self._clock()
         try:
             spec = parse_spec(body.get("spec") or {})
@@ -146,7 +200,7 @@ class Reconciler:
                 f"{error.field_path}: {error.message}", generation, now
             )
             if invalid != status:
-                self._write_status(rollout, invalid)
+                self._write_status(rollout, invalid, now)
                 post_event("Warning", "InvalidSpec", f"{error.field_path}: {error.message}")
             return
 
@@ -217,7 +271,7 @@ class Reconciler:
         if decision.rollback_now and backends is not None:
             router.set_weights(replace(backends, mirror_percent=0), 0)
         if new_status != status:
-            self._write_status(rollout, new_status)
+            self._write_or_keep(rollout, stored, new_status, now)
         for event_type, reason, message in events:
             post_event(event_type, reason, message)
         self._metrics.observe_tick(rollout.namespace, rollout.name, status, new_status, events)
@@ -363,3 +417,7 @@ def _gpu_usage(
 
     usage = GpuUsage(per_pod=per_pod, stable=requested(stable), canary=requested(canary))
     return None if usage == GpuUsage() else usage
+
+
+def _checks_json(checks: tuple[CheckStatus, ...]) -> list[dict[str, Any]]:
+    return [check.model_dump(mode="json", by_alias=True, exclude_none=True) for check in checks]

@@ -43,6 +43,9 @@ CANARY_RESYNC_SECONDS = 5 * TICK_INTERVAL_SECONDS
 # Ticks mostly wait on the API server; Prometheus queries have their own, lower
 # bound (analysis/prometheus.py).
 CONCURRENT_TICKS = int(os.environ.get("MODELROLLOUT_CONCURRENT_TICKS", "32"))
+# A check's latest reading is written to status at least this often; a change of
+# its state or any other status change writes it at once (engine/reconciler.py).
+CHECK_STATUS_REFRESH_SECONDS = float(os.environ.get("MODELROLLOUT_CHECK_STATUS_REFRESH", "60"))
 # The operator's /metrics; "off" disables it (tests run several operators at once).
 METRICS_PORT = os.environ.get("MODELROLLOUT_METRICS_PORT", "8080")
 # "on" with more than one replica: only the holder of the Lease acts (see leader.py).
@@ -92,8 +95,9 @@ def _tick(body: dict[str, Any]) -> None:
 
 
 def _tick_period(body: dict[str, Any]) -> float:
+    assert _reconciler is not None, "startup configures the reconciler"
     return tick_period(
-        body,
+        _reconciler.with_unwritten_checks(body),
         datetime.now(UTC),
         TICK_INTERVAL_SECONDS,
         RESYNC_INTERVAL_SECONDS,
@@ -149,7 +153,9 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     metrics = OperatorMetrics()
     if METRICS_PORT != "off":
         start_http_server(int(METRICS_PORT), registry=metrics.registry)
-    _reconciler = Reconciler(_api, metrics=metrics)
+    _reconciler = Reconciler(
+        _api, metrics=metrics, check_refresh_seconds=CHECK_STATUS_REFRESH_SECONDS
+    )
     if LEADER_ELECTION:
         _elector = _lease_elector(_api, metrics)
         _background.append(asyncio.create_task(_elector.run(), name="leader-election"))

@@ -221,6 +221,23 @@ class ModelRolloutStatus(StatusModel):
         checks = tuple(checks)
         return self if checks == self.checks else self.model_copy(update={"checks": checks})
 
+    def differs_beyond_check_readings(self, other: ModelRolloutStatus) -> bool:
+        """Whether anything but the checks' latest readings (value, message, time) differs.
+
+        A check's state (and when it started breaching or went unavailable)
+        counts as a difference: those are what the rollout decides on.
+        """
+
+        def settled(status: ModelRolloutStatus) -> ModelRolloutStatus:
+            return status.with_checks(
+                tuple(
+                    check.model_copy(update={"value": None, "message": "", "last_evaluated": None})
+                    for check in status.checks
+                )
+            )
+
+        return settled(self) != settled(other)
+
     def with_handled_commands(self, nonces: Mapping[str, str]) -> ModelRolloutStatus:
         """Record the nonces of the commands this tick acted on (see engine/commands.py)."""
         merged = {**self.handled_commands, **nonces}

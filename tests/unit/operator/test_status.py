@@ -83,3 +83,34 @@ def test_invalid_spec_sets_the_condition_and_message_only() -> None:
         invalid.model_copy(update={"conditions": (), "message": "", "observed_generation": None})
         == status
     )
+
+
+def reading(status: ModelRolloutStatus, **changes: object) -> ModelRolloutStatus:
+    check = status.checks[0].model_copy(update=changes)
+    return status.with_checks((check,))
+
+
+def test_a_new_reading_of_a_check_is_not_a_difference_that_must_be_written() -> None:
+    before = reading(progressing(), last_evaluated=T0)
+    later = reading(before, value=0.004, message="0.004", last_evaluated=T0 + timedelta(seconds=1))
+    assert not later.differs_beyond_check_readings(before)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"state": "Breached"},
+        {"breaching_since": T0},
+        {"unavailable_since": T0},
+        {"threshold": "> 0.02"},
+    ],
+)
+def test_a_checks_state_is_a_difference(change: dict[str, object]) -> None:
+    before = reading(progressing(), last_evaluated=T0)
+    assert reading(before, **change).differs_beyond_check_readings(before)
+
+
+def test_anything_else_in_status_is_a_difference() -> None:
+    before = progressing()
+    assert before.model_copy(update={"current_step": 3}).differs_beyond_check_readings(before)
+    assert before.with_checks(()).differs_beyond_check_readings(before)
