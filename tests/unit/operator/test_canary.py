@@ -498,4 +498,7 @@ def test_the_weight_after_a_timed_step_is_set_in_the_same_tick() -> None:
     decision = rollout.tick(31)
     # One status write: the pause is done, step 3 has started and set its weight.
     assert (rollout.status.current_step, rollout.status.weights.canary) == (2, 40)
-    assert [reason for _, reason, _ in decision.events] == ["StepStarted", "WeightSet"]
+    # One Event too: StepStarted names the weight ("step 3/3 setWeight 40").
+    assert [(reason, message) for _, reason, message in decision.events] == [
+        ("StepStarted", "step 3/3 setWeight 40")
+    ]

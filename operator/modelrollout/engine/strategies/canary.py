@@ -499,7 +499,11 @@ class _Tick:
                 weights=Weights(stable=100 - weight, canary=weight),
                 message=f"{label}: canary weight {weight}%",
             )
-            self.event("Normal", "WeightSet", f"canary {self.status.canary_revision}: {weight}%")
+            # A step started in this tick has said "setWeight N" in its StepStarted event.
+            if not any(reason == "StepStarted" for _, reason, _ in self.events):
+                self.event(
+                    "Normal", "WeightSet", f"canary {self.status.canary_revision}: {weight}%"
+                )
             return
         achieved = self.obs.achieved_weights[1]
         if achieved == weight or self.spec.traffic.router == "gatewayAPI":
