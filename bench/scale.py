@@ -48,6 +48,7 @@ from kubernetes import client, config, watch
 from modelrollout.devcluster import cluster
 from modelrollout.devcluster.identity import service_account_token, token_kubeconfig
 from modelrollout.devcluster.operator_process import OperatorProcess
+from modelrollout.devcluster.prometheus import CountingProxy
 from modelrollout.engine.revision import revision_of
 from modelrollout.kube.api import MODELROLLOUTS, KubeApi
 from modelrollout.kube.labels import GROUP, PLURAL, VERSION
@@ -60,69 +61,6 @@ OPERATOR_ACCOUNT = "modelrollout-bench"
 OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_ACCOUNT}"
 GPUS_PER_NODE = 8
 MUTATING = ("create", "update", "patch", "delete", "deletecollection")
-
-
-class CountingProxy:
-    """Forwards HTTP GETs/POSTs to Prometheus, keeping the most requests in flight at once."""
-
-    def __init__(self, upstream: str) -> None:
-        self.in_flight = 0
-        self.most_in_flight = 0
-        self.requests = 0
-        # Answers the client no longer waited for (it timed out or closed first).
-        self.abandoned = 0
-        self.slowest = 0.0
-        lock = threading.Lock()
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _forward(self, body: bytes | None) -> None:
-                with lock:
-                    proxy.in_flight += 1
-                    proxy.requests += 1
-                    proxy.most_in_flight = max(proxy.most_in_flight, proxy.in_flight)
-                started = time.monotonic()
-                try:
-                    request = urllib.request.Request(
-                        upstream + self.path,
-                        data=body,
-                        method=self.command,
-                        headers={"Content-Type": self.headers.get("Content-Type", "")},
-                    )
-                    with urllib.request.urlopen(request, timeout=10) as response:
-                        payload, status = response.read(), response.status
-                except urllib.error.HTTPError as error:
-                    payload, status = error.read(), error.code
-                finally:
-                    with lock:
-                        proxy.in_flight -= 1
-                        proxy.slowest = max(proxy.slowest, time.monotonic() - started)
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                except OSError:
-                    with lock:
-                        proxy.abandoned += 1
-
-            def do_GET(self) -> None:
-                self._forward(None)
-
-            def do_POST(self) -> None:
-                self._forward(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
-
-            def log_message(self, format: str, *args: Any) -> None:
-                """Quiet."""
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
 
 
 class Exporter:

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from modelrollout.analysis.prometheus import PrometheusProvider
-from modelrollout.devcluster.prometheus import PrometheusHandle
+from modelrollout.analysis.prometheus import MAX_QUERIES_IN_FLIGHT, PrometheusProvider
+from modelrollout.devcluster.prometheus import CountingProxy, PrometheusHandle
 from modelrollout.models.spec import PrometheusSource
 from tests.support.kube import wait_until
 
@@ -97,3 +97,27 @@ def test_an_unreachable_prometheus_answers_within_the_timeout() -> None:
         for connection in accepted:
             connection.close()
         listener.close()
+
+
+def test_requests_in_flight_stay_bounded_however_many_ticks_ask(
+    prometheus: PrometheusHandle,
+) -> None:
+    """Health checks and queries of 32 ticks at once: never more than the bound at Prometheus."""
+    proxy = CountingProxy(prometheus.url, delay=0.05)
+    try:
+
+        def tick() -> None:
+            metrics = provider(proxy.url, timeout="10s")
+            for _ in range(3):
+                assert metrics.is_online()
+                assert metrics.query("vector(1)").value == 1.0
+
+        threads = [threading.Thread(target=tick) for _ in range(32)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    finally:
+        proxy.server.shutdown()
+    assert proxy.requests == 32 * 3 * 2
+    assert 1 < proxy.most_in_flight <= MAX_QUERIES_IN_FLIGHT, proxy.most_in_flight

@@ -20,8 +20,9 @@ from modelrollout.analysis.provider import QueryResult
 from modelrollout.models.durations import parse_duration
 from modelrollout.models.spec import PrometheusSource
 
-# At most this many queries from the whole operator wait on Prometheus at once,
-# however many ticks run: a slow Prometheus is not made slower by a pile-up.
+# At most this many requests (queries and health checks) from the whole operator
+# wait on Prometheus at once, however many ticks run: a slow Prometheus is not
+# made slower by a pile-up.
 MAX_QUERIES_IN_FLIGHT = int(os.environ.get("MODELROLLOUT_MAX_QUERIES_IN_FLIGHT", "8"))
 _in_flight = threading.BoundedSemaphore(MAX_QUERIES_IN_FLIGHT)
 
@@ -45,7 +46,8 @@ class PrometheusProvider:
 
     def is_online(self) -> bool:
         try:
-            return bool(self._client.check_prometheus_connection())
+            with _in_flight:
+                return bool(self._client.check_prometheus_connection())
         except Exception:
             return False
 

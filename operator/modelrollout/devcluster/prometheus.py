@@ -11,11 +11,13 @@ import json
 import os
 import re
 import shutil
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -115,3 +117,71 @@ class PrometheusHandle:
             if time.monotonic() > deadline:
                 raise PrometheusError(f"Prometheus at {self.url} not ready after {timeout:.0f}s")
             time.sleep(0.2)
+
+
+class CountingProxy:
+    """Forwards HTTP GETs/POSTs to Prometheus, keeping the most requests in flight at once.
+
+    `delay` holds each request that long before forwarding it, so that clients'
+    requests overlap as they would against a busy Prometheus.
+    """
+
+    def __init__(self, upstream: str, delay: float = 0.0) -> None:
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.requests = 0
+        # Answers the client no longer waited for (it timed out or closed first).
+        self.abandoned = 0
+        self.slowest = 0.0
+        lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _forward(self, body: bytes | None) -> None:
+                with lock:
+                    proxy.in_flight += 1
+                    proxy.requests += 1
+                    proxy.most_in_flight = max(proxy.most_in_flight, proxy.in_flight)
+                started = time.monotonic()
+                try:
+                    time.sleep(delay)
+                    request = urllib.request.Request(
+                        upstream + self.path,
+                        data=body,
+                        method=self.command,
+                        headers={"Content-Type": self.headers.get("Content-Type", "")},
+                    )
+                    with urllib.request.urlopen(request, timeout=10) as response:
+                        payload, status = response.read(), response.status
+                except urllib.error.HTTPError as error:
+                    payload, status = error.read(), error.code
+                finally:
+                    with lock:
+                        proxy.in_flight -= 1
+                        proxy.slowest = max(proxy.slowest, time.monotonic() - started)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except OSError:
+                    with lock:
+                        proxy.abandoned += 1
+
+            def do_GET(self) -> None:
+                self._forward(None)
+
+            def do_POST(self) -> None:
+                self._forward(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet."""
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
