@@ -249,7 +249,7 @@ def test_shadow_gets_the_mirrored_share_users_see_only_stable_and_a_slow_one_is_
                 {"name": "errors", "builtin": "errorRate", "window": "10s",
                  "breachWhen": "> 0.2", "for": "2s"},
                 {"name": "latency-vs-stable", "builtin": "latencyP99", "compareTo": "stable",
-                 "window": "10s", "breachWhen": "> 2", "for": "2s"},
+                 "window": "10s", "breachWhen": "> 3", "for": "2s"},
             ],
         },
     )  # fmt: skip
@@ -272,7 +272,8 @@ def test_shadow_gets_the_mirrored_share_users_see_only_stable_and_a_slow_one_is_
         after = gateway.snapshot()
 
         slow = {**manifest["spec"]["runtime"]}
-        # Slow enough to breach a ratio of 2 even on a busy 2-core machine.
+        # Slow enough to breach a ratio of 3 even on a busy 2-core machine. (The healthy
+        # shadow's p99, one replica taking the mirrored half, reached twice stable's in CI.)
         slow["args"] = ["--fault-injection", "--fault-latency=3.0"]
         rollouts.patch_spec("chat", {"runtime": slow})
         slow_shadow = wait_until(
@@ -303,7 +304,7 @@ def test_shadow_gets_the_mirrored_share_users_see_only_stable_and_a_slow_one_is_
     )
     assert stopped["stableRevision"] == shadow, "the slow shadow was never promoted"
     check = next(c for c in stopped["checks"] if c["name"] == "latency-vs-stable")
-    assert check["value"] > 2, check
+    assert check["value"] > 3, check
     assert not any(revision == slow_shadow for revision, _ in seen), seen
     assert {status for _, status in seen} == {"200"}, seen
     mirrored_slow = gateway.snapshot()["mirrored"]
