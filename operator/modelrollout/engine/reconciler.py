@@ -138,7 +138,8 @@ class Reconciler:
         checks = self._unwritten_checks.get(body["metadata"]["uid"])
         if checks is None:
             return body
-        status = {**(body.get("status") or {}), "checks": _checks_json(checks)}
+        patch = ModelRolloutStatus(checks=checks).to_patch()
+        status = {**(body.get("status") or {}), "checks": patch["checks"]}
         return {**body, "status": status}
 
     def _status_with_unwritten_checks(
@@ -417,7 +418,3 @@ def _gpu_usage(
 
     usage = GpuUsage(per_pod=per_pod, stable=requested(stable), canary=requested(canary))
     return None if usage == GpuUsage() else usage
-
-
-def _checks_json(checks: tuple[CheckStatus, ...]) -> list[dict[str, Any]]:
-    return [check.model_dump(mode="json", by_alias=True, exclude_none=True) for check in checks]
