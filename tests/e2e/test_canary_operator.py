@@ -436,18 +436,7 @@ def test_operator_metrics_count_steps_rollbacks_and_checks(
     )
     operator.start()
     try:
-        analysis = {
-            "prometheus": {"address": prometheus.url, "timeout": "2s"},
-            "interval": "1s",
-            "checks": [
-                {
-                    "name": "always-one",
-                    "query": "vector(1)",
-                    "breachWhen": "> 0",
-                    "action": "rollback",
-                }
-            ],
-        }
+        analysis = rollback_on_positive(prometheus.url, "always-one", "vector(1)")
         steps = [{"setWeight": 50}, {"analysis": {"duration": "30s"}}]
         v1 = rollout_manifest("chat", "file:///models/v1", steps, analysis=analysis)
         start_stable(rollouts, v1)
@@ -482,6 +471,15 @@ def test_operator_metrics_count_steps_rollbacks_and_checks(
         value("modelrollout_check_evaluations_total", check="always-one", state="Breached") == 1.0
     )
     assert samples[("modelrollout_tick_duration_seconds_count", frozenset())] > 0
+
+
+def rollback_on_positive(prometheus_url: str, name: str, query: str) -> dict[str, Any]:
+    """An analysis of one check, every second, that rolls back when `query` is above 0."""
+    return {
+        "prometheus": {"address": prometheus_url, "timeout": "2s"},
+        "interval": "1s",
+        "checks": [{"name": name, "query": query, "breachWhen": "> 0", "action": "rollback"}],
+    }
 
 
 def free_port() -> int:
@@ -525,18 +523,7 @@ def test_a_checks_reading_reaches_status_once_per_refresh_period_and_a_breach_at
     )
     operator.start()
     try:
-        analysis = {
-            "prometheus": {"address": prometheus.url, "timeout": "2s"},
-            "interval": "1s",
-            "checks": [
-                {
-                    "name": "errors",
-                    "query": f"max({gauge})",
-                    "breachWhen": "> 0",
-                    "action": "rollback",
-                }
-            ],
-        }
+        analysis = rollback_on_positive(prometheus.url, "errors", f"max({gauge})")
         steps = [{"setWeight": 50}, {"analysis": {"duration": "5m"}}]
         v1 = rollout_manifest("chat", "file:///models/v1", steps, analysis=analysis)
         start_stable(rollouts, v1)
