@@ -25,9 +25,7 @@ import math
 import statistics
 import subprocess
 import tempfile
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +33,7 @@ from kubernetes import config
 
 from modelrollout.devcluster import cluster
 from modelrollout.devcluster.operator_process import OperatorProcess
+from modelrollout.devcluster.prometheus import MetricsEndpoint
 from modelrollout.engine.revision import revision_of
 from modelrollout.kube.api import HTTPROUTES, MODELROLLOUTS, KubeApi
 from modelrollout.kube.labels import GROUP, VERSION
@@ -52,26 +51,15 @@ class BreachGauge:
 
     def __init__(self) -> None:
         self.values: dict[str, int] = {}
-        gauge = self
+        self._endpoint = MetricsEndpoint(self._render)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                lines = [f'bench_breach{{revision="{r}"}} {v}' for r, v in gauge.values.items()]
-                body = ("\n".join(lines) + "\n").encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                """Quiet."""
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def _render(self) -> str:
+        lines = [f'bench_breach{{revision="{r}"}} {v}' for r, v in self.values.items()]
+        return "\n".join(lines) + "\n"
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.server.server_address[1]}"
+        return self._endpoint.address
 
 
 def manifest(uri: str, prometheus_url: str, name: str = NAME) -> dict[str, Any]:

@@ -39,7 +39,6 @@ import time
 import urllib.request
 from collections import Counter
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +47,7 @@ from kubernetes import client, config, watch
 from modelrollout.devcluster import cluster
 from modelrollout.devcluster.identity import service_account_token, token_kubeconfig
 from modelrollout.devcluster.operator_process import OperatorProcess
-from modelrollout.devcluster.prometheus import CountingProxy
+from modelrollout.devcluster.prometheus import CountingProxy, MetricsEndpoint
 from modelrollout.engine.revision import revision_of
 from modelrollout.kube.api import MODELROLLOUTS, KubeApi
 from modelrollout.kube.labels import GROUP, PLURAL, VERSION
@@ -61,29 +60,6 @@ OPERATOR_ACCOUNT = "modelrollout-bench"
 OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_ACCOUNT}"
 GPUS_PER_NODE = 8
 MUTATING = ("create", "update", "patch", "delete", "deletecollection")
-
-
-class Exporter:
-    """`bench_error_ratio 0`: what every rollout's check reads (passing)."""
-
-    def __init__(self) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                body = b"bench_error_ratio 0\n"
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                """Quiet."""
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.server.server_address[1]}"
 
 
 def spec(model_uri: str, prometheus_url: str, pause: int, interval: str) -> dict[str, Any]:
@@ -369,7 +345,8 @@ def main() -> int:
     api = KubeApi(api_client)
     operator_kubeconfig = prepare_operator_identity(state, api_client)
 
-    exporter = Exporter()
+    # `bench_error_ratio 0`: what every rollout's check reads (passing).
+    exporter = MetricsEndpoint(lambda: "bench_error_ratio 0\n")
     state.prometheus.register_target("bench-scale", exporter.address, {})
     proxy = CountingProxy(state.prometheus_url)
     names = [f"m-{index:04d}" for index in range(count)]
