@@ -210,12 +210,17 @@ def test_prometheus_down_longer_than_after_pauses_the_rollout_until_resumed_afte
         # Not before `after`: from the first evaluation without data to the pause.
         blind_for = timestamp(paused["pausedAt"]) - timestamp(check(paused)["unavailableSince"])
         assert blind_for >= parse_duration(UNAVAILABLE_AFTER), (paused["pausedAt"], check(paused))
-        warnings = [
-            e.message
-            for e in rollouts.events("chat")
-            if e.type == "Warning" and e.reason == "Paused"
-        ]
-        assert any("metrics unavailable" in (m or "") for m in warnings), warnings
+        # The Event is posted just after the status write the watch saw: wait for it.
+        wait_until(
+            lambda: any(
+                e.type == "Warning"
+                and e.reason == "Paused"
+                and "metrics unavailable" in (e.message or "")
+                for e in rollouts.events("chat")
+            ),
+            10,
+            "a Paused Warning Event naming metrics unavailable",
+        )
 
         # Down for longer than `after`; nothing moves meanwhile.
         time.sleep(max(0.0, PROMETHEUS_DOWN_SECONDS - (time.monotonic() - killed_at)))
