@@ -37,22 +37,30 @@ class WriteCountingApi(KubeApi):
         return super().merge_patch(resource, namespace, name, patch, subresource)
 
 
+GATEWAY = {"parentRefs": [{"name": "inference-gw"}]}
+
+
+def owner_rollout(api_client: client.ApiClient, namespace: str) -> RolloutRef:
+    """A real ModelRollout to own the router's objects (no operator runs here)."""
+    owner = KubeApi(api_client).create(
+        MODELROLLOUTS, namespace, rollout_manifest("chat", "file:///m", [{"setWeight": 50}])
+    )
+    return RolloutRef(namespace, "chat", owner["metadata"]["uid"])
+
+
 def test_a_converged_route_is_not_patched_again(
     kube_api_client: client.ApiClient, namespace: str
 ) -> None:
-    # A real owner (no operator runs here): garbage collection keeps what it owns.
-    owner = KubeApi(kube_api_client).create(
-        MODELROLLOUTS, namespace, rollout_manifest("chat", "file:///m", [{"setWeight": 50}])
-    )
+    rollout = owner_rollout(kube_api_client, namespace)
     api = WriteCountingApi(kube_api_client)
     router = GatewayAPIRouter(api)
     backends = Backends(
-        rollout=RolloutRef(namespace, "chat", owner["metadata"]["uid"]),
+        rollout=rollout,
         stable="aaa111",
         canary=None,
         port=8000,
         replicas=1,
-        gateway={"parentRefs": [{"name": "inference-gw"}]},
+        gateway=GATEWAY,
         blue_green=True,
     )
     router.reconcile(backends)
@@ -72,21 +80,17 @@ def test_a_converged_route_is_not_patched_again(
 def test_a_retired_revisions_service_goes_once_the_route_no_longer_names_it(
     kube_api_client: client.ApiClient, namespace: str
 ) -> None:
-    owner = KubeApi(kube_api_client).create(
-        MODELROLLOUTS, namespace, rollout_manifest("chat", "file:///m", [{"setWeight": 50}])
-    )
+    rollout = owner_rollout(kube_api_client, namespace)
     api = KubeApi(kube_api_client)
     router = GatewayAPIRouter(api)
-    rollout = RolloutRef(namespace, "chat", owner["metadata"]["uid"])
-    gateway = {"parentRefs": [{"name": "inference-gw"}]}
-    canary = Backends(rollout, "old111", "new222", 8000, 1, gateway, canary_weight=0)
+    canary = Backends(rollout, "old111", "new222", 8000, 1, GATEWAY, canary_weight=0)
     router.reconcile(canary)
     router.set_weights(canary, 0)
     assert {"chat-old111", "chat-new222"} <= {
         s["metadata"]["name"] for s in api.list(SERVICES, namespace)
     }
 
-    promoted = Backends(rollout, "new222", None, 8000, 1, gateway)
+    promoted = Backends(rollout, "new222", None, 8000, 1, GATEWAY)
     router.reconcile(promoted)  # the route still names old111: its Service stays
     assert api.get(SERVICES, namespace, "chat-old111") is not None
     router.set_weights(promoted, 0)
