@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -87,6 +88,10 @@ class LeaseElector:
         self._observed_record: tuple[str, str, str] | None = None
         self._observed_since: float | None = None
         self._leading_until = 0.0
+        # A round runs in a worker thread that cancelling its task does not stop: rounds
+        # and the release take turns, and no round runs after the release.
+        self._turn = threading.Lock()
+        self._released = False
         self.on_change: Callable[[bool], None] = lambda leading: None
 
     @property
@@ -104,6 +109,12 @@ class LeaseElector:
 
     def try_acquire_or_renew(self) -> bool:
         """One round; returns whether this replica holds the Lease now."""
+        with self._turn:
+            if self._released:
+                return False
+            return self._round()
+
+    def _round(self) -> bool:
         started = self._monotonic()
         lease = self._api.get(LEASES, self.namespace, self.name)
         if lease is not None:
@@ -154,13 +165,25 @@ class LeaseElector:
 
     def release(self) -> None:
         """On a clean shutdown, hand the Lease over at once instead of after it expires."""
+        self._released = True
+        # A round stuck on an unanswering API server must not hold up the shutdown.
+        if not self._turn.acquire(timeout=self.timing.retry_period):
+            logger.warning("lease %s/%s not released: a round is stuck", self.namespace, self.name)
+            return
+        try:
+            self._release()
+        finally:
+            self._turn.release()
+
+    def _release(self) -> None:
         if not self.is_leader:
             return
         self._leading_until = 0.0
         lease = self._api.get(LEASES, self.namespace, self.name)
-        if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self.identity:
+        spec = (lease or {}).get("spec") or {}
+        if lease is None or spec.get("holderIdentity") != self.identity:
             return
-        released = {**(lease.get("spec") or {}), "holderIdentity": "", "leaseDurationSeconds": 1}
+        released = {**spec, "holderIdentity": "", "leaseDurationSeconds": 1}
         try:
             self._api.replace(LEASES, self.namespace, self.name, {**lease, "spec": released})
         except KubeApiError as error:

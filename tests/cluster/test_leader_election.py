@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+from typing import Any
+
 import pytest
 from kubernetes import client
 
-from modelrollout.kube.api import LEASES, KubeApi
+from modelrollout.kube.api import LEASES, KubeApi, Resource
 from modelrollout.leader import LeaseElector, LeaseTiming
 
 pytestmark = pytest.mark.cluster
@@ -63,3 +66,55 @@ def test_release_hands_over_at_once(kube_api_client: client.ApiClient, namespace
     first.release()
     assert first.is_leader is False
     assert second.try_acquire_or_renew() is True
+
+
+class RenewalRacingRelease(KubeApi):
+    """Holds a renewal between its read and write until the release reads the Lease (0.5 s max).
+
+    That is the order of a shutdown whose renewal thread is still in flight (cancelling
+    the task does not stop the thread): without turns, the release writes a stale
+    version and gets 409, and the Lease stays held until it expires.
+    """
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        super().__init__(api_client)
+        self.renewal_read = threading.Event()
+        self.release_read = threading.Event()
+        self.renewing = False
+
+    def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
+        found = super().get(resource, namespace, name)
+        if self.renewing and threading.current_thread() is threading.main_thread():
+            self.release_read.set()
+        elif self.renewing:
+            self.renewal_read.set()
+        return found
+
+    def replace(
+        self, resource: Resource, namespace: str, name: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        if self.renewing and threading.current_thread() is not threading.main_thread():
+            self.release_read.wait(timeout=0.5)
+        return super().replace(resource, namespace, name, body)
+
+
+def test_release_while_a_renewal_is_in_flight_still_hands_over(
+    kube_api_client: client.ApiClient, namespace: str
+) -> None:
+    api = RenewalRacingRelease(kube_api_client)
+    leader = LeaseElector(api, namespace, "operator", "replica-a")
+    assert leader.try_acquire_or_renew() is True
+
+    api.renewing = True
+    renewal = threading.Thread(target=leader.try_acquire_or_renew)
+    renewal.start()
+    assert api.renewal_read.wait(timeout=10)
+    leader.release()
+    renewal.join(timeout=10)
+
+    lease = KubeApi(kube_api_client).get(LEASES, namespace, "operator")
+    assert lease is not None and lease["spec"]["holderIdentity"] == "", lease["spec"]
+    # Nor does a round after the release take the Lease back.
+    assert leader.try_acquire_or_renew() is False
+    follower = LeaseElector(KubeApi(kube_api_client), namespace, "operator", "replica-b")
+    assert follower.try_acquire_or_renew() is True
