@@ -179,7 +179,7 @@ class FakeKubeApi(KubeApi):
         self._version = 1  # as etcd's first revision: "0" means "any version" to a watch
         self._changes: list[_Change] = []
         self._changed = threading.Condition()
-        self._closed = False
+        self._watches_stopped = False
         self.writes: list[Write] = []
 
     def _call(
@@ -192,10 +192,10 @@ class FakeKubeApi(KubeApi):
     ) -> dict[str, Any]:
         raise AssertionError(f"FakeKubeApi serves the KubeApi methods, not {method} {path}")
 
-    def close(self) -> None:
+    def stop_watches(self) -> None:
         """End every watch now (the real ones end at their timeout or a dropped connection)."""
         with self._changed:
-            self._closed = True
+            self._watches_stopped = True
             self._changed.notify_all()
 
     # -- reads -----------------------------------------------------------------
@@ -242,7 +242,7 @@ class FakeKubeApi(KubeApi):
         resource_version: str,
         timeout_seconds: int,
     ) -> Iterator[dict[str, Any]]:
-        """Changes after `resource_version` until `timeout_seconds` pass or `close()`.
+        """Changes after `resource_version` until `timeout_seconds` pass or `stop_watches()`.
 
         "" (or "0") starts with an ADDED for every object there is now, as the
         API server does.
@@ -260,12 +260,12 @@ class FakeKubeApi(KubeApi):
         while True:
             yield from pending
             with self._changed:
-                while not self._closed and self._version <= seen:
+                while not self._watches_stopped and self._version <= seen:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         return
                     self._changed.wait(left)
-                if self._closed:
+                if self._watches_stopped:
                     return
                 changes = [change for change in self._changes if change.version > seen]
                 seen = self._version

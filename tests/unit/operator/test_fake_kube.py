@@ -16,4 +16,4 @@ def test_the_fake_behaves_as_the_api_server(check: Check) -> None:
     try:
         check(api, "ns")
     finally:
-        api.close()
+        api.stop_watches()
