@@ -10,15 +10,17 @@ operator's correctness depends on:
   stale one fails with 409 Conflict, as does creating an existing name;
   a missing object is 404, an invalid name 422, all as `KubeApiError`.
 - generation: 1 on create, +1 when anything but metadata and status
-  changes; status is written only through the status subresource, which
-  changes nothing else (a CRD with `subresources.status`, and Deployments,
-  Pods, Services... alike). A write that changes nothing is not stored and
+  changes (on every kind here; the API server keeps it for most). Status
+  is written only through the status subresource, which changes nothing
+  else (a CRD with `subresources.status`, and Deployments, Pods,
+  Services... alike). A write that changes nothing is not stored and
   wakes no watch, as the API server skips it.
 - JSON merge patch (RFC 7386): objects merged, null deletes, lists replaced.
 - label selectors on list and watch (=, ==, !=, in, notin, exists, !exists);
   field selectors on cluster lists as the watch-fed cache evaluates them.
 - watches from a resourceVersion: ADDED/MODIFIED/DELETED in order, an
-  object entering or leaving a label selector seen as ADDED or DELETED.
+  object entering or leaving a label selector seen as ADDED or DELETED; no
+  bookmarks, and the history is kept whole, so never 410 Gone.
 - owner references: an object all of whose owners are gone is deleted, as
   the garbage collector does (here at once, in the same call); propagation
   Orphan strips the references instead. Finalizers are not modelled.
@@ -193,7 +195,7 @@ class FakeKubeApi(KubeApi):
         raise AssertionError(f"FakeKubeApi serves the KubeApi methods, not {method} {path}")
 
     def stop_watches(self) -> None:
-        """End every watch now (the real ones end at their timeout or a dropped connection)."""
+        """End every watch, now and later (real ones end at a timeout or a dropped connection)."""
         with self._changed:
             self._watches_stopped = True
             self._changed.notify_all()

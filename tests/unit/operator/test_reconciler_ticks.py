@@ -1,7 +1,7 @@
 """The Reconciler tick by tick on an in-memory API server: what it writes, in which order.
 
 No cluster: `FakeKubeApi` stands in for the API server (conflicts, generation,
-watches, owner references), `Controllers.settle` for the controllers that make
+watches, owner references), `Cluster.settle` for the controllers that make
 Deployments ready and Services' EndpointSlices, a table for Prometheus and a
 variable for the clock. Each test reads the API objects a user would look at
 (the rollout's status, Deployments, Services, the HTTPRoute, Events) and the
@@ -45,6 +45,7 @@ pytestmark = pytest.mark.unit
 
 NAMESPACE = "ml"
 NAME = "chat"
+V1 = example_spec()["model"]["uri"]
 V2 = "pvc://models/llama-3.2-3b/v2"
 V3 = "pvc://models/llama-3.2-3b/v3"
 FIRING = QueryResult(1.0)
@@ -238,7 +239,7 @@ def test_a_canary_walks_its_steps_to_succeeded() -> None:
     cluster = Cluster()
     spec = canary_spec()
     cluster.started(spec)
-    old, new = child(example_spec()["model"]["uri"], spec), child(V2, spec)
+    old, new = child(V1, spec), child(V2, spec)
     walked: list[tuple[str, int | None, dict[str, int]]] = []
     for _ in range(100):
         cluster.tick(15)
@@ -281,7 +282,7 @@ def test_a_breach_writes_weight_zero_before_anything_else() -> None:
     cluster = Cluster()
     spec = canary_spec()
     cluster.started(spec)
-    old, new = child(example_spec()["model"]["uri"], spec), child(V2, spec)
+    old, new = child(V1, spec), child(V2, spec)
     cluster.run_until_step(2)
     assert cluster.route_weights() == {old: 50, new: 50}
 
@@ -337,7 +338,7 @@ def test_a_spec_change_mid_canary_replaces_the_canary() -> None:
     spec = canary_spec()
     cluster.started(spec)
     old, v2, v3 = (
-        child(example_spec()["model"]["uri"], spec),
+        child(V1, spec),
         child(V2, spec),
         child(V3, spec),
     )
@@ -369,7 +370,7 @@ def test_a_deleted_deployment_wakes_its_rollout_and_is_recreated() -> None:
     cluster.tick()
     cluster.settle()
     cluster.tick(15)
-    stable = child(example_spec()["model"]["uri"], spec)
+    stable = child(V1, spec)
     before = cluster.api.get(DEPLOYMENTS, NAMESPACE, stable)
     assert before is not None
     woken: queue.Queue[tuple[str, str]] = queue.Queue()
@@ -410,7 +411,7 @@ def test_a_blue_green_switch_is_one_selector_write() -> None:
     cluster = Cluster()
     spec = blue_green_spec()
     cluster.started(spec)
-    blue, green = revision(example_spec()["model"]["uri"], spec), revision(V2, spec)
+    blue, green = revision(V1, spec), revision(V2, spec)
 
     def selects(service: str) -> str:
         found = cluster.api.get(SERVICES, NAMESPACE, service)
