@@ -163,6 +163,17 @@ def selector_matches(selector: str | None, labels: dict[str, str]) -> bool:
     return True
 
 
+def _check_owners(kind: str, name: str, metadata: dict[str, Any]) -> None:
+    controllers = [ref for ref in metadata.get("ownerReferences") or [] if ref.get("controller")]
+    if len(controllers) > 1:
+        raise KubeApiError(
+            422,
+            "Unprocessable Entity",
+            f'{kind} "{name}" is invalid: metadata.ownerReferences: Only one reference can '
+            "have Controller set to true",
+        )
+
+
 def _labels(obj: dict[str, Any]) -> dict[str, str]:
     labels: dict[str, str] = obj["metadata"].get("labels") or {}
     return labels
@@ -312,6 +323,7 @@ class FakeKubeApi(KubeApi):
                     "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
                     "characters, '-' or '.'",
                 )
+            _check_owners(kind, name, metadata)
             if metadata.get("namespace", namespace) != namespace:
                 raise KubeApiError(
                     400,
@@ -437,6 +449,9 @@ class FakeKubeApi(KubeApi):
             **updated.get("metadata", {}),
             **{key: current["metadata"][key] for key in kept if key in current["metadata"]},
         }
+        _check_owners(
+            updated.get("kind", resource.plural), updated["metadata"]["name"], updated["metadata"]
+        )
         if updated == current:  # nothing changed: nothing stored, no watch event
             return copy.deepcopy(current)
         if _without_metadata_and_status(updated) != _without_metadata_and_status(current):

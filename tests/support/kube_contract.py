@@ -27,7 +27,11 @@ def _metadata(
 ) -> dict[str, Any]:
     metadata: dict[str, Any] = {"name": name, "labels": labels or {}}
     if owners:
-        metadata["ownerReferences"] = [owner.owner_reference() for owner in owners]
+        # One controller at most: the first owner.
+        metadata["ownerReferences"] = [
+            {**owner.owner_reference(), "controller": index == 0}
+            for index, owner in enumerate(owners)
+        ]
     return metadata
 
 
@@ -67,7 +71,9 @@ def api_error(call: Callable[[], object]) -> KubeApiError:
 
 
 def create_rollout(api: KubeApi, namespace: str, name: str) -> RolloutRef:
-    created = api.create(MODELROLLOUTS, namespace, rollout_manifest(name, "file:///m1", []))
+    created = api.create(
+        MODELROLLOUTS, namespace, rollout_manifest(name, "file:///m1", [{"setWeight": 50}])
+    )
     return RolloutRef(namespace, name, created["metadata"]["uid"])
 
 
@@ -221,6 +227,10 @@ def check_owner_references_cascade(api: KubeApi, namespace: str) -> None:
     api.create(SERVICES, namespace, service("owned-svc", owners=[owner]))
     api.create(CONFIG_MAPS, namespace, config_map("owned", owners=[owner]))
     api.create(CONFIG_MAPS, namespace, config_map("shared", owners=[owner, kept_owner]))
+    two_controllers = config_map("two-controllers", owners=[owner])
+    two_controllers["metadata"]["ownerReferences"].append(kept_owner.owner_reference())
+    refused = api_error(lambda: api.create(CONFIG_MAPS, namespace, two_controllers))
+    assert (refused.status, refused.reason) == (422, "Unprocessable Entity")
     api.create(CONFIG_MAPS, namespace, config_map("orphan", owners=[orphaning]))
     _, since = api.list_with_version(CONFIG_MAPS, namespace)
 
