@@ -24,6 +24,9 @@ from modelrollout.devcluster import cluster
 from modelrollout.devcluster.prometheus import PrometheusHandle
 from tests.support.kube import apply_crd, create_namespace, project_crds
 
+# The API contract's checks run from test modules of two suites: show their failures in full.
+pytest.register_assert_rewrite("tests.support.kube_contract")
+
 # One cluster per test session: two sessions on one machine never share state.
 TEST_CLUSTER_NAME = f"pytest-{os.getpid()}"
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from modelrollout.analysis.assessment import AnalysisVerdict
+from modelrollout.analysis.provider import QueryResult
 from modelrollout.engine.revision import revision_of
 from modelrollout.engine.strategies.canary import decide
 from modelrollout.engine.strategies.types import (
@@ -98,6 +99,32 @@ def with_model_uri(spec: dict[str, Any], uri: str) -> dict[str, Any]:
 
 
 HEALTHY = AnalysisVerdict.healthy()
+
+
+@dataclass
+class FakeProvider:
+    """Answers by the first substring of the query it knows; records every query."""
+
+    answers: dict[str, QueryResult] = field(default_factory=dict)
+    online: bool = True
+    queries: list[str] = field(default_factory=list)
+
+    def query(self, promql: str) -> QueryResult:
+        self.queries.append(promql)
+        for needle, result in self.answers.items():
+            if needle in promql:
+                return result
+        return QueryResult(None, empty=True)
+
+    def is_online(self) -> bool:
+        return self.online
+
+
+HEALTHY_ANSWERS = {
+    "ALERTS": QueryResult(None, empty=True),
+    "vllm:request_success_total": QueryResult(0.001),
+    "vllm:e2e_request_latency_seconds": QueryResult(0.05),
+}
 
 
 @dataclass

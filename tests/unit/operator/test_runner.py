@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import timedelta
 
 import pytest
@@ -10,7 +9,7 @@ import pytest
 from modelrollout.analysis.provider import QueryResult
 from modelrollout.analysis.runner import alert_query, evaluate
 from modelrollout.models import ModelRolloutStatus, Weights, parse_spec
-from tests.unit.operator.builders import T0, example_spec
+from tests.unit.operator.builders import HEALTHY_ANSWERS, T0, FakeProvider, example_spec
 
 pytestmark = pytest.mark.unit
 
@@ -29,32 +28,6 @@ LIVE = ModelRolloutStatus(
     current_step=0,
     weights=Weights(stable=95, canary=5),
 )
-
-
-@dataclass
-class FakeProvider:
-    """Answers by the first substring of the query it knows; records every query."""
-
-    answers: dict[str, QueryResult] = field(default_factory=dict)
-    online: bool = True
-    queries: list[str] = field(default_factory=list)
-
-    def query(self, promql: str) -> QueryResult:
-        self.queries.append(promql)
-        for needle, result in self.answers.items():
-            if needle in promql:
-                return result
-        return QueryResult(None, empty=True)
-
-    def is_online(self) -> bool:
-        return self.online
-
-
-HEALTHY_ANSWERS = {
-    "ALERTS": QueryResult(None, empty=True),
-    "vllm:request_success_total": QueryResult(0.001),
-    "vllm:e2e_request_latency_seconds": QueryResult(0.05),
-}
 
 
 def test_queries_every_check_and_alert_once_with_the_canary_labels() -> None:

@@ -1,0 +1,469 @@
+"""The Reconciler tick by tick on an in-memory API server: what it writes, in which order.
+
+No cluster: `FakeKubeApi` stands in for the API server (conflicts, generation,
+watches, owner references), `Cluster.settle` for the controllers that make
+Deployments ready and Services' EndpointSlices, a table for Prometheus and a
+variable for the clock. Each test reads the API objects a user would look at
+(the rollout's status, Deployments, Services, the HTTPRoute, Events) and the
+writes the fake recorded during one tick.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from modelrollout.analysis.provider import QueryResult
+from modelrollout.engine.reconciler import Reconciler
+from modelrollout.engine.revision import revision_of
+from modelrollout.kube.api import (
+    DEPLOYMENTS,
+    ENDPOINT_SLICES,
+    HTTPROUTES,
+    MODELROLLOUTS,
+    SERVICES,
+)
+from modelrollout.kube.cache import MANAGED_SELECTOR, SERVICE_NAME_LABEL, Informer
+from modelrollout.kube.events import EVENTS, build_event
+from modelrollout.kube.labels import GROUP, KIND, REVISION_LABEL, ROLE_LABEL, VERSION
+from modelrollout.models import ModelRolloutStatus, parse_spec
+from tests.support.fake_kube import FakeKubeApi, Write
+from tests.unit.operator.builders import (
+    HEALTHY_ANSWERS,
+    T0,
+    FakeProvider,
+    example_spec,
+    with_model_uri,
+)
+
+pytestmark = pytest.mark.unit
+
+NAMESPACE = "ml"
+NAME = "chat"
+V1 = example_spec()["model"]["uri"]
+V2 = "pvc://models/llama-3.2-3b/v2"
+V3 = "pvc://models/llama-3.2-3b/v3"
+FIRING = QueryResult(1.0)
+
+
+def canary_spec(router: str = "gatewayAPI") -> dict[str, Any]:
+    spec = example_spec()
+    spec["runtime"]["resources"] = {}  # no GPUs: capacity planning has nothing to say
+    spec["traffic"]["router"] = router
+    spec["strategy"]["canary"]["steps"] = [
+        {"setWeight": 20},
+        {"pause": {"duration": "1m"}},
+        {"setWeight": 50},
+        {"analysis": {"duration": "2m"}},
+    ]
+    return spec
+
+
+def blue_green_spec() -> dict[str, Any]:
+    spec = canary_spec(router="service")
+    spec["strategy"] = {"blueGreen": {"autoPromotionAfter": "30s", "scaleDownDelay": "60s"}}
+    return spec
+
+
+@dataclass
+class Cluster:
+    """One ModelRollout on the fake API server, its operator's Reconciler and the controllers."""
+
+    api: FakeKubeApi = field(default_factory=FakeKubeApi)
+    now: datetime = T0
+    provider: FakeProvider = field(default_factory=lambda: FakeProvider(dict(HEALTHY_ANSWERS)))
+
+    def __post_init__(self) -> None:
+        self.reconciler = self.replica()
+        # What the latest tick was handed: the body from before that tick's writes.
+        self.last_body: dict[str, Any] = {}
+
+    def replica(self) -> Reconciler:
+        """A Reconciler as one operator replica has it, on this cluster's clock and metrics."""
+        return Reconciler(
+            self.api, clock=lambda: self.now, provider_factory=lambda spec: self.provider
+        )
+
+    def apply(self, spec: dict[str, Any]) -> None:
+        if self.api.get(MODELROLLOUTS, NAMESPACE, NAME) is None:
+            manifest = {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": KIND,
+                "metadata": {"name": NAME},
+            }
+            self.api.create(MODELROLLOUTS, NAMESPACE, {**manifest, "spec": spec})
+        else:
+            self.api.merge_patch(MODELROLLOUTS, NAMESPACE, NAME, {"spec": spec})
+
+    def body(self) -> dict[str, Any]:
+        body = self.api.get(MODELROLLOUTS, NAMESPACE, NAME)
+        assert body is not None
+        return body
+
+    @property
+    def status(self) -> ModelRolloutStatus:
+        return ModelRolloutStatus.model_validate(self.body().get("status") or {})
+
+    def tick(
+        self,
+        after: float = 0,
+        body: dict[str, Any] | None = None,
+        reconciler: Reconciler | None = None,
+    ) -> list[Write]:
+        """`after` seconds later, one tick on `body` (the stored one by default); its writes."""
+        self.now += timedelta(seconds=after)
+        body = body or self.body()
+        self.last_body = body
+        api = self.api
+        api.writes.clear()
+
+        def post_event(event_type: str, reason: str, message: str) -> None:
+            api.create(EVENTS, NAMESPACE, build_event(body, event_type, reason, message))
+
+        (reconciler or self.reconciler).tick(body, post_event)
+        return list(api.writes)
+
+    def settle(self) -> None:
+        """What the controllers do between ticks: every pod Ready, every endpoint published."""
+        deployments = self.api.list(DEPLOYMENTS, NAMESPACE)
+        for deployment in deployments:
+            replicas = deployment["spec"]["replicas"]
+            ready = {"replicas": replicas, "readyReplicas": replicas, "updatedReplicas": replicas}
+            if deployment.get("status") != ready:
+                name = deployment["metadata"]["name"]
+                self.api.merge_patch(
+                    DEPLOYMENTS, NAMESPACE, name, {"status": ready}, subresource="status"
+                )
+        for service in self.api.list(SERVICES, NAMESPACE):
+            self._publish_endpoints(service, deployments)
+
+    def _publish_endpoints(
+        self, service: dict[str, Any], deployments: list[dict[str, Any]]
+    ) -> None:
+        selector = service["spec"]["selector"]
+        ready = sum(
+            d["spec"]["replicas"]
+            for d in deployments
+            if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()
+        )
+        name = service["metadata"]["name"]
+        endpoint_slice = {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": f"{name}-slice",
+                "labels": {**service["metadata"]["labels"], SERVICE_NAME_LABEL: name},
+                "ownerReferences": [
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Service",
+                        "name": name,
+                        "uid": service["metadata"]["uid"],
+                    }
+                ],
+            },
+            "endpoints": [{"conditions": {"ready": True}} for _ in range(ready)],
+        }
+        current = self.api.get(ENDPOINT_SLICES, NAMESPACE, f"{name}-slice")
+        if current is None:
+            self.api.create(ENDPOINT_SLICES, NAMESPACE, endpoint_slice)
+        elif current["endpoints"] != endpoint_slice["endpoints"]:
+            self.api.replace(ENDPOINT_SLICES, NAMESPACE, f"{name}-slice", endpoint_slice)
+
+    def run_until(
+        self, reached: Callable[[ModelRolloutStatus], bool], what: str, every: float = 15
+    ) -> list[Write]:
+        """Tick every `every` seconds, settling between ticks; the writes of the last tick."""
+        for _ in range(200):
+            writes = self.tick(every)
+            self.settle()
+            if reached(self.status):
+                return writes
+        raise AssertionError(f"never reached {what}; stuck in {self.status}")
+
+    def run_until_phase(self, phase: str) -> None:
+        self.run_until(lambda status: status.phase == phase, phase)
+
+    def run_until_step(self, step: int) -> None:
+        self.run_until(lambda status: status.current_step == step, f"step {step}")
+
+    def started(self, spec: dict[str, Any], new_model: str = V2) -> None:
+        """The first revision stable and ready, then a new one applied (not yet ticked)."""
+        self.apply(spec)
+        self.tick()
+        self.settle()
+        self.tick()
+        self.apply(with_model_uri(spec, new_model))
+
+    # -- what a user looks at ---------------------------------------------------
+
+    def route_weights(self) -> dict[str, int]:
+        route = self.api.get(HTTPROUTES, NAMESPACE, NAME)
+        assert route is not None
+        return {ref["name"]: ref["weight"] for ref in route["spec"]["rules"][0]["backendRefs"]}
+
+    def deployments(self) -> dict[str, tuple[int, str]]:
+        """Each Deployment's (replicas, role)."""
+        return {
+            d["metadata"]["name"]: (d["spec"]["replicas"], d["metadata"]["labels"][ROLE_LABEL])
+            for d in self.api.list(DEPLOYMENTS, NAMESPACE)
+        }
+
+    def event_reasons(self) -> list[str]:
+        # Names are random: the order is the order of creation, i.e. of resourceVersions.
+        events = sorted(
+            self.api.list(EVENTS, NAMESPACE), key=lambda e: int(e["metadata"]["resourceVersion"])
+        )
+        return [event["reason"] for event in events]
+
+
+def revision(model: str, spec: dict[str, Any]) -> str:
+    return revision_of(parse_spec(with_model_uri(spec, model)))
+
+
+def child(model: str, spec: dict[str, Any]) -> str:
+    return f"{NAME}-{revision(model, spec)}"
+
+
+def targets(writes: list[Write]) -> list[str]:
+    """What a tick wrote, in order, Events left out."""
+    return [f"{w.verb} {w.target}" for w in writes if w.resource != EVENTS]
+
+
+def test_a_canary_walks_its_steps_to_succeeded() -> None:
+    cluster = Cluster()
+    spec = canary_spec()
+    cluster.started(spec)
+    old, new = child(V1, spec), child(V2, spec)
+    walked: list[tuple[str, int | None, dict[str, int]]] = []
+    for _ in range(100):
+        cluster.tick(15)
+        cluster.settle()
+        state = (cluster.status.phase, cluster.status.current_step, cluster.route_weights())
+        if not walked or walked[-1] != state:
+            walked.append(state)
+        if state[0] == "Succeeded":
+            break
+    assert walked == [
+        ("Progressing", 0, {old: 100}),
+        ("Progressing", 0, {old: 80, new: 20}),
+        ("Progressing", 1, {old: 80, new: 20}),
+        ("Progressing", 2, {old: 50, new: 50}),
+        ("Progressing", 3, {old: 50, new: 50}),
+        ("Promoting", 4, {old: 0, new: 100}),
+        ("Succeeded", None, {new: 100}),
+    ]
+    assert cluster.status.stable_revision == revision(V2, spec)
+    assert cluster.deployments() == {new: (2, "stable")}
+    # The old revision's Service goes once the route no longer names it: the next tick.
+    assert targets(cluster.tick(15)) == [f"delete services/{old}"]
+    assert [s["metadata"]["name"] for s in cluster.api.list(SERVICES, NAMESPACE)] == [new]
+    assert cluster.event_reasons() == [
+        "StableRevision",
+        "CanaryStarted",
+        "WeightSet",
+        "CheckPassing",
+        "CheckPassing",
+        "CheckPassing",
+        "StepStarted",
+        "StepStarted",
+        "StepStarted",
+        "Promoting",
+        "Promoted",
+    ]
+
+
+def test_a_breach_writes_weight_zero_before_anything_else() -> None:
+    cluster = Cluster()
+    spec = canary_spec()
+    cluster.started(spec)
+    old, new = child(V1, spec), child(V2, spec)
+    cluster.run_until_step(2)
+    assert cluster.route_weights() == {old: 50, new: 50}
+
+    cluster.provider.answers["ALERTS"] = FIRING
+    writes = cluster.tick(15)
+    assert targets(writes)[:2] == [f"patch httproutes/{NAME}", f"patch modelrollouts/{NAME}/status"]
+    assert writes[0].body == {
+        "spec": {"rules": [{"backendRefs": [
+            {"name": old, "port": 8000, "weight": 100},
+            {"name": new, "port": 8000, "weight": 0},
+        ]}]}
+    }  # fmt: skip
+    assert cluster.status.phase == "RollingBack"
+    assert cluster.event_reasons()[-2:] == ["CheckBreached", "RollingBack"]
+
+    cluster.run_until_phase("RolledBack")
+    assert cluster.route_weights() == {old: 100, new: 0}
+    # The canary's pods stay for abortScaleDownDelay (30s), then go.
+    assert cluster.deployments()[new][0] > 0
+    cluster.tick(30)
+    assert cluster.deployments() == {old: (2, "stable")}
+
+
+def test_a_stale_body_is_read_again_and_keeps_what_another_replica_wrote() -> None:
+    cluster = Cluster()
+    spec = canary_spec()
+    cluster.started(spec)
+    cluster.run_until_step(1)
+    before_our_write = cluster.last_body
+    # Our own write seen late: kopf hands the body from before it. Deciding on it
+    # would start the pause again; the tick reads the rollout afresh instead.
+    assert cluster.tick(1, body=before_our_write) == []
+
+    # Another replica, leading meanwhile, moved the rollout on; then ours gets a stale body.
+    other = cluster.replica()
+    cluster.tick(60, reconciler=other)
+    moved = cluster.status
+    assert (moved.current_step, moved.weights.canary) == (2, 50)
+    cluster.settle()
+    cluster.tick(1, body=before_our_write)
+    assert cluster.status.current_step == 3  # on from where the other replica left it
+    assert cluster.status.weights == moved.weights
+    started = [e for e in cluster.api.list(EVENTS, NAMESPACE) if e["reason"] == "StepStarted"]
+    assert sorted(e["message"] for e in started) == [
+        "step 2/4 pause 1m",
+        "step 3/4 setWeight 50",
+        "step 4/4 analysis for 2m",
+    ]
+
+
+def test_a_spec_change_mid_canary_replaces_the_canary() -> None:
+    cluster = Cluster()
+    spec = canary_spec()
+    cluster.started(spec)
+    old, v2, v3 = (
+        child(V1, spec),
+        child(V2, spec),
+        child(V3, spec),
+    )
+    cluster.run_until_step(2)
+    assert cluster.body()["metadata"]["generation"] == 2
+
+    cluster.apply(with_model_uri(spec, V3))
+    assert cluster.body()["metadata"]["generation"] == 3
+    cluster.tick(1)
+    status = cluster.status
+    assert (status.phase, status.canary_revision, status.current_step) == (
+        "Progressing",
+        revision(V3, spec),
+        0,
+    )
+    assert status.observed_generation == 3
+    assert v2 not in cluster.deployments() and v3 in cluster.deployments()
+    cluster.settle()
+    cluster.run_until_phase("Succeeded")
+    assert cluster.status.stable_revision == revision(V3, spec)
+    assert cluster.deployments() == {v3: (2, "stable")}
+    assert old not in cluster.route_weights()
+
+
+def test_a_deleted_deployment_wakes_its_rollout_and_is_recreated() -> None:
+    cluster = Cluster()
+    spec = canary_spec(router="service")
+    cluster.apply(spec)
+    cluster.tick()
+    cluster.settle()
+    cluster.tick(15)
+    stable = child(V1, spec)
+    before = cluster.api.get(DEPLOYMENTS, NAMESPACE, stable)
+    assert before is not None
+    woken: queue.Queue[tuple[str, str]] = queue.Queue()
+    # The operator's watch-fed cache, on the fake's watch: what wakes a rollout.
+    informer = Informer(
+        cluster.api, DEPLOYMENTS, NAMESPACE, lambda *owner: woken.put(owner), MANAGED_SELECTOR
+    )
+    informer.start()
+    try:
+        assert informer.synced.wait(10)
+        while not woken.empty():
+            woken.get()
+        cluster.api.delete(DEPLOYMENTS, NAMESPACE, stable)
+        assert woken.get(timeout=10) == (NAMESPACE, NAME)
+    finally:
+        informer.stop()
+        cluster.api.stop_watches()
+
+    # The status says so first (no stable pod ready), then the Deployment is back.
+    assert targets(cluster.tick(1)) == [
+        f"patch modelrollouts/{NAME}/status",
+        f"create deployments/{stable}",
+    ]
+    available = cluster.status.condition("Available")
+    assert available is not None and available.reason == "NoStablePods"
+    after = cluster.api.get(DEPLOYMENTS, NAMESPACE, stable)
+    assert after is not None and after["metadata"]["uid"] != before["metadata"]["uid"]
+    assert after["spec"] == before["spec"]
+    assert after["metadata"]["labels"] == before["metadata"]["labels"]
+    assert after["metadata"]["ownerReferences"] == before["metadata"]["ownerReferences"]
+    cluster.settle()
+    cluster.tick(1)
+    available = cluster.status.condition("Available")
+    assert available is not None and available.status == "True"
+
+
+def test_a_blue_green_switch_is_one_selector_write() -> None:
+    cluster = Cluster()
+    spec = blue_green_spec()
+    cluster.started(spec)
+    blue, green = revision(V1, spec), revision(V2, spec)
+
+    def selects(service: str) -> str:
+        found = cluster.api.get(SERVICES, NAMESPACE, service)
+        assert found is not None
+        selected: str = found["spec"]["selector"][REVISION_LABEL]
+        return selected
+
+    cluster.tick(1)
+    cluster.settle()
+    assert (selects(NAME), selects(f"{NAME}-preview")) == (blue, green)
+    assert cluster.deployments() == {
+        f"{NAME}-{blue}": (2, "stable"),
+        f"{NAME}-{green}": (2, "canary"),
+    }
+    switch = cluster.run_until(lambda status: status.weights.canary == 100, "the switch")
+    assert selects(NAME) == green
+    assert [w.body for w in switch if w.resource == SERVICES] == [
+        {"spec": {"selector": {"modelrollout.dev/rollout": NAME, REVISION_LABEL: green}}}
+    ]
+    cluster.run_until_phase("Succeeded")
+    assert selects(NAME) == green
+    # The previous color stays at full size for scaleDownDelay, to switch back at once.
+    assert cluster.deployments()[f"{NAME}-{blue}"][0] == 2
+    cluster.tick(60)
+    assert f"{NAME}-{blue}" not in cluster.deployments()
+
+
+def test_a_tick_with_nothing_to_do_writes_nothing() -> None:
+    cluster = Cluster()
+    spec = canary_spec()
+    cluster.apply(spec)
+    cluster.tick()
+    cluster.settle()
+    cluster.tick(15)
+    assert cluster.tick(15) == []  # settled: Succeeded, everything in place
+
+    cluster.apply(with_model_uri(spec, V2))
+    cluster.run_until_step(1)
+    # In the 1m pause, with the checks' readings unchanged and written within a minute.
+    assert cluster.tick(1) == []
+
+
+def test_deleting_the_rollout_deletes_what_it_owns() -> None:
+    cluster = Cluster()
+    spec = canary_spec()
+    cluster.started(spec)
+    cluster.tick(15)
+    cluster.settle()
+    cluster.tick(15)
+    body = cluster.body()
+    assert cluster.api.list(HTTPROUTES, NAMESPACE) and cluster.api.list(ENDPOINT_SLICES, NAMESPACE)
+    cluster.api.delete(MODELROLLOUTS, NAMESPACE, NAME)
+    cluster.reconciler.forget(body["metadata"]["uid"], NAMESPACE, NAME)
+    for resource in (DEPLOYMENTS, SERVICES, HTTPROUTES, ENDPOINT_SLICES):
+        assert cluster.api.list(resource, NAMESPACE) == [], resource.plural
