@@ -107,8 +107,8 @@ KEPT = (
     "items",
     "additionalProperties",
 )
-# pydantic's annotations for documentation and UIs; the CRD says none of them.
-DROPPED = frozenset({"title", "default", "examples"})
+# Annotations for documentation and UIs that validate nothing; a CRD has no place for them.
+DROPPED = frozenset({"title", "default", "examples", "readOnly", "writeOnly", "deprecated"})
 RULE_KEYS = ("rule", "fieldPath", "message", "messageExpression", "reason", "optionalOldSelf")
 INT_OR_STRING = "x-kubernetes-int-or-string"
 FREE_FORM = "x-kubernetes-preserve-unknown-fields"
@@ -237,7 +237,8 @@ def _property(node: Mapping[str, Any], defs: Mapping[str, Any], path: str) -> di
     if not schema.get("description"):
         raise SchemaError(
             f"{path} has no description: write a docstring under the field in "
-            "operator/modelrollout/models (it is the CRD's and docs/reference.md's text)"
+            "operator/modelrollout/models (it is the CRD's and docs/reference.md's text; "
+            "its model needs use_attribute_docstrings=True, as SpecModel and StatusModel have)"
         )
     return schema
 
