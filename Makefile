@@ -1,4 +1,4 @@
-.PHONY: demo test e2e-kind sync-chart-crds reference
+.PHONY: demo test e2e-kind crds reference
 
 demo:
 	bash scripts/demo.sh
@@ -10,8 +10,9 @@ test:
 e2e-kind:
 	bash scripts/e2e-kind.sh
 
-sync-chart-crds:
-	bash scripts/sync-chart-crds.sh
+# The CRD (crds/ and the chart's copy) from the pydantic models; then `make reference`.
+crds:
+	.venv/bin/python dev/modelrollout_dev/crds.py
 
 reference:
 	.venv/bin/python -m modelrollout.reference

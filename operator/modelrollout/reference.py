@@ -1,10 +1,10 @@
 """The ModelRollout field reference (docs/reference.md), generated from the CRD.
 
-The CRD is the source of truth for fields, types, constraints and
-descriptions. Defaults come from the pydantic spec models: the operator
-applies them when it parses a spec, and the CRD declares none of its own
-(where it does, its `default` is shown; tests/unit/test_reference.py keeps
-the two equal).
+The CRD (itself generated from the pydantic models by `make crds`) gives
+fields, types, constraints and descriptions. Defaults come from the pydantic
+spec models: the operator applies them when it parses a spec, and the CRD
+declares none of its own (where it does, its `default` is shown;
+tests/unit/test_reference.py keeps the two equal).
 
     python -m modelrollout.reference           # rewrite docs/reference.md
     python -m modelrollout.reference --check   # exit 1 with a diff if it is out of date

@@ -42,7 +42,7 @@ def test_the_charts_crds_are_exact_copies_of_crds_dir() -> None:
     source = {path.name: path.read_bytes() for path in (REPO / "crds").glob("*.yaml")}
     copies = {path.name: path.read_bytes() for path in (CHART / "files" / "crds").glob("*.yaml")}
     assert source.keys() == copies.keys() and source == copies, (
-        "charts/modelrollout/files/crds/ drifted from crds/: run scripts/sync-chart-crds.sh"
+        "charts/modelrollout/files/crds/ drifted from crds/: run make crds"
     )
 
 

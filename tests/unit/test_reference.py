@@ -63,7 +63,7 @@ def test_every_accepted_field_is_in_the_crd_and_the_reference_and_back(
 
 def test_every_spec_field_has_a_description(crd: dict[str, Any]) -> None:
     missing = [f.path for f in reference.spec_fields(crd) if not f.description.strip()]
-    assert missing == [], "add a description to these fields in crds/"
+    assert missing == [], "add a docstring to these fields in operator/modelrollout/models"
 
 
 def test_crd_and_pydantic_agree_on_defaults(crd: dict[str, Any]) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-# Kept in sync with the CRD's `pattern` by tests/unit/operator/test_crd.py.
+# Also the CRD's `pattern` (the Duration type of models/spec.py carries it there).
 DURATION_PATTERN = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?$"
 
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}

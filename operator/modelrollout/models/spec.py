@@ -42,10 +42,11 @@ from modelrollout.analysis.templates import (
     template_variables,
     unquoted_variables,
 )
-from modelrollout.models.durations import DurationError, parse_duration
+from modelrollout.models.durations import DURATION_PATTERN, DurationError, parse_duration
+from modelrollout.models.schema import INT_OR_STRING, list_map, rule, validations
 from modelserve.config.uri import ModelURIError, parse_model_uri
 
-# Kept in sync with the CRD's `pattern` by tests/unit/operator/test_crd.py.
+# Also the CRD's `pattern` (the Duration and BreachWhen types below carry it there).
 BREACH_WHEN_PATTERN = r"^(>|>=|<|<=|==|!=) *-?[0-9]+(\.[0-9]+)?$"
 _BREACH_WHEN = re.compile(BREACH_WHEN_PATTERN)
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -210,13 +211,45 @@ def quantity_value(text: str) -> Decimal:
     return Decimal(number) * _QUANTITY_SUFFIXES[suffix]
 
 
-Duration = Annotated[str, Field(min_length=2, max_length=32), AfterValidator(_check_duration)]
-BreachWhen = Annotated[str, Field(max_length=64), AfterValidator(_check_breach_when)]
+# The CRD's patterns for durations and conditions; the validators say what is wrong in words.
+Duration = Annotated[
+    str,
+    Field(min_length=2, max_length=32, json_schema_extra={"pattern": DURATION_PATTERN}),
+    AfterValidator(_check_duration),
+]
+BreachWhen = Annotated[
+    str,
+    Field(max_length=64, json_schema_extra={"pattern": BREACH_WHEN_PATTERN}),
+    AfterValidator(_check_breach_when),
+]
 Quantity = Annotated[
-    str, Field(min_length=1, max_length=64, pattern=QUANTITY_PATTERN), BeforeValidator(_quantity)
+    str,
+    Field(min_length=1, max_length=64, pattern=QUANTITY_PATTERN, json_schema_extra=INT_OR_STRING),
+    BeforeValidator(_quantity),
 ]
 Quantities = Annotated[
-    dict[str, Quantity], Field(max_length=16), AfterValidator(_check_resource_names)
+    dict[str, Quantity],
+    Field(
+        max_length=16,
+        json_schema_extra=validations(
+            rule(
+                'self.all(k, k in ["cpu", "memory", "ephemeral-storage"]'
+                ' || k.startsWith("hugepages-") || k.matches('
+                f'r"^{_DNS_SUBDOMAIN}/[A-Za-z0-9]([-A-Za-z0-9_.]{{0,61}}[A-Za-z0-9])?$"))',
+                "resource names are cpu, memory, ephemeral-storage, hugepages-SIZE or qualified "
+                "names such as nvidia.com/gpu",
+            ),
+            rule(
+                f'self.all(k, string(self[k]).matches(r"{QUANTITY_PATTERN}"))',
+                "quantities are written like 1, 500m or 2Gi, never negative",
+            ),
+            rule(
+                "self.all(k, !k.contains('/') || string(self[k]).matches('^[0-9]+$'))",
+                "extended resources such as nvidia.com/gpu count whole units",
+            ),
+        ),
+    ),
+    AfterValidator(_check_resource_names),
 ]
 Name = Annotated[str, Field(min_length=1, max_length=NAME_MAX)]
 ShortText = Annotated[str, Field(max_length=253)]
@@ -254,32 +287,80 @@ class Threshold:
 
 class SpecModel(BaseModel):
     # Strict: no "2" for 2 or true for 1, as the API server's schema.
+    # A field's docstring is its description in the CRD and docs/reference.md (models/crd.py).
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, strict=True
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        strict=True,
+        use_attribute_docstrings=True,
     )
 
 
 class ModelSource(SpecModel):
     name: Annotated[Name, Field(pattern=MODEL_NAME_PATTERN)]
-    uri: Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(_check_model_uri)]
+    """The OpenAI "model" name clients send; the server is started with it as its served model
+    name."""
+    uri: Annotated[
+        str,
+        # The API server's share of _check_model_uri: no control or formatting characters.
+        Field(min_length=1, max_length=1024, json_schema_extra={"pattern": r"^[^\p{Cc}\p{Cf}]+$"}),
+        AfterValidator(_check_model_uri),
+    ]
+    """Where the model is: pvc://CLAIM/PATH (the claim is mounted read-only at /models/CLAIM),
+    hf://ORG/NAME@REVISION (loaded from the hub, revision optional), file:///PATH or a plain path
+    inside the image."""
 
 
 class Resources(SpecModel):
     limits: Quantities = {}
+    """Resource limits of the serving container, e.g. nvidia.com/gpu: 1. With vllm the GPU count
+    (limits first, then requests) sets the tensor-parallel size."""
     requests: Quantities = {}
+    """Resource requests of the serving container (cpu, memory, nvidia.com/gpu ...)."""
 
 
 class Toleration(SpecModel):
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            rule(
+                "(has(self.key) && self.key != '') || "
+                "(has(self.operator) && self.operator == 'Exists')",
+                "a toleration without key needs operator Exists (it matches every taint)",
+            ),
+            rule(
+                "!has(self.operator) || self.operator != 'Exists' || "
+                "!has(self.value) || self.value == ''",
+                "a toleration's value must be empty with operator Exists",
+                ".value",
+            ),
+            rule(
+                "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+                "a toleration's tolerationSeconds needs effect NoExecute",
+                ".tolerationSeconds",
+            ),
+        )
+    )
+
     key: QualifiedName | None = None
+    """The taint key to match; empty with operator Exists matches every taint."""
     operator: Literal["Exists", "Equal"] = "Equal"
+    """Exists matches any value of the key; Equal matches value."""
     value: LabelValue | None = None
+    """The taint value to match with operator Equal."""
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    """The taint effect to match; empty matches every effect."""
     toleration_seconds: Annotated[int, Field(ge=0)] | None = None
+    """With effect NoExecute: how long a pod stays on the node once the taint appears; unset: for
+    ever."""
 
 
 class EnvVar(SpecModel):
     name: Annotated[str, Field(min_length=1, max_length=253, pattern=ENV_NAME_PATTERN)]
+    """Name of the variable."""
     value: Annotated[str, Field(max_length=32768)] = ""
+    """Value of the variable."""
 
 
 def _check_env_size(env: list[EnvVar]) -> list[EnvVar]:
@@ -289,38 +370,112 @@ def _check_env_size(env: list[EnvVar]) -> list[EnvVar]:
 
 
 class Runtime(SpecModel):
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            rule(
+                "!has(self.minStableReplicas) || "
+                "self.minStableReplicas <= (has(self.replicas) ? self.replicas : 1)",
+                "runtime.minStableReplicas must not exceed runtime.replicas",
+                ".minStableReplicas",
+            )
+        )
+    )
+
     engine: Literal["vllm", "torch"]
+    """The serving engine: vllm (vLLM's OpenAI server) or torch (the project's modelserve server).
+    Both export vLLM's metric names, so the same checks work for either."""
     image: Annotated[str, Field(min_length=1, max_length=512, pattern=IMAGE_PATTERN)]
+    """Container image of the serving engine."""
     args: Annotated[
         list[Annotated[str, Field(max_length=4096)]],
-        Field(max_length=64),
+        Field(
+            max_length=64,
+            json_schema_extra=validations(
+                rule(
+                    f"self.map(a, size(a)).sum() <= {MAX_ARGS_LENGTH}",
+                    f"runtime.args: at most {MAX_ARGS_LENGTH} characters in all",
+                )
+            ),
+        ),
         AfterValidator(_check_args_size),
     ] = []
+    """Extra arguments appended to the engine's command line, after those the operator sets (model,
+    served model name, port; with vllm also the tensor-parallel size)."""
     replicas: Annotated[int, Field(ge=1, le=MAX_REPLICAS)] = 1
+    """Pods of the stable revision. A canary gets replicas times its weight, rounded up, and at
+    least one pod."""
     resources: Resources = Resources()
+    """Compute resources of the serving container, as in a Pod."""
     node_selector: Annotated[
-        dict[str, LabelValue], Field(max_length=32), AfterValidator(_check_label_keys)
+        dict[str, LabelValue],
+        Field(
+            max_length=32,
+            json_schema_extra=validations(
+                rule(
+                    f'self.all(k, k.matches(r"{QUALIFIED_NAME_PATTERN}"))',
+                    "runtime.nodeSelector keys are label keys: [prefix/]name, "
+                    "the name at most 63 characters",
+                )
+            ),
+        ),
+        AfterValidator(_check_label_keys),
     ] = {}
+    """Node labels the serving pods must match, as a Pod's nodeSelector."""
     tolerations: Annotated[list[Toleration], Field(max_length=32)] = []
+    """Taints the serving pods tolerate, as a Pod's tolerations (GPU nodes usually carry the taint
+    nvidia.com/gpu)."""
     startup_timeout: Duration = "15m"
+    """How long a pod may take to load the model and answer its health check before it is restarted
+    (the budget of its startup probe). Model loads take minutes."""
     capacity: Literal["surge", "shift"] = "surge"
+    """Where canary pods come from. surge: beside all of stable's; before creating any, the operator
+    counts free nvidia.com/gpu per eligible node and, if the whole new revision does not fit,
+    creates nothing (phase Pending, condition InsufficientGPUCapacity with the numbers) until it
+    does. shift: stable gives up one replica per canary replica, down to minStableReplicas, for
+    clusters with no spare GPU (canary strategy; blue-green always needs both colors)."""
     min_stable_replicas: Annotated[int, Field(ge=0, le=MAX_REPLICAS)] | None = None
+    """With capacity shift: the fewest pods the stable revision keeps while a canary runs (unset:
+    1). Must not exceed replicas."""
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
-    env: Annotated[list[EnvVar], Field(max_length=64), AfterValidator(_check_env_size)] = []
+    """Port the server listens on in the pod (named http); the operator's Services and routes send
+    traffic to it."""
+    env: Annotated[
+        list[EnvVar],
+        Field(
+            max_length=64,
+            json_schema_extra=validations(
+                rule(
+                    "self.map(e, size(e.name) + (has(e.value) ? size(e.value) : 0)).sum()"
+                    f" <= {MAX_ENV_LENGTH}",
+                    f"runtime.env: names and values of at most {MAX_ENV_LENGTH} characters in all",
+                )
+            ),
+        ),
+        AfterValidator(_check_env_size),
+    ] = []
+    """Environment variables of the serving container."""
     termination_grace_period: Duration = "60s"
+    """How long a stopping pod has to finish its in-flight requests before it is killed (the pod's
+    terminationGracePeriodSeconds)."""
 
 
 class ParentRef(SpecModel):
     group: Annotated[str, Field(max_length=253, pattern=GROUP_PATTERN)] | None = None
+    """API group of the parent; Gateway API's default is gateway.networking.k8s.io."""
     kind: Annotated[str, Field(min_length=1, max_length=63, pattern=KIND_PATTERN)] | None = None
+    """Kind of the parent; Gateway API's default is Gateway."""
     namespace: (
         Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL_PATTERN)] | None
     ) = None
+    """Namespace of the parent; default: the rollout's namespace."""
     name: Annotated[str, Field(min_length=1, max_length=253)]
+    """Name of the parent, usually a Gateway."""
     section_name: (
         Annotated[str, Field(min_length=1, max_length=253, pattern=SECTION_NAME_PATTERN)] | None
     ) = None
+    """A listener of the parent to attach to; default: every listener."""
     port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    """A port of the parent to attach to; default: every port."""
 
 
 Hostname = Annotated[str, Field(min_length=1, max_length=253, pattern=HOSTNAME_PATTERN)]
@@ -328,45 +483,91 @@ Hostname = Annotated[str, Field(min_length=1, max_length=253, pattern=HOSTNAME_P
 
 class GatewayAPI(SpecModel):
     parent_refs: Annotated[list[ParentRef], Field(max_length=32)] = []
+    """Gateways (or their listeners) the route attaches to, as an HTTPRoute's parentRefs; router
+    gatewayAPI needs at least one."""
     hostnames: Annotated[list[Hostname], Field(max_length=16)] = []
+    """Host names the route matches, as an HTTPRoute's hostnames; empty: those of the parent."""
 
 
 class Traffic(SpecModel):
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            rule(
+                "!has(self.router) || self.router != 'gatewayAPI' || (has(self.gatewayAPI) && "
+                "has(self.gatewayAPI.parentRefs) && size(self.gatewayAPI.parentRefs) > 0)",
+                "traffic.router gatewayAPI needs traffic.gatewayAPI.parentRefs: "
+                "at least one Gateway to attach to",
+                ".gatewayAPI.parentRefs",
+            )
+        )
+    )
+
     router: Literal["service", "gatewayAPI"] = "service"
+    """service: one Service over the pods of every revision, the weight approximated by the canary's
+    share of ready pods (works on any cluster); gatewayAPI: an HTTPRoute owned by the operator
+    with exact weights (needed for shadow)."""
     gateway_api: GatewayAPI | None = Field(default=None, alias="gatewayAPI")
+    """The HTTPRoute the operator creates with router gatewayAPI."""
 
 
 class PauseStep(SpecModel):
     duration: Duration | None = None
+    """How long to hold; time paused by the user does not count. Unset: until promoted."""
 
 
 class AnalysisStep(SpecModel):
     duration: Duration
+    """How long to hold at least."""
 
 
 class SuiteSource(SpecModel):
     config_map_name: Annotated[
         str, Field(min_length=1, max_length=253, pattern=CONFIGMAP_NAME_PATTERN)
     ]
+    """The ConfigMap in the rollout's namespace holding the suite; it is mounted into the Job's pod
+    at /suite."""
     key: Annotated[str, Field(min_length=1, max_length=253, pattern=CONFIGMAP_KEY_PATTERN)] = (
         "suite.yaml"
     )
+    """The ConfigMap key holding the suite; default: suite.yaml."""
 
 
 class EvaluationStep(SpecModel):
     """Quality gates (`modelserve eval --suite`) run by a Job against canary and stable."""
 
     suite: SuiteSource
+    """Where the gate suite (YAML, see modelserve eval --suite) is."""
     timeout: Duration = "10m"
-    # Default: runtime.image, which must then contain `modelserve` (a vLLM image does not).
+    """How long the evaluation Job may run (its activeDeadlineSeconds; default: 10m); past it the
+    rollout pauses with reason EvaluationError."""
     image: Annotated[str, Field(min_length=1, max_length=512, pattern=IMAGE_PATTERN)] | None = None
+    """The image running modelserve eval; unset: runtime.image (set it when that image has no
+    modelserve, as a vLLM image)."""
 
 
 class CanaryStep(SpecModel):
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            rule(
+                "(has(self.setWeight) ? 1 : 0) + (has(self.pause) ? 1 : 0) + "
+                "(has(self.analysis) ? 1 : 0) + (has(self.evaluation) ? 1 : 0) == 1",
+                "each canary step sets exactly one of setWeight, pause, analysis, evaluation",
+            )
+        )
+    )
+
     set_weight: Percent | None = None
+    """Send this percent of traffic to the canary. Once the canary has traffic, raising its weight
+    waits for a healthy analysis."""
     pause: PauseStep | None = None
+    """Hold the current weight: for duration, or without one until the user promotes (annotation
+    modelrollout.dev/promote)."""
     analysis: AnalysisStep | None = None
+    """Hold the current weight while the checks run; the step ends once duration has passed and the
+    analysis is healthy."""
     evaluation: EvaluationStep | None = None
+    """Run the quality gates of a suite (modelserve eval) as a Job against the canary and stable; a
+    failed gate rolls back, an evaluation that cannot judge pauses."""
 
     @property
     def kind(self) -> Literal["setWeight", "pause", "analysis", "evaluation"]:
@@ -379,30 +580,62 @@ class CanaryStep(SpecModel):
 
 class CanaryStrategy(SpecModel):
     steps: Annotated[list[CanaryStep], Field(min_length=1, max_length=MAX_STEPS)]
+    """The steps, in order; each sets exactly one of setWeight, pause, analysis, evaluation."""
     abort_scale_down_delay: Duration = "30s"
+    """How long the pods of a rolled-back or aborted canary are kept, without traffic, for a retry
+    or inspection (router gatewayAPI; with router service a kept pod would still get traffic, so
+    it goes at once)."""
 
 
 class PostPromotionAnalysis(SpecModel):
     duration: Duration
+    """How long the analysis runs after the switch."""
 
 
 class BlueGreenStrategy(SpecModel):
     auto_promotion_after: Duration | None = None
+    """Switch traffic this long after the preview started, once it is fully ready and its checks are
+    healthy; unset: wait for the user to promote."""
     scale_down_delay: Duration = "30s"
+    """How long the old revision keeps its pods after the switch, for a quick switch back."""
     post_promotion_analysis: PostPromotionAnalysis | None = None
+    """Keep the analysis running after the switch; a breach switches traffic back."""
     pre_promotion_evaluation: EvaluationStep | None = None
+    """Run quality gates (modelserve eval) against the preview before the switch, as a canary
+    evaluation step; a failed gate rolls back."""
 
 
 class ShadowStrategy(SpecModel):
     mirror_percent: Annotated[int, Field(ge=1, le=100)]
+    """Percent of requests copied to the new revision."""
     duration: Duration
+    """How long to mirror and analyse."""
     then: Literal["promote", "canary", "stop"]
+    """What follows a healthy shadow run: promote (all traffic to the new revision), canary
+    (setWeight 10, analysis, setWeight 50, analysis, each analysis as long as duration) or stop
+    (tear the new revision down, stay on stable)."""
 
 
 class Strategy(SpecModel):
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            rule(
+                "(has(self.canary) ? 1 : 0) + (has(self.blueGreen) ? 1 : 0) + "
+                "(has(self.shadow) ? 1 : 0) == 1",
+                "strategy: set exactly one of canary, blueGreen, shadow",
+            )
+        )
+    )
+
     canary: CanaryStrategy | None = None
+    """Move traffic to the new revision in steps while analysis runs; after the last step it takes
+    all traffic and becomes stable."""
     blue_green: BlueGreenStrategy | None = None
+    """Bring the new revision up beside stable without traffic, then switch all traffic to it at
+    once."""
     shadow: ShadowStrategy | None = None
+    """Copy a share of live requests to the new revision (its answers are dropped) and analyse it;
+    needs router gatewayAPI."""
 
 
 class PrometheusSource(SpecModel):
@@ -411,7 +644,9 @@ class PrometheusSource(SpecModel):
         Field(min_length=1, max_length=1024, pattern=PROMETHEUS_ADDRESS_PATTERN),
         AfterValidator(_check_prometheus_address),
     ]
+    """Base URL of the Prometheus HTTP API, http:// or https://."""
     timeout: Duration = "5s"
+    """Timeout of each query (connect and read)."""
 
 
 CheckName = Annotated[
@@ -421,15 +656,45 @@ CheckName = Annotated[
 
 
 class Check(SpecModel):
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            rule(
+                "has(self.query) != has(self.builtin)",
+                "a check sets exactly one of query or builtin",
+            ),
+            rule(
+                "!has(self.compareTo) || has(self.builtin)",
+                "compareTo works with builtin checks only",
+                ".compareTo",
+            ),
+        )
+    )
+
     # No ':' in check names: alerts appear in status.checks as `alert:<alertname>`.
     name: CheckName
+    """Names the check in status.checks and Events; unique within checks."""
     builtin: BuiltinCheck | None = None
+    """A built-in query on vLLM's metric names for the canary over window: errorRate (share of
+    failed requests, 0 to 1), latencyP99, ttftP99, interTokenLatencyP99 (seconds). Set this or
+    query."""
     query: Annotated[str, Field(min_length=1, max_length=8192)] | None = None
+    """A PromQL query returning one value. It may use {{namespace}}, {{rollout}},
+    {{canary.revision}}, {{stable.revision}}, {{model}} (escaped for a label matcher); any other
+    variable makes the spec invalid. Set this or builtin."""
     compare_to: Literal["stable"] | None = None
+    """stable: the value is the canary's builtin value divided by the stable revision's (1 when both
+    are 0), e.g. breachWhen "> 1.2" for 20% worse than stable. Builtin checks only."""
     window: Duration = "1m"
+    """The range of a builtin check's rates and quantiles; a query writes its own."""
     breach_when: BreachWhen
+    """When the value breaches: an operator (> >= < <= == !=) and a number, e.g. "> 0.01" or "<= 5".
+    """
     for_: Duration = Field(default="0s", alias="for")
+    """How long the value must breach at every evaluation before the check is breached, as in a
+    Prometheus alerting rule; 0s: at once."""
     action: Action = "rollback"
+    """What a breach does: rollback (all traffic back on stable at once) or pause (hold until the
+    user resumes or aborts)."""
 
     @property
     def threshold(self) -> Threshold:
@@ -438,31 +703,83 @@ class Check(SpecModel):
 
 class Alert(SpecModel):
     alertname: Annotated[str, Field(min_length=1, max_length=253)]
+    """The alert's name (label alertname of the ALERTS series)."""
     match_labels: Annotated[dict[str, ShortText], Field(max_length=16)] = {}
+    """Labels the firing alert must carry; keys are Prometheus label names, values may use
+    {{namespace}}, {{rollout}}, {{canary.revision}}, {{stable.revision}}, {{model}}."""
     action: Action = "rollback"
+    """What the alert firing does: rollback (all traffic back on stable at once) or pause (hold
+    until the user resumes or aborts)."""
 
 
 class WhenMetricsUnavailable(SpecModel):
     action: Action = "pause"
+    """What to do once a check has had no data for after: pause or rollback."""
     after: Duration = "60s"
+    """How long a check may have no data before action is taken."""
 
 
 class Analysis(SpecModel):
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            rule(
+                "has(self.prometheus) || ((!has(self.checks) || size(self.checks) == 0) && "
+                "(!has(self.alerts) || size(self.alerts) == 0))",
+                "analysis.prometheus is required when there are checks or alerts",
+                ".prometheus",
+            )
+        )
+    )
+
     prometheus: PrometheusSource | None = None
+    """The Prometheus to query; required when there are checks or alerts."""
     interval: Duration = "15s"
-    checks: Annotated[list[Check], Field(max_length=MAX_CHECKS)] = []
-    alerts: Annotated[list[Alert], Field(max_length=MAX_ALERTS)] = []
+    """Time between two evaluations of the checks and alerts."""
+    checks: Annotated[
+        list[Check], Field(max_length=MAX_CHECKS, json_schema_extra=list_map("name"))
+    ] = []
+    """Metrics conditions that must not hold for the canary; names are unique."""
+    alerts: Annotated[
+        list[Alert], Field(max_length=MAX_ALERTS, json_schema_extra=list_map("alertname"))
+    ] = []
+    """Prometheus alerts that must not fire; alertnames are unique. A firing alert shows in
+    status.checks as alert:ALERTNAME."""
     when_metrics_unavailable: WhenMetricsUnavailable = WhenMetricsUnavailable()
+    """What happens while a check has no data (missing series, failed query, Prometheus down): the
+    rollout never moves forward on no data."""
 
 
 class ModelRolloutSpec(SpecModel):
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            rule(
+                "!has(self.strategy.shadow) || (has(self.traffic) && has(self.traffic.router) && "
+                "self.traffic.router == 'gatewayAPI')",
+                "strategy.shadow needs traffic.router gatewayAPI: a Service cannot mirror requests",
+                ".strategy.shadow",
+            )
+        )
+    )
+
     model: ModelSource
+    """Which model to serve. Changing anything under model or runtime makes a new revision, rolled
+    out by the strategy."""
     runtime: Runtime
+    """How the model is served: engine, image and pods. Changing anything under model or runtime
+    makes a new revision; fields left at their defaults do not count, so writing a default
+    explicitly is no change."""
     traffic: Traffic = Traffic()
+    """How requests reach the revisions. Changing it makes no new revision."""
     strategy: Strategy
+    """How a new revision takes over: exactly one of canary, blueGreen, shadow."""
     analysis: Analysis = Analysis()
+    """Prometheus checks and alerts, evaluated while the canary has traffic; a breach rolls back or
+    pauses. No data is never a pass."""
     progress_deadline: Duration = "20m"
+    """How long the canary's pods may take to become ready before the rollout rolls back; also each
+    Deployment's progressDeadlineSeconds."""
     revision_history_limit: Annotated[int, Field(ge=0, le=100)] = 5
+    """How many entries status.history keeps, newest first (at least one)."""
 
     @property
     def canary(self) -> CanaryStrategy:

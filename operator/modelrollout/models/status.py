@@ -14,10 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+
+from modelrollout.models.schema import FREE_FORM
 
 Phase = Literal[
     "Pending",
@@ -47,8 +49,13 @@ ACTIVE_CANARY_PHASES: frozenset[str] = frozenset({"Progressing", "Paused"})
 
 class StatusModel(BaseModel):
     # `extra="ignore"`: a status written by a newer operator must still load.
+    # A field's docstring is its description in the CRD and docs/reference.md (models/crd.py).
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="ignore",
+        frozen=True,
+        use_attribute_docstrings=True,
     )
 
 
@@ -56,17 +63,24 @@ class Weights(StatusModel):
     """Traffic percentages the operator asks the router for."""
 
     stable: int = Field(default=0, ge=0, le=100)
+    """Percent of traffic for the stable revision."""
     canary: int = Field(default=0, ge=0, le=100)
+    """Percent of traffic for the canary revision."""
     mirror: int = Field(default=0, ge=0, le=100)
+    """Percent of requests mirrored to a shadow revision."""
 
 
 class GpuUsage(StatusModel):
     """GPUs each revision's pods request (pods that exist, Pending ones included)."""
 
     resource: str = "nvidia.com/gpu"
-    per_pod: int = 0
-    stable: int = 0
-    canary: int = 0
+    """The extended resource counted."""
+    per_pod: int = Field(default=0, ge=0)
+    """GPUs one pod of the spec's revision requests."""
+    stable: int = Field(default=0, ge=0)
+    """GPUs requested by the stable revision's pods."""
+    canary: int = Field(default=0, ge=0)
+    """GPUs requested by the canary revision's pods."""
 
 
 class CheckStatus(StatusModel):
@@ -79,32 +93,56 @@ class CheckStatus(StatusModel):
     """
 
     name: str
+    """The check's name, or alert:ALERTNAME for an alert."""
     value: float | None = None
+    """The latest value written (canary over stable with compareTo); absent when there was none or
+    it was infinite."""
     threshold: str = ""
+    """The check's breachWhen (firing for an alert)."""
     state: CheckState = "Pending"
+    """Pending (not evaluated yet), Passing, Breaching (breaches, not yet for its for), Breached, or
+    Unavailable (no data)."""
     breaching_since: datetime | None = None
+    """The first evaluation of the current unbroken run of breaching values."""
     unavailable_since: datetime | None = None
+    """The first evaluation of the current unbroken run without data."""
     last_evaluated: datetime | None = None
+    """When the reading shown (value, message) was taken. A reading whose state did not change is
+    written at most every operator.checkStatusRefresh (60 s), so the check may have been
+    evaluated since."""
     message: str = ""
+    """Why there is no value, or that it was infinite."""
 
 
 class GateStatus(StatusModel):
     """One quality gate of the last evaluation step (`modelserve eval --suite`)."""
 
     name: str
+    """The gate, as modelserve names it (agreement, perplexity, latency, contains:PROMPT,
+    regex:PROMPT, json:PROMPT)."""
     passed: bool
+    """Whether the gate passed."""
     value: float | None = None
+    """The measured value (agreement ratio, perplexity increase in percent, latency in ms); absent
+    for text checks."""
     threshold: str = ""
+    """What the gate requires."""
     message: str = ""
+    """What was seen; for a failure a short diff of the answers."""
 
 
 class Condition(StatusModel):
     # Any string on read: a status written by a newer operator may carry new types.
     type: str
+    """The condition's type."""
     status: Literal["True", "False", "Unknown"]
+    """True, False or Unknown."""
     reason: str
+    """Why, in one CamelCase word."""
     message: str = ""
+    """Why, in words."""
     last_transition_time: datetime
+    """When status last changed."""
 
 
 class HistoryEntry(StatusModel):
@@ -116,43 +154,77 @@ class HistoryEntry(StatusModel):
     """
 
     revision: str
+    """The revision."""
     model: str
+    """Its spec.model.uri."""
     outcome: Outcome
+    """Promoted, RolledBack, Aborted (by the user or a spec reverted to stable) or Superseded (by a
+    newer spec)."""
     at: datetime
+    """When it happened."""
     reason: str = ""
-    spec: dict[str, Any] | None = None
+    """Why, in words."""
+    spec: Annotated[dict[str, Any], Field(json_schema_extra=FREE_FORM)] | None = None
+    """The revision's model and runtime as written (defaults left out), for undo."""
 
 
 class ModelRolloutStatus(StatusModel):
     phase: Phase = "Pending"
+    """Where the rollout is: Pending, Progressing (the canary walks its steps), Paused, Promoting
+    (all traffic moving to the canary), Succeeded (one stable revision), RollingBack, RolledBack
+    or Failed."""
     stable_revision: str | None = None
+    """The revision serving as stable: a hash of spec.model and spec.runtime; its Deployment is
+    NAME-REVISION."""
     stable_model: str | None = None
+    """spec.model.uri of the stable revision."""
     canary_revision: str | None = None
+    """The revision being rolled out, while there is one."""
     canary_model: str | None = None
+    """spec.model.uri of the canary revision."""
     current_step: int | None = None
+    """Index (from 0) of the canary step running now; the number of steps once promoting."""
     step_started_at: datetime | None = None
+    """When the current step started, moved later by the time spent paused."""
     paused_at: datetime | None = None
-    # Why the rollout is paused: PauseStep, UserPaused, CheckBreached, MetricsUnavailable,
-    # EvaluationError.
+    """When the rollout was paused."""
     pause_reason: str | None = None
-    # Since when the canary has had fewer ready pods than desired (progressDeadline).
+    """Why it is paused: PauseStep, UserPaused, CheckBreached, MetricsUnavailable or
+    EvaluationError."""
     canary_unready_since: datetime | None = None
+    """Since when the canary has had fewer ready pods than desired (measured against
+    progressDeadline)."""
     aborted_at: datetime | None = None
-    # Blue-green: the color promotion switched away from, kept at full size until then.
+    """When the canary was last rolled back or aborted (abortScaleDownDelay counts from here)."""
     previous_revision: str | None = None
+    """Blue-green: the color the last promotion switched away from, kept at full size until
+    previousScaleDownAt so that switching back is instant."""
     previous_scale_down_at: datetime | None = None
+    """Blue-green: when the previous color is scaled down."""
     weights: Weights = Weights()
+    """The traffic percentages the operator asks the router for."""
     gpus: GpuUsage | None = None
+    """GPUs requested by each revision's existing pods (Pending ones included); absent for a rollout
+    without GPUs."""
     checks: tuple[CheckStatus, ...] = ()
-    # The last evaluation step's gates, and which canary revision and step they judged.
+    """Every check and alert as of its last evaluation, in spec order."""
     gates: tuple[GateStatus, ...] = ()
+    """The quality gates of the last evaluation step, as the suite judged them."""
     gates_revision: str | None = None
+    """The canary revision the gates judged."""
     gates_step: int | None = None
+    """Index (from 0) of the evaluation step the gates belong to."""
     conditions: tuple[Condition, ...] = ()
+    """Conditions Progressing, Available, Paused, InvalidSpec, Unschedulable, MetricsUnavailable and
+    TrafficRouted."""
     observed_generation: int | None = None
+    """The metadata.generation this status reflects."""
     history: tuple[HistoryEntry, ...] = ()
+    """Outcomes of past revisions, newest first, at most revisionHistoryLimit entries."""
     message: str = ""
+    """What the rollout is doing now, in words."""
     handled_commands: dict[str, str] = {}
+    """Nonce of the last handled command annotation, by command."""
 
     def to_patch(self) -> dict[str, Any]:
         """The camelCase status for a JSON merge patch.

@@ -1,22 +1,25 @@
-"""The CRD in crds/ is structural, explicit, and says the same as the pydantic models."""
+"""The CRD in crds/ is generated from the pydantic models, structural and explicit."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
 
-from modelrollout.models import ModelRolloutSpec, ModelRolloutStatus
+from modelrollout.models import ModelRolloutSpec, ModelRolloutStatus, crd, schema
 from modelrollout.models.durations import DURATION_PATTERN
 from modelrollout.models.spec import BREACH_WHEN_PATTERN
 
 pytestmark = pytest.mark.unit
 
-CRD_PATH = Path(__file__).resolve().parents[3] / "crds" / "modelrollouts.modelrollout.dev.yaml"
+REPO = Path(__file__).resolve().parents[3]
+CRD_PATH = REPO / "crds" / "modelrollouts.modelrollout.dev.yaml"
 
 # What a structural schema node may say (apiextensions v1 JSONSchemaProps we use).
 SCHEMA_KEYS = {
@@ -186,3 +189,126 @@ def test_crd_and_models_have_the_same_fields_and_enums(
     expected = _pydantic_tree(pydantic_schema, pydantic_schema.get("$defs", {}))
     actual = _crd_tree(root_schema()["properties"][section])
     assert actual == expected
+
+
+@pytest.mark.parametrize("directory", ["crds", "charts/modelrollout/files/crds"])
+def test_the_committed_crd_is_the_one_the_models_generate(directory: str) -> None:
+    committed = REPO / directory / crd.FILE_NAME
+    assert committed.exists() and committed.read_text() == crd.crd_yaml(), (
+        f"{committed.relative_to(REPO)} differs from the pydantic models: run `{crd.COMMAND}` "
+        "(python dev/modelrollout_dev/crds.py) and commit the result"
+    )
+
+
+class _Limits(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        use_attribute_docstrings=True,
+        json_schema_extra=schema.validations(
+            schema.rule("self.low <= self.high", "low above high", ".low")
+        ),
+    )
+
+    low: int = 0
+    """The lower bound."""
+    high: Annotated[int, Field(gt=0)] = 1
+    """The upper bound."""
+
+
+class _Sample(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, use_attribute_docstrings=True)
+
+    size: Annotated[str, Field(json_schema_extra=schema.INT_OR_STRING)] = "1"
+    """How big."""
+    limits: Annotated[
+        _Limits, Field(json_schema_extra=schema.validations(schema.rule("true", "always")))
+    ]
+    """The limits, written over
+    two lines."""
+    history: list[_Limits] = []
+    """Past limits."""
+    extra: Annotated[dict[str, Any], Field(json_schema_extra=schema.FREE_FORM)] | None = None
+    """Anything."""
+
+
+def test_the_builder_writes_a_structural_schema_from_a_model() -> None:
+    schema = crd.structural_schema(_Sample, "spec", "A sample.")
+    limits: dict[str, Any] = {
+        "type": "object",
+        "x-kubernetes-validations": [
+            {"rule": "self.low <= self.high", "fieldPath": ".low", "message": "low above high"},
+            {"rule": "true", "message": "always"},
+        ],
+        "properties": {
+            "low": {"description": "The lower bound.", "type": "integer"},
+            "high": {
+                "description": "The upper bound.",
+                "type": "integer",
+                "minimum": 0,
+                "exclusiveMinimum": True,
+            },
+        },
+    }
+    assert schema == {
+        "description": "A sample.",
+        "type": "object",
+        "required": ["limits"],
+        "properties": {
+            "size": {
+                "description": "How big.",
+                "anyOf": [{"type": "integer"}, {"type": "string"}],
+                "x-kubernetes-int-or-string": True,
+            },
+            "limits": {"description": "The limits, written over two lines.", **limits},
+            "history": {
+                "description": "Past limits.",
+                "type": "array",
+                "items": {
+                    **limits,
+                    "x-kubernetes-validations": limits["x-kubernetes-validations"][:1],
+                },
+            },
+            "extra": {
+                "description": "Anything.",
+                "type": "object",
+                "x-kubernetes-preserve-unknown-fields": True,
+            },
+        },
+    }
+
+
+class _Undescribed(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    documented: int = 0
+    """Has one."""
+    forgotten: int = 0
+
+
+class _Union(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    either: int | str = 0
+    """An int or a str."""
+
+
+class _Loose(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    anything: dict[str, Any] = {}
+    """Not marked free-form."""
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        (_Undescribed, "spec.forgotten has no description"),
+        (_Union, "spec.either: a union of 2 types"),
+        (_Loose, "spec.anything: a free-form object"),
+    ],
+)
+def test_what_a_crd_cannot_say_fails_the_build_naming_the_field(
+    model: type[BaseModel], message: str
+) -> None:
+    with pytest.raises(crd.SchemaError, match=re.escape(message)):
+        crd.structural_schema(model, "spec", "A sample.")
