@@ -43,6 +43,8 @@ from modelrollout.analysis.templates import (
     unquoted_variables,
 )
 from modelrollout.models.durations import DurationError, parse_duration
+from modelrollout.traffic import capabilities_of, routers_with
+from modelrollout.traffic.base import Capability, RouterCapabilities
 from modelserve.config.uri import ModelURIError, parse_model_uri
 
 # Kept in sync with the CRD's `pattern` by tests/unit/operator/test_crd.py.
@@ -508,6 +510,24 @@ def _message(error: Any) -> str:
     return message
 
 
+def router_capability_errors(
+    spec: ModelRolloutSpec, capabilities: RouterCapabilities
+) -> Iterator[tuple[str, str]]:
+    """A strategy the rollout's router cannot carry out, by what it lacks (traffic/base.py)."""
+    needs = (
+        ("spec.strategy.shadow", spec.strategy.shadow, Capability.REQUEST_MIRRORING),
+        ("spec.strategy.blueGreen", spec.strategy.blue_green, Capability.PREVIEW_ROUTE),
+    )
+    for field_path, strategy, capability in needs:
+        if strategy is not None and capability not in capabilities:
+            yield (
+                field_path,
+                f"needs a router with {capability.value}; traffic.router "
+                f"{spec.traffic.router} has none (routers with it: "
+                f"{', '.join(routers_with(capability))})",
+            )
+
+
 def _semantic_errors(spec: ModelRolloutSpec) -> Iterator[tuple[str, str]]:
     """What the API server's schema and CEL rules cannot judge (or may not be installed to)."""
     strategies = [
@@ -543,11 +563,7 @@ def _semantic_errors(spec: ModelRolloutSpec) -> Iterator[tuple[str, str]]:
             "spec.strategy.blueGreen.prePromotionEvaluation",
             spec.strategy.blue_green.pre_promotion_evaluation,
         )
-    if spec.strategy.shadow is not None and spec.traffic.router != "gatewayAPI":
-        yield (
-            "spec.strategy.shadow",
-            "shadow needs traffic.router gatewayAPI: a Service cannot mirror requests",
-        )
+    yield from router_capability_errors(spec, capabilities_of(spec.traffic.router))
     if spec.traffic.router == "gatewayAPI" and (
         spec.traffic.gateway_api is None or not spec.traffic.gateway_api.parent_refs
     ):
