@@ -314,18 +314,13 @@ class Reconciler:
     ) -> Backends | None:
         if status.stable_revision is None:
             return None
-        gateway = (
-            spec.traffic.gateway_api.model_dump(by_alias=True, exclude_none=True)
-            if (spec.traffic.gateway_api is not None)
-            else {}
-        )
         return Backends(
             rollout=rollout,
             stable=status.stable_revision,
             canary=status.canary_revision,
             port=spec.runtime.port,
             replicas=spec.runtime.replicas,
-            gateway=gateway,
+            settings=spec.traffic.router_settings(),
             canary_weight=status.weights.canary,
             blue_green=is_blue_green(spec),
             mirror_percent=status.weights.mirror,

@@ -334,8 +334,17 @@ class GatewayAPI(SpecModel):
 
 
 class Traffic(SpecModel):
+    """The router (traffic/__init__.py) and its settings: the section named like it."""
+
     router: Literal["service", "gatewayAPI"] = "service"
     gateway_api: GatewayAPI | None = Field(default=None, alias="gatewayAPI")
+
+    def router_settings(self) -> dict[str, Any]:
+        """The chosen router's section as written (camelCase); {} for a router without one."""
+        settings: dict[str, Any] = self.model_dump(by_alias=True, exclude_none=True).get(
+            self.router, {}
+        )
+        return settings
 
 
 class PauseStep(SpecModel):

@@ -40,7 +40,8 @@ class Backends:
     canary: str | None
     port: int
     replicas: int
-    gateway: dict[str, Any] = field(default_factory=dict)
+    # The router's own section of the spec, traffic.<router name>, as written (camelCase).
+    settings: dict[str, Any] = field(default_factory=dict)
     # The canary weight the rollout asks for now.
     canary_weight: int = 0
     # Blue-green: one color serves at a time; weights are only ever 0 or 100.

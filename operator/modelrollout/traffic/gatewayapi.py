@@ -61,11 +61,11 @@ def build_httproute(backends: Backends, canary_weight: int, canary_ready: bool) 
             }
         ]
     spec: dict[str, Any] = {
-        "parentRefs": backends.gateway.get("parentRefs", []),
+        "parentRefs": backends.settings.get("parentRefs", []),
         "rules": [rule],
     }
-    if backends.gateway.get("hostnames"):
-        spec["hostnames"] = backends.gateway["hostnames"]
+    if backends.settings.get("hostnames"):
+        spec["hostnames"] = backends.settings["hostnames"]
     return {
         "apiVersion": ROUTE_API_VERSION,
         "kind": "HTTPRoute",

@@ -123,3 +123,19 @@ def test_a_strategy_is_refused_naming_the_field_and_the_capability_the_router_la
 
 def test_every_router_name_the_spec_accepts_is_registered() -> None:
     assert set(get_args(Traffic.model_fields["router"].annotation)) == set(ROUTERS)
+
+
+def test_every_router_section_of_the_spec_is_named_like_its_router() -> None:
+    sections = {field.alias or name for name, field in Traffic.model_fields.items()} - {"router"}
+    assert sections <= set(ROUTERS)
+
+
+def test_a_router_gets_its_own_section_of_the_spec_as_written() -> None:
+    spec = example_spec()
+    spec["traffic"]["gatewayAPI"]["hostnames"] = ["chat.example.com"]
+    assert parse_spec(spec).traffic.router_settings() == {}  # router service has no section
+    spec["traffic"]["router"] = "gatewayAPI"
+    assert parse_spec(spec).traffic.router_settings() == {
+        "parentRefs": [{"name": "inference-gw"}],
+        "hostnames": ["chat.example.com"],
+    }
