@@ -60,7 +60,7 @@ def test_a_converged_route_is_not_patched_again(
         canary=None,
         port=8000,
         replicas=1,
-        gateway=GATEWAY,
+        settings=GATEWAY,
         blue_green=True,
     )
     router.reconcile(backends)

@@ -65,7 +65,7 @@ from modelrollout.models import (
 )
 from modelrollout.models.status import ACTIVE_CANARY_PHASES, CheckStatus, GpuUsage
 from modelrollout.traffic import router_for
-from modelrollout.traffic.base import AchievedWeights, Backends, routed_condition
+from modelrollout.traffic.base import AchievedWeights, Backends, Capability, routed_condition
 
 EventSink = Callable[[str, str, str], None]
 logger = logging.getLogger("modelrollout")
@@ -250,6 +250,7 @@ class Reconciler:
             if may_start_canary and status.stable_revision is not None
             else None,
             evaluation=observe_evaluation(self._api, rollout, spec, status),
+            router_capabilities=router.capabilities,
         )
         decision = canary.decide(spec, status.with_checks(checks), observations)
         events = [*check_events(status.checks, checks), *decision.events]
@@ -313,18 +314,13 @@ class Reconciler:
     ) -> Backends | None:
         if status.stable_revision is None:
             return None
-        gateway = (
-            spec.traffic.gateway_api.model_dump(by_alias=True, exclude_none=True)
-            if (spec.traffic.gateway_api is not None)
-            else {}
-        )
         return Backends(
             rollout=rollout,
             stable=status.stable_revision,
             canary=status.canary_revision,
             port=spec.runtime.port,
             replicas=spec.runtime.replicas,
-            gateway=gateway,
+            settings=spec.traffic.router_settings(),
             canary_weight=status.weights.canary,
             blue_green=is_blue_green(spec),
             mirror_percent=status.weights.mirror,
@@ -352,10 +348,11 @@ class Reconciler:
         now: datetime,
     ) -> None:
         router = router_for(spec.traffic.router, self._api)
+        exact_weights = Capability.EXACT_WEIGHTS in router.capabilities
         serving = status.phase in ACTIVE_CANARY_PHASES or status.phase == "Promoting"
         aborted_at = status.aborted_at
         keep_aborted = (
-            spec.traffic.router != "service"
+            exact_weights
             and aborted_at is not None
             and (now - aborted_at).total_seconds()
             < parse_duration(spec.strategy.canary.abort_scale_down_delay)
@@ -366,11 +363,11 @@ class Reconciler:
             replicas=spec.runtime.replicas,
             stable=status.stable_revision,
             canary=status.canary_revision,
-            # A route moves traffic in the same tick as the scale-down would start:
-            # stable keeps its pods until the promotion completes, so no request meets
-            # a draining pod. (With the service router, scaling stable down is the move.)
+            # With exact weights traffic moves in the same tick as the scale-down would
+            # start: stable keeps its pods until the promotion completes, so no request
+            # meets a draining pod. (Without them, scaling stable down is the move.)
             stable_weight=100
-            if status.phase == "Promoting" and spec.traffic.router != "service"
+            if status.phase == "Promoting" and exact_weights
             else status.weights.stable,
             # A shadow's candidate is sized for the share of requests mirrored to it.
             canary_weight=max(status.weights.canary, status.weights.mirror),

@@ -44,6 +44,8 @@ from modelrollout.analysis.templates import (
 )
 from modelrollout.models.durations import DURATION_PATTERN, DurationError, parse_duration
 from modelrollout.models.schema import INT_OR_STRING, list_map, rule, validations
+from modelrollout.traffic import capabilities_of, routers_with
+from modelrollout.traffic.base import Capability, RouterCapabilities
 from modelserve.config.uri import ModelURIError, parse_model_uri
 
 # Also the CRD's `pattern` (the Duration and BreachWhen types below carry it there).
@@ -490,6 +492,8 @@ class GatewayAPI(SpecModel):
 
 
 class Traffic(SpecModel):
+    """The router (traffic/__init__.py) and its settings: the section named like it."""
+
     model_config = ConfigDict(
         json_schema_extra=validations(
             rule(
@@ -508,6 +512,13 @@ class Traffic(SpecModel):
     with exact weights (needed for shadow)."""
     gateway_api: GatewayAPI | None = Field(default=None, alias="gatewayAPI")
     """The HTTPRoute the operator creates with router gatewayAPI."""
+
+    def router_settings(self) -> dict[str, Any]:
+        """The chosen router's section as written (camelCase); {} for a router without one."""
+        settings: dict[str, Any] = self.model_dump(by_alias=True, exclude_none=True).get(
+            self.router, {}
+        )
+        return settings
 
 
 class PauseStep(SpecModel):
@@ -749,13 +760,18 @@ class Analysis(SpecModel):
     rollout never moves forward on no data."""
 
 
+# The routers the API server accepts under a shadow, from their declared capabilities.
+_MIRRORING = routers_with(Capability.REQUEST_MIRRORING)
+
+
 class ModelRolloutSpec(SpecModel):
     model_config = ConfigDict(
         json_schema_extra=validations(
             rule(
                 "!has(self.strategy.shadow) || (has(self.traffic) && has(self.traffic.router) && "
-                "self.traffic.router == 'gatewayAPI')",
-                "strategy.shadow needs traffic.router gatewayAPI: a Service cannot mirror requests",
+                f"self.traffic.router in [{', '.join(repr(name) for name in _MIRRORING)}])",
+                "strategy.shadow needs a traffic.router with request mirroring: "
+                f"{', '.join(_MIRRORING)}",
                 ".strategy.shadow",
             )
         )
@@ -825,6 +841,24 @@ def _message(error: Any) -> str:
     return message
 
 
+def router_capability_errors(
+    spec: ModelRolloutSpec, capabilities: RouterCapabilities
+) -> Iterator[tuple[str, str]]:
+    """A strategy the rollout's router cannot carry out, by what it lacks (traffic/base.py)."""
+    needs = (
+        ("spec.strategy.shadow", spec.strategy.shadow, Capability.REQUEST_MIRRORING),
+        ("spec.strategy.blueGreen", spec.strategy.blue_green, Capability.PREVIEW_ROUTE),
+    )
+    for field_path, strategy, capability in needs:
+        if strategy is not None and capability not in capabilities:
+            yield (
+                field_path,
+                f"needs a router with {capability.value}; traffic.router "
+                f"{spec.traffic.router} has none (routers with it: "
+                f"{', '.join(routers_with(capability))})",
+            )
+
+
 def _semantic_errors(spec: ModelRolloutSpec) -> Iterator[tuple[str, str]]:
     """What the API server's schema and CEL rules cannot judge (or may not be installed to)."""
     strategies = [
@@ -860,11 +894,7 @@ def _semantic_errors(spec: ModelRolloutSpec) -> Iterator[tuple[str, str]]:
             "spec.strategy.blueGreen.prePromotionEvaluation",
             spec.strategy.blue_green.pre_promotion_evaluation,
         )
-    if spec.strategy.shadow is not None and spec.traffic.router != "gatewayAPI":
-        yield (
-            "spec.strategy.shadow",
-            "shadow needs traffic.router gatewayAPI: a Service cannot mirror requests",
-        )
+    yield from router_capability_errors(spec, capabilities_of(spec.traffic.router))
     if spec.traffic.router == "gatewayAPI" and (
         spec.traffic.gateway_api is None or not spec.traffic.gateway_api.parent_refs
     ):

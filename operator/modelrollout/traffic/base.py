@@ -2,11 +2,33 @@
 
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
+from modelrollout.kube.api import KubeApi
 from modelrollout.kube.workloads import RolloutRef
+
+
+class Capability(enum.Enum):
+    """What a router may be able to do; the engine and spec validation ask these, never names.
+
+    The values are how error messages name them.
+    """
+
+    # A weight is in effect once written, whatever the replica counts. Without
+    # it a weight is approximated by the canary's share of Ready pods: the engine
+    # waits for the router to report it achieved, and moves traffic off a
+    # revision by scaling it down (a pod kept without traffic is impossible).
+    EXACT_WEIGHTS = "exact weights"
+    # Copies a share of requests to the canary, answers dropped (strategy.shadow).
+    REQUEST_MIRRORING = "request mirroring"
+    # Reaches the new color before the switch (strategy.blueGreen's preview).
+    PREVIEW_ROUTE = "a preview route"
+
+
+RouterCapabilities = frozenset[Capability]
 
 
 @dataclass(frozen=True)
@@ -18,7 +40,8 @@ class Backends:
     canary: str | None
     port: int
     replicas: int
-    gateway: dict[str, Any] = field(default_factory=dict)
+    # The router's own section of the spec, traffic.<router name>, as written (camelCase).
+    settings: dict[str, Any] = field(default_factory=dict)
     # The canary weight the rollout asks for now.
     canary_weight: int = 0
     # Blue-green: one color serves at a time; weights are only ever 0 or 100.
@@ -45,6 +68,10 @@ def canary_replicas(total_replicas: int, canary_weight: int) -> int:
 
 
 class TrafficRouter(Protocol):
+    capabilities: ClassVar[RouterCapabilities]
+
+    def __init__(self, api: KubeApi) -> None: ...
+
     def reconcile(self, backends: Backends) -> None:
         """Create or repair the routing objects, keeping the weights they have."""
 
@@ -52,9 +79,6 @@ class TrafficRouter(Protocol):
         """Move traffic: one write to the API."""
 
     def get_weights(self, backends: Backends) -> AchievedWeights: ...
-
-    def finalize(self, rollout: RolloutRef) -> None:
-        """Remove what the router created outside owner references."""
 
 
 def routed_condition(

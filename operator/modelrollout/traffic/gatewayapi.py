@@ -14,7 +14,7 @@ color (a header match is more specific, so it wins over the main route).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from modelrollout.kube.api import ENDPOINT_SLICES, HTTPROUTES, SERVICES, KubeApi
 from modelrollout.kube.labels import (
@@ -23,8 +23,8 @@ from modelrollout.kube.labels import (
     revision_object_name,
     selector_labels,
 )
-from modelrollout.kube.workloads import RolloutRef, build_revision_service
-from modelrollout.traffic.base import AchievedWeights, Backends
+from modelrollout.kube.workloads import build_revision_service
+from modelrollout.traffic.base import AchievedWeights, Backends, Capability, RouterCapabilities
 
 ROUTE_API_VERSION = "gateway.networking.k8s.io/v1"
 
@@ -61,11 +61,11 @@ def build_httproute(backends: Backends, canary_weight: int, canary_ready: bool) 
             }
         ]
     spec: dict[str, Any] = {
-        "parentRefs": backends.gateway.get("parentRefs", []),
+        "parentRefs": backends.settings.get("parentRefs", []),
         "rules": [rule],
     }
-    if backends.gateway.get("hostnames"):
-        spec["hostnames"] = backends.gateway["hostnames"]
+    if backends.settings.get("hostnames"):
+        spec["hostnames"] = backends.settings["hostnames"]
     return {
         "apiVersion": ROUTE_API_VERSION,
         "kind": "HTTPRoute",
@@ -159,6 +159,10 @@ def route_conditions(route: dict[str, Any]) -> tuple[tuple[str, str, str], ...]:
 
 
 class GatewayAPIRouter:
+    capabilities: ClassVar[RouterCapabilities] = frozenset(
+        {Capability.EXACT_WEIGHTS, Capability.REQUEST_MIRRORING, Capability.PREVIEW_ROUTE}
+    )
+
     def __init__(self, api: KubeApi) -> None:
         self._api = api
 
@@ -267,6 +271,3 @@ class GatewayAPIRouter:
         return AchievedWeights(
             stable, canary, route_conditions(route), settled=canary == backends.canary_weight
         )
-
-    def finalize(self, rollout: RolloutRef) -> None:
-        """The route is owned by the ModelRollout: garbage collection removes it."""

@@ -16,7 +16,7 @@ new color so it can be tested before promotion.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from modelrollout.kube.api import DEPLOYMENTS, SERVICES, KubeApi
 from modelrollout.kube.labels import (
@@ -26,7 +26,13 @@ from modelrollout.kube.labels import (
     selector_labels,
 )
 from modelrollout.kube.workloads import RolloutRef, build_service
-from modelrollout.traffic.base import AchievedWeights, Backends, canary_replicas
+from modelrollout.traffic.base import (
+    AchievedWeights,
+    Backends,
+    Capability,
+    RouterCapabilities,
+    canary_replicas,
+)
 
 
 def _ready_replicas(deployment: dict[str, Any] | None) -> int:
@@ -47,6 +53,8 @@ def _selected_revision(service: dict[str, Any] | None) -> str | None:
 
 
 class ServiceRouter:
+    capabilities: ClassVar[RouterCapabilities] = frozenset({Capability.PREVIEW_ROUTE})
+
     def __init__(self, api: KubeApi) -> None:
         self._api = api
 
@@ -143,6 +151,3 @@ class ServiceRouter:
             ("Routed", "True", f"Service {rollout.name} selects {stable + canary} Ready pods"),
         )
         return AchievedWeights(100 - canary_weight, canary_weight, routed, settled=settled)
-
-    def finalize(self, rollout: RolloutRef) -> None:
-        """The Service is owned by the ModelRollout: garbage collection removes it."""

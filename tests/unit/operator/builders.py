@@ -19,6 +19,8 @@ from modelrollout.engine.strategies.types import (
     RevisionObservation,
 )
 from modelrollout.models import ModelRolloutSpec, ModelRolloutStatus, parse_spec
+from modelrollout.traffic import capabilities_of
+from modelrollout.traffic.base import RouterCapabilities
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -154,6 +156,8 @@ class Rollout:
     status: ModelRolloutStatus = field(default_factory=ModelRolloutStatus)
     now: datetime = T0
     world: World = field(default_factory=World)
+    # What the router can do; None: what the spec's router declares, as the reconciler asks.
+    router_capabilities: RouterCapabilities | None = None
     # (spec, status before, observations, decision) per tick.
     trace: list[tuple[ModelRolloutSpec, ModelRolloutStatus, Observations, Decision]] = field(
         default_factory=list
@@ -195,6 +199,9 @@ class Rollout:
             commands=commands or Commands(),
             capacity_shortfall=world.capacity_shortfall,
             evaluation=world.evaluation,
+            router_capabilities=capabilities_of(self.spec.traffic.router)
+            if self.router_capabilities is None
+            else self.router_capabilities,
         )
 
     def tick(self, after: float = 0, commands: Commands | None = None) -> Decision:

@@ -106,7 +106,7 @@ INVALID: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
         "shadow with the service router",
         _set("strategy", {"shadow": SHADOW}),
         "spec.strategy.shadow",
-        "shadow needs traffic.router gatewayAPI",
+        "needs a router with request mirroring; traffic.router service has none",
     ),
     (
         "gatewayAPI without parentRefs",

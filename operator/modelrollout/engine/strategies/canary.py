@@ -37,6 +37,7 @@ from modelrollout.models.status import (
     Outcome,
     Weights,
 )
+from modelrollout.traffic.base import Capability
 
 ALL_ON_STABLE = Weights(stable=100, canary=0)
 # Each stored spec may carry up to 64 KiB of args and env: only the newest few
@@ -315,7 +316,7 @@ class _Tick:
 
     def promoting(self) -> None:
         achieved = self.obs.achieved_weights[1]
-        if achieved != 100 and self.spec.traffic.router != "gatewayAPI":
+        if achieved != 100 and Capability.EXACT_WEIGHTS not in self.obs.router_capabilities:
             self.update(
                 message=f"promoting {self.status.canary_revision}: "
                 f"waiting for the router to send it all traffic (now {achieved}%)"
@@ -506,7 +507,7 @@ class _Tick:
                 )
             return
         achieved = self.obs.achieved_weights[1]
-        if achieved == weight or self.spec.traffic.router == "gatewayAPI":
+        if achieved == weight or Capability.EXACT_WEIGHTS in self.obs.router_capabilities:
             self.complete_step()
         else:
             self.update(message=f"{label}: waiting for the router ({achieved}% achieved)")

@@ -14,6 +14,7 @@ from typing import Literal
 
 from modelrollout.analysis.assessment import AnalysisVerdict
 from modelrollout.models.status import GateStatus, ModelRolloutStatus
+from modelrollout.traffic.base import RouterCapabilities
 
 __all__ = [
     "AnalysisVerdict",
@@ -100,6 +101,9 @@ class Observations:
     capacity_shortfall: str | None = None
     # The current evaluation step's result; None while it runs or when there is none.
     evaluation: EvaluationResult | None = None
+    # What the rollout's router can do (traffic/base.py). None of them: every
+    # weight waits for the router to report it achieved.
+    router_capabilities: RouterCapabilities = frozenset()
 
 
 @dataclass(frozen=True)
