@@ -27,7 +27,6 @@ Phase = Literal[
     "Succeeded",
     "RollingBack",
     "RolledBack",
-    "Failed",
 ]
 CheckState = Literal["Pending", "Passing", "Breaching", "Breached", "Unavailable"]
 ConditionType = Literal[
