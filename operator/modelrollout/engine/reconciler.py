@@ -111,7 +111,9 @@ class Reconciler:
         self._metrics.forget(namespace, name)
 
     def _lock(self, uid: str) -> threading.Lock:
-        # The timer and the event handler may fire together for one object.
+        # One tick of a rollout at a time, whoever calls: two interleaved ticks would
+        # decide on the same status and could take a step twice. The scheduler never
+        # runs two at once (scheduler.py); tick() does not rely on its caller for that.
         with self._locks_guard:
             return self._locks.setdefault(uid, threading.Lock())
 
@@ -122,8 +124,8 @@ class Reconciler:
             if written is not None and written != ModelRolloutStatus.model_validate(
                 body.get("status") or {}
             ):
-                # kopf handed us a body from before our last status write: deciding
-                # on it could repeat a step. Read the object as it is now.
+                # The watch handed us a body from before our last status write:
+                # deciding on it could repeat a step. Read the object as it is now.
                 fresh = self._api.get(
                     MODELROLLOUTS, body["metadata"]["namespace"], body["metadata"]["name"]
                 )
