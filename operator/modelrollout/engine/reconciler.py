@@ -83,12 +83,15 @@ class Reconciler:
         provider_factory: Callable[[ModelRolloutSpec], MetricProvider] | None = None,
         metrics: OperatorMetrics | None = None,
         check_refresh_seconds: float = 60.0,
+        max_queries_in_flight: int = 8,
     ) -> None:
         self._metrics = metrics or OperatorMetrics()
         self._api = api
         self._clock = clock
+        # Shared by every rollout's provider: the bound is on the whole operator.
+        query_slots = threading.BoundedSemaphore(max_queries_in_flight)
         self._provider_factory = provider_factory or (
-            lambda spec: provider_for(spec.analysis.prometheus)
+            lambda spec: provider_for(spec.analysis.prometheus, query_slots)
         )
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
