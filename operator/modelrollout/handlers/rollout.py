@@ -46,7 +46,6 @@ logger = logging.getLogger("modelrollout")
 class Operator:
     """What the handlers share: built by the start-up handler, kept in kopf's memo."""
 
-    settings: OperatorSettings
     api: CachedKubeApi
     reconciler: Reconciler
     scheduler: TickScheduler
@@ -165,7 +164,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         partial(_tick_period, reconciler, operator_settings),
     )
     api.set_change_sink(scheduler.wake)
-    operator = Operator(operator_settings, api, reconciler, scheduler, elector)
+    operator = Operator(api, reconciler, scheduler, elector)
     if elector is not None:
         operator.background.append(asyncio.create_task(elector.run(), name="leader-election"))
     operator.background.append(asyncio.create_task(scheduler.run(), name="tick"))
