@@ -35,7 +35,7 @@ local message = obj.status.message or phase
 
 if phase == "Paused" then
   hs.status = "Suspended"
-elseif phase == "RolledBack" or phase == "RollingBack" or phase == "Failed" then
+elseif phase == "RolledBack" or phase == "RollingBack" then
   hs.status = "Degraded"
 elseif phase == "Succeeded" then
   local available = condition("Available")

@@ -8,15 +8,13 @@ from the checks' `lastEvaluated`, phase and weight from the status written.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from modelrollout.models.status import CheckStatus, ModelRolloutStatus
+from modelrollout.models.status import CheckStatus, ModelRolloutStatus, Phase
 
-PHASES = (
-    "Pending", "Progressing", "Paused", "Promoting", "Succeeded", "RollingBack", "RolledBack",
-    "Failed",
-)  # fmt: skip
+PHASES: tuple[str, ...] = get_args(Phase)
 
 
 # The strategy's Events that start a step: the first step comes with CanaryStarted.

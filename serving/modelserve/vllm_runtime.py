@@ -18,6 +18,8 @@ GPU_RESOURCE = "nvidia.com/gpu"
 HEALTH_PATH = "/health"
 MODEL_VOLUME = "model"
 SHM_VOLUME = "dshm"
+# Shared memory for tensor-parallel workers (NCCL) and torch dataloaders.
+SHM_SIZE = "2Gi"
 # vLLM's OpenAI server module: stable across images whatever their entrypoint.
 VLLM_COMMAND = ("python3", "-m", "vllm.entrypoints.openai.api_server")
 TORCH_COMMAND = ("modelserve", "serve")
@@ -38,8 +40,6 @@ class RuntimeSpec:
     startup_timeout_s: int = 900
     port: int = 8000
     pvc_mount_root: str = DEFAULT_PVC_MOUNT_ROOT
-    # Shared memory for tensor-parallel workers (NCCL) and torch dataloaders.
-    shm_size: str = "2Gi"
     # Time an in-flight request may take to finish after SIGTERM (torch engine's drain).
     drain_timeout_s: int = 30
 
@@ -83,8 +83,8 @@ def model_volumes(spec: RuntimeSpec) -> tuple[list[dict[str, Any]], list[dict[st
     return [volume], [mount]
 
 
-def shm_volume(spec: RuntimeSpec) -> tuple[dict[str, Any], dict[str, Any]]:
-    volume = {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": spec.shm_size}}
+def shm_volume() -> tuple[dict[str, Any], dict[str, Any]]:
+    volume = {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}}
     return volume, {"name": SHM_VOLUME, "mountPath": "/dev/shm"}
 
 
@@ -156,7 +156,7 @@ def build_container(spec: RuntimeSpec, name: str = "server") -> dict[str, Any]:
         raise ValueError(f"unknown engine {spec.engine!r}: expected vllm or torch")
     offline = not isinstance(parse_model_uri(spec.model_uri), HubModel)
     _, model_mounts = model_volumes(spec)
-    _, shm_mount = shm_volume(spec)
+    _, shm_mount = shm_volume()
     return {
         "name": name,
         "image": spec.image,
@@ -173,7 +173,7 @@ def build_container(spec: RuntimeSpec, name: str = "server") -> dict[str, Any]:
 def build_pod_spec(spec: RuntimeSpec) -> dict[str, Any]:
     """A pod spec with the serving container, its volumes, and time to drain on termination."""
     model_vols, _ = model_volumes(spec)
-    shm_vol, _ = shm_volume(spec)
+    shm_vol, _ = shm_volume()
     return {
         "containers": [build_container(spec)],
         "volumes": [shm_vol, *model_vols],

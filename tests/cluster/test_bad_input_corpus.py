@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from typing import Any
 
 import pytest
@@ -164,7 +165,7 @@ CONTEXT = {
 def test_hostile_label_values_reach_prometheus_as_values_of_one_selector(
     prometheus: PrometheusHandle, hostile: str
 ) -> None:
-    provider = PrometheusProvider(PrometheusSource(address=prometheus.url))
+    provider = PrometheusProvider(PrometheusSource(address=prometheus.url), threading.Semaphore())
     # An alert's matchLabels are label values whole, literal text included.
     alert = Alert(
         alertname=hostile,

@@ -13,9 +13,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from modelrollout.analysis.prometheus import MAX_QUERIES_IN_FLIGHT, PrometheusProvider
+from modelrollout.analysis.prometheus import PrometheusProvider
 from modelrollout.devcluster.prometheus import CountingProxy, PrometheusHandle
 from modelrollout.models.spec import PrometheusSource
+from modelrollout.settings import OperatorSettings
 from tests.support.kube import wait_until
 
 pytestmark = pytest.mark.cluster
@@ -38,8 +39,17 @@ def scraped_marker(
         prometheus.unregister_target(target)
 
 
-def provider(url: str, timeout: str = "2s") -> PrometheusProvider:
-    return PrometheusProvider(PrometheusSource.model_validate({"address": url, "timeout": timeout}))
+# The operator's default bound on requests in flight, shared by all its providers.
+MAX_QUERIES_IN_FLIGHT = OperatorSettings().max_queries_in_flight
+
+
+def provider(
+    url: str, timeout: str = "2s", in_flight: threading.Semaphore | None = None
+) -> PrometheusProvider:
+    return PrometheusProvider(
+        PrometheusSource.model_validate({"address": url, "timeout": timeout}),
+        in_flight or threading.BoundedSemaphore(MAX_QUERIES_IN_FLIGHT),
+    )
 
 
 def test_a_real_series_is_read_as_its_value(
@@ -104,10 +114,11 @@ def test_requests_in_flight_stay_bounded_however_many_ticks_ask(
 ) -> None:
     """Health checks and queries of 32 ticks at once: never more than the bound at Prometheus."""
     proxy = CountingProxy(prometheus.url, delay=0.05)
+    in_flight = threading.BoundedSemaphore(MAX_QUERIES_IN_FLIGHT)
     try:
 
         def tick() -> None:
-            metrics = provider(proxy.url, timeout="10s")
+            metrics = provider(proxy.url, timeout="10s", in_flight=in_flight)
             for _ in range(3):
                 assert metrics.is_online()
                 assert metrics.query("vector(1)").value == 1.0

@@ -79,11 +79,6 @@ class AnalysisVerdict:
     def unavailable(cls, since: datetime, message: str) -> AnalysisVerdict:
         return cls("unavailable", message, since=since)
 
-    @classmethod
-    def from_checks(cls, checks: Sequence[CheckStatus], analysis: Analysis) -> AnalysisVerdict:
-        """The verdict stored checks imply, for ticks between evaluations."""
-        return verdict_of(analysis, checks)
-
 
 def pending_checks(analysis: Analysis) -> tuple[CheckStatus, ...]:
     """One not-yet-evaluated entry per check and alert, in spec order."""

@@ -9,7 +9,6 @@ are reported as such, never turned into a number.
 from __future__ import annotations
 
 import math
-import os
 import threading
 from typing import Any
 
@@ -20,15 +19,13 @@ from modelrollout.analysis.provider import QueryResult
 from modelrollout.models.durations import parse_duration
 from modelrollout.models.spec import PrometheusSource
 
-# At most this many requests (queries and health checks) from the whole operator
-# wait on Prometheus at once, however many ticks run: a slow Prometheus is not
-# made slower by a pile-up.
-MAX_QUERIES_IN_FLIGHT = int(os.environ.get("MODELROLLOUT_MAX_QUERIES_IN_FLIGHT", "8"))
-_in_flight = threading.BoundedSemaphore(MAX_QUERIES_IN_FLIGHT)
-
 
 class PrometheusProvider:
-    def __init__(self, source: PrometheusSource) -> None:
+    def __init__(self, source: PrometheusSource, in_flight: threading.Semaphore) -> None:
+        # `in_flight` is shared by every provider of the operator: at most that many
+        # requests (queries and health checks) wait on Prometheus at once, however
+        # many ticks run, so a slow Prometheus is not made slower by a pile-up.
+        self._in_flight = in_flight
         self._timeout = parse_duration(source.timeout)
         self._client = PrometheusConnect(
             url=source.address.rstrip("/"),
@@ -38,7 +35,7 @@ class PrometheusProvider:
 
     def query(self, promql: str) -> QueryResult:
         try:
-            with _in_flight:
+            with self._in_flight:
                 raw = self._client.custom_query(promql, timeout=self._timeout)
         except Exception as error:  # any failure of the call is "unavailable", never a crash
             return QueryResult(None, error=f"query failed: {type(error).__name__}: {error}")
@@ -46,7 +43,7 @@ class PrometheusProvider:
 
     def is_online(self) -> bool:
         try:
-            with _in_flight:
+            with self._in_flight:
                 return bool(self._client.check_prometheus_connection())
         except Exception:
             return False

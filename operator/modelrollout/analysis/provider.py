@@ -7,6 +7,7 @@ the tick that calls it moves every rollout.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -44,19 +45,24 @@ class UnconfiguredProvider:
         return False
 
 
-def _prometheus(source: PrometheusSource) -> MetricProvider:
+def _prometheus(source: PrometheusSource, in_flight: threading.Semaphore) -> MetricProvider:
     # Imported here: prometheus.py imports QueryResult from this module.
     from modelrollout.analysis.prometheus import PrometheusProvider
 
-    return PrometheusProvider(source)
+    return PrometheusProvider(source, in_flight)
 
 
 # Provider kinds by the key that names them under spec.analysis.
-PROVIDERS: dict[str, Callable[[PrometheusSource], MetricProvider]] = {"prometheus": _prometheus}
+PROVIDERS: dict[str, Callable[[PrometheusSource, threading.Semaphore], MetricProvider]] = {
+    "prometheus": _prometheus
+}
 
 
-def provider_for(source: PrometheusSource | None) -> MetricProvider:
-    """The provider for a rollout's `spec.analysis.prometheus` (None: unconfigured)."""
+def provider_for(source: PrometheusSource | None, in_flight: threading.Semaphore) -> MetricProvider:
+    """The provider for a rollout's `spec.analysis.prometheus` (None: unconfigured).
+
+    `in_flight` bounds the requests waiting on providers at once, shared by all of them.
+    """
     if source is None:
         return UnconfiguredProvider()
-    return PROVIDERS["prometheus"](source)
+    return PROVIDERS["prometheus"](source, in_flight)

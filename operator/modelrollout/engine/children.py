@@ -1,11 +1,14 @@
-"""Observe and converge a rollout's Deployments: the only place that writes them.
+"""Observe and converge a rollout's Deployments: create, size, relabel and delete them.
 
 Every write is conditional on a difference, so a tick with nothing to do
-makes no write.
+makes no write. The service router (traffic/service.py) also scales the
+canary's Deployment, in the same tick: with that router, scaling is how a
+weight is set.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +24,8 @@ from modelrollout.kube.labels import (
 )
 from modelrollout.kube.workloads import RolloutRef, build_deployment
 
+logger = logging.getLogger("modelrollout")
+
 
 @dataclass(frozen=True)
 class ObservedRevision:
@@ -28,7 +33,6 @@ class ObservedRevision:
     role: str | None
     desired_replicas: int
     ready_replicas: int
-    updated_replicas: int
 
 
 def observe_deployments(api: KubeApi, rollout: RolloutRef) -> dict[str, dict[str, Any]]:
@@ -50,7 +54,6 @@ def revision_state(deployment: dict[str, Any]) -> ObservedRevision:
         role=deployment["metadata"]["labels"].get(ROLE_LABEL),
         desired_replicas=int(deployment["spec"].get("replicas") or 0),
         ready_replicas=int(status.get("readyReplicas") or 0),
-        updated_replicas=int(status.get("updatedReplicas") or 0),
     )
 
 
@@ -92,9 +95,8 @@ def converge_deployments(
     observed: dict[str, dict[str, Any]],
     pod_spec_for: Callable[[str], dict[str, Any] | None],
     progress_deadline_seconds: int,
-) -> list[str]:
-    """Create, scale, relabel and delete Deployments to match the plan; returns what it did."""
-    actions: list[str] = []
+) -> None:
+    """Create, scale, relabel and delete Deployments to match the plan."""
     wanted = {item.revision: item for item in plan}
     for item in plan:
         current = observed.get(item.revision)
@@ -102,7 +104,12 @@ def converge_deployments(
         if current is None:
             pod_spec = pod_spec_for(item.revision)
             if pod_spec is None:
-                actions.append(f"cannot recreate {name}: its spec is no longer known")
+                # Only the spec's revision can be built: an older revision's Deployment
+                # deleted by hand stays missing until the spec names that revision
+                # again or the rollout moves past it.
+                logger.warning(
+                    "cannot recreate %s/%s: its spec is no longer known", rollout.namespace, name
+                )
                 continue
             api.create(
                 DEPLOYMENTS,
@@ -116,7 +123,9 @@ def converge_deployments(
                     progress_deadline_seconds,
                 ),
             )
-            actions.append(f"created {name} ({item.role}, {item.replicas} replicas)")
+            logger.debug(
+                "created %s/%s (%s, %d replicas)", rollout.namespace, name, item.role, item.replicas
+            )
             continue
         patch: dict[str, Any] = {}
         if int(current["spec"].get("replicas") or 0) != item.replicas:
@@ -125,11 +134,11 @@ def converge_deployments(
             patch["metadata"] = {"labels": {ROLE_LABEL: item.role}}
         if patch:
             api.merge_patch(DEPLOYMENTS, rollout.namespace, name, patch)
-            actions.append(f"updated {name}: {patch}")
+            logger.debug("updated %s/%s: %s", rollout.namespace, name, patch)
         if "metadata" in patch:
             _relabel_pods(api, rollout, item.revision, item.role)
     for revision, deployment in observed.items():
         if revision not in wanted:
-            api.delete(DEPLOYMENTS, rollout.namespace, deployment["metadata"]["name"])
-            actions.append(f"deleted {deployment['metadata']['name']}")
-    return actions
+            name = deployment["metadata"]["name"]
+            api.delete(DEPLOYMENTS, rollout.namespace, name)
+            logger.debug("deleted %s/%s", rollout.namespace, name)

@@ -83,12 +83,15 @@ class Reconciler:
         provider_factory: Callable[[ModelRolloutSpec], MetricProvider] | None = None,
         metrics: OperatorMetrics | None = None,
         check_refresh_seconds: float = 60.0,
+        max_queries_in_flight: int = 8,
     ) -> None:
         self._metrics = metrics or OperatorMetrics()
         self._api = api
         self._clock = clock
+        # Shared by every rollout's provider: the bound is on the whole operator.
+        query_slots = threading.BoundedSemaphore(max_queries_in_flight)
         self._provider_factory = provider_factory or (
-            lambda spec: provider_for(spec.analysis.prometheus)
+            lambda spec: provider_for(spec.analysis.prometheus, query_slots)
         )
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -111,7 +114,9 @@ class Reconciler:
         self._metrics.forget(namespace, name)
 
     def _lock(self, uid: str) -> threading.Lock:
-        # The timer and the event handler may fire together for one object.
+        # One tick of a rollout at a time, whoever calls: two interleaved ticks would
+        # decide on the same status and could take a step twice. The scheduler never
+        # runs two at once (scheduler.py); tick() does not rely on its caller for that.
         with self._locks_guard:
             return self._locks.setdefault(uid, threading.Lock())
 
@@ -122,8 +127,8 @@ class Reconciler:
             if written is not None and written != ModelRolloutStatus.model_validate(
                 body.get("status") or {}
             ):
-                # kopf handed us a body from before our last status write: deciding
-                # on it could repeat a step. Read the object as it is now.
+                # The watch handed us a body from before our last status write:
+                # deciding on it could repeat a step. Read the object as it is now.
                 fresh = self._api.get(
                     MODELROLLOUTS, body["metadata"]["namespace"], body["metadata"]["name"]
                 )

@@ -8,6 +8,10 @@ timer of its own is due (engine/timing.py: a step's end, its next check...),
 at once when a child it owns changes (seen by the cache's watches) or it
 moved, and before anything else when its spec changed or a command came.
 Handler ids never change: kopf keys stored state by them.
+
+The start-up handler reads the settings from the environment once
+(settings.py) and keeps what the handlers share in kopf's memo: no module
+state, so importing this module reads and starts nothing.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import kopf
@@ -29,37 +34,32 @@ from modelrollout.kube.api import MODELROLLOUTS, KubeApi, KubeApiError
 from modelrollout.kube.cache import CachedKubeApi
 from modelrollout.kube.events import EVENTS, build_event
 from modelrollout.kube.labels import ANNOTATION_PREFIX, FINALIZER, GROUP, PLURAL, VERSION
-from modelrollout.leader import LeaseElector, LeaseTiming
+from modelrollout.leader import LeaseElector
 from modelrollout.metrics import OperatorMetrics
 from modelrollout.scheduler import TickScheduler
-
-TICK_INTERVAL_SECONDS = float(os.environ.get("MODELROLLOUT_TICK_INTERVAL", "2"))
-# A settled rollout (Succeeded, nothing left to scale down) is ticked this often; a
-# change to it or its children wakes it sooner.
-RESYNC_INTERVAL_SECONDS = float(os.environ.get("MODELROLLOUT_RESYNC_INTERVAL", "30"))
-# A canary is ticked when its next timer is due (engine/timing.py), and at least
-# this often, for timers not tracked there.
-CANARY_RESYNC_SECONDS = 5 * TICK_INTERVAL_SECONDS
-# Ticks mostly wait on the API server; Prometheus queries have their own, lower
-# bound (analysis/prometheus.py).
-CONCURRENT_TICKS = int(os.environ.get("MODELROLLOUT_CONCURRENT_TICKS", "32"))
-# A check's latest reading is written to status at least this often; a change of
-# its state or any other status change writes it at once (engine/reconciler.py).
-CHECK_STATUS_REFRESH_SECONDS = float(os.environ.get("MODELROLLOUT_CHECK_STATUS_REFRESH", "60"))
-# The operator's /metrics; "off" disables it (tests run several operators at once).
-METRICS_PORT = os.environ.get("MODELROLLOUT_METRICS_PORT", "8080")
-# "on" with more than one replica: only the holder of the Lease acts (see leader.py).
-LEADER_ELECTION = os.environ.get("MODELROLLOUT_LEADER_ELECTION", "off") == "on"
+from modelrollout.settings import OperatorSettings, SettingsError
 
 logger = logging.getLogger("modelrollout")
-_api: CachedKubeApi | None = None
-_reconciler: Reconciler | None = None
-_scheduler: TickScheduler | None = None
-_elector: LeaseElector | None = None
-_background: list[asyncio.Task[None]] = []
 
 
-def _api_client() -> client.ApiClient:
+@dataclass
+class Operator:
+    """What the handlers share: built by the start-up handler, kept in kopf's memo."""
+
+    api: CachedKubeApi
+    reconciler: Reconciler
+    scheduler: TickScheduler
+    elector: LeaseElector | None
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+def _operator(memo: kopf.Memo) -> Operator:
+    operator = memo.get("operator")
+    assert isinstance(operator, Operator), "the start-up handler configures the operator"
+    return operator
+
+
+def _api_client(settings: OperatorSettings) -> client.ApiClient:
     configuration = client.Configuration()
     try:
         config.load_incluster_config(client_configuration=configuration)
@@ -67,19 +67,15 @@ def _api_client() -> client.ApiClient:
         config.load_kube_config(client_configuration=configuration)
     # One connection per tick thread and watch: the default pool (5 per CPU) made
     # ticks open and discard TLS connections at every burst.
-    configuration.connection_pool_maxsize = CONCURRENT_TICKS + 16
+    configuration.connection_pool_maxsize = settings.concurrent_ticks + 16
     return client.ApiClient(configuration)
 
 
-def _leading() -> bool:
-    return _elector is None or _elector.is_leader
-
-
-def _tick(body: dict[str, Any]) -> None:
-    assert _reconciler is not None and _api is not None, "startup configures the reconciler"
-    if not _leading():
+def _tick(
+    api: KubeApi, reconciler: Reconciler, elector: LeaseElector | None, body: dict[str, Any]
+) -> None:
+    if elector is not None and not elector.is_leader:
         return
-    api = _api
 
     def post_event(event_type: str, reason: str, message: str) -> None:
         try:
@@ -91,42 +87,40 @@ def _tick(body: dict[str, Any]) -> None:
         except KubeApiError as error:  # an Event lost is no reason to stop a rollout
             logger.warning("could not post event %s: %s", reason, error)
 
-    _reconciler.tick(body, post_event)
+    reconciler.tick(body, post_event)
 
 
-def _tick_period(body: dict[str, Any]) -> float:
-    assert _reconciler is not None, "startup configures the reconciler"
+def _tick_period(reconciler: Reconciler, settings: OperatorSettings, body: dict[str, Any]) -> float:
     return tick_period(
-        _reconciler.with_unwritten_checks(body),
+        reconciler.with_unwritten_checks(body),
         datetime.now(UTC),
-        TICK_INTERVAL_SECONDS,
-        RESYNC_INTERVAL_SECONDS,
-        CANARY_RESYNC_SECONDS,
+        settings.tick_interval_seconds,
+        settings.resync_interval_seconds,
+        settings.canary_resync_seconds,
     )
 
 
-def _lease_elector(api: KubeApi, metrics: OperatorMetrics) -> LeaseElector:
-    namespace = os.environ.get("POD_NAMESPACE")
-    if not namespace:
-        raise kopf.PermanentError("MODELROLLOUT_LEADER_ELECTION=on needs POD_NAMESPACE")
+def _lease_elector(
+    api: KubeApi, settings: OperatorSettings, metrics: OperatorMetrics
+) -> LeaseElector:
+    assert settings.pod_namespace is not None, "settings require it with leader election"
     elector = LeaseElector(
         api,
-        namespace,
-        os.environ.get("MODELROLLOUT_LEASE_NAME", "modelrollout-operator"),
-        os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
-        LeaseTiming(
-            lease_duration=float(os.environ.get("MODELROLLOUT_LEASE_DURATION", "15")),
-            renew_deadline=float(os.environ.get("MODELROLLOUT_LEASE_RENEW_DEADLINE", "10")),
-            retry_period=float(os.environ.get("MODELROLLOUT_LEASE_RETRY_PERIOD", "2")),
-        ),
+        settings.pod_namespace,
+        settings.lease_name,
+        settings.lease_holder,
+        settings.lease_timing(),
     )
     elector.on_change = lambda leading: metrics.leader.set(1 if leading else 0)
     return elector
 
 
 @kopf.on.startup(id="configure")
-async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    global _api, _reconciler, _elector, _scheduler
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    try:
+        operator_settings = OperatorSettings.from_env(os.environ)
+    except SettingsError as error:
+        raise kopf.PermanentError(f"bad operator settings: {error}") from None
     # Our own names for everything kopf stores on objects.
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
@@ -144,36 +138,49 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # grants Roles only. kopf then finds resources once, at startup, so a missing
     # CRD must stop the operator (and get it restarted) instead of idling silently.
     settings.scanning.disabled = True
-    _api = CachedKubeApi(_api_client())
-    if not await asyncio.to_thread(_api.serves, MODELROLLOUTS):
+    api = CachedKubeApi(_api_client(operator_settings))
+    if not await asyncio.to_thread(api.serves, MODELROLLOUTS):
         raise kopf.PermanentError(
             f"the API server does not serve {PLURAL}.{GROUP}/{VERSION}: install the CRD "
             "(crds/ or the Helm chart with crds.install=true), then restart the operator"
         )
     metrics = OperatorMetrics()
-    if METRICS_PORT != "off":
-        start_http_server(int(METRICS_PORT), registry=metrics.registry)
-    _reconciler = Reconciler(
-        _api, metrics=metrics, check_refresh_seconds=CHECK_STATUS_REFRESH_SECONDS
+    if operator_settings.metrics_port is not None:
+        start_http_server(operator_settings.metrics_port, registry=metrics.registry)
+    reconciler = Reconciler(
+        api,
+        metrics=metrics,
+        check_refresh_seconds=operator_settings.check_status_refresh_seconds,
+        max_queries_in_flight=operator_settings.max_queries_in_flight,
     )
-    if LEADER_ELECTION:
-        _elector = _lease_elector(_api, metrics)
-        _background.append(asyncio.create_task(_elector.run(), name="leader-election"))
+    elector = None
+    if operator_settings.leader_election:
+        elector = _lease_elector(api, operator_settings, metrics)
     else:
         metrics.leader.set(1)
-    _scheduler = TickScheduler(_tick, CONCURRENT_TICKS, _tick_period)
-    _api.set_change_sink(_scheduler.wake)
-    _background.append(asyncio.create_task(_scheduler.run(), name="tick"))
+    scheduler = TickScheduler(
+        partial(_tick, api, reconciler, elector),
+        operator_settings.concurrent_ticks,
+        partial(_tick_period, reconciler, operator_settings),
+    )
+    api.set_change_sink(scheduler.wake)
+    operator = Operator(api, reconciler, scheduler, elector)
+    if elector is not None:
+        operator.background.append(asyncio.create_task(elector.run(), name="leader-election"))
+    operator.background.append(asyncio.create_task(scheduler.run(), name="tick"))
+    memo["operator"] = operator
 
 
 @kopf.on.cleanup(id="stop-ticking")
-async def stop_ticking(**_: Any) -> None:
-    for task in _background:
+async def stop_ticking(memo: kopf.Memo, **_: Any) -> None:
+    operator = memo.get("operator")
+    if not isinstance(operator, Operator):
+        return  # the start-up handler failed before it configured anything
+    for task in operator.background:
         task.cancel()
-    if _api is not None:
-        _api.stop()
-    if _elector is not None:
-        await asyncio.to_thread(_elector.release)
+    operator.api.stop()
+    if operator.elector is not None:
+        await asyncio.to_thread(operator.elector.release)
 
 
 def _needs_reaction(body: dict[str, Any]) -> bool:
@@ -185,15 +192,15 @@ def _needs_reaction(body: dict[str, Any]) -> bool:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL, id="track")
-async def track(body: kopf.Body, type: str | None, **_: Any) -> None:
-    assert _scheduler is not None and _reconciler is not None, "startup runs first"
+async def track(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+    operator = _operator(memo)
     uid = body["metadata"]["uid"]
     if type == "DELETED" or body["metadata"].get("deletionTimestamp"):
-        _scheduler.forget(uid)
-        _reconciler.forget(uid, body["metadata"]["namespace"], body["metadata"]["name"])
+        operator.scheduler.forget(uid)
+        operator.reconciler.forget(uid, body["metadata"]["namespace"], body["metadata"]["name"])
         return
     latest = dict(body)
-    previous = _scheduler.update(latest, urgent=_needs_reaction(latest))
+    previous = operator.scheduler.update(latest, urgent=_needs_reaction(latest))
     # The rollout moved (our own status write, now seen): its next step may act at once.
     if previous is not None and progress_marker(previous) != progress_marker(latest):
-        _scheduler.wake(latest["metadata"]["namespace"], latest["metadata"]["name"])
+        operator.scheduler.wake(latest["metadata"]["namespace"], latest["metadata"]["name"])

@@ -26,9 +26,7 @@ STEP_STARTED_ANNOTATION = f"{GROUP}/step-started-at"
 
 ROLE_STABLE = "stable"
 ROLE_CANARY = "canary"
-ROLE_PREVIEW = "preview"
 ROLE_PREVIOUS = "previous"
-ROLE_SHADOW = "shadow"
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 

@@ -29,7 +29,6 @@ Phase = Literal[
     "Succeeded",
     "RollingBack",
     "RolledBack",
-    "Failed",
 ]
 CheckState = Literal["Pending", "Passing", "Breaching", "Breached", "Unavailable"]
 ConditionType = Literal[
@@ -171,8 +170,8 @@ class HistoryEntry(StatusModel):
 class ModelRolloutStatus(StatusModel):
     phase: Phase = "Pending"
     """Where the rollout is: Pending, Progressing (the canary walks its steps), Paused, Promoting
-    (all traffic moving to the canary), Succeeded (one stable revision), RollingBack, RolledBack
-    or Failed."""
+    (all traffic moving to the canary), Succeeded (one stable revision), RollingBack or
+    RolledBack."""
     stable_revision: str | None = None
     """The revision serving as stable: a hash of spec.model and spec.runtime; its Deployment is
     NAME-REVISION."""

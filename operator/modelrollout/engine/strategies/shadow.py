@@ -18,11 +18,7 @@ removed and the candidate torn down.
 
 from __future__ import annotations
 
-from modelrollout.models.spec import AnalysisStep, CanaryStep, ModelRolloutSpec, ShadowStrategy
-
-
-def is_shadow(spec: ModelRolloutSpec) -> bool:
-    return spec.strategy.shadow is not None
+from modelrollout.models.spec import AnalysisStep, CanaryStep, ShadowStrategy
 
 
 def shadow_steps(shadow: ShadowStrategy) -> list[CanaryStep]:
