@@ -14,4 +14,4 @@ sync-chart-crds:
 	bash scripts/sync-chart-crds.sh
 
 reference:
-	.venv/bin/python -m modelrollout.reference
+	.venv/bin/python -m modelrollout_dev.reference

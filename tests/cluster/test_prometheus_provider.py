@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import pytest
 
 from modelrollout.analysis.prometheus import MAX_QUERIES_IN_FLIGHT, PrometheusProvider
-from modelrollout.devcluster.prometheus import CountingProxy, PrometheusHandle
 from modelrollout.models.spec import PrometheusSource
+from modelrollout_dev.prometheus import CountingProxy, PrometheusHandle
 from tests.support.kube import wait_until
 
 pytestmark = pytest.mark.cluster

@@ -43,7 +43,7 @@ from modelrollout.analysis.templates import (
     unquoted_variables,
 )
 from modelrollout.models.durations import DurationError, parse_duration
-from modelserve.config.uri import ModelURIError, parse_model_uri
+from modelrollout.models.uri import ModelURIError, parse_model_uri
 
 # Kept in sync with the CRD's `pattern` by tests/unit/operator/test_crd.py.
 BREACH_WHEN_PATTERN = r"^(>|>=|<|<=|==|!=) *-?[0-9]+(\.[0-9]+)?$"
