@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    # Imported here: the demo needs the serving extra, the operator does not.
+    # Imported here: the cluster commands need none of the demo's traffic stand-ins (starlette).
     from modelrollout_dev import demo
 
     return demo.run(keep_cluster=args.keep_cluster)
