@@ -12,7 +12,7 @@ e2e-kind:
 
 # The CRD (crds/ and the chart's copy) from the pydantic models; then `make reference`.
 crds:
-	.venv/bin/python dev/modelrollout_dev/crds.py
+	.venv/bin/python -m modelrollout_dev.crds
 
 reference:
-	.venv/bin/python -m modelrollout.reference
+	.venv/bin/python -m modelrollout_dev.reference

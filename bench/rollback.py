@@ -31,13 +31,13 @@ from typing import Any
 
 from kubernetes import config
 
-from modelrollout.devcluster import cluster
-from modelrollout.devcluster.operator_process import OperatorProcess
-from modelrollout.devcluster.prometheus import MetricsEndpoint
 from modelrollout.engine.revision import revision_of
 from modelrollout.kube.api import HTTPROUTES, MODELROLLOUTS, KubeApi
 from modelrollout.kube.labels import GROUP, VERSION
 from modelrollout.models import parse_spec
+from modelrollout_dev import cluster
+from modelrollout_dev.operator_process import OperatorProcess
+from modelrollout_dev.prometheus import MetricsEndpoint
 
 NAMESPACE = "bench-rollback"
 NAME = "chat"

@@ -44,14 +44,14 @@ from typing import Any
 
 from kubernetes import client, config, watch
 
-from modelrollout.devcluster import cluster
-from modelrollout.devcluster.identity import service_account_token, token_kubeconfig
-from modelrollout.devcluster.operator_process import OperatorProcess
-from modelrollout.devcluster.prometheus import CountingProxy, MetricsEndpoint
 from modelrollout.engine.revision import revision_of
 from modelrollout.kube.api import MODELROLLOUTS, KubeApi
 from modelrollout.kube.labels import GROUP, PLURAL, VERSION
 from modelrollout.models import parse_spec
+from modelrollout_dev import cluster
+from modelrollout_dev.identity import service_account_token, token_kubeconfig
+from modelrollout_dev.operator_process import OperatorProcess
+from modelrollout_dev.prometheus import CountingProxy, MetricsEndpoint
 
 CLUSTER = "bench-scale"
 NAMESPACE = "bench-scale"

@@ -1,4 +1,5 @@
-# The torch serving image: `modelserve serve` with the serving extra (torch, transformers, ...).
+# The torch serving image: `modelserve serve` from the modelserve distribution (serving/) with
+# torch, transformers, ...; plus the client part of modelrollout, whose model-URI grammar it reads.
 # Build from the repository root: docker build -f docker/serving.Dockerfile -t modelrollout/serving .
 # The model is not in the image: it comes from a mounted volume (pvc://) or a hub (hf://).
 
@@ -8,9 +9,9 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator/ operator/
 COPY serving/ serving/
-RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
+RUN python -m pip wheel --no-deps --wheel-dir /wheels . ./serving \
  && python -m venv /opt/venv \
- && /opt/venv/bin/pip install "$(ls /wheels/*.whl)[serving]"
+ && /opt/venv/bin/pip install /wheels/modelrollout-*.whl /wheels/modelserve-*.whl
 
 FROM python:3.11-slim
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \

@@ -49,7 +49,7 @@ worker="$(kubectl get nodes -l nvidia.com/gpu.present=true -o name | head -1)"
 kubectl patch "$worker" --subresource=status --type=merge \
   -p '{"status":{"capacity":{"nvidia.com/gpu":"4"},"allocatable":{"nvidia.com/gpu":"4"}}}'
 kubectl apply --server-side -f "$(.venv/bin/python -c \
-  'from modelrollout.devcluster import toolchain; print(toolchain.gateway_api_crd_files()[0].parent.parent)')/experimental/gateway.networking.k8s.io_httproutes.yaml"
+  'from modelrollout_dev import toolchain; print(toolchain.gateway_api_crd_files()[0].parent.parent)')/experimental/gateway.networking.k8s.io_httproutes.yaml"
 
 echo "[e2e-kind] helm install"
 kubectl create namespace "$demo_namespace"

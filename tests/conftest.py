@@ -20,8 +20,8 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from modelrollout.devcluster import cluster
-from modelrollout.devcluster.prometheus import PrometheusHandle
+from modelrollout_dev import cluster, toolchain
+from modelrollout_dev.prometheus import PrometheusHandle
 from tests.support.kube import apply_crd, create_namespace, project_crds
 
 # The API contract's checks run from test modules of two suites: show their failures in full.
@@ -29,6 +29,19 @@ pytest.register_assert_rewrite("tests.support.kube_contract")
 
 # One cluster per test session: two sessions on one machine never share state.
 TEST_CLUSTER_NAME = f"pytest-{os.getpid()}"
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build (or find cached) the Go binaries the selected tests need, before any test runs.
+
+    Here rather than in a fixture so that a first build (minutes) counts against
+    no test's timeout; a selection without cluster or chart tests builds nothing.
+    """
+    items = session.items
+    if any("cluster_under_test" in item.fixturenames for item in items):
+        toolchain.ensure_binaries()
+    elif any(item.get_closest_marker("chart") for item in items):
+        toolchain.ensure_helm()
 
 
 @dataclass(frozen=True)

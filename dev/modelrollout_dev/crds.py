@@ -1,7 +1,7 @@
 """Write the ModelRollout CRD, generated from the pydantic models, to crds/ and the Helm chart.
 
-    python dev/modelrollout_dev/crds.py           # (make crds) rewrite both files
-    python dev/modelrollout_dev/crds.py --check   # write nothing; exit 1 naming each stale file
+    python -m modelrollout_dev.crds           # (make crds) rewrite both files
+    python -m modelrollout_dev.crds --check   # write nothing; exit 1 naming each stale file
 
 Both directories hold generated files only: a YAML file the models no longer
 generate (a renamed CRD) is removed, and reported by --check.
@@ -35,7 +35,7 @@ def stale_files(root: Path, expected: str) -> list[Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="crds.py",
+        prog="python -m modelrollout_dev.crds",
         description="Write the CRD generated from the models to crds/ and the chart.",
     )
     parser.add_argument(

@@ -52,8 +52,8 @@ def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _run_serve(args: argparse.Namespace) -> int:
+    from modelrollout.models.uri import ModelURIError, parse_model_uri, resolve_local_directory
     from modelserve.config.settings import ServeSettings
-    from modelserve.config.uri import ModelURIError, parse_model_uri, resolve_local_directory
     from modelserve.faults import (
         FaultConfigError,
         build_fault_injection,

@@ -26,9 +26,9 @@ from kubernetes.client.rest import ApiException
 from modelrollout.analysis.prometheus import PrometheusProvider
 from modelrollout.analysis.runner import alert_query
 from modelrollout.analysis.templates import render
-from modelrollout.devcluster.prometheus import PrometheusHandle
 from modelrollout.kube.labels import GROUP, PLURAL, VERSION
 from modelrollout.models import Alert, PrometheusSource
+from modelrollout_dev.prometheus import PrometheusHandle
 from tests.support.bad_inputs import API_CASES, HOSTILE_LABEL_VALUES, OPERATOR_CASES, BadInput
 from tests.unit.operator.builders import example_spec
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from modelrollout.devcluster import cluster
+from modelrollout_dev import cluster
 
 pytestmark = pytest.mark.cluster
 

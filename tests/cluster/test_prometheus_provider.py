@@ -14,9 +14,9 @@ from collections.abc import Iterator
 import pytest
 
 from modelrollout.analysis.prometheus import PrometheusProvider
-from modelrollout.devcluster.prometheus import CountingProxy, PrometheusHandle
 from modelrollout.models.spec import PrometheusSource
 from modelrollout.settings import OperatorSettings
+from modelrollout_dev.prometheus import CountingProxy, PrometheusHandle
 from tests.support.kube import wait_until
 
 pytestmark = pytest.mark.cluster

@@ -14,7 +14,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from modelrollout.devcluster.prometheus import PrometheusHandle
+from modelrollout_dev.prometheus import PrometheusHandle
 from tests.support.kube import wait_until
 
 pytestmark = pytest.mark.cluster

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from modelrollout.devcluster.operator_process import OperatorProcess
+from modelrollout_dev.operator_process import OperatorProcess
 from tests.conftest import ClusterUnderTest
 from tests.support.rollouts import Rollouts
 

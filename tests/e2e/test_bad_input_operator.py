@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from modelrollout.devcluster.operator_process import OperatorProcess
-from modelrollout.devcluster.prometheus import PrometheusHandle
 from modelrollout.kube.labels import GROUP, PLURAL, VERSION
+from modelrollout_dev.operator_process import OperatorProcess
+from modelrollout_dev.prometheus import PrometheusHandle
 from tests.support.bad_inputs import OPERATOR_CASES, BadInput, names_field
 from tests.support.kube import wait_until
 from tests.support.rollouts import GPU_TOLERATION, TEST_IMAGE, Rollouts

@@ -26,11 +26,11 @@ import pytest
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
-from modelrollout.devcluster.cluster import start_prometheus
-from modelrollout.devcluster.operator_process import OperatorProcess
-from modelrollout.devcluster.prometheus import PrometheusHandle
 from modelrollout.engine.revision import revision_of
 from modelrollout.models import parse_spec
+from modelrollout_dev.cluster import start_prometheus
+from modelrollout_dev.operator_process import OperatorProcess
+from modelrollout_dev.prometheus import PrometheusHandle
 from tests.conftest import ClusterUnderTest
 from tests.support.kube import wait_until
 from tests.support.rollouts import Rollouts, StatusRecorder, rollout_manifest, with_model

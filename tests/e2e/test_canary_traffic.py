@@ -19,13 +19,13 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from modelrollout.devcluster.demo import make_tiny_models
-from modelrollout.devcluster.gateway import Gateway
-from modelrollout.devcluster.load import BackgroundLoad
-from modelrollout.devcluster.operator_process import OperatorProcess
-from modelrollout.devcluster.podprocesses import PodProcesses
-from modelrollout.devcluster.prometheus import PrometheusHandle
 from modelrollout.kube.api import KubeApi
+from modelrollout_dev.demo import make_tiny_models
+from modelrollout_dev.gateway import Gateway
+from modelrollout_dev.load import BackgroundLoad
+from modelrollout_dev.operator_process import OperatorProcess
+from modelrollout_dev.podprocesses import PodProcesses
+from modelrollout_dev.prometheus import PrometheusHandle
 from tests.support.kube import wait_until
 from tests.support.rollouts import Rollouts, StatusRecorder, rollout_manifest
 

@@ -14,7 +14,7 @@ import time
 import pytest
 from kubernetes import client
 
-from modelrollout.devcluster.operator_process import OperatorProcess
+from modelrollout_dev.operator_process import OperatorProcess
 from tests.support.kube import wait_until
 from tests.support.rollouts import Rollouts, rollout_manifest
 from tests.support.status_watch import StatusWatch, overshoots, steps_walked

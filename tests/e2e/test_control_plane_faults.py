@@ -30,12 +30,12 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
-from modelrollout.devcluster import cluster, faults
-from modelrollout.devcluster.operator_process import OperatorProcess
-from modelrollout.devcluster.prometheus import PrometheusHandle
 from modelrollout.engine.revision import revision_of
 from modelrollout.models import parse_spec
 from modelrollout.models.durations import parse_duration
+from modelrollout_dev import cluster, faults
+from modelrollout_dev.operator_process import OperatorProcess
+from modelrollout_dev.prometheus import PrometheusHandle
 from tests.e2e.conftest import TEST_TICK_INTERVAL
 from tests.support.kube import apply_crd, create_namespace, project_crds, wait_until
 from tests.support.rollouts import Rollouts, rollout_manifest, with_model

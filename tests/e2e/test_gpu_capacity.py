@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from modelrollout.devcluster.operator_process import OperatorProcess
+from modelrollout_dev.operator_process import OperatorProcess
 from tests.e2e.test_canary_operator import start_stable
 from tests.support.kube import wait_until
 from tests.support.rollouts import Rollouts, rollout_manifest

@@ -16,11 +16,11 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from modelrollout.devcluster import toolchain
-from modelrollout.devcluster.identity import service_account_token, token_kubeconfig
-from modelrollout.devcluster.operator_process import OperatorProcess
 from modelrollout.kube.api import LEASES, KubeApi
 from modelrollout.kube.labels import GROUP, PLURAL, VERSION
+from modelrollout_dev import toolchain
+from modelrollout_dev.identity import service_account_token, token_kubeconfig
+from modelrollout_dev.operator_process import OperatorProcess
 from tests.conftest import ClusterUnderTest
 from tests.e2e.conftest import TEST_TICK_INTERVAL
 from tests.support.helm import CHART, helm, render_text, values_file

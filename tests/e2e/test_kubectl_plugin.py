@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from modelrollout.devcluster.operator_process import OperatorProcess
-from modelrollout.devcluster.prometheus import PrometheusHandle
 from modelrollout.engine.revision import revision_of
 from modelrollout.models import parse_spec
+from modelrollout_dev.operator_process import OperatorProcess
+from modelrollout_dev.prometheus import PrometheusHandle
 from tests.conftest import ClusterUnderTest
 from tests.support.kube import wait_until
 from tests.support.rollouts import Rollouts, rollout_manifest, with_model

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from modelrollout.devcluster.operator_process import OperatorProcess
 from modelrollout.kube.api import LEASES, KubeApi
+from modelrollout_dev.operator_process import OperatorProcess
 from tests.conftest import ClusterUnderTest
 from tests.e2e.conftest import TEST_TICK_INTERVAL
 from tests.e2e.test_canary_operator import scrape, start_stable, step_sequence

@@ -18,9 +18,9 @@ import pytest
 import yaml
 from kubernetes import client
 
-from modelrollout.devcluster.gateway import Gateway
-from modelrollout.devcluster.operator_process import OperatorProcess
-from modelrollout.devcluster.podprocesses import PodProcesses
+from modelrollout_dev.gateway import Gateway
+from modelrollout_dev.operator_process import OperatorProcess
+from modelrollout_dev.podprocesses import PodProcesses
 from tests.e2e.test_canary_traffic import tiny_models, traffic, wait_for_servers
 from tests.support.rollouts import Rollouts, rollout_manifest
 

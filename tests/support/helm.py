@@ -1,4 +1,4 @@
-"""Run the real helm (built by `modelrollout dev cluster build`) on the chart."""
+"""Run the real helm on the chart (built before the run by tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from modelrollout.devcluster import toolchain
+from modelrollout_dev import toolchain
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "modelrollout"

@@ -1,31 +1,25 @@
-"""`python dev/modelrollout_dev/crds.py`: one command writes the CRD to crds/ and the chart."""
+"""`python -m modelrollout_dev.crds`: one command writes the CRD to crds/ and the chart."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+import modelrollout_dev.crds
 from modelrollout.models import crd
 
 pytestmark = pytest.mark.unit
 
-REPO = Path(__file__).resolve().parents[2]
-COMMAND = REPO / "dev" / "modelrollout_dev" / "crds.py"
 CHART_COPY = Path("charts/modelrollout/files/crds") / crd.FILE_NAME
 
 
 @pytest.fixture
 def crds_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     """The command's module, writing under `tmp_path` instead of the repository."""
-    spec = importlib.util.spec_from_file_location("crds_command", COMMAND)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    monkeypatch.setattr(module, "ROOT", tmp_path)
-    return module
+    monkeypatch.setattr(modelrollout_dev.crds, "ROOT", tmp_path)
+    return modelrollout_dev.crds
 
 
 def test_check_names_each_stale_file_and_writing_makes_both_identical(
@@ -60,8 +54,4 @@ def test_writing_creates_missing_files(crds_command: ModuleType, tmp_path: Path)
 
 
 def test_the_committed_files_pass_the_check() -> None:
-    spec = importlib.util.spec_from_file_location("crds_command_repo", COMMAND)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.main(["--check"]) == 0
+    assert modelrollout_dev.crds.main(["--check"]) == 0

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from modelrollout.devcluster.nodes import GPU_RESOURCE, cluster_nodes
-from modelrollout.devcluster.podprocesses import local_eval_command
-from modelrollout.devcluster.prometheus import prometheus_config
-from modelrollout.devcluster.toolchain import (
+from modelrollout_dev.nodes import GPU_RESOURCE, cluster_nodes
+from modelrollout_dev.podprocesses import local_eval_command
+from modelrollout_dev.prometheus import prometheus_config
+from modelrollout_dev.toolchain import (
     ToolchainError,
     kubernetes_ldflags,
     kubernetes_wrapper_go_mod,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from modelrollout.devcluster import faults
+from modelrollout_dev import faults
 
 pytestmark = pytest.mark.unit
 

@@ -11,7 +11,7 @@ import yaml
 
 from tests.support.helm import CHART, KUBE_VERSION, REPO, helm, only, render, values_file
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.chart
 
 # Exactly what the operator does, per resource (tests/e2e/test_helm_install.py
 # drives a rollout with these and nothing more).

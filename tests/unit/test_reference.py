@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from modelrollout import reference
 from modelrollout.analysis.templates import TEMPLATE_VARIABLES
 from modelrollout.models import ModelRolloutSpec
+from modelrollout_dev import reference
 
 pytestmark = pytest.mark.unit
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from modelrollout.engine import runtimes
 from modelrollout.models import ModelRolloutSpec, parse_duration
-from modelserve import vllm_runtime
 
 # Endpoints controllers and gateways need a moment to stop sending traffic to
 # a terminating pod; the server drains in-flight requests after that.
@@ -16,7 +16,7 @@ PRE_STOP_SLEEP_SECONDS = 5
 def build_pod_spec(spec: ModelRolloutSpec) -> dict[str, Any]:
     runtime = spec.runtime
     grace_seconds = math.ceil(parse_duration(runtime.termination_grace_period))
-    serving = vllm_runtime.RuntimeSpec(
+    serving = runtimes.RuntimeSpec(
         engine=runtime.engine,
         image=runtime.image,
         model_name=spec.model.name,
@@ -29,7 +29,7 @@ def build_pod_spec(spec: ModelRolloutSpec) -> dict[str, Any]:
         # The server must finish draining before the kubelet's SIGKILL.
         drain_timeout_s=max(1, grace_seconds - PRE_STOP_SLEEP_SECONDS - 5),
     )
-    pod_spec = vllm_runtime.build_pod_spec(serving)
+    pod_spec = runtimes.build_pod_spec(serving)
     container = pod_spec["containers"][0]
     container["lifecycle"] = {
         "preStop": {"sleep": {"seconds": PRE_STOP_SLEEP_SECONDS}},

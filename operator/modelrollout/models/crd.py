@@ -13,7 +13,7 @@ A field without a description, or a type Kubernetes cannot express
 structurally (a union, a free-form object not marked as one), fails the
 build with `SchemaError` naming the field.
 
-`python dev/modelrollout_dev/crds.py` (`make crds`) writes `crd_yaml()` to
+`python -m modelrollout_dev.crds` (`make crds`) writes `crd_yaml()` to
 crds/ and the Helm chart; tests/unit/operator/test_crd.py fails when either
 differs.
 """

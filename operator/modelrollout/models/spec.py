@@ -44,9 +44,9 @@ from modelrollout.analysis.templates import (
 )
 from modelrollout.models.durations import DURATION_PATTERN, DurationError, parse_duration
 from modelrollout.models.schema import INT_OR_STRING, list_map, rule, validations
+from modelrollout.models.uri import ModelURIError, parse_model_uri
 from modelrollout.traffic import capabilities_of, routers_with
 from modelrollout.traffic.base import Capability, RouterCapabilities
-from modelserve.config.uri import ModelURIError, parse_model_uri
 
 # Also the CRD's `pattern` (the Duration and BreachWhen types below carry it there).
 BREACH_WHEN_PATTERN = r"^(>|>=|<|<=|==|!=) *-?[0-9]+(\.[0-9]+)?$"

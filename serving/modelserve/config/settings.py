@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from modelserve.config.uri import DEFAULT_PVC_MOUNT_ROOT
+from modelrollout.models.uri import DEFAULT_PVC_MOUNT_ROOT
 from modelserve.faults import FaultInjection
 
 

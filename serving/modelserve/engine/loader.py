@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from modelserve.config.uri import (
+from modelrollout.models.uri import (
     DEFAULT_PVC_MOUNT_ROOT,
     HubModel,
     ModelURIError,

@@ -196,7 +196,7 @@ def test_the_committed_crd_is_the_one_the_models_generate(directory: str) -> Non
     committed = REPO / directory / crd.FILE_NAME
     assert committed.exists() and committed.read_text() == crd.crd_yaml(), (
         f"{committed.relative_to(REPO)} differs from the pydantic models: run `{crd.COMMAND}` "
-        "(python dev/modelrollout_dev/crds.py) and commit the result"
+        "(python -m modelrollout_dev.crds) and commit the result"
     )
 
 

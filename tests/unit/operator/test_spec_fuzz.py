@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from modelrollout.engine.podspec import build_pod_spec
 from modelrollout.models import InvalidSpecError, ModelRolloutSpec, parse_spec
-from modelrollout.reference import pydantic_fields
+from modelrollout_dev.reference import pydantic_fields
 from tests.support.bad_inputs import CASES, BadInput, names_field
 from tests.unit.operator.builders import example_spec
 

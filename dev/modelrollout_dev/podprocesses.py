@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from modelrollout.devcluster.prometheus import PrometheusHandle
 from modelrollout.kube.api import PODS, SERVICES, KubeApi, Resource
 from modelrollout.kube.labels import EVALUATION_LABEL, REVISION_LABEL, ROLE_LABEL, ROLLOUT_LABEL
+from modelrollout_dev.prometheus import PrometheusHandle
 
 CONFIGMAPS = Resource("", "v1", "configmaps")
 # How long an evaluation pod waits for healthy servers of the revisions it compares.

@@ -1,8 +1,9 @@
 """Pure builders of the serving container and pod spec for the engines `vllm` and `torch`.
 
-The operator imports this module, so it imports no torch and touches no API:
-every function takes plain values and returns plain dicts in Kubernetes'
-camelCase shape, ready to be put into a Deployment's pod template.
+The controller builds every revision's pod with them (engine/podspec.py), so
+they import no torch and touch no API: every function takes plain values and
+returns plain dicts in Kubernetes' camelCase shape, ready to be put into a
+Deployment's pod template.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelserve.config.uri import DEFAULT_PVC_MOUNT_ROOT, HubModel, PVCModel, parse_model_uri
+from modelrollout.models.uri import DEFAULT_PVC_MOUNT_ROOT, HubModel, PVCModel, parse_model_uri
 
 GPU_RESOURCE = "nvidia.com/gpu"
 HEALTH_PATH = "/health"

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from modelrollout.devcluster import cli as devcluster_cli
+from modelrollout_dev import cluster_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="modelrollout", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    devcluster_cli.add_parser(commands)
+    cluster_cli.add_parser(commands)
     demo = commands.add_parser(
         "demo", help="a real rollout on the local cluster: one good revision, one bad"
     )
@@ -21,8 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    # Imported here: the demo needs the serving extra, the operator does not.
-    from modelrollout.devcluster import demo
+    # Imported here: the cluster commands need none of the demo's traffic stand-ins (starlette).
+    from modelrollout_dev import demo
 
     return demo.run(keep_cluster=args.keep_cluster)
 

@@ -6,8 +6,8 @@ spec models: the operator applies them when it parses a spec, and the CRD
 declares none of its own (where it does, its `default` is shown;
 tests/unit/test_reference.py keeps the two equal).
 
-    python -m modelrollout.reference           # rewrite docs/reference.md
-    python -m modelrollout.reference --check   # exit 1 with a diff if it is out of date
+    python -m modelrollout_dev.reference           # rewrite docs/reference.md
+    python -m modelrollout_dev.reference --check   # exit 1 with a diff if it is out of date
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from modelrollout.models.spec import ModelRolloutSpec
 ROOT = Path(__file__).resolve().parents[2]
 CRD_PATH = ROOT / "crds" / "modelrollouts.modelrollout.dev.yaml"
 REFERENCE_PATH = ROOT / "docs" / "reference.md"
-COMMAND = "python -m modelrollout.reference"
+COMMAND = "python -m modelrollout_dev.reference"
 
 _HTML_START = re.compile(r"<(?=[A-Za-z/!?])")
 

@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from modelrollout.devcluster import cluster, toolchain
+from modelrollout_dev import cluster, toolchain
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

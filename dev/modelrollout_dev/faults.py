@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelrollout.devcluster import cluster
+from modelrollout_dev import cluster
 
 KUBE_APISERVER = "kube-apiserver"
 

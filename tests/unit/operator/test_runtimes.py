@@ -7,13 +7,13 @@ import sys
 
 import pytest
 
-from modelserve.config.uri import ModelURIError
-from modelserve.vllm_runtime import (
+from modelrollout.engine.runtimes import (
     RuntimeSpec,
     build_container,
     build_pod_spec,
     gpu_count,
 )
+from modelrollout.models.uri import ModelURIError
 
 pytestmark = pytest.mark.unit
 
@@ -106,7 +106,7 @@ def test_bad_engine_and_bad_uri_are_refused() -> None:
 
 
 def test_the_builder_module_does_not_import_torch() -> None:
-    code = "import sys, modelserve.vllm_runtime; print('torch' in sys.modules)"
+    code = "import sys, modelrollout.engine.runtimes; print('torch' in sys.modules)"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )

@@ -252,6 +252,14 @@ def gateway_api_crd_files() -> list[Path]:
     return [*standard, crd_dir / "experimental" / "gateway.networking.k8s.io_httproutes.yaml"]
 
 
+def ensure_helm() -> Path:
+    """Build helm alone when it is missing: the chart's tests need it, not a cluster."""
+    helm = expected_binaries().helm
+    if not helm.is_file():
+        build_helm()
+    return helm
+
+
 def ensure_binaries() -> Binaries:
     """Build what is missing from the cache; a warm cache builds nothing."""
     missing = set(missing_binaries())

@@ -19,17 +19,17 @@ from typing import Any
 import yaml
 from kubernetes import config
 
-from modelrollout.devcluster import cluster
-from modelrollout.devcluster.gateway import Gateway
-from modelrollout.devcluster.load import BackgroundLoad
-from modelrollout.devcluster.operator_process import OperatorProcess
-from modelrollout.devcluster.podprocesses import PodProcesses
 from modelrollout.kube.api import MODELROLLOUTS, KubeApi
 from modelrollout.kube.labels import GROUP, VERSION
+from modelrollout_dev import cluster
+from modelrollout_dev.gateway import Gateway
+from modelrollout_dev.load import BackgroundLoad
+from modelrollout_dev.operator_process import OperatorProcess
+from modelrollout_dev.podprocesses import PodProcesses
 
 NAMESPACE = "demo"
 ROLLOUT = "chat"
-CRD_FILE = Path(__file__).resolve().parents[3] / "crds" / "modelrollouts.modelrollout.dev.yaml"
+CRD_FILE = Path(__file__).resolve().parents[2] / "crds" / "modelrollouts.modelrollout.dev.yaml"
 
 
 def _say(message: str) -> None:

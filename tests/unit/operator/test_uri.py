@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from modelserve.config.uri import (
+from modelrollout.models.uri import (
     HubModel,
     LocalModel,
     ModelURIError,

@@ -23,14 +23,14 @@ from pathlib import Path
 
 import yaml
 
-from modelrollout.devcluster import toolchain
-from modelrollout.devcluster.nodes import cluster_nodes
-from modelrollout.devcluster.prometheus import (
+from modelrollout.kube.labels import EVALUATION_LABEL
+from modelrollout_dev import toolchain
+from modelrollout_dev.nodes import cluster_nodes
+from modelrollout_dev.prometheus import (
     PrometheusHandle,
     prometheus_binary,
     prometheus_config,
 )
-from modelrollout.kube.labels import EVALUATION_LABEL
 
 DEFAULT_NAME = "modelrollout"
 
@@ -45,7 +45,7 @@ _KWOKCTL_CONFIG = {
 # kwok's own default ("fast") stages, as kwokctl would use them: giving any stage
 # replaces all of its defaults. kwok marks a pod owned by a Job Succeeded (exit 0,
 # no termination message) at once; a quality-gate Job's pod must instead be run by
-# the harness (devcluster/podprocesses.py), which writes its real result.
+# the harness (podprocesses.py), which writes its real result.
 _KWOK_STAGES = (
     "node/fast/node-initialize.yaml",
     "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",

@@ -31,8 +31,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from modelrollout.devcluster.podprocesses import Endpoint, PodProcesses
 from modelrollout.kube.api import HTTPROUTES, SERVICES, KubeApi
+from modelrollout_dev.podprocesses import Endpoint, PodProcesses
 
 REFRESH_SECONDS = 0.2
 
