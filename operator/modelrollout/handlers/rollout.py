@@ -96,12 +96,15 @@ def _tick(body: dict[str, Any]) -> None:
 
 def _tick_period(body: dict[str, Any]) -> float:
     assert _reconciler is not None, "startup configures the reconciler"
+    # A replica that does not lead decides nothing: what it last decided is stale.
+    decided = _reconciler.last_decision(body["metadata"]["uid"]) if _leading() else None
     return tick_period(
-        _reconciler.with_unwritten_checks(body),
+        body,
         datetime.now(UTC),
         TICK_INTERVAL_SECONDS,
         RESYNC_INTERVAL_SECONDS,
         CANARY_RESYNC_SECONDS,
+        decided,
     )
 
 
