@@ -1,5 +1,10 @@
 """One tick of one rollout: observe the world, let the strategy decide, act, write status.
 
+Every rule is a pure function: decide() (strategies/canary.py) gives the next
+status; strategies/desired.py what of it to write and which children and
+route weights it asks for; strategies/timers.py when the next tick is due.
+This module only observes, calls them and applies what they return.
+
 Order matters for restart safety: on a rollback the canary weight goes to 0
 first; then the new status (which holds all progress) is written; only then
 are children converged to what that status says. A killed operator therefore
@@ -268,14 +273,15 @@ class Reconciler:
             router.set_weights(replace(backends, mirror_percent=0), 0)
         if new_status != status:
             self._write_or_keep(rollout, stored, new_status, now)
-        self._decided[rollout.uid] = LastDecision(
-            new_status, now, next_timer(spec, new_status, now)
-        )
         for event_type, reason, message in events:
             post_event(event_type, reason, message)
         self._metrics.observe_tick(rollout.namespace, rollout.name, status, new_status, events)
         self._converge(rollout, spec, spec_revision, new_status, deployments, now)
         converge_evaluation(self._api, rollout, spec, new_status, deployments)
+        # Only a tick that applied all it decided: a failed one waits its period.
+        self._decided[rollout.uid] = LastDecision(
+            new_status, now, next_timer(spec, new_status, now)
+        )
 
     def _capacity_shortfall(
         self, rollout: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus
