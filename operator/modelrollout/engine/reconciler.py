@@ -1,5 +1,10 @@
 """One tick of one rollout: observe the world, let the strategy decide, act, write status.
 
+Every rule is a pure function: decide() (strategies/canary.py) gives the next
+status; strategies/desired.py what of it to write and which children and
+route weights it asks for; strategies/timers.py when the next tick is due.
+This module only observes, calls them and applies what they return.
+
 Order matters for restart safety: on a rollback the canary weight goes to 0
 first; then the new status (which holds all progress) is written; only then
 are children converged to what that status says. A killed operator therefore
@@ -26,13 +31,7 @@ from typing import Any
 from modelrollout.analysis.assessment import check_events
 from modelrollout.analysis.provider import MetricProvider, provider_for
 from modelrollout.analysis.runner import evaluate
-from modelrollout.engine.capacity import (
-    assess,
-    gpus_per_pod,
-    min_stable_replicas,
-    node_gpus,
-    pod_gpus,
-)
+from modelrollout.engine.capacity import assess, gpus_per_pod, node_gpus, pod_gpus
 from modelrollout.engine.children import (
     converge_deployments,
     observe_deployments,
@@ -45,13 +44,21 @@ from modelrollout.engine.podspec import build_pod_spec
 from modelrollout.engine.revision import revision_of
 from modelrollout.engine.strategies import canary
 from modelrollout.engine.strategies.bluegreen import is_blue_green
+from modelrollout.engine.strategies.desired import (
+    may_start_canary,
+    revision_plan,
+    route_weight,
+    status_to_write,
+    writes_now,
+)
+from modelrollout.engine.strategies.timers import next_timer
 from modelrollout.engine.strategies.types import (
     AnalysisVerdict,
     Commands,
     Observations,
     RevisionObservation,
 )
-from modelrollout.engine.workloads import plan_revisions
+from modelrollout.engine.timing import LastDecision
 from modelrollout.kube.api import MODELROLLOUTS, NODES, PODS, KubeApi, KubeApiError
 from modelrollout.kube.labels import label_selector, revision_object_name, selector_labels
 from modelrollout.kube.workloads import RolloutRef
@@ -63,9 +70,9 @@ from modelrollout.models import (
     parse_duration,
     parse_spec,
 )
-from modelrollout.models.status import ACTIVE_CANARY_PHASES, CheckStatus, GpuUsage
+from modelrollout.models.status import CheckStatus, GpuUsage
 from modelrollout.traffic import router_for
-from modelrollout.traffic.base import AchievedWeights, Backends, Capability, routed_condition
+from modelrollout.traffic.base import AchievedWeights, Backends, routed_condition
 
 EventSink = Callable[[str, str, str], None]
 logger = logging.getLogger("modelrollout")
@@ -98,6 +105,7 @@ class Reconciler:
         self._written: dict[str, ModelRolloutStatus] = {}
         self._written_at: dict[str, datetime] = {}
         self._unwritten_checks: dict[str, tuple[CheckStatus, ...]] = {}
+        self._decided: dict[str, LastDecision] = {}
         self._check_refresh_seconds = check_refresh_seconds
 
     @staticmethod
@@ -111,6 +119,7 @@ class Reconciler:
             self._written.pop(uid, None)
             self._written_at.pop(uid, None)
             self._unwritten_checks.pop(uid, None)
+            self._decided.pop(uid, None)
         self._metrics.forget(namespace, name)
 
     def _lock(self, uid: str) -> threading.Lock:
@@ -123,6 +132,8 @@ class Reconciler:
     def tick(self, body: dict[str, Any], post_event: EventSink) -> None:
         uid = body["metadata"]["uid"]
         with self._lock(uid):
+            # A tick that fails decides nothing: its rollout's timing falls back to its body.
+            self._decided.pop(uid, None)
             written = self._written.get(uid)
             if written is not None and written != ModelRolloutStatus.model_validate(
                 body.get("status") or {}
@@ -138,14 +149,13 @@ class Reconciler:
             with self._metrics.tick_duration.time():
                 self._tick(body, post_event)
 
-    def with_unwritten_checks(self, body: dict[str, Any]) -> dict[str, Any]:
-        """The body with the checks' readings kept in memory (the timing of the next tick)."""
-        checks = self._unwritten_checks.get(body["metadata"]["uid"])
-        if checks is None:
-            return body
-        patch = ModelRolloutStatus(checks=checks).to_patch()
-        status = {**(body.get("status") or {}), "checks": patch["checks"]}
-        return {**body, "status": status}
+    def last_decision(self, uid: str) -> LastDecision | None:
+        """What the rollout's last tick decided: the timing of the next tick.
+
+        Fresher than the body the scheduler holds, which may predate that
+        tick's status write, and which lacks the check readings kept in memory.
+        """
+        return self._decided.get(uid)
 
     def _status_with_unwritten_checks(
         self, uid: str, stored: ModelRolloutStatus
@@ -167,11 +177,7 @@ class Reconciler:
         now: datetime,
     ) -> None:
         written_at = self._written_at.get(rollout.uid)
-        if (
-            written_at is not None
-            and (now - written_at).total_seconds() < self._check_refresh_seconds
-            and not new_status.differs_beyond_check_readings(stored)
-        ):
+        if not writes_now(stored, new_status, written_at, now, self._check_refresh_seconds):
             self._unwritten_checks[rollout.uid] = new_status.checks
             return
         self._write_status(rollout, new_status, now)
@@ -208,6 +214,7 @@ class Reconciler:
             if invalid != status:
                 self._write_status(rollout, invalid, now)
                 post_event("Warning", "InvalidSpec", f"{error.field_path}: {error.message}")
+            self._decided[rollout.uid] = LastDecision(invalid, now, None)
             return
 
         spec_revision = revision_of(spec)
@@ -238,10 +245,7 @@ class Reconciler:
 
         checks, verdict = self._analyze(spec, status, rollout, now)
         commands = pending_in_body(body)
-        may_start_canary = spec_revision not in (
-            status.stable_revision,
-            status.canary_revision,
-        ) or ("retry" in commands and status.phase == "RolledBack")
+        observed_commands = Commands.from_pending(commands)
         observations = Observations(
             now=now,
             spec_revision=spec_revision,
@@ -250,30 +254,26 @@ class Reconciler:
             canary=observe(status.canary_revision),
             achieved_weights=achieved_pair,
             analysis=verdict,
-            commands=Commands.from_pending(commands),
+            commands=observed_commands,
             capacity_shortfall=self._capacity_shortfall(rollout, spec, status)
-            if may_start_canary and status.stable_revision is not None
+            if may_start_canary(spec_revision, status, observed_commands)
+            and status.stable_revision is not None
             else None,
             evaluation=observe_evaluation(self._api, rollout, spec, status),
             router_capabilities=router.capabilities,
         )
         decision = canary.decide(spec, status.with_checks(checks), observations)
         events = [*check_events(status.checks, checks), *decision.events]
-        new_status = (
-            decision.status.with_handled_commands(commands)
-            .with_observed_generation(generation)
-            .with_gpus(
-                _gpu_usage(
-                    spec,
-                    deployments,
-                    decision.status.stable_revision,
-                    decision.status.canary_revision,
-                )
-            )
+        new_status = status_to_write(
+            decision.status,
+            commands,
+            generation,
+            _gpu_usage(
+                spec, deployments, decision.status.stable_revision, decision.status.canary_revision
+            ),
+            routed_condition(achieved) if backends is not None else None,
+            now,
         )
-        if backends is not None:
-            routed, reason, message = routed_condition(achieved)
-            new_status = new_status.with_condition("TrafficRouted", routed, reason, message, now)
 
         if decision.rollback_now and backends is not None:
             router.set_weights(replace(backends, mirror_percent=0), 0)
@@ -284,6 +284,10 @@ class Reconciler:
         self._metrics.observe_tick(rollout.namespace, rollout.name, status, new_status, events)
         self._converge(rollout, spec, spec_revision, new_status, deployments, now)
         converge_evaluation(self._api, rollout, spec, new_status, deployments)
+        # Only a tick that applied all it decided: a failed one waits its period.
+        self._decided[rollout.uid] = LastDecision(
+            new_status, now, next_timer(spec, new_status, now)
+        )
 
     def _capacity_shortfall(
         self, rollout: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus
@@ -353,37 +357,7 @@ class Reconciler:
         now: datetime,
     ) -> None:
         router = router_for(spec.traffic.router, self._api)
-        exact_weights = Capability.EXACT_WEIGHTS in router.capabilities
-        serving = status.phase in ACTIVE_CANARY_PHASES or status.phase == "Promoting"
-        aborted_at = status.aborted_at
-        keep_aborted = (
-            exact_weights
-            and aborted_at is not None
-            and (now - aborted_at).total_seconds()
-            < parse_duration(spec.strategy.canary.abort_scale_down_delay)
-            if spec.strategy.canary is not None
-            else False
-        )
-        plan = plan_revisions(
-            replicas=spec.runtime.replicas,
-            stable=status.stable_revision,
-            canary=status.canary_revision,
-            # With exact weights traffic moves in the same tick as the scale-down would
-            # start: stable keeps its pods until the promotion completes, so no request
-            # meets a draining pod. (Without them, scaling stable down is the move.)
-            stable_weight=100
-            if status.phase == "Promoting" and exact_weights
-            else status.weights.stable,
-            # A shadow's candidate is sized for the share of requests mirrored to it.
-            canary_weight=max(status.weights.canary, status.weights.mirror),
-            canary_serving=serving,
-            keep_aborted_canary=keep_aborted,
-            shift_min_stable=min_stable_replicas(spec)
-            if spec.runtime.capacity == "shift" and spec.strategy.canary is not None
-            else None,
-            blue_green=is_blue_green(spec),
-            previous=status.previous_revision,
-        )
+        plan = revision_plan(spec, status, now)
         pod_spec = build_pod_spec(spec)
         converge_deployments(
             self._api,
@@ -397,9 +371,9 @@ class Reconciler:
         if backends is None:
             return
         router.reconcile(backends)
-        # A serving canary at weight 0 is warming up: the plan sized it, no route change.
-        if status.weights.canary > 0 or status.weights.mirror > 0 or not serving:
-            router.set_weights(backends, status.weights.canary if serving else 0)
+        weight = route_weight(status)
+        if weight is not None:
+            router.set_weights(backends, weight)
 
 
 def _gpu_usage(

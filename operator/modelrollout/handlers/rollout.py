@@ -90,13 +90,22 @@ def _tick(
     reconciler.tick(body, post_event)
 
 
-def _tick_period(reconciler: Reconciler, settings: OperatorSettings, body: dict[str, Any]) -> float:
+def _tick_period(
+    reconciler: Reconciler,
+    settings: OperatorSettings,
+    elector: LeaseElector | None,
+    body: dict[str, Any],
+) -> float:
+    # A replica that does not lead decides nothing: what it last decided is stale.
+    leading = elector is None or elector.is_leader
+    decided = reconciler.last_decision(body["metadata"]["uid"]) if leading else None
     return tick_period(
-        reconciler.with_unwritten_checks(body),
+        body,
         datetime.now(UTC),
         settings.tick_interval_seconds,
         settings.resync_interval_seconds,
         settings.canary_resync_seconds,
+        decided,
     )
 
 
@@ -161,7 +170,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     scheduler = TickScheduler(
         partial(_tick, api, reconciler, elector),
         operator_settings.concurrent_ticks,
-        partial(_tick_period, reconciler, operator_settings),
+        partial(_tick_period, reconciler, operator_settings, elector),
     )
     api.set_change_sink(scheduler.wake)
     operator = Operator(api, reconciler, scheduler, elector)

@@ -2,10 +2,10 @@
 
 Everything here takes the plain dicts the API server returned (a ModelRollout,
 its Deployments, its Events) and the current time, and returns text or a
-verdict; cli.py does all the reading and writing. Refusals follow what the
-operator really does with each command (engine/strategies/canary.py): a
-command it would record as handled without acting on it is refused here,
-with the reason, instead of being silently swallowed.
+verdict; cli.py does all the reading and writing. Refusals are the
+operator's own rule (engine/strategies/command_rules.py): a command it
+would record as handled without acting on it is refused here, with the
+reason, instead of being silently swallowed.
 """
 
 from __future__ import annotations
@@ -19,11 +19,13 @@ from pydantic import ValidationError
 
 from modelrollout.analysis.assessment import pending_checks
 from modelrollout.engine.revision import revision_of
+from modelrollout.engine.strategies.bluegreen import steps_strategy
 from modelrollout.engine.strategies.canary import describe_step
+from modelrollout.engine.strategies.command_rules import refusal as command_refusal
 from modelrollout.kube.labels import REVISION_LABEL, ROLE_LABEL
 from modelrollout.models.durations import parse_duration
 from modelrollout.models.spec import CanaryStep, ModelRolloutSpec
-from modelrollout.models.status import ACTIVE_CANARY_PHASES, HistoryEntry, ModelRolloutStatus
+from modelrollout.models.status import HistoryEntry, ModelRolloutStatus
 
 STEP_DONE = "✔"
 STEP_CURRENT = "▶"
@@ -91,9 +93,10 @@ class Rollout:
 
     @property
     def steps(self) -> list[CanaryStep]:
-        if self.spec is None or self.spec.strategy.canary is None:
+        """The steps the operator walks: blue-green's and shadow's are generated ones."""
+        if self.spec is None:
             return []
-        return list(self.spec.strategy.canary.steps)
+        return list(steps_strategy(self.spec).steps)
 
 
 # -- time ---------------------------------------------------------------------
@@ -425,62 +428,13 @@ def render_history(rollout: Rollout) -> str:
 
 def refusal(rollout: Rollout, command: str) -> str | None:
     """Why `command` would do nothing now, or None when the operator will act on it."""
-    status = rollout.status
-    phase = status.phase
-    canary = status.canary_revision
-    # Commands are only acted on while a canary runs (or, for retry, after a rollback).
-    running = canary is not None and phase in ACTIVE_CANARY_PHASES
-    reason: str | None = None
-    if command in ("promote", "promote-full"):
-        if phase == "Promoting":
-            reason = f"canary {canary} is already being promoted"
-        elif not running:
-            reason = f"nothing to promote: no canary is progressing (phase {phase})"
-    elif command == "abort":
-        if phase == "Promoting":
-            reason = (
-                f"too late to abort: canary {canary} already takes all traffic and is being "
-                "promoted; once it is stable, `undo` rolls the previous revision out again"
-            )
-        elif phase in ("RollingBack", "RolledBack"):
-            reason = f"canary {canary} is already rolled back (phase {phase})"
-        elif not running:
-            reason = f"nothing to abort: no canary is progressing (phase {phase})"
-    elif command == "pause":
-        if phase == "Paused":
-            reason = f"already paused ({status.pause_reason or 'no reason given'})"
-        elif not running:
-            reason = f"nothing to pause: no canary is progressing (phase {phase})"
-    elif command == "resume":
-        if phase != "Paused" or not running:
-            reason = f"not paused (phase {phase})"
-    elif command == "retry":
-        reason = _retry_refusal(rollout)
-    else:
-        raise ValueError(f"unknown command {command!r}")
+    reason = command_refusal(command, rollout.status, rollout.spec_revision)
     if reason is not None and not rollout.seen_by_operator:
         reason += (
             f" (the operator has not yet seen generation {rollout.generation}; "
             "try again in a moment)"
         )
     return reason
-
-
-def _retry_refusal(rollout: Rollout) -> str | None:
-    status = rollout.status
-    if status.phase == "RollingBack":
-        return "still rolling back: retry once the phase is RolledBack"
-    if status.phase != "RolledBack" or status.canary_revision is None:
-        return f"nothing to retry: retry restarts a rolled-back canary (phase {status.phase})"
-    revision = rollout.spec_revision
-    if revision == status.stable_revision:
-        return f"the spec is back on stable revision {revision}: there is no canary to retry"
-    if revision != status.canary_revision:
-        return (
-            f"the spec has moved on to revision {revision}: the operator rolls that out "
-            f"without a retry (rolled-back canary: {status.canary_revision})"
-        )
-    return None
 
 
 @dataclass(frozen=True)

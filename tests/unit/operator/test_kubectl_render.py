@@ -155,6 +155,59 @@ def test_get_shows_why_a_paused_step_waits_and_a_rolled_back_one_where_it_stoppe
     ]
 
 
+def strategy_v2(strategy: dict[str, Any], router: str = "service") -> tuple[Simulated, Any]:
+    """v1 stable under `strategy`, then a new revision V2 started (one tick)."""
+    spec = example_spec()
+    spec["traffic"]["router"] = router
+    spec["strategy"] = strategy
+    sim = Simulated.of(spec)
+    sim.tick()
+    spec = with_model_uri(spec, V2)
+    sim.apply(spec)
+    sim.tick(1)
+    return sim, spec
+
+
+def test_get_shows_the_steps_blue_green_runs_and_where_it_is() -> None:
+    sim, spec = strategy_v2(
+        {"blueGreen": {"autoPromotionAfter": "30s", "postPromotionAnalysis": {"duration": "5m"}}}
+    )
+    sim.tick(10)
+    rollout = Rollout.of(body_of(sim, spec))
+    assert step_lines(render_get(rollout, [], [], sim.now))[:3] == [
+        f"  {STEP_CURRENT} 1  pause 30s   (10s of 30s)",
+        "    2  setWeight 100",
+        "    3  analysis for 5m",
+    ]
+    listed = render_list([rollout], sim.now, all_namespaces=False).split("\n")[1].split()
+    assert listed[2:4] == ["blueGreen", "1/3"]
+    sim.tick(21)  # autoPromotionAfter is up: the switch to the preview
+    sim.tick(1)  # the router reports it: the post-promotion window starts
+    sim.tick(1)
+    assert step_lines(render_get(Rollout.of(body_of(sim, spec)), [], [], sim.now))[:3] == [
+        f"  {STEP_DONE} 1  pause 30s",
+        f"  {STEP_DONE} 2  setWeight 100",
+        f"  {STEP_CURRENT} 3  analysis for 5m   (1s of 5m)",
+    ]
+
+
+def test_get_shows_the_steps_a_shadow_runs_and_where_it_is() -> None:
+    sim, spec = strategy_v2(
+        {"shadow": {"mirrorPercent": 30, "duration": "60s", "then": "canary"}}, "gatewayAPI"
+    )
+    sim.tick(20)
+    rollout = Rollout.of(body_of(sim, spec))
+    assert step_lines(render_get(rollout, [], [], sim.now))[:5] == [
+        f"  {STEP_CURRENT} 1  analysis for 60s   (20s of 60s)",
+        "    2  setWeight 10",
+        "    3  analysis for 60s",
+        "    4  setWeight 50",
+        "    5  analysis for 60s",
+    ]
+    listed = render_list([rollout], sim.now, all_namespaces=False).split("\n")[1].split()
+    assert listed[2:4] == ["shadow", "1/5"]
+
+
 def test_get_without_a_canary_marks_no_step() -> None:
     sim = stable_v1()
     text = render_get(Rollout.of(body_of(sim, example_spec())), [], [], sim.now)

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from modelrollout.engine.timing import progress_marker, tick_period
+from tests.unit.operator.builders import example_spec
 
 pytestmark = pytest.mark.unit
 
@@ -21,15 +22,18 @@ def ago(seconds: float) -> str:
 
 
 def body(phase: str, step: int | None = None, started_ago: float = 0.0, **status: Any) -> dict:
+    spec = example_spec()
+    spec["strategy"] = {"canary": {"steps": STEPS}}
+    spec["analysis"]["interval"] = "4s"
+    spec["progressDeadline"] = "60s"
     return {
         "metadata": {"generation": 2},
-        "spec": {
-            "strategy": {"canary": {"steps": STEPS}},
-            "analysis": {"interval": "4s", "checks": [{"name": "errors"}]},
-            "progressDeadline": "60s",
-        },
+        "spec": spec,
         "status": {
             "phase": phase,
+            "stableRevision": "stable1",
+            "canaryRevision": "canary1",
+            "weights": {"stable": 80, "canary": 20},
             "currentStep": step,
             "stepStartedAt": ago(started_ago),
             "observedGeneration": 2,

@@ -1,0 +1,70 @@
+"""What a decided status asks of the world: routes, pods, the status written."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from modelrollout.engine.strategies.desired import (
+    may_start_canary,
+    route_weight,
+    status_to_write,
+    writes_now,
+)
+from modelrollout.engine.strategies.types import Commands
+from modelrollout.models import ModelRolloutStatus, Weights
+from modelrollout.models.status import CheckStatus
+from tests.unit.operator.builders import T0
+
+pytestmark = pytest.mark.unit
+
+
+def test_a_serving_canary_at_weight_zero_warms_up_without_a_route_change() -> None:
+    warming = ModelRolloutStatus(phase="Progressing", canary_revision="c", weights=Weights())
+    assert route_weight(warming) is None
+    at_20 = warming.model_copy(update={"weights": Weights(stable=80, canary=20)})
+    assert route_weight(at_20) == 20
+    mirrored = warming.model_copy(update={"weights": Weights(stable=100, canary=0, mirror=30)})
+    assert route_weight(mirrored) == 0
+    rolled_back = at_20.model_copy(update={"phase": "RollingBack"})
+    assert route_weight(rolled_back) == 0
+
+
+def test_only_a_new_revision_or_a_retry_after_a_rollback_starts_a_canary() -> None:
+    rolled_back = ModelRolloutStatus(phase="RolledBack", stable_revision="s", canary_revision="c")
+    assert may_start_canary("n", rolled_back, Commands())
+    assert not may_start_canary("c", rolled_back, Commands())
+    assert may_start_canary("c", rolled_back, Commands(retry=True))
+    running = rolled_back.model_copy(update={"phase": "Progressing"})
+    assert not may_start_canary("c", running, Commands(retry=True))
+
+
+def test_the_status_written_records_commands_generation_and_routing() -> None:
+    decided = ModelRolloutStatus(phase="Succeeded", stable_revision="s")
+    written = status_to_write(
+        decided, {"promote": "n1"}, 4, None, ("True", "Accepted", "route accepted"), T0
+    )
+    assert written.handled_commands == {"promote": "n1"}
+    assert written.observed_generation == 4
+    routed = written.condition("TrafficRouted")
+    assert routed is not None and (routed.status, routed.reason) == ("True", "Accepted")
+    assert status_to_write(decided, {}, 4, None, None, T0).condition("TrafficRouted") is None
+
+
+def test_a_new_check_reading_alone_is_written_at_most_every_refresh_period() -> None:
+    stored = ModelRolloutStatus(
+        phase="Progressing",
+        checks=(CheckStatus(name="errors", state="Passing", value=0.01, last_evaluated=T0),),
+    )
+    later = T0 + timedelta(seconds=15)
+    reading = stored.with_checks(
+        (CheckStatus(name="errors", state="Passing", value=0.02, last_evaluated=later),)
+    )
+    assert not writes_now(stored, reading, T0, later, 60)
+    assert writes_now(stored, reading, T0, T0 + timedelta(seconds=60), 60)
+    assert writes_now(stored, reading, None, later, 60)
+    breached = stored.with_checks(
+        (CheckStatus(name="errors", state="Breached", value=0.2, last_evaluated=later),)
+    )
+    assert writes_now(stored, breached, T0, later, 60)
