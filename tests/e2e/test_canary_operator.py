@@ -293,7 +293,7 @@ def test_operator_killed_at_random_points_finishes_without_skipping_or_repeating
                 # Nothing moves traffic while the operator is down.
                 assert route_weights(rollouts) == weights_at_kill
                 operator_process.start()
-        time.sleep(1)
+        recorder.wait_for_phase("Succeeded", 30)
 
     assert kills >= 2
     assert step_sequence(recorder.seen) == [0, 1, 2, 3, 4, 5], recorder.seen

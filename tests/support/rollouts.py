@@ -159,6 +159,10 @@ class StatusRecorder:
     def seen(self) -> list[State]:
         return list(self._watch.seen[self.name]) if self._watch is not None else []
 
+    def wait_for_phase(self, phase: str, timeout: float) -> None:
+        assert self._watch is not None, "not recording"
+        self._watch.wait_for_phase(self.name, phase, timeout)
+
     @contextmanager
     def recording(self) -> Iterator[StatusRecorder]:
         with StatusWatch(self.rollouts.apps.api_client, self.rollouts.namespace) as watched:

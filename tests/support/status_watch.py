@@ -196,6 +196,14 @@ class StatusWatch(ObjectWatch):
             history.append(state)
             self.seen_at[name].append(time.monotonic())
 
+    def wait_for_phase(self, name: str, phase: str, timeout: float) -> None:
+        """Wait until the last state seen of `name` is in `phase`: the watch has caught up."""
+        self.wait_for(
+            lambda: self.seen[name][-1:] and self.seen[name][-1][0] == phase,
+            timeout,
+            f"the status watch to see {name} {phase}",
+        )
+
     def timeline(self, name: str, since: float) -> str:
         """The states of one rollout with the seconds since `since` each was seen at."""
         return ", ".join(
