@@ -36,7 +36,7 @@ from tests.conftest import ClusterUnderTest
 from tests.support.kube import wait_until
 from tests.support.rollouts import Rollouts, StatusRecorder, rollout_manifest, with_model
 from tests.support.scenario import Scenario, role
-from tests.support.status_watch import StatusWatch
+from tests.support.status_watch import ObjectWatch, StatusWatch
 
 pytestmark = pytest.mark.e2e
 
@@ -581,47 +581,59 @@ def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 
 
 def test_blue_green_with_a_route_previews_the_new_color_then_switches_all_weight_at_once(
-    rollouts: Rollouts, operator_process: OperatorProcess
+    scenario: Scenario,
 ) -> None:
     v1 = rollout_manifest("chat", "file:///models/v1", [], router="gatewayAPI")
     v1["spec"]["strategy"] = {"blueGreen": {"autoPromotionAfter": "3s", "scaleDownDelay": "60s"}}
-    stable = start_stable(rollouts, v1)
-    recorder = StatusRecorder(rollouts, "chat")
-    with recorder.recording():
-        rollouts.patch_spec("chat", {"model": {"name": "chat", "uri": "file:///models/v2"}})
-        green = wait_until(
-            lambda: rollouts.status("chat").get("canaryRevision"), 30, "the preview revision"
-        )
-        custom = client.CustomObjectsApi(rollouts.apps.api_client)
-        preview = wait_until(
-            lambda: (
-                (route := _get_route(custom, rollouts.namespace, "chat-preview"))
-                and route["spec"]["rules"][0]["backendRefs"][0]["name"] == f"chat-{green}"
-                and route
+    scenario.given().rollout(v1)
+    stable = scenario.stable_revision
+    custom = client.CustomObjectsApi(scenario.rollouts.apps.api_client)
+    with ObjectWatch(
+        custom.list_namespaced_custom_object,
+        "gateway.networking.k8s.io",
+        "v1",
+        scenario.rollouts.namespace,
+        "httproutes",
+    ) as routes:
+        then = scenario.when().update_model("file:///models/v2").then()
+        green = scenario.new_revision
+        then.expect_status("the preview revision", lambda s: s.get("canaryRevision") == green, 30)
+
+        def backends(route: dict[str, Any]) -> list[tuple[str, int]]:
+            refs = route["spec"]["rules"][0]["backendRefs"]
+            return [(r["name"], r.get("weight", 1)) for r in refs]
+
+        # Every version of the preview route, however briefly it stood.
+        preview = routes.wait_for(
+            lambda: next(
+                (
+                    route
+                    for route in routes.versions("chat-preview")
+                    if backends(route)[0][0] == f"chat-{green}"
+                ),
+                None,
             ),
             30,
             "the preview route to the new color",
         )
-        status = rollouts.wait_phase("chat", {"Succeeded"}, 60)
+        status = then.expect_phase("Succeeded", within=60).status
+        # The route is converged right after the status write of the same tick.
+        routes.wait_for(
+            lambda: (
+                "chat" in routes.current
+                and backends(routes.current["chat"]) == [(f"chat-{green}", 100)]
+            ),
+            10,
+            "green alone on the route",
+        )
     (rule,) = preview["spec"]["rules"]
     assert rule["matches"][0]["headers"][0]["name"] == "x-modelrollout-preview"
     assert status["stableRevision"] == green and status["previousRevision"] == stable
     # Weights only ever 0 or 100: the switch is one write, never a split.
-    assert {weight for _, _, weight in recorder.seen} <= {0, 100}, recorder.seen
-    # The route is converged right after the status write of the same tick.
-    wait_until(
-        lambda: route_weights(rollouts) == [(f"chat-{green}", 100)], 10, "green alone on the route"
-    )
-    deployments = rollouts.deployments("chat")
-    assert {rev: d.spec.replicas for rev, d in deployments.items()} == {stable: 2, green: 2}
-
-
-def _get_route(custom: client.CustomObjectsApi, namespace: str, name: str) -> Any:
-    try:
-        return custom.get_namespaced_custom_object(
-            "gateway.networking.k8s.io", "v1", namespace, "httproutes", name
-        )
-    except client.ApiException as error:
-        if error.status == 404:
-            return None
-        raise
+    states = scenario.states()
+    assert {weight for _, _, weight in states} <= {0, 100}, states
+    # The main route never split either, in any version.
+    on_the_route = {weight for route in routes.versions("chat") for _, weight in backends(route)}
+    assert on_the_route <= {0, 100}, on_the_route
+    deployments = then.expect_deployments({stable, green}, within=30).deployments
+    assert {rev: d["spec"]["replicas"] for rev, d in deployments.items()} == {stable: 2, green: 2}
