@@ -278,8 +278,8 @@ def test_get_watch_prints_a_new_frame_when_the_phase_changes(
         printed.wait_for(
             lambda: any(
                 "Phase:       Paused (PauseStep)" in frame
-                and re.search(r"canary .* 1/1\n", frame)
-                and re.search(r"stable .* 2/2\n", frame)
+                and re.search(r"^\s+canary\s.*\s1/1$", frame, re.MULTILINE)
+                and re.search(r"^\s+stable\s.*\s2/2$", frame, re.MULTILINE)
                 for frame in printed.frames()
             ),
             60,

@@ -65,9 +65,13 @@ class Scenario:
 
     @contextmanager
     def recording(self) -> Iterator[Scenario]:
+        watches = (self.statuses, self.deployment_watch, self.pod_watch)
         with ExitStack() as stack:
-            for watched in (self.statuses, self.deployment_watch, self.pod_watch):
+            for watched in watches:
                 stack.enter_context(watched)
+            # Runs first on the way out: all asked to end at once, their streams end together.
+            for watched in watches:
+                stack.callback(watched.stop)
             yield self
 
     def given(self) -> Given:

@@ -156,9 +156,13 @@ class ObjectWatch(Recording):
         self._thread.start()
         return self
 
-    def __exit__(self, *_: object) -> None:
+    def stop(self) -> None:
+        """Ask the watch to end; `__exit__` waits for the stream in flight to end."""
         self._stopped = True
         self._watch.stop()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
         self._thread.join(timeout=15)
 
 
