@@ -35,8 +35,8 @@ from modelrollout.models import parse_spec
 from tests.conftest import ClusterUnderTest
 from tests.support.kube import wait_until
 from tests.support.rollouts import Rollouts, StatusRecorder, rollout_manifest, with_model
-from tests.support.scenario import Scenario, role
-from tests.support.status_watch import ObjectWatch, StatusWatch
+from tests.support.scenario import Scenario, role, route_backends
+from tests.support.status_watch import StatusWatch
 
 pytestmark = pytest.mark.e2e
 
@@ -106,13 +106,8 @@ def test_healthy_canary_walks_every_step_and_promotes_without_restarting_pods(
     assert scenario.pods_deleted(new) == [], "a pod of the new revision was deleted"
 
     if router == "gatewayAPI":
-        route = client.CustomObjectsApi(
-            scenario.rollouts.apps.api_client
-        ).get_namespaced_custom_object(
-            "gateway.networking.k8s.io", "v1", scenario.rollouts.namespace, "httproutes", "chat"
-        )
-        refs = route["spec"]["rules"][0]["backendRefs"]
-        assert [(r["name"], r["weight"]) for r in refs] == [(f"chat-{new}", 100)]
+        # Converged in the tick that deleted the old revision, just after the deletion.
+        route = then.expect_route("chat", [(f"chat-{new}", 100)], within=10).route
         assert (
             route["spec"]["parentRefs"] == [{"name": "inference-gw"}]
             or route["spec"]["parentRefs"][0]["name"] == "inference-gw"
@@ -587,53 +582,36 @@ def test_blue_green_with_a_route_previews_the_new_color_then_switches_all_weight
     v1["spec"]["strategy"] = {"blueGreen": {"autoPromotionAfter": "3s", "scaleDownDelay": "60s"}}
     scenario.given().rollout(v1)
     stable = scenario.stable_revision
-    custom = client.CustomObjectsApi(scenario.rollouts.apps.api_client)
-    with ObjectWatch(
-        custom.list_namespaced_custom_object,
-        "gateway.networking.k8s.io",
-        "v1",
-        scenario.rollouts.namespace,
-        "httproutes",
-    ) as routes:
-        then = scenario.when().update_model("file:///models/v2").then()
-        green = scenario.new_revision
-        then.expect_status("the preview revision", lambda s: s.get("canaryRevision") == green, 30)
 
-        def backends(route: dict[str, Any]) -> list[tuple[str, int]]:
-            refs = route["spec"]["rules"][0]["backendRefs"]
-            return [(r["name"], r.get("weight", 1)) for r in refs]
+    then = scenario.when().update_model("file:///models/v2").then()
+    green = scenario.new_revision
+    then.expect_status("the preview revision", lambda s: s.get("canaryRevision") == green, 30)
+    # The preview route stands only until the switch: the watch saw every version of it.
+    routes = scenario.route_watch
+    preview = routes.wait_for(
+        lambda: next(
+            (
+                route
+                for route in routes.versions("chat-preview")
+                if route_backends(route)[0][0] == f"chat-{green}"
+            ),
+            None,
+        ),
+        30,
+        "the preview route to the new color",
+    )
+    status = then.expect_phase("Succeeded", within=60).status
+    # The route is converged right after the status write of the same tick.
+    then.expect_route("chat", [(f"chat-{green}", 100)], within=10)
 
-        # Every version of the preview route, however briefly it stood.
-        preview = routes.wait_for(
-            lambda: next(
-                (
-                    route
-                    for route in routes.versions("chat-preview")
-                    if backends(route)[0][0] == f"chat-{green}"
-                ),
-                None,
-            ),
-            30,
-            "the preview route to the new color",
-        )
-        status = then.expect_phase("Succeeded", within=60).status
-        # The route is converged right after the status write of the same tick.
-        routes.wait_for(
-            lambda: (
-                "chat" in routes.current
-                and backends(routes.current["chat"]) == [(f"chat-{green}", 100)]
-            ),
-            10,
-            "green alone on the route",
-        )
     (rule,) = preview["spec"]["rules"]
     assert rule["matches"][0]["headers"][0]["name"] == "x-modelrollout-preview"
     assert status["stableRevision"] == green and status["previousRevision"] == stable
     # Weights only ever 0 or 100: the switch is one write, never a split.
     states = scenario.states()
     assert {weight for _, _, weight in states} <= {0, 100}, states
-    # The main route never split either, in any version.
-    on_the_route = {weight for route in routes.versions("chat") for _, weight in backends(route)}
+    # Nor did any version of the route split it.
+    on_the_route = {w for route in routes.versions("chat") for _, w in route_backends(route)}
     assert on_the_route <= {0, 100}, on_the_route
     deployments = then.expect_deployments({stable, green}, within=30).deployments
     assert {rev: d["spec"]["replicas"] for rev, d in deployments.items()} == {stable: 2, green: 2}

@@ -7,9 +7,9 @@ test reads one sentence a line:
     scenario.when().update_model("file:///models/v2")
     status = scenario.then().expect_phase("Succeeded", within=90).status
 
-A scenario watches its namespace's ModelRollouts, Deployments and Pods from
-before its first step (tests/support/status_watch.py), so it holds every
-version the API server wrote, never a sample. Every expectation waits on
+A scenario watches its namespace's ModelRollouts, Deployments, Pods and
+HTTPRoutes from before its first step (tests/support/status_watch.py), so it
+holds every version the API server wrote, never a sample. Every expectation waits on
 those watches: it looks again as each version arrives, and `within` only
 bounds a stuck run. An expectation after an action looks at the versions
 written after that action's own write, so a version still in flight from
@@ -32,6 +32,7 @@ from tests.support.rollouts import Rollouts
 from tests.support.status_watch import ObjectWatch, State, StatusWatch
 
 Body = dict[str, Any]
+GATEWAY_API = "gateway.networking.k8s.io"
 # A rollout's Deployments at one moment: revision -> (replicas asked for, pods Ready).
 Replicas = dict[str, tuple[int, int]]
 
@@ -52,6 +53,13 @@ class Scenario:
             rollouts.apps.list_namespaced_deployment, rollouts.namespace
         )
         self.pod_watch = ObjectWatch(rollouts.core.list_namespaced_pod, rollouts.namespace)
+        self.route_watch = ObjectWatch(
+            rollouts.custom.list_namespaced_custom_object,
+            GATEWAY_API,
+            "v1",
+            rollouts.namespace,
+            "httproutes",
+        )
         self.name = ""
         self.manifest: Body = {}
         # The revision `given` made stable, and the one the latest spec change asks for.
@@ -65,7 +73,7 @@ class Scenario:
 
     @contextmanager
     def recording(self) -> Iterator[Scenario]:
-        watches = (self.statuses, self.deployment_watch, self.pod_watch)
+        watches = (self.statuses, self.deployment_watch, self.pod_watch, self.route_watch)
         with ExitStack() as stack:
             for watched in watches:
                 stack.enter_context(watched)
@@ -260,6 +268,7 @@ class Then:
         self.condition: Body = {}
         self.deployments: dict[str, Body] = {}
         self.pods: list[Body] = []
+        self.route: Body = {}
 
     def expect_status(self, what: str, met: Callable[[Body], bool], within: float) -> Then:
         """A status written after the last action, by an operator that saw the latest spec."""
@@ -349,6 +358,18 @@ class Then:
         self.pods = watched.wait_for(reached, within, f"pods of {revision_name}: {what}")
         return self
 
+    def expect_route(self, name: str, backends: list[tuple[str, int]], within: float) -> Then:
+        """The HTTPRoute `name` sends to exactly these (backend, weight)s."""
+        watched = self.scenario.route_watch
+        self.route = watched.wait_for(
+            lambda: (
+                (route := watched.current.get(name)) and route_backends(route) == backends and route
+            ),
+            within,
+            f"route {name} to send to {backends}",
+        )
+        return self
+
     def _owned(self, deployments: Any) -> dict[str, Body]:
         return {
             d["metadata"]["labels"][REVISION_LABEL]: d
@@ -358,6 +379,11 @@ class Then:
 
     def when(self) -> When:
         return When(self.scenario)
+
+
+def route_backends(route: Body) -> list[tuple[str, int]]:
+    """An HTTPRoute's (backend, weight)s, as its first rule sends them."""
+    return [(ref["name"], ref["weight"]) for ref in route["spec"]["rules"][0]["backendRefs"]]
 
 
 def role(body: Body) -> str:
