@@ -108,12 +108,13 @@ class ObjectWatch(Recording):
                     *self._args,
                     **self._kwargs,
                     resource_version=resource_version,
-                    deserialize=False,
                     # Short streams, resumed from the last version: `__exit__` waits for
                     # the one in flight to end.
                     timeout_seconds=5,
                 ):
-                    body: dict[str, Any] = event["object"]
+                    # As sent (the client's `deserialize=False` would break its own
+                    # handling of a 410 ERROR event, which reads `raw_object`).
+                    body: dict[str, Any] = event["raw_object"]
                     resource_version = body["metadata"]["resourceVersion"]
                     self._add(event["type"], body)
             except client.ApiException as error:
