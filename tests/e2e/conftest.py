@@ -1,4 +1,4 @@
-"""The real operator process, one per test namespace."""
+"""The real operator process, one per test namespace, and the scenarios run against it."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from kubernetes import client
 from modelrollout_dev.operator_process import OperatorProcess
 from tests.conftest import ClusterUnderTest
 from tests.support.rollouts import Rollouts
+from tests.support.scenario import Scenario
 
 # Fast ticks keep the tests short; production runs every 2 s.
 TEST_TICK_INTERVAL = 0.5
@@ -39,6 +40,13 @@ def operator_process(
 @pytest.fixture
 def rollouts(kube_api_client: client.ApiClient, namespace: str) -> Rollouts:
     return Rollouts(kube_api_client, namespace)
+
+
+@pytest.fixture
+def scenario(rollouts: Rollouts, operator_process: OperatorProcess) -> Iterator[Scenario]:
+    """A Given/When/Then script against the operator, recorded by watches from the start."""
+    with Scenario(rollouts, TEST_TICK_INTERVAL).recording() as recorded:
+        yield recorded
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -10,6 +10,7 @@ input. Rollouts driven by real traffic are in test_canary_traffic.py.
 from __future__ import annotations
 
 import contextlib
+import copy
 import itertools
 import os
 import random
@@ -34,6 +35,7 @@ from modelrollout_dev.prometheus import PrometheusHandle
 from tests.conftest import ClusterUnderTest
 from tests.support.kube import wait_until
 from tests.support.rollouts import Rollouts, StatusRecorder, rollout_manifest, with_model
+from tests.support.scenario import Scenario, role, route_backends
 from tests.support.status_watch import StatusWatch
 
 pytestmark = pytest.mark.e2e
@@ -71,96 +73,77 @@ def step_sequence(seen: list[tuple[str, int | None, int]]) -> list[int]:
 
 @pytest.mark.parametrize("router", ["service", "gatewayAPI"])
 def test_healthy_canary_walks_every_step_and_promotes_without_restarting_pods(
-    rollouts: Rollouts, operator_process: OperatorProcess, router: str
+    scenario: Scenario, router: str
 ) -> None:
-    v1 = rollout_manifest("chat", "file:///models/v1", STEPS, router=router)
-    old = start_stable(rollouts, v1)
-    v2 = with_model(v1, "file:///models/v2")
-    new = revision(v2)
+    scenario.given().rollout(rollout_manifest("chat", "file:///models/v1", STEPS, router=router))
+    old = scenario.stable_revision
 
-    recorder = StatusRecorder(rollouts, "chat")
-    with recorder.recording():
-        rollouts.patch_spec("chat", {"model": v2["spec"]["model"]})
-        canary_pods = wait_until(
-            lambda: [
-                p.metadata.uid
-                for p in rollouts.core.list_namespaced_pod(
-                    rollouts.namespace, label_selector=f"modelrollout.dev/revision={new}"
-                ).items
-            ],
-            30,
-            "the canary's first pod",
-        )
-        status = rollouts.wait_phase("chat", {"Succeeded"}, 90)
-        time.sleep(1)
-
+    then = scenario.when().update_model("file:///models/v2").then()
+    status = then.expect_phase("Succeeded", within=90).status
+    new = scenario.new_revision
     assert status["stableRevision"] == new
     assert status.get("canaryRevision") is None
     assert status["weights"] == {"stable": 100, "canary": 0, "mirror": 0}
-    assert step_sequence(recorder.seen) == [0, 1, 2, 3], recorder.seen
-    assert max(weight for _, _, weight in recorder.seen) == 100  # promotion moves all traffic
-    assert [w for phase, _, w in recorder.seen if phase == "Progressing"] == sorted(
-        w for phase, _, w in recorder.seen if phase == "Progressing"
-    ), "the canary weight only ever rises while progressing"
     assert status["history"][0]["outcome"] == "Promoted"
     assert status["history"][0]["revision"] == new
+    # Every state the API server wrote on the way, from the watch.
+    states = scenario.states()
+    assert step_sequence(states) == [0, 1, 2, 3], states
+    assert max(weight for _, _, weight in states) == 100  # promotion moves all traffic
+    assert [w for phase, _, w in states if phase == "Progressing"] == sorted(
+        w for phase, _, w in states if phase == "Progressing"
+    ), "the canary weight only ever rises while progressing"
 
-    # The old revision is gone, the new one has every replica, its first pod was never restarted.
-    def only_new_revision() -> dict[str, client.V1Deployment] | None:
-        deployments = rollouts.deployments("chat")
-        return deployments if set(deployments) == {new} else None
-
-    deployments = wait_until(only_new_revision, 30, f"only revision {new} to remain (old {old})")
-    assert deployments[new].spec.replicas == 2
-    assert deployments[new].metadata.labels["modelrollout.dev/role"] == "stable"
-    pods = rollouts.core.list_namespaced_pod(
-        rollouts.namespace, label_selector=f"modelrollout.dev/revision={new}"
-    ).items
-    assert canary_pods[0] in {p.metadata.uid for p in pods}
-    assert {p.metadata.labels["modelrollout.dev/role"] for p in pods} == {"stable"}
+    # The old revision goes; the new one keeps every pod it started, relabelled stable.
+    deployments = then.expect_deployments({new}, within=30).deployments
+    assert deployments[new]["spec"]["replicas"] == 2, f"old revision {old} gone"
+    assert role(deployments[new]) == "stable"
+    pods = then.expect_pods(
+        new, "2, all stable", lambda pods: [role(p) for p in pods] == ["stable"] * 2, within=30
+    ).pods
+    first_canary_pod = scenario.pods_created(new)[0]["metadata"]["uid"]
+    assert first_canary_pod in {p["metadata"]["uid"] for p in pods}
+    assert scenario.pods_deleted(new) == [], "a pod of the new revision was deleted"
 
     if router == "gatewayAPI":
-        route = client.CustomObjectsApi(rollouts.apps.api_client).get_namespaced_custom_object(
-            "gateway.networking.k8s.io", "v1", rollouts.namespace, "httproutes", "chat"
-        )
-        refs = route["spec"]["rules"][0]["backendRefs"]
-        assert [(r["name"], r["weight"]) for r in refs] == [(f"chat-{new}", 100)]
+        # Converged in the tick that deleted the old revision, just after the deletion.
+        route = then.expect_route("chat", [(f"chat-{new}", 100)], within=10).route
         assert (
             route["spec"]["parentRefs"] == [{"name": "inference-gw"}]
             or route["spec"]["parentRefs"][0]["name"] == "inference-gw"
         )
     else:
-        service = rollouts.core.read_namespaced_service("chat", rollouts.namespace)
+        service = scenario.rollouts.core.read_namespaced_service(
+            "chat", scenario.rollouts.namespace
+        )
         assert service.spec.selector == {"modelrollout.dev/rollout": "chat"}
 
 
 def test_canary_the_scheduler_cannot_place_reports_why_and_rolls_back_at_the_deadline(
-    rollouts: Rollouts, operator_process: OperatorProcess
+    scenario: Scenario,
 ) -> None:
     v1 = rollout_manifest("big", "file:///models/v1", STEPS, progress_deadline="8s")
-    stable = start_stable(rollouts, v1)
+    scenario.given().rollout(v1).ready()
+    stable = scenario.stable_revision
+
     # GPUs fit (capacity planning lets it start); memory fits no node (256Gi each).
-    huge = rollout_manifest("big", "file:///models/v1", STEPS, progress_deadline="8s")
-    huge["spec"]["runtime"]["resources"]["limits"]["memory"] = "512Gi"
-    rollouts.patch_spec("big", {"runtime": huge["spec"]["runtime"]})
+    runtime = copy.deepcopy(v1["spec"]["runtime"])
+    runtime["resources"]["limits"]["memory"] = "512Gi"
+    then = scenario.when().update_runtime(**runtime).then()
+    assert (
+        "Insufficient memory"
+        in then.expect_condition("Unschedulable", within=30).condition["message"]
+    )
 
-    def unschedulable() -> dict[str, Any] | None:
-        status = rollouts.status("big")
-        for condition in status.get("conditions", []):
-            if condition["type"] == "Unschedulable" and condition["status"] == "True":
-                return condition
-        return None
-
-    condition = wait_until(unschedulable, 30, "condition Unschedulable")
-    assert "Insufficient memory" in condition["message"]
-    status = rollouts.wait_phase("big", {"RolledBack"}, 60)
+    status = then.expect_phase("RolledBack", within=60).status
     progressing = next(c for c in status["conditions"] if c["type"] == "Progressing")
     assert progressing["reason"] == "ProgressDeadlineExceeded"
     assert status["stableRevision"] == stable
     assert status["weights"]["canary"] == 0
     assert status["history"][0]["outcome"] == "RolledBack"
-    # Stable never lost a replica.
-    assert rollouts.deployments("big")[stable].status.ready_replicas == 2
+    # Stable never lost a replica: every version of its Deployment since the change.
+    stable_seen = [at[stable] for at in scenario.replicas_timeline() if stable in at]
+    assert stable_seen and set(stable_seen) == {(2, 2)}, stable_seen
 
 
 def alert_rules(alertname: str, labels: dict[str, str]) -> str:
@@ -305,7 +288,7 @@ def test_operator_killed_at_random_points_finishes_without_skipping_or_repeating
                 # Nothing moves traffic while the operator is down.
                 assert route_weights(rollouts) == weights_at_kill
                 operator_process.start()
-        time.sleep(1)
+        recorder.wait_for_phase("Succeeded", 30)
 
     assert kills >= 2
     assert step_sequence(recorder.seen) == [0, 1, 2, 3, 4, 5], recorder.seen
@@ -371,36 +354,36 @@ def test_invalid_spec_only_the_operator_can_judge_changes_nothing_running(
 
 
 def test_a_new_spec_mid_rollout_supersedes_the_canary_and_starts_over_from_stable(
-    rollouts: Rollouts, operator_process: OperatorProcess
+    scenario: Scenario,
 ) -> None:
     steps = [{"setWeight": 50}, {"pause": {}}]
-    v1 = rollout_manifest("chat", "file:///models/v1", steps, router="gatewayAPI")
-    stable = start_stable(rollouts, v1)
-    v2, v3 = with_model(v1, "file:///models/v2"), with_model(v1, "file:///models/v3")
-    rollouts.patch_spec("chat", {"model": v2["spec"]["model"]})
-    paused = rollouts.wait_phase("chat", {"Paused"}, 60)
-    assert paused["canaryRevision"] == revision(v2)
+    scenario.given().rollout(
+        rollout_manifest("chat", "file:///models/v1", steps, router="gatewayAPI")
+    )
+    stable = scenario.stable_revision
 
-    rollouts.patch_spec("chat", {"model": v3["spec"]["model"]})
-    status = rollouts.wait_phase("chat", {"Paused"}, 60)
+    paused = (
+        scenario.when().update_model("file:///models/v2").then().expect_phase("Paused", within=60)
+    )
+    v2 = scenario.new_revision
+    assert paused.status["canaryRevision"] == v2
+
+    then = scenario.when().update_model("file:///models/v3").then()
+    status = then.expect_phase("Paused", within=60).status
+    v3 = scenario.new_revision
     assert status["stableRevision"] == stable
-    assert status["canaryRevision"] == revision(v3)
-    superseded = next(h for h in status["history"] if h["revision"] == revision(v2))
+    assert status["canaryRevision"] == v3
+    superseded = next(h for h in status["history"] if h["revision"] == v2)
     assert superseded["outcome"] == "Superseded"
     # The superseded canary's pods go; stable and the new canary stay.
-    wait_until(
-        lambda: set(rollouts.deployments("chat")) == {stable, revision(v3)},
-        30,
-        "the superseded canary's Deployment to be deleted",
-    )
-    assert dict(route_weights(rollouts)) == {f"chat-{stable}": 50, f"chat-{revision(v3)}": 50}
+    then.expect_deployments({stable, v3}, within=30)
+    assert dict(route_weights(scenario.rollouts)) == {f"chat-{stable}": 50, f"chat-{v3}": 50}
 
     # Promotion by command, never by a spec edit.
-    generation = rollouts.get("chat")["metadata"]["generation"]
-    rollouts.annotate("chat", {"modelrollout.dev/promote": uuid.uuid4().hex})
-    done = rollouts.wait_phase("chat", {"Succeeded"}, 60)
-    assert done["stableRevision"] == revision(v3)
-    assert rollouts.get("chat")["metadata"]["generation"] == generation
+    generation = scenario.rollouts.get("chat")["metadata"]["generation"]
+    done = scenario.when().promote().then().expect_phase("Succeeded", within=60).status
+    assert done["stableRevision"] == v3
+    assert scenario.rollouts.get("chat")["metadata"]["generation"] == generation
 
 
 def test_idle_ticks_write_nothing(rollouts: Rollouts, operator_process: OperatorProcess) -> None:
@@ -593,47 +576,42 @@ def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 
 
 def test_blue_green_with_a_route_previews_the_new_color_then_switches_all_weight_at_once(
-    rollouts: Rollouts, operator_process: OperatorProcess
+    scenario: Scenario,
 ) -> None:
     v1 = rollout_manifest("chat", "file:///models/v1", [], router="gatewayAPI")
     v1["spec"]["strategy"] = {"blueGreen": {"autoPromotionAfter": "3s", "scaleDownDelay": "60s"}}
-    stable = start_stable(rollouts, v1)
-    recorder = StatusRecorder(rollouts, "chat")
-    with recorder.recording():
-        rollouts.patch_spec("chat", {"model": {"name": "chat", "uri": "file:///models/v2"}})
-        green = wait_until(
-            lambda: rollouts.status("chat").get("canaryRevision"), 30, "the preview revision"
-        )
-        custom = client.CustomObjectsApi(rollouts.apps.api_client)
-        preview = wait_until(
-            lambda: (
-                (route := _get_route(custom, rollouts.namespace, "chat-preview"))
-                and route["spec"]["rules"][0]["backendRefs"][0]["name"] == f"chat-{green}"
-                and route
+    scenario.given().rollout(v1)
+    stable = scenario.stable_revision
+
+    then = scenario.when().update_model("file:///models/v2").then()
+    green = scenario.new_revision
+    then.expect_status("the preview revision", lambda s: s.get("canaryRevision") == green, 30)
+    # The preview route stands only until the switch: the watch saw every version of it.
+    routes = scenario.route_watch
+    preview = routes.wait_for(
+        lambda: next(
+            (
+                route
+                for route in routes.versions("chat-preview")
+                if route_backends(route)[0][0] == f"chat-{green}"
             ),
-            30,
-            "the preview route to the new color",
-        )
-        status = rollouts.wait_phase("chat", {"Succeeded"}, 60)
+            None,
+        ),
+        30,
+        "the preview route to the new color",
+    )
+    status = then.expect_phase("Succeeded", within=60).status
+    # The route is converged right after the status write of the same tick.
+    then.expect_route("chat", [(f"chat-{green}", 100)], within=10)
+
     (rule,) = preview["spec"]["rules"]
     assert rule["matches"][0]["headers"][0]["name"] == "x-modelrollout-preview"
     assert status["stableRevision"] == green and status["previousRevision"] == stable
     # Weights only ever 0 or 100: the switch is one write, never a split.
-    assert {weight for _, _, weight in recorder.seen} <= {0, 100}, recorder.seen
-    # The route is converged right after the status write of the same tick.
-    wait_until(
-        lambda: route_weights(rollouts) == [(f"chat-{green}", 100)], 10, "green alone on the route"
-    )
-    deployments = rollouts.deployments("chat")
-    assert {rev: d.spec.replicas for rev, d in deployments.items()} == {stable: 2, green: 2}
-
-
-def _get_route(custom: client.CustomObjectsApi, namespace: str, name: str) -> Any:
-    try:
-        return custom.get_namespaced_custom_object(
-            "gateway.networking.k8s.io", "v1", namespace, "httproutes", name
-        )
-    except client.ApiException as error:
-        if error.status == 404:
-            return None
-        raise
+    states = scenario.states()
+    assert {weight for _, _, weight in states} <= {0, 100}, states
+    # Nor did any version of the route split it.
+    on_the_route = {w for route in routes.versions("chat") for _, w in route_backends(route)}
+    assert on_the_route <= {0, 100}, on_the_route
+    deployments = then.expect_deployments({stable, green}, within=30).deployments
+    assert {rev: d["spec"]["replicas"] for rev, d in deployments.items()} == {stable: 2, green: 2}

@@ -60,7 +60,8 @@ def test_30_rollouts_survive_random_sigkills_without_skipping_repeating_or_overs
                 kills += 1
                 time.sleep(rng.uniform(0.2, 1.5))
                 operator_process.start()
-        time.sleep(1)
+        for name in names:
+            recorded.wait_for_phase(name, "Succeeded", 30)
 
     print(f"chaos: {kills} SIGKILLs over {ROLLOUTS} rollouts")
     assert kills >= 5

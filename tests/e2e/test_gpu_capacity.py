@@ -6,17 +6,14 @@ cluster with its stable revision: 4 replicas x 2 GPUs.
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import Any
 
 import pytest
 from kubernetes import client
 
-from modelrollout_dev.operator_process import OperatorProcess
-from tests.e2e.test_canary_operator import start_stable
 from tests.support.kube import wait_until
-from tests.support.rollouts import Rollouts, rollout_manifest
+from tests.support.rollouts import rollout_manifest
+from tests.support.scenario import Scenario
 
 pytestmark = pytest.mark.e2e
 
@@ -56,20 +53,16 @@ def full_cluster_manifest(kube_api_client: client.ApiClient) -> Any:
 
 
 def test_surge_on_a_full_cluster_creates_no_pods_and_names_the_shortfall(
-    rollouts: Rollouts,
-    operator_process: OperatorProcess,
-    full_cluster_manifest: Any,
-    kube_api_client: client.ApiClient,
+    scenario: Scenario, full_cluster_manifest: Any
 ) -> None:
-    start_stable(rollouts, full_cluster_manifest("file:///models/v1"))
-    wait_until(
-        lambda: rollouts.status("chat").get("gpus", {}).get("stable") == 8,
-        30,
-        "stable's 8 GPUs in status.gpus",
+    scenario.given().rollout(full_cluster_manifest("file:///models/v1"))
+    stable = scenario.stable_revision
+    scenario.then().expect_status(
+        "stable's 8 GPUs in status.gpus", lambda s: s.get("gpus", {}).get("stable") == 8, within=30
     )
-    rollouts.patch_spec("chat", {"model": {"name": "chat", "uri": "file:///models/v2"}})
-    status = rollouts.wait_phase("chat", {"Pending"}, 30)
 
+    then = scenario.when().update_model("file:///models/v2").then()
+    status = then.expect_phase("Pending", within=30).status
     condition = next(c for c in status["conditions"] if c["type"] == "InsufficientGPUCapacity")
     assert condition["status"] == "True"
     assert condition["message"] == (
@@ -79,65 +72,57 @@ def test_surge_on_a_full_cluster_creates_no_pods_and_names_the_shortfall(
     )
     assert status.get("canaryRevision") is None
     assert status["weights"]["stable"] == 100
-    time.sleep(3)  # several ticks: still nothing created
-    assert list(rollouts.deployments("chat")) == [status["stableRevision"]]
-    pods = client.CoreV1Api(kube_api_client).list_namespaced_pod(rollouts.namespace).items
-    assert len(pods) == 4
-    assert any(e.reason == "InsufficientGPUCapacity" for e in rollouts.events("chat"))
+
+    # Several ticks on, nothing was ever created: the watches saw every Deployment and pod.
+    scenario.when().ticks_pass(6)
+    assert {rev for at in scenario.replicas_timeline() for rev in at} == {stable}
+    assert scenario.pods_created(scenario.new_revision) == []
+    then.expect_pods(stable, "all 4 still there", lambda pods: len(pods) == 4, within=30)
+    assert len(scenario.pod_watch.current) == 4
+    assert any(e.reason == "InsufficientGPUCapacity" for e in scenario.rollouts.events("chat"))
 
 
 def test_shift_completes_on_a_cluster_with_no_spare_gpu_keeping_min_stable_replicas(
-    rollouts: Rollouts,
-    operator_process: OperatorProcess,
-    full_cluster_manifest: Any,
-    kube_api_client: client.ApiClient,
+    scenario: Scenario, full_cluster_manifest: Any
 ) -> None:
     shift = {"capacity": "shift", "minStableReplicas": 1}
-    stable = start_stable(rollouts, full_cluster_manifest("file:///models/v1", **shift))
-    apps = client.AppsV1Api(kube_api_client)
-    wait_until(
-        lambda: rollouts.deployments("chat")[stable].status.ready_replicas == 4,
-        60,
-        "stable's 4 pods Ready",
+    scenario.given().rollout(full_cluster_manifest("file:///models/v1", **shift)).ready()
+    stable = scenario.stable_revision
+
+    then = scenario.when().update_model("file:///models/v2").then()
+    # status.gpus counts the pods each Deployment reports, which lags a scale-down: a
+    # version may show the canary's 4 before stable's 6 become 4, so both are waited for.
+    then.expect_status(
+        "the canary at 2 pods (4 GPUs) with stable shrunk to 2 (4 GPUs) to make room",
+        lambda s: ((gpus := s.get("gpus") or {}).get("canary"), gpus.get("stable")) == (4, 4),
+        within=60,
     )
-    samples: list[tuple[int, int]] = []
-    stop = threading.Event()
-
-    def sample() -> None:
-        # (stable replicas asked for, stable pods Ready) while the rollout runs.
-        while not stop.is_set():
-            for deployment in apps.list_namespaced_deployment(rollouts.namespace).items:
-                if deployment.metadata.labels.get("modelrollout.dev/revision") == stable:
-                    samples.append(
-                        (deployment.spec.replicas or 0, deployment.status.ready_replicas or 0)
-                    )
-            time.sleep(0.1)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        rollouts.patch_spec("chat", {"model": {"name": "chat", "uri": "file:///models/v2"}})
-        shrunk = wait_until(
-            lambda: (
-                (rollouts.status("chat").get("gpus") or {}).get("canary") == 4
-                and rollouts.status("chat")
-            ),
-            60,
-            "the canary at 2 pods (4 GPUs) with stable shrunk to make room",
-        )
-        assert shrunk["gpus"]["stable"] == 4
-        status = rollouts.wait_phase("chat", {"Succeeded"}, 120)
-    finally:
-        stop.set()
-        sampler.join(timeout=5)
-
+    status = then.expect_phase("Succeeded", within=120).status
+    canary = scenario.new_revision
     assert status["history"][0]["outcome"] == "Promoted"
-    assert status["stableRevision"] != stable
-    assert not any(c["type"] == "InsufficientGPUCapacity" and c["status"] == "True"
-                   for c in status.get("conditions", []))  # fmt: skip
-    # Stable gave way step by step and kept at least minStableReplicas while it had traffic.
-    asked = [replicas for replicas, _ in samples]
-    assert {4, 3, 2, 1} <= set(asked), asked
-    assert min(replicas for replicas in asked if replicas > 0) == 1
-    ready_while_asked = [ready for replicas, ready in samples if replicas > 0]
-    assert min(ready_while_asked) >= 1, samples
+    assert status["stableRevision"] == canary != stable
+    assert not any(
+        c["type"] == "InsufficientGPUCapacity" and c["status"] == "True"
+        for seen in scenario.story_statuses()
+        for c in seen.get("conditions", [])
+    ), "capacity ran short at some point"
+
+    # Every version of the Deployments from the watch, as the API server wrote them.
+    then.expect_deployments({canary}, within=30)
+    timeline = scenario.replicas_timeline()
+    asked = {
+        rev: distinct([at[rev][0] for at in timeline if rev in at]) for rev in (stable, canary)
+    }
+    # Stable gives way by one replica per canary replica, down to minStableReplicas while it
+    # has traffic, and to nothing once promoted; the canary grows with its weight (25, 50, 75).
+    assert asked[stable] == [4, 3, 2, 1, 0], timeline
+    assert asked[canary] == [1, 2, 3, 4], timeline
+    # Never more pods asked for than the cluster's 8 GPUs hold (2 each).
+    assert max(sum(r for r, _ in at.values()) for at in timeline) * 2 <= 8, timeline
+    # Stable served with at least one Ready pod while it was asked for any.
+    assert all(at[stable][1] >= 1 for at in timeline if at.get(stable, (0, 0))[0] > 0), timeline
+
+
+def distinct(values: list[int]) -> list[int]:
+    """`values` without consecutive repeats."""
+    return [v for i, v in enumerate(values) if i == 0 or values[i - 1] != v]

@@ -9,14 +9,15 @@ a constant from the real Prometheus, so no model traffic is involved.
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -27,6 +28,8 @@ from modelrollout_dev.prometheus import PrometheusHandle
 from tests.conftest import ClusterUnderTest
 from tests.support.kube import wait_until
 from tests.support.rollouts import Rollouts, rollout_manifest, with_model
+from tests.support.scenario import Scenario
+from tests.support.status_watch import Recording
 
 pytestmark = pytest.mark.e2e
 
@@ -219,16 +222,43 @@ def test_undo_restores_the_previous_model_then_abort_and_retry(
     assert f"{revision(v2)} (Promoted)" in unknown.stderr
 
 
+class PrintedLines(Recording):
+    """What a running command prints, line by line as it arrives."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._reader.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            with self._changed:
+                self.lines.append(line)
+                self._changed.notify_all()
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def frames(self) -> list[str]:
+        """`get --watch` frames printed so far, complete or not, split at their blank line."""
+        return self.text().rstrip("\n").split("\n\n")
+
+    def join(self, timeout: float) -> None:
+        self._reader.join(timeout)
+
+
+def without_ages(frame: str) -> str:
+    """A frame with its ages (45s, 3m20s, ...) masked and columns closed up."""
+    return " ".join(re.sub(r"\b\d+[smhdy](\d+[smh])?\b", "<age>", frame).split())
+
+
 def test_get_watch_prints_a_new_frame_when_the_phase_changes(
-    rollouts: Rollouts,
-    operator_process: OperatorProcess,
-    cluster_under_test: ClusterUnderTest,
-    namespace: str,
+    scenario: Scenario, cluster_under_test: ClusterUnderTest, namespace: str
 ) -> None:
     plugin = Plugin(cluster_under_test, namespace)
-    v1 = rollout_manifest("chat", "file:///models/v1", [{"setWeight": 50}, {"pause": {}}])
-    rollouts.create(v1)
-    rollouts.wait_phase("chat", {"Succeeded"}, 60)
+    steps = [{"setWeight": 50}, {"pause": {}}]
+    scenario.given().rollout(rollout_manifest("chat", "file:///models/v1", steps)).ready()
     watcher = subprocess.Popen(
         plugin.argv("get", "chat", "--watch"),
         env=plugin.env,
@@ -236,32 +266,47 @@ def test_get_watch_prints_a_new_frame_when_the_phase_changes(
         stderr=subprocess.PIPE,
         text=True,
     )
-    output: list[str] = []
-    reader = threading.Thread(target=lambda: output.extend(watcher.stdout or []), daemon=True)
-    reader.start()
+    assert watcher.stdout is not None
+    printed = PrintedLines(watcher.stdout)
     try:
-        wait_until(lambda: "Phase:       Succeeded" in "".join(output), 30, "the first frame")
-        rollouts.patch_spec("chat", {"model": {"name": "chat", "uri": "file:///models/v2"}})
-        wait_until(
-            lambda: "Phase:       Paused (PauseStep)" in "".join(output), 60, "a Paused frame"
+        printed.wait_for(lambda: "Phase:       Succeeded" in printed.text(), 60, "the first frame")
+        then = scenario.when().update_model("file:///models/v2").then()
+        then.expect_phase("Paused", within=60).expect_replicas(
+            scenario.new_revision, 1, ready=True, within=60
         )
-        time.sleep(2)  # the pods' readiness and the last Events settle
-        settled = len(output)
-        time.sleep(3)  # a paused rollout changes nothing: ages alone make no new frame
-        assert len(output) == settled, "".join(output[settled:])
+        # What the user waits for: the pause, with the canary's pod and stable's two Ready.
+        printed.wait_for(
+            lambda: any(
+                "Phase:       Paused (PauseStep)" in frame
+                and re.search(r"^\s+canary\s.*\s1/1$", frame, re.MULTILINE)
+                and re.search(r"^\s+stable\s.*\s2/2$", frame, re.MULTILINE)
+                for frame in printed.frames()
+            ),
+            60,
+            "a frame of the pause with every pod Ready",
+        )
+        # A window for ages to tick: a paused rollout changes nothing, so no frame should
+        # come from ages alone (the plugin re-reads every second).
+        scenario.when().ticks_pass(6)
     finally:
         watcher.send_signal(signal.SIGINT)
-        code = watcher.wait(timeout=15)
-        reader.join(timeout=5)
+        code = watcher.wait(timeout=60)
+        printed.join(timeout=10)
     assert code == 0, watcher.stderr.read() if watcher.stderr else ""
 
-    text = "".join(output)
+    text = printed.text()
     assert "\x1b" not in text, "no terminal control codes when stdout is not a terminal"
-    frames = text.rstrip("\n").split("\n\n")
+    frames = printed.frames()
     assert all(frame.startswith("Name:        chat\n") for frame in frames), frames
     assert "Phase:       Succeeded" in frames[0]
     paused = next(frame for frame in frames if "Phase:       Paused" in frame)
     assert "  ▶ 2  pause until promoted   (paused: PauseStep)" in paused
+    repeats = [
+        (before, after)
+        for before, after in itertools.pairwise(frames)
+        if without_ages(before) == without_ages(after)
+    ]
+    assert repeats == [], "a frame that only ages changed"
 
 
 def test_errors_read_like_kubectl_and_exit_1(

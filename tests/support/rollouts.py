@@ -88,15 +88,18 @@ class Rollouts:
     def status(self, name: str) -> dict[str, Any]:
         return self.get(name).get("status") or {}
 
-    def patch_spec(self, name: str, spec_patch: dict[str, Any]) -> None:
-        self.custom.patch_namespaced_custom_object(
+    def patch_spec(self, name: str, spec_patch: dict[str, Any]) -> dict[str, Any]:
+        """Merge-patch the spec; returns the rollout as written."""
+        body: dict[str, Any] = self.custom.patch_namespaced_custom_object(
             GROUP, VERSION, self.namespace, PLURAL, name, {"spec": spec_patch}
         )
+        return body
 
-    def annotate(self, name: str, annotations: dict[str, str]) -> None:
-        self.custom.patch_namespaced_custom_object(
+    def annotate(self, name: str, annotations: dict[str, str]) -> dict[str, Any]:
+        body: dict[str, Any] = self.custom.patch_namespaced_custom_object(
             GROUP, VERSION, self.namespace, PLURAL, name, {"metadata": {"annotations": annotations}}
         )
+        return body
 
     def current_phase(self, name: str) -> str | None:
         """The phase, once the operator has seen the latest spec; None before."""
@@ -155,6 +158,10 @@ class StatusRecorder:
     @property
     def seen(self) -> list[State]:
         return list(self._watch.seen[self.name]) if self._watch is not None else []
+
+    def wait_for_phase(self, phase: str, timeout: float) -> None:
+        assert self._watch is not None, "not recording"
+        self._watch.wait_for_phase(self.name, phase, timeout)
 
     @contextmanager
     def recording(self) -> Iterator[StatusRecorder]:
