@@ -22,8 +22,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from modelrollout.analysis.prometheus import PrometheusProvider
-from modelrollout.analysis.runner import alert_query
+from modelrollout.analysis.prometheus import PrometheusProvider, alert_query
 from modelrollout.analysis.templates import render
 from modelrollout.devcluster.prometheus import PrometheusHandle
 from modelrollout.kube.labels import GROUP, PLURAL, VERSION
@@ -164,7 +163,7 @@ CONTEXT = {
 def test_hostile_label_values_reach_prometheus_as_values_of_one_selector(
     prometheus: PrometheusHandle, hostile: str
 ) -> None:
-    provider = PrometheusProvider(PrometheusSource(address=prometheus.url))
+    provider = PrometheusProvider(PrometheusSource(address=prometheus.url).as_provider())
     # An alert's matchLabels are label values whole, literal text included.
     alert = Alert(
         alertname=hostile,

@@ -15,7 +15,7 @@ import pytest
 
 from modelrollout.analysis.prometheus import MAX_QUERIES_IN_FLIGHT, PrometheusProvider
 from modelrollout.devcluster.prometheus import CountingProxy, PrometheusHandle
-from modelrollout.models.spec import PrometheusSource
+from modelrollout.models.spec import PrometheusProviderSpec
 from tests.support.kube import wait_until
 
 pytestmark = pytest.mark.cluster
@@ -39,7 +39,8 @@ def scraped_marker(
 
 
 def provider(url: str, timeout: str = "2s") -> PrometheusProvider:
-    return PrometheusProvider(PrometheusSource.model_validate({"address": url, "timeout": timeout}))
+    config = {"type": "prometheus", "address": url, "timeout": timeout}
+    return PrometheusProvider(PrometheusProviderSpec.model_validate(config))
 
 
 def test_a_real_series_is_read_as_its_value(

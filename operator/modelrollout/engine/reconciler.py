@@ -24,7 +24,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from modelrollout.analysis.assessment import check_events
-from modelrollout.analysis.provider import MetricProvider, provider_for
+from modelrollout.analysis.provider import MetricProvider
+from modelrollout.analysis.registry import provider_for
 from modelrollout.analysis.runner import evaluate
 from modelrollout.engine.capacity import (
     assess,
@@ -54,6 +55,7 @@ from modelrollout.engine.strategies.types import (
 from modelrollout.engine.workloads import plan_revisions
 from modelrollout.kube.api import MODELROLLOUTS, NODES, PODS, KubeApi, KubeApiError
 from modelrollout.kube.labels import label_selector, revision_object_name, selector_labels
+from modelrollout.kube.references import KubeReferences
 from modelrollout.kube.workloads import RolloutRef
 from modelrollout.metrics import OperatorMetrics
 from modelrollout.models import (
@@ -87,9 +89,7 @@ class Reconciler:
         self._metrics = metrics or OperatorMetrics()
         self._api = api
         self._clock = clock
-        self._provider_factory = provider_factory or (
-            lambda spec: provider_for(spec.analysis.prometheus)
-        )
+        self._provider_factory = provider_factory
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._written: dict[str, ModelRolloutStatus] = {}
@@ -340,7 +340,12 @@ class Reconciler:
             "stable.revision": status.stable_revision or "",
             "model": spec.model.name,
         }
-        return evaluate(spec, status, self._provider_factory(spec), context, now)
+        provider = (
+            provider_for(spec.analysis, KubeReferences(self._api, rollout.namespace))
+            if self._provider_factory is None
+            else self._provider_factory(spec)
+        )
+        return evaluate(spec, status, provider, context, now)
 
     def _converge(
         self,

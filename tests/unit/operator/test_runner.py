@@ -7,8 +7,9 @@ from datetime import timedelta
 
 import pytest
 
+from modelrollout.analysis.prometheus import PromQL, alert_query
 from modelrollout.analysis.provider import QueryResult
-from modelrollout.analysis.runner import alert_query, evaluate
+from modelrollout.analysis.runner import evaluate
 from modelrollout.models import ModelRolloutStatus, Weights, parse_spec
 from tests.unit.operator.builders import T0, example_spec
 
@@ -32,8 +33,8 @@ LIVE = ModelRolloutStatus(
 
 
 @dataclass
-class FakeProvider:
-    """Answers by the first substring of the query it knows; records every query."""
+class FakeProvider(PromQL):
+    """Answers PromQL by the first substring of the query it knows; records every query."""
 
     answers: dict[str, QueryResult] = field(default_factory=dict)
     online: bool = True
@@ -48,6 +49,9 @@ class FakeProvider:
 
     def is_online(self) -> bool:
         return self.online
+
+    def offline_reason(self) -> str:
+        return "metric provider is unreachable"
 
 
 HEALTHY_ANSWERS = {
