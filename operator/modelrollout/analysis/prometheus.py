@@ -122,7 +122,11 @@ class PrometheusProvider(PromQL):
             return False
         try:
             with _in_flight:
-                response = session.get(f"{self._url}/", timeout=self._timeout)
+                # `verify` given per request: otherwise REQUESTS_CA_BUNDLE would override
+                # the configured CA (or insecureSkipVerify), as requests lets it.
+                response = session.get(
+                    f"{self._url}/", timeout=self._timeout, verify=session.verify
+                )
         except requests.exceptions.SSLError as error:
             self._offline_reason = (
                 f"metric provider's TLS certificate was not accepted ({PROVIDER_PATH}.tls): {error}"
