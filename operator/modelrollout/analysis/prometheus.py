@@ -7,7 +7,8 @@ as such, never turned into a number.
 
 Credentials, CA and headers are read from the cluster when the provider is
 first used (a tick that does not evaluate reads no Secret). Templates are
-PromQL: values are quoted as PromQL strings (analysis/templates.py).
+PromQL: values are quoted as PromQL strings (analysis/templates.py); the
+built-in checks are PromQL on vLLM's metric names (analysis/builtins.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import requests
 from prometheus_api_client import PrometheusConnect
 from urllib3.util.retry import Retry
 
+from modelrollout.analysis.builtins import CheckQueries, queries_for
 from modelrollout.analysis.http import http_settings
 from modelrollout.analysis.provider import (
     NoReferences,
@@ -31,7 +33,7 @@ from modelrollout.analysis.provider import (
 )
 from modelrollout.analysis.templates import escape_promql_string, render, render_label_value
 from modelrollout.models.durations import parse_duration
-from modelrollout.models.spec import Alert, PrometheusProviderSpec
+from modelrollout.models.spec import Alert, Check, PrometheusProviderSpec
 
 # At most this many requests (queries and health checks) from the whole operator
 # wait on Prometheus at once, however many ticks run: a slow Prometheus is not
@@ -63,6 +65,9 @@ class PromQL:
 
     def alert_query(self, alert: Alert, context: Mapping[str, str]) -> str:
         return alert_query(alert, context)
+
+    def check_queries(self, check: Check) -> CheckQueries:
+        return queries_for(check)
 
 
 class PrometheusProvider(PromQL):

@@ -3,8 +3,8 @@
 A provider answers one query in its own language with one number, or says
 why it cannot. It never raises and never blocks longer than its configured
 timeout: the tick that calls it moves every rollout. It also owns its query
-language's templating: it renders `{{variable}}` templates, quoting values
-the way its language needs, and writes the query of an alert.
+language: it renders `{{variable}}` templates, quoting values the way its
+language needs, and writes the queries of alerts and built-in checks.
 
 Providers are chosen by the `type` of `spec.analysis.provider`
 (analysis/registry.py). Credentials come from Secrets (and CAs from
@@ -19,7 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from modelrollout.models.spec import Alert, ConfigMapKeyRef, SecretKeyRef
+from modelrollout.analysis.builtins import CheckQueries
+from modelrollout.models.spec import Alert, Check, ConfigMapKeyRef, SecretKeyRef
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,10 @@ class MetricProvider(Protocol):
 
     def alert_query(self, alert: Alert, context: Mapping[str, str]) -> str:
         """A query counting the firing series of `alert` (no series: none fires)."""
+        ...
+
+    def check_queries(self, check: Check) -> CheckQueries:
+        """The query templates of a check: its own query, or a built-in's in this language."""
         ...
 
 
@@ -106,3 +111,6 @@ class UnconfiguredProvider:
 
     def alert_query(self, alert: Alert, context: Mapping[str, str]) -> str:
         return alert.alertname
+
+    def check_queries(self, check: Check) -> CheckQueries:
+        return CheckQueries(check.query or check.name)

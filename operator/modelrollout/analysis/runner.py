@@ -25,11 +25,11 @@ from modelrollout.analysis.assessment import (
     pending_checks,
     verdict_of,
 )
-from modelrollout.analysis.builtins import queries_for, ratio
+from modelrollout.analysis.builtins import ratio
 from modelrollout.analysis.provider import MetricProvider, QueryResult
 from modelrollout.analysis.templates import TemplateError
 from modelrollout.models.durations import parse_duration
-from modelrollout.models.spec import Alert, ModelRolloutSpec
+from modelrollout.models.spec import Alert, Check, ModelRolloutSpec
 from modelrollout.models.status import ACTIVE_CANARY_PHASES, CheckStatus, ModelRolloutStatus
 
 
@@ -84,24 +84,22 @@ def evaluate(
     samples: dict[str, Sample] = {}
     offline = None if provider.is_online() else Sample.unavailable(provider.offline_reason())
     for check in spec.analysis.checks:
-        queries = queries_for(check)
-        samples[check.name] = offline or _check_sample(
-            provider, queries.canary, queries.stable, context
+        samples[check.name] = (
+            offline if offline is not None else _check_sample(provider, check, context)
         )
     for alert in spec.analysis.alerts:
-        samples[alert_check_name(alert.alertname)] = offline or _alert_sample(
-            provider, alert, context
+        samples[alert_check_name(alert.alertname)] = (
+            offline if offline is not None else _alert_sample(provider, alert, context)
         )
     return assess(spec.analysis, status.checks, samples, now)
 
 
-def _check_sample(
-    provider: MetricProvider, canary: str, stable: str | None, context: Mapping[str, str]
-) -> Sample:
-    canary_sample = _query(provider, canary, context)
-    if stable is None or canary_sample.value is None:
+def _check_sample(provider: MetricProvider, check: Check, context: Mapping[str, str]) -> Sample:
+    queries = provider.check_queries(check)
+    canary_sample = _query(provider, queries.canary, context)
+    if queries.stable is None or canary_sample.value is None:
         return canary_sample
-    stable_sample = _query(provider, stable, context)
+    stable_sample = _query(provider, queries.stable, context)
     if stable_sample.value is None:
         return Sample.unavailable(f"stable: {stable_sample.error}")
     return Sample(ratio(canary_sample.value, stable_sample.value))
