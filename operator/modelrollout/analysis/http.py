@@ -58,12 +58,19 @@ def ca_bundle(pem: str, field_path: str) -> str:
     if _PEM_CERTIFICATE not in pem:
         raise UnresolvedReference(field_path, "holds no PEM certificate")
     path = CA_DIRECTORY / f"{hashlib.sha256(pem.encode()).hexdigest()}.pem"
-    if not path.exists():
+    if path.exists():
+        return str(path)
+    try:
         CA_DIRECTORY.mkdir(mode=0o700, parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.partial")
-        partial.write_text(pem)
+        descriptor, partial = tempfile.mkstemp(dir=CA_DIRECTORY, suffix=".partial")
+        with os.fdopen(descriptor, "w") as file:
+            file.write(pem)
         # Rename is atomic: a concurrent tick never reads half a bundle.
-        partial.replace(path)
+        os.replace(partial, path)
+    except OSError as error:
+        raise UnresolvedReference(
+            field_path, f"the CA cannot be written to {CA_DIRECTORY}: {error.strerror}"
+        ) from None
     return str(path)
 
 

@@ -432,3 +432,15 @@ def test_a_missing_secret_makes_the_analysis_unavailable_naming_the_field_not_th
         caplog.text,
     ]
     assert not [text for text in everything if PLANTED in text]
+
+
+def test_a_ca_that_cannot_be_written_is_an_unresolved_reference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    monkeypatch.setattr(http, "CA_DIRECTORY", blocked / "ca")
+    with pytest.raises(UnresolvedReference) as raised:
+        settings(PROVIDER, REFERENCES)
+    assert raised.value.field_path == "spec.analysis.provider.tls.ca.configMapKeyRef"
+    assert "cannot be written" in str(raised.value)
