@@ -290,6 +290,8 @@ def test_a_wrong_password_is_unavailable_and_the_value_is_never_shown(
     assert [text for text in shown if PLANTED in text] == []
 
 
+# insecureSkipVerify does what it says; urllib3 warns about it, as it should.
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 def test_an_unknown_ca_is_unavailable_with_a_tls_message_unless_verification_is_off(
     kube_api_client: client.ApiClient, namespace: str, secured_prometheus: SecuredPrometheus
 ) -> None:
