@@ -23,8 +23,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from modelrollout.analysis.prometheus import PrometheusProvider
-from modelrollout.analysis.runner import alert_query
+from modelrollout.analysis.prometheus import PrometheusProvider, alert_query
 from modelrollout.analysis.templates import render
 from modelrollout.kube.labels import GROUP, PLURAL, VERSION
 from modelrollout.models import Alert, PrometheusSource
@@ -165,7 +164,9 @@ CONTEXT = {
 def test_hostile_label_values_reach_prometheus_as_values_of_one_selector(
     prometheus: PrometheusHandle, hostile: str
 ) -> None:
-    provider = PrometheusProvider(PrometheusSource(address=prometheus.url), threading.Semaphore())
+    provider = PrometheusProvider(
+        PrometheusSource(address=prometheus.url).as_provider(), None, threading.Semaphore()
+    )
     # An alert's matchLabels are label values whole, literal text included.
     alert = Alert(
         alertname=hostile,

@@ -25,6 +25,14 @@ pytestmark = pytest.mark.cluster
 
 GROUP, VERSION, PLURAL = "modelrollout.dev", "v1alpha1", "modelrollouts"
 SHADOW = {"mirrorPercent": 10, "duration": "10m", "then": "promote"}
+TOKEN = {"secretKeyRef": {"name": "prometheus", "key": "token"}}
+PROVIDER = {
+    "type": "prometheus",
+    "address": "https://prometheus.example.com",
+    "auth": {"bearerToken": TOKEN},
+    "tls": {"ca": {"configMapKeyRef": {"name": "prometheus-ca", "key": "ca.crt"}}},
+    "headers": [{"name": "X-Scope-OrgID", "value": "tenant-a"}],
+}
 
 
 def manifest(spec: dict[str, Any]) -> dict[str, Any]:
@@ -74,6 +82,16 @@ def removing(path: str) -> Callable[[dict[str, Any]], None]:
     def mutate(spec: dict[str, Any]) -> None:
         node, last = _path(spec, path)
         del node[last]
+
+    return mutate
+
+
+def provider(**change: Any) -> Callable[[dict[str, Any]], None]:
+    """analysis.provider (PROVIDER with `change`) in place of analysis.prometheus."""
+
+    def mutate(spec: dict[str, Any]) -> None:
+        del spec["analysis"]["prometheus"]
+        spec["analysis"]["provider"] = {**PROVIDER, **change}
 
     return mutate
 
@@ -186,6 +204,58 @@ INVALID: list[tuple[str, Callable[[dict[str, Any]], None], list[str]]] = [
     ),
     ("unknown field", setting("runtime.gpus", 2), ["spec.runtime.gpus", "unknown field"]),
     (
+        "provider and prometheus both",
+        setting("analysis.provider", PROVIDER),
+        ["spec.analysis.provider", "analysis.provider or analysis.prometheus", "not both"],
+    ),
+    (
+        "bearer token and basic auth both",
+        provider(
+            auth={
+                "bearerToken": TOKEN,
+                "basicAuth": {"username": {"value": "u"}, "password": TOKEN},
+            }
+        ),
+        ["spec.analysis.provider.auth", "exactly one of bearerToken or basicAuth"],
+    ),
+    (
+        "an inline bearer token",
+        provider(auth={"bearerToken": {"value": "inline"}}),
+        ["spec.analysis.provider.auth.bearerToken"],
+    ),
+    (
+        "header without a value",
+        provider(headers=[{"name": "X-Scope-OrgID"}]),
+        ["spec.analysis.provider.headers[0]", "exactly one of value or secretKeyRef"],
+    ),
+    (
+        "header twice",
+        provider(headers=[{"name": "X-A", "value": "1"}, {"name": "x-a", "value": "2"}]),
+        ["spec.analysis.provider.headers", "unique"],
+    ),
+    (
+        "Authorization header beside auth",
+        provider(headers=[{"name": "Authorization", "value": "Bearer x"}]),
+        ["spec.analysis.provider.headers", "set by auth"],
+    ),
+    (
+        "CA from both a Secret and a ConfigMap",
+        provider(
+            tls={
+                "ca": {
+                    "secretKeyRef": TOKEN["secretKeyRef"],
+                    "configMapKeyRef": TOKEN["secretKeyRef"],
+                }
+            }
+        ),
+        ["spec.analysis.provider.tls.ca", "exactly one of secretKeyRef or configMapKeyRef"],
+    ),
+    (
+        "unknown provider type",
+        provider(type="datadog"),
+        ["spec.analysis.provider.type", "prometheus"],
+    ),
+    (
         "check name too long",
         setting("analysis.checks.0.name", "x" * 64),
         ["spec.analysis.checks[0].name"],
@@ -215,6 +285,14 @@ def test_valid_rollout_is_accepted_and_keeps_what_the_user_wrote(
     created = create(kube_api_client, namespace, example_spec())
     # No defaults are written into spec: GitOps tools see exactly what they applied.
     assert created["spec"] == example_spec()
+
+
+def test_the_provider_form_is_accepted_as_written(
+    kube_api_client: client.ApiClient, namespace: str
+) -> None:
+    spec = example_spec()
+    provider()(spec)
+    assert create(kube_api_client, namespace, spec)["spec"] == spec
 
 
 def test_operator_status_is_accepted_and_shown_in_columns(

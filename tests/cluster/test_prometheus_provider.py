@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from modelrollout.analysis.prometheus import PrometheusProvider
-from modelrollout.models.spec import PrometheusSource
+from modelrollout.models.spec import PrometheusProviderSpec
 from modelrollout.settings import OperatorSettings
 from modelrollout_dev.prometheus import CountingProxy, PrometheusHandle
 from tests.support.kube import wait_until
@@ -46,8 +46,10 @@ MAX_QUERIES_IN_FLIGHT = OperatorSettings().max_queries_in_flight
 def provider(
     url: str, timeout: str = "2s", in_flight: threading.Semaphore | None = None
 ) -> PrometheusProvider:
+    config = {"type": "prometheus", "address": url, "timeout": timeout}
     return PrometheusProvider(
-        PrometheusSource.model_validate({"address": url, "timeout": timeout}),
+        PrometheusProviderSpec.model_validate(config),
+        None,
         in_flight or threading.BoundedSemaphore(MAX_QUERIES_IN_FLIGHT),
     )
 

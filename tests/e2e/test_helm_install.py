@@ -135,6 +135,8 @@ def test_helm_install_rbac_is_enough_for_a_rollout_and_no_more(
         custom = client.CustomObjectsApi(as_operator)
         assert _status_code(lambda: core.list_namespaced_secret("kube-system")) == 403
         assert _status_code(lambda: core.list_namespaced_secret(namespace)) == 403
+        # Secrets are read by name where a rollout names one, in watched namespaces only.
+        assert _status_code(lambda: core.read_namespaced_secret("any", "kube-system")) == 403
         assert _status_code(lambda: custom.list_namespaced_custom_object(
             GROUP, VERSION, "default", PLURAL
         )) == 403  # fmt: skip

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from modelrollout.devcluster.toolchain import cache_root
+from modelrollout_dev.toolchain import cache_root
 from modelserve.tiny_model import TinyModelShape, make_tiny_model
 from tests.serving.conftest import TINY_MODEL_NAME, free_port, metric, scrape
 

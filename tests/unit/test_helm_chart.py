@@ -26,6 +26,9 @@ EXPECTED_ROLLOUT_RULES = {
     # Quality-gate evaluation steps; the suite's ConfigMap is mounted, never read.
     ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
     ("", "events"): {"create"},
+    # What a metric provider's config names (credentials, a CA): get by name, never a list.
+    ("", "secrets"): {"get"},
+    ("", "configmaps"): {"get"},
 }
 
 
@@ -98,7 +101,7 @@ def test_cluster_mode_grants_only_what_the_operator_uses(tmp_path: Path) -> None
     documents = render(tmp_path)
     rules = _rules(_named(documents, "ClusterRole", "-modelrollout"))
     assert rules == EXPECTED_ROLLOUT_RULES
-    assert ("", "secrets") not in rules
+    assert rules[("", "secrets")] == {"get"}, "Secrets are read by name only, never listed"
     assert all("*" not in verbs for verbs in rules.values())
     assert _rules(_named(documents, "ClusterRole", "-capacity")) == CAPACITY_RULES
     assert (
@@ -202,3 +205,37 @@ def test_monitoring_objects_carry_the_shipped_rules_and_dashboard(tmp_path: Path
 
     kinds = {document["kind"] for document in render(tmp_path)}
     assert not kinds & {"ServiceMonitor", "PrometheusRule", "ConfigMap"}
+
+
+def _reference_rules(role: dict[str, Any]) -> dict[str, Any]:
+    return {
+        rule["resources"][0]: rule.get("resourceNames")
+        for rule in role["rules"]
+        if rule["resources"][0] in ("secrets", "configmaps")
+    }
+
+
+def test_provider_references_can_be_restricted_to_names_or_not_granted(tmp_path: Path) -> None:
+    named = render(
+        tmp_path,
+        {
+            "watchNamespaces": ["ml"],
+            "rbac": {
+                "providerReferences": {
+                    "secretNames": ["prometheus-token"],
+                    "configMapNames": ["prometheus-ca"],
+                }
+            },
+        },
+    )
+    role = _named(named, "Role", "-modelrollout")
+    assert _reference_rules(role) == {
+        "secrets": ["prometheus-token"],
+        "configmaps": ["prometheus-ca"],
+    }
+    assert _rules(role)[("", "secrets")] == {"get"}
+    unrestricted = _named(render(tmp_path), "ClusterRole", "-modelrollout")
+    assert _reference_rules(unrestricted) == {"secrets": None, "configmaps": None}
+    none = render(tmp_path, {"rbac": {"providerReferences": {"enabled": False}}})
+    rules = _rules(_named(none, "ClusterRole", "-modelrollout"))
+    assert ("", "secrets") not in rules and ("", "configmaps") not in rules

@@ -68,4 +68,21 @@ rollout with exactly these).
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+{{- with .Values.rbac.providerReferences }}
+{{- if .enabled }}
+{{- /* Metric provider credentials and CAs a rollout's spec names: get by name, never list. */}}
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+  {{- with .secretNames }}
+  resourceNames: {{ toJson . }}
+  {{- end }}
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get"]
+  {{- with .configMapNames }}
+  resourceNames: {{ toJson . }}
+  {{- end }}
+{{- end }}
+{{- end }}
 {{- end -}}

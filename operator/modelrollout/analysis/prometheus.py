@@ -1,52 +1,156 @@
 """The Prometheus MetricProvider, on prometheus-api-client.
 
 No hanging calls: one request per query, no retries (the next tick is the
-retry), and the rollout's `analysis.prometheus.timeout` on connect and read.
-A query must yield exactly one sample; empty, NaN and multi-series results
-are reported as such, never turned into a number.
+retry), and the provider's `timeout` on connect and read. A query must
+yield exactly one sample; empty, NaN and multi-series results are reported
+as such, never turned into a number.
+
+Credentials, CA and headers are read from the cluster when the provider is
+first used (a tick that does not evaluate reads no Secret). Templates are
+PromQL: values are quoted as PromQL strings (analysis/templates.py); the
+built-in checks are PromQL on vLLM's metric names (analysis/builtins.py).
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
+import requests
 from prometheus_api_client import PrometheusConnect
 from urllib3.util.retry import Retry
 
-from modelrollout.analysis.provider import QueryResult
+from modelrollout.analysis.builtins import CheckQueries, queries_for
+from modelrollout.analysis.http import http_settings
+from modelrollout.analysis.provider import (
+    NoReferences,
+    QueryResult,
+    References,
+    UnresolvedReference,
+)
+from modelrollout.analysis.templates import escape_promql_string, render, render_label_value
 from modelrollout.models.durations import parse_duration
-from modelrollout.models.spec import PrometheusSource
+from modelrollout.models.spec import Alert, Check, PrometheusProviderSpec
+
+PROVIDER_PATH = "spec.analysis.provider"
 
 
-class PrometheusProvider:
-    def __init__(self, source: PrometheusSource, in_flight: threading.Semaphore) -> None:
+def alert_query(alert: Alert, context: Mapping[str, str]) -> str:
+    """How many ALERTS series fire for this alertname and the rendered matchLabels."""
+    matchers = [
+        f'alertname="{escape_promql_string(alert.alertname)}"',
+        'alertstate="firing"',
+        *(
+            f'{key}="{render_label_value(value, context)}"'
+            for key, value in sorted(alert.match_labels.items())
+        ),
+    ]
+    return f"count(ALERTS{{{','.join(matchers)}}})"
+
+
+class PromQL:
+    """PromQL templating: the part of the Prometheus provider that needs no server."""
+
+    def render_query(self, template: str, context: Mapping[str, str]) -> str:
+        return render(template, context)
+
+    def alert_query(self, alert: Alert, context: Mapping[str, str]) -> str:
+        return alert_query(alert, context)
+
+    def check_queries(self, check: Check) -> CheckQueries:
+        return queries_for(check)
+
+
+class PrometheusProvider(PromQL):
+    config_model: ClassVar[type[PrometheusProviderSpec]] = PrometheusProviderSpec
+
+    def __init__(
+        self,
+        config: PrometheusProviderSpec,
+        references: References | None,
+        in_flight: threading.Semaphore,
+    ) -> None:
         # `in_flight` is shared by every provider of the operator: at most that many
         # requests (queries and health checks) wait on Prometheus at once, however
         # many ticks run, so a slow Prometheus is not made slower by a pile-up.
         self._in_flight = in_flight
-        self._timeout = parse_duration(source.timeout)
-        self._client = PrometheusConnect(
-            url=source.address.rstrip("/"),
-            retry=Retry(total=0, connect=0, read=0, redirect=0, status=0),
-            timeout=self._timeout,
-        )
+        self._config = config
+        self._references: References = references or NoReferences()
+        self._url = config.address.rstrip("/")
+        self._timeout = parse_duration(config.timeout)
+        self._session: requests.Session | None = None
+        self._client: PrometheusConnect | None = None
+        self._offline_reason = "metric provider is unreachable"
 
-    def query(self, promql: str) -> QueryResult:
+    def _connect(self) -> tuple[requests.Session, PrometheusConnect]:
+        """The session and client, built on first use; raises UnresolvedReference."""
+        if self._session is None or self._client is None:
+            settings = http_settings(
+                self._config.auth,
+                self._config.tls,
+                self._config.headers,
+                self._references,
+                PROVIDER_PATH,
+            )
+            session = requests.Session()
+            session.headers.update(settings.headers)
+            session.auth = settings.basic_auth
+            session.verify = settings.verify
+            self._client = PrometheusConnect(
+                url=self._url,
+                retry=Retry(total=0, connect=0, read=0, redirect=0, status=0),
+                timeout=self._timeout,
+                session=session,
+            )
+            self._session = session
+        return self._session, self._client
+
+    def query(self, query: str) -> QueryResult:
+        try:
+            _, client = self._connect()
+        except UnresolvedReference as error:
+            return QueryResult(None, error=str(error))
         try:
             with self._in_flight:
-                raw = self._client.custom_query(promql, timeout=self._timeout)
+                raw = client.custom_query(query, timeout=self._timeout)
         except Exception as error:  # any failure of the call is "unavailable", never a crash
             return QueryResult(None, error=f"query failed: {type(error).__name__}: {error}")
-        return parse_query_result(promql, raw)
+        return parse_query_result(query, raw)
 
     def is_online(self) -> bool:
         try:
-            with self._in_flight:
-                return bool(self._client.check_prometheus_connection())
-        except Exception:
+            session, _ = self._connect()
+        except UnresolvedReference as error:
+            self._offline_reason = str(error)
             return False
+        try:
+            with self._in_flight:
+                # `verify` given per request: otherwise REQUESTS_CA_BUNDLE would override
+                # the configured CA (or insecureSkipVerify), as requests lets it.
+                response = session.get(
+                    f"{self._url}/", timeout=self._timeout, verify=session.verify
+                )
+        except requests.exceptions.SSLError as error:
+            self._offline_reason = (
+                f"metric provider's TLS certificate was not accepted ({PROVIDER_PATH}.tls): {error}"
+            )
+            return False
+        except Exception as error:  # any failure of the call is "offline", never a crash
+            self._offline_reason = (
+                f"metric provider is unreachable: {type(error).__name__}: {error}"
+            )
+            return False
+        if response.ok:
+            return True
+        self._offline_reason = f"metric provider answered {response.status_code} {response.reason}"
+        if response.status_code in (401, 403):
+            self._offline_reason += f": check the credentials ({PROVIDER_PATH}.auth)"
+        return False
+
+    def offline_reason(self) -> str:
+        return self._offline_reason
 
 
 def parse_query_result(promql: str, raw: Any) -> QueryResult:

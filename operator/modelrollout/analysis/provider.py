@@ -1,18 +1,26 @@
-"""Where metric values come from: the MetricProvider protocol and its registry.
+"""Where metric values come from: the MetricProvider protocol and what it may read.
 
-A provider answers one PromQL-like query with one number, or says why it
-cannot. It never raises and never blocks longer than its configured timeout:
-the tick that calls it moves every rollout.
+A provider answers one query in its own language with one number, or says
+why it cannot. It never raises and never blocks longer than its configured
+timeout: the tick that calls it moves every rollout. It also owns its query
+language: it renders `{{variable}}` templates, quoting values the way its
+language needs, and writes the queries of alerts and built-in checks.
+
+Providers are chosen by the `type` of `spec.analysis.provider`
+(analysis/registry.py). Credentials come from Secrets (and CAs from
+ConfigMaps) named in the spec, read through `References`; a reference that
+cannot be read makes the analysis unavailable with a message naming the field,
+and no value read ever appears in a message.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from modelrollout.models.spec import PrometheusSource
+from modelrollout.analysis.builtins import CheckQueries
+from modelrollout.models.spec import Alert, Check, ConfigMapKeyRef, SecretKeyRef
 
 
 @dataclass(frozen=True)
@@ -30,39 +38,79 @@ class QueryResult:
 
 
 class MetricProvider(Protocol):
-    def query(self, promql: str) -> QueryResult: ...
+    def query(self, query: str) -> QueryResult: ...
 
     def is_online(self) -> bool: ...
+
+    def offline_reason(self) -> str:
+        """Why the last `is_online()` said no, for status: never a secret value."""
+        ...
+
+    def render_query(self, template: str, context: Mapping[str, str]) -> str:
+        """The template with each `{{name}}` replaced by its value, quoted for the language.
+
+        Raises TemplateError for an unknown variable or one where quoting cannot protect.
+        """
+        ...
+
+    def alert_query(self, alert: Alert, context: Mapping[str, str]) -> str:
+        """A query counting the firing series of `alert` (no series: none fires)."""
+        ...
+
+    def check_queries(self, check: Check) -> CheckQueries:
+        """The query templates of a check: its own query, or a built-in's in this language."""
+        ...
+
+
+class UnresolvedReference(Exception):
+    """A Secret or ConfigMap key named in the spec could not be read."""
+
+    def __init__(self, field_path: str, message: str) -> None:
+        super().__init__(f"{field_path}: {message}")
+        self.field_path = field_path
+
+
+class References(Protocol):
+    """Reads the keys a provider's config names, in the rollout's namespace.
+
+    Both raise UnresolvedReference naming `field_path` when the object or key
+    is missing or may not be read.
+    """
+
+    def secret(self, ref: SecretKeyRef, field_path: str) -> str: ...
+
+    def config_map(self, ref: ConfigMapKeyRef, field_path: str) -> str: ...
+
+
+class NoReferences:
+    """References where nothing may be read: a config that names a Secret cannot be used."""
+
+    def secret(self, ref: SecretKeyRef, field_path: str) -> str:
+        raise UnresolvedReference(field_path, "no Secrets can be read here")
+
+    def config_map(self, ref: ConfigMapKeyRef, field_path: str) -> str:
+        raise UnresolvedReference(field_path, "no ConfigMaps can be read here")
 
 
 class UnconfiguredProvider:
     """Stands in where a rollout names no metric source: every answer is 'unavailable'."""
 
-    def query(self, promql: str) -> QueryResult:
-        return QueryResult(None, error="no metric provider configured (spec.analysis.prometheus)")
+    _REASON = "no metric provider configured (spec.analysis.provider)"
+
+    def query(self, query: str) -> QueryResult:
+        return QueryResult(None, error=self._REASON)
 
     def is_online(self) -> bool:
         return False
 
+    def offline_reason(self) -> str:
+        return self._REASON
 
-def _prometheus(source: PrometheusSource, in_flight: threading.Semaphore) -> MetricProvider:
-    # Imported here: prometheus.py imports QueryResult from this module.
-    from modelrollout.analysis.prometheus import PrometheusProvider
+    def render_query(self, template: str, context: Mapping[str, str]) -> str:
+        return template
 
-    return PrometheusProvider(source, in_flight)
+    def alert_query(self, alert: Alert, context: Mapping[str, str]) -> str:
+        return alert.alertname
 
-
-# Provider kinds by the key that names them under spec.analysis.
-PROVIDERS: dict[str, Callable[[PrometheusSource, threading.Semaphore], MetricProvider]] = {
-    "prometheus": _prometheus
-}
-
-
-def provider_for(source: PrometheusSource | None, in_flight: threading.Semaphore) -> MetricProvider:
-    """The provider for a rollout's `spec.analysis.prometheus` (None: unconfigured).
-
-    `in_flight` bounds the requests waiting on providers at once, shared by all of them.
-    """
-    if source is None:
-        return UnconfiguredProvider()
-    return PROVIDERS["prometheus"](source, in_flight)
+    def check_queries(self, check: Check) -> CheckQueries:
+        return CheckQueries(check.query or check.name)

@@ -1,4 +1,4 @@
-"""One evaluation of a rollout's analysis: render, query, assess.
+"""One evaluation of a rollout's analysis: the provider renders and runs queries; assess.
 
 Queries run sequentially, once per check (twice with `compareTo: stable`) and
 once per alert, each bounded by the provider's timeout; an offline provider
@@ -25,16 +25,11 @@ from modelrollout.analysis.assessment import (
     pending_checks,
     verdict_of,
 )
-from modelrollout.analysis.builtins import queries_for, ratio
+from modelrollout.analysis.builtins import ratio
 from modelrollout.analysis.provider import MetricProvider, QueryResult
-from modelrollout.analysis.templates import (
-    TemplateError,
-    escape_promql_string,
-    render,
-    render_label_value,
-)
+from modelrollout.analysis.templates import TemplateError
 from modelrollout.models.durations import parse_duration
-from modelrollout.models.spec import Alert, ModelRolloutSpec
+from modelrollout.models.spec import Alert, Check, ModelRolloutSpec
 from modelrollout.models.status import ACTIVE_CANARY_PHASES, CheckStatus, ModelRolloutStatus
 
 
@@ -87,30 +82,24 @@ def evaluate(
     if not analysis_due(spec, status, now):
         return status.checks, verdict_of(spec.analysis, status.checks)
     samples: dict[str, Sample] = {}
-    online = provider.is_online()
+    offline = None if provider.is_online() else Sample.unavailable(provider.offline_reason())
     for check in spec.analysis.checks:
-        queries = queries_for(check)
         samples[check.name] = (
-            _check_sample(provider, queries.canary, queries.stable, context)
-            if online
-            else Sample.unavailable("metric provider is unreachable")
+            offline if offline is not None else _check_sample(provider, check, context)
         )
     for alert in spec.analysis.alerts:
         samples[alert_check_name(alert.alertname)] = (
-            _alert_sample(provider, alert, context)
-            if online
-            else Sample.unavailable("metric provider is unreachable")
+            offline if offline is not None else _alert_sample(provider, alert, context)
         )
     return assess(spec.analysis, status.checks, samples, now)
 
 
-def _check_sample(
-    provider: MetricProvider, canary: str, stable: str | None, context: Mapping[str, str]
-) -> Sample:
-    canary_sample = _query(provider, canary, context)
-    if stable is None or canary_sample.value is None:
+def _check_sample(provider: MetricProvider, check: Check, context: Mapping[str, str]) -> Sample:
+    queries = provider.check_queries(check)
+    canary_sample = _query(provider, queries.canary, context)
+    if queries.stable is None or canary_sample.value is None:
         return canary_sample
-    stable_sample = _query(provider, stable, context)
+    stable_sample = _query(provider, queries.stable, context)
     if stable_sample.value is None:
         return Sample.unavailable(f"stable: {stable_sample.error}")
     return Sample(ratio(canary_sample.value, stable_sample.value))
@@ -118,40 +107,27 @@ def _check_sample(
 
 def _query(provider: MetricProvider, template: str, context: Mapping[str, str]) -> Sample:
     try:
-        promql = render(template, context)
+        query = provider.render_query(template, context)
     except TemplateError as error:
         return Sample.unavailable(str(error))
-    return _sample(provider.query(promql), promql)
+    return _sample(provider.query(query), query)
 
 
-def _sample(result: QueryResult, promql: str) -> Sample:
+def _sample(result: QueryResult, query: str) -> Sample:
     if result.value is not None:
         return Sample(result.value)
     if result.empty:
-        return Sample.unavailable(f"query returned no data: {promql}")
+        return Sample.unavailable(f"query returned no data: {query}")
     return Sample.unavailable(result.error or "no value")
-
-
-def alert_query(alert: Alert, context: Mapping[str, str]) -> str:
-    """How many ALERTS series fire for this alertname and the rendered matchLabels."""
-    matchers = [
-        f'alertname="{escape_promql_string(alert.alertname)}"',
-        'alertstate="firing"',
-        *(
-            f'{key}="{render_label_value(value, context)}"'
-            for key, value in sorted(alert.match_labels.items())
-        ),
-    ]
-    return f"count(ALERTS{{{','.join(matchers)}}})"
 
 
 def _alert_sample(provider: MetricProvider, alert: Alert, context: Mapping[str, str]) -> Sample:
     try:
-        promql = alert_query(alert, context)
+        query = provider.alert_query(alert, context)
     except TemplateError as error:
         return Sample.unavailable(str(error))
-    result = provider.query(promql)
+    result = provider.query(query)
     if result.empty:
-        # No firing series is the healthy answer for an alert (Prometheus did answer).
+        # No firing series is the healthy answer for an alert (the provider did answer).
         return Sample(0.0)
-    return _sample(result, promql)
+    return _sample(result, query)

@@ -29,7 +29,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from modelrollout.analysis.assessment import check_events
-from modelrollout.analysis.provider import MetricProvider, provider_for
+from modelrollout.analysis.provider import MetricProvider
+from modelrollout.analysis.registry import provider_for
 from modelrollout.analysis.runner import evaluate
 from modelrollout.engine.capacity import assess, gpus_per_pod, node_gpus, pod_gpus
 from modelrollout.engine.children import (
@@ -61,6 +62,7 @@ from modelrollout.engine.strategies.types import (
 from modelrollout.engine.timing import LastDecision
 from modelrollout.kube.api import MODELROLLOUTS, NODES, PODS, KubeApi, KubeApiError
 from modelrollout.kube.labels import label_selector, revision_object_name, selector_labels
+from modelrollout.kube.references import KubeReferences
 from modelrollout.kube.workloads import RolloutRef
 from modelrollout.metrics import OperatorMetrics
 from modelrollout.models import (
@@ -96,10 +98,8 @@ class Reconciler:
         self._api = api
         self._clock = clock
         # Shared by every rollout's provider: the bound is on the whole operator.
-        query_slots = threading.BoundedSemaphore(max_queries_in_flight)
-        self._provider_factory = provider_factory or (
-            lambda spec: provider_for(spec.analysis.prometheus, query_slots)
-        )
+        self._query_slots = threading.BoundedSemaphore(max_queries_in_flight)
+        self._provider_factory = provider_factory
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._written: dict[str, ModelRolloutStatus] = {}
@@ -345,7 +345,14 @@ class Reconciler:
             "stable.revision": status.stable_revision or "",
             "model": spec.model.name,
         }
-        return evaluate(spec, status, self._provider_factory(spec), context, now)
+        provider = (
+            provider_for(
+                spec.analysis, KubeReferences(self._api, rollout.namespace), self._query_slots
+            )
+            if self._provider_factory is None
+            else self._provider_factory(spec)
+        )
+        return evaluate(spec, status, provider, context, now)
 
     def _converge(
         self,

@@ -78,6 +78,8 @@ CONFIGMAP_NAME_PATTERN = rf"^{_DNS_SUBDOMAIN}$"
 CONFIGMAP_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
 # A Prometheus base URL: scheme and host, an optional path, nothing else.
 PROMETHEUS_ADDRESS_PATTERN = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
+# An HTTP header name (RFC 9110 token).
+HEADER_NAME_PATTERN = r"^[-!#$%&'*+.^_`|~0-9A-Za-z]+$"
 
 _QUALIFIED_NAME = re.compile(QUALIFIED_NAME_PATTERN)
 _QUANTITY = re.compile(QUANTITY_PATTERN)
@@ -97,6 +99,7 @@ MAX_REPLICAS = 64
 MAX_STEPS = 32
 MAX_CHECKS = 16
 MAX_ALERTS = 16
+MAX_HEADERS = 16
 # Every duration becomes an int32 of seconds somewhere (progressDeadlineSeconds,
 # probe thresholds) or a socket timeout; a year is far beyond any sensible wait.
 MAX_DURATION = "8760h"
@@ -649,15 +652,206 @@ class Strategy(SpecModel):
     needs router gatewayAPI."""
 
 
-class PrometheusSource(SpecModel):
-    address: Annotated[
-        str,
-        Field(min_length=1, max_length=1024, pattern=PROMETHEUS_ADDRESS_PATTERN),
-        AfterValidator(_check_prometheus_address),
+PrometheusAddress = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=1024,
+        pattern=PROMETHEUS_ADDRESS_PATTERN,
+        description="Base URL of the Prometheus HTTP API, http:// or https://.",
+    ),
+    AfterValidator(_check_prometheus_address),
+]
+QueryTimeout = Annotated[Duration, Field(description="Timeout of each query (connect and read).")]
+ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=CONFIGMAP_NAME_PATTERN)]
+ObjectKey = Annotated[str, Field(min_length=1, max_length=253, pattern=CONFIGMAP_KEY_PATTERN)]
+
+
+class SecretKeyRef(SpecModel):
+    """One key of a Secret in the rollout's namespace."""
+
+    name: Annotated[
+        ObjectName, Field(description="Name of the Secret, in the rollout's namespace.")
     ]
-    """Base URL of the Prometheus HTTP API, http:// or https://."""
-    timeout: Duration = "5s"
-    """Timeout of each query (connect and read)."""
+    key: Annotated[ObjectKey, Field(description="Key in the Secret's data.")]
+
+
+class ConfigMapKeyRef(SpecModel):
+    """One key of a ConfigMap in the rollout's namespace."""
+
+    name: Annotated[
+        ObjectName, Field(description="Name of the ConfigMap, in the rollout's namespace.")
+    ]
+    key: Annotated[ObjectKey, Field(description="Key in the ConfigMap's data.")]
+
+
+class SecretValue(SpecModel):
+    """A secret value: always read from a Secret, never written in the spec."""
+
+    secret_key_ref: Annotated[SecretKeyRef, Field(description="The Secret key holding the value.")]
+
+
+class PlainOrSecretValue(SpecModel):
+    """A value written in the spec (`value`) or read from a Secret (`secretKeyRef`)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            rule(
+                "has(self.value) != has(self.secretKeyRef)",
+                "username sets exactly one of value or secretKeyRef",
+            )
+        )
+    )
+
+    value: (
+        Annotated[
+            str, Field(min_length=1, max_length=1024, description="The value itself (not secret).")
+        ]
+        | None
+    ) = None
+    secret_key_ref: Annotated[
+        SecretKeyRef | None, Field(description="The Secret key holding the value.")
+    ] = None
+
+
+class BasicAuth(SpecModel):
+    username: Annotated[
+        PlainOrSecretValue, Field(description="The user name: a value or a Secret key.")
+    ]
+    password: Annotated[SecretValue, Field(description="The password, from a Secret.")]
+
+
+class HttpAuth(SpecModel):
+    """How the provider authenticates: one of a bearer token or basic auth."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            rule(
+                "has(self.bearerToken) != has(self.basicAuth)",
+                "auth sets exactly one of bearerToken or basicAuth",
+            )
+        )
+    )
+
+    bearer_token: Annotated[
+        SecretValue | None,
+        Field(description="Sent as `Authorization: Bearer <token>`; the token from a Secret."),
+    ] = None
+    basic_auth: Annotated[
+        BasicAuth | None, Field(description="HTTP basic auth; the password from a Secret.")
+    ] = None
+
+
+class CertificateSource(SpecModel):
+    """PEM certificates from one of a Secret key or a ConfigMap key."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            rule(
+                "has(self.secretKeyRef) != has(self.configMapKeyRef)",
+                "ca sets exactly one of secretKeyRef or configMapKeyRef",
+            )
+        )
+    )
+
+    secret_key_ref: Annotated[
+        SecretKeyRef | None, Field(description="A Secret key holding PEM certificates.")
+    ] = None
+    config_map_key_ref: Annotated[
+        ConfigMapKeyRef | None, Field(description="A ConfigMap key holding PEM certificates.")
+    ] = None
+
+
+class TlsConfig(SpecModel):
+    ca: Annotated[
+        CertificateSource | None,
+        Field(
+            description="The CA that signs the server's certificate, trusted instead of the "
+            "system's CAs."
+        ),
+    ] = None
+    insecure_skip_verify: Annotated[
+        bool,
+        Field(description="Accept any server certificate (no verification): for tests only."),
+    ] = False
+
+
+class HttpHeader(PlainOrSecretValue):
+    """An extra request header (`X-Scope-OrgID` of Thanos or Mimir, a managed service's key)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            rule(
+                "has(self.value) != has(self.secretKeyRef)",
+                "a header sets exactly one of value or secretKeyRef",
+            )
+        )
+    )
+
+    name: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=256,
+            pattern=HEADER_NAME_PATTERN,
+            description="The header's name.",
+        ),
+    ]
+
+
+class PrometheusProviderSpec(SpecModel):
+    """A Prometheus-compatible HTTP API (Prometheus, Thanos, Mimir, managed services)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            rule(
+                "!has(self.auth) || !has(self.headers) || "
+                "self.headers.all(h, h.name.lowerAscii() != 'authorization')",
+                "the Authorization header is set by auth: set it in one place",
+                ".headers",
+            )
+        )
+    )
+
+    type: Annotated[Literal["prometheus"], Field(description="The kind of metric provider.")]
+    address: PrometheusAddress
+    timeout: QueryTimeout = "5s"
+    auth: Annotated[
+        HttpAuth | None, Field(description="Credentials: a bearer token or basic auth.")
+    ] = None
+    tls: Annotated[
+        TlsConfig | None, Field(description="How the server's certificate is verified.")
+    ] = None
+    headers: Annotated[
+        list[HttpHeader],
+        Field(
+            max_length=MAX_HEADERS,
+            description="Extra HTTP headers sent with each request (X-Scope-OrgID of Thanos or "
+            "Mimir, a managed service's key); names are unique, whatever their case.",
+            json_schema_extra=validations(
+                rule(
+                    "self.all(a, self.exists_one(b, b.name.lowerAscii() == a.name.lowerAscii()))",
+                    "header names are unique (whatever their case)",
+                )
+            ),
+        ),
+    ] = []
+
+
+# Every provider's config, told apart by `type` (analysis/registry.py maps each type
+# to its provider class). With a second provider this becomes
+# `Annotated[A | B, Field(discriminator="type")]`.
+MetricProviderSpec = PrometheusProviderSpec
+
+
+class PrometheusSource(SpecModel):
+    """The older form of `analysis.provider` with `type: prometheus`, still accepted."""
+
+    address: PrometheusAddress
+    timeout: QueryTimeout = "5s"
+
+    def as_provider(self) -> PrometheusProviderSpec:
+        return PrometheusProviderSpec(type="prometheus", address=self.address, timeout=self.timeout)
 
 
 CheckName = Annotated[
@@ -734,16 +928,28 @@ class Analysis(SpecModel):
     model_config = ConfigDict(
         json_schema_extra=validations(
             rule(
-                "has(self.prometheus) || ((!has(self.checks) || size(self.checks) == 0) && "
+                "has(self.provider) || has(self.prometheus) || "
+                "((!has(self.checks) || size(self.checks) == 0) && "
                 "(!has(self.alerts) || size(self.alerts) == 0))",
-                "analysis.prometheus is required when there are checks or alerts",
+                "analysis.prometheus (or analysis.provider) is required when there are checks "
+                "or alerts",
                 ".prometheus",
-            )
+            ),
+            rule(
+                "!(has(self.provider) && has(self.prometheus))",
+                "set either analysis.provider or analysis.prometheus (its older form), not both",
+                ".provider",
+            ),
         )
     )
 
+    provider: MetricProviderSpec | None = None
+    """Where metrics come from, by type (prometheus: a Prometheus-compatible HTTP API such as
+    Prometheus, Thanos, Mimir or a managed service); required when there are checks or alerts.
+    Credentials are read from Secrets in the rollout's namespace, never written here."""
     prometheus: PrometheusSource | None = None
-    """The Prometheus to query; required when there are checks or alerts."""
+    """The older form of provider with type prometheus (address and timeout only); set one of
+    provider or prometheus."""
     interval: Duration = "15s"
     """Time between two evaluations of the checks and alerts."""
     checks: Annotated[
@@ -758,6 +964,18 @@ class Analysis(SpecModel):
     when_metrics_unavailable: WhenMetricsUnavailable = WhenMetricsUnavailable()
     """What happens while a check has no data (missing series, failed query, Prometheus down): the
     rollout never moves forward on no data."""
+
+    @property
+    def metric_provider(self) -> MetricProviderSpec | None:
+        """The provider to query: `provider`, or `prometheus` in the form of a provider."""
+        if self.provider is not None:
+            return self.provider
+        return None if self.prometheus is None else self.prometheus.as_provider()
+
+    @property
+    def provider_path(self) -> str:
+        """Where the provider is written in the spec, for messages."""
+        return "spec.analysis.prometheus" if self.provider is None else "spec.analysis.provider"
 
 
 # The routers the API server accepts under a shadow, from their declared capabilities.
@@ -969,11 +1187,62 @@ def _parent_ref_errors(parent_refs: Sequence[ParentRef]) -> Iterator[tuple[str, 
         others.append(listener)
 
 
+def _one_of(path: str, fields: dict[str, object]) -> Iterator[tuple[str, str]]:
+    if sum(value is not None for value in fields.values()) != 1:
+        yield path, f"set exactly one of {', '.join(fields)}"
+
+
+def _provider_errors(analysis: Analysis) -> Iterator[tuple[str, str]]:
+    if analysis.provider is not None and analysis.prometheus is not None:
+        yield (
+            "spec.analysis.provider",
+            "set either provider or prometheus (its older form), not both",
+        )
+    provider = analysis.metric_provider
+    if (analysis.checks or analysis.alerts) and provider is None:
+        yield (
+            "spec.analysis.prometheus",
+            "checks and alerts need a Prometheus address (analysis.provider or "
+            "analysis.prometheus)",
+        )
+    if provider is None:
+        return
+    path = analysis.provider_path
+    if parse_duration(provider.timeout) == 0:
+        yield f"{path}.timeout", "must be above 0: no query answers in no time"
+    if provider.auth is not None:
+        auth = provider.auth
+        yield from _one_of(
+            f"{path}.auth", {"bearerToken": auth.bearer_token, "basicAuth": auth.basic_auth}
+        )
+        if auth.basic_auth is not None:
+            username = auth.basic_auth.username
+            yield from _one_of(
+                f"{path}.auth.basicAuth.username",
+                {"value": username.value, "secretKeyRef": username.secret_key_ref},
+            )
+    if provider.tls is not None and provider.tls.ca is not None:
+        ca = provider.tls.ca
+        yield from _one_of(
+            f"{path}.tls.ca",
+            {"secretKeyRef": ca.secret_key_ref, "configMapKeyRef": ca.config_map_key_ref},
+        )
+    names: set[str] = set()
+    for index, header in enumerate(provider.headers):
+        header_path = f"{path}.headers[{index}]"
+        yield from _one_of(
+            header_path, {"value": header.value, "secretKeyRef": header.secret_key_ref}
+        )
+        name = header.name.lower()
+        if name in names:
+            yield f"{header_path}.name", f"duplicate header {header.name!r}"
+        names.add(name)
+        if name == "authorization" and provider.auth is not None:
+            yield f"{header_path}.name", "Authorization is set by auth: set one or the other"
+
+
 def _analysis_errors(analysis: Analysis) -> Iterator[tuple[str, str]]:
-    if (analysis.checks or analysis.alerts) and analysis.prometheus is None:
-        yield "spec.analysis.prometheus", "checks and alerts need a Prometheus address"
-    if analysis.prometheus is not None and parse_duration(analysis.prometheus.timeout) == 0:
-        yield "spec.analysis.prometheus.timeout", "must be above 0: no query answers in no time"
+    yield from _provider_errors(analysis)
     seen: set[str] = set()
     for index, check in enumerate(analysis.checks):
         path = f"spec.analysis.checks[{index}]"

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from modelrollout.analysis.assessment import AnalysisVerdict
+from modelrollout.analysis.prometheus import PromQL
 from modelrollout.analysis.provider import QueryResult
 from modelrollout.engine.revision import revision_of
 from modelrollout.engine.strategies.canary import decide
@@ -104,8 +105,8 @@ HEALTHY = AnalysisVerdict.healthy()
 
 
 @dataclass
-class FakeProvider:
-    """Answers by the first substring of the query it knows; records every query."""
+class FakeProvider(PromQL):
+    """Answers PromQL by the first substring of the query it knows; records every query."""
 
     answers: dict[str, QueryResult] = field(default_factory=dict)
     online: bool = True
@@ -120,6 +121,9 @@ class FakeProvider:
 
     def is_online(self) -> bool:
         return self.online
+
+    def offline_reason(self) -> str:
+        return "metric provider is unreachable"
 
 
 HEALTHY_ANSWERS = {

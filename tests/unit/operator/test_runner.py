@@ -6,8 +6,9 @@ from datetime import timedelta
 
 import pytest
 
+from modelrollout.analysis.prometheus import alert_query
 from modelrollout.analysis.provider import QueryResult
-from modelrollout.analysis.runner import alert_query, evaluate
+from modelrollout.analysis.runner import evaluate
 from modelrollout.models import ModelRolloutStatus, Weights, parse_spec
 from tests.unit.operator.builders import HEALTHY_ANSWERS, T0, FakeProvider, example_spec
 

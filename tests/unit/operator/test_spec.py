@@ -364,6 +364,10 @@ CRD_PATH = Path(__file__).resolve().parents[3] / "crds" / "modelrollouts.modelro
         ("traffic.gatewayAPI.parentRefs.[].namespace", "DNS_LABEL_PATTERN"),
         ("traffic.gatewayAPI.parentRefs.[].sectionName", "SECTION_NAME_PATTERN"),
         ("analysis.prometheus.address", "PROMETHEUS_ADDRESS_PATTERN"),
+        ("analysis.provider.address", "PROMETHEUS_ADDRESS_PATTERN"),
+        ("analysis.provider.headers.[].name", "HEADER_NAME_PATTERN"),
+        ("analysis.provider.auth.bearerToken.secretKeyRef.name", "CONFIGMAP_NAME_PATTERN"),
+        ("analysis.provider.tls.ca.configMapKeyRef.key", "CONFIGMAP_KEY_PATTERN"),
     ],
 )
 def test_the_crd_has_the_patterns_of_the_models(path: str, pattern: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from modelrollout.analysis.runner import alert_query
+from modelrollout.analysis.prometheus import alert_query
 from modelrollout.analysis.templates import (
     TemplateError,
     render,

@@ -1,0 +1,47 @@
+"""Metric providers by the `type` of `spec.analysis.provider`: one line per provider.
+
+A provider class declares its config model (`config_model`, whose `type`
+literal is its key here) and is built from that config and the References
+it may read. Adding one: its module, a line here, its config model in
+models/spec.py (a member of MetricProviderSpec) and its CRD section.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from modelrollout.analysis.prometheus import PrometheusProvider
+from modelrollout.analysis.provider import MetricProvider, References, UnconfiguredProvider
+from modelrollout.models.spec import Analysis
+
+
+class ProviderClass(Protocol):
+    """A provider class: built from its config model and the references it may read."""
+
+    @property
+    def config_model(self) -> type[BaseModel]: ...
+
+    def __call__(
+        self, config: Any, references: References, in_flight: threading.Semaphore
+    ) -> MetricProvider: ...
+
+
+PROVIDERS: dict[str, ProviderClass] = {
+    "prometheus": PrometheusProvider,
+}
+
+
+def provider_for(
+    analysis: Analysis, references: References, in_flight: threading.Semaphore
+) -> MetricProvider:
+    """The provider of a rollout's analysis (`provider`, or the older `prometheus`).
+
+    `in_flight` bounds the requests waiting on providers at once, shared by all of them.
+    """
+    config = analysis.metric_provider
+    if config is None:
+        return UnconfiguredProvider()
+    return PROVIDERS[config.type](config, references, in_flight)
