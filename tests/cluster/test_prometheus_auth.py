@@ -37,10 +37,10 @@ from modelrollout.analysis.registry import provider_for
 from modelrollout.analysis.runner import evaluate
 from modelrollout.kube.cache import CachedKubeApi
 from modelrollout.kube.references import KubeReferences
-from modelrollout.models import ModelRolloutStatus, Weights, parse_spec
+from modelrollout.models import parse_spec
 from modelrollout_dev.prometheus import prometheus_binary
 from tests.support.kube import wait_until
-from tests.unit.operator.builders import T0, example_spec
+from tests.unit.operator.builders import ANALYSIS_CONTEXT, CANARY_AT_5, T0, example_spec
 
 with warnings.catch_warnings():
     # Prometheus accepts bcrypt hashes only; the standard library's crypt makes them here
@@ -53,20 +53,6 @@ pytestmark = pytest.mark.cluster
 USERNAME = "reader"
 PASSWORD = "correct-horse-battery"
 PLANTED = f"planted-{uuid.uuid4().hex}"
-CONTEXT = {
-    "namespace": "ml",
-    "rollout": "chat",
-    "canary.revision": "bbbb",
-    "stable.revision": "aaaa",
-    "model": "chat",
-}
-LIVE = ModelRolloutStatus(
-    phase="Progressing",
-    stable_revision="aaaa",
-    canary_revision="bbbb",
-    current_step=0,
-    weights=Weights(stable=95, canary=5),
-)
 
 
 def _free_port() -> int:
@@ -277,7 +263,7 @@ def test_a_wrong_password_is_unavailable_and_the_value_is_never_shown(
     spec["analysis"]["provider"] = {"type": "prometheus", **config}
     rollout = parse_spec(spec)
     checks, verdict = evaluate(
-        rollout, LIVE, provider_of(kube_api_client, namespace, config), CONTEXT, T0
+        rollout, CANARY_AT_5, provider_of(kube_api_client, namespace, config), ANALYSIS_CONTEXT, T0
     )
     assert verdict.kind == "unavailable"
     assert {check.state for check in checks} == {"Unavailable"}

@@ -19,7 +19,7 @@ from modelrollout.engine.strategies.types import (
     Observations,
     RevisionObservation,
 )
-from modelrollout.models import ModelRolloutSpec, ModelRolloutStatus, parse_spec
+from modelrollout.models import ModelRolloutSpec, ModelRolloutStatus, Weights, parse_spec
 from modelrollout.traffic import capabilities_of
 from modelrollout.traffic.base import RouterCapabilities
 
@@ -125,6 +125,22 @@ class FakeProvider(PromQL):
     def offline_reason(self) -> str:
         return "metric provider is unreachable"
 
+
+# What the checks of a canary "bbbb" at 5% beside stable "aaaa" are rendered with.
+ANALYSIS_CONTEXT = {
+    "namespace": "ml",
+    "rollout": "chat",
+    "canary.revision": "bbbb",
+    "stable.revision": "aaaa",
+    "model": "chat",
+}
+CANARY_AT_5 = ModelRolloutStatus(
+    phase="Progressing",
+    stable_revision="aaaa",
+    canary_revision="bbbb",
+    current_step=0,
+    weights=Weights(stable=95, canary=5),
+)
 
 HEALTHY_ANSWERS = {
     "ALERTS": QueryResult(None, empty=True),

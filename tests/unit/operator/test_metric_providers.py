@@ -20,7 +20,7 @@ from modelrollout.analysis.runner import evaluate
 from modelrollout.kube.api import CONFIGMAPS, SECRETS, KubeApiError, Resource
 from modelrollout.kube.cache import CachedKubeApi
 from modelrollout.kube.references import KubeReferences
-from modelrollout.models import InvalidSpecError, ModelRolloutStatus, Weights, parse_spec
+from modelrollout.models import InvalidSpecError, parse_spec
 from modelrollout.models.spec import (
     Analysis,
     ConfigMapKeyRef,
@@ -28,7 +28,7 @@ from modelrollout.models.spec import (
     PrometheusProviderSpec,
     SecretKeyRef,
 )
-from tests.unit.operator.builders import T0, example_spec
+from tests.unit.operator.builders import ANALYSIS_CONTEXT, CANARY_AT_5, T0, example_spec
 
 pytestmark = pytest.mark.unit
 
@@ -408,23 +408,9 @@ def test_a_missing_secret_makes_the_analysis_unavailable_naming_the_field_not_th
 ) -> None:
     caplog.set_level(logging.DEBUG)
     spec = parse_spec(spec_with(PROVIDER))
-    live = ModelRolloutStatus(
-        phase="Progressing",
-        stable_revision="aaaa",
-        canary_revision="bbbb",
-        current_step=0,
-        weights=Weights(stable=95, canary=5),
-    )
-    context = {
-        "namespace": "ml",
-        "rollout": "chat",
-        "canary.revision": "bbbb",
-        "stable.revision": "aaaa",
-        "model": "chat",
-    }
     references = FakeReferences({("prometheus", "token"): PLANTED}, REFERENCES.config_maps)
     checks, verdict = evaluate(
-        spec, live, provider_for(spec.analysis, references, SLOTS), context, T0
+        spec, CANARY_AT_5, provider_for(spec.analysis, references, SLOTS), ANALYSIS_CONTEXT, T0
     )
     assert verdict.kind == "unavailable"
     assert {check.state for check in checks} == {"Unavailable"}
