@@ -74,7 +74,11 @@ def test_a_new_check_reading_alone_is_written_at_most_every_refresh_period() -> 
 
 def test_literal_env_values_in_history_become_hashes_and_references_stay() -> None:
     reference = {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}
-    runtime = {"engine": "vllm", "image": "i", "env": [{"name": "A", "value": "planted"}, reference]}
+    runtime = {
+        "engine": "vllm",
+        "image": "i",
+        "env": [{"name": "A", "value": "planted"}, reference],
+    }
     entry = HistoryEntry(
         revision="r1", model="m", outcome="Promoted", at=T0, spec={"model": {}, "runtime": runtime}
     )
