@@ -101,7 +101,61 @@ def gateway_without_parents(spec: dict[str, Any]) -> None:
 
 
 # (mutation of the valid example, texts the API server's message must contain)
+ENV_REFERENCES = [
+    {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}}},
+    {"name": "A", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k", "optional": True}}},
+    {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
+]
+ENV_FROM = [{"prefix": "HF_", "secretRef": {"name": "hf"}}, {"configMapRef": {"name": "c"}}]
+LONG_REF = {"secretKeyRef": {"name": "s" * 253, "key": "k" * 253}}
+# Names and values 64770 characters, under the bound; two references of 507 pass it.
+ENV_OVER_BOUND_BY_REFERENCES = [
+    {"name": "A", "value": "x" * 32768},
+    {"name": "B", "value": "x" * 32000},
+    {"name": "C", "valueFrom": LONG_REF},
+    {"name": "D", "valueFrom": LONG_REF},
+]
+
 INVALID: list[tuple[str, Callable[[dict[str, Any]], None], list[str]]] = [
+    (
+        "env value and valueFrom both",
+        setting("runtime.env", [{"name": "A", "value": "v", **ENV_REFERENCES[0]}]),
+        ["spec.runtime.env[0]", "value and valueFrom are exclusive"],
+    ),
+    (
+        "env valueFrom with two sources",
+        setting(
+            "runtime.env",
+            [
+                {
+                    "name": "A",
+                    "valueFrom": {
+                        **ENV_REFERENCES[0]["valueFrom"],
+                        **ENV_REFERENCES[2]["valueFrom"],
+                    },
+                }
+            ],
+        ),
+        ["spec.runtime.env[0].valueFrom", "exactly one of secretKeyRef, configMapKeyRef, fieldRef"],
+    ),
+    (
+        "env secretKeyRef to an invalid name",
+        setting(
+            "runtime.env",
+            [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "Hf", "key": "t"}}}],
+        ),
+        ["spec.runtime.env[0].valueFrom.secretKeyRef.name"],
+    ),
+    (
+        "env over the size bound by its references",
+        setting("runtime.env", ENV_OVER_BOUND_BY_REFERENCES),
+        ["spec.runtime.env", "names, values and references of at most 65536 characters"],
+    ),
+    (
+        "envFrom with both a Secret and a ConfigMap",
+        setting("runtime.envFrom", [{"secretRef": {"name": "a"}, "configMapRef": {"name": "b"}}]),
+        ["spec.runtime.envFrom[0]", "exactly one of secretRef, configMapRef"],
+    ),
     ("no model uri", removing("model.uri"), ["spec.model.uri", "Required"]),
     ("unknown engine", setting("runtime.engine", "tgi"), ["spec.runtime.engine", "vllm"]),
     ("zero replicas", setting("runtime.replicas", 0), ["spec.runtime.replicas"]),
@@ -292,6 +346,15 @@ def test_the_provider_form_is_accepted_as_written(
 ) -> None:
     spec = example_spec()
     provider()(spec)
+    assert create(kube_api_client, namespace, spec)["spec"] == spec
+
+
+def test_env_references_are_accepted_as_written(
+    kube_api_client: client.ApiClient, namespace: str
+) -> None:
+    spec = example_spec()
+    spec["runtime"]["env"] = ENV_REFERENCES
+    spec["runtime"]["envFrom"] = ENV_FROM
     assert create(kube_api_client, namespace, spec)["spec"] == spec
 
 

@@ -10,6 +10,7 @@ a constant from the real Prometheus, so no model traffic is involved.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import signal
@@ -220,6 +221,56 @@ def test_undo_restores_the_previous_model_then_abort_and_retry(
     assert unknown.returncode == 1
     assert unknown.stderr.startswith(f"error: {namespace}/chat: unknown revision nope; ")
     assert f"{revision(v2)} (Promoted)" in unknown.stderr
+
+
+PLANTED = "hf_PLANTED_e2e_0123456789abcdef"
+
+
+def test_a_planted_env_value_stays_out_of_status_events_and_logs_and_undo_restores_it(
+    rollouts: Rollouts,
+    operator_process: OperatorProcess,
+    cluster_under_test: ClusterUnderTest,
+    namespace: str,
+) -> None:
+    plugin = Plugin(cluster_under_test, namespace)
+    steps = [{"setWeight": 50}, {"pause": {}}]
+    env = [
+        {"name": "HF_TOKEN", "value": PLANTED},
+        {"name": "GATED", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}},
+    ]
+    v1 = rollout_manifest("chat", "file:///models/v1", steps, env=env)
+    rollouts.create(v1)
+    rollouts.wait_phase("chat", {"Succeeded"}, 60)
+    # A canary rolled back, then another promoted: history records both.
+    v2 = with_model(v1, "file:///models/v2")
+    rollouts.patch_spec("chat", {"model": v2["spec"]["model"]})
+    rollouts.wait_phase("chat", {"Paused"}, 60)
+    plugin.ok("abort", "chat")
+    rollouts.wait_phase("chat", {"RolledBack"}, 60)
+    v3 = with_model(v1, "file:///models/v3")
+    rollouts.patch_spec("chat", {"model": v3["spec"]["model"]})
+    rollouts.wait_phase("chat", {"Paused"}, 60)
+    plugin.ok("promote", "chat")
+    status = rollouts.wait_phase("chat", {"Succeeded"}, 60)
+    assert [entry["outcome"] for entry in status["history"]][:2] == ["Promoted", "Aborted"]
+    stored_env = status["history"][0]["spec"]["runtime"]["env"]
+    assert stored_env[0]["valueHash"].startswith("sha256:")
+    assert stored_env[1] == env[1]
+
+    # undo finds the value in the current spec, so it writes exactly v1 back.
+    plugin.ok("undo", "chat", "--to-revision", revision(v1))
+    spec = rollouts.get("chat")["spec"]
+    assert spec["runtime"]["env"] == env
+    assert revision_of(parse_spec(spec)) == revision(v1)
+    rollouts.wait_phase("chat", {"Paused"}, 60)
+
+    assert PLANTED not in json.dumps(rollouts.status("chat"))
+    events = [event.to_dict() for event in rollouts.events("chat")]
+    assert events and PLANTED not in json.dumps(events, default=str)
+    # At the default verbosity (the chart's operator.logLevel info).
+    log = operator_process.log_path.read_text(errors="replace")
+    assert "Operator is" in log or "succeeded" in log
+    assert PLANTED not in log
 
 
 class PrintedLines(Recording):

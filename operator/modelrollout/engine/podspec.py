@@ -23,7 +23,15 @@ def build_pod_spec(spec: ModelRolloutSpec) -> dict[str, Any]:
         model_uri=spec.model.uri,
         args=tuple(runtime.args),
         resources=runtime.resources.model_dump(by_alias=True, exclude_defaults=True),
-        env={variable.name: variable.value for variable in runtime.env},
+        env={
+            variable.name: variable.value
+            if variable.value_from is None
+            else variable.value_from.model_dump(by_alias=True, exclude_none=True)
+            for variable in runtime.env
+        },
+        env_from=[
+            source.model_dump(by_alias=True, exclude_none=True) for source in runtime.env_from
+        ],
         startup_timeout_s=math.ceil(parse_duration(runtime.startup_timeout)),
         port=runtime.port,
         # The server must finish draining before the kubelet's SIGKILL.

@@ -37,7 +37,10 @@ class RuntimeSpec:
     model_uri: str
     args: Sequence[str] = ()
     resources: Mapping[str, Any] = field(default_factory=dict)
-    env: Mapping[str, str] = field(default_factory=dict)
+    # A literal value, or a container's valueFrom (a Secret or ConfigMap key, a pod field).
+    env: Mapping[str, str | Mapping[str, Any]] = field(default_factory=dict)
+    # A container's envFrom: Secrets and ConfigMaps whose every key becomes a variable.
+    env_from: Sequence[Mapping[str, Any]] = ()
     startup_timeout_s: int = 900
     port: int = 8000
     pvc_mount_root: str = DEFAULT_PVC_MOUNT_ROOT
@@ -115,10 +118,15 @@ def probes(spec: RuntimeSpec) -> dict[str, dict[str, Any]]:
     }
 
 
-def _env(spec: RuntimeSpec, offline: bool) -> list[dict[str, str]]:
-    env = {"HF_HUB_OFFLINE": "1"} if offline else {}
+def _env(spec: RuntimeSpec, offline: bool) -> list[dict[str, Any]]:
+    env: dict[str, str | Mapping[str, Any]] = {"HF_HUB_OFFLINE": "1"} if offline else {}
     env.update(spec.env)
-    return [{"name": name, "value": value} for name, value in sorted(env.items())]
+    return [
+        {"name": name, "value": value}
+        if isinstance(value, str)
+        else {"name": name, "valueFrom": dict(value)}
+        for name, value in sorted(env.items())
+    ]
 
 
 def vllm_args(spec: RuntimeSpec) -> list[str]:
@@ -165,6 +173,7 @@ def build_container(spec: RuntimeSpec, name: str = "server") -> dict[str, Any]:
         "args": args,
         "ports": [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}],
         "env": _env(spec, offline),
+        **({"envFrom": [dict(source) for source in spec.env_from]} if spec.env_from else {}),
         "resources": {k: dict(v) for k, v in spec.resources.items()},
         "volumeMounts": [shm_mount, *model_mounts],
         **probes(spec),

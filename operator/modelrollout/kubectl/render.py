@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from modelrollout.analysis.assessment import pending_checks
+from modelrollout.engine.redaction import UnknownEnvValue, restored_runtime
 from modelrollout.engine.revision import revision_of
 from modelrollout.engine.strategies.bluegreen import steps_strategy
 from modelrollout.engine.strategies.canary import describe_step
@@ -490,6 +491,17 @@ def undo_target(rollout: Rollout, to_revision: str | None) -> UndoTarget:
         raise Refused(f"the stored spec of revision {entry.revision} lacks model or runtime")
     if entry.revision == rollout.spec_revision:
         raise Refused(f"the spec is already at revision {entry.revision}")
+    current = (rollout.body.get("spec") or {}).get("runtime") or {}
+    try:
+        runtime = restored_runtime(runtime, current)
+    except UnknownEnvValue as unknown:
+        # History keeps only a hash of a literal value: writing that back would change the value.
+        raise Refused(
+            f"revision {entry.revision} ran with a value of runtime.env {unknown.name} that status "
+            f"keeps only as a hash, and the current spec has another value (or none): set "
+            f"{unknown.name} in spec.runtime.env to that value, or read it from a Secret with "
+            f"valueFrom, then run undo again"
+        ) from None
     return UndoTarget(entry.revision, model, runtime)
 
 

@@ -34,6 +34,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 
@@ -361,16 +362,137 @@ class Toleration(SpecModel):
     ever."""
 
 
+ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=CONFIGMAP_NAME_PATTERN)]
+ObjectKey = Annotated[str, Field(min_length=1, max_length=253, pattern=CONFIGMAP_KEY_PATTERN)]
+# A pod field an env var may read (the downward API's fieldRef), as the API server allows them.
+FIELD_PATH_PATTERN = (
+    r"^(metadata\.(name|namespace|uid|labels\['[^']+'\]|annotations\['[^']+'\])"
+    r"|spec\.(nodeName|serviceAccountName)|status\.(hostIP|hostIPs|podIP|podIPs))$"
+)
+
+
+class EnvKeySelector(SpecModel):
+    name: ObjectName
+    """Name of the object, in the rollout's namespace."""
+    key: ObjectKey
+    """Key in the object's data."""
+    optional: bool | None = None
+    """Whether the pod starts without the object or key (the variable is then unset)."""
+
+
+class EnvFieldSelector(SpecModel):
+    field_path: Annotated[str, Field(min_length=1, max_length=512, pattern=FIELD_PATH_PATTERN)]
+    """The pod field, e.g. metadata.name or status.podIP."""
+    api_version: Annotated[str, Field(min_length=1, max_length=63)] | None = None
+    """Version of the schema field_path is written in; default v1."""
+
+
+class EnvVarSource(SpecModel):
+    """Where a variable's value comes from, as a container's env[].valueFrom: exactly one source."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            rule(
+                "[has(self.secretKeyRef), has(self.configMapKeyRef), has(self.fieldRef)]"
+                ".filter(s, s).size() == 1",
+                "runtime.env[].valueFrom: exactly one of secretKeyRef, configMapKeyRef, fieldRef",
+            )
+        )
+    )
+
+    secret_key_ref: EnvKeySelector | None = None
+    """A key of a Secret: the way to pass a token (HF_TOKEN) without writing it in the spec."""
+    config_map_key_ref: EnvKeySelector | None = None
+    """A key of a ConfigMap."""
+    field_ref: EnvFieldSelector | None = None
+    """A field of the pod (downward API)."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvVarSource:
+        sources = (self.secret_key_ref, self.config_map_key_ref, self.field_ref)
+        if sum(source is not None for source in sources) != 1:
+            raise ValueError("exactly one of secretKeyRef, configMapKeyRef, fieldRef")
+        return self
+
+    def size(self) -> int:
+        """Characters of the references (they count towards the env size bound)."""
+        selector = self.secret_key_ref or self.config_map_key_ref
+        if selector is not None:
+            return len(selector.name) + len(selector.key)
+        return len(self.field_ref.field_path) if self.field_ref is not None else 0
+
+
 class EnvVar(SpecModel):
+    """A variable of the serving container: a literal value or one read from valueFrom."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            rule(
+                "!has(self.valueFrom) || !has(self.value) || self.value == ''",
+                "runtime.env[]: value and valueFrom are exclusive",
+            )
+        )
+    )
+
     name: Annotated[str, Field(min_length=1, max_length=253, pattern=ENV_NAME_PATTERN)]
     """Name of the variable."""
     value: Annotated[str, Field(max_length=32768)] = ""
-    """Value of the variable."""
+    """Value of the variable, written in the spec (status.history keeps only its sha256). A secret
+    belongs in a Secret, read with valueFrom.secretKeyRef."""
+    value_from: EnvVarSource | None = None
+    """Where the value comes from instead of value: a Secret or ConfigMap key, or a pod field."""
+
+    @model_validator(mode="after")
+    def _value_or_source(self) -> EnvVar:
+        if self.value and self.value_from is not None:
+            raise ValueError("value and valueFrom are exclusive")
+        return self
+
+    def size(self) -> int:
+        source = self.value_from.size() if self.value_from is not None else 0
+        return len(self.name) + len(self.value) + source
+
+
+class EnvObjectRef(SpecModel):
+    name: ObjectName
+    """Name of the object, in the rollout's namespace."""
+    optional: bool | None = None
+    """Whether the pod starts without the object."""
+
+
+class EnvFromSource(SpecModel):
+    """Every key of a Secret or ConfigMap as variables, as a container's envFrom[]."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            rule(
+                "has(self.secretRef) != has(self.configMapRef)",
+                "runtime.envFrom[]: exactly one of secretRef, configMapRef",
+            )
+        )
+    )
+
+    prefix: Annotated[str, Field(min_length=1, max_length=253, pattern=ENV_NAME_PATTERN)] | None = (
+        None
+    )
+    """Prepended to every key to make the variable's name."""
+    secret_ref: EnvObjectRef | None = None
+    """A Secret whose keys become variables."""
+    config_map_ref: EnvObjectRef | None = None
+    """A ConfigMap whose keys become variables."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvFromSource:
+        if (self.secret_ref is None) == (self.config_map_ref is None):
+            raise ValueError("exactly one of secretRef, configMapRef")
+        return self
 
 
 def _check_env_size(env: list[EnvVar]) -> list[EnvVar]:
-    if sum(len(var.name) + len(var.value) for var in env) > MAX_ENV_LENGTH:
-        raise ValueError(f"names and values: at most {MAX_ENV_LENGTH} characters in all")
+    if sum(var.size() for var in env) > MAX_ENV_LENGTH:
+        raise ValueError(
+            f"names, values and references: at most {MAX_ENV_LENGTH} characters in all"
+        )
     return env
 
 
@@ -450,15 +572,26 @@ class Runtime(SpecModel):
             max_length=64,
             json_schema_extra=validations(
                 rule(
-                    "self.map(e, size(e.name) + (has(e.value) ? size(e.value) : 0)).sum()"
-                    f" <= {MAX_ENV_LENGTH}",
-                    f"runtime.env: names and values of at most {MAX_ENV_LENGTH} characters in all",
+                    "self.map(e, size(e.name) + (has(e.value) ? size(e.value) : 0)"
+                    " + (!has(e.valueFrom) ? 0"
+                    " : has(e.valueFrom.secretKeyRef)"
+                    " ? size(e.valueFrom.secretKeyRef.name) + size(e.valueFrom.secretKeyRef.key)"
+                    " : has(e.valueFrom.configMapKeyRef)"
+                    " ? size(e.valueFrom.configMapKeyRef.name)"
+                    " + size(e.valueFrom.configMapKeyRef.key)"
+                    " : has(e.valueFrom.fieldRef) ? size(e.valueFrom.fieldRef.fieldPath) : 0)"
+                    f").sum() <= {MAX_ENV_LENGTH}",
+                    f"runtime.env: names, values and references of at most {MAX_ENV_LENGTH}"
+                    " characters in all",
                 )
             ),
         ),
         AfterValidator(_check_env_size),
     ] = []
-    """Environment variables of the serving container."""
+    """Environment variables of the serving container, as a container's env: a literal value or
+    valueFrom a Secret, a ConfigMap or a pod field."""
+    env_from: Annotated[list[EnvFromSource], Field(max_length=16)] = []
+    """Secrets and ConfigMaps whose every key becomes a variable, as a container's envFrom."""
     termination_grace_period: Duration = "60s"
     """How long a stopping pod has to finish its in-flight requests before it is killed (the pod's
     terminationGracePeriodSeconds)."""
@@ -663,8 +796,6 @@ PrometheusAddress = Annotated[
     AfterValidator(_check_prometheus_address),
 ]
 QueryTimeout = Annotated[Duration, Field(description="Timeout of each query (connect and read).")]
-ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=CONFIGMAP_NAME_PATTERN)]
-ObjectKey = Annotated[str, Field(min_length=1, max_length=253, pattern=CONFIGMAP_KEY_PATTERN)]
 
 
 class SecretKeyRef(SpecModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import timedelta
 
 import pytest
@@ -10,11 +11,12 @@ from modelrollout.engine.strategies.desired import (
     may_start_canary,
     route_weight,
     status_to_write,
+    with_env_values_redacted,
     writes_now,
 )
 from modelrollout.engine.strategies.types import Commands
 from modelrollout.models import ModelRolloutStatus, Weights
-from modelrollout.models.status import CheckStatus
+from modelrollout.models.status import CheckStatus, HistoryEntry
 from tests.unit.operator.builders import T0
 
 pytestmark = pytest.mark.unit
@@ -68,3 +70,31 @@ def test_a_new_check_reading_alone_is_written_at_most_every_refresh_period() -> 
         (CheckStatus(name="errors", state="Breached", value=0.2, last_evaluated=later),)
     )
     assert writes_now(stored, breached, T0, later, 60)
+
+
+def test_literal_env_values_in_history_become_hashes_and_references_stay() -> None:
+    reference = {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}
+    runtime = {
+        "engine": "vllm",
+        "image": "i",
+        "env": [{"name": "A", "value": "planted"}, reference],
+    }
+    entry = HistoryEntry(
+        revision="r1", model="m", outcome="Promoted", at=T0, spec={"model": {}, "runtime": runtime}
+    )
+    bare = HistoryEntry(revision="r0", model="m", outcome="Superseded", at=T0)
+    status = ModelRolloutStatus(stable_revision="r1", history=(entry, bare))
+
+    redacted = with_env_values_redacted(status)
+
+    stored = redacted.history[0].spec
+    assert stored is not None
+    assert stored["runtime"]["env"] == [
+        {"name": "A", "valueHash": "sha256:" + hashlib.sha256(b"planted").hexdigest()},
+        reference,
+    ]
+    assert redacted.history[1] == bare
+    assert redacted.model_copy(update={"history": status.history}) == status
+    # Once redacted there is nothing left to do: the next tick writes nothing for it.
+    assert with_env_values_redacted(redacted) is redacted
+    assert "planted" not in str(status_to_write(status, {}, 1, None, None, T0).to_patch())

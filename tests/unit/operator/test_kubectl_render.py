@@ -495,3 +495,45 @@ def test_connection_flags_go_before_or_after_the_command_and_usage_errors_exit_1
         main(["frobnicate", "chat"])
     assert exited.value.code == 1
     assert "error: argument COMMAND: invalid choice" in capsys.readouterr().err
+
+
+PLANTED = "hf_planted_token_value"
+
+
+def with_token(spec: dict[str, Any], value: str) -> dict[str, Any]:
+    runtime = {**spec["runtime"], "env": [{"name": "HF_TOKEN", "value": value}, {"name": "X"}]}
+    return {**spec, "runtime": runtime}
+
+
+def promoted_v2_with_token() -> tuple[Simulated, dict[str, Any], dict[str, Any]]:
+    """v1 (written with the token) promoted, then v2 (same token) promoted over it."""
+    v1 = with_token(example_spec(), PLANTED)
+    sim = Simulated.of(v1)
+    sim.tick()
+    v2 = with_model_uri(v1, V2)
+    sim.apply(v2)
+    sim.tick(15)
+    sim.run_until("Succeeded")
+    return sim, v1, v2
+
+
+def test_history_keeps_a_hash_of_a_literal_env_value_and_undo_puts_the_value_back() -> None:
+    sim, v1, v2 = promoted_v2_with_token()
+    body = body_of(sim, v2)
+    assert PLANTED not in str(body["status"])
+    stored = next(e.spec for e in sim.status.history if e.revision == revision_of(parse_spec(v1)))
+    assert stored is not None
+    assert stored["runtime"]["env"][0]["name"] == "HF_TOKEN"
+    assert stored["runtime"]["env"][0]["valueHash"].startswith("sha256:")
+    target = undo_target(Rollout.of(body), None)
+    # The current spec still holds the value: undo writes it, and so exactly v1 again.
+    assert target.runtime["env"] == v1["runtime"]["env"]
+    undone = {**v2, "model": target.model, "runtime": target.runtime}
+    assert revision_of(parse_spec(undone)) == revision_of(parse_spec(v1))
+
+
+def test_undo_refuses_naming_the_variable_when_the_current_spec_lost_its_value() -> None:
+    sim, _, v2 = promoted_v2_with_token()
+    for current in (with_token(v2, "another value"), {**v2, "runtime": example_spec()["runtime"]}):
+        with pytest.raises(Refused, match=r"runtime\.env HF_TOKEN .*only as a hash"):
+            undo_target(Rollout.of(body_of(sim, current)), None)

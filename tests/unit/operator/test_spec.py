@@ -66,6 +66,17 @@ _DELETE = object()
 
 SHADOW = {"mirrorPercent": 10, "duration": "10m", "then": "promote"}
 
+FIELD_REF = {"fieldRef": {"fieldPath": "metadata.name"}}
+SECRET_KEY_REF = {"secretKeyRef": {"name": "hf-token", "key": "token"}}
+LONG_REF = {"secretKeyRef": {"name": "s" * 253, "key": "k" * 253}}
+# Names and values 64770 characters, under the bound; two references of 507 pass it.
+ENV_OVER_BOUND_BY_REFERENCES = [
+    {"name": "A", "value": "x" * 32768},
+    {"name": "B", "value": "x" * 32000},
+    {"name": "C", "valueFrom": LONG_REF},
+    {"name": "D", "valueFrom": LONG_REF},
+]
+
 INVALID: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
     ("missing model uri", _set("model.uri", _DELETE), "spec.model.uri", "required"),
     ("unknown engine", _set("runtime.engine", "tgi"), "spec.runtime.engine", "vllm"),
@@ -259,6 +270,45 @@ INVALID: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
         "pattern",
     ),
     (
+        "env value and valueFrom both",
+        _set("runtime.env", [{"name": "A", "value": "v", "valueFrom": FIELD_REF}]),
+        "spec.runtime.env[0]",
+        "value and valueFrom are exclusive",
+    ),
+    (
+        "env valueFrom with two sources",
+        _set("runtime.env", [{"name": "A", "valueFrom": {**FIELD_REF, **SECRET_KEY_REF}}]),
+        "spec.runtime.env[0].valueFrom",
+        "exactly one of secretKeyRef, configMapKeyRef, fieldRef",
+    ),
+    (
+        "env secretKeyRef to an invalid name",
+        _set(
+            "runtime.env",
+            [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "Hf", "key": "t"}}}],
+        ),
+        "spec.runtime.env[0].valueFrom.secretKeyRef.name",
+        "pattern",
+    ),
+    (
+        "env fieldRef to a field the downward API lacks",
+        _set("runtime.env", [{"name": "A", "valueFrom": {"fieldRef": {"fieldPath": "spec.x"}}}]),
+        "spec.runtime.env[0].valueFrom.fieldRef.fieldPath",
+        "pattern",
+    ),
+    (
+        "env over the size bound by its references",
+        _set("runtime.env", ENV_OVER_BOUND_BY_REFERENCES),
+        "spec.runtime.env",
+        "names, values and references: at most 65536 characters",
+    ),
+    (
+        "envFrom with both a Secret and a ConfigMap",
+        _set("runtime.envFrom", [{"secretRef": {"name": "a"}, "configMapRef": {"name": "b"}}]),
+        "spec.runtime.envFrom[0]",
+        "exactly one of secretRef, configMapRef",
+    ),
+    (
         "the same listener twice",
         _set("traffic.gatewayAPI.parentRefs", [{"name": "gw"}, {"name": "gw", "port": 80}]),
         "spec.traffic.gatewayAPI.parentRefs[1]",
@@ -326,6 +376,26 @@ def test_invalid_spec_names_the_field(
             ],
         ),
         _set("runtime.env", [{"name": "HF_HOME", "value": "/cache"}, {"name": "_x.y-z"}]),
+        _set("runtime.env", ENV_OVER_BOUND_BY_REFERENCES[:3]),
+        _set(
+            "runtime.env",
+            [
+                {"name": "HF_TOKEN", "valueFrom": SECRET_KEY_REF},
+                {
+                    "name": "A",
+                    "value": "",
+                    "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}},
+                },
+                {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
+            ],
+        ),
+        _set(
+            "runtime.envFrom",
+            [
+                {"prefix": "HF_", "secretRef": {"name": "hf", "optional": True}},
+                {"configMapRef": {"name": "c"}},
+            ],
+        ),
         _set(
             "traffic.gatewayAPI.parentRefs",
             [{"name": "gw", "sectionName": "http"}, {"name": "gw", "sectionName": "https"}],

@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from modelrollout.analysis.assessment import AnalysisVerdict
+from modelrollout.engine.redaction import redacted_spec
 from modelrollout.engine.strategies.bluegreen import is_blue_green, steps_strategy
 from modelrollout.engine.strategies.types import Decision, Event, Observations
 from modelrollout.models.durations import parse_duration
@@ -131,20 +132,24 @@ class _Tick:
         self.update(history=_with_specs_bounded(history))
 
     def revision_spec(self, revision: str) -> dict[str, Any] | None:
-        """`model` and `runtime` of a revision as the user wrote them (for undo), if known.
+        """`model` and `runtime` of a revision as the user wrote them (for undo), if known;
+        literal env values only as their hashes (engine/redaction.py).
 
         Only the current spec or an earlier history entry can tell: a canary
         superseded by a newer spec no longer has its spec anywhere else.
         """
         if revision == self.obs.spec_revision:
-            return {
-                "model": self.spec.model.model_dump(
-                    mode="json", by_alias=True, exclude_defaults=True
-                ),
-                "runtime": self.spec.runtime.model_dump(
-                    mode="json", by_alias=True, exclude_defaults=True
-                ),
-            }
+            # Literal env values (tokens, say) go in as hashes: status is read more widely.
+            return redacted_spec(
+                {
+                    "model": self.spec.model.model_dump(
+                        mode="json", by_alias=True, exclude_defaults=True
+                    ),
+                    "runtime": self.spec.runtime.model_dump(
+                        mode="json", by_alias=True, exclude_defaults=True
+                    ),
+                }
+            )
         return next(
             (e.spec for e in self.status.history if e.revision == revision and e.spec), None
         )

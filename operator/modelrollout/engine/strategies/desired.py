@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from modelrollout.engine.capacity import min_stable_replicas
+from modelrollout.engine.redaction import holds_env_values, redacted_spec
 from modelrollout.engine.strategies.bluegreen import is_blue_green
 from modelrollout.engine.strategies.types import Commands
 from modelrollout.engine.workloads import DesiredRevision, plan_revisions
@@ -43,13 +44,32 @@ def status_to_write(
     routed: RoutedCondition | None,
     now: datetime,
 ) -> ModelRolloutStatus:
-    """The decided status with the commands handled, the generation seen, GPUs and routing."""
+    """The decided status with the commands handled, the generation seen, GPUs and routing,
+    and no literal env value left in its history."""
     status = (
-        decided.with_handled_commands(handled).with_observed_generation(generation).with_gpus(gpus)
+        with_env_values_redacted(decided)
+        .with_handled_commands(handled)
+        .with_observed_generation(generation)
+        .with_gpus(gpus)
     )
     if routed is not None:
         status = status.with_condition("TrafficRouted", *routed, now)
     return status
+
+
+def with_env_values_redacted(status: ModelRolloutStatus) -> ModelRolloutStatus:
+    """`status` with every literal env value in history[].spec replaced by its hash.
+
+    Operators before redaction stored the values themselves; the first tick of
+    this one rewrites them (the status differs, so that tick writes it).
+    """
+    if not any(entry.spec and holds_env_values(entry.spec) for entry in status.history):
+        return status
+    history = tuple(
+        entry.model_copy(update={"spec": redacted_spec(entry.spec)}) if entry.spec else entry
+        for entry in status.history
+    )
+    return status.model_copy(update={"history": history})
 
 
 def writes_now(
