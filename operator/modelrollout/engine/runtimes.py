@@ -41,7 +41,8 @@ class RuntimeSpec:
     startup_timeout_s: int = 900
     port: int = 8000
     pvc_mount_root: str = DEFAULT_PVC_MOUNT_ROOT
-    # Time an in-flight request may take to finish after SIGTERM (torch engine's drain).
+    # Time in-flight requests may take to finish after SIGTERM: torch's --drain-timeout,
+    # vLLM's --shutdown-timeout (vLLM's default 0 aborts them).
     drain_timeout_s: int = 30
 
 
@@ -128,6 +129,7 @@ def vllm_args(spec: RuntimeSpec) -> list[str]:
         "--served-model-name", spec.model_name,
         "--tensor-parallel-size", str(max(1, gpu_count(spec.resources))),
         "--port", str(spec.port),
+        "--shutdown-timeout", str(spec.drain_timeout_s),
     ]  # fmt: skip
     if revision:
         args += ["--revision", revision]

@@ -41,6 +41,7 @@ def test_vllm_container_args_model_path_tensor_parallel_and_user_args_last() -> 
         "--served-model-name", "chat",
         "--tensor-parallel-size", "2",
         "--port", "8000",
+        "--shutdown-timeout", "30",
         "--max-model-len=8192",
     ]  # fmt: skip
     assert container["resources"] == {"limits": {"nvidia.com/gpu": 2}}
