@@ -13,14 +13,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelrollout.models.spec import DEFAULT_SHM_SIZE
 from modelrollout.models.uri import DEFAULT_PVC_MOUNT_ROOT, HubModel, PVCModel, parse_model_uri
 
 GPU_RESOURCE = "nvidia.com/gpu"
 HEALTH_PATH = "/health"
 MODEL_VOLUME = "model"
 SHM_VOLUME = "dshm"
-# Shared memory for tensor-parallel workers (NCCL) and torch dataloaders.
-SHM_SIZE = "2Gi"
 # vLLM's OpenAI server module: stable across images whatever their entrypoint.
 VLLM_COMMAND = ("python3", "-m", "vllm.entrypoints.openai.api_server")
 TORCH_COMMAND = ("modelserve", "serve")
@@ -44,6 +43,7 @@ class RuntimeSpec:
     # Time in-flight requests may take to finish after SIGTERM: torch's --drain-timeout,
     # vLLM's --shutdown-timeout (vLLM's default 0 aborts them).
     drain_timeout_s: int = 30
+    shm_size: str = DEFAULT_SHM_SIZE
 
 
 def gpu_count(resources: Mapping[str, Any]) -> int:
@@ -85,8 +85,8 @@ def model_volumes(spec: RuntimeSpec) -> tuple[list[dict[str, Any]], list[dict[st
     return [volume], [mount]
 
 
-def shm_volume() -> tuple[dict[str, Any], dict[str, Any]]:
-    volume = {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}}
+def shm_volume(spec: RuntimeSpec) -> tuple[dict[str, Any], dict[str, Any]]:
+    volume = {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": spec.shm_size}}
     return volume, {"name": SHM_VOLUME, "mountPath": "/dev/shm"}
 
 
@@ -159,7 +159,7 @@ def build_container(spec: RuntimeSpec, name: str = "server") -> dict[str, Any]:
         raise ValueError(f"unknown engine {spec.engine!r}: expected vllm or torch")
     offline = not isinstance(parse_model_uri(spec.model_uri), HubModel)
     _, model_mounts = model_volumes(spec)
-    _, shm_mount = shm_volume()
+    _, shm_mount = shm_volume(spec)
     return {
         "name": name,
         "image": spec.image,
@@ -176,7 +176,7 @@ def build_container(spec: RuntimeSpec, name: str = "server") -> dict[str, Any]:
 def build_pod_spec(spec: RuntimeSpec) -> dict[str, Any]:
     """A pod spec with the serving container, its volumes, and time to drain on termination."""
     model_vols, _ = model_volumes(spec)
-    shm_vol, _ = shm_volume()
+    shm_vol, _ = shm_volume(spec)
     return {
         "containers": [build_container(spec)],
         "volumes": [shm_vol, *model_vols],

@@ -232,6 +232,16 @@ Quantity = Annotated[
     Field(min_length=1, max_length=64, pattern=QUANTITY_PATTERN, json_schema_extra=INT_OR_STRING),
     BeforeValidator(_quantity),
 ]
+
+
+def _check_positive_quantity(text: str) -> str:
+    if quantity_value(text) <= 0:
+        raise ValueError(f"must be more than zero, got {text!r}")
+    return text
+
+
+# The /dev/shm of a serving pod: tensor-parallel workers (NCCL) and torch dataloaders use it.
+DEFAULT_SHM_SIZE = "2Gi"
 Quantities = Annotated[
     dict[str, Quantity],
     Field(
@@ -459,6 +469,10 @@ class Runtime(SpecModel):
         AfterValidator(_check_env_size),
     ] = []
     """Environment variables of the serving container."""
+    shm_size: Annotated[Quantity, AfterValidator(_check_positive_quantity)] = DEFAULT_SHM_SIZE
+    """Size of the serving container's /dev/shm (a memory-backed emptyDir; its use counts against
+    the pod's memory), a Kubernetes quantity. Tensor-parallel workers exchange tensors through it;
+    raise it for large tensor-parallel models."""
     termination_grace_period: Duration = "60s"
     """How long a stopping pod has to finish its in-flight requests before it is killed (the pod's
     terminationGracePeriodSeconds)."""

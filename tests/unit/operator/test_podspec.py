@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from modelrollout.engine.podspec import PRE_STOP_SLEEP_SECONDS, build_pod_spec
-from modelrollout.models import parse_spec
+from modelrollout.models import InvalidSpecError, parse_spec
 from tests.unit.operator.builders import example_spec
 
 pytestmark = pytest.mark.unit
@@ -46,3 +46,21 @@ def test_the_liveness_probe_outlasts_the_drain() -> None:
     liveness = container["livenessProbe"]
     drain_s = int(arg_value(container, "--shutdown-timeout"))
     assert liveness["periodSeconds"] * liveness["failureThreshold"] > drain_s
+
+
+def test_dev_shm_is_memory_of_the_size_the_spec_asks() -> None:
+    assert pod_for()["volumes"][0]["emptyDir"] == {"medium": "Memory", "sizeLimit": "2Gi"}
+    pod = pod_for(shmSize="16Gi")
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "16Gi"}
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["dshm"] == "/dev/shm"
+
+
+@pytest.mark.parametrize("size", ["0", "0Gi", "2 GB", "-1Gi", "lots"])
+def test_a_shm_size_that_is_no_positive_quantity_is_refused_naming_the_field(size: str) -> None:
+    body = example_spec()
+    body["runtime"]["shmSize"] = size
+    with pytest.raises(InvalidSpecError) as refused:
+        parse_spec(body)
+    assert refused.value.field_path == "spec.runtime.shmSize"
