@@ -569,8 +569,8 @@ class EvaluationStep(SpecModel):
     """How long the evaluation Job may run (its activeDeadlineSeconds; default: 10m); past it the
     rollout pauses with reason EvaluationError."""
     image: Annotated[str, Field(min_length=1, max_length=512, pattern=IMAGE_PATTERN)] | None = None
-    """The image running modelserve eval; unset: runtime.image (set it when that image has no
-    modelserve, as a vLLM image)."""
+    """The image running modelserve eval. Unset: with engine torch, runtime.image; with vllm, whose
+    images have no modelserve, the operator's evaluation image (the chart's evaluation.image)."""
 
 
 class CanaryStep(SpecModel):
