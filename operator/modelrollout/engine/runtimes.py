@@ -13,10 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelrollout.models.spec import DEFAULT_SHM_SIZE
+from modelrollout.models.spec import DEFAULT_SHM_SIZE, GPU_RESOURCE
 from modelrollout.models.uri import DEFAULT_PVC_MOUNT_ROOT, HubModel, PVCModel, parse_model_uri
 
-GPU_RESOURCE = "nvidia.com/gpu"
 HEALTH_PATH = "/health"
 MODEL_VOLUME = "model"
 SHM_VOLUME = "dshm"

@@ -64,3 +64,57 @@ def test_a_shm_size_that_is_no_positive_quantity_is_refused_naming_the_field(siz
     with pytest.raises(InvalidSpecError) as refused:
         parse_spec(body)
     assert refused.value.field_path == "spec.runtime.shmSize"
+
+
+def spec_with(gpus: int | None, args: list[str], heads: int | None = None) -> dict[str, Any]:
+    body = example_spec()
+    body["runtime"]["resources"] = {} if gpus is None else {"limits": {"nvidia.com/gpu": gpus}}
+    body["runtime"]["args"] = args
+    if heads is not None:
+        body["model"]["attentionHeads"] = heads
+    return body
+
+
+@pytest.mark.parametrize(
+    ("gpus", "args", "heads", "field", "words"),
+    [
+        (4, [], 6, "spec.model.attentionHeads", "tensor-parallel size 4"),
+        (2, ["--tensor-parallel-size", "3"], None, "spec.runtime.args[1]", "needs 3 GPUs"),
+        (8, ["-tp=4"], 6, "spec.model.attentionHeads", "tensor-parallel size 4"),
+        (None, ["-tp", "2"], None, "spec.runtime.args[1]", "needs 2 GPUs"),
+        (1, ["--tensor-parallel-size=two"], None, "spec.runtime.args[0]", "whole number"),
+        (1, ["--tensor-parallel-size", "0"], None, "spec.runtime.args[1]", "whole number"),
+    ],
+)
+def test_a_tensor_parallel_size_that_cannot_work_is_refused_naming_the_field(
+    gpus: int | None, args: list[str], heads: int | None, field: str, words: str
+) -> None:
+    with pytest.raises(InvalidSpecError) as refused:
+        parse_spec(spec_with(gpus, args, heads))
+    assert refused.value.field_path == field
+    assert words in refused.value.message
+
+
+@pytest.mark.parametrize(
+    ("gpus", "args", "heads", "size"),
+    [
+        (4, [], 32, "4"),
+        (None, [], 7, "1"),
+        (8, ["--tensor-parallel-size", "2"], 6, "2"),
+        (2, [], None, "2"),
+    ],
+)
+def test_a_tensor_parallel_size_that_fits_gpus_and_heads_is_what_vllm_gets(
+    gpus: int | None, args: list[str], heads: int | None, size: str
+) -> None:
+    container = build_pod_spec(parse_spec(spec_with(gpus, args, heads)))["containers"][0]
+    passed = [i for i, a in enumerate(container["args"]) if a.startswith(("-tp", "--tensor"))]
+    # The user's size comes after the operator's: vLLM's argparse keeps the last.
+    last = container["args"][passed[-1]]
+    assert (last.partition("=")[2] or container["args"][passed[-1] + 1]) == size
+
+
+def test_torch_rollouts_are_not_judged_by_vllm_flags() -> None:
+    body = spec_with(1, ["-tp", "9"], heads=6)
+    body["runtime"]["engine"] = "torch"
+    parse_spec(body)
