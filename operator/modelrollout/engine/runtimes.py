@@ -19,6 +19,10 @@ from modelrollout.models.uri import DEFAULT_PVC_MOUNT_ROOT, HubModel, PVCModel, 
 HEALTH_PATH = "/health"
 MODEL_VOLUME = "model"
 SHM_VOLUME = "dshm"
+HF_CACHE_VOLUME = "hf-cache"
+# Where hf:// models are downloaded (HF_HOME): an emptyDir outlives container restarts,
+# so a restarted server does not download the model again.
+HF_HOME = "/var/cache/huggingface"
 # vLLM's OpenAI server module: stable across images whatever their entrypoint.
 VLLM_COMMAND = ("python3", "-m", "vllm.entrypoints.openai.api_server")
 TORCH_COMMAND = ("modelserve", "serve")
@@ -68,8 +72,13 @@ def model_location(spec: RuntimeSpec) -> tuple[str, str | None]:
 
 
 def model_volumes(spec: RuntimeSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(volumes, volumeMounts) for the model: the claim read-only for pvc://, nothing else."""
+    """(volumes, volumeMounts) for the model: the claim read-only for pvc://, a download cache
+    for hf://, nothing else."""
     source = parse_model_uri(spec.model_uri)
+    if isinstance(source, HubModel):
+        return [{"name": HF_CACHE_VOLUME, "emptyDir": {}}], [
+            {"name": HF_CACHE_VOLUME, "mountPath": HF_HOME}
+        ]
     if not isinstance(source, PVCModel):
         return [], []
     volume = {
@@ -116,7 +125,7 @@ def probes(spec: RuntimeSpec) -> dict[str, dict[str, Any]]:
 
 
 def _env(spec: RuntimeSpec, offline: bool) -> list[dict[str, str]]:
-    env = {"HF_HUB_OFFLINE": "1"} if offline else {}
+    env = {"HF_HUB_OFFLINE": "1"} if offline else {"HF_HOME": HF_HOME}
     env.update(spec.env)
     return [{"name": name, "value": value} for name, value in sorted(env.items())]
 

@@ -81,6 +81,20 @@ def test_hub_model_passes_revision_and_stays_online() -> None:
     )
 
 
+@pytest.mark.parametrize("engine", ["vllm", "torch"])
+def test_hub_models_download_into_a_cache_that_outlives_container_restarts(engine: str) -> None:
+    pod = build_pod_spec(vllm_spec(engine=engine, model_uri="hf://org/model@main"))
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["hf-cache"] == {"name": "hf-cache", "emptyDir": {}}
+    container = pod["containers"][0]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["HF_HOME"] == mounts["hf-cache"]
+    pvc_pod = build_pod_spec(vllm_spec())
+    assert "hf-cache" not in {v["name"] for v in pvc_pod["volumes"]}
+    assert "HF_HOME" not in {e["name"] for e in pvc_pod["containers"][0]["env"]}
+
+
 def test_torch_container_runs_modelserve_with_the_uri() -> None:
     spec = vllm_spec(
         engine="torch", image="modelrollout/serving:0.1.0", args=["--max-batch-size=16"]
