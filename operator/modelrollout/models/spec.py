@@ -481,7 +481,9 @@ class Runtime(SpecModel):
     raise it for large tensor-parallel models."""
     termination_grace_period: Duration = "60s"
     """How long a stopping pod has to finish its in-flight requests before it is killed (the pod's
-    terminationGracePeriodSeconds)."""
+    terminationGracePeriodSeconds). It first sleeps 5s in preStop, so that endpoints and gateways
+    stop sending it requests, then the server drains for the rest less 5s (vLLM's
+    --shutdown-timeout, modelserve's --drain-timeout): requests it accepted finish."""
 
 
 class ParentRef(SpecModel):
