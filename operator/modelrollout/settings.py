@@ -70,6 +70,11 @@ class OperatorSettings(BaseModel):
     metrics_port: Annotated[int | None, BeforeValidator(_port_or_off)] = Field(
         8080, alias="MODELROLLOUT_METRICS_PORT", ge=1, le=65535
     )
+    # The image of evaluation Jobs of vllm rollouts whose step names none: one with
+    # modelserve (vLLM's images have none). Unset: the rollout's serving image.
+    evaluation_image: Annotated[str | None, BeforeValidator(_unset_if_empty)] = Field(
+        None, alias="MODELROLLOUT_EVALUATION_IMAGE", min_length=1
+    )
     # On with more than one replica: only the holder of the Lease acts (leader.py).
     leader_election: Annotated[bool, BeforeValidator(_on_off)] = Field(
         False, alias="MODELROLLOUT_LEADER_ELECTION"

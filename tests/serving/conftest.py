@@ -25,6 +25,22 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_model(tmp_path_factory.mktemp("tiny-model"), seed=0)
 
 
+@pytest.fixture(scope="module")
+def vllm_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model in a shape vLLM's CPU build serves."""
+    from modelserve.tiny_model import TinyModelShape, make_tiny_model
+
+    # vLLM's CPU attention needs head_dim >= 32: 256 / 4 heads = 64 (the default has 16).
+    shape = TinyModelShape(
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
+    return make_tiny_model(tmp_path_factory.mktemp("vllm-tiny"), seed=0, shape=shape)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -24,20 +24,11 @@ import httpx
 import pytest
 
 from modelrollout_dev.toolchain import cache_root
-from modelserve.tiny_model import TinyModelShape, make_tiny_model
 from tests.serving.conftest import TINY_MODEL_NAME, free_port, metric, scrape
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(1200)]
 
 REQUIREMENTS = Path(__file__).resolve().parents[2] / "scripts" / "vllm-cpu-requirements.txt"
-# vLLM's CPU attention needs head_dim >= 32: 256 / 4 heads = 64 (the default tiny model has 16).
-VLLM_TINY_SHAPE = TinyModelShape(
-    hidden_size=256,
-    intermediate_size=512,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-)
 # Model load, warm-up and torch.compile on a loaded 2-core machine took up to ~3 minutes.
 HEALTHY_WITHIN_S = 600
 STREAM_TOKENS = 400
@@ -58,11 +49,6 @@ def vllm_executable() -> Path:
             pytrace=False,
         )
     return executable
-
-
-@pytest.fixture(scope="module")
-def vllm_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_model(tmp_path_factory.mktemp("vllm-tiny"), seed=0, shape=VLLM_TINY_SHAPE)
 
 
 @dataclass
@@ -92,6 +78,13 @@ def start_vllm(model_dir: Path, log_dir: Path, *extra_args: str) -> VllmServer:
         "--dtype", "float32",
         *extra_args,
     ]  # fmt: skip
+    return launch(command, env, port, log_path)
+
+
+def launch(
+    command: list[str], env: dict[str, str], port: int, log_path: Path, ready_path: str = "/health"
+) -> VllmServer:
+    """Run `command` (a vLLM server on `port`); return once `ready_path` answers 200."""
     with log_path.open("w") as log:
         process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, env=env, text=True
@@ -100,15 +93,15 @@ def start_vllm(model_dir: Path, log_dir: Path, *extra_args: str) -> VllmServer:
     deadline = time.monotonic() + HEALTHY_WITHIN_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"vllm serve exited with {process.returncode}:\n{server.log_tail()}")
+            pytest.fail(f"vLLM exited with {process.returncode}:\n{server.log_tail()}")
         try:
-            if httpx.get(server.base_url + "/health", timeout=2).status_code == 200:
+            if httpx.get(server.base_url + ready_path, timeout=2).status_code == 200:
                 return server
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
     stop(server)
-    pytest.fail(f"vllm serve was not healthy within {HEALTHY_WITHIN_S}s:\n{server.log_tail()}")
+    pytest.fail(f"vLLM was not ready within {HEALTHY_WITHIN_S}s:\n{server.log_tail()}")
 
 
 def stop(server: VllmServer) -> None:

@@ -158,10 +158,26 @@ def test_ha_two_replicas_elect_a_leader_on_a_lease_and_have_a_disruption_budget(
     assert "PodDisruptionBudget" not in {document["kind"] for document in single}
 
 
+def test_evaluation_jobs_get_the_serving_image_of_the_chart_version(tmp_path: Path) -> None:
+    def evaluation_image(values: dict[str, Any] | None = None) -> str:
+        deployment = only(render(tmp_path, values or {}), "Deployment")
+        env = {
+            item["name"]: item.get("value")
+            for item in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        }
+        return str(env["MODELROLLOUT_EVALUATION_IMAGE"])
+
+    app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    assert evaluation_image() == f"ghcr.io/modelrollout/serving:{app_version}"
+    mirrored = {"evaluation": {"image": {"repository": "registry.local/serving", "tag": "7"}}}
+    assert evaluation_image(mirrored) == "registry.local/serving:7"
+
+
 @pytest.mark.parametrize(
     ("values", "expected"),
     [
         ({"replicaCount": "two"}, "/replicaCount"),
+        ({"evaluation": {"image": {"repository": ""}}}, "/evaluation/image/repository"),
         ({"watchNamespaces": ["Not_A_Namespace"]}, "/watchNamespaces/0"),
         ({"replicas": 3}, "replicas"),
         ({"operator": {"logLevel": "loud"}}, "/operator/logLevel"),

@@ -31,6 +31,10 @@ app.kubernetes.io/part-of: modelrollout
 {{- end -}}
 {{- end -}}
 
+{{- define "modelrollout.evaluationImage" -}}
+{{- printf "%s:%s" .Values.evaluation.image.repository (default .Chart.AppVersion .Values.evaluation.image.tag) -}}
+{{- end -}}
+
 {{- define "modelrollout.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}

@@ -70,14 +70,30 @@ def _step_started(status: ModelRolloutStatus) -> str:
     return started.isoformat(timespec="microseconds") if started is not None else ""
 
 
+def _evaluation_image(
+    spec: ModelRolloutSpec, evaluation: EvaluationStep, default_image: str | None
+) -> str:
+    if evaluation.image:
+        return evaluation.image
+    if spec.runtime.engine == "torch" or default_image is None:
+        return spec.runtime.image
+    return default_image
+
+
 def build_evaluation_job(
     rollout: RolloutRef,
     spec: ModelRolloutSpec,
     status: ModelRolloutStatus,
     step: int,
     evaluation: EvaluationStep,
+    default_image: str | None = None,
 ) -> dict[str, Any]:
-    """The Job of the current evaluation step: pure."""
+    """The Job of the current evaluation step: pure.
+
+    Its image: the step's `image`; else, with engine torch, the serving image (it is
+    modelserve's); else `default_image` (the operator's setting), as a vLLM image has
+    no modelserve; else the serving image.
+    """
     canary = status.canary_revision or ""
     stable = status.stable_revision or ""
     port = spec.runtime.port
@@ -98,7 +114,7 @@ def build_evaluation_job(
     metadata["annotations"] = {STEP_STARTED_ANNOTATION: _step_started(status)}
     container = {
         "name": "eval",
-        "image": evaluation.image or spec.runtime.image,
+        "image": _evaluation_image(spec, evaluation, default_image),
         "command": ["modelserve", "eval"],
         "args": [
             "--suite",
@@ -238,6 +254,7 @@ def converge_evaluation(
     spec: ModelRolloutSpec,
     status: ModelRolloutStatus,
     deployments: dict[str, dict[str, Any]],
+    default_image: str | None = None,
 ) -> None:
     """Start the current evaluation step's Job once the canary has ready pods."""
     current = current_evaluation(spec, status)
@@ -267,7 +284,9 @@ def converge_evaluation(
         return
     try:
         api.create(
-            JOBS, rollout.namespace, build_evaluation_job(rollout, spec, status, step, evaluation)
+            JOBS,
+            rollout.namespace,
+            build_evaluation_job(rollout, spec, status, step, evaluation, default_image),
         )
     except KubeApiError as error:
         if error.status != 409:  # the previous attempt's Job is still being deleted

@@ -34,6 +34,7 @@ def build_pod_spec(spec: ModelRolloutSpec) -> dict[str, Any]:
         ],
         startup_timeout_s=math.ceil(parse_duration(runtime.startup_timeout)),
         port=runtime.port,
+        shm_size=runtime.shm_size,
         # The server must finish draining before the kubelet's SIGKILL.
         drain_timeout_s=max(1, grace_seconds - PRE_STOP_SLEEP_SECONDS - 5),
     )

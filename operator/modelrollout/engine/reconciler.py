@@ -93,6 +93,7 @@ class Reconciler:
         metrics: OperatorMetrics | None = None,
         check_refresh_seconds: float = 60.0,
         max_queries_in_flight: int = 8,
+        evaluation_image: str | None = None,
     ) -> None:
         self._metrics = metrics or OperatorMetrics()
         self._api = api
@@ -107,6 +108,7 @@ class Reconciler:
         self._unwritten_checks: dict[str, tuple[CheckStatus, ...]] = {}
         self._decided: dict[str, LastDecision] = {}
         self._check_refresh_seconds = check_refresh_seconds
+        self._evaluation_image = evaluation_image
 
     @staticmethod
     def has_pending_command(body: dict[str, Any]) -> bool:
@@ -283,7 +285,9 @@ class Reconciler:
             post_event(event_type, reason, message)
         self._metrics.observe_tick(rollout.namespace, rollout.name, status, new_status, events)
         self._converge(rollout, spec, spec_revision, new_status, deployments, now)
-        converge_evaluation(self._api, rollout, spec, new_status, deployments)
+        converge_evaluation(
+            self._api, rollout, spec, new_status, deployments, self._evaluation_image
+        )
         # Only a tick that applied all it decided: a failed one waits its period.
         self._decided[rollout.uid] = LastDecision(
             new_status, now, next_timer(spec, new_status, now)

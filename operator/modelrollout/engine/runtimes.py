@@ -13,14 +13,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelrollout.models.spec import DEFAULT_SHM_SIZE, GPU_RESOURCE
 from modelrollout.models.uri import DEFAULT_PVC_MOUNT_ROOT, HubModel, PVCModel, parse_model_uri
 
-GPU_RESOURCE = "nvidia.com/gpu"
 HEALTH_PATH = "/health"
 MODEL_VOLUME = "model"
 SHM_VOLUME = "dshm"
-# Shared memory for tensor-parallel workers (NCCL) and torch dataloaders.
-SHM_SIZE = "2Gi"
+HF_CACHE_VOLUME = "hf-cache"
+# Where hf:// models are downloaded (HF_HOME): an emptyDir outlives container restarts,
+# so a restarted server does not download the model again.
+HF_HOME = "/var/cache/huggingface"
 # vLLM's OpenAI server module: stable across images whatever their entrypoint.
 VLLM_COMMAND = ("python3", "-m", "vllm.entrypoints.openai.api_server")
 TORCH_COMMAND = ("modelserve", "serve")
@@ -44,8 +46,10 @@ class RuntimeSpec:
     startup_timeout_s: int = 900
     port: int = 8000
     pvc_mount_root: str = DEFAULT_PVC_MOUNT_ROOT
-    # Time an in-flight request may take to finish after SIGTERM (torch engine's drain).
+    # Time in-flight requests may take to finish after SIGTERM: torch's --drain-timeout,
+    # vLLM's --shutdown-timeout (vLLM's default 0 aborts them).
     drain_timeout_s: int = 30
+    shm_size: str = DEFAULT_SHM_SIZE
 
 
 def gpu_count(resources: Mapping[str, Any]) -> int:
@@ -71,8 +75,13 @@ def model_location(spec: RuntimeSpec) -> tuple[str, str | None]:
 
 
 def model_volumes(spec: RuntimeSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(volumes, volumeMounts) for the model: the claim read-only for pvc://, nothing else."""
+    """(volumes, volumeMounts) for the model: the claim read-only for pvc://, a download cache
+    for hf://, nothing else."""
     source = parse_model_uri(spec.model_uri)
+    if isinstance(source, HubModel):
+        return [{"name": HF_CACHE_VOLUME, "emptyDir": {}}], [
+            {"name": HF_CACHE_VOLUME, "mountPath": HF_HOME}
+        ]
     if not isinstance(source, PVCModel):
         return [], []
     volume = {
@@ -87,8 +96,8 @@ def model_volumes(spec: RuntimeSpec) -> tuple[list[dict[str, Any]], list[dict[st
     return [volume], [mount]
 
 
-def shm_volume() -> tuple[dict[str, Any], dict[str, Any]]:
-    volume = {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": SHM_SIZE}}
+def shm_volume(spec: RuntimeSpec) -> tuple[dict[str, Any], dict[str, Any]]:
+    volume = {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": spec.shm_size}}
     return volume, {"name": SHM_VOLUME, "mountPath": "/dev/shm"}
 
 
@@ -119,7 +128,9 @@ def probes(spec: RuntimeSpec) -> dict[str, dict[str, Any]]:
 
 
 def _env(spec: RuntimeSpec, offline: bool) -> list[dict[str, Any]]:
-    env: dict[str, str | Mapping[str, Any]] = {"HF_HUB_OFFLINE": "1"} if offline else {}
+    env: dict[str, str | Mapping[str, Any]] = (
+        {"HF_HUB_OFFLINE": "1"} if offline else {"HF_HOME": HF_HOME}
+    )
     env.update(spec.env)
     return [
         {"name": name, "value": value}
@@ -136,6 +147,7 @@ def vllm_args(spec: RuntimeSpec) -> list[str]:
         "--served-model-name", spec.model_name,
         "--tensor-parallel-size", str(max(1, gpu_count(spec.resources))),
         "--port", str(spec.port),
+        "--shutdown-timeout", str(spec.drain_timeout_s),
     ]  # fmt: skip
     if revision:
         args += ["--revision", revision]
@@ -165,7 +177,7 @@ def build_container(spec: RuntimeSpec, name: str = "server") -> dict[str, Any]:
         raise ValueError(f"unknown engine {spec.engine!r}: expected vllm or torch")
     offline = not isinstance(parse_model_uri(spec.model_uri), HubModel)
     _, model_mounts = model_volumes(spec)
-    _, shm_mount = shm_volume()
+    _, shm_mount = shm_volume(spec)
     return {
         "name": name,
         "image": spec.image,
@@ -183,7 +195,7 @@ def build_container(spec: RuntimeSpec, name: str = "server") -> dict[str, Any]:
 def build_pod_spec(spec: RuntimeSpec) -> dict[str, Any]:
     """A pod spec with the serving container, its volumes, and time to drain on termination."""
     model_vols, _ = model_volumes(spec)
-    shm_vol, _ = shm_volume()
+    shm_vol, _ = shm_volume(spec)
     return {
         "containers": [build_container(spec)],
         "volumes": [shm_vol, *model_vols],

@@ -161,6 +161,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         metrics=metrics,
         check_refresh_seconds=operator_settings.check_status_refresh_seconds,
         max_queries_in_flight=operator_settings.max_queries_in_flight,
+        evaluation_image=operator_settings.evaluation_image,
     )
     elector = None
     if operator_settings.leader_election:

@@ -233,6 +233,18 @@ Quantity = Annotated[
     Field(min_length=1, max_length=64, pattern=QUANTITY_PATTERN, json_schema_extra=INT_OR_STRING),
     BeforeValidator(_quantity),
 ]
+
+
+def _check_positive_quantity(text: str) -> str:
+    if quantity_value(text) <= 0:
+        raise ValueError(f"must be more than zero, got {text!r}")
+    return text
+
+
+# The extended resource of a GPU; with vllm its count is the tensor-parallel size.
+GPU_RESOURCE = "nvidia.com/gpu"
+# The /dev/shm of a serving pod: tensor-parallel workers (NCCL) and torch dataloaders use it.
+DEFAULT_SHM_SIZE = "2Gi"
 Quantities = Annotated[
     dict[str, Quantity],
     Field(
@@ -317,6 +329,10 @@ class ModelSource(SpecModel):
     """Where the model is: pvc://CLAIM/PATH (the claim is mounted read-only at /models/CLAIM),
     hf://ORG/NAME@REVISION (loaded from the hub, revision optional), file:///PATH or a plain path
     inside the image."""
+    attention_heads: Annotated[int, Field(ge=1, le=65536)] | None = None
+    """The model's number of attention heads (num_attention_heads in its config.json). Optional:
+    the operator cannot read the model, so with vllm it checks the tensor-parallel size against
+    it only when given (vLLM refuses a size that does not divide the heads, at pod start)."""
 
 
 class Resources(SpecModel):
@@ -592,9 +608,15 @@ class Runtime(SpecModel):
     valueFrom a Secret, a ConfigMap or a pod field."""
     env_from: Annotated[list[EnvFromSource], Field(max_length=16)] = []
     """Secrets and ConfigMaps whose every key becomes a variable, as a container's envFrom."""
+    shm_size: Annotated[Quantity, AfterValidator(_check_positive_quantity)] = DEFAULT_SHM_SIZE
+    """Size of the serving container's /dev/shm (a memory-backed emptyDir; its use counts against
+    the pod's memory), a Kubernetes quantity. Tensor-parallel workers exchange tensors through it;
+    raise it for large tensor-parallel models."""
     termination_grace_period: Duration = "60s"
     """How long a stopping pod has to finish its in-flight requests before it is killed (the pod's
-    terminationGracePeriodSeconds)."""
+    terminationGracePeriodSeconds). It first sleeps 5s in preStop, so that endpoints and gateways
+    stop sending it requests, then the server drains for the rest less 5s (vLLM's
+    --shutdown-timeout, modelserve's --drain-timeout): requests it accepted finish."""
 
 
 class ParentRef(SpecModel):
@@ -688,8 +710,8 @@ class EvaluationStep(SpecModel):
     """How long the evaluation Job may run (its activeDeadlineSeconds; default: 10m); past it the
     rollout pauses with reason EvaluationError."""
     image: Annotated[str, Field(min_length=1, max_length=512, pattern=IMAGE_PATTERN)] | None = None
-    """The image running modelserve eval; unset: runtime.image (set it when that image has no
-    modelserve, as a vLLM image)."""
+    """The image running modelserve eval. Unset: with engine torch, runtime.image; with vllm, whose
+    images have no modelserve, the operator's evaluation image (the chart's evaluation.image)."""
 
 
 class CanaryStep(SpecModel):
@@ -1260,6 +1282,8 @@ def _semantic_errors(spec: ModelRolloutSpec) -> Iterator[tuple[str, str]]:
         yield "spec.runtime.minStableReplicas", "must not exceed runtime.replicas"
     yield from _toleration_errors(spec.runtime.tolerations)
     yield from _resource_errors(spec.runtime.resources)
+    if spec.runtime.engine == "vllm":
+        yield from _tensor_parallel_errors(spec)
     if parse_duration(spec.progress_deadline) < 1:
         # It is also each Deployment's progressDeadlineSeconds, which must be above 0.
         yield "spec.progressDeadline", "must be at least 1s"
@@ -1294,6 +1318,59 @@ def _resource_errors(resources: Resources) -> Iterator[tuple[str, str]]:
             yield path, f"must equal limits.{name}: an extended resource cannot be overcommitted"
         elif limit is not None and quantity_value(request) > quantity_value(limit):
             yield path, f"{request} exceeds limits.{name} ({limit})"
+
+
+# vLLM's flag and its alias; the last one given wins, as with argparse.
+_TENSOR_PARALLEL_FLAGS = ("--tensor-parallel-size", "-tp")
+
+
+def _gpus(resources: Resources) -> int:
+    """GPUs the serving container gets (limits first, then requests), as the pod builder reads."""
+    for quantities in (resources.limits, resources.requests):
+        if GPU_RESOURCE in quantities:
+            return int(quantity_value(quantities[GPU_RESOURCE]))
+    return 0
+
+
+def _tensor_parallel_in_args(args: Sequence[str]) -> tuple[int, str] | None:
+    """(index, value) of the last tensor-parallel size the user's args pass to vLLM."""
+    found = None
+    for index, arg in enumerate(args):
+        flag, equals, value = arg.partition("=")
+        if flag in _TENSOR_PARALLEL_FLAGS:
+            if equals:
+                found = (index, value)
+            elif index + 1 < len(args):
+                found = (index + 1, args[index + 1])
+    return found
+
+
+def _tensor_parallel_errors(spec: ModelRolloutSpec) -> Iterator[tuple[str, str]]:
+    """The tensor-parallel size vLLM gets: from the GPUs, or the user's args; it must fit both."""
+    gpus = _gpus(spec.runtime.resources)
+    size, source = max(1, gpus), f"the {GPU_RESOURCE} count"
+    passed = _tensor_parallel_in_args(spec.runtime.args)
+    if passed is not None:
+        index, value = passed
+        path = f"spec.runtime.args[{index}]"
+        if not value.isdigit() or int(value) < 1:
+            yield path, f"the tensor-parallel size must be a whole number above 0, got {value!r}"
+            return
+        if int(value) > max(1, gpus):
+            yield (
+                path,
+                f"tensor-parallel size {value} needs {value} GPUs: runtime.resources gives "
+                f"{gpus} {GPU_RESOURCE}",
+            )
+            return
+        size, source = int(value), "runtime.args"
+    heads = spec.model.attention_heads
+    if heads is not None and heads % size:
+        yield (
+            "spec.model.attentionHeads",
+            f"{heads} attention heads do not divide over tensor-parallel size {size} (from "
+            f"{source}): vLLM needs the heads divisible by it",
+        )
 
 
 def _parent_ref_errors(parent_refs: Sequence[ParentRef]) -> Iterator[tuple[str, str]]:

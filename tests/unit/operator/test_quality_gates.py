@@ -197,6 +197,29 @@ def test_the_job_runs_modelserve_eval_against_both_revisions_without_the_rollout
     assert pod["spec"]["volumes"][0]["configMap"]["name"] == "chat-gates"
 
 
+def test_the_job_image_is_the_operators_evaluation_image_for_vllm_the_serving_image_for_torch() -> (
+    None
+):
+    rollout = at_evaluation()
+    current = current_evaluation(rollout.spec, rollout.status)
+    assert current is not None
+    ref = RolloutRef("ml", "chat", "uid-1")
+    serving = "ghcr.io/modelrollout/serving:0.2.0"
+
+    def image(spec: Any, step: Any) -> str:
+        job = build_evaluation_job(ref, spec, rollout.status, current[0], step, serving)
+        return str(job["spec"]["template"]["spec"]["containers"][0]["image"])
+
+    # vLLM's image has no modelserve.
+    assert image(rollout.spec, current[1]) == serving
+    torch = rollout.spec.model_copy(
+        update={"runtime": rollout.spec.runtime.model_copy(update={"engine": "torch"})}
+    )
+    assert image(torch, current[1]) == "vllm/vllm-openai:v0.11.0"
+    named = current[1].model_copy(update={"image": "example.com/eval:1"})
+    assert image(rollout.spec, named) == "example.com/eval:1"
+
+
 def test_job_names_stay_dns_labels() -> None:
     name = evaluation_job_name("r" * 52, "0123456789", 31)
     assert len(name) <= 63 and name.endswith("-eval-0123456789-31")

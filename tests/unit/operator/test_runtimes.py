@@ -41,6 +41,7 @@ def test_vllm_container_args_model_path_tensor_parallel_and_user_args_last() -> 
         "--served-model-name", "chat",
         "--tensor-parallel-size", "2",
         "--port", "8000",
+        "--shutdown-timeout", "30",
         "--max-model-len=8192",
     ]  # fmt: skip
     assert container["resources"] == {"limits": {"nvidia.com/gpu": 2}}
@@ -78,6 +79,20 @@ def test_hub_model_passes_revision_and_stays_online() -> None:
     assert all(
         v["name"] != "model" for v in build_pod_spec(vllm_spec(model_uri="hf://a/b"))["volumes"]
     )
+
+
+@pytest.mark.parametrize("engine", ["vllm", "torch"])
+def test_hub_models_download_into_a_cache_that_outlives_container_restarts(engine: str) -> None:
+    pod = build_pod_spec(vllm_spec(engine=engine, model_uri="hf://org/model@main"))
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["hf-cache"] == {"name": "hf-cache", "emptyDir": {}}
+    container = pod["containers"][0]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["HF_HOME"] == mounts["hf-cache"]
+    pvc_pod = build_pod_spec(vllm_spec())
+    assert "hf-cache" not in {v["name"] for v in pvc_pod["volumes"]}
+    assert "HF_HOME" not in {e["name"] for e in pvc_pod["containers"][0]["env"]}
 
 
 def test_torch_container_runs_modelserve_with_the_uri() -> None:

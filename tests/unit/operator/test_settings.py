@@ -38,6 +38,7 @@ def test_no_variables_give_the_documented_defaults() -> None:
     assert settings.lease_name == "modelrollout-operator"
     assert settings.lease_timing() == LeaseTiming(15.0, 10.0, 2.0)
     assert settings.pod_namespace is None
+    assert settings.evaluation_image is None
     assert settings.lease_holder == f"{socket.gethostname()}-{os.getpid()}"
 
 
@@ -54,6 +55,13 @@ def test_no_variables_give_the_documented_defaults() -> None:
         ("MODELROLLOUT_METRICS_PORT", "off", "metrics_port", None),
         ("MODELROLLOUT_LEADER_ELECTION", "off", "leader_election", False),
         ("MODELROLLOUT_LEASE_NAME", "my-lease", "lease_name", "my-lease"),
+        (
+            "MODELROLLOUT_EVALUATION_IMAGE",
+            "example.com/serving:1",
+            "evaluation_image",
+            "example.com/serving:1",
+        ),
+        ("MODELROLLOUT_EVALUATION_IMAGE", "", "evaluation_image", None),
         ("POD_NAME", "operator-0", "lease_holder", "operator-0"),
         ("POD_NAMESPACE", "ops", "pod_namespace", "ops"),
         # The chart's downward-API fields outside a pod: empty means unset.
