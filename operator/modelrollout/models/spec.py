@@ -763,8 +763,8 @@ class PostPromotionAnalysis(SpecModel):
 
 class BlueGreenStrategy(SpecModel):
     auto_promotion_after: Duration | None = None
-    """Switch traffic this long after the preview started, once it is fully ready and its checks are
-    healthy; unset: wait for the user to promote."""
+    """Switch traffic this long after the preview became fully ready (status.previewReadyAt), once
+    its checks are healthy; unset: wait for the user to promote."""
     scale_down_delay: Duration = "30s"
     """How long the old revision keeps its pods after the switch, for a quick switch back."""
     post_promotion_analysis: PostPromotionAnalysis | None = None
