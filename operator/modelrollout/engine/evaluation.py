@@ -12,6 +12,13 @@ and replaced, so its result is never reused.
 Exit 0 with `passed` is a pass; exit 1 with a failed gate and no error is a
 failure (rolled back); anything else (exit 2, no readable result, a Job that
 failed or ran past its timeout) is an error, which never counts as a pass.
+
+An evaluation ends when its rollout leaves it: the step completes, the
+rollout rolls back or is aborted, or a newer revision supersedes the one
+under evaluation. Its Job, if still running, is then deleted with its pod; a
+finished one stays for its logs. Under a router without per-revision Services
+of its own (Capability.REVISION_SERVICES), the Services the evaluation
+created are deleted too, unless the next evaluation step needs them.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from modelrollout.kube.workloads import RolloutRef, _metadata, build_revision_se
 from modelrollout.models.durations import parse_duration
 from modelrollout.models.spec import EvaluationStep, ModelRolloutSpec
 from modelrollout.models.status import GateStatus, ModelRolloutStatus
+from modelrollout.traffic.base import Capability, RouterCapabilities, retire_revision_services
 
 SUITE_MOUNT = "/suite"
 # Finished Jobs stay an hour for `kubectl logs`; the result is in status by then.
@@ -63,6 +71,37 @@ def current_evaluation(
         return None
     evaluation = steps[status.current_step].evaluation
     return None if evaluation is None else (status.current_step, evaluation)
+
+
+def evaluation_in_progress(
+    spec: ModelRolloutSpec, status: ModelRolloutStatus
+) -> tuple[str, int] | None:
+    """(canary revision, step) of the evaluation step the rollout is at, paused or not."""
+    if status.phase == "Paused":
+        status = status.model_copy(update={"phase": "Progressing"})
+    current = current_evaluation(spec, status)
+    return None if current is None else (status.canary_revision or "", current[0])
+
+
+def ended_evaluation(
+    spec: ModelRolloutSpec, before: ModelRolloutStatus, after: ModelRolloutStatus
+) -> tuple[str, int] | None:
+    """(canary revision, step) of the evaluation a tick left, from `before` to `after`: pure.
+
+    A pause keeps the evaluation (resuming it starts a new attempt, which
+    replaces the Job itself).
+    """
+    running = evaluation_in_progress(spec, before)
+    if running is None or running == evaluation_in_progress(spec, after):
+        return None
+    return running
+
+
+def job_is_finished(job: dict[str, Any]) -> bool:
+    return any(
+        condition.get("type") in ("Complete", "Failed") and condition.get("status") == "True"
+        for condition in job.get("status", {}).get("conditions") or []
+    )
 
 
 def _step_started(status: ModelRolloutStatus) -> str:
@@ -246,6 +285,34 @@ def observe_evaluation(
         PODS, rollout.namespace, f"{CONTROLLER_UID_LABEL}={job['metadata'].get('uid', '')}"
     )
     return result_of_job(job, pods, status.canary_revision or "", step)
+
+
+def end_evaluation(
+    api: KubeApi,
+    rollout: RolloutRef,
+    spec: ModelRolloutSpec,
+    status: ModelRolloutStatus,
+    ended: tuple[str, int],
+    router_capabilities: RouterCapabilities,
+) -> None:
+    """Stop the ended evaluation's Job if it still runs; retire the Services it alone needed."""
+    revision, step = ended
+    name = evaluation_job_name(rollout.name, revision, step)
+    job = api.get(JOBS, rollout.namespace, name)
+    if job is not None and not job_is_finished(job):
+        # Background: the Job's pod goes too (a Job orphans its pods by default).
+        api.delete(JOBS, rollout.namespace, name, propagation="Background")
+    if Capability.REVISION_SERVICES in router_capabilities:
+        return
+    keep = (
+        {
+            revision_object_name(rollout.name, wanted or "")
+            for wanted in (status.stable_revision, status.canary_revision)
+        }
+        if current_evaluation(spec, status) is not None
+        else set()
+    )
+    retire_revision_services(api, rollout, keep)
 
 
 def converge_evaluation(

@@ -40,7 +40,12 @@ from modelrollout.engine.children import (
     unschedulable_message,
 )
 from modelrollout.engine.commands import pending_in_body
-from modelrollout.engine.evaluation import converge_evaluation, observe_evaluation
+from modelrollout.engine.evaluation import (
+    converge_evaluation,
+    end_evaluation,
+    ended_evaluation,
+    observe_evaluation,
+)
 from modelrollout.engine.podspec import build_pod_spec
 from modelrollout.engine.revision import revision_of
 from modelrollout.engine.strategies import canary
@@ -285,6 +290,9 @@ class Reconciler:
             post_event(event_type, reason, message)
         self._metrics.observe_tick(rollout.namespace, rollout.name, status, new_status, events)
         self._converge(rollout, spec, spec_revision, new_status, deployments, now)
+        ended = ended_evaluation(spec, status, new_status)
+        if ended is not None:
+            end_evaluation(self._api, rollout, spec, new_status, ended, router.capabilities)
         converge_evaluation(
             self._api, rollout, spec, new_status, deployments, self._evaluation_image
         )

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from modelrollout.analysis.assessment import pending_checks
 from modelrollout.engine.redaction import UnknownEnvValue, restored_runtime
 from modelrollout.engine.revision import revision_of
-from modelrollout.engine.strategies.bluegreen import steps_strategy
+from modelrollout.engine.strategies.bluegreen import steps_strategy, timed_step_started
 from modelrollout.engine.strategies.canary import describe_step
 from modelrollout.engine.strategies.command_rules import refusal as command_refusal
 from modelrollout.kube.labels import REVISION_LABEL, ROLE_LABEL
@@ -258,6 +258,9 @@ def _steps(rollout: Rollout, now: datetime) -> list[str]:
     active = status.canary_revision is not None and current is not None
     lines = ["Steps:" if active else "Steps:       (no canary in progress)"]
     width = len(str(len(steps)))
+    started = (
+        status.step_started_at if rollout.spec is None else timed_step_started(rollout.spec, status)
+    )
     for index, step in enumerate(steps):
         mark, note = " ", ""
         if active and current is not None:
@@ -267,20 +270,22 @@ def _steps(rollout: Rollout, now: datetime) -> list[str]:
                 if status.phase in ("RollingBack", "RolledBack"):
                     mark, note = STEP_STOPPED, "   (rolled back here)"
                 else:
-                    mark, note = STEP_CURRENT, _current_step_note(step, status, now)
+                    mark, note = STEP_CURRENT, _current_step_note(step, status, started, now)
         lines.append(f"  {mark} {index + 1:>{width}}  {describe_step(step)}{note}")
     return lines
 
 
-def _current_step_note(step: CanaryStep, status: ModelRolloutStatus, now: datetime) -> str:
+def _current_step_note(
+    step: CanaryStep, status: ModelRolloutStatus, started: datetime | None, now: datetime
+) -> str:
     if status.phase == "Paused":
         return f"   (paused: {status.pause_reason})" if status.pause_reason else "   (paused)"
     duration = step.pause.duration if step.pause is not None else None
     if step.analysis is not None:
         duration = step.analysis.duration
-    if duration is None or status.step_started_at is None:
+    if duration is None or started is None:
         return ""
-    elapsed = min((now - status.step_started_at).total_seconds(), parse_duration(duration))
+    elapsed = min((now - started).total_seconds(), parse_duration(duration))
     return f"   ({human_duration(elapsed)} of {duration})"
 
 

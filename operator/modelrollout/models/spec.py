@@ -763,8 +763,8 @@ class PostPromotionAnalysis(SpecModel):
 
 class BlueGreenStrategy(SpecModel):
     auto_promotion_after: Duration | None = None
-    """Switch traffic this long after the preview started, once it is fully ready and its checks are
-    healthy; unset: wait for the user to promote."""
+    """Switch traffic this long after the preview became fully ready (status.previewReadyAt), once
+    its checks are healthy; unset: wait for the user to promote."""
     scale_down_delay: Duration = "30s"
     """How long the old revision keeps its pods after the switch, for a quick switch back."""
     post_promotion_analysis: PostPromotionAnalysis | None = None
@@ -775,14 +775,28 @@ class BlueGreenStrategy(SpecModel):
 
 
 class ShadowStrategy(SpecModel):
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            rule(
+                "!has(self.canarySteps) || self.then == 'canary'",
+                "shadow: canarySteps is only for then: canary",
+            )
+        )
+    )
+
     mirror_percent: Annotated[int, Field(ge=1, le=100)]
     """Percent of requests copied to the new revision."""
     duration: Duration
     """How long to mirror and analyse."""
     then: Literal["promote", "canary", "stop"]
     """What follows a healthy shadow run: promote (all traffic to the new revision), canary
-    (setWeight 10, analysis, setWeight 50, analysis, each analysis as long as duration) or stop
-    (tear the new revision down, stay on stable)."""
+    (canarySteps, by default setWeight 10, analysis, setWeight 50, analysis, each analysis as long
+    as duration) or stop (tear the new revision down, stay on stable)."""
+    # One step fewer than a canary's: the shadow's own analysis comes first.
+    canary_steps: (
+        Annotated[list[CanaryStep], Field(min_length=1, max_length=MAX_STEPS - 1)] | None
+    ) = None
+    """With then: canary, the canary steps that follow the shadow, as strategy.canary.steps."""
 
 
 class Strategy(SpecModel):
@@ -1244,22 +1258,12 @@ def _semantic_errors(spec: ModelRolloutSpec) -> Iterator[tuple[str, str]]:
     if len(strategies) != 1:
         yield "spec.strategy", "set exactly one of canary, blueGreen, shadow"
     if spec.strategy.canary is not None:
-        for index, step in enumerate(spec.strategy.canary.steps):
-            kinds = [
-                step.set_weight is not None,
-                step.pause is not None,
-                step.analysis is not None,
-                step.evaluation is not None,
-            ]
-            if sum(kinds) != 1:
-                yield (
-                    f"spec.strategy.canary.steps[{index}]",
-                    "a step sets exactly one of setWeight, pause, analysis, evaluation",
-                )
-            if step.evaluation is not None:
-                yield from _evaluation_errors(
-                    f"spec.strategy.canary.steps[{index}].evaluation", step.evaluation
-                )
+        yield from _step_errors("spec.strategy.canary.steps", spec.strategy.canary.steps)
+    shadow = spec.strategy.shadow
+    if shadow is not None and shadow.canary_steps is not None:
+        if shadow.then != "canary":
+            yield "spec.strategy.shadow.canarySteps", "is only for then: canary"
+        yield from _step_errors("spec.strategy.shadow.canarySteps", shadow.canary_steps)
     if spec.strategy.blue_green is not None and spec.strategy.blue_green.pre_promotion_evaluation:
         yield from _evaluation_errors(
             "spec.strategy.blueGreen.prePromotionEvaluation",
@@ -1287,6 +1291,23 @@ def _semantic_errors(spec: ModelRolloutSpec) -> Iterator[tuple[str, str]]:
     if parse_duration(spec.progress_deadline) < 1:
         # It is also each Deployment's progressDeadlineSeconds, which must be above 0.
         yield "spec.progressDeadline", "must be at least 1s"
+
+
+def _step_errors(path: str, steps: Sequence[CanaryStep]) -> Iterator[tuple[str, str]]:
+    for index, step in enumerate(steps):
+        kinds = [
+            step.set_weight is not None,
+            step.pause is not None,
+            step.analysis is not None,
+            step.evaluation is not None,
+        ]
+        if sum(kinds) != 1:
+            yield (
+                f"{path}[{index}]",
+                "a step sets exactly one of setWeight, pause, analysis, evaluation",
+            )
+        if step.evaluation is not None:
+            yield from _evaluation_errors(f"{path}[{index}].evaluation", step.evaluation)
 
 
 def _evaluation_errors(path: str, evaluation: EvaluationStep) -> Iterator[tuple[str, str]]:

@@ -193,6 +193,9 @@ class ModelRolloutStatus(StatusModel):
     canary_unready_since: datetime | None = None
     """Since when the canary has had fewer ready pods than desired (measured against
     progressDeadline)."""
+    preview_ready_at: datetime | None = None
+    """Blue-green: when the preview first had all its pods ready (autoPromotionAfter counts
+    from here), moved later by the time spent paused."""
     aborted_at: datetime | None = None
     """When the canary was last rolled back or aborted (abortScaleDownDelay counts from here)."""
     previous_revision: str | None = None

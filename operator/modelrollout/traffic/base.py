@@ -7,7 +7,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
-from modelrollout.kube.api import KubeApi
+from modelrollout.kube.api import SERVICES, KubeApi
+from modelrollout.kube.labels import (
+    REVISION_LABEL,
+    label_selector,
+    revision_object_name,
+    selector_labels,
+)
 from modelrollout.kube.workloads import RolloutRef
 
 
@@ -26,6 +32,9 @@ class Capability(enum.Enum):
     REQUEST_MIRRORING = "request mirroring"
     # Reaches the new color before the switch (strategy.blueGreen's preview).
     PREVIEW_ROUTE = "a preview route"
+    # Routes to per-revision Services, which it keeps and retires itself; without
+    # it, those an evaluation step needs are the evaluation's to delete.
+    REVISION_SERVICES = "per-revision Services"
 
 
 RouterCapabilities = frozenset[Capability]
@@ -60,6 +69,21 @@ class AchievedWeights:
     # The router has realised the asked weight as closely as it can; with
     # replica counts that may differ from the weight itself (1 of 3 is 33%, not 25%).
     settled: bool = False
+
+
+def retire_revision_services(api: KubeApi, rollout: RolloutRef, keep: set[str]) -> None:
+    """Delete the rollout's per-revision Services (`<rollout>-<revision>`) not named in `keep`."""
+    for service in api.list(
+        SERVICES, rollout.namespace, label_selector(selector_labels(rollout.name))
+    ):
+        name = service["metadata"]["name"]
+        revision = (service["metadata"].get("labels") or {}).get(REVISION_LABEL)
+        if (
+            revision is not None
+            and name == revision_object_name(rollout.name, revision)
+            and name not in keep
+        ):
+            api.delete(SERVICES, rollout.namespace, name)
 
 
 def canary_replicas(total_replicas: int, canary_weight: int) -> int:

@@ -17,14 +17,15 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from modelrollout.kube.api import ENDPOINT_SLICES, HTTPROUTES, SERVICES, KubeApi
-from modelrollout.kube.labels import (
-    REVISION_LABEL,
-    label_selector,
-    revision_object_name,
-    selector_labels,
-)
+from modelrollout.kube.labels import revision_object_name
 from modelrollout.kube.workloads import build_revision_service
-from modelrollout.traffic.base import AchievedWeights, Backends, Capability, RouterCapabilities
+from modelrollout.traffic.base import (
+    AchievedWeights,
+    Backends,
+    Capability,
+    RouterCapabilities,
+    retire_revision_services,
+)
 
 ROUTE_API_VERSION = "gateway.networking.k8s.io/v1"
 
@@ -160,7 +161,12 @@ def route_conditions(route: dict[str, Any]) -> tuple[tuple[str, str, str], ...]:
 
 class GatewayAPIRouter:
     capabilities: ClassVar[RouterCapabilities] = frozenset(
-        {Capability.EXACT_WEIGHTS, Capability.REQUEST_MIRRORING, Capability.PREVIEW_ROUTE}
+        {
+            Capability.EXACT_WEIGHTS,
+            Capability.REQUEST_MIRRORING,
+            Capability.PREVIEW_ROUTE,
+            Capability.REVISION_SERVICES,
+        }
     )
 
     def __init__(self, api: KubeApi) -> None:
@@ -201,17 +207,7 @@ class GatewayAPIRouter:
             for revision in (backends.stable, backends.canary)
             if revision is not None
         }
-        for service in self._api.list(
-            SERVICES, rollout.namespace, label_selector(selector_labels(rollout.name))
-        ):
-            name = service["metadata"]["name"]
-            revision = (service["metadata"].get("labels") or {}).get(REVISION_LABEL)
-            if (
-                revision is not None
-                and name == revision_object_name(rollout.name, revision)
-                and name not in keep
-            ):
-                self._api.delete(SERVICES, rollout.namespace, name)
+        retire_revision_services(self._api, rollout, keep)
 
     def _ensure_preview_route(self, backends: Backends) -> None:
         rollout = backends.rollout

@@ -47,14 +47,21 @@ def test_preview_switch_window_then_promoted_keeping_the_previous_color() -> Non
     assert rollout.status.canary_revision == revision_of(rollout.spec)
     assert rollout.status.weights.canary == 0
 
-    # autoPromotionAfter passed, but one preview pod is not ready: no switch yet.
+    # autoPromotionAfter counts from the preview's readiness: one pod is not ready yet.
     for _ in range(3):
         rollout.tick(15)
-    assert rollout.status.current_step == 1
+    assert rollout.status.current_step == 0
     assert rollout.status.weights.canary == 0
-    assert "waiting for canary pods" in rollout.status.message
+    assert rollout.status.preview_ready_at is None
+    assert "waiting for preview pods" in rollout.status.message
 
     rollout.world.canary_ready = 2
+    rollout.tick(1)
+    ready_at = rollout.now
+    assert rollout.status.preview_ready_at == ready_at
+    rollout.tick(29)
+    assert rollout.status.current_step == 0  # 29s of the 30s since the preview was ready
+    assert rollout.status.weights.canary == 0
     rollout.tick(1)
     assert (rollout.status.weights.stable, rollout.status.weights.canary) == (0, 100)
     rollout.tick(1)
@@ -89,6 +96,7 @@ def test_a_breach_in_the_post_promotion_window_switches_back_at_once() -> None:
 def test_no_data_on_the_preview_is_never_taken_for_healthy() -> None:
     rollout = started(blue_green_spec())
     rollout.world.analysis = AnalysisVerdict.unavailable(rollout.now, "no samples")
+    rollout.tick()  # the preview is ready: autoPromotionAfter counts from here
     for _ in range(3):
         rollout.tick(15)
     assert rollout.status.weights.canary == 0

@@ -172,6 +172,7 @@ def test_get_shows_the_steps_blue_green_runs_and_where_it_is() -> None:
     sim, spec = strategy_v2(
         {"blueGreen": {"autoPromotionAfter": "30s", "postPromotionAnalysis": {"duration": "5m"}}}
     )
+    sim.tick()  # the preview is ready: autoPromotionAfter counts from here
     sim.tick(10)
     rollout = Rollout.of(body_of(sim, spec))
     assert step_lines(render_get(rollout, [], [], sim.now))[:3] == [

@@ -8,7 +8,7 @@ import pytest
 
 from modelrollout.analysis.assessment import AnalysisVerdict
 from modelrollout.engine.revision import revision_of
-from modelrollout.models import Weights
+from modelrollout.models import InvalidSpecError, Weights, parse_spec
 from tests.unit.operator.builders import Rollout, example_spec, with_model_uri
 
 pytestmark = pytest.mark.unit
@@ -87,3 +87,62 @@ def test_no_data_from_the_mirror_is_never_taken_for_healthy() -> None:
     # whenMetricsUnavailable (pause after 60s) then takes over; still never promoted.
     rollout.tick(15)
     assert (rollout.status.phase, rollout.status.pause_reason) == ("Paused", "MetricsUnavailable")
+
+
+def test_then_canary_runs_the_canary_steps_the_spec_gives() -> None:
+    spec = shadow_spec("canary")
+    spec["strategy"]["shadow"]["canarySteps"] = [
+        {"setWeight": 25},
+        {"pause": {"duration": "2m"}},
+        {"setWeight": 75},
+        {"analysis": {"duration": "1m"}},
+    ]
+    rollout = Rollout.of(spec)
+    rollout.tick()
+    rollout.apply(with_model_uri(spec, V2))
+    rollout.tick(1)
+    rollout.tick(61)
+    rollout.tick(1)
+    assert rollout.status.weights == Weights(stable=75, canary=25, mirror=0)
+    rollout.tick(60)
+    assert rollout.status.weights.canary == 25  # the 2m pause holds it
+    rollout.tick(61)
+    rollout.tick(1)
+    assert rollout.status.weights == Weights(stable=25, canary=75, mirror=0)
+    rollout.run_until("Succeeded")
+    assert rollout.status.stable_revision == revision_of(rollout.spec)
+
+
+@pytest.mark.parametrize(
+    ("then", "steps", "field", "message"),
+    [
+        (
+            "promote",
+            [{"setWeight": 50}],
+            "spec.strategy.shadow.canarySteps",
+            "only for then: canary",
+        ),
+        ("canary", [], "spec.strategy.shadow.canarySteps", "at least 1"),
+        (
+            "canary",
+            [{"setWeight": 50, "pause": {}}],
+            "spec.strategy.shadow.canarySteps[0]",
+            "exactly one of setWeight, pause, analysis, evaluation",
+        ),
+        (
+            "canary",
+            [{"evaluation": {"suite": {"configMapName": "gates"}, "timeout": "0s"}}],
+            "spec.strategy.shadow.canarySteps[0].evaluation.timeout",
+            "at least 1s",
+        ),
+    ],
+)
+def test_canary_steps_are_validated_like_a_canarys(
+    then: str, steps: list[dict[str, Any]], field: str, message: str
+) -> None:
+    spec = shadow_spec(then)
+    spec["strategy"]["shadow"]["canarySteps"] = steps
+    with pytest.raises(InvalidSpecError) as error:
+        parse_spec(spec)
+    assert error.value.field_path == field
+    assert message in error.value.message

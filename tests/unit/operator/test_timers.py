@@ -83,6 +83,27 @@ def test_blue_green_auto_promotion_post_promotion_analysis_and_scale_down() -> N
     ]
 
 
+def test_blue_green_auto_promotion_counts_from_the_preview_being_ready() -> None:
+    spec = example_spec()
+    spec["strategy"] = {"blueGreen": {"autoPromotionAfter": "30s"}}
+    rollout = Rollout.of(spec)
+    rollout.tick()
+    rollout.apply(with_model_uri(spec, V2))
+    rollout.world.canary_ready = 1  # one of the preview's two pods still loads the model
+    start = rollout.now
+    rollout.tick()
+    rollout.tick(100)
+    assert rollout.status.current_step == 0
+    assert rollout.status.preview_ready_at is None
+    # Only the progress deadline (20m) is due: no autoPromotionAfter before readiness.
+    assert next_timer(rollout.spec, rollout.status, rollout.now) == start + timedelta(minutes=20)
+    rollout.world.canary_ready = 2
+    rollout.tick(5)
+    ready_at = rollout.now
+    assert rollout.status.preview_ready_at == ready_at
+    assert next_timer(rollout.spec, rollout.status, rollout.now) == ready_at + timedelta(seconds=30)
+
+
 def test_shadow_duration_then_canary_steps_of_the_same_duration() -> None:
     spec = example_spec()
     spec["traffic"]["router"] = "gatewayAPI"

@@ -15,6 +15,8 @@ previous color stays up `scaleDownDelay` after promotion.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from modelrollout.engine.strategies.shadow import shadow_steps
 from modelrollout.models.spec import (
     AnalysisStep,
@@ -23,6 +25,22 @@ from modelrollout.models.spec import (
     ModelRolloutSpec,
     PauseStep,
 )
+from modelrollout.models.status import ModelRolloutStatus
+
+AUTO_PROMOTION_STEP = 0
+
+
+def waits_for_ready_preview(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> bool:
+    """Whether the current step is blue-green's `autoPromotionAfter`, which counts from
+    `status.previewReadyAt` (a preview still starting up is no preview yet)."""
+    return is_blue_green(spec) and status.current_step == AUTO_PROMOTION_STEP
+
+
+def timed_step_started(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> datetime | None:
+    """When the current timed step's time started running."""
+    if waits_for_ready_preview(spec, status):
+        return status.preview_ready_at
+    return status.step_started_at
 
 
 def is_blue_green(spec: ModelRolloutSpec) -> bool:
@@ -38,6 +56,7 @@ def steps_strategy(spec: ModelRolloutSpec) -> CanaryStrategy:
     blue_green = spec.strategy.blue_green
     if blue_green is None:
         raise ValueError("parse_spec guarantees exactly one strategy")
+    # The first step (AUTO_PROMOTION_STEP): autoPromotionAfter.
     steps = [CanaryStep(pause=PauseStep(duration=blue_green.auto_promotion_after))]
     if blue_green.pre_promotion_evaluation is not None:
         # Quality gates judge the preview last, right before the switch.

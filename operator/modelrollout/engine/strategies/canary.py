@@ -27,7 +27,12 @@ from typing import Any, Literal
 
 from modelrollout.analysis.assessment import AnalysisVerdict
 from modelrollout.engine.redaction import redacted_spec
-from modelrollout.engine.strategies.bluegreen import is_blue_green, steps_strategy
+from modelrollout.engine.strategies.bluegreen import (
+    is_blue_green,
+    steps_strategy,
+    timed_step_started,
+    waits_for_ready_preview,
+)
 from modelrollout.engine.strategies.types import Decision, Event, Observations
 from modelrollout.models.durations import parse_duration
 from modelrollout.models.spec import CanaryStep, CanaryStrategy, ModelRolloutSpec, ShadowStrategy
@@ -234,6 +239,7 @@ class _Tick:
             paused_at=None,
             pause_reason=None,
             canary_unready_since=self.now,
+            preview_ready_at=None,
             aborted_at=None,
             # A shadow starts mirroring at once: the mirror's answers are never seen.
             weights=Weights(stable=100, canary=0, mirror=self.shadow.mirror_percent)
@@ -273,6 +279,7 @@ class _Tick:
             paused_at=None,
             pause_reason=None,
             canary_unready_since=None,
+            preview_ready_at=None,
             weights=ALL_ON_STABLE,
             message=message,
         )
@@ -455,10 +462,20 @@ class _Tick:
     def resume(self) -> None:
         # Time spent paused does not count towards a timed step.
         started = self.status.step_started_at
+        preview_ready = self.status.preview_ready_at
         paused = self.status.paused_at
-        if started is not None and paused is not None:
-            started = started + (self.now - paused)
-        self.update(phase="Progressing", paused_at=None, pause_reason=None, step_started_at=started)
+        if paused is not None:
+            if started is not None:
+                started = started + (self.now - paused)
+            if preview_ready is not None:
+                preview_ready = preview_ready + (self.now - paused)
+        self.update(
+            phase="Progressing",
+            paused_at=None,
+            pause_reason=None,
+            step_started_at=started,
+            preview_ready_at=preview_ready,
+        )
         self.clear_condition("Paused", "Resumed")
         self.event("Normal", "Resumed", "resumed by user")
 
@@ -547,7 +564,13 @@ class _Tick:
             self.pause("EvaluationError", f"{label}: {result.message}")
 
     def run_timed(self, seconds: float, label: str) -> None:
-        started = self.status.step_started_at or self.now
+        if waits_for_ready_preview(self.spec, self.status) and self.status.preview_ready_at is None:
+            canary = self.obs.canary
+            if canary is None or not canary.fully_ready:
+                self.update(message=f"{label}: waiting for preview pods to be ready")
+                return
+            self.update(preview_ready_at=self.now)
+        started = timed_step_started(self.spec, self.status) or self.now
         if (self.now - started).total_seconds() < seconds:
             self.update(message=label)
             return

@@ -7,8 +7,9 @@ traffic (checks with `compareTo: stable` give latency ratios); no data is
 never taken as healthy. Then:
 
 - promote: all traffic moves to it (no canary steps);
-- canary: it continues as a canary: setWeight 10, analysis, setWeight 50,
-  analysis (each analysis as long as the shadow's `duration`);
+- canary: it continues as a canary, through `canarySteps` when given, else
+  setWeight 10, analysis, setWeight 50, analysis (each analysis as long as
+  the shadow's `duration`);
 - stop: it is torn down whatever the verdict, never promoted; the verdict
   stays in status.checks for the user to read.
 
@@ -25,6 +26,8 @@ def shadow_steps(shadow: ShadowStrategy) -> list[CanaryStep]:
     judged = CanaryStep(analysis=AnalysisStep(duration=shadow.duration))
     if shadow.then != "canary":
         return [judged]
+    if shadow.canary_steps is not None:
+        return [judged, *shadow.canary_steps]
     return [
         judged,
         CanaryStep(set_weight=10),

@@ -5,7 +5,8 @@ acts because time passed, whatever the strategy, for every strategy runs on
 the canary engine's steps (bluegreen.py, shadow.py):
 
 - the end of the current timed step while Progressing: a canary's pause or
-  analysis duration, blue-green's `autoPromotionAfter` (its first pause) and
+  analysis duration, blue-green's `autoPromotionAfter` (its first pause, from
+  the moment the preview became ready: a preview's readiness wakes the rollout) and
   post-promotion analysis, a shadow's `duration`;
 - the checks' next evaluation while analysis runs, and the moment metrics
   have been missing for `whenMetricsUnavailable.after`;
@@ -24,7 +25,7 @@ from datetime import datetime, timedelta
 
 from modelrollout.analysis.assessment import verdict_of
 from modelrollout.analysis.runner import analysis_active
-from modelrollout.engine.strategies.bluegreen import steps_strategy
+from modelrollout.engine.strategies.bluegreen import steps_strategy, timed_step_started
 from modelrollout.engine.strategies.desired import aborted_canary_kept_until
 from modelrollout.models.durations import parse_duration
 from modelrollout.models.spec import ModelRolloutSpec
@@ -47,7 +48,7 @@ def step_ends_at(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> datetime
     duration = step.pause.duration if step.pause is not None else None
     if step.analysis is not None:
         duration = step.analysis.duration
-    return _after(status.step_started_at, duration)
+    return _after(timed_step_started(spec, status), duration)
 
 
 def timers(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> list[datetime]:
