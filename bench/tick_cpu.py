@@ -24,8 +24,17 @@ import pstats
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
+
+from tests.support.fake_kube import FakeKubeApi
+from tests.unit.operator.builders import (
+    HEALTHY_ANSWERS,
+    T0,
+    FakeProvider,
+    example_spec,
+    with_model_uri,
+)
 
 from modelrollout.engine.reconciler import Reconciler
 from modelrollout.kube.api import DEPLOYMENTS, MODELROLLOUTS, Resource
@@ -38,14 +47,6 @@ from modelrollout.kube.cache import (
 )
 from modelrollout.kube.events import EVENTS, build_event
 from modelrollout.kube.labels import GROUP, KIND, VERSION
-from tests.support.fake_kube import FakeKubeApi
-from tests.unit.operator.builders import (
-    HEALTHY_ANSWERS,
-    T0,
-    FakeProvider,
-    example_spec,
-    with_model_uri,
-)
 
 NAMESPACE = "ml"
 NEW_MODEL = "pvc://models/llama-3.2-3b/v2"
