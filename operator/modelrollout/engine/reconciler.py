@@ -46,6 +46,7 @@ from modelrollout.engine.evaluation import (
     ended_evaluation,
     observe_evaluation,
 )
+from modelrollout.engine.parsed_specs import ParsedSpecs
 from modelrollout.engine.podspec import build_pod_spec
 from modelrollout.engine.revision import revision_of
 from modelrollout.engine.strategies import canary
@@ -75,7 +76,6 @@ from modelrollout.models import (
     ModelRolloutSpec,
     ModelRolloutStatus,
     parse_duration,
-    parse_spec,
 )
 from modelrollout.models.status import CheckStatus, GpuUsage
 from modelrollout.traffic import router_for
@@ -112,6 +112,7 @@ class Reconciler:
         self._written_at: dict[str, datetime] = {}
         self._unwritten_checks: dict[str, tuple[CheckStatus, ...]] = {}
         self._decided: dict[str, LastDecision] = {}
+        self._specs = ParsedSpecs()
         self._check_refresh_seconds = check_refresh_seconds
         self._evaluation_image = evaluation_image
 
@@ -127,6 +128,7 @@ class Reconciler:
             self._written_at.pop(uid, None)
             self._unwritten_checks.pop(uid, None)
             self._decided.pop(uid, None)
+        self._specs.forget(uid)
         self._metrics.forget(namespace, name)
 
     def _lock(self, uid: str) -> threading.Lock:
@@ -209,7 +211,7 @@ class Reconciler:
         status = self._status_with_unwritten_checks(rollout.uid, stored)
         now = self._clock()
         try:
-            spec = parse_spec(body.get("spec") or {})
+            spec = self._specs.parse(rollout.uid, body.get("spec") or {})
             # Stored before the CRD refused such names: every child name would be invalid.
             revision_object_name(rollout.name, revision_of(spec))
         except ValueError as error:

@@ -21,8 +21,8 @@ those reads keep going to the API.
 
 from __future__ import annotations
 
-import copy
 import logging
+import pickle
 import random
 import threading
 from collections.abc import Callable
@@ -120,6 +120,17 @@ def field_selector_matches(selector: str | None, obj: dict[str, Any]) -> bool:
 _POD_METADATA = ("name", "namespace", "uid", "resourceVersion", "labels", "deletionTimestamp")
 
 
+def _copy(obj: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of an API object (plain JSON data).
+
+    A pickle round trip copies such data about four times faster than
+    copy.deepcopy, which dispatches and memoizes per node: the copies a tick
+    reads were the largest share of its CPU.
+    """
+    copied: dict[str, Any] = pickle.loads(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL))
+    return copied
+
+
 def _slim(obj: dict[str, Any]) -> dict[str, Any]:
     """What the operator reads of an object; the rest is not kept in memory.
 
@@ -192,7 +203,7 @@ class Informer:
     def get(self, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         with self._lock:
             obj = self._objects.get(f"{self.namespace if namespace is None else namespace}/{name}")
-            return copy.deepcopy(obj) if obj is not None else None
+            return _copy(obj) if obj is not None else None
 
     def matching(
         self,
@@ -216,7 +227,7 @@ class Informer:
                 else self._objects.values()
             )
             return [
-                copy.deepcopy(obj) if copies else obj
+                _copy(obj) if copies else obj
                 for obj in candidates
                 if all(
                     (obj["metadata"].get("labels") or {}).get(key) == value
@@ -434,7 +445,7 @@ class CachedKubeApi(KubeApi):
         if informer is not None and (
             informer.selector == "" or labels.get(MANAGED_BY_LABEL) == MANAGED_BY
         ):
-            informer.upsert(copy.deepcopy(obj))
+            informer.upsert(_copy(obj))
 
     def create(self, resource: Resource, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         created = super().create(resource, namespace, body)
