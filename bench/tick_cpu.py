@@ -34,9 +34,9 @@ from tests.unit.operator.builders import (
     HEALTHY_ANSWERS,
     T0,
     FakeProvider,
-    example_spec,
     with_model_uri,
 )
+from tests.unit.operator.test_reconciler_ticks import canary_spec
 
 from modelrollout.engine.reconciler import Reconciler
 from modelrollout.kube.api import DEPLOYMENTS, MODELROLLOUTS, Resource
@@ -55,19 +55,6 @@ _T = TypeVar("_T")
 NAMESPACE = "ml"
 NEW_MODEL = "pvc://models/llama-3.2-3b/v2"
 SECONDS_BETWEEN_ROUNDS = 15.0
-
-
-def canary_spec() -> dict[str, Any]:
-    spec = example_spec()
-    spec["runtime"]["resources"] = {}  # no GPUs: capacity planning has nothing to say
-    spec["traffic"]["router"] = "gatewayAPI"
-    spec["strategy"]["canary"]["steps"] = [
-        {"setWeight": 20},
-        {"pause": {"duration": "1m"}},
-        {"setWeight": 50},
-        {"analysis": {"duration": "2m"}},
-    ]
-    return spec
 
 
 class TimedFakeKubeApi(FakeKubeApi):
