@@ -11,6 +11,12 @@ with 1 free each. A node is eligible when it is Ready and schedulable, has
 every `nodeSelector` label, and every NoSchedule/NoExecute taint on it is
 tolerated. GPUs in use are the requests of every pod bound to the node that
 has not finished (terminating pods still hold theirs).
+
+Only what can be judged from nodes and pods is counted: `runtime.affinity`,
+`topologySpreadConstraints`, `priorityClassName` (preemption) and
+`runtimeClassName` are not modelled. A revision they keep off nodes counted
+here as free sits Pending, and the scheduler's reason is reported (condition
+Unschedulable) instead of InsufficientGPUCapacity.
 """
 
 from __future__ import annotations

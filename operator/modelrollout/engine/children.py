@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelrollout.engine.workloads import DesiredRevision
-from modelrollout.kube.api import DEPLOYMENTS, PODS, KubeApi
+from modelrollout.kube.api import DEPLOYMENTS, PODS, KubeApi, KubeApiError
 from modelrollout.kube.labels import (
     REVISION_LABEL,
     ROLE_LABEL,
@@ -23,8 +23,43 @@ from modelrollout.kube.labels import (
     selector_labels,
 )
 from modelrollout.kube.workloads import RolloutRef, build_deployment
+from modelrollout.models import InvalidSpecError
 
 logger = logging.getLogger("modelrollout")
+
+
+@dataclass(frozen=True)
+class PodTemplate:
+    """What a revision's pods are: their spec, and the user's labels and annotations."""
+
+    spec: dict[str, Any]
+    metadata: dict[str, dict[str, str]]
+
+
+# Where the API server's message blames the pod template (`spec.template.spec.affinity...`),
+# the runtime field that wrote it. Longest first: container fields before pod fields.
+_RUNTIME_FIELD_OF = (
+    ("spec.template.spec.containers[0].securityContext", "containerSecurityContext"),
+    ("spec.template.spec.containers[0].volumeMounts", "volumeMounts"),
+    ("spec.template.spec.topologySpreadConstraints", "topologySpreadConstraints"),
+    ("spec.template.spec.securityContext", "securityContext"),
+    ("spec.template.spec.affinity", "affinity"),
+    ("spec.template.spec.volumes", "volumes"),
+    ("spec.template.spec.imagePullSecrets", "imagePullSecrets"),
+    ("spec.template.metadata.annotations", "podAnnotations"),
+    ("spec.template.metadata.labels", "podLabels"),
+)
+
+
+def refused_deployment(message: str) -> InvalidSpecError:
+    """The API server's refusal (422) of a Deployment the spec made, as the spec's error: the
+    field it blames, when the message names one of the pass-through runtime fields."""
+    for prefix, field in _RUNTIME_FIELD_OF:
+        if prefix in message:
+            return InvalidSpecError(
+                f"spec.runtime.{field}", f"the API server refused the Deployment: {message}"
+            )
+    return InvalidSpecError("spec.runtime", f"the API server refused the Deployment: {message}")
 
 
 @dataclass(frozen=True)
@@ -93,17 +128,21 @@ def converge_deployments(
     rollout: RolloutRef,
     plan: list[DesiredRevision],
     observed: dict[str, dict[str, Any]],
-    pod_spec_for: Callable[[str], dict[str, Any] | None],
+    pod_template_for: Callable[[str], PodTemplate | None],
     progress_deadline_seconds: int,
 ) -> None:
-    """Create, scale, relabel and delete Deployments to match the plan."""
+    """Create, scale, relabel and delete Deployments to match the plan.
+
+    Raises InvalidSpecError when the API server refuses (422) a Deployment the spec made: the
+    pass-through pod fields (affinity, securityContext, volumes ...) are checked there only.
+    """
     wanted = {item.revision: item for item in plan}
     for item in plan:
         current = observed.get(item.revision)
         name = revision_object_name(rollout.name, item.revision)
         if current is None:
-            pod_spec = pod_spec_for(item.revision)
-            if pod_spec is None:
+            template = pod_template_for(item.revision)
+            if template is None:
                 # Only the spec's revision can be built: an older revision's Deployment
                 # deleted by hand stays missing until the spec names that revision
                 # again or the rollout moves past it.
@@ -111,18 +150,21 @@ def converge_deployments(
                     "cannot recreate %s/%s: its spec is no longer known", rollout.namespace, name
                 )
                 continue
-            api.create(
-                DEPLOYMENTS,
-                rollout.namespace,
-                build_deployment(
-                    rollout,
-                    item.revision,
-                    item.role,
-                    item.replicas,
-                    pod_spec,
-                    progress_deadline_seconds,
-                ),
+            deployment = build_deployment(
+                rollout,
+                item.revision,
+                item.role,
+                item.replicas,
+                template.spec,
+                progress_deadline_seconds,
+                template.metadata,
             )
+            try:
+                api.create(DEPLOYMENTS, rollout.namespace, deployment)
+            except KubeApiError as error:
+                if error.status == 422:
+                    raise refused_deployment(error.message) from error
+                raise
             logger.debug(
                 "created %s/%s (%s, %d replicas)", rollout.namespace, name, item.role, item.replicas
             )

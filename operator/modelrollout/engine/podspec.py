@@ -1,7 +1,14 @@
-"""The pod spec of a revision, from `spec.model` + `spec.runtime`: pure."""
+"""The pod template of a revision, from `spec.model` + `spec.runtime`: pure.
+
+The platform fields (`imagePullSecrets`, `affinity`, `securityContext`, extra
+`volumes` ...) are passed through as written: models/spec.py refuses what would
+clash with what the operator writes, the API server checks the rest when the
+Deployment is created (engine/children.py reports its refusal as InvalidSpec).
+"""
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -50,4 +57,37 @@ def build_pod_spec(spec: ModelRolloutSpec) -> dict[str, Any]:
         pod_spec["tolerations"] = [
             t.model_dump(by_alias=True, exclude_none=True) for t in runtime.tolerations
         ]
+    if runtime.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": ref.name} for ref in runtime.image_pull_secrets]
+    for key, value in (
+        ("serviceAccountName", runtime.service_account_name),
+        ("priorityClassName", runtime.priority_class_name),
+        ("runtimeClassName", runtime.runtime_class_name),
+        ("affinity", runtime.affinity),
+        ("securityContext", runtime.security_context),
+    ):
+        if value is not None:
+            pod_spec[key] = copy.deepcopy(value)
+    if runtime.topology_spread_constraints:
+        pod_spec["topologySpreadConstraints"] = copy.deepcopy(runtime.topology_spread_constraints)
+    if runtime.volumes:
+        pod_spec["volumes"] = [*pod_spec["volumes"], *copy.deepcopy(runtime.volumes)]
+    if runtime.volume_mounts:
+        container["volumeMounts"] = [
+            *container["volumeMounts"],
+            *copy.deepcopy(runtime.volume_mounts),
+        ]
+    if runtime.container_security_context is not None:
+        container["securityContext"] = copy.deepcopy(runtime.container_security_context)
     return pod_spec
+
+
+def build_pod_metadata(spec: ModelRolloutSpec) -> dict[str, dict[str, str]]:
+    """The user's labels and annotations of the pod template (never the operator's keys:
+    models/spec.py refuses them)."""
+    metadata: dict[str, dict[str, str]] = {}
+    if spec.runtime.pod_labels:
+        metadata["labels"] = dict(spec.runtime.pod_labels)
+    if spec.runtime.pod_annotations:
+        metadata["annotations"] = dict(spec.runtime.pod_annotations)
+    return metadata

@@ -34,6 +34,7 @@ from modelrollout.analysis.registry import provider_for
 from modelrollout.analysis.runner import evaluate
 from modelrollout.engine.capacity import assess, gpus_per_pod, node_gpus, pod_gpus
 from modelrollout.engine.children import (
+    PodTemplate,
     converge_deployments,
     observe_deployments,
     revision_state,
@@ -47,7 +48,7 @@ from modelrollout.engine.evaluation import (
     observe_evaluation,
 )
 from modelrollout.engine.parsed_specs import ParsedSpecs
-from modelrollout.engine.podspec import build_pod_spec
+from modelrollout.engine.podspec import build_pod_metadata, build_pod_spec
 from modelrollout.engine.revision import revision_of
 from modelrollout.engine.strategies import canary
 from modelrollout.engine.strategies.bluegreen import is_blue_green
@@ -112,6 +113,9 @@ class Reconciler:
         self._written_at: dict[str, datetime] = {}
         self._unwritten_checks: dict[str, tuple[CheckStatus, ...]] = {}
         self._decided: dict[str, LastDecision] = {}
+        # A revision whose Deployment the API server refused (422): refused again without
+        # a write until the spec changes, so that the rollout does not retry in a loop.
+        self._refused: dict[str, tuple[str, InvalidSpecError]] = {}
         self._specs = ParsedSpecs()
         self._check_refresh_seconds = check_refresh_seconds
         self._evaluation_image = evaluation_image
@@ -128,6 +132,7 @@ class Reconciler:
             self._written_at.pop(uid, None)
             self._unwritten_checks.pop(uid, None)
             self._decided.pop(uid, None)
+            self._refused.pop(uid, None)
         self._specs.forget(uid)
         self._metrics.forget(namespace, name)
 
@@ -214,6 +219,9 @@ class Reconciler:
             spec = self._specs.parse(rollout.uid, body.get("spec") or {})
             # Stored before the CRD refused such names: every child name would be invalid.
             revision_object_name(rollout.name, revision_of(spec))
+            refused = self._refused.get(rollout.uid)
+            if refused is not None and refused[0] == revision_of(spec):
+                raise refused[1]
         except ValueError as error:
             if not isinstance(error, InvalidSpecError):
                 error = InvalidSpecError("metadata.name", str(error).split(": ", 1)[-1])
@@ -291,7 +299,16 @@ class Reconciler:
         for event_type, reason, message in events:
             post_event(event_type, reason, message)
         self._metrics.observe_tick(rollout.namespace, rollout.name, status, new_status, events)
-        self._converge(rollout, spec, spec_revision, new_status, deployments, now)
+        try:
+            self._converge(rollout, spec, spec_revision, new_status, deployments, now)
+        except InvalidSpecError as error:
+            self._refused[rollout.uid] = (spec_revision, error)
+            message = f"{error.field_path}: {error.message}"
+            invalid = new_status.with_invalid_spec(message, generation, now)
+            self._write_status(rollout, invalid, now)
+            post_event("Warning", "InvalidSpec", message)
+            self._decided[rollout.uid] = LastDecision(invalid, now, None)
+            return
         ended = ended_evaluation(spec, status, new_status)
         if ended is not None:
             end_evaluation(self._api, rollout, spec, new_status, ended, router.capabilities)
@@ -379,13 +396,13 @@ class Reconciler:
     ) -> None:
         router = router_for(spec.traffic.router, self._api)
         plan = revision_plan(spec, status, now)
-        pod_spec = build_pod_spec(spec)
+        template = PodTemplate(build_pod_spec(spec), build_pod_metadata(spec))
         converge_deployments(
             self._api,
             rollout,
             plan,
             deployments,
-            lambda revision: pod_spec if revision == spec_revision else None,
+            lambda revision: template if revision == spec_revision else None,
             int(parse_duration(spec.progress_deadline)),
         )
         backends = self._backends(rollout, spec, status)

@@ -13,16 +13,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelrollout.models.spec import DEFAULT_SHM_SIZE, GPU_RESOURCE
+from modelrollout.models.spec import (
+    DEFAULT_SHM_SIZE,
+    GPU_RESOURCE,
+    HF_CACHE_VOLUME,
+    HF_HOME,
+    MODEL_VOLUME,
+    SHM_PATH,
+    SHM_VOLUME,
+)
 from modelrollout.models.uri import DEFAULT_PVC_MOUNT_ROOT, HubModel, PVCModel, parse_model_uri
 
 HEALTH_PATH = "/health"
-MODEL_VOLUME = "model"
-SHM_VOLUME = "dshm"
-HF_CACHE_VOLUME = "hf-cache"
-# Where hf:// models are downloaded (HF_HOME): an emptyDir outlives container restarts,
-# so a restarted server does not download the model again.
-HF_HOME = "/var/cache/huggingface"
 # vLLM's OpenAI server module: stable across images whatever their entrypoint.
 VLLM_COMMAND = ("python3", "-m", "vllm.entrypoints.openai.api_server")
 TORCH_COMMAND = ("modelserve", "serve")
@@ -98,7 +100,7 @@ def model_volumes(spec: RuntimeSpec) -> tuple[list[dict[str, Any]], list[dict[st
 
 def shm_volume(spec: RuntimeSpec) -> tuple[dict[str, Any], dict[str, Any]]:
     volume = {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": spec.shm_size}}
-    return volume, {"name": SHM_VOLUME, "mountPath": "/dev/shm"}
+    return volume, {"name": SHM_VOLUME, "mountPath": SHM_PATH}
 
 
 def probes(spec: RuntimeSpec) -> dict[str, dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,7 @@ def build_deployment(
     replicas: int,
     pod_spec: dict[str, Any],
     progress_deadline_seconds: int,
+    pod_metadata: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, Any]:
     """One Deployment per live revision; its selector never includes the role.
 
@@ -63,6 +65,11 @@ def build_deployment(
     """
     selector = selector_labels(rollout.name, revision)
     labels = {**selector, ROLE_LABEL: role}
+    extra = pod_metadata or {}
+    # The operator's labels come last: the user's never replace the selector.
+    template_metadata: dict[str, Any] = {"labels": {**extra.get("labels", {}), **labels}}
+    if extra.get("annotations"):
+        template_metadata["annotations"] = dict(extra["annotations"])
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -77,7 +84,7 @@ def build_deployment(
                 "type": "RollingUpdate",
                 "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
             },
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            "template": {"metadata": template_metadata, "spec": pod_spec},
         },
     }
 

@@ -44,8 +44,8 @@ from modelrollout.analysis.templates import (
     unquoted_variables,
 )
 from modelrollout.models.durations import DURATION_PATTERN, DurationError, parse_duration
-from modelrollout.models.schema import INT_OR_STRING, list_map, rule, validations
-from modelrollout.models.uri import ModelURIError, parse_model_uri
+from modelrollout.models.schema import FREE_FORM, INT_OR_STRING, list_map, rule, validations
+from modelrollout.models.uri import DEFAULT_PVC_MOUNT_ROOT, ModelURIError, PVCModel, parse_model_uri
 from modelrollout.traffic import capabilities_of, routers_with
 from modelrollout.traffic.base import Capability, RouterCapabilities
 
@@ -94,6 +94,18 @@ _QUANTITY_SUFFIXES = {
     },
     "": Decimal(1),
 }
+
+# The pod volumes the operator writes itself (engine/runtimes.py): user volumes must not clash.
+MODEL_VOLUME = "model"
+SHM_VOLUME = "dshm"
+HF_CACHE_VOLUME = "hf-cache"
+OPERATOR_VOLUMES = (MODEL_VOLUME, SHM_VOLUME, HF_CACHE_VOLUME)
+# Where hf:// models are downloaded (HF_HOME): an emptyDir outlives container restarts,
+# so a restarted server does not download the model again.
+HF_HOME = "/var/cache/huggingface"
+SHM_PATH = "/dev/shm"
+# Label and annotation keys with this prefix are the operator's (selector, revision, role).
+OPERATOR_KEY_PREFIX = "modelrollout.dev/"
 
 NAME_MAX = 63
 MAX_REPLICAS = 64
@@ -504,6 +516,11 @@ class EnvFromSource(SpecModel):
         return self
 
 
+class LocalObjectReference(SpecModel):
+    name: ObjectName
+    """Name of the object, in the rollout's namespace."""
+
+
 def _check_env_size(env: list[EnvVar]) -> list[EnvVar]:
     if sum(var.size() for var in env) > MAX_ENV_LENGTH:
         raise ValueError(
@@ -617,6 +634,88 @@ class Runtime(SpecModel):
     terminationGracePeriodSeconds). It first sleeps 5s in preStop, so that endpoints and gateways
     stop sending it requests, then the server drains for the rest less 5s (vLLM's
     --shutdown-timeout, modelserve's --drain-timeout): requests it accepted finish."""
+    image_pull_secrets: Annotated[list[LocalObjectReference], Field(max_length=16)] = []
+    """Secrets holding registry credentials for the serving image, as a Pod's imagePullSecrets.
+    Like every field of the pod template, changing it makes a new revision (rolled out by the
+    strategy)."""
+    service_account_name: ObjectName | None = None
+    """The ServiceAccount the serving pods run as (unset: the namespace's default)."""
+    priority_class_name: ObjectName | None = None
+    """The PriorityClass of the serving pods, as a Pod's priorityClassName."""
+    runtime_class_name: ObjectName | None = None
+    """The RuntimeClass of the serving pods (e.g. nvidia, for the NVIDIA container runtime)."""
+    affinity: Annotated[dict[str, Any], Field(json_schema_extra=FREE_FORM)] | None = None
+    """Node and pod (anti-)affinity of the serving pods, as a Pod's affinity. Checked by the API
+    server when the revision's Deployment is created (a refusal is reported as InvalidSpec naming
+    this field). GPU capacity planning does not model it: it counts only nodeSelector and
+    tolerations, and the scheduler reports pods it then cannot place."""
+    topology_spread_constraints: Annotated[
+        list[Annotated[dict[str, Any], Field(json_schema_extra=FREE_FORM)]], Field(max_length=8)
+    ] = []
+    """How the serving pods spread across zones or nodes, as a Pod's topologySpreadConstraints
+    (its labelSelector may select modelrollout.dev/revision). Checked by the API server when the
+    Deployment is created; not modelled by GPU capacity planning."""
+    security_context: Annotated[dict[str, Any], Field(json_schema_extra=FREE_FORM)] | None = None
+    """The pod's securityContext (runAsUser, fsGroup, seccompProfile ...). Checked by the API
+    server when the Deployment is created."""
+    container_security_context: (
+        Annotated[dict[str, Any], Field(json_schema_extra=FREE_FORM)] | None
+    ) = None
+    """The serving container's securityContext (runAsNonRoot, capabilities,
+    allowPrivilegeEscalation ...). Checked by the API server when the Deployment is created."""
+    pod_labels: Annotated[
+        dict[str, LabelValue],
+        Field(
+            max_length=32,
+            json_schema_extra=validations(
+                rule(
+                    f'self.all(k, k.matches(r"{QUALIFIED_NAME_PATTERN}"))',
+                    "runtime.podLabels keys are label keys: [prefix/]name, "
+                    "the name at most 63 characters",
+                ),
+                rule(
+                    f'self.all(k, !k.startsWith("{OPERATOR_KEY_PREFIX}"))',
+                    f"runtime.podLabels: keys {OPERATOR_KEY_PREFIX}* are the operator's",
+                ),
+            ),
+        ),
+        AfterValidator(_check_label_keys),
+    ] = {}
+    """Extra labels of the serving pods (cost centre, team, mesh injection). Keys
+    modelrollout.dev/* are the operator's (its selector and roles) and are refused."""
+    pod_annotations: Annotated[
+        # At most 256 KiB in all, Kubernetes' bound on an object's annotations.
+        dict[str, Annotated[str, Field(max_length=8192)]],
+        Field(
+            max_length=32,
+            json_schema_extra=validations(
+                rule(
+                    f'self.all(k, k.matches(r"{QUALIFIED_NAME_PATTERN}"))',
+                    "runtime.podAnnotations keys are [prefix/]name, the name at most 63 characters",
+                ),
+                rule(
+                    f'self.all(k, !k.startsWith("{OPERATOR_KEY_PREFIX}"))',
+                    f"runtime.podAnnotations: keys {OPERATOR_KEY_PREFIX}* are the operator's",
+                ),
+            ),
+        ),
+        AfterValidator(_check_label_keys),
+    ] = {}
+    """Extra annotations of the serving pods (e.g. prometheus.io/scrape, a mesh's settings). Keys
+    modelrollout.dev/* are the operator's and are refused."""
+    volumes: Annotated[
+        list[Annotated[dict[str, Any], Field(json_schema_extra=FREE_FORM)]], Field(max_length=32)
+    ] = []
+    """Extra volumes of the serving pods, as a Pod's volumes (a model cache PVC, NFS, a CSI
+    driver). Names model, dshm and hf-cache are the operator's and are refused; the API server
+    checks the rest when the Deployment is created."""
+    volume_mounts: Annotated[
+        list[Annotated[dict[str, Any], Field(json_schema_extra=FREE_FORM)]],
+        Field(max_length=32),
+    ] = []
+    """Where the serving container mounts runtime.volumes, as a container's volumeMounts (name,
+    mountPath, readOnly, subPath). A mount names one of runtime.volumes; /dev/shm and the model's
+    own mount path are the operator's."""
 
 
 class ParentRef(SpecModel):
@@ -1285,6 +1384,7 @@ def _semantic_errors(spec: ModelRolloutSpec) -> Iterator[tuple[str, str]]:
     ):
         yield "spec.runtime.minStableReplicas", "must not exceed runtime.replicas"
     yield from _toleration_errors(spec.runtime.tolerations)
+    yield from _pod_field_errors(spec)
     yield from _resource_errors(spec.runtime.resources)
     if spec.runtime.engine == "vllm":
         yield from _tensor_parallel_errors(spec)
@@ -1328,6 +1428,60 @@ def _toleration_errors(tolerations: Sequence[Toleration]) -> Iterator[tuple[str,
             yield f"{path}.value", "must be empty with operator Exists"
         if toleration.toleration_seconds is not None and toleration.effect != "NoExecute":
             yield f"{path}.tolerationSeconds", "needs effect NoExecute"
+
+
+def _pod_field_errors(spec: ModelRolloutSpec) -> Iterator[tuple[str, str]]:
+    """What would clash with what the operator writes into the pod, or what the Deployment's
+    validation would refuse with a less clear message (names, not the free-form contents)."""
+    runtime = spec.runtime
+    for field, keys in (
+        ("podLabels", runtime.pod_labels),
+        ("podAnnotations", runtime.pod_annotations),
+    ):
+        for key in keys:
+            if key.startswith(OPERATOR_KEY_PREFIX):
+                yield (
+                    f"spec.runtime.{field}.{key}",
+                    f"keys {OPERATOR_KEY_PREFIX}* are the operator's (its selector and roles)",
+                )
+    volume_names: set[str] = set()
+    for index, volume in enumerate(runtime.volumes):
+        path = f"spec.runtime.volumes[{index}].name"
+        name = volume.get("name")
+        if not isinstance(name, str) or not re.fullmatch(DNS_LABEL_PATTERN, name):
+            yield path, "a volume needs a name: a DNS label (lowercase, digits, -), at most 63"
+            continue
+        if name in OPERATOR_VOLUMES:
+            yield path, f"{name!r} is the operator's own volume ({', '.join(OPERATOR_VOLUMES)})"
+        elif name in volume_names:
+            yield path, f"{name!r} is used by another volume"
+        volume_names.add(name)
+    reserved_paths = {SHM_PATH, HF_HOME}
+    model_path = _model_mount_path(spec.model.uri)
+    if model_path is not None:
+        reserved_paths.add(model_path)
+    mount_paths: set[str] = set()
+    for index, mount in enumerate(runtime.volume_mounts):
+        path = f"spec.runtime.volumeMounts[{index}]"
+        name = mount.get("name")
+        if name not in volume_names:
+            yield f"{path}.name", "must name one of runtime.volumes"
+        mount_path = mount.get("mountPath")
+        if not isinstance(mount_path, str) or not mount_path.startswith("/"):
+            yield f"{path}.mountPath", "an absolute path is required"
+        elif mount_path.rstrip("/") in reserved_paths:
+            yield f"{path}.mountPath", f"{mount_path} is where the operator mounts its own volume"
+        elif mount_path in mount_paths:
+            yield f"{path}.mountPath", f"{mount_path} is mounted by another volumeMount"
+        else:
+            mount_paths.add(mount_path)
+
+
+def _model_mount_path(uri: str) -> str | None:
+    source = parse_model_uri(uri)
+    if isinstance(source, PVCModel):
+        return f"{DEFAULT_PVC_MOUNT_ROOT.rstrip('/')}/{source.claim}"
+    return None
 
 
 def _resource_errors(resources: Resources) -> Iterator[tuple[str, str]]:
