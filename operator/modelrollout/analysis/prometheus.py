@@ -6,7 +6,13 @@ yield exactly one sample; empty, NaN and multi-series results are reported
 as such, never turned into a number.
 
 Credentials, CA and headers are read from the cluster when the provider is
-first used (a tick that does not evaluate reads no Secret). Templates are
+first used (a tick that does not evaluate reads no Secret). The operator keeps
+one provider per config and namespace (analysis/pool.py), so its session and
+connections last across ticks: a successful health check is remembered for
+`health_ttl` seconds, and the references are read again whenever the memo has
+expired, which any failed query or answer (401/403 included) brings about at
+once, so a rotated Secret is used by the next evaluation after a failure and
+within `health_ttl` otherwise. Templates are
 PromQL: values are quoted as PromQL strings (analysis/templates.py); the
 built-in checks are PromQL on vLLM's metric names (analysis/builtins.py).
 """
@@ -15,11 +21,14 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import requests
 from prometheus_api_client import PrometheusConnect
+from requests.structures import CaseInsensitiveDict
+from requests.utils import default_headers
 from urllib3.util.retry import Retry
 
 from modelrollout.analysis.builtins import CheckQueries, queries_for
@@ -71,6 +80,8 @@ class PrometheusProvider(PromQL):
         config: PrometheusProviderSpec,
         references: References | None,
         in_flight: threading.Semaphore,
+        clock: Callable[[], float] = time.monotonic,
+        health_ttl: float = 0.0,
     ) -> None:
         # `in_flight` is shared by every provider of the operator: at most that many
         # requests (queries and health checks) wait on Prometheus at once, however
@@ -83,29 +94,57 @@ class PrometheusProvider(PromQL):
         self._session: requests.Session | None = None
         self._client: PrometheusConnect | None = None
         self._offline_reason = "metric provider is unreachable"
+        self._clock = clock
+        self._health_ttl = health_ttl
+        # Until when a successful health check stands (clock time); None: ask again.
+        self._healthy_until: float | None = None
+        self._lock = threading.Lock()
 
-    def _connect(self) -> tuple[requests.Session, PrometheusConnect]:
-        """The session and client, built on first use; raises UnresolvedReference."""
-        if self._session is None or self._client is None:
-            settings = http_settings(
-                self._config.auth,
-                self._config.tls,
-                self._config.headers,
-                self._references,
-                PROVIDER_PATH,
-            )
-            session = requests.Session()
-            session.headers.update(settings.headers)
-            session.auth = settings.basic_auth
-            session.verify = settings.verify
-            self._client = PrometheusConnect(
-                url=self._url,
-                retry=Retry(total=0, connect=0, read=0, redirect=0, status=0),
-                timeout=self._timeout,
-                session=session,
-            )
-            self._session = session
-        return self._session, self._client
+    def _apply_settings(self, session: requests.Session) -> None:
+        """Read the references and set headers, credentials and CA; raises UnresolvedReference."""
+        settings = http_settings(
+            self._config.auth,
+            self._config.tls,
+            self._config.headers,
+            self._references,
+            PROVIDER_PATH,
+        )
+        # A new mapping swapped in whole: a request of another tick sees old or new headers.
+        headers: CaseInsensitiveDict[str | bytes] = CaseInsensitiveDict(default_headers())
+        headers.update(settings.headers)
+        session.headers = headers
+        session.auth = settings.basic_auth
+        session.verify = settings.verify
+
+    def _connect(self, reread: bool = False) -> tuple[requests.Session, PrometheusConnect]:
+        """The session and client, built on first use; raises UnresolvedReference.
+
+        `reread` reads the references again into the existing session (its connections stay).
+        """
+        with self._lock:
+            if self._session is None or self._client is None:
+                session = requests.Session()
+                self._apply_settings(session)
+                self._client = PrometheusConnect(
+                    url=self._url,
+                    retry=Retry(total=0, connect=0, read=0, redirect=0, status=0),
+                    timeout=self._timeout,
+                    session=session,
+                )
+                self._session = session
+            elif reread:
+                self._apply_settings(self._session)
+            return self._session, self._client
+
+    def _forget_health(self) -> None:
+        with self._lock:
+            self._healthy_until = None
+
+    def close(self) -> None:
+        """Close the session's connections (the pool drops this provider)."""
+        with self._lock:
+            if self._session is not None:
+                self._session.close()
 
     def query(self, query: str) -> QueryResult:
         try:
@@ -116,12 +155,18 @@ class PrometheusProvider(PromQL):
             with self._in_flight:
                 raw = client.custom_query(query, timeout=self._timeout)
         except Exception as error:  # any failure of the call is "unavailable", never a crash
+            # The next evaluation checks health again and re-reads the references
+            # (a 401/403 here may be a rotated Secret).
+            self._forget_health()
             return QueryResult(None, error=f"query failed: {type(error).__name__}: {error}")
         return parse_query_result(query, raw)
 
     def is_online(self) -> bool:
+        with self._lock:
+            if self._healthy_until is not None and self._clock() < self._healthy_until:
+                return True
         try:
-            session, _ = self._connect()
+            session, _ = self._connect(reread=True)
         except UnresolvedReference as error:
             self._offline_reason = str(error)
             return False
@@ -143,6 +188,8 @@ class PrometheusProvider(PromQL):
             )
             return False
         if response.ok:
+            with self._lock:
+                self._healthy_until = self._clock() + self._health_ttl
             return True
         self._offline_reason = f"metric provider answered {response.status_code} {response.reason}"
         if response.status_code in (401, 403):

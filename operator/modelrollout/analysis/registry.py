@@ -9,6 +9,7 @@ models/spec.py (a member of MetricProviderSpec) and its CRD section.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from pydantic import BaseModel
@@ -18,15 +19,31 @@ from modelrollout.analysis.provider import MetricProvider, References, Unconfigu
 from modelrollout.models.spec import Analysis
 
 
+class PooledProvider(MetricProvider, Protocol):
+    """A provider the operator keeps across ticks (analysis/pool.py)."""
+
+    def close(self) -> None:
+        """Release its connections: the pool has dropped it."""
+        ...
+
+
 class ProviderClass(Protocol):
-    """A provider class: built from its config model and the references it may read."""
+    """A provider class: built from its config model and the references it may read.
+
+    A success of `is_online()` stands for `health_ttl` seconds of `clock` (0: ask each time).
+    """
 
     @property
     def config_model(self) -> type[BaseModel]: ...
 
     def __call__(
-        self, config: Any, references: References, in_flight: threading.Semaphore
-    ) -> MetricProvider: ...
+        self,
+        config: Any,
+        references: References,
+        in_flight: threading.Semaphore,
+        clock: Callable[[], float] = ...,
+        health_ttl: float = ...,
+    ) -> PooledProvider: ...
 
 
 PROVIDERS: dict[str, ProviderClass] = {

@@ -29,8 +29,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from modelrollout.analysis.assessment import check_events
+from modelrollout.analysis.pool import ProviderPool
 from modelrollout.analysis.provider import MetricProvider
-from modelrollout.analysis.registry import provider_for
 from modelrollout.analysis.runner import evaluate
 from modelrollout.engine.capacity import assess, gpus_per_pod, node_gpus, pod_gpus
 from modelrollout.engine.children import (
@@ -107,6 +107,13 @@ class Reconciler:
         # Shared by every rollout's provider: the bound is on the whole operator.
         self._query_slots = threading.BoundedSemaphore(max_queries_in_flight)
         self._provider_factory = provider_factory
+        # Providers last across ticks (their sessions, a remembered health check);
+        # a health check stands for the default analysis interval.
+        self._providers = ProviderPool(
+            lambda namespace: KubeReferences(api, namespace),
+            self._query_slots,
+            clock=lambda: self._clock().timestamp(),
+        )
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._written: dict[str, ModelRolloutStatus] = {}
@@ -377,9 +384,7 @@ class Reconciler:
             "model": spec.model.name,
         }
         provider = (
-            provider_for(
-                spec.analysis, KubeReferences(self._api, rollout.namespace), self._query_slots
-            )
+            self._providers.provider(spec.analysis, rollout.namespace)
             if self._provider_factory is None
             else self._provider_factory(spec)
         )
