@@ -62,11 +62,12 @@ class ServicesAndJobs:
         """The preview's evaluation Job finished, and the Services it addressed the two
         revisions by deleted (the service router has no per-revision Services of its own)."""
         job_name = evaluation_job_name(rollout, preview, EVALUATION_STEP)
-        job: Body = self.jobs.wait_for(
-            lambda: (job := self.jobs.current.get(job_name)) and job_is_finished(job) and job,
-            within,
-            f"evaluation Job {job_name} to finish",
-        )
+
+        def finished() -> Body | None:
+            job = self.jobs.current.get(job_name)
+            return job if job is not None and job_is_finished(job) else None
+
+        job = self.jobs.wait_for(finished, within, f"evaluation Job {job_name} to finish")
         evaluation_services = {revision_object_name(rollout, r) for r in (preview, active)}
         created = {body["metadata"]["name"] for _, body in self.services.events}
         assert evaluation_services <= created, created
