@@ -19,7 +19,7 @@ import pytest
 from kubernetes import client
 
 from modelrollout.engine.evaluation import evaluation_job_name, job_is_finished
-from modelrollout.kube.labels import REVISION_LABEL, revision_object_name
+from modelrollout.kube.labels import EVALUATION_LABEL, REVISION_LABEL, revision_object_name
 from modelrollout_dev.gateway import Gateway
 from modelrollout_dev.podprocesses import PodProcesses
 from tests.e2e.test_canary_traffic import tiny_models, traffic
@@ -46,28 +46,56 @@ class ServicesAndJobs:
         self.jobs = ObjectWatch(
             client.BatchV1Api(rollouts.apps.api_client).list_namespaced_job, rollouts.namespace
         )
+        # Where in the Service watch `expect_selecting` was met, and what was selected there.
+        self._since = 0
+        self._selected_then = ""
+
+    def _selected(self, service: str, since: int) -> list[str]:
+        return [
+            str((body["spec"].get("selector") or {}).get(REVISION_LABEL, ""))
+            for body in self.services.versions(service, since)
+        ]
+
+    def expect_selecting(self, service: str, revision: str, within: float) -> None:
+        """`service` selects `revision`: `selected_revisions` starts from that version."""
+
+        def selecting() -> int | None:
+            selected = self._selected(service, 0)
+            # Read under the watch's lock: no version slips in between.
+            return len(self.services.events) if selected[-1:] == [revision] else None
+
+        self._since = self.services.wait_for(selecting, within, f"{service} to select {revision}")
+        self._selected_then = revision
 
     def selected_revisions(self, service: str) -> list[str]:
-        """The revision each version of `service` selected, consecutive repeats once."""
+        """The revision `service` selected at `expect_selecting`, then each version since,
+        consecutive repeats once."""
         selected: list[str] = []
-        for body in self.services.versions(service):
-            revision = str((body["spec"].get("selector") or {}).get(REVISION_LABEL, ""))
+        for revision in [self._selected_then, *self._selected(service, self._since)]:
             if selected[-1:] != [revision]:
                 selected.append(revision)
         return selected
 
     def expect_evaluation_ended(
         self, rollout: str, preview: str, active: str, within: float
-    ) -> Body:
-        """The preview's evaluation Job finished, and the Services it addressed the two
-        revisions by deleted (the service router has no per-revision Services of its own)."""
+    ) -> Body | None:
+        """The preview's evaluation Job finished, or was deleted (its end, as the operator read
+        the result from the pod before the Job controller marked the Job finished); and the
+        Services it addressed the two revisions by deleted (the service router has none of
+        its own). Returns the Job when it stays."""
         job_name = evaluation_job_name(rollout, preview, EVALUATION_STEP)
 
-        def finished() -> Body | None:
+        def ended() -> tuple[Body | None] | None:
             job = self.jobs.current.get(job_name)
-            return job if job is not None and job_is_finished(job) else None
+            if job is not None:
+                return (job,) if job_is_finished(job) else None
+            deleted = any(
+                kind == "DELETED" and body["metadata"]["name"] == job_name
+                for kind, body in self.jobs.events
+            )
+            return (None,) if deleted else None
 
-        job = self.jobs.wait_for(finished, within, f"evaluation Job {job_name} to finish")
+        (job,) = self.jobs.wait_for(ended, within, f"evaluation Job {job_name} to end")
         evaluation_services = {revision_object_name(rollout, r) for r in (preview, active)}
         created = {body["metadata"]["name"] for _, body in self.services.events}
         assert evaluation_services <= created, created
@@ -77,6 +105,20 @@ class ServicesAndJobs:
             f"the evaluation's Services {sorted(evaluation_services)} to be deleted",
         )
         return job
+
+
+def expect_no_evaluation_pod_running(scenario: Scenario, within: float) -> None:
+    """Every pod of the rollout's evaluation Jobs ran to its end or is gone."""
+    watched = scenario.pod_watch
+    watched.wait_for(
+        lambda: all(
+            (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+            for pod in watched.current.values()
+            if (pod["metadata"].get("labels") or {}).get(EVALUATION_LABEL) == scenario.name
+        ),
+        within,
+        "no evaluation pod running",
+    )
 
 
 @pytest.fixture
@@ -113,6 +155,7 @@ def test_a_preview_that_passes_the_gates_is_switched_to(
 ) -> None:
     scenario.given().rollout(blue_green).ready()
     active = scenario.stable_revision
+    services_and_jobs.expect_selecting("chat", active, within=30)
 
     # Same weights, another runtime argument: a preview answering exactly as the active one.
     then = scenario.when().update_runtime(args=["--request-timeout=300"]).then()
@@ -127,9 +170,9 @@ def test_a_preview_that_passes_the_gates_is_switched_to(
     assert all(gate["passed"] for gate in gates.values()), gates
     assert (gates["agreement"]["value"], gates["agreement"]["threshold"]) == (1.0, ">= 1")
     assert gates["perplexity"]["threshold"] == "<= +3% vs stable"
-    assert 0 <= gates["perplexity"]["value"] <= 3, gates["perplexity"]
+    assert gates["perplexity"]["value"] <= 3, gates["perplexity"]
 
-    # One switch, active to preview, in every version of the Service.
+    # One switch, active to preview, in every version of the Service since the change.
     services = services_and_jobs.services
     services.wait_for(
         lambda: services_and_jobs.selected_revisions("chat")[-1:] == [preview],
@@ -151,7 +194,8 @@ def test_a_preview_that_passes_the_gates_is_switched_to(
     assert early == [], early
 
     job = services_and_jobs.expect_evaluation_ended("chat", preview, active, within=30)
-    assert condition(job["status"], "Complete")["status"] == "True", job["status"]
+    assert job is None or condition(job["status"], "Complete")["status"] == "True", job
+    expect_no_evaluation_pod_running(scenario, within=30)
 
 
 def test_a_preview_that_fails_the_gates_is_rolled_back_without_ever_taking_traffic(
@@ -162,6 +206,7 @@ def test_a_preview_that_fails_the_gates_is_rolled_back_without_ever_taking_traff
 ) -> None:
     scenario.given().rollout(blue_green).ready()
     active = scenario.stable_revision
+    services_and_jobs.expect_selecting("chat", active, within=30)
 
     # Different weights: the greedy answers and the perplexity part from the active one's.
     then = scenario.when().update_model(f"file://{tiny_models[1]}").then()
@@ -179,12 +224,13 @@ def test_a_preview_that_fails_the_gates_is_rolled_back_without_ever_taking_traff
     assert status["history"][0]["reason"].startswith("quality gates failed: "), status
     assert condition(status, "Progressing")["reason"] == "GateFailed"
 
-    # The Job ran to its end (the failed gate is its exit 1) and is left for its logs.
+    # The failed gate is the Job's exit 1: a Job still there is Failed, and nothing runs on.
     job = services_and_jobs.expect_evaluation_ended("chat", preview, active, within=30)
-    assert condition(job["status"], "Failed")["status"] == "True", job["status"]
+    assert job is None or condition(job["status"], "Failed")["status"] == "True", job
     jobs = services_and_jobs.jobs
     assert all(job_is_finished(body) for body in jobs.current.values()), jobs.current
-    # Every version of the Service, from before the rollout existed: only ever the active one.
+    expect_no_evaluation_pod_running(scenario, within=30)
+    # Every version of the Service since the change: only ever the active revision.
     assert services_and_jobs.selected_revisions("chat") == [active]
     assert all(
         (seen.get("weights") or {}).get("canary", 0) == 0 for seen in scenario.story_statuses()
