@@ -13,6 +13,7 @@ from the pod's status as it would in any cluster.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -43,15 +44,9 @@ SUITE = {
 }
 
 
-def test_an_identical_model_passes_the_gates_and_different_weights_are_rolled_back(
-    rollouts: Rollouts,
-    operator_process: OperatorProcess,
-    traffic: tuple[PodProcesses, Gateway],
-    tiny_models: list[Path],
-    kube_api_client: client.ApiClient,
-    namespace: str,
-) -> None:
-    pods, _ = traffic
+@pytest.fixture
+def gate_suite(kube_api_client: client.ApiClient, namespace: str) -> dict[str, Any]:
+    """SUITE in the ConfigMap chat-gates; returns an evaluation step that runs it."""
     client.CoreV1Api(kube_api_client).create_namespaced_config_map(
         namespace,
         client.V1ConfigMap(
@@ -59,7 +54,18 @@ def test_an_identical_model_passes_the_gates_and_different_weights_are_rolled_ba
             data={"suite.yaml": yaml.safe_dump(SUITE)},
         ),
     )
-    steps = [{"evaluation": {"suite": {"configMapName": "chat-gates"}, "timeout": "90s"}}]
+    return {"suite": {"configMapName": "chat-gates"}, "timeout": "90s"}
+
+
+def test_an_identical_model_passes_the_gates_and_different_weights_are_rolled_back(
+    rollouts: Rollouts,
+    operator_process: OperatorProcess,
+    traffic: tuple[PodProcesses, Gateway],
+    tiny_models: list[Path],
+    gate_suite: dict[str, Any],
+) -> None:
+    pods, _ = traffic
+    steps = [{"evaluation": gate_suite}]
     v1 = rollout_manifest("chat", f"file://{tiny_models[0]}", steps, replicas=1)
     # The eval Job runs modelserve, which the test image is (rollout_manifest's TEST_IMAGE).
     rollouts.create(v1)

@@ -80,7 +80,9 @@ class ServiceRouter:
             return
         current = self._api.get(SERVICES, rollout.namespace, rollout.name)
         active = _selected_revision(current)
-        if active not in (backends.stable, backends.canary):
+        # None is no color, also while there is no canary: a selector without a revision
+        # would send a preview's pods traffic the moment they are Ready.
+        if active is None or active not in (backends.stable, backends.canary):
             active = backends.stable
         self._ensure_service(
             rollout, rollout.name, selector_labels(rollout.name, active), backends.port

@@ -439,6 +439,17 @@ def test_a_blue_green_switch_is_one_selector_write() -> None:
     assert f"{NAME}-{blue}" not in cluster.deployments()
 
 
+def test_a_blue_green_service_names_its_color_before_any_update() -> None:
+    cluster = Cluster()
+    spec = blue_green_spec()
+    cluster.apply(spec)
+    cluster.tick()
+    service = cluster.api.get(SERVICES, NAMESPACE, NAME)
+    assert service is not None
+    # Not the whole rollout: that would take in a preview's pods as soon as they are Ready.
+    assert service["spec"]["selector"][REVISION_LABEL] == revision(V1, spec)
+
+
 def test_a_tick_with_nothing_to_do_writes_nothing() -> None:
     cluster = Cluster()
     spec = canary_spec()
