@@ -25,7 +25,7 @@ import yaml
 
 from modelrollout.kube.labels import EVALUATION_LABEL
 from modelrollout_dev import toolchain
-from modelrollout_dev.nodes import cluster_nodes
+from modelrollout_dev.nodes import HARNESS_NODE_PREFIX, cluster_nodes
 from modelrollout_dev.prometheus import (
     PrometheusHandle,
     prometheus_binary,
@@ -55,16 +55,29 @@ _KWOK_STAGES = (
 )
 
 
+# Pods bound to a harness node are the harness's (podprocesses.py): it runs them, reports
+# their readiness from their own probes and removes them when they have drained.
+_NOT_ON_A_HARNESS_NODE = {
+    "key": f'(.spec.nodeName // "") | startswith("{HARNESS_NODE_PREFIX}")',
+    "operator": "NotIn",
+    "values": ["true"],
+}
+
+
 def kwok_stages() -> list[dict[str, object]]:
-    """kwok's default stages, with pod-complete leaving evaluation pods alone."""
+    """kwok's default stages, with pod-complete leaving evaluation pods alone and no pod
+    stage touching the pods of a harness node."""
     root = toolchain.module_dir("sigs.k8s.io/kwok", toolchain.KWOK_VERSION) / "kustomize" / "stage"
     stages: list[dict[str, object]] = []
     for relative in _KWOK_STAGES:
         stage = yaml.safe_load((root / relative).read_text())
+        expressions = stage["spec"]["selector"]["matchExpressions"]
         if stage["metadata"]["name"] == "pod-complete":
-            stage["spec"]["selector"]["matchExpressions"].append(
+            expressions.append(
                 {"key": f'.metadata.labels["{EVALUATION_LABEL}"]', "operator": "DoesNotExist"}
             )
+        if stage["spec"]["resourceRef"]["kind"] == "Pod":
+            expressions.append(dict(_NOT_ON_A_HARNESS_NODE))
         stages.append(stage)
     return stages
 

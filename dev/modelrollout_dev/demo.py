@@ -36,7 +36,10 @@ def _say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def rollout_manifest(model_uri: str, prometheus_url: str, args: list[str]) -> dict[str, Any]:
+def rollout_manifest(
+    model_uri: str, prometheus_url: str, args: list[str], placement: dict[str, Any]
+) -> dict[str, Any]:
+    """The demo's rollout; `placement` puts its pods on the harness's node."""
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "ModelRollout",
@@ -49,9 +52,7 @@ def rollout_manifest(model_uri: str, prometheus_url: str, args: list[str]) -> di
                 "args": args,
                 "replicas": 2,
                 "resources": {"limits": {"nvidia.com/gpu": 1}},
-                "tolerations": [
-                    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-                ],
+                **placement,
                 "startupTimeout": "2m",
                 "terminationGracePeriod": "10s",
             },
@@ -185,7 +186,7 @@ def run(keep_cluster: bool) -> int:
     gateway = Gateway(api, NAMESPACE, pods, service=ROLLOUT).start()
     load = BackgroundLoad(gateway.url, ROLLOUT)
     try:
-        first = rollout_manifest(f"file://{models[0]}", state.prometheus_url, [])
+        first = rollout_manifest(f"file://{models[0]}", state.prometheus_url, [], pods.placement())
         _say("applying ModelRollout chat (torch engine, tiny model v1):")
         print(yaml.safe_dump(first, sort_keys=False), flush=True)
         generation = _apply(api, first)
@@ -201,7 +202,7 @@ def run(keep_cluster: bool) -> int:
         _say(f"sending traffic through the Service stand-in at {gateway.url}")
 
         _say("rolling out a good revision (model v2)")
-        good = rollout_manifest(f"file://{models[1]}", state.prometheus_url, [])
+        good = rollout_manifest(f"file://{models[1]}", state.prometheus_url, [], pods.placement())
         generation = _apply(api, good)
         status = _follow(
             api, lambda s: s.get("phase") in ("Succeeded", "RolledBack"), generation, 240
@@ -213,6 +214,7 @@ def run(keep_cluster: bool) -> int:
             f"file://{models[1]}",
             state.prometheus_url,
             ["--fault-injection", "--fault-error-rate=0.3", "--fault-seed=1"],
+            pods.placement(),
         )
         generation = _apply(api, bad)
         status = _follow(

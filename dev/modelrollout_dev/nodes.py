@@ -7,6 +7,8 @@ from typing import Any
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRESENT_LABEL = "nvidia.com/gpu.present"
 GPU_TAINT = {"key": GPU_RESOURCE, "value": "present", "effect": "NoSchedule"}
+# Nodes whose pods the harness runs (podprocesses.py); kwok's pod stages skip pods bound to them.
+HARNESS_NODE_PREFIX = "harness-"
 
 
 def fake_node(name: str, gpus: int, cpu: str = "32", memory: str = "256Gi") -> dict[str, Any]:

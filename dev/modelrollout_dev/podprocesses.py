@@ -1,24 +1,39 @@
-"""Run a real model server process for each Ready pod: a stand-in for the kubelet, nothing else.
+"""The kubelet of one node, run as local processes: a stand-in for the kubelet, nothing else.
 
-kwok schedules pods and marks them Running and Ready, but runs no
-container. For tests and the demo that need real traffic, this starts the
-pod's own serving command (`modelserve serve ...` from the pod spec, with its
-env, so fault injection set on a revision reaches it) on a loopback port,
-registers it with Prometheus under the labels a PodMonitor would add, and
-drains it with SIGTERM when the pod goes away, as the kubelet would.
+kwok runs no container and marks its pods Ready at once, before any model has
+loaded. For tests and the demo that need real traffic, `PodProcesses` adds a
+node of its own to the cluster (`harness-<namespace>`, tainted so that only
+pods placed there on purpose land on it: `placement()`), which kwok keeps
+Ready but whose pods it leaves alone (see `cluster.kwok_stages`). For each pod
+the scheduler binds to that node, it does what a kubelet would:
 
-A quality-gate Job's pod (label modelrollout.dev/evaluation; the local
-cluster's kwok stages leave it Running instead of completing it) is run once
-as its own `modelserve eval` command: the suite read from the ConfigMap its
-pod mounts, each `http://<service>:<port>` replaced by a healthy server of
-the revision that Service selects (what kube-proxy would pick), and the
-result written back the way the kubelet reports it: the container terminated
-with the exit code and the termination-log file as its message, the pod
-Succeeded or Failed.
+- runs the pod's own serving command (`modelserve serve ...`, or vLLM's
+  `python3 -m vllm.entrypoints.openai.api_server ...` under the vLLM CPU
+  build's interpreter), its args as written except the listen address, with
+  the pod's env, on a loopback port standing for the pod's container port;
+- runs the container's startup, readiness and liveness probes, as the pod spec
+  gives them, against that server, and reports the pod Ready only while its
+  readiness probe passes: a slow model load keeps the pod out of endpoints;
+- restarts a container that exits or fails its liveness probe, with back-off;
+- on deletion: out of rotation, the preStop sleep, SIGTERM, SIGKILL at the end
+  of the grace period, then removes the pod, so it stays Terminating while it
+  drains;
+- registers the server with Prometheus under the labels a PodMonitor adds.
+
+A quality-gate Job's pod (label modelrollout.dev/evaluation) runs on a kwok
+node, where the local cluster's kwok stages leave it Running instead of
+completing it: it is run once as its own `modelserve eval` command, the suite
+read from the ConfigMap its pod mounts, each `http://<service>:<port>` replaced
+by a ready server of the revision that Service selects (what kube-proxy would
+pick), and the result written back the way the kubelet reports it: the
+container terminated with the exit code and the termination-log file as its
+message, the pod Succeeded or Failed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import os
 import shutil
 import signal
@@ -29,19 +44,29 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from modelrollout.kube.api import PODS, SERVICES, KubeApi, Resource
+from modelrollout.kube.api import NODES, PODS, SERVICES, KubeApi, KubeApiError, Resource
 from modelrollout.kube.labels import EVALUATION_LABEL, REVISION_LABEL, ROLE_LABEL, ROLLOUT_LABEL
+from modelrollout_dev.nodes import GPU_TAINT, HARNESS_NODE_PREFIX, fake_node
 from modelrollout_dev.prometheus import PrometheusHandle
+from modelrollout_dev.toolchain import vllm_python
 
 CONFIGMAPS = Resource("", "v1", "configmaps")
-# How long an evaluation pod waits for healthy servers of the revisions it compares.
+# How long an evaluation pod waits for ready servers of the revisions it compares.
 SERVER_WAIT_SECONDS = 90.0
+HARNESS_LABEL = "modelrollout.dev/harness"
+# GPUs the harness node advertises: the test rollouts ask for one per pod.
+HARNESS_NODE_GPUS = 16
+# The kubelet's container restart back-off: 10 s, doubled per restart, at most 5 minutes.
+RESTART_BACKOFF_SECONDS = 10.0
+RESTART_BACKOFF_MAX_SECONDS = 300.0
+VLLM_MODULE = "vllm.entrypoints.openai.api_server"
 
 
 @dataclass(frozen=True)
@@ -52,20 +77,6 @@ class Endpoint:
     role: str
     labels: dict[str, str]
     healthy: bool
-
-
-@dataclass
-class _Process:
-    pod: str
-    popen: subprocess.Popen[bytes]
-    address: str
-    labels: dict[str, str]
-    grace_seconds: float
-    pre_stop_seconds: float
-    healthy: bool = False
-    stopping_since: float | None = None
-    signalled: bool = False
-    target: str = ""
 
 
 @dataclass
@@ -88,38 +99,42 @@ def _free_port() -> int:
         return port
 
 
-def _pod_ready(pod: dict[str, Any]) -> bool:
-    if pod["metadata"].get("deletionTimestamp"):
-        return False
-    status = pod.get("status", {})
-    return status.get("phase") == "Running" and any(
-        c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions", [])
-    )
+def harness_node_name(namespace: str) -> str:
+    return f"{HARNESS_NODE_PREFIX}{namespace}"
+
+
+def _without_listen_flags(args: list[str]) -> list[str]:
+    """`args` less --host/--port (either form): the harness chooses where a server listens."""
+    kept: list[str] = []
+    skip_next = False
+    for arg in args:
+        if skip_next:
+            skip_next = False
+        elif arg in ("--port", "--host"):
+            skip_next = True
+        elif not arg.startswith(("--port=", "--host=")):
+            kept.append(arg)
+    return kept
 
 
 def local_command(container: dict[str, Any], port: int) -> list[str] | None:
     """The container's command and args, runnable here, listening on 127.0.0.1:port.
 
-    Only our own `modelserve` image can run here; other images (vLLM) cannot.
+    Our own `modelserve` image runs as the project's `modelserve`; vLLM's module as
+    vLLM's CPU build (scripts/vllm-env.sh), whose own parser judges every other
+    flag as written. Other images cannot run here: None.
     """
-    command = list(container.get("command") or [])
-    if not command or command[0] != "modelserve":
-        return None
-    executable = shutil.which("modelserve", path=str(Path(sys.executable).parent)) or "modelserve"
-    args = [*command[1:], *(container.get("args") or [])]
-    rewritten: list[str] = []
-    skip_next = False
-    for arg in args:
-        if skip_next:
-            skip_next = False
-            continue
-        if arg in ("--port", "--host"):
-            skip_next = True
-            continue
-        if arg.startswith(("--port=", "--host=")):
-            continue
-        rewritten.append(arg)
-    return [executable, *rewritten, "--host", "127.0.0.1", "--port", str(port)]
+    command = [*(container.get("command") or []), *(container.get("args") or [])]
+    listen = ["--host", "127.0.0.1", "--port", str(port)]
+    if command[:1] == ["modelserve"]:
+        executable = shutil.which("modelserve", path=str(Path(sys.executable).parent))
+        return [executable or "modelserve", *_without_listen_flags(command[1:]), *listen]
+    if command[:3] == ["python3", "-m", VLLM_MODULE]:
+        python = vllm_python()
+        if python is None:
+            return None
+        return [str(python), "-m", VLLM_MODULE, *_without_listen_flags(command[3:]), *listen]
+    return None
 
 
 def local_eval_command(
@@ -152,8 +167,77 @@ def local_eval_command(
     return [*rewritten, "--termination-log", str(termination_log)]
 
 
+@dataclass(frozen=True)
+class Probe:
+    """An httpGet probe as a pod spec gives it, with the kubelet's defaults."""
+
+    path: str
+    initial_delay: float
+    period: float
+    timeout: float
+    failure_threshold: int
+
+    @classmethod
+    def from_spec(cls, probe: dict[str, Any] | None) -> Probe | None:
+        if not probe:
+            return None
+        http_get = probe.get("httpGet")
+        if http_get is None:
+            raise ValueError(f"the harness runs httpGet probes only, not {sorted(probe)}")
+        return cls(
+            path=http_get.get("path", "/"),
+            initial_delay=float(probe.get("initialDelaySeconds", 0)),
+            period=float(probe.get("periodSeconds", 10)),
+            timeout=float(probe.get("timeoutSeconds", 1)),
+            failure_threshold=int(probe.get("failureThreshold", 3)),
+        )
+
+    def passes(self, address: str) -> bool:
+        """A 2xx or 3xx within the timeout, as the kubelet's HTTP prober counts success."""
+        try:
+            url = f"http://{address}{self.path}"
+            with urllib.request.urlopen(url, timeout=self.timeout) as response:
+                return 200 <= int(response.status) < 400
+        except (urllib.error.URLError, OSError, ValueError):
+            return False
+
+
+@dataclass
+class _Container:
+    """One pod's serving container, run and probed by its own thread."""
+
+    pod: str
+    uid: str
+    spec: dict[str, Any]
+    pod_ip: str
+    labels: dict[str, str]
+    grace_seconds: float
+    pre_stop_seconds: float
+    log_path: Path
+    port: int = field(default_factory=_free_port)
+    popen: subprocess.Popen[bytes] | None = None
+    started: bool = False
+    ready: bool = False
+    restarts: int = 0
+    started_at: str = ""
+    waiting: tuple[str, str] | None = None  # (reason, message) while not running
+    last_exit: dict[str, Any] | None = None
+    terminating: threading.Event = field(default_factory=threading.Event)
+    terminated: threading.Event = field(default_factory=threading.Event)
+    deadline: float | None = None  # monotonic time at which the grace period ends
+    thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def target(self) -> str:
+        return f"{self.labels['namespace']}.{self.pod}"
+
+
 class PodProcesses:
-    """Keeps one server process per Ready pod of the rollouts in a namespace."""
+    """The kubelet of the node `harness-<namespace>`, for the rollouts' pods in that namespace."""
 
     def __init__(
         self,
@@ -168,8 +252,9 @@ class PodProcesses:
         self._prometheus = prometheus
         self._log_dir = log_dir
         self._poll_interval = poll_interval
-        self._processes: dict[str, _Process] = {}
-        self._not_runnable: set[str] = set()
+        self.node = harness_node_name(namespace)
+        self._containers: dict[str, _Container] = {}
+        self._pod_ips = self._pod_addresses()
         self._evaluations: dict[str, _Evaluation] = {}
         # Evaluation pods already run (or not runnable here): each runs once.
         self._evaluated: set[str] = set()
@@ -178,49 +263,76 @@ class PodProcesses:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def placement(self) -> dict[str, Any]:
+        """The `runtime` fields that place a rollout's pods on this harness's node."""
+        return {
+            "nodeSelector": {HARNESS_LABEL: self._namespace},
+            "tolerations": [
+                {"key": HARNESS_LABEL, "operator": "Equal", "value": self._namespace,
+                 "effect": "NoSchedule"},
+                {"key": GPU_TAINT["key"], "operator": "Exists", "effect": "NoSchedule"},
+            ],
+        }  # fmt: skip
+
     def start(self) -> PodProcesses:
         self._log_dir.mkdir(parents=True, exist_ok=True)
+        node = fake_node(self.node, HARNESS_NODE_GPUS)
+        node["metadata"]["labels"][HARNESS_LABEL] = self._namespace
+        node["spec"]["taints"] = [
+            *node["spec"].get("taints", []),
+            {"key": HARNESS_LABEL, "value": self._namespace, "effect": "NoSchedule"},
+        ]
+        try:
+            self._api.create(NODES, "", node)
+        except KubeApiError as error:
+            if error.status != 409:
+                raise
         self._thread = threading.Thread(target=self._loop, name="pod-processes", daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        """Stop every server (SIGTERM, SIGKILL after its grace), then take the node away."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
         with self._lock:
-            for process in self._processes.values():
-                self._terminate(process, now=True)
-            for process in self._processes.values():
-                try:
-                    process.popen.wait(timeout=process.grace_seconds)
-                except subprocess.TimeoutExpired:
-                    process.popen.kill()
-                    process.popen.wait(timeout=10)
-                self._reap(process, force_after=0)
-            self._processes.clear()
-            for evaluation in self._evaluations.values():
-                evaluation.popen.kill()
-                evaluation.popen.wait(timeout=10)
+            containers = list(self._containers.values())
+            self._containers.clear()
+            evaluations = list(self._evaluations.values())
             self._evaluations.clear()
+        for container in containers:
+            container.deadline = time.monotonic() + container.grace_seconds
+            container.pre_stop_seconds = 0
+            container.terminating.set()
+        for container in containers:
+            if container.thread is not None:
+                container.thread.join(timeout=container.grace_seconds + 15)
+        for evaluation in evaluations:
+            _kill_group(evaluation.popen)
+        # Without its kubelet, a pod of this node would stay Terminating for ever.
+        for pod in self._node_pods():
+            self._delete_pod(pod["metadata"]["name"], pod["metadata"].get("uid"))
+        self._api.delete(NODES, "", self.node)
 
     def endpoints(self) -> dict[str, Endpoint]:
+        """Every server by pod: healthy while its pod is Ready and not terminating."""
         with self._lock:
             return {
                 name: Endpoint(
                     pod=name,
-                    address=p.address,
-                    revision=p.labels.get("revision", ""),
-                    role=p.labels.get("role", ""),
-                    labels=dict(p.labels),
-                    healthy=p.healthy and p.stopping_since is None,
+                    address=c.address,
+                    revision=c.labels.get("revision", ""),
+                    role=c.labels.get("role", ""),
+                    labels=dict(c.labels),
+                    healthy=c.ready and not c.terminating.is_set(),
                 )
-                for name, p in self._processes.items()
+                for name, c in self._containers.items()
             }
 
     def pids(self) -> list[int]:
         with self._lock:
-            return [p.popen.pid for p in self._processes.values()]
+            return [c.popen.pid for c in self._containers.values() if c.popen is not None]
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -230,34 +342,284 @@ class PodProcesses:
                 print(f"[pod-processes] sync failed: {error}", file=sys.stderr, flush=True)
             self._stop.wait(self._poll_interval)
 
+    def _node_pods(self) -> list[dict[str, Any]]:
+        return [
+            pod
+            for pod in self._api.list(PODS, self._namespace)
+            if pod["spec"].get("nodeName") == self.node
+        ]
+
     def _sync(self) -> None:
-        pods = self._api.list(PODS, self._namespace, ROLLOUT_LABEL)
-        ready = {pod["metadata"]["name"]: pod for pod in pods if _pod_ready(pod)}
+        pods = {pod["metadata"]["name"]: pod for pod in self._node_pods()}
         with self._lock:
-            for name, running in list(self._processes.items()):
-                # A pod gone, or a server that exited by itself (restarted like a container).
-                exited = running.popen.poll() is not None
-                if name not in ready or exited or running.stopping_since is not None:
-                    self._terminate(running)
-                if running.stopping_since is not None and self._reap(
-                    running, running.grace_seconds
-                ):
-                    del self._processes[name]
-            for name, pod in ready.items():
-                process = self._processes.get(name)
-                if process is None:
-                    if name not in self._not_runnable:
-                        self._launch(pod)
-                    continue
-                labels = self._labels(pod)
-                if labels != process.labels:
-                    process.labels = labels
-                    self._register(process)
-                if not process.healthy:
-                    process.healthy = self._healthy(process.address)
-                    if process.healthy:
-                        self._register(process)
+            for name, container in list(self._containers.items()):
+                pod = pods.get(name)
+                if pod is None or pod["metadata"].get("uid") != container.uid:
+                    # Deleted by force (or replaced): the kubelet kills what is left at once.
+                    container.deadline = time.monotonic()
+                    container.terminating.set()
+                elif pod["metadata"].get("deletionTimestamp"):
+                    self._begin_termination(container, pod)
+                else:
+                    labels = self._labels(pod)
+                    if labels != container.labels:
+                        container.labels = labels
+                        self._register(container)
+                if container.terminated.is_set():
+                    del self._containers[name]
+            for name, pod in pods.items():
+                if name not in self._containers and not pod["metadata"].get("deletionTimestamp"):
+                    self._admit(pod)
+                elif name not in self._containers:
+                    # Terminating, and never run or already stopped: nothing left to wait for.
+                    self._delete_pod(name, pod["metadata"].get("uid"))
         self._sync_evaluations()
+
+    @staticmethod
+    def _begin_termination(container: _Container, pod: dict[str, Any]) -> None:
+        if container.terminating.is_set():
+            return
+        grace = pod["metadata"].get("deletionGracePeriodSeconds")
+        container.grace_seconds = float(container.grace_seconds if grace is None else grace)
+        container.pre_stop_seconds = min(container.pre_stop_seconds, container.grace_seconds)
+        container.deadline = time.monotonic() + container.grace_seconds
+        container.terminating.set()
+
+    def _pod_addresses(self) -> list[str]:
+        """Pod IPs out of a /24 of 10.244.0.0/16 picked by node name: addresses for the API
+        server (which refuses loopback ones); servers listen on loopback ports meanwhile."""
+        subnet = zlib.crc32(self.node.encode()) % 256
+        network = ipaddress.ip_network(f"10.244.{subnet}.0/24")
+        return [str(host) for host in network.hosts()]
+
+    # -- serving pods ----------------------------------------------------------
+
+    def _admit(self, pod: dict[str, Any]) -> None:
+        name = pod["metadata"]["name"]
+        spec = pod["spec"]["containers"][0]
+        pre_stop = ((spec.get("lifecycle") or {}).get("preStop") or {}).get("sleep", {})
+        grace = float(pod["spec"].get("terminationGracePeriodSeconds") or 30)
+        container = _Container(
+            pod=name,
+            uid=pod["metadata"]["uid"],
+            spec=spec,
+            pod_ip=self._pod_ips[zlib.crc32(pod["metadata"]["uid"].encode()) % len(self._pod_ips)],
+            labels=self._labels(pod),
+            grace_seconds=grace,
+            pre_stop_seconds=min(float(pre_stop.get("seconds") or 0), grace),
+            log_path=self._log_dir / f"{name}.log",
+        )
+        self._containers[name] = container
+        container.thread = threading.Thread(
+            target=self._run, args=(container,), name=f"pod-{name}", daemon=True
+        )
+        container.thread.start()
+
+    def _run(self, container: _Container) -> None:
+        """The container's whole life: start, probe, restart, and stop when told."""
+        try:
+            self._register(container)
+            backoff = RESTART_BACKOFF_SECONDS
+            while not container.terminating.is_set():
+                if not self._launch(container):
+                    return
+                self._report(container)
+                self._probe_until_exit(container)
+                if container.terminating.is_set():
+                    break
+                self._kill(container, "Error")
+                container.restarts += 1
+                container.waiting = ("CrashLoopBackOff", f"back-off {backoff:.0f}s restarting")
+                self._report(container)
+                container.terminating.wait(backoff)
+                backoff = min(backoff * 2, RESTART_BACKOFF_MAX_SECONDS)
+            self._shut_down(container)
+        except Exception as error:  # a kubelet keeps going whatever one pod does
+            print(f"[pod-processes] pod {container.pod}: {error}", file=sys.stderr, flush=True)
+            _kill_group(container.popen)
+        finally:
+            if self._prometheus is not None:
+                self._prometheus.unregister_target(container.target)
+            if container.deadline is not None:
+                self._delete_pod(container.pod, container.uid)
+            container.terminated.set()
+
+    def _launch(self, container: _Container) -> bool:
+        command = local_command(container.spec, container.port)
+        if command is None:
+            message = f"the image {container.spec.get('image')} cannot run here"
+            print(f"[pod-processes] pod {container.pod}: {message}", file=sys.stderr, flush=True)
+            container.waiting = ("CreateContainerError", message)
+            self._report(container)
+            container.terminating.wait()
+            return False
+        env = {**os.environ}
+        if command[0] != shutil.which("modelserve", path=str(Path(sys.executable).parent)):
+            # vLLM's interpreter has its own site-packages: the project's path would shadow them.
+            env.pop("PYTHONPATH", None)
+        for variable in container.spec.get("env") or []:
+            if "value" in variable:
+                env[variable["name"]] = variable["value"]
+        with container.log_path.open("ab") as log:
+            container.popen = subprocess.Popen(
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        container.started = container.ready = False
+        container.waiting = None
+        container.started_at = _timestamp()
+        return True
+
+    def _probe_until_exit(self, container: _Container) -> None:
+        """Run the container's probes at their periods until it exits, fails its startup or
+        liveness probe, or is told to terminate; report each change of readiness."""
+        startup = Probe.from_spec(container.spec.get("startupProbe"))
+        readiness = Probe.from_spec(container.spec.get("readinessProbe"))
+        liveness = Probe.from_spec(container.spec.get("livenessProbe"))
+        assert container.popen is not None
+        launched = time.monotonic()
+        failures = {"startup": 0, "readiness": 0, "liveness": 0}
+        due = {
+            name: launched + (probe.initial_delay if probe else 0)
+            for name, probe in (("startup", startup), ("readiness", readiness),
+                                ("liveness", liveness))
+        }  # fmt: skip
+        if startup is None:
+            container.started = True
+        while not container.terminating.is_set():
+            if container.popen.poll() is not None:
+                return
+            now = time.monotonic()
+            if not container.started:
+                assert startup is not None
+                if now >= due["startup"]:
+                    due["startup"] = now + startup.period
+                    if startup.passes(container.address):
+                        container.started = True
+                        self._report(container)
+                        due["readiness"] = due["liveness"] = time.monotonic()
+                    else:
+                        failures["startup"] += 1
+                        if failures["startup"] >= startup.failure_threshold:
+                            return
+            else:
+                if readiness is None:
+                    if not container.ready:
+                        container.ready = True
+                        self._report(container)
+                elif now >= due["readiness"]:
+                    due["readiness"] = now + readiness.period
+                    passed = readiness.passes(container.address)
+                    failures["readiness"] = 0 if passed else failures["readiness"] + 1
+                    ready = passed or (
+                        container.ready and failures["readiness"] < readiness.failure_threshold
+                    )
+                    if ready != container.ready:
+                        container.ready = ready
+                        self._report(container)
+                if liveness is not None and now >= due["liveness"]:
+                    due["liveness"] = now + liveness.period
+                    alive = liveness.passes(container.address)
+                    failures["liveness"] = 0 if alive else failures["liveness"] + 1
+                    if failures["liveness"] >= liveness.failure_threshold:
+                        return
+            next_due = min(
+                due["startup"] if not container.started else
+                min(due["readiness"], due["liveness"]),
+                time.monotonic() + 1.0,
+            )  # fmt: skip
+            container.terminating.wait(max(0.05, next_due - time.monotonic()))
+
+    def _shut_down(self, container: _Container) -> None:
+        """Out of rotation, preStop sleep, SIGTERM, SIGKILL when the grace period ends."""
+        container.ready = False
+        self._report(container)
+        deadline = container.deadline or time.monotonic()
+        popen = container.popen
+        if popen is None or popen.poll() is not None:
+            return
+        # preStop runs while the server still serves: endpoints are being updated meanwhile.
+        self._sleep_or_exit(popen, min(container.pre_stop_seconds, deadline - time.monotonic()))
+        if popen.poll() is None:
+            popen.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+        self._kill(container, "Completed")
+
+    @staticmethod
+    def _sleep_or_exit(popen: subprocess.Popen[bytes], seconds: float) -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            popen.wait(timeout=max(0.0, seconds))
+
+    def _kill(self, container: _Container, reason: str) -> None:
+        popen = container.popen
+        if popen is None:
+            return
+        _kill_group(popen)
+        code = popen.returncode
+        container.started = container.ready = False
+        container.last_exit = {
+            "exitCode": code if code is not None and code >= 0 else 137,
+            "reason": reason if code == 0 else "Error",
+            "startedAt": container.started_at,
+            "finishedAt": _timestamp(),
+        }
+
+    def _report(self, container: _Container) -> None:
+        """The pod's status as the kubelet reports it: phase, IP, conditions, container state."""
+        now = _timestamp()
+        ready = "True" if container.ready and not container.terminating.is_set() else "False"
+        state: dict[str, Any]
+        if container.waiting is not None:
+            reason, message = container.waiting
+            state = {"waiting": {"reason": reason, "message": message}}
+        else:
+            state = {"running": {"startedAt": container.started_at}}
+        status: dict[str, Any] = {
+            "phase": "Running",
+            "hostIP": "127.0.0.1",
+            "podIP": container.pod_ip,
+            "podIPs": [{"ip": container.pod_ip}],
+            "conditions": [
+                {"type": "PodScheduled", "status": "True"},
+                {"type": "Initialized", "status": "True"},
+                {"type": "ContainersReady", "status": ready, "lastTransitionTime": now},
+                {"type": "Ready", "status": ready, "lastTransitionTime": now},
+            ],
+            "containerStatuses": [
+                {
+                    "name": container.spec["name"],
+                    "image": container.spec.get("image", ""),
+                    "imageID": "",
+                    "containerID": f"harness://{container.popen.pid if container.popen else 0}",
+                    "ready": ready == "True",
+                    "started": container.started,
+                    "restartCount": container.restarts,
+                    "state": state,
+                    **(
+                        {"lastState": {"terminated": container.last_exit}}
+                        if container.last_exit
+                        else {}
+                    ),
+                }
+            ],
+        }
+        if not container.started_at:
+            status["startTime"] = now
+        try:
+            self._api.merge_patch(
+                PODS, self._namespace, container.pod, {"status": status}, subresource="status"
+            )
+        except KubeApiError as error:
+            if error.status != 404:
+                raise
+
+    def _delete_pod(self, name: str, uid: str | None) -> None:
+        """The kubelet's last word on a pod whose containers have stopped."""
+        try:
+            self._api.delete(PODS, self._namespace, name, grace_period_seconds=0, uid=uid)
+        except KubeApiError as error:
+            if error.status != 409:  # the name now belongs to another pod
+                raise
 
     # -- quality-gate Job pods -------------------------------------------------
 
@@ -266,8 +628,7 @@ class PodProcesses:
             name = pod["metadata"]["name"]
             if name in self._evaluated or pod.get("status", {}).get("phase") != "Running":
                 continue
-            # kwok marks pods Ready before the servers standing in for them have loaded
-            # their model; a kubelet's readiness probe would not. Wait for them a while.
+            # The servers of the revisions compared may still be loading: wait for them a while.
             first_seen = self._evaluation_seen.setdefault(name, time.monotonic())
             container = pod["spec"]["containers"][0]
             args = [*(container.get("command") or []), *(container.get("args") or [])]
@@ -283,19 +644,16 @@ class PodProcesses:
             code = evaluation.popen.poll()
             if code is not None:
                 del self._evaluations[name]
-                self._report(evaluation, code)
+                self._report_evaluation(evaluation, code)
 
     def _resolve(self, url: str) -> str:
-        """A Service URL as the healthy server of the revision the Service selects."""
+        """A Service URL as the ready server of the revision the Service selects."""
         parts = urlsplit(url)
         service = self._api.get(SERVICES, self._namespace, parts.hostname or "")
         revision = ((service or {}).get("spec", {}).get("selector") or {}).get(REVISION_LABEL)
-        with self._lock:
-            addresses = sorted(
-                p.address
-                for p in self._processes.values()
-                if p.labels.get("revision") == revision and p.healthy and p.stopping_since is None
-            )
+        addresses = sorted(
+            e.address for e in self.endpoints().values() if e.revision == revision and e.healthy
+        )
         # No server: the original URL fails to connect here, as it would in a cluster.
         return f"http://{addresses[0]}" if addresses else url
 
@@ -329,7 +687,7 @@ class PodProcesses:
         )
         self._evaluations[name] = _Evaluation(name, container, popen, termination_log, _timestamp())
 
-    def _report(self, evaluation: _Evaluation, code: int) -> None:
+    def _report_evaluation(self, evaluation: _Evaluation, code: int) -> None:
         """What the kubelet reports for a finished container with terminationMessagePolicy File."""
         terminated = {
             "exitCode": code,
@@ -366,69 +724,15 @@ class PodProcesses:
             "role": labels.get(ROLE_LABEL, ""),
         }
 
-    def _launch(self, pod: dict[str, Any]) -> None:
-        name = pod["metadata"]["name"]
-        container = pod["spec"]["containers"][0]
-        port = _free_port()
-        command = local_command(container, port)
-        if command is None:
-            self._not_runnable.add(name)
-            print(
-                f"[pod-processes] pod {name}: image {container.get('image')} cannot run here",
-                file=sys.stderr,
-                flush=True,
-            )
-            return
-        env = {**os.environ}
-        for variable in container.get("env") or []:
-            if "value" in variable:
-                env[variable["name"]] = variable["value"]
-        log = (self._log_dir / f"{name}.log").open("ab")
-        popen = subprocess.Popen(
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        grace = float(pod["spec"].get("terminationGracePeriodSeconds") or 30)
-        pre_stop = float(
-            ((container.get("lifecycle") or {}).get("preStop") or {})
-            .get("sleep", {})
-            .get("seconds")
-            or 0
-        )
-        process = _Process(
-            name, popen, f"127.0.0.1:{port}", self._labels(pod), grace, min(pre_stop, grace)
-        )
-        process.target = f"{self._namespace}.{name}"
-        self._processes[name] = process
-
-    def _register(self, process: _Process) -> None:
+    def _register(self, container: _Container) -> None:
         if self._prometheus is not None:
-            self._prometheus.register_target(process.target, process.address, process.labels)
+            self._prometheus.register_target(container.target, container.address, container.labels)
 
-    @staticmethod
-    def _healthy(address: str) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://{address}/health", timeout=1) as response:
-                return bool(response.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
 
-    def _terminate(self, process: _Process, now: bool = False) -> None:
-        """Out of rotation at once; SIGTERM after the preStop hook, as the kubelet does."""
-        if process.stopping_since is None:
-            process.stopping_since = time.monotonic()
-        due = now or time.monotonic() - process.stopping_since >= process.pre_stop_seconds
-        if due and not process.signalled and process.popen.poll() is None:
-            process.popen.send_signal(signal.SIGTERM)
-            process.signalled = True
-
-    def _reap(self, process: _Process, force_after: float) -> bool:
-        """True once the process is gone (killed after its grace period) and unregistered."""
-        if process.popen.poll() is None:
-            started = process.stopping_since or time.monotonic()
-            if time.monotonic() - started < force_after:
-                return False
-            process.popen.kill()
-            process.popen.wait(timeout=10)
-        if self._prometheus is not None:
-            self._prometheus.unregister_target(process.target)
-        return True
+def _kill_group(popen: subprocess.Popen[bytes] | None) -> None:
+    """SIGKILL the process and everything it started (vLLM runs its engine as a child)."""
+    if popen is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(popen.pid, signal.SIGKILL)
+    popen.wait(timeout=30)

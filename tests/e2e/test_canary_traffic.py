@@ -99,7 +99,13 @@ def test_good_revision_is_promoted_and_a_failing_one_rolled_back_under_real_traf
 ) -> None:
     pods, gateway = traffic
     steps = [{"setWeight": 50}, {"analysis": {"duration": "12s"}}]
-    v1 = rollout_manifest("chat", f"file://{tiny_models[0]}", steps, analysis=analysis(prometheus))
+    v1 = rollout_manifest(
+        "chat",
+        f"file://{tiny_models[0]}",
+        steps,
+        analysis=analysis(prometheus),
+        placement=pods.placement(),
+    )
     rollouts.create(v1)
     stable = rollouts.wait_phase("chat", {"Succeeded"}, 60)["stableRevision"]
     wait_for_servers(pods, stable)
@@ -154,7 +160,8 @@ def test_blue_green_switches_every_request_at_once_and_back_on_a_post_promotion_
         f'(sum(rate(http_requests_total{{{selector},status=~"5.."}}[10s])) or vector(0))'
         f" / clamp_min(sum(rate(http_requests_total{{{selector}}}[10s])) or vector(0), 0.001)"
     )
-    manifest = rollout_manifest("chat", f"file://{tiny_models[0]}", [], analysis={
+    at = pods.placement()
+    manifest = rollout_manifest("chat", f"file://{tiny_models[0]}", [], placement=at, analysis={
         "prometheus": {"address": prometheus.url, "timeout": "2s"},
         "interval": "1s",
         "checks": [{"name": "errors", "query": error_share, "breachWhen": "> 0.2",
@@ -242,6 +249,7 @@ def test_shadow_gets_the_mirrored_share_users_see_only_stable_and_a_slow_one_is_
         f"file://{tiny_models[0]}",
         [],
         router="gatewayAPI",
+        placement=pods.placement(),
         analysis={
             "prometheus": {"address": prometheus.url, "timeout": "2s"},
             "interval": "1s",

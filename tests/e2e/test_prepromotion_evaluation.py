@@ -120,7 +120,10 @@ def blue_green(
 ) -> Body:
     """A blue-green rollout of the first tiny model, its preview judged by the gate suite;
     `traffic` runs its servers and the evaluation Job's pod."""
-    manifest = rollout_manifest("chat", f"file://{tiny_models[0]}", [], replicas=1)
+    pods, _ = traffic
+    manifest = rollout_manifest(
+        "chat", f"file://{tiny_models[0]}", [], replicas=1, placement=pods.placement()
+    )
     manifest["spec"]["strategy"] = {
         "blueGreen": {"autoPromotionAfter": "1s", "prePromotionEvaluation": gate_suite}
     }

@@ -66,7 +66,9 @@ def test_an_identical_model_passes_the_gates_and_different_weights_are_rolled_ba
 ) -> None:
     pods, _ = traffic
     steps = [{"evaluation": gate_suite}]
-    v1 = rollout_manifest("chat", f"file://{tiny_models[0]}", steps, replicas=1)
+    v1 = rollout_manifest(
+        "chat", f"file://{tiny_models[0]}", steps, replicas=1, placement=pods.placement()
+    )
     # The eval Job runs modelserve, which the test image is (rollout_manifest's TEST_IMAGE).
     rollouts.create(v1)
     stable = rollouts.wait_phase("chat", {"Succeeded"}, 60)["stableRevision"]

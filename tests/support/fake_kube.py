@@ -393,13 +393,22 @@ class FakeKubeApi(KubeApi):
             return self._update(resource, current, copy.deepcopy(body), None)
 
     def delete(
-        self, resource: Resource, namespace: str, name: str, propagation: str | None = None
+        self,
+        resource: Resource,
+        namespace: str,
+        name: str,
+        propagation: str | None = None,
+        grace_period_seconds: int | None = None,
+        uid: str | None = None,
     ) -> None:
+        # Deletion is immediate here: no kubelet, so a grace period changes nothing.
         with self._changed:
             self.writes.append(Write("delete", resource, namespace, name, propagation))
             key = self._key(resource, namespace, name)
             if key not in self._objects:
                 return  # KubeApi.delete takes a 404 as done
+            if uid is not None and self._objects[key]["metadata"].get("uid") != uid:
+                raise _conflict(resource, name)
             orphan = propagation == "Orphan" or (
                 propagation is None and resource in ORPHANING_BY_DEFAULT
             )

@@ -32,7 +32,10 @@ def rollout_manifest(
     progress_deadline: str = "20m",
     args: list[str] | None = None,
     env: list[dict[str, str]] | None = None,
+    placement: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """A canary ModelRollout; `placement` (runtime nodeSelector and tolerations, e.g. a
+    harness node's `PodProcesses.placement()`) replaces the GPU toleration."""
     runtime: dict[str, Any] = {
         "engine": "torch",
         "image": TEST_IMAGE,
@@ -41,6 +44,8 @@ def rollout_manifest(
         "tolerations": [GPU_TOLERATION],
         "terminationGracePeriod": "10s",
     }
+    if placement:
+        runtime.update(placement)
     if args:
         runtime["args"] = args
     if env:

@@ -37,10 +37,14 @@ class Resource:
 
     def collection_path(self, namespace: str) -> str:
         """The objects in `namespace`; "" means every namespace (or a cluster-scoped resource)."""
-        return self.path(namespace) if namespace else self.cluster_path()
+        return self.path(namespace)
+
+    def path_in(self, namespace: str) -> str:
+        return f"{self.prefix}/namespaces/{namespace}/{self.plural}"
 
     def path(self, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
-        path = f"{self.prefix}/namespaces/{namespace}/{self.plural}"
+        """An object's path; namespace "" for a cluster-scoped resource."""
+        path = self.path_in(namespace) if namespace else self.cluster_path()
         if name is not None:
             path += f"/{name}"
         if subresource is not None:
@@ -224,15 +228,29 @@ class KubeApi:
         return self._call("PUT", resource.path(namespace, name), body=body)
 
     def delete(
-        self, resource: Resource, namespace: str, name: str, propagation: str | None = None
+        self,
+        resource: Resource,
+        namespace: str,
+        name: str,
+        propagation: str | None = None,
+        grace_period_seconds: int | None = None,
+        uid: str | None = None,
     ) -> None:
         """`propagation` (Background, Foreground, Orphan): what happens to dependents.
 
         A Job's pods are orphaned by default; Background deletes them too.
+        `grace_period_seconds` overrides the object's own; with `uid`, only that
+        incarnation of the object is deleted (a recreated one of the same name stays).
         """
         query = [("propagationPolicy", propagation)] if propagation else []
+        options: dict[str, Any] = {}
+        if grace_period_seconds is not None:
+            options["gracePeriodSeconds"] = grace_period_seconds
+        if uid is not None:
+            options["preconditions"] = {"uid": uid}
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", **options} if options else None
         try:
-            self._call("DELETE", resource.path(namespace, name), query=query)
+            self._call("DELETE", resource.path(namespace, name), body=body, query=query)
         except KubeApiError as error:
             if error.status != 404:
                 raise

@@ -473,9 +473,15 @@ class CachedKubeApi(KubeApi):
         return replaced
 
     def delete(
-        self, resource: Resource, namespace: str, name: str, propagation: str | None = None
+        self,
+        resource: Resource,
+        namespace: str,
+        name: str,
+        propagation: str | None = None,
+        grace_period_seconds: int | None = None,
+        uid: str | None = None,
     ) -> None:
-        super().delete(resource, namespace, name, propagation)
+        super().delete(resource, namespace, name, propagation, grace_period_seconds, uid)
         informer = self._synced(resource, namespace)
         if informer is not None:
             informer.remove(name, namespace)
