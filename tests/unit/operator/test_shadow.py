@@ -146,3 +146,22 @@ def test_canary_steps_are_validated_like_a_canarys(
         parse_spec(spec)
     assert error.value.field_path == field
     assert message in error.value.message
+
+
+def test_the_shadows_duration_counts_from_when_it_serves_not_while_its_model_loads() -> None:
+    rollout = Rollout.of(shadow_spec("promote"))
+    rollout.tick()
+    rollout.world.canary_ready = 0  # the candidate's model is still loading
+    rollout.apply(with_model_uri(shadow_spec("promote"), V2))
+    rollout.tick(1)
+    rollout.tick(90)  # longer than the 60 s duration: none of it counts
+    assert rollout.status.phase == "Progressing"
+    assert "waiting for canary pods to be ready" in rollout.status.message
+    rollout.world.canary_ready = 1
+    rollout.tick(1)
+    rollout.tick(59)
+    assert rollout.status.phase == "Progressing"
+    assert rollout.status.weights == MIRRORING  # judged for a whole duration of serving
+    rollout.tick(2)
+    rollout.tick(1)
+    assert rollout.status.phase == "Succeeded", rollout.status.message

@@ -496,18 +496,14 @@ class _Tick:
             self.pause("PauseStep", f"{label}: waiting for promote")
         elif step.evaluation is not None:
             self.run_evaluation(index, label)
+        elif step.analysis is not None:
+            self.run_analysis(parse_duration(step.analysis.duration), label)
         else:
             duration = step.pause.duration if step.pause is not None else None
-            if step.analysis is not None:
-                duration = step.analysis.duration
             self.run_timed(parse_duration(duration or "0s"), label)
 
     def run_set_weight(self, weight: int, label: str) -> None:
-        canary = self.obs.canary
-        # Blue-green switches every request at once: the whole preview must be ready.
-        if canary is None or (
-            not canary.fully_ready if self.blue_green else canary.ready_replicas == 0
-        ):
+        if not self.canary_serving:
             self.update(message=f"{label}: waiting for canary pods to be ready")
             return
         current = self.status.weights.canary
@@ -540,10 +536,7 @@ class _Tick:
         A result for another revision or step (a Job left from an earlier canary)
         is not this step's and is ignored.
         """
-        canary = self.obs.canary
-        if canary is None or (
-            not canary.fully_ready if self.blue_green else canary.ready_replicas == 0
-        ):
+        if not self.canary_serving:
             self.update(message=f"{label}: waiting for canary pods to be ready")
             return
         result = self.obs.evaluation
@@ -562,6 +555,27 @@ class _Tick:
             self.roll_back("RolledBack", "GateFailed", f"quality gates failed: {failed}")
         else:
             self.pause("EvaluationError", f"{label}: {result.message}")
+
+    @property
+    def canary_serving(self) -> bool:
+        """Whether the canary can take its traffic: a ready pod, or for blue-green (which
+        switches every request at once) the whole preview."""
+        canary = self.obs.canary
+        if canary is None:
+            return False
+        return canary.fully_ready if self.blue_green else canary.ready_replicas > 0
+
+    def run_analysis(self, seconds: float, label: str) -> None:
+        """An analysis step's time counts from when the canary serves: a shadow (or a first
+        analysis step) whose model is still loading is judged on no traffic at all."""
+        if not self.canary_serving:
+            self.update(
+                message=f"{label}: waiting for canary pods to be ready", step_started_at=None
+            )
+            return
+        if self.status.step_started_at is None:
+            self.update(step_started_at=self.now)
+        self.run_timed(seconds, label)
 
     def run_timed(self, seconds: float, label: str) -> None:
         if waits_for_ready_preview(self.spec, self.status) and self.status.preview_ready_at is None:
