@@ -89,15 +89,8 @@ class Gateway:
         return tuple(
             endpoint
             for endpoint in self._pods.endpoints().values()
-            if endpoint.healthy and _matches(selector, self._pod_labels_of(endpoint))
+            if endpoint.healthy and _matches(selector, endpoint.pod_labels)
         )
-
-    def _pod_labels_of(self, endpoint: Endpoint) -> dict[str, str]:
-        return {
-            "modelrollout.dev/rollout": endpoint.labels.get("rollout", ""),
-            "modelrollout.dev/revision": endpoint.revision,
-            "modelrollout.dev/role": endpoint.role,
-        }
 
     def _service_selector(self, name: str) -> dict[str, str] | None:
         service = self._api.get(SERVICES, self._namespace, name)

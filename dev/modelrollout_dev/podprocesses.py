@@ -77,6 +77,8 @@ class Endpoint:
     role: str
     labels: dict[str, str]
     healthy: bool
+    # The pod's own labels, which a Service's selector matches.
+    pod_labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -211,6 +213,7 @@ class _Container:
     spec: dict[str, Any]
     pod_ip: str
     labels: dict[str, str]
+    pod_labels: dict[str, str]
     grace_seconds: float
     pre_stop_seconds: float
     log_path: Path
@@ -326,6 +329,7 @@ class PodProcesses:
                     role=c.labels.get("role", ""),
                     labels=dict(c.labels),
                     healthy=c.ready and not c.terminating.is_set(),
+                    pod_labels=dict(c.pod_labels),
                 )
                 for name, c in self._containers.items()
             }
@@ -361,6 +365,7 @@ class PodProcesses:
                 elif pod["metadata"].get("deletionTimestamp"):
                     self._begin_termination(container, pod)
                 else:
+                    container.pod_labels = dict(pod["metadata"].get("labels") or {})
                     labels = self._labels(pod)
                     if labels != container.labels:
                         container.labels = labels
@@ -405,6 +410,7 @@ class PodProcesses:
             spec=spec,
             pod_ip=self._pod_ips[zlib.crc32(pod["metadata"]["uid"].encode()) % len(self._pod_ips)],
             labels=self._labels(pod),
+            pod_labels=dict(pod["metadata"].get("labels") or {}),
             grace_seconds=grace,
             pre_stop_seconds=min(float(pre_stop.get("seconds") or 0), grace),
             log_path=self._log_dir / f"{name}.log",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -317,3 +318,40 @@ def test_shadow_gets_the_mirrored_share_users_see_only_stable_and_a_slow_one_is_
     assert {status for _, status in seen} == {"200"}, seen
     mirrored_slow = gateway.snapshot()["mirrored"]
     assert any(key.startswith(slow_shadow) for key in mirrored_slow), mirrored_slow
+
+
+def test_a_ready_canary_takes_no_request_until_its_weight_is_above_zero(
+    rollouts: Rollouts,
+    operator_process: OperatorProcess,
+    traffic: tuple[PodProcesses, Gateway],
+    tiny_models: list[Path],
+) -> None:
+    """Under the service router, weight 0 means 0: a canary waiting at a pause before its
+    first setWeight is Ready, yet the rollout's Service does not select it."""
+    pods, gateway = traffic
+    v1 = rollout_manifest(
+        "chat", f"file://{tiny_models[0]}", [{"pause": {}}], placement=pods.placement()
+    )
+    rollouts.create(v1)
+    stable = rollouts.wait_phase("chat", {"Succeeded"}, 120)["stableRevision"]
+    wait_for_servers(pods, stable)
+
+    with BackgroundLoad(gateway.url, "chat") as load:
+        rollouts.patch_spec("chat", {"model": {"name": "chat", "uri": f"file://{tiny_models[1]}"}})
+        canary = wait_until(
+            lambda: rollouts.status("chat").get("canaryRevision"), 30, "the canary revision"
+        )
+        wait_for_servers(pods, canary, count=1)
+        answered = sum(load.snapshot().values())
+        # Many requests after the canary pod is Ready, all still at weight 0.
+        wait_until(lambda: sum(load.snapshot().values()) >= answered + 60, 120, "60 requests")
+        paused = rollouts.status("chat")
+        assert paused["phase"] == "Paused" and paused["weights"]["canary"] == 0, paused
+        assert load.count(canary, "200") == 0, load.snapshot()
+        assert load.count(stable, "200") > answered, load.snapshot()
+
+        rollouts.annotate("chat", {"modelrollout.dev/promote": uuid.uuid4().hex})
+        promoted = rollouts.wait_phase("chat", {"Succeeded"}, 120)
+        assert promoted["stableRevision"] == canary
+        wait_until(lambda: load.count(canary, "200") >= 20, 60, "the promoted revision serving")
+    assert {status for _, status in load.snapshot()} == {"200"}, load.snapshot()

@@ -12,6 +12,9 @@ KIND = "ModelRollout"
 ROLLOUT_LABEL = f"{GROUP}/rollout"
 REVISION_LABEL = f"{GROUP}/revision"
 ROLE_LABEL = f"{GROUP}/role"
+# On serving pods under the service router: "true" while the pod's revision has a
+# weight above 0. The rollout's Service selects it, so weight 0 means no traffic.
+SERVING_LABEL = f"{GROUP}/serving"
 # On quality-gate Jobs and their pods (value: the rollout), which must not carry
 # ROLLOUT_LABEL: the rollout's Service selects every pod with that label.
 EVALUATION_LABEL = f"{GROUP}/evaluation"

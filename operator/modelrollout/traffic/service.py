@@ -4,9 +4,15 @@ Works on any cluster, without a gateway. A Service spreads requests evenly
 over Ready pods, so the canary's share is its share of Ready replicas; a
 weight is approximated by scaling the canary (rounded up, as Argo Rollouts'
 basic canary does), and the achieved split is reported as it really is
-(condition TrafficRouted). A canary pod warming up before the first
-setWeight is already Ready in the Service, so it takes its share early:
-exact weights need the gatewayAPI router.
+(condition TrafficRouted); exact weights need the gatewayAPI router.
+
+The Service selects only pods labelled `modelrollout.dev/serving=true`, which
+the operator sets in place (a template change would restart the pods) on the
+pods of each revision whose weight is above 0, and removes at 0: a canary
+warming up before its first setWeight, or one rolled back, takes no requests,
+and a promoted one takes them all. Pods are labelled before the Service's
+selector asks for the label, so a rollout from an older release never loses
+its endpoints.
 
 Blue-green instead selects one revision at a time: the Service's selector
 names the active color, a switch is one patch of that selector (no pod
@@ -18,9 +24,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from modelrollout.kube.api import DEPLOYMENTS, SERVICES, KubeApi
+from modelrollout.kube.api import DEPLOYMENTS, PODS, SERVICES, KubeApi
 from modelrollout.kube.labels import (
     REVISION_LABEL,
+    SERVING_LABEL,
     label_selector,
     revision_object_name,
     selector_labels,
@@ -71,11 +78,53 @@ class ServiceRouter:
                 SERVICES, rollout.namespace, name, {"spec": {"selector": selector}}
             )
 
+    def _label_serving(self, backends: Backends, canary_weight: int) -> None:
+        """`serving=true` on the pods of each revision with a weight, removed from the others."""
+        serving = {backends.stable: canary_weight < 100 or backends.canary is None}
+        if backends.canary is not None:
+            serving[backends.canary] = canary_weight > 0
+        rollout = backends.rollout
+        for pod in self._api.list(
+            PODS, rollout.namespace, label_selector(selector_labels(rollout.name))
+        ):
+            labels = pod["metadata"].get("labels") or {}
+            wanted = serving.get(labels.get(REVISION_LABEL, ""))
+            if wanted is None or pod["metadata"].get("deletionTimestamp"):
+                continue
+            if (labels.get(SERVING_LABEL) == "true") != wanted:
+                self._api.merge_patch(
+                    PODS,
+                    rollout.namespace,
+                    pod["metadata"]["name"],
+                    {"metadata": {"labels": {SERVING_LABEL: "true" if wanted else None}}},
+                )
+
+    def _serving_ready_pods(self, backends: Backends) -> dict[str, int]:
+        rollout = backends.rollout
+        counts: dict[str, int] = {}
+        for pod in self._api.list(
+            PODS,
+            rollout.namespace,
+            label_selector({**selector_labels(rollout.name), SERVING_LABEL: "true"}),
+        ):
+            ready = any(
+                c.get("type") == "Ready" and c.get("status") == "True"
+                for c in pod.get("status", {}).get("conditions") or []
+            )
+            if ready and not pod["metadata"].get("deletionTimestamp"):
+                revision = pod["metadata"]["labels"].get(REVISION_LABEL, "")
+                counts[revision] = counts.get(revision, 0) + 1
+        return counts
+
     def reconcile(self, backends: Backends) -> None:
         rollout = backends.rollout
         if not backends.blue_green:
+            self._label_serving(backends, backends.canary_weight)
             self._ensure_service(
-                rollout, rollout.name, selector_labels(rollout.name), backends.port
+                rollout,
+                rollout.name,
+                {**selector_labels(rollout.name), SERVING_LABEL: "true"},
+                backends.port,
             )
             return
         current = self._api.get(SERVICES, rollout.namespace, rollout.name)
@@ -107,6 +156,7 @@ class ServiceRouter:
             )
             return
         rollout = backends.rollout
+        self._label_serving(backends, canary_weight)
         name = revision_object_name(rollout.name, backends.canary)
         replicas = 0 if canary_weight == 0 else canary_replicas(backends.replicas, canary_weight)
         current = self._api.get(DEPLOYMENTS, rollout.namespace, name)
@@ -137,7 +187,9 @@ class ServiceRouter:
             if backends.canary
             else None
         )
-        stable, canary = _ready_replicas(stable_deployment), _ready_replicas(canary_deployment)
+        # What the Service selects: Ready pods labelled serving, by revision.
+        serving = self._serving_ready_pods(backends)
+        stable, canary = serving.get(backends.stable, 0), serving.get(backends.canary or "", 0)
         if stable + canary == 0:
             return AchievedWeights(0, 0, (("Routed", "False", "no Ready replicas"),))
         canary_weight = round(100 * canary / (stable + canary))
@@ -147,6 +199,7 @@ class ServiceRouter:
             and _desired_replicas(canary_deployment)
             == canary_replicas(backends.replicas, backends.canary_weight)
             == canary
+            == _ready_replicas(canary_deployment)
             and stable == _desired_replicas(stable_deployment)
         )
         routed = (

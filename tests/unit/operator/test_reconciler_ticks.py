@@ -26,11 +26,20 @@ from modelrollout.kube.api import (
     ENDPOINT_SLICES,
     HTTPROUTES,
     MODELROLLOUTS,
+    PODS,
     SERVICES,
 )
 from modelrollout.kube.cache import MANAGED_SELECTOR, SERVICE_NAME_LABEL, Informer
 from modelrollout.kube.events import EVENTS, build_event
-from modelrollout.kube.labels import GROUP, KIND, REVISION_LABEL, ROLE_LABEL, VERSION
+from modelrollout.kube.labels import (
+    GROUP,
+    KIND,
+    REVISION_LABEL,
+    ROLE_LABEL,
+    ROLLOUT_LABEL,
+    SERVING_LABEL,
+    VERSION,
+)
 from modelrollout.models import ModelRolloutStatus, parse_spec
 from tests.support.fake_kube import FakeKubeApi, Write
 from tests.unit.operator.builders import (
@@ -131,6 +140,7 @@ class Cluster:
     def settle(self) -> None:
         """What the controllers do between ticks: every pod Ready, every endpoint published."""
         deployments = self.api.list(DEPLOYMENTS, NAMESPACE)
+        self._settle_pods(deployments)
         for deployment in deployments:
             replicas = deployment["spec"]["replicas"]
             ready = {"replicas": replicas, "readyReplicas": replicas, "updatedReplicas": replicas}
@@ -142,14 +152,41 @@ class Cluster:
         for service in self.api.list(SERVICES, NAMESPACE):
             self._publish_endpoints(service, deployments)
 
+    def _settle_pods(self, deployments: list[dict[str, Any]]) -> None:
+        """Each Deployment's pods, `<deployment>-<i>`, Ready; labels set in place are kept."""
+        wanted: set[str] = set()
+        for deployment in deployments:
+            name = deployment["metadata"]["name"]
+            template = deployment["spec"]["template"]
+            for index in range(deployment["spec"]["replicas"]):
+                pod_name = f"{name}-{index}"
+                wanted.add(pod_name)
+                if self.api.get(PODS, NAMESPACE, pod_name) is None:
+                    pod = {
+                        "apiVersion": "v1",
+                        "kind": "Pod",
+                        "metadata": {"name": pod_name,
+                                     "labels": dict(template["metadata"]["labels"])},
+                        "spec": template["spec"],
+                        "status": {"phase": "Running",
+                                   "conditions": [{"type": "Ready", "status": "True"}]},
+                    }  # fmt: skip
+                    self.api.create(PODS, NAMESPACE, pod)
+                    self.api.merge_patch(
+                        PODS, NAMESPACE, pod_name, {"status": pod["status"]}, subresource="status"
+                    )
+        for pod in self.api.list(PODS, NAMESPACE):
+            if pod["metadata"]["name"] not in wanted and ROLLOUT_LABEL in pod["metadata"]["labels"]:
+                self.api.delete(PODS, NAMESPACE, pod["metadata"]["name"])
+
     def _publish_endpoints(
         self, service: dict[str, Any], deployments: list[dict[str, Any]]
     ) -> None:
         selector = service["spec"]["selector"]
         ready = sum(
-            d["spec"]["replicas"]
-            for d in deployments
-            if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()
+            1
+            for pod in self.api.list(PODS, NAMESPACE)
+            if selector.items() <= pod["metadata"]["labels"].items()
         )
         name = service["metadata"]["name"]
         endpoint_slice = {
@@ -478,3 +515,54 @@ def test_deleting_the_rollout_deletes_what_it_owns() -> None:
     cluster.reconciler.forget(body["metadata"]["uid"], NAMESPACE, NAME)
     for resource in (DEPLOYMENTS, SERVICES, HTTPROUTES, ENDPOINT_SLICES):
         assert cluster.api.list(resource, NAMESPACE) == [], resource.plural
+
+
+def test_under_the_service_router_a_canary_serves_only_once_its_weight_is_above_zero() -> None:
+    cluster = Cluster()
+    spec = canary_spec(router="service")
+    # An evaluation-like wait before the first setWeight: the canary is up and Ready.
+    spec["strategy"]["canary"]["steps"] = [
+        {"pause": {"duration": "1m"}},
+        {"setWeight": 50},
+        {"pause": {"duration": "1m"}},
+    ]
+    cluster.started(spec)
+    old, new = child(V1, spec), child(V2, spec)
+
+    def serving() -> dict[str, list[str]]:
+        """Each revision's pods that the rollout's Service selects."""
+        service = cluster.api.get(SERVICES, NAMESPACE, NAME)
+        assert service is not None
+        selector = service["spec"]["selector"]
+        chosen: dict[str, list[str]] = {}
+        for pod in cluster.api.list(PODS, NAMESPACE):
+            if selector.items() <= pod["metadata"]["labels"].items():
+                revision = pod["metadata"]["labels"][REVISION_LABEL]
+                chosen.setdefault(revision, []).append(pod["metadata"]["name"])
+        return chosen
+
+    cluster.tick(1)
+    cluster.settle()
+    cluster.tick(1)
+    cluster.settle()
+    assert cluster.deployments()[new][0] == 1  # warming up, Ready
+    assert serving() == {revision(V1, spec): [f"{old}-0", f"{old}-1"]}
+    assert cluster.status.weights.canary == 0
+    routed = cluster.status.condition("TrafficRouted")
+    assert routed is not None and "2 Ready pods" in routed.message
+
+    cluster.run_until_step(1)
+    cluster.run_until(lambda s: s.weights.canary == 50, "setWeight 50")
+    cluster.tick(1)
+    assert set(serving()) == {revision(V1, spec), revision(V2, spec)}
+
+    cluster.run_until_phase("Promoting")
+    cluster.tick(1)
+    cluster.settle()
+    # Promoting sends everything to the new revision: stable's pods leave the Service at once.
+    assert set(serving()) == {revision(V2, spec)}
+    assert all(
+        pod["metadata"]["labels"].get(SERVING_LABEL) == "true"
+        for pod in cluster.api.list(PODS, NAMESPACE)
+        if pod["metadata"]["labels"][REVISION_LABEL] == revision(V2, spec)
+    )
