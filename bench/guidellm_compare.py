@@ -173,7 +173,9 @@ def start(engine: str, command: list[str], env: dict[str, str], port: int, log: 
             pass
         time.sleep(0.5)
     process.kill()
-    raise RuntimeError(f"{engine} was not healthy within {HEALTHY_WITHIN_S}s: {log}")
+    raise RuntimeError(
+        f"{engine} was not healthy within {HEALTHY_WITHIN_S}s: {log.read_text()[-3000:]}"
+    )
 
 
 def start_modelserve(model_dir: Path, device: str, work: Path) -> Server:

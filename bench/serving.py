@@ -64,7 +64,7 @@ def start_server(model_dir: Path, max_batch_size: int, device: str, log: Path) -
             pass
         time.sleep(0.3)
     process.kill()
-    raise RuntimeError("server did not become healthy")
+    raise RuntimeError(f"server did not become healthy: {log.read_text()[-3000:]}")
 
 
 def measure(server: Server, concurrency: int, requests: int, max_tokens: int) -> LoadResult:
