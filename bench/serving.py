@@ -6,6 +6,7 @@ generator at concurrency 1, 8 and 32 (streaming, greedy, fixed output length)
 and prints tokens/s and TTFT / end-to-end latency percentiles with the ratios.
 
     .venv/bin/python bench/serving.py [--hidden-size 1024 --layers 4 --max-tokens 32]
+        [--device cuda]
 """
 
 from __future__ import annotations
@@ -42,12 +43,12 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(model_dir: Path, max_batch_size: int, log: Path) -> Server:
+def start_server(model_dir: Path, max_batch_size: int, device: str, log: Path) -> Server:
     port = _free_port()
     command = [
         sys.executable, "-m", "modelserve.cli", "serve", "--model", str(model_dir),
         "--served-model-name", MODEL_NAME, "--host", "127.0.0.1", "--port", str(port),
-        "--max-batch-size", str(max_batch_size), "--log-level", "warning",
+        "--max-batch-size", str(max_batch_size), "--device", device, "--log-level", "warning",
     ]  # fmt: skip
     with log.open("w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
@@ -63,7 +64,7 @@ def start_server(model_dir: Path, max_batch_size: int, log: Path) -> Server:
             pass
         time.sleep(0.3)
     process.kill()
-    raise RuntimeError("server did not become healthy")
+    raise RuntimeError(f"server did not become healthy: {log.read_text()[-3000:]}")
 
 
 def measure(server: Server, concurrency: int, requests: int, max_tokens: int) -> LoadResult:
@@ -96,6 +97,9 @@ def main() -> int:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--requests-per-client", type=int, default=2)
+    parser.add_argument(
+        "--device", default="auto", help="modelserve's --device: auto, cpu, cuda or cuda:N"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="modelserve-bench-"))
@@ -110,11 +114,11 @@ def main() -> int:
     print(
         f"model: Llama-style, hidden {args.hidden_size}, {args.layers} layers, vocab 512, fp32; "
         f"{args.max_tokens} output tokens per request, streaming, greedy; "
-        f"{os.cpu_count()} CPUs"
+        f"device {args.device}; {os.cpu_count()} CPUs"
     )
     servers = {
-        "batching": start_server(model_dir, 32, work / "batching.log"),
-        "sequential": start_server(model_dir, 1, work / "sequential.log"),
+        "batching": start_server(model_dir, 32, args.device, work / "batching.log"),
+        "sequential": start_server(model_dir, 1, args.device, work / "sequential.log"),
     }
     try:
         results: dict[tuple[str, int], LoadResult] = {}

@@ -35,3 +35,7 @@ fi
 # vLLM's CPU build, in an environment of its own (cached by version outside the
 # checkout): the `vllm` tests and the demo's vLLM revisions run it. Cold: ~5 min, 6.2 GiB.
 PYTHON="$python" scripts/vllm-env.sh >/dev/null
+
+# GuideLLM, the load generator that bench/guidellm_compare.py runs beside modelserve's
+# own: its own environment too (it needs transformers 5). Cold: ~4 min, 5.9 GiB.
+PYTHON="$python" scripts/guidellm-env.sh >/dev/null
