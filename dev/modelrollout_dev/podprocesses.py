@@ -218,6 +218,7 @@ class _Container:
     pre_stop_seconds: float
     log_path: Path
     port: int = field(default_factory=_free_port)
+    admitted_at: str = field(default_factory=_timestamp)
     popen: subprocess.Popen[bytes] | None = None
     started: bool = False
     ready: bool = False
@@ -609,8 +610,7 @@ class PodProcesses:
                 }
             ],
         }
-        if not container.started_at:
-            status["startTime"] = now
+        status["startTime"] = container.admitted_at
         try:
             self._api.merge_patch(
                 PODS, self._namespace, container.pod, {"status": status}, subresource="status"
