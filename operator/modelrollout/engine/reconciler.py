@@ -411,7 +411,9 @@ class Reconciler:
             lambda revision: template if revision == spec_revision else None,
             int(parse_duration(spec.progress_deadline)),
         )
-        converge_disruption_budgets(self._api, rollout, plan)
+        converge_disruption_budgets(
+            self._api, rollout, plan if spec.disruption_budget.enabled else []
+        )
         backends = self._backends(rollout, spec, status)
         if backends is None:
             return

@@ -640,3 +640,23 @@ def test_a_lone_pod_is_kept_from_eviction_only_while_stable_and_canary_both_run(
     assert cluster.deployments() == {old: (1, "stable")}
     assert cluster.budgets() == {old: 1}
     assert cluster.tick(15) == []
+
+
+def test_turning_disruption_budgets_off_deletes_them_and_makes_no_new_revision() -> None:
+    cluster = Cluster()
+    spec = canary_spec()
+    cluster.apply(spec)
+    cluster.tick()
+    cluster.settle()
+    cluster.tick(15)
+    stable = child(V1, spec)
+    assert cluster.budgets() == {stable: 1}
+
+    cluster.apply({**spec, "disruptionBudget": {"enabled": False}})
+    assert targets(cluster.tick(1)) == [
+        f"patch modelrollouts/{NAME}/status",
+        f"delete poddisruptionbudgets/{stable}",
+    ]
+    assert cluster.budgets() == {}
+    assert cluster.deployments() == {stable: (2, "stable")}
+    assert cluster.tick(15) == []
