@@ -138,6 +138,6 @@ def test_a_drain_cannot_take_a_revision_to_zero_and_never_holds_the_operator(
     scenario.pod_watch.wait_for(
         lambda: not live_pods(scenario, v1), 60, "the old stable's pods gone"
     )
+    budgets.wait_for(lambda: set(budgets.current) == {f"chat-{v3}"}, 60, "only v3's budget")
     budget = budget_reaches(budgets, f"chat-{v3}", "the new stable's, 2 healthy", allows(2, 1))
     assert budget["spec"]["maxUnavailable"] == 1
-    assert set(budgets.current) == {f"chat-{v3}"}
