@@ -47,6 +47,7 @@ from modelrollout.kube.api import (
     JOBS,
     MODELROLLOUTS,
     NODES,
+    POD_DISRUPTION_BUDGETS,
     PODS,
     SERVICES,
     KubeApi,
@@ -57,7 +58,7 @@ from modelrollout.kube.cache import field_selector_matches
 
 # Resources whose status is written only through `/status` (everything else here has none).
 STATUS_SUBRESOURCE: frozenset[Resource] = frozenset(
-    {DEPLOYMENTS, PODS, SERVICES, JOBS, NODES, HTTPROUTES, MODELROLLOUTS}
+    {DEPLOYMENTS, PODS, SERVICES, JOBS, NODES, HTTPROUTES, MODELROLLOUTS, POD_DISRUPTION_BUDGETS}
 )
 CLUSTER_SCOPED: frozenset[Resource] = frozenset({NODES})
 # batch/v1 Jobs orphan their pods when a delete names no propagation policy.

@@ -246,6 +246,13 @@ class When:
         scenario._acted(scenario.rollouts.annotate(scenario.name, promote))
         return self
 
+    def abort(self) -> When:
+        """`kubectl modelrollout abort`: back to the stable revision, the spec unchanged."""
+        scenario = self.scenario
+        abort = {f"{GROUP}/abort": uuid.uuid4().hex}
+        scenario._acted(scenario.rollouts.annotate(scenario.name, abort))
+        return self
+
     def ticks_pass(self, ticks: int) -> When:
         """Let the operator tick `ticks` times: a window for what must NOT happen.
 

@@ -25,6 +25,8 @@ EXPECTED_ROLLOUT_RULES = {
     ("gateway.networking.k8s.io", "httproutes"): {"get", "list", "watch", "create", "patch"},
     # Quality-gate evaluation steps; the suite's ConfigMap is mounted, never read.
     ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
+    # One per live revision, sized as its replicas change, deleted with it.
+    ("policy", "poddisruptionbudgets"): {"list", "watch", "create", "patch", "delete"},
     ("", "events"): {"create"},
     # What a metric provider's config names (credentials, a CA): get by name, never a list.
     ("", "secrets"): {"get"},

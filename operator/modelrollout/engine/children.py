@@ -1,4 +1,5 @@
-"""Observe and converge a rollout's Deployments: create, size, relabel and delete them.
+"""Observe and converge a rollout's Deployments (create, size, relabel and delete them) and
+their PodDisruptionBudgets.
 
 Every write is conditional on a difference, so a tick with nothing to do
 makes no write. The service router (traffic/service.py) also scales the
@@ -13,8 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from modelrollout.engine.workloads import DesiredRevision
-from modelrollout.kube.api import DEPLOYMENTS, PODS, KubeApi, KubeApiError
+from modelrollout.engine.workloads import DesiredRevision, disruption_budget
+from modelrollout.kube.api import (
+    DEPLOYMENTS,
+    POD_DISRUPTION_BUDGETS,
+    PODS,
+    KubeApi,
+    KubeApiError,
+)
 from modelrollout.kube.labels import (
     REVISION_LABEL,
     ROLE_LABEL,
@@ -22,7 +29,7 @@ from modelrollout.kube.labels import (
     revision_object_name,
     selector_labels,
 )
-from modelrollout.kube.workloads import RolloutRef, build_deployment
+from modelrollout.kube.workloads import RolloutRef, build_deployment, build_disruption_budget
 from modelrollout.models import InvalidSpecError
 
 logger = logging.getLogger("modelrollout")
@@ -184,3 +191,41 @@ def converge_deployments(
             name = deployment["metadata"]["name"]
             api.delete(DEPLOYMENTS, rollout.namespace, name)
             logger.debug("deleted %s/%s", rollout.namespace, name)
+
+
+def converge_disruption_budgets(
+    api: KubeApi, rollout: RolloutRef, plan: list[DesiredRevision]
+) -> None:
+    """One PodDisruptionBudget per revision of the plan (`disruption_budget` says how many of its
+    pods may be evicted at once); a revision's budget goes with it."""
+    observed = {
+        budget["metadata"]["labels"][REVISION_LABEL]: budget
+        for budget in api.list(
+            POD_DISRUPTION_BUDGETS,
+            rollout.namespace,
+            label_selector(selector_labels(rollout.name)),
+        )
+        if REVISION_LABEL in budget["metadata"].get("labels", {})
+    }
+    for item in plan:
+        wanted = build_disruption_budget(rollout, item.revision, disruption_budget(item, plan))
+        current = observed.get(item.revision)
+        if current is None:
+            api.create(POD_DISRUPTION_BUDGETS, rollout.namespace, wanted)
+            continue
+        spec = {
+            "maxUnavailable": wanted["spec"]["maxUnavailable"],
+            "minAvailable": None,
+            "unhealthyPodEvictionPolicy": wanted["spec"]["unhealthyPodEvictionPolicy"],
+        }
+        if any(current["spec"].get(key) != value for key, value in spec.items()):
+            api.merge_patch(
+                POD_DISRUPTION_BUDGETS,
+                rollout.namespace,
+                current["metadata"]["name"],
+                {"spec": spec},
+            )
+    wanted_revisions = {item.revision for item in plan}
+    for revision, budget in observed.items():
+        if revision not in wanted_revisions:
+            api.delete(POD_DISRUPTION_BUDGETS, rollout.namespace, budget["metadata"]["name"])

@@ -36,6 +36,7 @@ from modelrollout.engine.capacity import assess, gpus_per_pod, node_gpus, pod_gp
 from modelrollout.engine.children import (
     PodTemplate,
     converge_deployments,
+    converge_disruption_budgets,
     observe_deployments,
     revision_state,
     unschedulable_message,
@@ -409,6 +410,9 @@ class Reconciler:
             deployments,
             lambda revision: template if revision == spec_revision else None,
             int(parse_duration(spec.progress_deadline)),
+        )
+        converge_disruption_budgets(
+            self._api, rollout, plan if spec.disruption_budget.enabled else []
         )
         backends = self._backends(rollout, spec, status)
         if backends is None:

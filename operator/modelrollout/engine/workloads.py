@@ -69,3 +69,22 @@ def plan_revisions(
         elif keep_aborted_canary:
             plan.append(DesiredRevision(canary, ROLE_CANARY, canary_replicas(replicas, 0)))
     return plan
+
+
+def disruption_budget(item: DesiredRevision, plan: list[DesiredRevision]) -> int:
+    """How many of a revision's pods a node drain may evict at once: its `maxUnavailable`.
+
+    One at a time, so a drain never takes a revision of two or more replicas
+    to zero. A revision of one replica keeps it, eviction refused, while a
+    stable and a canary both have pods (mid-rollout): losing it would leave
+    the canary without traffic or the stable without capacity until a model
+    loads again. Otherwise its one pod may go, as any single-replica workload's
+    does: a budget of zero then would hold every drain for as long as the
+    rollout stays as it is. The operator's own scaling and deletions are not
+    evictions and never wait on a budget.
+    """
+    if item.replicas != 1:
+        return 1
+    roles_with_pods = {other.role for other in plan if other.replicas > 0}
+    mid_rollout = {ROLE_STABLE, ROLE_CANARY} <= roles_with_pods
+    return 0 if mid_rollout and item.role in (ROLE_STABLE, ROLE_CANARY) else 1

@@ -61,6 +61,7 @@ MODELROLLOUTS = Resource(GROUP, VERSION, PLURAL)
 LEASES = Resource("coordination.k8s.io", "v1", "leases")
 NODES = Resource("", "v1", "nodes")
 JOBS = Resource("batch", "v1", "jobs")
+POD_DISRUPTION_BUDGETS = Resource("policy", "v1", "poddisruptionbudgets")
 # Read by name only, where a rollout's spec names one (metric provider credentials).
 SECRETS = Resource("", "v1", "secrets")
 CONFIGMAPS = Resource("", "v1", "configmaps")

@@ -1,7 +1,7 @@
 """A watch-fed cache of the objects the operator owns: a tick reads memory, not the API.
 
 Without it a tick lists or gets each child (Deployments, Services, the
-HTTPRoute, EndpointSlices, Jobs): six or seven reads per rollout per tick,
+HTTPRoute, EndpointSlices, Jobs, PodDisruptionBudgets): six or seven reads per rollout per tick,
 which at hundreds of rollouts is the control plane's whole time. As
 controller-runtime's informers do, one list + watch per (resource,
 namespace), filtered by the server to `app.kubernetes.io/managed-by=
@@ -34,6 +34,7 @@ from modelrollout.kube.api import (
     HTTPROUTES,
     JOBS,
     NODES,
+    POD_DISRUPTION_BUDGETS,
     PODS,
     SERVICES,
     KubeApi,
@@ -48,7 +49,14 @@ from modelrollout.kube.labels import (
     ROLLOUT_LABEL,
 )
 
-CACHED_RESOURCES: tuple[Resource, ...] = (DEPLOYMENTS, SERVICES, HTTPROUTES, ENDPOINT_SLICES, JOBS)
+CACHED_RESOURCES: tuple[Resource, ...] = (
+    DEPLOYMENTS,
+    SERVICES,
+    HTTPROUTES,
+    ENDPOINT_SLICES,
+    JOBS,
+    POD_DISRUPTION_BUDGETS,
+)
 # Watched in every namespace, every object (pods carry no managed-by label).
 CLUSTER_CACHED_RESOURCES: tuple[Resource, ...] = (NODES, PODS)
 MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"

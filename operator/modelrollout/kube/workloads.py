@@ -1,4 +1,4 @@
-"""Pure builders of the Deployments and Services the operator owns."""
+"""Pure builders of the Deployments, Services and PodDisruptionBudgets the operator owns."""
 
 from __future__ import annotations
 
@@ -119,3 +119,30 @@ def build_revision_service(rollout: RolloutRef, revision: str, port: int) -> dic
         selector_labels(rollout.name, revision),
         port,
     )
+
+
+def build_disruption_budget(
+    rollout: RolloutRef, revision: str, max_unavailable: int
+) -> dict[str, Any]:
+    """A PodDisruptionBudget over one revision's pods, named like its Deployment.
+
+    `maxUnavailable` is counted by the API server against the Deployment's
+    replicas as they are now, so a scale-down by the operator (or the service
+    router) never leaves a budget that asks for more pods than exist. Pods
+    that are not Ready may always be evicted: a crash-looping pod never
+    holds a node drain.
+    """
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(
+            rollout,
+            revision_object_name(rollout.name, revision),
+            selector_labels(rollout.name, revision),
+        ),
+        "spec": {
+            "maxUnavailable": max_unavailable,
+            "selector": {"matchLabels": selector_labels(rollout.name, revision)},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }

@@ -1248,6 +1248,17 @@ class Analysis(SpecModel):
 _MIRRORING = routers_with(Capability.REQUEST_MIRRORING)
 
 
+class DisruptionBudget(SpecModel):
+    """The PodDisruptionBudget kept for each revision, so that a node drain cannot take the stable
+    or the canary to zero mid-rollout."""
+
+    enabled: bool = True
+    """Whether each revision has a PodDisruptionBudget (`<name>-<revision>`): one pod evicted at a
+    time, and none of a revision's only pod while a stable and a canary both run. Turn it off where
+    a budget of your own (or a policy engine's) already selects these pods: the eviction API
+    refuses to evict a pod that two budgets select."""
+
+
 class ModelRolloutSpec(SpecModel):
     model_config = ConfigDict(
         json_schema_extra=validations(
@@ -1280,6 +1291,9 @@ class ModelRolloutSpec(SpecModel):
     Deployment's progressDeadlineSeconds."""
     revision_history_limit: Annotated[int, Field(ge=0, le=100)] = 5
     """How many entries status.history keeps, newest first (at least one)."""
+    disruption_budget: DisruptionBudget = DisruptionBudget()
+    """What node drains (evictions) may take of each revision. Changing it makes no new
+    revision."""
 
     @property
     def canary(self) -> CanaryStrategy:

@@ -26,6 +26,7 @@ from modelrollout.kube.api import (
     ENDPOINT_SLICES,
     HTTPROUTES,
     MODELROLLOUTS,
+    POD_DISRUPTION_BUDGETS,
     PODS,
     SERVICES,
 )
@@ -249,6 +250,13 @@ class Cluster:
         return {
             d["metadata"]["name"]: (d["spec"]["replicas"], d["metadata"]["labels"][ROLE_LABEL])
             for d in self.api.list(DEPLOYMENTS, NAMESPACE)
+        }
+
+    def budgets(self) -> dict[str, int]:
+        """Each PodDisruptionBudget's maxUnavailable: how many pods a drain may evict at once."""
+        return {
+            b["metadata"]["name"]: b["spec"]["maxUnavailable"]
+            for b in self.api.list(POD_DISRUPTION_BUDGETS, NAMESPACE)
         }
 
     def event_reasons(self) -> list[str]:
@@ -513,7 +521,7 @@ def test_deleting_the_rollout_deletes_what_it_owns() -> None:
     assert cluster.api.list(HTTPROUTES, NAMESPACE) and cluster.api.list(ENDPOINT_SLICES, NAMESPACE)
     cluster.api.delete(MODELROLLOUTS, NAMESPACE, NAME)
     cluster.reconciler.forget(body["metadata"]["uid"], NAMESPACE, NAME)
-    for resource in (DEPLOYMENTS, SERVICES, HTTPROUTES, ENDPOINT_SLICES):
+    for resource in (DEPLOYMENTS, SERVICES, HTTPROUTES, ENDPOINT_SLICES, POD_DISRUPTION_BUDGETS):
         assert cluster.api.list(resource, NAMESPACE) == [], resource.plural
 
 
@@ -566,3 +574,89 @@ def test_under_the_service_router_a_canary_serves_only_once_its_weight_is_above_
         for pod in cluster.api.list(PODS, NAMESPACE)
         if pod["metadata"]["labels"][REVISION_LABEL] == revision(V2, spec)
     )
+
+
+def test_each_revision_has_a_disruption_budget_that_follows_its_replicas() -> None:
+    cluster = Cluster()
+    spec = canary_spec()
+    cluster.apply(spec)
+    cluster.tick()
+    old, new = child(V1, spec), child(V2, spec)
+    budget = cluster.api.get(POD_DISRUPTION_BUDGETS, NAMESPACE, old)
+    assert budget is not None
+    assert budget["spec"] == {
+        "maxUnavailable": 1,
+        "selector": {"matchLabels": {ROLLOUT_LABEL: NAME, REVISION_LABEL: revision(V1, spec)}},
+        "unhealthyPodEvictionPolicy": "AlwaysAllow",
+    }
+    assert [owner["kind"] for owner in budget["metadata"]["ownerReferences"]] == [KIND]
+    cluster.settle()
+    cluster.tick(15)
+
+    # At 20% the canary has one pod: a drain may not take it while the canary runs.
+    cluster.apply(with_model_uri(spec, V2))
+    cluster.tick(1)
+    assert cluster.deployments() == {old: (2, "stable"), new: (1, "canary")}
+    assert cluster.budgets() == {old: 1, new: 0}
+    cluster.settle()
+
+    # Promotion scales the canary to two: its budget lets one pod go, in the same tick.
+    promoting = cluster.run_until(lambda status: status.phase == "Promoting", "Promoting")
+    assert cluster.deployments()[new] == (2, "canary")
+    assert [w.body for w in promoting if w.resource == POD_DISRUPTION_BUDGETS] == [
+        {"spec": {"maxUnavailable": 1, "minAvailable": None,
+                  "unhealthyPodEvictionPolicy": "AlwaysAllow"}}
+    ]  # fmt: skip
+    assert cluster.budgets() == {old: 1, new: 1}
+
+    # The old revision's budget goes with its Deployment.
+    cluster.run_until_phase("Succeeded")
+    assert cluster.deployments() == {new: (2, "stable")}
+    assert cluster.budgets() == {new: 1}
+
+
+def test_a_lone_pod_is_kept_from_eviction_only_while_stable_and_canary_both_run() -> None:
+    cluster = Cluster()
+    spec = canary_spec()
+    spec["runtime"]["replicas"] = 1
+    cluster.apply(spec)
+    cluster.tick()
+    cluster.settle()
+    cluster.tick(15)
+    old, new = child(V1, spec), child(V2, spec)
+    # Nothing rolling: one replica is evictable, as any single-replica workload's.
+    assert cluster.budgets() == {old: 1}
+
+    cluster.apply(with_model_uri(spec, V2))
+    cluster.tick(1)
+    cluster.settle()
+    assert cluster.budgets() == {old: 0, new: 0}
+
+    cluster.provider.answers["ALERTS"] = FIRING
+    cluster.run_until_phase("RolledBack")
+    # The aborted canary's pod stays for abortScaleDownDelay, then its budget goes with it.
+    assert cluster.deployments() == {old: (1, "stable"), new: (1, "canary")}
+    cluster.tick(30)
+    assert cluster.deployments() == {old: (1, "stable")}
+    assert cluster.budgets() == {old: 1}
+    assert cluster.tick(15) == []
+
+
+def test_turning_disruption_budgets_off_deletes_them_and_makes_no_new_revision() -> None:
+    cluster = Cluster()
+    spec = canary_spec()
+    cluster.apply(spec)
+    cluster.tick()
+    cluster.settle()
+    cluster.tick(15)
+    stable = child(V1, spec)
+    assert cluster.budgets() == {stable: 1}
+
+    cluster.apply({**spec, "disruptionBudget": {"enabled": False}})
+    assert targets(cluster.tick(1)) == [
+        f"patch modelrollouts/{NAME}/status",
+        f"delete poddisruptionbudgets/{stable}",
+    ]
+    assert cluster.budgets() == {}
+    assert cluster.deployments() == {stable: (2, "stable")}
+    assert cluster.tick(15) == []
