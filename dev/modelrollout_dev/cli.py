@@ -16,6 +16,12 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="a real rollout on the local cluster: one good revision, one bad"
     )
     demo.add_argument("--keep-cluster", action="store_true", help="leave the cluster up")
+    demo.add_argument(
+        "--engine",
+        choices=("torch", "vllm"),
+        default="torch",
+        help="torch: a good and a bad torch revision; vllm: torch to vLLM, then a slow vLLM",
+    )
     demo.set_defaults(handler=_run_demo)
     return parser
 
@@ -24,7 +30,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     # Imported here: the cluster commands need none of the demo's traffic stand-ins (starlette).
     from modelrollout_dev import demo
 
-    return demo.run(keep_cluster=args.keep_cluster)
+    return demo.run(keep_cluster=args.keep_cluster, engine=args.engine)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

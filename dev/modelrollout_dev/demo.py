@@ -1,10 +1,16 @@
 """`modelrollout demo`: a real rollout on the local cluster, narrated.
 
 Starts the local cluster and Prometheus, installs the CRD, runs the operator,
-and drives traffic through real `modelserve` processes standing in for the
-pods (kwok runs no containers; see `podprocesses` and `gateway`). Rolls out a
-good revision to promotion, then a bad one (injected errors) to automatic
-rollback, printing the progress as it goes.
+and drives traffic through real model servers run as the pods' own command lines
+(the harness is the kubelet of a node of its own; see `podprocesses` and
+`gateway`), printing the progress as it goes.
+
+- engine torch (the default): a good revision promoted, then a bad one
+  (injected errors) rolled back on its own;
+- engine vllm: the torch revision moved to vLLM (its CPU build) with the same
+  weights, judged by a quality gate that compares both engines' greedy answers
+  and promoted; then a vLLM revision that runs one request at a time
+  (`--max-num-seqs 1`), rolled back by its time to first token against stable.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Any
 import yaml
 from kubernetes import config
 
-from modelrollout.kube.api import MODELROLLOUTS, KubeApi
+from modelrollout.kube.api import CONFIGMAPS, MODELROLLOUTS, KubeApi
 from modelrollout.kube.labels import GROUP, VERSION
 from modelrollout_dev import cluster
 from modelrollout_dev.gateway import Gateway
@@ -162,7 +168,113 @@ def make_tiny_models(root: Path, count: int = 2) -> list[Path]:
     return paths
 
 
-def run(keep_cluster: bool) -> int:
+# vLLM's CPU build here: a 1 GiB KV cache, float32, a 512-token context, no torch.compile
+# warm-up (half of a start on 2 cores, for a model this small).
+VLLM_ARGS = ["--max-model-len", "512", "--dtype", "float32", "--enforce-eager"]
+GATE_SUITE = {
+    "prompts": [
+        {"name": f"p{index}", "prompt": prompt, "maxTokens": 8}
+        for index, prompt in enumerate(
+            ["The capital of France is", "Once upon a time", "1, 2, 3, 4,", "def main():"]
+        )
+    ],
+    # Greedy answers of the candidate against stable's: every one the same.
+    "agreement": {"minRatio": 1.0},
+}
+
+
+def vllm_runtime(runtime: dict[str, Any], args: list[str]) -> dict[str, Any]:
+    """`runtime` on engine vllm, with what its CPU build needs here."""
+    return {
+        **runtime,
+        "engine": "vllm",
+        "image": "vllm/vllm-openai:v0.32.0",
+        "env": [{"name": "VLLM_CPU_KVCACHE_SPACE", "value": "1"}],
+        "args": [*VLLM_ARGS, *args],
+        "startupTimeout": "15m",
+        "terminationGracePeriod": "60s",
+        "replicas": 1,
+    }
+
+
+def vllm_scenes(
+    api: KubeApi, pods: PodProcesses, gateway: Gateway, directory: Path, prometheus_url: str
+) -> int:
+    """torch to vLLM of the same weights, promoted; then a slow vLLM revision, rolled back."""
+    from modelserve.tiny_model import TinyModelShape, make_tiny_model
+
+    # vLLM's CPU attention needs heads at least 32 wide: 256 / 4 heads = 64.
+    shape = TinyModelShape(
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
+    model = directory / "models" / "tiny-vllm"
+    if not (model / "config.json").is_file():
+        _say(f"creating a tiny random-weights model in {model}")
+        make_tiny_model(model, seed=0, shape=shape)
+    api.create(
+        CONFIGMAPS,
+        NAMESPACE,
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "chat-gates"},
+            "data": {"suite.yaml": yaml.safe_dump(GATE_SUITE)},
+        },
+    )
+    manifest = rollout_manifest(f"file://{model}", prometheus_url, [], pods.placement())
+    spec = manifest["spec"]
+    spec["runtime"]["replicas"] = 1
+    spec["strategy"]["canary"]["steps"] = [
+        {"setWeight": 50},
+        {"analysis": {"duration": "30s"}},
+        {"evaluation": {"suite": {"configMapName": "chat-gates"}, "timeout": "5m"}},
+    ]
+    # Against a stable on vLLM too: the built-in latency checks read each engine's metrics.
+    ttft_check = {
+        "name": "ttft-vs-stable",
+        "builtin": "ttftP99",
+        "compareTo": "stable",
+        "window": "15s",
+        "breachWhen": "> 2",
+        "for": "3s",
+        "action": "rollback",
+    }
+    spec["progressDeadline"] = "20m"
+    _say("applying ModelRollout chat (torch engine, one replica):")
+    print(yaml.safe_dump(manifest, sort_keys=False), flush=True)
+    generation = _apply(api, manifest)
+    stable = _follow(api, lambda s: s.get("phase") == "Succeeded", generation, 300)
+    _say(f"revision {stable['stableRevision']} is stable and Ready")
+    with BackgroundLoad(gateway.url, ROLLOUT, workers=8) as load:
+        _say("moving it to vLLM, same weights: a quality gate compares both engines' answers")
+        spec["runtime"] = vllm_runtime(spec["runtime"], [])
+        generation = _apply(api, manifest)
+        done = ("Succeeded", "RolledBack")
+        status = _follow(api, lambda s: s.get("phase") in done, generation, 1200)
+        _say(f"outcome: {status['phase']}: {status.get('message', '')}")
+        for gate in status.get("gates") or []:
+            _say(f"  gate {gate['name']}: value {gate.get('value')} passed={gate['passed']}")
+        if status["phase"] != "Succeeded":
+            return 1
+        _say("a vLLM revision that runs one request at a time (--max-num-seqs 1)")
+        spec["runtime"] = vllm_runtime(spec["runtime"], ["--max-num-seqs", "1"])
+        spec["analysis"]["checks"].append(ttft_check)
+        generation = _apply(api, manifest)
+        status = _follow(api, lambda s: s.get("phase") in done, generation, 1200)
+        _say(f"outcome: {status['phase']}: {status.get('message', '')}")
+        for entry in status.get("history", []):
+            _say(f"  history: {entry['revision']} {entry['outcome']}: {entry.get('reason', '')}")
+    _say("answers seen by clients, by serving revision and HTTP status:")
+    for (revision, code), count in sorted(load.snapshot().items()):
+        _say(f"  {revision} {code}: {count}")
+    return 0 if status["phase"] == "RolledBack" else 1
+
+
+def run(keep_cluster: bool, engine: str = "torch") -> int:
     _say("starting the local cluster (real kube-apiserver, scheduler, etcd; kwok nodes)")
     state = cluster.up()
     directory = Path(state.directory)
@@ -179,13 +291,22 @@ def run(keep_cluster: bool) -> int:
     models = make_tiny_models(directory / "models")
     api = KubeApi(config.new_client_from_config(config_file=state.kubeconfig))
 
-    operator = OperatorProcess(state.kubeconfig, NAMESPACE, directory, tick_interval=1.0)
+    # The quality gate's Job runs `modelserve eval`: an image a vLLM image is not.
+    operator = OperatorProcess(
+        state.kubeconfig,
+        NAMESPACE,
+        directory,
+        tick_interval=1.0,
+        extra_env={"MODELROLLOUT_EVALUATION_IMAGE": "modelrollout/modelserve:dev"},
+    )
     operator.start()
     _say(f"operator running (pid {operator.pid}, log {operator.log_path})")
     pods = PodProcesses(api, NAMESPACE, state.prometheus, directory / "demo-pods").start()
     gateway = Gateway(api, NAMESPACE, pods, service=ROLLOUT).start()
     load = BackgroundLoad(gateway.url, ROLLOUT)
     try:
+        if engine == "vllm":
+            return vllm_scenes(api, pods, gateway, directory, state.prometheus_url)
         first = rollout_manifest(f"file://{models[0]}", state.prometheus_url, [], pods.placement())
         _say("applying ModelRollout chat (torch engine, tiny model v1):")
         print(yaml.safe_dump(first, sort_keys=False), flush=True)
