@@ -38,6 +38,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -73,9 +74,10 @@ ENGINES: dict[str, dict[str, Any]] = {
     "vllm": {
         "engine": "vllm",
         "image": "vllm/vllm-openai:v0.32.0",
-        # vLLM's CPU build on this machine: a 1 GiB KV cache, float32, a context the model holds.
+        # vLLM's CPU build on this machine: a 1 GiB KV cache, float32, a context the model
+        # holds, and no torch.compile (minutes per start on a loaded 2-core machine).
         "env": [{"name": "VLLM_CPU_KVCACHE_SPACE", "value": "1"}],
-        "args": ["--max-model-len", "512", "--dtype", "float32"],
+        "args": ["--max-model-len", "512", "--dtype", "float32", "--enforce-eager"],
         "startupTimeout": "10m",
     },
 }
@@ -223,10 +225,13 @@ class Departures:
         self._thread.join(timeout=5)
 
 
-def manifest(engine: str, model: Path, placement: dict[str, Any], cycle: int) -> dict[str, Any]:
+def manifest(
+    engine: str, model: Path, placement: dict[str, Any], cycle: int, grace: str
+) -> dict[str, Any]:
     runtime = {
         **ENGINES[engine],
         "replicas": 1,
+        "terminationGracePeriod": grace,
         "podAnnotations": {CYCLE_ANNOTATION: str(cycle)},
         **placement,
     }
@@ -290,7 +295,8 @@ def run_engine(
     cycle_times: list[float] = []
     load: Load | None = None
     try:
-        api.create(MODELROLLOUTS, NAMESPACE, manifest(engine, model, pods.placement(), 0))
+        first = manifest(engine, model, pods.placement(), 0, args.grace)
+        api.create(MODELROLLOUTS, NAMESPACE, first)
         wait(lambda: status(api).get("phase") == "Succeeded", 600, "the first revision stable")
 
         def serving(revision: str) -> bool:
@@ -303,7 +309,7 @@ def run_engine(
         for cycle in range(1, args.cycles + 1):
             began = time.monotonic()
             previous = stable
-            body = manifest(engine, model, pods.placement(), cycle)
+            body = manifest(engine, model, pods.placement(), cycle, args.grace)
             api.merge_patch(MODELROLLOUTS, NAMESPACE, NAME, {"spec": body["spec"]})
             wait(
                 lambda: status(api).get("phase") == "Succeeded"
@@ -351,6 +357,7 @@ def run_engine(
     return {
         "engine": engine,
         "drain": "off (--no-drain)" if args.no_drain else "on (the operator's pod spec)",
+        "termination_grace_period": args.grace,
         "cycles": len(cycle_times),
         "departures": len(departures.left),
         "requests": len(requests),
@@ -377,8 +384,16 @@ def main() -> int:
         action="store_true",
         help="the operator's pod spec without preStop and with a drain time of 0 (before)",
     )
+    parser.add_argument(
+        "--grace",
+        default="180s",
+        help="runtime.terminationGracePeriod: longer than the longest request (default 180s: "
+        "a 400-token modelserve answer took over 50 s on a loaded 2-core machine)",
+    )
     parser.add_argument("--keep-cluster", action="store_true")
     args = parser.parse_args()
+    # Stopped with SIGTERM (e.g. from a background job, where SIGINT is ignored), still clean up.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     # A cluster per engine, so that the two engines' runs can go side by side.
     cluster_name = f"bench-drain-{args.engine}"
