@@ -324,10 +324,11 @@ def run_engine(
                 f"cycle {cycle}: the previous pod gone",
             )
             cycle_times.append(time.monotonic() - began)
-            failed = sum(1 for r in load.done() if r.outcome != "ok")
+            failed = Counter(r.outcome for r in load.done() if r.outcome != "ok")
             print(
                 f"[{engine}] cycle {cycle:2d}: {previous} -> {stable} in "
-                f"{cycle_times[-1]:.0f}s; {len(load.done())} requests, {failed} failed",
+                f"{cycle_times[-1]:.0f}s; {len(load.done())} requests, "
+                f"{sum(failed.values())} failed {dict(failed)}",
                 flush=True,
             )
         time.sleep(2)
