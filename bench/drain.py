@@ -15,8 +15,8 @@ promotion the previous revision's Deployment goes 1 -> 0 and its pod leaves
 while the load has requests in flight on it. At most two servers run at once
 (the stable and the canary pod).
 
-The load: `--workers` client threads, each sending completions of 200-400
-tokens (ignore_eos) in turn streamed and not streamed, through the gateway,
+The load: `--workers` client threads, each sending completions of `--tokens`
+(200-400 by default, ignore_eos) in turn streamed and not, through the gateway,
 for the whole run. A request fails when it gets no 200, raises, or (streamed)
 ends without a finish_reason of "length"/"stop" and `[DONE]`, or (not
 streamed) without every token asked for. A request is in flight at a pod's
@@ -115,8 +115,9 @@ class Request:
 class Load:
     """Client threads sending long completions, streamed and not, until stopped."""
 
-    def __init__(self, url: str, workers: int, seed: int = 0) -> None:
+    def __init__(self, url: str, workers: int, tokens: tuple[int, int], seed: int = 0) -> None:
         self.url = url
+        self.tokens = tokens
         self.requests: list[Request] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -129,7 +130,7 @@ class Load:
         stream = rng.random() < 0.5
         with httpx.Client(timeout=httpx.Timeout(300.0, connect=5.0)) as http:
             while not self._stop.is_set():
-                max_tokens = rng.randint(200, 400)
+                max_tokens = rng.randint(*self.tokens)
                 body = {
                     "model": NAME,
                     "prompt": rng.choice(PROMPTS),
@@ -304,7 +305,7 @@ def run_engine(
 
         stable = status(api)["stableRevision"]
         wait(lambda: serving(stable), 600, "the first server to load")
-        load = Load(gateway.url, args.workers).start()
+        load = Load(gateway.url, args.workers, args.tokens).start()
         time.sleep(3)
         for cycle in range(1, args.cycles + 1):
             began = time.monotonic()
@@ -360,6 +361,7 @@ def run_engine(
         "drain": "off (--no-drain)" if args.no_drain else "on (the operator's pod spec)",
         "termination_grace_period": args.grace,
         "workers": args.workers,
+        "max_tokens": "-".join(map(str, args.tokens)),
         "cycles": len(cycle_times),
         "departures": len(departures.left),
         "requests": len(requests),
@@ -397,6 +399,12 @@ def main() -> int:
         help="runtime.terminationGracePeriod: longer than the longest request (default 180s: "
         "a 400-token modelserve answer took over 50 s on a loaded 2-core machine)",
     )
+    parser.add_argument(
+        "--tokens",
+        type=lambda text: tuple(int(n) for n in text.split("-", 1)),
+        default=(200, 400),
+        help="the range of max_tokens (ignore_eos) of each request, MIN-MAX",
+    )
     parser.add_argument("--keep-cluster", action="store_true")
     args = parser.parse_args()
     if args.workers is None:
@@ -404,8 +412,8 @@ def main() -> int:
     # Stopped with SIGTERM (e.g. from a background job, where SIGINT is ignored), still clean up.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
-    # A cluster per engine, so that the two engines' runs can go side by side.
-    cluster_name = f"bench-drain-{args.engine}"
+    # A cluster per engine and mode, so that runs can go side by side.
+    cluster_name = f"bench-drain-{args.engine}{'-off' if args.no_drain else ''}"
     state = cluster.up(cluster_name, gpu_nodes=1, gpus_per_node=1)
     crd = Path(__file__).resolve().parents[1] / "crds" / "modelrollouts.modelrollout.dev.yaml"
     kubectl = [state.kubectl, "--kubeconfig", state.kubeconfig]
