@@ -8,6 +8,12 @@
 # pip_cert, the CA bundle it may name; neither ends up in a layer.
 ARG BASE=python:3.11-slim
 
+# The dependencies as a requirements file: the layer installing them is rebuilt only when
+# this file's content changes, not on every edit of pyproject.toml.
+FROM ${BASE} AS requirements
+COPY docker/dependencies.py pyproject.toml /src/
+RUN python3 /src/dependencies.py '/src/pyproject.toml[operator]' >/requirements.txt
+
 FROM ${BASE} AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -22,14 +28,13 @@ FROM ${BASE}
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 RUN groupadd --system --gid 10001 app && useradd --system --uid 10001 --gid app --no-create-home app \
  && python3 -m venv /opt/venv
-# Dependencies first, in a layer that only a change of pyproject.toml rebuilds.
-COPY docker/dependencies.py pyproject.toml /tmp/deps/
+# Dependencies first, in a layer of their own: a code change does not reinstall them.
+COPY --from=requirements /requirements.txt /tmp/requirements.txt
 RUN --mount=type=secret,id=pip_conf --mount=type=secret,id=pip_cert \
     --mount=type=cache,target=/root/.cache/pip \
-    python3 /tmp/deps/dependencies.py '/tmp/deps/pyproject.toml[operator]' >/tmp/deps/requirements.txt \
- && PIP_CONFIG_FILE=/run/secrets/pip_conf PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    pip install -r /tmp/deps/requirements.txt \
- && rm -rf /tmp/deps
+    PIP_CONFIG_FILE=/run/secrets/pip_conf PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    pip install -r /tmp/requirements.txt \
+ && rm /tmp/requirements.txt
 COPY --from=build /wheels /tmp/wheels
 RUN PIP_DISABLE_PIP_VERSION_CHECK=1 pip install --no-cache-dir --no-deps /tmp/wheels/modelrollout-*.whl \
  && pip check && rm -rf /tmp/wheels

@@ -8,6 +8,15 @@
 # BASE and the pip_conf/pip_cert secrets: as in operator.Dockerfile.
 ARG BASE=python:3.11-slim
 
+# The dependencies as a requirements file: the layer installing them (torch: gigabytes) is
+# rebuilt only when this file's content changes, not on every edit of a pyproject.toml.
+FROM ${BASE} AS requirements
+COPY docker/dependencies.py /src/
+COPY pyproject.toml /src/modelrollout/
+COPY serving/pyproject.toml /src/modelserve/
+RUN python3 /src/dependencies.py /src/modelrollout/pyproject.toml /src/modelserve/pyproject.toml \
+      >/requirements.txt
+
 FROM ${BASE} AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -24,17 +33,13 @@ ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
     HF_HOME=/tmp/huggingface
 RUN groupadd --system --gid 10001 app && useradd --system --uid 10001 --gid app --no-create-home app \
  && python3 -m venv /opt/venv
-# Dependencies first (torch: gigabytes), in a layer that only a change of a pyproject.toml rebuilds.
-COPY docker/dependencies.py /tmp/deps/
-COPY pyproject.toml /tmp/deps/modelrollout/
-COPY serving/pyproject.toml /tmp/deps/modelserve/
+# Dependencies first, in a layer of their own: a code change does not reinstall torch.
+COPY --from=requirements /requirements.txt /tmp/requirements.txt
 RUN --mount=type=secret,id=pip_conf --mount=type=secret,id=pip_cert \
     --mount=type=cache,target=/root/.cache/pip \
-    python3 /tmp/deps/dependencies.py /tmp/deps/modelrollout/pyproject.toml \
-      /tmp/deps/modelserve/pyproject.toml >/tmp/deps/requirements.txt \
- && PIP_CONFIG_FILE=/run/secrets/pip_conf PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    pip install -r /tmp/deps/requirements.txt \
- && rm -rf /tmp/deps
+    PIP_CONFIG_FILE=/run/secrets/pip_conf PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    pip install -r /tmp/requirements.txt \
+ && rm /tmp/requirements.txt
 COPY --from=build /wheels /tmp/wheels
 RUN PIP_DISABLE_PIP_VERSION_CHECK=1 pip install --no-cache-dir --no-deps \
       /tmp/wheels/modelrollout-*.whl /tmp/wheels/modelserve-*.whl \

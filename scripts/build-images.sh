@@ -69,8 +69,8 @@ make_local_base() {
     log "no $public_base here and no mmdebstrap to make a base: apt-get install mmdebstrap, or set BASE_IMAGE"
     exit 1
   }
-  log "making $local_base with mmdebstrap (once; about a minute and a half)"
-  local rootfs
+  log "making $local_base with mmdebstrap (once; minutes)"
+  local rootfs started=$SECONDS
   rootfs="$(mktemp --suffix=.tar)"
   # Documentation and translations are of no use in an image.
   mmdebstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
@@ -79,6 +79,7 @@ make_local_base() {
     "$debian_release" "$rootfs" >&2
   "$builder" import --change 'CMD ["/bin/bash"]' "$rootfs" "$local_base" >/dev/null
   rm -f "$rootfs"
+  log "made $local_base in $((SECONDS - started)) s"
 }
 
 base="${BASE_IMAGE:-}"
