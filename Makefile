@@ -1,10 +1,14 @@
-.PHONY: demo test e2e-kind crds reference
+.PHONY: demo test images e2e-kind crds reference
 
 demo:
 	bash scripts/demo.sh
 
 test:
 	bash scripts/test.sh
+
+# operator, modelserve and modelserve:e2e, with docker or else podman (docs/development.md, "Images").
+images:
+	bash scripts/build-images.sh
 
 # Needs Docker and kind; cannot run on the development machine (see README).
 e2e-kind:
