@@ -7,10 +7,11 @@ Ready when its own probes pass; `Gateway` routes requests the way the Service
 says; the evaluation Job's pod runs its own `modelserve eval`. The operator,
 the API server, Prometheus, vLLM, modelserve and their metrics are real.
 
-vLLM on this CPU build: a 1 GiB KV cache, float32, a 512-token context, and a
-model whose attention heads are 64 wide (the CPU attention needs 32 or more).
-A vLLM server takes 40-180 s to start here and ~4 GiB: one replica per
-revision, never more than two servers at once.
+vLLM on this CPU build: a 1 GiB KV cache, float32, a 512-token context,
+`--enforce-eager` (its torch.compile warm-up took five of a start's ten minutes
+on a busy 2-core machine, for a model this small), and a model whose attention
+heads are 64 wide (the CPU attention needs 32 or more). A vLLM server takes
+~4 GiB: one replica per revision, never more than two servers at once.
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ __all__ = ["traffic"]  # the harness fixture shared with the traffic tests
 
 # The image a cluster would pull; here only its command line runs, under the CPU build.
 VLLM_IMAGE = "vllm/vllm-openai:v0.32.0"
-# Model load, warm-up and compilation: about a minute on an idle 2-core machine, over
-# ten on one shared with other vLLM servers; the startup probe polls every 10 s.
+# A start took up to ten minutes on a 2-core machine shared with other vLLM servers;
+# the startup probe polls every 10 s.
 VLLM_READY_WITHIN = 900
 # A vLLM canary's start, its steps and (for the gates) the evaluation Job.
 ROLLOUT_WITHIN = VLLM_READY_WITHIN + 300
@@ -172,7 +173,7 @@ def vllm_runtime(
         "engine": "vllm",
         "image": VLLM_IMAGE,
         "env": [{"name": "VLLM_CPU_KVCACHE_SPACE", "value": "1"}, *(env or [])],
-        "args": ["--max-model-len", "512", "--dtype", "float32", *(args or [])],
+        "args": ["--max-model-len", "512", "--dtype", "float32", "--enforce-eager", *(args or [])],
         "terminationGracePeriod": "60s",
         "startupTimeout": "15m",
     }
@@ -348,8 +349,8 @@ def test_vllm_canaries_rolled_back_by_ttft_against_stable_and_by_vllms_own_error
     stable = rollouts.wait_phase("chat", {"Succeeded"}, VLLM_READY_WITHIN)["stableRevision"]
     wait_until(lambda: serving(pods, stable), VLLM_READY_WITHIN, "the stable vLLM server")
 
-    # Enough clients that requests overlap on each server.
-    with BackgroundLoad(gateway.url, "chat", workers=6) as load:
+    # Enough clients that several requests wait on each server at once.
+    with BackgroundLoad(gateway.url, "chat", workers=8) as load:
         rollouts.patch_spec(
             "chat", {"runtime": vllm_runtime(manifest, ["--max-num-seqs", "1"], keep_alive)}
         )
