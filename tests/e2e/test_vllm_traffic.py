@@ -138,6 +138,14 @@ def pod_history(rollouts: Rollouts) -> Iterator[ObjectWatch]:
         print(f"vLLM pod {pod}: Ready {seconds:.0f}s after its container started")
 
 
+@pytest.fixture
+def job_history(rollouts: Rollouts) -> Iterator[ObjectWatch]:
+    """Every version of the namespace's Jobs: the evaluation Jobs, gone once they are done."""
+    batch = client.BatchV1Api(rollouts.apps.api_client)
+    with ObjectWatch(batch.list_namespaced_job, rollouts.namespace) as watched:
+        yield watched
+
+
 def vllm_ready_times(pods: ObjectWatch) -> dict[str, float]:
     """Seconds from each vLLM container's start to its pod's first Ready, as the kubelet
     reported them (the container's startedAt, the Ready condition's lastTransitionTime)."""
@@ -224,6 +232,7 @@ def test_torch_to_vllm_of_the_same_weights_passes_agreement_other_weights_are_ro
     prometheus: PrometheusHandle,
     gate_step: dict[str, Any],
     pod_history: ObjectWatch,
+    job_history: ObjectWatch,
 ) -> None:
     pods, gateway = traffic
     analysis = {
@@ -280,12 +289,11 @@ def test_torch_to_vllm_of_the_same_weights_passes_agreement_other_weights_are_ro
     assert answers.get((other, "200"), 0) > 0, answers
     assert {status for _, status in answers} == {"200"}, answers
     # The evaluation Jobs ran modelserve's image, not the vLLM image.
-    jobs = client.BatchV1Api(rollouts.apps.api_client).list_namespaced_job(
-        rollouts.namespace, label_selector=EVALUATION_LABEL
-    )
     images = {
-        job.metadata.labels[REVISION_LABEL]: job.spec.template.spec.containers[0].image
-        for job in jobs.items
+        job["metadata"]["labels"][REVISION_LABEL]: pod["containers"][0]["image"]
+        for _, job in job_history.events
+        if EVALUATION_LABEL in job["metadata"].get("labels", {})
+        for pod in [job["spec"]["template"]["spec"]]
     }
     assert images == {on_vllm: TEST_IMAGE, other: TEST_IMAGE}, images
     assert len(vllm_ready_times(pod_history)) == 2, vllm_ready_times(pod_history)
