@@ -50,11 +50,18 @@ def test_detokenizer_holds_back_a_possible_stop_and_cuts_before_it() -> None:
     assert all("END" not in d for d in deltas)
 
 
-def test_detokenizer_waits_for_an_incomplete_character_but_flushes_it_at_the_end() -> None:
+def test_detokenizer_waits_for_an_incomplete_character_and_drops_it_at_the_end_like_vllm() -> None:
     detokenizer = IncrementalDetokenizer(CharDecoder(), ())
     assert detokenizer.add_token(ord("a")) == "a"
     assert detokenizer.add_token(0xFFFD) == ""
-    assert detokenizer.flush() == "\ufffd"
+    assert detokenizer.flush() == ""
+
+
+def test_detokenizer_sends_an_invalid_byte_once_text_follows_it() -> None:
+    detokenizer = IncrementalDetokenizer(CharDecoder(), ())
+    assert detokenizer.add_token(0xFFFD) == ""
+    assert detokenizer.add_token(ord("b")) == "\ufffdb"
+    assert detokenizer.flush() == ""
 
 
 def test_fault_parameters_need_the_switch() -> None:

@@ -145,7 +145,11 @@ def test_greedy_decoding_is_deterministic_and_equals_generate(
             )[0, input_ids.shape[1] :]
         expected_tokens = [tokenizer.decode([t]) for t in generated.tolist()]
         assert first["logprobs"]["tokens"] == expected_tokens
-        assert first["text"] == tokenizer.decode(generated, skip_special_tokens=True)
+        # As vLLM's detokenizer: text up to the last token that completes a character.
+        complete = len(generated)
+        while tokenizer.decode(generated[:complete], skip_special_tokens=True).endswith("\ufffd"):
+            complete -= 1
+        assert first["text"] == tokenizer.decode(generated[:complete], skip_special_tokens=True)
 
 
 def test_prompt_logprobs_with_echo_match_the_model(

@@ -16,8 +16,9 @@ class IncrementalDetokenizer:
 
     Text that could still be the start of a stop string is held back, and an
     incomplete UTF-8 sequence (decoded as U+FFFD) waits for its next byte, so
-    every delta sent is final (at the end, an incomplete sequence is sent as is).
-    Like vLLM, the stop string is not part of the output.
+    every delta sent is final. Like vLLM's detokenizer, a sequence still incomplete
+    when the request ends is never sent, and the stop string is not part of the
+    output: the same greedy tokens give the same text from either engine.
     """
 
     def __init__(self, decoder: Decoder, stop: tuple[str, ...]) -> None:
@@ -35,10 +36,9 @@ class IncrementalDetokenizer:
         text = self._decoder.decode(
             self._token_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
         )
-        # Kept even when incomplete: at the end of the request it is all there is.
-        self._text = text
         if text.endswith("\ufffd"):
             return ""
+        self._text = text
         if self._stop:
             search_from = max(0, self._sent - self._hold_back)
             hits = [i for i in (text.find(s, search_from) for s in self._stop) if i >= 0]
