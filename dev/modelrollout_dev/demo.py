@@ -248,7 +248,12 @@ def vllm_scenes(
     print(yaml.safe_dump(manifest, sort_keys=False), flush=True)
     generation = _apply(api, manifest)
     stable = _follow(api, lambda s: s.get("phase") == "Succeeded", generation, 300)
-    _say(f"revision {stable['stableRevision']} is stable and Ready")
+    _say(f"revision {stable['stableRevision']} is stable; waiting for its server's probes")
+    deadline = time.monotonic() + 300
+    while not any(e.healthy for e in pods.endpoints().values()):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the model server did not become Ready")
+        time.sleep(0.5)
     with BackgroundLoad(gateway.url, ROLLOUT, workers=8) as load:
         _say("moving it to vLLM, same weights: a quality gate compares both engines' answers")
         spec["runtime"] = vllm_runtime(spec["runtime"], [])

@@ -53,7 +53,8 @@ class BackgroundLoad:
     def stop(self) -> None:
         self._stop.set()
         for thread in self._threads:
-            thread.join(timeout=60)
+            if thread.ident is not None:  # started
+                thread.join(timeout=60)
 
     def __enter__(self) -> BackgroundLoad:
         return self.start()
