@@ -12,6 +12,8 @@ purpose: both are part of set-up (scripts/bootstrap.sh).
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -50,7 +52,18 @@ def test_client_latencies_agree_with_server_histograms(tmp_path: Path) -> None:
         "--guidellm-python", str(guidellm), "--vllm-python", str(vllm),
         "--json", str(figures),
     ]  # fmt: skip
-    run = subprocess.run(command, capture_output=True, text=True, timeout=1100)
+    # A session of its own: on a timeout the bench's servers (vLLM and its engine
+    # process) go with it instead of outliving the test.
+    bench = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        stdout, stderr = bench.communicate(timeout=1100)
+    except subprocess.TimeoutExpired:
+        os.killpg(bench.pid, signal.SIGKILL)
+        stdout, stderr = bench.communicate()
+        pytest.fail(f"the bench did not finish in 1100 s:\n{stdout}{stderr}")
+    run = subprocess.CompletedProcess(command, bench.returncode, stdout, stderr)
 
     assert run.returncode == 0, run.stdout + run.stderr
     comparisons = json.loads(figures.read_text())["comparisons"]
