@@ -31,7 +31,7 @@ from modelrollout_dev import cluster
 from modelrollout_dev.gateway import Gateway
 from modelrollout_dev.load import BackgroundLoad
 from modelrollout_dev.operator_process import OperatorProcess
-from modelrollout_dev.podprocesses import PodProcesses
+from modelrollout_dev.podprocesses import PodProcesses, harness_node_name
 
 NAMESPACE = "demo"
 ROLLOUT = "chat"
@@ -286,6 +286,17 @@ def run(keep_cluster: bool, engine: str = "torch") -> int:
     kubectl = [state.kubectl, "--kubeconfig", state.kubeconfig]
     subprocess.run(
         [*kubectl, "apply", "--server-side", "-f", str(CRD_FILE)], check=True, capture_output=True
+    )
+    # A demo stopped by force leaves its harness node and pods behind: with no kubelet
+    # left to finish them, the pods would hold the namespace's deletion for ever.
+    subprocess.run(
+        [*kubectl, "delete", "node", harness_node_name(NAMESPACE), "--ignore-not-found"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [*kubectl, "delete", "pods", "--all", "-n", NAMESPACE, "--force", "--grace-period=0"],
+        capture_output=True,
     )
     subprocess.run(
         [*kubectl, "delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait"],
