@@ -116,7 +116,12 @@ def test_healthy_canary_walks_every_step_and_promotes_without_restarting_pods(
         service = scenario.rollouts.core.read_namespaced_service(
             "chat", scenario.rollouts.namespace
         )
-        assert service.spec.selector == {"modelrollout.dev/rollout": "chat"}
+        # The Service selects the serving pods: all of the promoted revision's.
+        assert service.spec.selector == {
+            "modelrollout.dev/rollout": "chat",
+            "modelrollout.dev/serving": "true",
+        }
+        assert all(p["metadata"]["labels"].get("modelrollout.dev/serving") == "true" for p in pods)
 
 
 def test_canary_the_scheduler_cannot_place_reports_why_and_rolls_back_at_the_deadline(

@@ -474,7 +474,10 @@ def test_kube_apiserver_restarted_mid_rollout_the_operator_finishes_it_exactly_o
         else:
             assert found["services"] == ["chat"], found
             service = rollouts.core.read_namespaced_service("chat", namespace)
-            assert service.spec.selector == {"modelrollout.dev/rollout": "chat"}
+            assert service.spec.selector == {
+                "modelrollout.dev/rollout": "chat",
+                "modelrollout.dev/serving": "true",
+            }
 
     print(f"apiserver restart test ({router}): {timeline}")
     assert timeline.elapsed < APISERVER_TEST_BOUND_SECONDS
