@@ -464,6 +464,11 @@ class PodProcesses:
         if command[0] != shutil.which("modelserve", path=str(Path(sys.executable).parent)):
             # vLLM's interpreter has its own site-packages: the project's path would shadow them.
             env.pop("PYTHONPATH", None)
+            # A kubelet gives each container a cpuset of its own; here every server sees the
+            # same cores, and vLLM's CPU build pins its threads to the first one it sees:
+            # two servers on one core starve each other (a canary's start stalled for
+            # minutes behind a loaded stable). Unpinned, unless the pod says otherwise.
+            env["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"
         for variable in container.spec.get("env") or []:
             if "value" in variable:
                 env[variable["name"]] = variable["value"]
