@@ -121,7 +121,16 @@ def test_healthy_canary_walks_every_step_and_promotes_without_restarting_pods(
             "modelrollout.dev/rollout": "chat",
             "modelrollout.dev/serving": "true",
         }
-        assert all(p["metadata"]["labels"].get("modelrollout.dev/serving") == "true" for p in pods)
+        serving = then.expect_pods(
+            new,
+            "2, all serving",
+            lambda pods: (
+                [p["metadata"]["labels"].get("modelrollout.dev/serving") for p in pods]
+                == ["true"] * 2
+            ),
+            within=30,
+        ).pods
+        assert {p["metadata"]["uid"] for p in serving} == {p["metadata"]["uid"] for p in pods}
 
 
 def test_canary_the_scheduler_cannot_place_reports_why_and_rolls_back_at_the_deadline(
