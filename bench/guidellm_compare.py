@@ -47,7 +47,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelserve.loadgen import LoadConfig, Target, run_load
-from modelserve.tiny_model import TinyModelShape, make_tiny_model
+from modelserve.tiny_model import VLLM_SHAPE, make_tiny_model
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_NAME = "tiny"
@@ -343,14 +343,7 @@ def main() -> int:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="guidellm-compare-"))
-    # vLLM's CPU attention needs head_dim >= 32: 256 / 4 heads = 64.
-    shape = TinyModelShape(
-        hidden_size=256,
-        intermediate_size=512,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-    )
+    shape = VLLM_SHAPE
     args.model_dir = make_tiny_model(work / "model", seed=0, shape=shape)
     if "guidellm" in args.clients and args.guidellm_python is None:
         args.guidellm_python = env_python("guidellm-env.sh")

@@ -201,16 +201,9 @@ def vllm_scenes(
     api: KubeApi, pods: PodProcesses, gateway: Gateway, directory: Path, prometheus_url: str
 ) -> int:
     """torch to vLLM of the same weights, promoted; then a slow vLLM revision, rolled back."""
-    from modelserve.tiny_model import TinyModelShape, make_tiny_model
+    from modelserve.tiny_model import VLLM_SHAPE, make_tiny_model
 
-    # vLLM's CPU attention needs heads at least 32 wide: 256 / 4 heads = 64.
-    shape = TinyModelShape(
-        hidden_size=256,
-        intermediate_size=512,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-    )
+    shape = VLLM_SHAPE
     model = directory / "models" / "tiny-vllm"
     if not (model / "config.json").is_file():
         _say(f"creating a tiny random-weights model in {model}")

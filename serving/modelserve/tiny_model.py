@@ -94,6 +94,17 @@ def train_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
     )
 
 
+# The tiny model in a shape vLLM's CPU build serves: its attention needs heads at least
+# 32 wide (256 / 4 heads = 64; the default shape's are 16).
+VLLM_SHAPE = TinyModelShape(
+    hidden_size=256,
+    intermediate_size=512,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+)
+
+
 def make_tiny_model(out_dir: Path, seed: int = 0, shape: TinyModelShape | None = None) -> Path:
     """Write a tiny LlamaForCausalLM (safetensors) and its tokenizer to `out_dir`."""
     shape = shape or TinyModelShape()

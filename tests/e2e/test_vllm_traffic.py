@@ -86,16 +86,10 @@ def vllm_cpu_build() -> Path:
 def vllm_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Tiny models both engines serve (heads 64 wide): `same` (seed 0) and `other` (seed 1),
     of one shape; and `narrow`, the default tiny model, whose heads are 16 wide."""
-    from modelserve.tiny_model import TinyModelShape, make_tiny_model
+    from modelserve.tiny_model import VLLM_SHAPE, make_tiny_model
 
     root = tmp_path_factory.mktemp("vllm-models")
-    shape = TinyModelShape(
-        hidden_size=256,
-        intermediate_size=512,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-    )
+    shape = VLLM_SHAPE
     return {
         "same": make_tiny_model(root / "same", seed=0, shape=shape),
         "other": make_tiny_model(root / "other", seed=1, shape=shape),

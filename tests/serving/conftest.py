@@ -28,16 +28,9 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def vllm_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model in a shape vLLM's CPU build serves."""
-    from modelserve.tiny_model import TinyModelShape, make_tiny_model
+    from modelserve.tiny_model import VLLM_SHAPE, make_tiny_model
 
-    # vLLM's CPU attention needs head_dim >= 32: 256 / 4 heads = 64 (the default has 16).
-    shape = TinyModelShape(
-        hidden_size=256,
-        intermediate_size=512,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-    )
+    shape = VLLM_SHAPE
     return make_tiny_model(tmp_path_factory.mktemp("vllm-tiny"), seed=0, shape=shape)
 
 
