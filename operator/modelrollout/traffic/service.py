@@ -84,6 +84,7 @@ class ServiceRouter:
         if backends.canary is not None:
             serving[backends.canary] = canary_weight > 0
         rollout = backends.rollout
+        changes: list[tuple[str, bool]] = []
         for pod in self._api.list(
             PODS, rollout.namespace, label_selector(selector_labels(rollout.name))
         ):
@@ -92,12 +93,17 @@ class ServiceRouter:
             if wanted is None or pod["metadata"].get("deletionTimestamp"):
                 continue
             if (labels.get(SERVING_LABEL) == "true") != wanted:
-                self._api.merge_patch(
-                    PODS,
-                    rollout.namespace,
-                    pod["metadata"]["name"],
-                    {"metadata": {"labels": {SERVING_LABEL: "true" if wanted else None}}},
-                )
+                changes.append((pod["metadata"]["name"], wanted))
+        # Make before break: every pod that joins the Service is labelled before any leaves,
+        # so whoever reads the pods between two patches (the endpoints controller) never
+        # finds the Service empty when traffic moves from one revision to the other at once.
+        for name, wanted in sorted(changes, key=lambda change: not change[1]):
+            self._api.merge_patch(
+                PODS,
+                rollout.namespace,
+                name,
+                {"metadata": {"labels": {SERVING_LABEL: "true" if wanted else None}}},
+            )
 
     def _serving_ready_pods(self, backends: Backends) -> dict[str, int]:
         rollout = backends.rollout

@@ -576,6 +576,35 @@ def test_under_the_service_router_a_canary_serves_only_once_its_weight_is_above_
     )
 
 
+def test_traffic_moving_at_once_labels_the_new_pods_before_the_old_ones_leave() -> None:
+    """Promotion straight from weight 0: the Service is never left selecting no pod."""
+    cluster = Cluster()
+    spec = canary_spec(router="service")
+    spec["strategy"]["canary"]["steps"] = [{"pause": {"duration": "1m"}}]
+    cluster.started(spec)
+    label_patches: list[tuple[str, bool]] = []  # (revision, joins the Service), in order
+    pod_revisions: dict[str, str] = {}
+    for _ in range(40):
+        pod_revisions.update(
+            (pod["metadata"]["name"], pod["metadata"]["labels"][REVISION_LABEL])
+            for pod in cluster.api.list(PODS, NAMESPACE)
+        )
+        for write in cluster.tick(15):
+            labels = (write.body or {}).get("metadata", {}).get("labels", {})
+            if write.resource == PODS and SERVING_LABEL in labels:
+                label_patches.append((pod_revisions[write.name], labels[SERVING_LABEL] == "true"))
+        cluster.settle()
+        if cluster.status.phase == "Succeeded":
+            break
+    assert cluster.status.stable_revision == revision(V2, spec)
+    joined = [
+        i for i, (rev, joins) in enumerate(label_patches) if joins and rev == revision(V2, spec)
+    ]
+    left = [i for i, (rev, joins) in enumerate(label_patches) if not joins]
+    assert joined and left, label_patches
+    assert min(joined) < min(left), label_patches
+
+
 def test_each_revision_has_a_disruption_budget_that_follows_its_replicas() -> None:
     cluster = Cluster()
     spec = canary_spec()
