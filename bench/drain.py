@@ -8,12 +8,15 @@ out of rotation, preStop, SIGTERM, SIGKILL at the end of the grace period),
 and client traffic goes through the Service as the `Gateway` stand-in routes it.
 
 `runtime.replicas` is part of a revision (changing it rolls a new revision
-out), so a pod leaves service in this operator when a revision is replaced.
-Each cycle rolls out a new revision of the same model (only a pod annotation
-differs) with a canary (setWeight 50, a short pause, promotion); on
-promotion the previous revision's Deployment goes 1 -> 0 and its pod leaves
-while the load has requests in flight on it. At most two servers run at once
-(the stable and the canary pod).
+out), so a pod leaves service in this operator when a revision is replaced
+or rolled back. Each cycle rolls out a new revision of the same model (only
+a pod annotation differs) as a canary at setWeight 50, then, by `--leave`:
+- `promotion`: a short pause, promotion; the previous revision's Deployment
+  goes 1 -> 0 and its pod leaves while the load has requests in flight on it;
+- `rollback`: once the canary answers requests, the user aborts
+  (`modelrollout.dev/abort`); the canary's weight goes to 0 and its pod
+  leaves with requests in flight on it.
+At most two servers run at once (the stable and the canary pod).
 
 The load: `--workers` client threads, each sending completions of `--tokens`
 (200-400 by default, ignore_eos) in turn streamed and not, through the gateway,
@@ -25,6 +28,7 @@ left rotation and ended after; cut when such a request failed.
 
     .venv/bin/python bench/drain.py --engine torch --cycles 10              # after
     .venv/bin/python bench/drain.py --engine torch --cycles 10 --no-drain   # before
+    .venv/bin/python bench/drain.py --engine torch --cycles 10 --leave rollback
 
 `--no-drain` runs the operator with its pod spec less the drain work: no
 preStop sleep and a drain time of 0 (modelserve's --drain-timeout 0, vLLM's
@@ -46,12 +50,14 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
 from kubernetes import config
 
+from modelrollout.engine.commands import annotation_for
 from modelrollout.kube.api import MODELROLLOUTS, KubeApi
 from modelrollout.kube.labels import GROUP, VERSION
 from modelrollout_dev import cluster
@@ -82,7 +88,7 @@ ENGINES: dict[str, dict[str, Any]] = {
     },
 }
 # Loaded on the operator's interpreter with --no-drain: its pod spec without the drain work.
-NO_DRAIN_SITECUSTOMIZE = '''
+NO_DRAIN_SITECUSTOMIZE = """
 import modelrollout.engine.podspec as podspec
 
 _build_pod_spec = podspec.build_pod_spec
@@ -100,7 +106,7 @@ def build_pod_spec(spec):
 
 
 podspec.build_pod_spec = build_pod_spec
-'''
+"""
 
 
 @dataclass
@@ -227,7 +233,7 @@ class Departures:
 
 
 def manifest(
-    engine: str, model: Path, placement: dict[str, Any], cycle: int, grace: str
+    engine: str, model: Path, placement: dict[str, Any], cycle: int, grace: str, leave: str
 ) -> dict[str, Any]:
     runtime = {
         **ENGINES[engine],
@@ -245,7 +251,13 @@ def manifest(
             "runtime": runtime,
             "traffic": {"router": "service"},
             "strategy": {
-                "canary": {"steps": [{"setWeight": 50}, {"pause": {"duration": "3s"}}]}
+                # rollback: the canary waits at 50% for the bench's abort.
+                "canary": {
+                    "steps": [
+                        {"setWeight": 50},
+                        {"pause": {"duration": "3s"} if leave == "promotion" else {}},
+                    ]
+                }
             },
             "progressDeadline": "30m",
         },
@@ -263,6 +275,30 @@ def wait(predicate: Any, timeout: float, what: str) -> None:
 def status(api: KubeApi) -> dict[str, Any]:
     status: dict[str, Any] = (api.get(MODELROLLOUTS, NAMESPACE, NAME) or {}).get("status", {})
     return status
+
+
+def promoted_from(api: KubeApi, previous: str) -> bool:
+    return status(api).get("phase") == "Succeeded" and status(api).get("stableRevision") != previous
+
+
+def gone(pods: PodProcesses, revision: str) -> bool:
+    return all(endpoint.revision != revision for endpoint in pods.endpoints().values())
+
+
+def roll_back_once_serving(api: KubeApi, gateway: Gateway, cycle: int) -> str:
+    """Abort the canary once it has answered requests at 50%; the revision rolled back."""
+    wait(lambda: status(api).get("phase") == "Paused", 900, f"cycle {cycle}: the canary at 50%")
+    canary: str = status(api)["canaryRevision"]
+    # Answers through the canary begin (headers) while others are still being generated.
+    wait(lambda: gateway.routed[canary] >= 2, 300, f"cycle {cycle}: the canary serving")
+    api.merge_patch(
+        MODELROLLOUTS,
+        NAMESPACE,
+        NAME,
+        {"metadata": {"annotations": {annotation_for("abort"): f"cycle-{cycle}"}}},
+    )
+    wait(lambda: status(api).get("phase") == "RolledBack", 300, f"cycle {cycle}: rollback")
+    return canary
 
 
 def make_model(root: Path) -> Path:
@@ -296,7 +332,7 @@ def run_engine(
     cycle_times: list[float] = []
     load: Load | None = None
     try:
-        first = manifest(engine, model, pods.placement(), 0, args.grace)
+        first = manifest(engine, model, pods.placement(), 0, args.grace, args.leave)
         api.create(MODELROLLOUTS, NAMESPACE, first)
         wait(lambda: status(api).get("phase") == "Succeeded", 600, "the first revision stable")
 
@@ -309,25 +345,24 @@ def run_engine(
         time.sleep(3)
         for cycle in range(1, args.cycles + 1):
             began = time.monotonic()
-            previous = stable
-            body = manifest(engine, model, pods.placement(), cycle, args.grace)
+            body = manifest(engine, model, pods.placement(), cycle, args.grace, args.leave)
             api.merge_patch(MODELROLLOUTS, NAMESPACE, NAME, {"spec": body["spec"]})
-            wait(
-                lambda: status(api).get("phase") == "Succeeded"
-                and status(api).get("stableRevision") != previous,  # noqa: B023
-                900,
-                f"cycle {cycle}: promotion",
-            )
-            stable = status(api)["stableRevision"]
-            wait(
-                lambda: all(e.revision != previous for e in pods.endpoints().values()),  # noqa: B023
-                300,
-                f"cycle {cycle}: the previous pod gone",
-            )
+            if args.leave == "promotion":
+                previous = stable
+                wait(partial(promoted_from, api, previous), 900, f"cycle {cycle}: promotion")
+                stable = status(api)["stableRevision"]
+            else:
+                previous = roll_back_once_serving(api, gateway, cycle)
+            wait(partial(gone, pods, previous), 300, f"cycle {cycle}: the previous pod gone")
             cycle_times.append(time.monotonic() - began)
             failed = Counter(r.outcome for r in load.done() if r.outcome != "ok")
+            moved = (
+                f"{previous} -> {stable}"
+                if args.leave == "promotion"
+                else f"{previous} rolled back"
+            )
             print(
-                f"[{engine}] cycle {cycle:2d}: {previous} -> {stable} in "
+                f"[{engine}] cycle {cycle:2d}: {moved} in "
                 f"{cycle_times[-1]:.0f}s; {len(load.done())} requests, "
                 f"{sum(failed.values())} failed {dict(failed)}",
                 flush=True,
@@ -359,6 +394,7 @@ def run_engine(
     return {
         "engine": engine,
         "drain": "off (--no-drain)" if args.no_drain else "on (the operator's pod spec)",
+        "pods_leave_by": args.leave,
         "termination_grace_period": args.grace,
         "workers": args.workers,
         "max_tokens": "-".join(map(str, args.tokens)),
@@ -405,6 +441,13 @@ def main() -> int:
         default=(200, 400),
         help="the range of max_tokens (ignore_eos) of each request, MIN-MAX",
     )
+    parser.add_argument(
+        "--leave",
+        choices=("promotion", "rollback"),
+        default="promotion",
+        help="how each cycle's pod leaves: the stable's on promotion, or the canary's when "
+        "the user aborts at 50%% (default: promotion)",
+    )
     parser.add_argument("--keep-cluster", action="store_true")
     args = parser.parse_args()
     if args.workers is None:
@@ -413,7 +456,10 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     # A cluster per engine and mode, so that runs can go side by side.
-    cluster_name = f"bench-drain-{args.engine}{'-off' if args.no_drain else ''}"
+    cluster_name = (
+        f"bench-drain-{args.engine}{'-off' if args.no_drain else ''}"
+        f"{'-rb' if args.leave == 'rollback' else ''}"
+    )
     state = cluster.up(cluster_name, gpu_nodes=1, gpus_per_node=1)
     crd = Path(__file__).resolve().parents[1] / "crds" / "modelrollouts.modelrollout.dev.yaml"
     kubectl = [state.kubectl, "--kubeconfig", state.kubeconfig]
@@ -433,7 +479,8 @@ def main() -> int:
             cluster.down(cluster_name)
     print(json.dumps(result, indent=2))
     print(
-        f"{result['engine']}, drain {result['drain']}: {result['cycles']} cycles "
+        f"{result['engine']}, drain {result['drain']}, pods leave by {result['pods_leave_by']}: "
+        f"{result['cycles']} cycles "
         f"({result['departures']} pods left), {result['requests']} requests, "
         f"{result['failed']} failed {result['failed_by']}, "
         f"{result['in_flight_cut']} of {result['in_flight_at_departure']} in flight at a "
