@@ -25,6 +25,7 @@ from modelrollout.kube.api import (
 from modelrollout.kube.labels import (
     REVISION_LABEL,
     ROLE_LABEL,
+    SPEC_REVISION_ANNOTATION,
     label_selector,
     revision_object_name,
     selector_labels,
@@ -87,6 +88,18 @@ def observe_deployments(api: KubeApi, rollout: RolloutRef) -> dict[str, dict[str
         for d in deployments
         if REVISION_LABEL in d["metadata"].get("labels", {})
     }
+
+
+def mark_spec_revision(
+    api: KubeApi, rollout: RolloutRef, revision: str, spec_revision: str
+) -> None:
+    """Mark an older operator's Deployment as serving the spec revision `spec_revision`."""
+    api.merge_patch(
+        DEPLOYMENTS,
+        rollout.namespace,
+        revision_object_name(rollout.name, revision),
+        {"metadata": {"annotations": {SPEC_REVISION_ANNOTATION: spec_revision}}},
+    )
 
 
 def revision_state(deployment: dict[str, Any]) -> ObservedRevision:

@@ -37,6 +37,7 @@ from modelrollout.engine.children import (
     PodTemplate,
     converge_deployments,
     converge_disruption_budgets,
+    mark_spec_revision,
     observe_deployments,
     revision_state,
     unschedulable_message,
@@ -50,7 +51,7 @@ from modelrollout.engine.evaluation import (
 )
 from modelrollout.engine.parsed_specs import ParsedSpecs
 from modelrollout.engine.podspec import build_pod_metadata, build_pod_spec
-from modelrollout.engine.revision import revision_of
+from modelrollout.engine.revision import revision_of, revision_to_mark, serving_revision
 from modelrollout.engine.strategies import canary
 from modelrollout.engine.strategies.bluegreen import is_blue_green
 from modelrollout.engine.strategies.desired import (
@@ -242,8 +243,10 @@ class Reconciler:
             self._decided[rollout.uid] = LastDecision(invalid, now, None)
             return
 
-        spec_revision = revision_of(spec)
         deployments = observe_deployments(self._api, rollout)
+        spec_revision = serving_revision(
+            spec, deployments, (status.stable_revision, status.canary_revision)
+        )
         router = router_for(spec.traffic.router, self._api)
         backends = self._backends(rollout, spec, status)
         achieved = router.get_weights(backends) if backends is not None else AchievedWeights(0, 0)
@@ -296,6 +299,7 @@ class Reconciler:
             _gpu_usage(
                 spec, deployments, decision.status.stable_revision, decision.status.canary_revision
             ),
+            _scale(rollout, deployments, decision.status.stable_revision),
             routed_condition(achieved) if backends is not None else None,
             now,
         )
@@ -401,6 +405,9 @@ class Reconciler:
         now: datetime,
     ) -> None:
         router = router_for(spec.traffic.router, self._api)
+        unmarked = revision_to_mark(spec, deployments)
+        if unmarked is not None:
+            mark_spec_revision(self._api, rollout, unmarked, revision_of(spec))
         plan = revision_plan(spec, status, now)
         template = PodTemplate(build_pod_spec(spec), build_pod_metadata(spec))
         converge_deployments(
@@ -421,6 +428,17 @@ class Reconciler:
         weight = route_weight(status)
         if weight is not None:
             router.set_weights(backends, weight)
+
+
+def _scale(
+    rollout: RolloutRef, deployments: dict[str, dict[str, Any]], stable: str | None
+) -> tuple[int | None, str | None]:
+    """The scale subresource's status: the stable revision's pods and their selector."""
+    if stable is None:
+        return None, None
+    deployment = deployments.get(stable)
+    pods = int((deployment or {}).get("status", {}).get("replicas") or 0)
+    return pods, label_selector(selector_labels(rollout.name, stable))
 
 
 def _gpu_usage(

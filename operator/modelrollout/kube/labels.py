@@ -26,6 +26,9 @@ FINALIZER = f"{GROUP}/finalizer"
 ANNOTATION_PREFIX = GROUP
 # On a quality-gate Job: status.stepStartedAt when it was created (see engine/evaluation.py).
 STEP_STARTED_ANNOTATION = f"{GROUP}/step-started-at"
+# On a Deployment an operator before the scale subresource named (its revision hashed the
+# replicas): the id today's operator gives the same model and runtime (engine/revision.py).
+SPEC_REVISION_ANNOTATION = f"{GROUP}/spec-revision"
 
 ROLE_STABLE = "stable"
 ROLE_CANARY = "canary"

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from modelrollout.analysis.assessment import pending_checks
 from modelrollout.engine.redaction import UnknownEnvValue, restored_runtime
-from modelrollout.engine.revision import revision_of
+from modelrollout.engine.revision import SCALE_FIELDS, serving_revision
 from modelrollout.engine.strategies.bluegreen import steps_strategy, timed_step_started
 from modelrollout.engine.strategies.canary import describe_step
 from modelrollout.engine.strategies.command_rules import refusal as command_refusal
@@ -76,7 +76,11 @@ class Rollout:
 
     @property
     def spec_revision(self) -> str | None:
-        return revision_of(self.spec) if self.spec is not None else None
+        if self.spec is None:
+            return None
+        # Deployments unread: a revision an older operator named is known by its status only.
+        known = (self.status.stable_revision, self.status.canary_revision)
+        return serving_revision(self.spec, {}, known)
 
     @property
     def strategy(self) -> str:
@@ -497,6 +501,9 @@ def undo_target(rollout: Rollout, to_revision: str | None) -> UndoTarget:
     if entry.revision == rollout.spec_revision:
         raise Refused(f"the spec is already at revision {entry.revision}")
     current = (rollout.body.get("spec") or {}).get("runtime") or {}
+    # How many pods serve is not part of a revision (an HPA may own it): undo keeps it.
+    runtime = {key: value for key, value in runtime.items() if key not in SCALE_FIELDS}
+    runtime.update((key, current[key]) for key in SCALE_FIELDS if key in current)
     try:
         runtime = restored_runtime(runtime, current)
     except UnknownEnvValue as unknown:

@@ -208,6 +208,12 @@ class ModelRolloutStatus(StatusModel):
     gpus: GpuUsage | None = None
     """GPUs requested by each revision's existing pods (Pending ones included); absent for a rollout
     without GPUs."""
+    replicas: int | None = None
+    """Pods of the stable revision (its Deployment's status.replicas): the scale subresource's
+    status.replicas, which an autoscaler reads as the current count."""
+    selector: str | None = None
+    """The stable revision's pods as a label selector: the scale subresource's selector, over
+    whose pods an HPA averages its metrics."""
     checks: tuple[CheckStatus, ...] = ()
     """Every check and alert as of its last evaluation, in spec order."""
     gates: tuple[GateStatus, ...] = ()
@@ -321,6 +327,11 @@ class ModelRolloutStatus(StatusModel):
 
     def with_gpus(self, gpus: GpuUsage | None) -> ModelRolloutStatus:
         return self if gpus == self.gpus else self.model_copy(update={"gpus": gpus})
+
+    def with_scale(self, replicas: int | None, selector: str | None) -> ModelRolloutStatus:
+        if (replicas, selector) == (self.replicas, self.selector):
+            return self
+        return self.model_copy(update={"replicas": replicas, "selector": selector})
 
     def with_observed_generation(self, generation: int) -> ModelRolloutStatus:
         if self.observed_generation == generation:

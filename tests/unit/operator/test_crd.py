@@ -86,7 +86,14 @@ def test_names_scope_and_subresources() -> None:
         "modelrollouts",
         ["mro"],
     )
-    assert version()["subresources"] == {"status": {}}
+    assert version()["subresources"] == {
+        "status": {},
+        "scale": {
+            "specReplicasPath": ".spec.runtime.replicas",
+            "statusReplicasPath": ".status.replicas",
+            "labelSelectorPath": ".status.selector",
+        },
+    }
 
 
 def test_printer_columns() -> None:

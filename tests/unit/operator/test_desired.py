@@ -45,13 +45,28 @@ def test_only_a_new_revision_or_a_retry_after_a_rollback_starts_a_canary() -> No
 def test_the_status_written_records_commands_generation_and_routing() -> None:
     decided = ModelRolloutStatus(phase="Succeeded", stable_revision="s")
     written = status_to_write(
-        decided, {"promote": "n1"}, 4, None, ("True", "Accepted", "route accepted"), T0
+        decided,
+        {"promote": "n1"},
+        4,
+        None,
+        (3, "modelrollout.dev/revision=s,modelrollout.dev/rollout=chat"),
+        ("True", "Accepted", "route accepted"),
+        T0,
     )
     assert written.handled_commands == {"promote": "n1"}
     assert written.observed_generation == 4
+    # What `kubectl scale` and an HPA read through the scale subresource.
+    assert written.to_patch()["replicas"] == 3
+    assert (
+        written.to_patch()["selector"]
+        == "modelrollout.dev/revision=s,modelrollout.dev/rollout=chat"
+    )
     routed = written.condition("TrafficRouted")
     assert routed is not None and (routed.status, routed.reason) == ("True", "Accepted")
-    assert status_to_write(decided, {}, 4, None, None, T0).condition("TrafficRouted") is None
+    assert (
+        status_to_write(decided, {}, 4, None, (None, None), None, T0).condition("TrafficRouted")
+        is None
+    )
 
 
 def test_a_new_check_reading_alone_is_written_at_most_every_refresh_period() -> None:
@@ -97,4 +112,6 @@ def test_literal_env_values_in_history_become_hashes_and_references_stay() -> No
     assert redacted.model_copy(update={"history": status.history}) == status
     # Once redacted there is nothing left to do: the next tick writes nothing for it.
     assert with_env_values_redacted(redacted) is redacted
-    assert "planted" not in str(status_to_write(status, {}, 1, None, None, T0).to_patch())
+    assert "planted" not in str(
+        status_to_write(status, {}, 1, None, (None, None), None, T0).to_patch()
+    )

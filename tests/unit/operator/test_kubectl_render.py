@@ -435,6 +435,16 @@ def test_undo_goes_back_to_the_last_promoted_revision_before_stable() -> None:
     assert undo_target(Rollout.of(body), v1) == target
 
 
+def test_undo_keeps_the_replicas_an_autoscaler_set() -> None:
+    sim, spec = canary_v2(0)
+    sim.run_until("Succeeded")
+    scaled = {**spec, "runtime": {**spec["runtime"], "replicas": 12}}
+    target = undo_target(Rollout.of(body_of(sim, scaled)), None)
+    assert target.runtime["replicas"] == 12
+    undone = {**scaled, "model": target.model, "runtime": target.runtime}
+    assert revision_of(parse_spec(undone)) == revision_of(parse_spec(example_spec()))
+
+
 def test_undo_refuses_unknown_revisions_and_ones_without_a_stored_spec_naming_the_known() -> None:
     sim, spec = canary_v2(0)
     sim.run_until("Succeeded")

@@ -605,6 +605,38 @@ def test_traffic_moving_at_once_labels_the_new_pods_before_the_old_ones_leave() 
     assert min(joined) < min(left), label_patches
 
 
+def test_scaling_mid_canary_resizes_both_revisions_at_the_current_weight() -> None:
+    """What `kubectl scale` and an HPA do through the scale subresource: no new revision."""
+    cluster = Cluster()
+    spec = canary_spec()
+    cluster.started(spec)
+    cluster.run_until_step(1)  # the 1m pause at 20%
+    old, new = child(V1, spec), child(V2, spec)
+    before = cluster.status
+    assert cluster.deployments() == {old: (2, "stable"), new: (1, "canary")}
+
+    cluster.api.merge_patch(MODELROLLOUTS, NAMESPACE, NAME, {"spec": {"runtime": {"replicas": 10}}})
+    cluster.tick(1)
+    cluster.settle()
+    assert cluster.deployments() == {old: (10, "stable"), new: (2, "canary")}
+    after = cluster.status
+    assert (after.canary_revision, after.current_step, after.weights) == (
+        before.canary_revision,
+        before.current_step,
+        before.weights,
+    )
+    cluster.tick(1)
+    # The scale subresource's status: stable's pods, and the selector an HPA averages over.
+    assert (cluster.status.replicas, cluster.status.selector) == (
+        10,
+        f"{REVISION_LABEL}={revision(V1, spec)},{ROLLOUT_LABEL}={NAME}",
+    )
+
+    cluster.api.merge_patch(MODELROLLOUTS, NAMESPACE, NAME, {"spec": {"runtime": {"replicas": 3}}})
+    cluster.run_until_phase("Succeeded")
+    assert cluster.deployments() == {new: (3, "stable")}
+
+
 def test_each_revision_has_a_disruption_budget_that_follows_its_replicas() -> None:
     cluster = Cluster()
     spec = canary_spec()

@@ -28,6 +28,7 @@ import yaml
 
 from modelrollout.kube.api import DEPLOYMENTS, HTTPROUTES, MODELROLLOUTS, SERVICES, Resource
 from modelrollout.kube.events import EVENTS
+from modelrollout.kube.labels import SPEC_REVISION_ANNOTATION
 from modelrollout.models import ModelRolloutStatus
 from tests.unit.operator.test_reconciler_ticks import NAME, NAMESPACE, Cluster
 
@@ -325,3 +326,38 @@ def test_the_schema_walk_names_what_the_api_server_would_reject_or_prune() -> No
         "status.weights.canary: 101 > 100",
         "status.weights.retired: unknown, would be pruned",
     ]
+
+
+def test_scaling_a_canary_the_old_operator_started_moves_no_step_and_starts_no_revision() -> None:
+    """The old release hashed replicas into a revision; after the takeover its canary is
+    marked as the spec's revision, so `kubectl scale` (or an HPA) resizes it in place."""
+    cluster = loaded("canary-pause-at-25")
+    before = cluster.status
+    canary = f"{NAME}-{before.canary_revision}"
+    cluster.tick()
+    cluster.settle()
+    marked = cluster.api.get(DEPLOYMENTS, NAMESPACE, canary)
+    assert marked is not None
+    assert SPEC_REVISION_ANNOTATION in marked["metadata"]["annotations"]
+
+    cluster.api.merge_patch(MODELROLLOUTS, NAMESPACE, NAME, {"spec": {"runtime": {"replicas": 8}}})
+    cluster.tick(1)
+    cluster.settle()
+    after = cluster.status
+    assert (after.phase, after.current_step, after.weights) == (
+        before.phase,
+        before.current_step,
+        before.weights,
+    )
+    assert (after.stable_revision, after.canary_revision) == (
+        before.stable_revision,
+        before.canary_revision,
+    )
+    # Stable gets the new count; the canary its share of it at 25%, rounded up.
+    assert {
+        d["metadata"]["name"]: d["spec"]["replicas"]
+        for d in cluster.api.list(DEPLOYMENTS, NAMESPACE)
+    } == {
+        f"{NAME}-{before.stable_revision}": 8,
+        canary: 2,
+    }

@@ -41,16 +41,18 @@ def status_to_write(
     handled: Mapping[str, str],
     generation: int,
     gpus: GpuUsage | None,
+    scale: tuple[int | None, str | None],
     routed: RoutedCondition | None,
     now: datetime,
 ) -> ModelRolloutStatus:
-    """The decided status with the commands handled, the generation seen, GPUs and routing,
-    and no literal env value left in its history."""
+    """The decided status with the commands handled, the generation seen, GPUs, the scale
+    (stable's pods and their selector) and routing, and no literal env value in its history."""
     status = (
         with_env_values_redacted(decided)
         .with_handled_commands(handled)
         .with_observed_generation(generation)
         .with_gpus(gpus)
+        .with_scale(*scale)
     )
     if routed is not None:
         status = status.with_condition("TrafficRouted", *routed, now)
