@@ -108,7 +108,9 @@ SHM_PATH = "/dev/shm"
 OPERATOR_KEY_PREFIX = "modelrollout.dev/"
 
 NAME_MAX = 63
-MAX_REPLICAS = 64
+# A popular model is served by hundreds of replicas; per tick the operator lists and, under
+# the service router, labels each pod, so the bound stays at what one tick can write.
+MAX_REPLICAS = 1000
 MAX_STEPS = 32
 MAX_CHECKS = 16
 MAX_ALERTS = 16

@@ -15,7 +15,7 @@ from modelrollout.engine.capacity import (
 )
 from modelrollout.engine.workloads import plan_revisions
 from modelrollout.models import parse_spec
-from modelrollout.models.spec import Toleration
+from modelrollout.models.spec import MAX_REPLICAS, Toleration
 from tests.unit.operator.builders import example_spec
 
 pytestmark = pytest.mark.unit
@@ -156,3 +156,19 @@ def test_shift_scales_stable_down_by_the_canarys_pods_to_the_floor() -> None:
         shift_min_stable=1,
     )
     assert [(p.revision, p.replicas) for p in back] == [("s", 4)]
+
+
+def test_capacity_is_planned_at_the_replica_bound() -> None:
+    """runtime.replicas at its CRD bound (1000): surge needs a second 1000 pods of room."""
+    nodes = [node(f"n{i}", 8, taints=[GPU_TAINT]) for i in range(500)]
+    stable = [pod(f"s{i}", f"n{i // 4}", 2) for i in range(MAX_REPLICAS)]  # 250 nodes full
+    names = frozenset(p["metadata"]["name"] for p in stable)
+    surge = spec(MAX_REPLICAS, 2)
+    assert assess(surge, node_gpus(surge, nodes, stable, names)) is None
+    one_node_short = node_gpus(surge, nodes[:-1], stable, names)
+    shortfall = assess(surge, one_node_short)
+    assert shortfall is not None
+    assert (shortfall.needed_pods, shortfall.placeable_pods) == (1000, 996)
+    shift = spec(MAX_REPLICAS, 2, "shift", minStableReplicas=900)
+    assert peak_pods(shift) == 750 + 900  # at 75%: 750 canary pods beside stable's floor
+    assert assess(shift, node_gpus(shift, nodes[:250], stable, names)) is not None
