@@ -159,7 +159,7 @@ INVALID: list[tuple[str, Callable[[dict[str, Any]], None], list[str]]] = [
     ("no model uri", removing("model.uri"), ["spec.model.uri", "Required"]),
     ("unknown engine", setting("runtime.engine", "tgi"), ["spec.runtime.engine", "vllm"]),
     ("zero replicas", setting("runtime.replicas", 0), ["spec.runtime.replicas"]),
-    ("too many replicas", setting("runtime.replicas", 1000), ["spec.runtime.replicas"]),
+    ("too many replicas", setting("runtime.replicas", 1001), ["spec.runtime.replicas"]),
     (
         "weight over 100",
         setting("strategy.canary.steps.0.setWeight", 101),

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from modelrollout.engine.podspec import build_pod_spec
 from modelrollout.models import InvalidSpecError, ModelRolloutSpec, parse_spec
+from modelrollout.models.spec import MAX_REPLICAS
 from modelrollout_dev.reference import pydantic_fields
 from tests.support.bad_inputs import CASES, BadInput, names_field
 from tests.unit.operator.builders import example_spec
@@ -226,7 +227,7 @@ def valid_specs(draw: st.DrawFn) -> dict[str, Any]:
         | st.builds(lambda path: f"file:///models/{path}", LABEL)
     )
     runtime = spec["runtime"]
-    runtime["replicas"] = draw(st.integers(1, 64))
+    runtime["replicas"] = draw(st.integers(1, MAX_REPLICAS))
     runtime["port"] = draw(st.integers(1, 65535))
     runtime["startupTimeout"] = draw(DURATION)
     gpus = draw(st.integers(0, 8))
