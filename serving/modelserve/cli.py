@@ -209,7 +209,11 @@ def _add_loadgen(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     parser.add_argument("--temperature", type=float, default=0.0)
     parser.add_argument("--no-stream", action="store_true")
     parser.add_argument("--chat", action="store_true", help="use /v1/chat/completions")
-    parser.add_argument("--prompt", action="append", help="prompt mix (repeat); default: built-in")
+    prompts = parser.add_mutually_exclusive_group()
+    prompts.add_argument("--prompt", action="append", help="prompt mix (repeat); default: built-in")
+    prompts.add_argument(
+        "--prompts-file", type=Path, help="prompt mix, one per line (blank lines skipped)"
+    )
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
     parser.add_argument("--seed", type=int, default=0)
 
@@ -217,6 +221,17 @@ def _add_loadgen(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
 def _run_loadgen(args: argparse.Namespace) -> int:
     from modelserve.loadgen import DEFAULT_PROMPTS, LoadConfig, parse_target, run_load
 
+    prompts: tuple[str, ...] = tuple(args.prompt) if args.prompt else DEFAULT_PROMPTS
+    if args.prompts_file is not None:
+        try:
+            lines = args.prompts_file.read_text().splitlines()
+        except OSError as error:
+            print(f"modelserve loadgen: --prompts-file: {error}", file=sys.stderr)
+            return 2
+        prompts = tuple(line.strip() for line in lines if line.strip())
+        if not prompts:
+            print(f"modelserve loadgen: {args.prompts_file} holds no prompt", file=sys.stderr)
+            return 2
     try:
         config = LoadConfig(
             targets=[parse_target(t) for t in args.target],
@@ -225,7 +240,7 @@ def _run_loadgen(args: argparse.Namespace) -> int:
             concurrency=args.concurrency,
             max_requests=args.requests,
             duration_s=args.duration,
-            prompts=tuple(args.prompt) if args.prompt else DEFAULT_PROMPTS,
+            prompts=prompts,
             max_tokens=args.max_tokens,
             temperature=args.temperature,
             stream=not args.no_stream,

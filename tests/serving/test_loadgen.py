@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from modelserve.loadgen import LoadConfig, Target, run_load
@@ -60,3 +62,27 @@ def test_the_loadgen_command_prints_a_summary(
     assert code == 0
     assert "requests: 4 ok: 4" in out
     assert "ttft p50/p90/p99" in out
+
+
+def test_the_loadgen_command_reads_prompts_from_a_file(
+    server: ServerProcess, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from modelserve.cli import main
+
+    def loadgen(prompts_file: Path) -> int:
+        return main(
+            ["loadgen", "--target", server.base_url, "--model", TINY_MODEL_NAME,
+             "--rate", "20", "--requests", "3", "--max-tokens", "2",
+             "--prompts-file", str(prompts_file)]
+        )  # fmt: skip
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Say hello.\n\n  Name a colour.  \n")
+    assert loadgen(prompts) == 0
+    assert "requests: 3 ok: 3" in capsys.readouterr().out
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n \n")
+    assert loadgen(empty) == 2
+    assert f"{empty} holds no prompt" in capsys.readouterr().err
+    assert loadgen(tmp_path / "missing.txt") == 2
+    assert "--prompts-file" in capsys.readouterr().err

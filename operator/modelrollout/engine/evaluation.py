@@ -109,14 +109,27 @@ def _step_started(status: ModelRolloutStatus) -> str:
     return started.isoformat(timespec="microseconds") if started is not None else ""
 
 
-def _evaluation_image(
-    spec: ModelRolloutSpec, evaluation: EvaluationStep, default_image: str | None
-) -> str:
-    if evaluation.image:
-        return evaluation.image
+def modelserve_image(spec: ModelRolloutSpec, image: str | None, default_image: str | None) -> str:
+    """An image with modelserve: `image` if given; else with engine torch the serving image
+    (it is modelserve's); else `default_image` (the operator's setting), as a vLLM image has no
+    modelserve; else the serving image."""
+    if image:
+        return image
     if spec.runtime.engine == "torch" or default_image is None:
         return spec.runtime.image
     return default_image
+
+
+def evaluation_services(
+    rollout: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus
+) -> set[str]:
+    """The per-revision Services the current evaluation step needs (none outside one)."""
+    if current_evaluation(spec, status) is None:
+        return set()
+    return {
+        revision_object_name(rollout.name, revision or "")
+        for revision in (status.stable_revision, status.canary_revision)
+    }
 
 
 def build_evaluation_job(
@@ -127,12 +140,7 @@ def build_evaluation_job(
     evaluation: EvaluationStep,
     default_image: str | None = None,
 ) -> dict[str, Any]:
-    """The Job of the current evaluation step: pure.
-
-    Its image: the step's `image`; else, with engine torch, the serving image (it is
-    modelserve's); else `default_image` (the operator's setting), as a vLLM image has
-    no modelserve; else the serving image.
-    """
+    """The Job of the current evaluation step (its image: `modelserve_image`): pure."""
     canary = status.canary_revision or ""
     stable = status.stable_revision or ""
     port = spec.runtime.port
@@ -153,7 +161,7 @@ def build_evaluation_job(
     metadata["annotations"] = {STEP_STARTED_ANNOTATION: _step_started(status)}
     container = {
         "name": "eval",
-        "image": _evaluation_image(spec, evaluation, default_image),
+        "image": modelserve_image(spec, evaluation.image, default_image),
         "command": ["modelserve", "eval"],
         "args": [
             "--suite",
@@ -294,8 +302,10 @@ def end_evaluation(
     status: ModelRolloutStatus,
     ended: tuple[str, int],
     router_capabilities: RouterCapabilities,
+    also_keep: set[str],
 ) -> None:
-    """Stop the ended evaluation's Job if it still runs; retire the Services it alone needed."""
+    """Stop the ended evaluation's Job if it still runs; retire the Services it alone needed
+    (`also_keep`: those something else needs, the analysis load's)."""
     revision, step = ended
     name = evaluation_job_name(rollout.name, revision, step)
     job = api.get(JOBS, rollout.namespace, name)
@@ -304,15 +314,7 @@ def end_evaluation(
         api.delete(JOBS, rollout.namespace, name, propagation="Background")
     if Capability.REVISION_SERVICES in router_capabilities:
         return
-    keep = (
-        {
-            revision_object_name(rollout.name, wanted or "")
-            for wanted in (status.stable_revision, status.canary_revision)
-        }
-        if current_evaluation(spec, status) is not None
-        else set()
-    )
-    retire_revision_services(api, rollout, keep)
+    retire_revision_services(api, rollout, evaluation_services(rollout, spec, status) | also_keep)
 
 
 def converge_evaluation(

@@ -49,6 +49,7 @@ from modelrollout.engine.evaluation import (
     ended_evaluation,
     observe_evaluation,
 )
+from modelrollout.engine.load import converge_load, load_services
 from modelrollout.engine.parsed_specs import ParsedSpecs
 from modelrollout.engine.podspec import build_pod_metadata, build_pod_spec
 from modelrollout.engine.revision import revision_of, revision_to_mark, serving_revision
@@ -323,9 +324,26 @@ class Reconciler:
             return
         ended = ended_evaluation(spec, status, new_status)
         if ended is not None:
-            end_evaluation(self._api, rollout, spec, new_status, ended, router.capabilities)
+            end_evaluation(
+                self._api,
+                rollout,
+                spec,
+                new_status,
+                ended,
+                router.capabilities,
+                load_services(rollout, spec, new_status),
+            )
         converge_evaluation(
             self._api, rollout, spec, new_status, deployments, self._evaluation_image
+        )
+        converge_load(
+            self._api,
+            rollout,
+            spec,
+            new_status,
+            deployments,
+            router.capabilities,
+            self._evaluation_image,
         )
         # Only a tick that applied all it decided: a failed one waits its period.
         self._decided[rollout.uid] = LastDecision(

@@ -18,6 +18,8 @@ SERVING_LABEL = f"{GROUP}/serving"
 # On quality-gate Jobs and their pods (value: the rollout), which must not carry
 # ROLLOUT_LABEL: the rollout's Service selects every pod with that label.
 EVALUATION_LABEL = f"{GROUP}/evaluation"
+# On analysis-load Jobs and their pods (value: the rollout), for the same reason.
+LOAD_LABEL = f"{GROUP}/load"
 STEP_LABEL = f"{GROUP}/step"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "modelrollout"

@@ -1192,6 +1192,38 @@ class WhenMetricsUnavailable(SpecModel):
     """How long a check may have no data before action is taken."""
 
 
+class PromptsSource(SpecModel):
+    config_map_name: Annotated[
+        str, Field(min_length=1, max_length=253, pattern=CONFIGMAP_NAME_PATTERN)
+    ]
+    """The ConfigMap in the rollout's namespace holding the prompts; it is mounted into the load
+    Job's pod at /prompts."""
+    key: Annotated[str, Field(min_length=1, max_length=253, pattern=CONFIGMAP_KEY_PATTERN)] = (
+        "prompts.txt"
+    )
+    """The ConfigMap key holding the prompts, one per line (blank lines skipped); default:
+    prompts.txt."""
+
+
+class AnalysisLoad(SpecModel):
+    """Requests the operator sends the candidate while it is analysed, so that its checks have
+    data when users send it none (a blue-green preview, a shadow's candidate, a canary before its
+    first setWeight), as Flagger's load tester does."""
+
+    rate: Annotated[int, Field(ge=1, le=100)] = 2
+    """Requests per second (open loop), each a completion, greedy."""
+    duration: Duration = "30m"
+    """How long one candidate gets load at most: the bound of the Job that sends it (it ends
+    sooner when the candidate is promoted, rolled back or replaced)."""
+    max_tokens: Annotated[int, Field(ge=1, le=4096)] = 16
+    """max_tokens of each request."""
+    prompts: PromptsSource | None = None
+    """Where the prompts are; unset: modelserve loadgen's built-in mix."""
+    image: Annotated[str, Field(min_length=1, max_length=512, pattern=IMAGE_PATTERN)] | None = None
+    """The image running modelserve loadgen. Unset: with engine torch, runtime.image; with vllm,
+    the operator's evaluation image (the chart's evaluation.image)."""
+
+
 class Analysis(SpecModel):
     model_config = ConfigDict(
         json_schema_extra=validations(
@@ -1232,6 +1264,9 @@ class Analysis(SpecModel):
     when_metrics_unavailable: WhenMetricsUnavailable = WhenMetricsUnavailable()
     """What happens while a check has no data (missing series, failed query, Prometheus down): the
     rollout never moves forward on no data."""
+    load: AnalysisLoad | None = None
+    """Synthetic requests to the candidate while it is analysed (a Job running modelserve loadgen
+    against the candidate's own Service); unset: none, the checks read user traffic only."""
 
     @property
     def metric_provider(self) -> MetricProviderSpec | None:
@@ -1642,6 +1677,12 @@ def _provider_errors(analysis: Analysis) -> Iterator[tuple[str, str]]:
 
 def _analysis_errors(analysis: Analysis) -> Iterator[tuple[str, str]]:
     yield from _provider_errors(analysis)
+    # It becomes the load Job's --duration and (with a margin) its activeDeadlineSeconds.
+    if analysis.load is not None and parse_duration(analysis.load.duration) < 1:
+        yield "spec.analysis.load.duration", "must be at least 1s"
+    prompts = analysis.load.prompts if analysis.load is not None else None
+    if prompts is not None and prompts.key in (".", ".."):
+        yield "spec.analysis.load.prompts.key", "must not be . or .. (a file name under /prompts)"
     seen: set[str] = set()
     for index, check in enumerate(analysis.checks):
         path = f"spec.analysis.checks[{index}]"
