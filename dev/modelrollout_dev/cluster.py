@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from modelrollout.kube.labels import EVALUATION_LABEL
+from modelrollout.kube.labels import EVALUATION_LABEL, LOAD_LABEL
 from modelrollout_dev import toolchain
 from modelrollout_dev.nodes import HARNESS_NODE_PREFIX, cluster_nodes
 from modelrollout_dev.prometheus import (
@@ -65,17 +65,18 @@ _NOT_ON_A_HARNESS_NODE = {
 
 
 def kwok_stages() -> list[dict[str, object]]:
-    """kwok's default stages, with pod-complete leaving evaluation pods alone and no pod
-    stage touching the pods of a harness node."""
+    """kwok's default stages, with pod-complete leaving evaluation and analysis-load pods
+    alone (the harness runs them) and no pod stage touching the pods of a harness node."""
     root = toolchain.module_dir("sigs.k8s.io/kwok", toolchain.KWOK_VERSION) / "kustomize" / "stage"
     stages: list[dict[str, object]] = []
     for relative in _KWOK_STAGES:
         stage = yaml.safe_load((root / relative).read_text())
         expressions = stage["spec"]["selector"]["matchExpressions"]
         if stage["metadata"]["name"] == "pod-complete":
-            expressions.append(
-                {"key": f'.metadata.labels["{EVALUATION_LABEL}"]', "operator": "DoesNotExist"}
-            )
+            expressions += [
+                {"key": f'.metadata.labels["{label}"]', "operator": "DoesNotExist"}
+                for label in (EVALUATION_LABEL, LOAD_LABEL)
+            ]
         if stage["spec"]["resourceRef"]["kind"] == "Pod":
             expressions.append(dict(_NOT_ON_A_HARNESS_NODE))
         stages.append(stage)

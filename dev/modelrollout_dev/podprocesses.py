@@ -27,7 +27,10 @@ read from the ConfigMap its pod mounts, each `http://<service>:<port>` replaced
 by a ready server of the revision that Service selects (what kube-proxy would
 pick), and the result written back the way the kubelet reports it: the
 container terminated with the exit code and the termination-log file as its
-message, the pod Succeeded or Failed.
+message, the pod Succeeded or Failed. An analysis-load Job's pod (label
+modelrollout.dev/load) runs the same way as its own `modelserve loadgen`
+command, its `--target` resolved alike and its prompts file read from the
+ConfigMap its pod mounts. A Job pod deleted while it runs is killed.
 """
 
 from __future__ import annotations
@@ -52,13 +55,19 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from modelrollout.kube.api import NODES, PODS, SERVICES, KubeApi, KubeApiError, Resource
-from modelrollout.kube.labels import EVALUATION_LABEL, REVISION_LABEL, ROLE_LABEL, ROLLOUT_LABEL
+from modelrollout.kube.labels import (
+    EVALUATION_LABEL,
+    LOAD_LABEL,
+    REVISION_LABEL,
+    ROLE_LABEL,
+    ROLLOUT_LABEL,
+)
 from modelrollout_dev.nodes import GPU_TAINT, HARNESS_NODE_PREFIX, fake_node
 from modelrollout_dev.prometheus import PrometheusHandle
 from modelrollout_dev.toolchain import vllm_python
 
 CONFIGMAPS = Resource("", "v1", "configmaps")
-# How long an evaluation pod waits for ready servers of the revisions it compares.
+# How long an evaluation or load pod waits for ready servers of the revisions it addresses.
 SERVER_WAIT_SECONDS = 90.0
 HARNESS_LABEL = "modelrollout.dev/harness"
 # GPUs the harness node advertises: the test rollouts ask for one per pod.
@@ -82,7 +91,9 @@ class Endpoint:
 
 
 @dataclass
-class _Evaluation:
+class _JobRun:
+    """The one container of a Job's pod (an evaluation, an analysis load), run to its end."""
+
     pod: str
     container: dict[str, Any]
     popen: subprocess.Popen[bytes]
@@ -167,6 +178,30 @@ def local_eval_command(
         else:
             rewritten.append(arg)
     return [*rewritten, "--termination-log", str(termination_log)]
+
+
+def local_load_command(
+    container: dict[str, Any], prompts_file: Path, resolve: Callable[[str], str]
+) -> list[str] | None:
+    """The container's `modelserve loadgen` command, runnable here: None for anything else.
+
+    Each `--target` URL goes through `resolve`; `--prompts-file` names `prompts_file`.
+    """
+    command = [*(container.get("command") or []), *(container.get("args") or [])]
+    if command[:2] != ["modelserve", "loadgen"]:
+        return None
+    executable = shutil.which("modelserve", path=str(Path(sys.executable).parent)) or "modelserve"
+    rewritten = [executable, "loadgen"]
+    args = iter(command[2:])
+    for arg in args:
+        if arg == "--target":
+            rewritten += [arg, resolve(next(args, ""))]
+        elif arg == "--prompts-file":
+            next(args, None)
+            rewritten += [arg, str(prompts_file)]
+        else:
+            rewritten.append(arg)
+    return rewritten
 
 
 @dataclass(frozen=True)
@@ -259,10 +294,10 @@ class PodProcesses:
         self.node = harness_node_name(namespace)
         self._containers: dict[str, _Container] = {}
         self._pod_ips = self._pod_addresses()
-        self._evaluations: dict[str, _Evaluation] = {}
-        # Evaluation pods already run (or not runnable here): each runs once.
-        self._evaluated: set[str] = set()
-        self._evaluation_seen: dict[str, float] = {}
+        self._job_runs: dict[str, _JobRun] = {}
+        # Job pods already run (or not runnable here): each runs once.
+        self._jobs_started: set[str] = set()
+        self._job_pods_seen: dict[str, float] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -303,8 +338,8 @@ class PodProcesses:
         with self._lock:
             containers = list(self._containers.values())
             self._containers.clear()
-            evaluations = list(self._evaluations.values())
-            self._evaluations.clear()
+            job_runs = list(self._job_runs.values())
+            self._job_runs.clear()
         for container in containers:
             container.deadline = time.monotonic() + container.grace_seconds
             container.pre_stop_seconds = 0
@@ -312,8 +347,8 @@ class PodProcesses:
         for container in containers:
             if container.thread is not None:
                 container.thread.join(timeout=container.grace_seconds + 15)
-        for evaluation in evaluations:
-            _kill_group(evaluation.popen)
+        for job_run in job_runs:
+            _kill_group(job_run.popen)
         # Without its kubelet, a pod of this node would stay Terminating for ever.
         for pod in self._node_pods():
             self._delete_pod(pod["metadata"]["name"], pod["metadata"].get("uid"))
@@ -379,7 +414,7 @@ class PodProcesses:
                 elif name not in self._containers:
                     # Terminating, and never run or already stopped: nothing left to wait for.
                     self._delete_pod(name, pod["metadata"].get("uid"))
-        self._sync_evaluations()
+        self._sync_job_pods()
 
     @staticmethod
     def _begin_termination(container: _Container, pod: dict[str, Any]) -> None:
@@ -634,28 +669,43 @@ class PodProcesses:
 
     # -- quality-gate Job pods -------------------------------------------------
 
-    def _sync_evaluations(self) -> None:
-        for pod in self._api.list(PODS, self._namespace, EVALUATION_LABEL):
-            name = pod["metadata"]["name"]
-            if name in self._evaluated or pod.get("status", {}).get("phase") != "Running":
+    def _sync_job_pods(self) -> None:
+        """Run each evaluation and analysis-load pod once, as its kubelet would."""
+        pods = {
+            pod["metadata"]["name"]: pod
+            for label in (EVALUATION_LABEL, LOAD_LABEL)
+            for pod in self._api.list(PODS, self._namespace, label)
+        }
+        for name, pod in pods.items():
+            if name in self._jobs_started or pod.get("status", {}).get("phase") != "Running":
                 continue
-            # The servers of the revisions compared may still be loading: wait for them a while.
-            first_seen = self._evaluation_seen.setdefault(name, time.monotonic())
+            if pod["metadata"].get("deletionTimestamp"):
+                continue
+            # The servers addressed may still be loading: wait for them a while.
+            first_seen = self._job_pods_seen.setdefault(name, time.monotonic())
             container = pod["spec"]["containers"][0]
             args = [*(container.get("command") or []), *(container.get("args") or [])]
             urls = [
-                args[i + 1] for i, a in enumerate(args[:-1]) if a in ("--candidate", "--stable")
+                args[i + 1]
+                for i, a in enumerate(args[:-1])
+                if a in ("--candidate", "--stable", "--target")
             ]
             waiting = any(self._resolve(url) == url for url in urls)
             if waiting and time.monotonic() - first_seen < SERVER_WAIT_SECONDS:
                 continue
-            self._evaluated.add(name)
-            self._start_evaluation(pod)
-        for name, evaluation in list(self._evaluations.items()):
-            code = evaluation.popen.poll()
+            self._jobs_started.add(name)
+            self._start_job_pod(pod)
+        for name, job_run in list(self._job_runs.items()):
+            current = pods.get(name)
+            if current is None or current["metadata"].get("deletionTimestamp"):
+                # A deleted pod's container is killed, whatever it was doing.
+                _kill_group(job_run.popen)
+                del self._job_runs[name]
+                continue
+            code = job_run.popen.poll()
             if code is not None:
-                del self._evaluations[name]
-                self._report_evaluation(evaluation, code)
+                del self._job_runs[name]
+                self._report_job_run(job_run, code)
 
     def _resolve(self, url: str) -> str:
         """A Service URL as the ready server of the revision the Service selects."""
@@ -668,27 +718,38 @@ class PodProcesses:
         # No server: the original URL fails to connect here, as it would in a cluster.
         return f"http://{addresses[0]}" if addresses else url
 
-    def _start_evaluation(self, pod: dict[str, Any]) -> None:
-        name = pod["metadata"]["name"]
+    def _config_map_file(
+        self, pod: dict[str, Any], container: dict[str, Any], path: str, target: Path
+    ) -> None:
+        """Write the ConfigMap key mounted at `path` in the container to `target`, as the
+        kubelet projects it; a missing ConfigMap or key leaves no file."""
+        mounts = {m["name"]: m["mountPath"] for m in container.get("volumeMounts") or []}
+        for volume in pod["spec"].get("volumes") or []:
+            mount = mounts.get(volume["name"])
+            if "configMap" in volume and mount and path.startswith(f"{mount}/"):
+                config_map = self._api.get(CONFIGMAPS, self._namespace, volume["configMap"]["name"])
+                text = ((config_map or {}).get("data") or {}).get(path[len(mount) + 1 :])
+                if text is not None:
+                    target.write_text(text)
+
+    def _start_job_pod(self, pod: dict[str, Any]) -> None:
+        name: str = pod["metadata"]["name"]
         container = pod["spec"]["containers"][0]
         work = self._log_dir / name
         work.mkdir(parents=True, exist_ok=True)
-        suite_file = work / "suite.yaml"
-        mounts = {m["name"]: m["mountPath"] for m in container.get("volumeMounts") or []}
         args = [*(container.get("command") or []), *(container.get("args") or [])]
-        suite_path = args[args.index("--suite") + 1] if "--suite" in args else ""
-        for volume in pod["spec"].get("volumes") or []:
-            mount = mounts.get(volume["name"])
-            if "configMap" in volume and mount and suite_path.startswith(f"{mount}/"):
-                config_map = self._api.get(CONFIGMAPS, self._namespace, volume["configMap"]["name"])
-                key = suite_path[len(mount) + 1 :]
-                # A missing ConfigMap or key leaves no file: the suite fails to load, exit 2.
-                text = ((config_map or {}).get("data") or {}).get(key)
-                if text is not None:
-                    suite_file.write_text(text)
+
+        def mounted(flag: str, file_name: str) -> Path:
+            local = work / file_name
+            if flag in args:
+                self._config_map_file(pod, container, args[args.index(flag) + 1], local)
+            return local
+
         termination_log = work / "termination-log"
         termination_log.write_text("")
-        command = local_eval_command(container, suite_file, termination_log, self._resolve)
+        command = local_eval_command(
+            container, mounted("--suite", "suite.yaml"), termination_log, self._resolve
+        ) or local_load_command(container, mounted("--prompts-file", "prompts.txt"), self._resolve)
         if command is None:
             print(f"[pod-processes] pod {name}: cannot run here", file=sys.stderr, flush=True)
             return
@@ -696,23 +757,23 @@ class PodProcesses:
         popen = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
-        self._evaluations[name] = _Evaluation(name, container, popen, termination_log, _timestamp())
+        self._job_runs[name] = _JobRun(name, container, popen, termination_log, _timestamp())
 
-    def _report_evaluation(self, evaluation: _Evaluation, code: int) -> None:
+    def _report_job_run(self, job_run: _JobRun, code: int) -> None:
         """What the kubelet reports for a finished container with terminationMessagePolicy File."""
         terminated = {
             "exitCode": code,
             "reason": "Completed" if code == 0 else "Error",
-            "message": evaluation.termination_log.read_text()[:4096],
-            "startedAt": evaluation.started_at,
+            "message": job_run.termination_log.read_text()[:4096],
+            "startedAt": job_run.started_at,
             "finishedAt": _timestamp(),
         }
         status = {
             "phase": "Succeeded" if code == 0 else "Failed",
             "containerStatuses": [
                 {
-                    "name": evaluation.container["name"],
-                    "image": evaluation.container.get("image", ""),
+                    "name": job_run.container["name"],
+                    "image": job_run.container.get("image", ""),
                     "imageID": "",
                     "ready": False,
                     "restartCount": 0,
@@ -722,7 +783,7 @@ class PodProcesses:
             ],
         }
         self._api.merge_patch(
-            PODS, self._namespace, evaluation.pod, {"status": status}, subresource="status"
+            PODS, self._namespace, job_run.pod, {"status": status}, subresource="status"
         )
 
     def _labels(self, pod: dict[str, Any]) -> dict[str, str]:

@@ -355,3 +355,63 @@ def test_a_ready_canary_takes_no_request_until_its_weight_is_above_zero(
         assert promoted["stableRevision"] == canary
         wait_until(lambda: load.count(canary, "200") >= 20, 60, "the promoted revision serving")
     assert {status for _, status in load.snapshot()} == {"200"}, load.snapshot()
+
+
+def test_an_idle_preview_gets_analysis_load_so_its_builtin_checks_decide(
+    rollouts: Rollouts,
+    operator_process: OperatorProcess,
+    traffic: tuple[PodProcesses, Gateway],
+    tiny_models: list[Path],
+    prometheus: PrometheusHandle,
+    kube_api_client: client.ApiClient,
+    namespace: str,
+) -> None:
+    """No user sends a blue-green preview a request; `analysis.load` does, through the
+    preview's own Service. A healthy preview is promoted on the built-in errorRate, and a
+    failing one is rolled back before the switch, with no hand-written query."""
+    pods, _ = traffic
+    at = pods.placement()
+    manifest = rollout_manifest("chat", f"file://{tiny_models[0]}", [], placement=at, analysis={
+        "prometheus": {"address": prometheus.url, "timeout": "2s"},
+        "interval": "1s",
+        "checks": [{"name": "errors", "builtin": "errorRate", "window": "20s",
+                    "breachWhen": "> 0.2", "for": "2s", "action": "rollback"}],
+        "load": {"rate": 4, "maxTokens": 4},
+    })  # fmt: skip
+    manifest["spec"]["strategy"] = {"blueGreen": {"autoPromotionAfter": "15s"}}
+    rollouts.create(manifest)
+    blue = rollouts.wait_phase("chat", {"Succeeded"}, 60)["stableRevision"]
+
+    rollouts.patch_spec("chat", {"model": {"name": "chat", "uri": f"file://{tiny_models[1]}"}})
+    promoted = rollouts.wait_phase("chat", {"Succeeded", "RolledBack", "Paused"}, 180)
+    assert promoted["phase"] == "Succeeded", (promoted["checks"], promoted.get("message"))
+    green = promoted["stableRevision"]
+    assert green != blue
+    # Every request the preview answered came from the load Job: nothing else addressed it.
+    answered = prometheus.query(
+        f'sum(http_requests_total{{namespace="{namespace}",revision="{green}",'
+        f'handler=~"/v1/.*",status=~"2.."}})'
+    )
+    assert answered and float(answered[0]["value"][1]) > 0, answered
+
+    failing = {**manifest["spec"]["runtime"]}
+    failing["args"] = ["--fault-injection", "--fault-error-rate=0.6", "--fault-seed=1"]
+    rollouts.patch_spec("chat", {"runtime": failing})
+    rolled_back = rollouts.wait_phase("chat", {"RolledBack", "Succeeded"}, 180)
+    assert rolled_back["phase"] == "RolledBack", rolled_back["checks"]
+    assert rolled_back["stableRevision"] == green
+    red = rolled_back["history"][0]["revision"]
+    assert "errors" in rolled_back["history"][0]["reason"]
+    check = next(c for c in rolled_back["checks"] if c["name"] == "errors")
+    assert check["value"] > 0.2
+    # Never switched: the Service kept selecting green, and the load Job is gone.
+    core, batch = client.CoreV1Api(kube_api_client), client.BatchV1Api(kube_api_client)
+    selector = core.read_namespaced_service("chat", namespace).spec.selector
+    assert selector["modelrollout.dev/revision"] == green
+    wait_until(
+        lambda: (
+            not batch.list_namespaced_job(namespace, label_selector="modelrollout.dev/load").items
+        ),
+        60,
+        f"the load Job of {red} deleted",
+    )

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from modelrollout_dev.nodes import GPU_RESOURCE, cluster_nodes
-from modelrollout_dev.podprocesses import local_eval_command
+from modelrollout_dev.podprocesses import local_eval_command, local_load_command
 from modelrollout_dev.prometheus import prometheus_config
 from modelrollout_dev.toolchain import (
     ToolchainError,
@@ -103,3 +103,20 @@ def test_an_evaluation_pod_runs_locally_against_the_servers_of_its_revisions() -
     ]  # fmt: skip
     serving = {"command": ["modelserve", "serve"], "args": []}
     assert local_eval_command(serving, Path("s"), Path("l"), str) is None
+
+
+def test_a_load_pod_runs_locally_against_the_server_of_its_candidate() -> None:
+    container = {
+        "command": ["modelserve", "loadgen"],
+        "args": ["--target", "http://chat-new:8000", "--model", "chat", "--rate", "2",
+                 "--duration", "60", "--prompts-file", "/prompts/prompts.txt"],
+    }  # fmt: skip
+    servers = {"http://chat-new:8000": "http://127.0.0.1:4001"}
+    command = local_load_command(container, Path("/tmp/p.txt"), lambda url: servers.get(url, url))
+    assert command is not None
+    assert command[1:] == [
+        "loadgen", "--target", "http://127.0.0.1:4001", "--model", "chat", "--rate", "2",
+        "--duration", "60", "--prompts-file", "/tmp/p.txt",
+    ]  # fmt: skip
+    evaluation = {"command": ["modelserve", "eval"], "args": []}
+    assert local_load_command(evaluation, Path("p"), str) is None
