@@ -197,8 +197,9 @@ def converge_deployments(
         if patch:
             api.merge_patch(DEPLOYMENTS, rollout.namespace, name, patch)
             logger.debug("updated %s/%s: %s", rollout.namespace, name, patch)
-        if "metadata" in patch:
-            _relabel_pods(api, rollout, item.revision, item.role)
+        # Every tick, not only when the role changes: a pod the ReplicaSet recreates
+        # (eviction, node loss) comes from the template, which keeps the first role.
+        _relabel_pods(api, rollout, item.revision, item.role)
     for revision, deployment in observed.items():
         if revision not in wanted:
             name = deployment["metadata"]["name"]

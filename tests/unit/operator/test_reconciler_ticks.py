@@ -637,6 +637,30 @@ def test_scaling_mid_canary_resizes_both_revisions_at_the_current_weight() -> No
     assert cluster.deployments() == {new: (3, "stable")}
 
 
+def test_a_pod_recreated_after_promotion_is_labelled_with_its_revisions_role() -> None:
+    """The template keeps the role a revision was created with (changing it would restart
+    every pod): a pod the ReplicaSet recreates gets its current role in place."""
+    cluster = Cluster()
+    spec = canary_spec()
+    cluster.started(spec)
+    cluster.run_until_phase("Succeeded")
+    new = child(V2, spec)
+    assert cluster.deployments() == {new: (2, "stable")}
+
+    def roles() -> dict[str, str]:
+        return {
+            p["metadata"]["name"]: p["metadata"]["labels"][ROLE_LABEL]
+            for p in cluster.api.list(PODS, NAMESPACE)
+        }
+
+    assert roles() == {f"{new}-0": "stable", f"{new}-1": "stable"}
+    cluster.api.delete(PODS, NAMESPACE, f"{new}-0")
+    cluster.settle()  # recreated from the template
+    assert roles()[f"{new}-0"] == "canary"
+    cluster.tick(1)
+    assert roles() == {f"{new}-0": "stable", f"{new}-1": "stable"}
+
+
 def test_each_revision_has_a_disruption_budget_that_follows_its_replicas() -> None:
     cluster = Cluster()
     spec = canary_spec()
