@@ -20,6 +20,7 @@ from modelrollout.kube.labels import GROUP, KIND, PLURAL, REVISION_LABEL, ROLLOU
 from modelrollout.models.spec import MAX_REPLICAS
 from modelrollout_dev import toolchain
 from tests.conftest import ClusterUnderTest
+from tests.support.kube import wait_until
 from tests.support.rollouts import rollout_manifest
 from tests.support.scenario import Scenario
 from tests.support.status_watch import ObjectWatch
@@ -180,3 +181,49 @@ def test_a_real_hpa_scales_the_rollout_through_the_subresource(
     scenario.when().update_runtime(replicas=9)
     scenario.then().expect_replicas(v1, 6, ready=True, within=120)
     assert scenario.rollouts.status("chat")["stableRevision"] == v1
+
+
+def test_an_hpa_aimed_at_a_revisions_deployment_is_undone_and_named(
+    scenario: Scenario, kube_api_client: client.ApiClient
+) -> None:
+    """The operator sizes each revision; an HPA on a revision's Deployment is told so."""
+    scenario.given().rollout(chat([{"pause": {}}])).ready()
+    v1 = scenario.stable_revision
+    deployment = f"chat-{v1}"
+    hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "chat-deployment"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment},
+            "minReplicas": 4,
+            "maxReplicas": 6,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": 70},
+                    },
+                }
+            ],
+        },
+    }
+    client.AutoscalingV2Api(kube_api_client).create_namespaced_horizontal_pod_autoscaler(
+        scenario.rollouts.namespace, hpa
+    )
+
+    def warned() -> str | None:
+        for event in scenario.rollouts.events("chat"):
+            if event.reason == "ScaledOutsideRollout" and event.type == "Warning":
+                return str(event.message)
+        return None
+
+    message = wait_until(warned, 120, "a ScaledOutsideRollout warning")
+    assert f"Deployment {deployment} was resized to 4" in message
+    assert "set it back to 2" in message
+    # The rollout's own count stands: no new revision, the spec untouched.
+    scenario.then().expect_replicas(v1, 2, ready=False, within=60)
+    rollout = scenario.rollouts.get("chat")
+    assert rollout["spec"]["runtime"]["replicas"] == 2
+    assert rollout["status"]["stableRevision"] == v1

@@ -143,6 +143,15 @@ def _relabel_pods(api: KubeApi, rollout: RolloutRef, revision: str, role: str) -
             )
 
 
+@dataclass(frozen=True)
+class ForeignScale:
+    """A Deployment someone else resized since the operator last wrote its replicas."""
+
+    name: str
+    replicas: int  # what the other writer set
+    planned: int  # what the operator sets back
+
+
 def converge_deployments(
     api: KubeApi,
     rollout: RolloutRef,
@@ -150,12 +159,20 @@ def converge_deployments(
     observed: dict[str, dict[str, Any]],
     pod_template_for: Callable[[str], PodTemplate | None],
     progress_deadline_seconds: int,
-) -> None:
+    written_generations: dict[str, int],
+) -> list[ForeignScale]:
     """Create, scale, relabel and delete Deployments to match the plan.
+
+    `written_generations`: each Deployment's metadata.generation as of the operator's last
+    write of its spec (by name), kept by the caller across ticks and updated here. A
+    Deployment whose replicas differ from the plan at a later generation was resized by
+    someone else (an HPA or `kubectl scale` aimed at the Deployment); it is set back and
+    returned. An earlier generation is only the watch cache lagging behind that write.
 
     Raises InvalidSpecError when the API server refuses (422) a Deployment the spec made: the
     pass-through pod fields (affinity, securityContext, volumes ...) are checked there only.
     """
+    foreign: list[ForeignScale] = []
     wanted = {item.revision: item for item in plan}
     for item in plan:
         current = observed.get(item.revision)
@@ -180,22 +197,29 @@ def converge_deployments(
                 template.metadata,
             )
             try:
-                api.create(DEPLOYMENTS, rollout.namespace, deployment)
+                created = api.create(DEPLOYMENTS, rollout.namespace, deployment)
             except KubeApiError as error:
                 if error.status == 422:
                     raise refused_deployment(error.message) from error
                 raise
+            written_generations[name] = int(created["metadata"].get("generation") or 0)
             logger.debug(
                 "created %s/%s (%s, %d replicas)", rollout.namespace, name, item.role, item.replicas
             )
             continue
         patch: dict[str, Any] = {}
-        if int(current["spec"].get("replicas") or 0) != item.replicas:
+        replicas = int(current["spec"].get("replicas") or 0)
+        if replicas != item.replicas:
             patch["spec"] = {"replicas": item.replicas}
+            generation = int(current["metadata"].get("generation") or 0)
+            if generation > written_generations.get(name, generation):
+                foreign.append(ForeignScale(name, replicas, item.replicas))
         if current["metadata"].get("labels", {}).get(ROLE_LABEL) != item.role:
             patch["metadata"] = {"labels": {ROLE_LABEL: item.role}}
         if patch:
-            api.merge_patch(DEPLOYMENTS, rollout.namespace, name, patch)
+            updated = api.merge_patch(DEPLOYMENTS, rollout.namespace, name, patch)
+            if "spec" in patch:
+                written_generations[name] = int(updated["metadata"].get("generation") or 0)
             logger.debug("updated %s/%s: %s", rollout.namespace, name, patch)
         # Every tick, not only when the role changes: a pod the ReplicaSet recreates
         # (eviction, node loss) comes from the template, which keeps the first role.
@@ -204,7 +228,9 @@ def converge_deployments(
         if revision not in wanted:
             name = deployment["metadata"]["name"]
             api.delete(DEPLOYMENTS, rollout.namespace, name)
+            written_generations.pop(name, None)
             logger.debug("deleted %s/%s", rollout.namespace, name)
+    return foreign
 
 
 def converge_disruption_budgets(

@@ -34,6 +34,7 @@ from modelrollout.analysis.provider import MetricProvider
 from modelrollout.analysis.runner import evaluate
 from modelrollout.engine.capacity import assess, gpus_per_pod, node_gpus, pod_gpus
 from modelrollout.engine.children import (
+    ForeignScale,
     PodTemplate,
     converge_deployments,
     converge_disruption_budgets,
@@ -126,6 +127,9 @@ class Reconciler:
         # A revision whose Deployment the API server refused (422): refused again without
         # a write until the spec changes, so that the rollout does not retry in a loop.
         self._refused: dict[str, tuple[str, InvalidSpecError]] = {}
+        # Per rollout: each Deployment's generation as of this process's last write of its
+        # spec, to tell another writer's resize from the watch cache lagging (children.py).
+        self._written_generations: dict[str, dict[str, int]] = {}
         self._specs = ParsedSpecs()
         self._check_refresh_seconds = check_refresh_seconds
         self._evaluation_image = evaluation_image
@@ -143,6 +147,7 @@ class Reconciler:
             self._unwritten_checks.pop(uid, None)
             self._decided.pop(uid, None)
             self._refused.pop(uid, None)
+            self._written_generations.pop(uid, None)
         self._specs.forget(uid)
         self._metrics.forget(namespace, name)
 
@@ -313,7 +318,7 @@ class Reconciler:
             post_event(event_type, reason, message)
         self._metrics.observe_tick(rollout.namespace, rollout.name, status, new_status, events)
         try:
-            self._converge(rollout, spec, spec_revision, new_status, deployments, now)
+            resized = self._converge(rollout, spec, spec_revision, new_status, deployments, now)
         except InvalidSpecError as error:
             self._refused[rollout.uid] = (spec_revision, error)
             message = f"{error.field_path}: {error.message}"
@@ -322,6 +327,15 @@ class Reconciler:
             post_event("Warning", "InvalidSpec", message)
             self._decided[rollout.uid] = LastDecision(invalid, now, None)
             return
+        for foreign in resized:
+            post_event(
+                "Warning",
+                "ScaledOutsideRollout",
+                f"Deployment {foreign.name} was resized to {foreign.replicas} outside the rollout "
+                f"(an autoscaler or kubectl scale aimed at the Deployment); the operator sizes "
+                f"each revision from spec.runtime.replicas and set it back to {foreign.planned}: "
+                f"scale the ModelRollout instead (its scale subresource)",
+            )
         ended = ended_evaluation(spec, status, new_status)
         if ended is not None:
             end_evaluation(
@@ -421,31 +435,34 @@ class Reconciler:
         status: ModelRolloutStatus,
         deployments: dict[str, dict[str, Any]],
         now: datetime,
-    ) -> None:
+    ) -> list[ForeignScale]:
+        """Apply what the tick decided; the Deployments someone else resized meanwhile."""
         router = router_for(spec.traffic.router, self._api)
         unmarked = revision_to_mark(spec, deployments)
         if unmarked is not None:
             mark_spec_revision(self._api, rollout, unmarked, revision_of(spec))
         plan = revision_plan(spec, status, now)
         template = PodTemplate(build_pod_spec(spec), build_pod_metadata(spec))
-        converge_deployments(
+        resized = converge_deployments(
             self._api,
             rollout,
             plan,
             deployments,
             lambda revision: template if revision == spec_revision else None,
             int(parse_duration(spec.progress_deadline)),
+            self._written_generations.setdefault(rollout.uid, {}),
         )
         converge_disruption_budgets(
             self._api, rollout, plan if spec.disruption_budget.enabled else []
         )
         backends = self._backends(rollout, spec, status)
         if backends is None:
-            return
+            return resized
         router.reconcile(backends)
         weight = route_weight(status)
         if weight is not None:
             router.set_weights(backends, weight)
+        return resized
 
 
 def _scale(

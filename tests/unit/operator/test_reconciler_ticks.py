@@ -661,6 +661,37 @@ def test_a_pod_recreated_after_promotion_is_labelled_with_its_revisions_role() -
     assert roles() == {f"{new}-0": "stable", f"{new}-1": "stable"}
 
 
+def test_a_deployment_resized_by_someone_else_is_set_back_with_a_warning() -> None:
+    """An HPA aimed at a revision's Deployment fights the operator: it is told, once per
+    resize, and pointed at the ModelRollout's scale subresource."""
+    cluster = Cluster()
+    spec = canary_spec()
+    cluster.apply(spec)
+    cluster.tick()
+    cluster.settle()
+    stable = child(V1, spec)
+
+    def warnings(writes: list[Write]) -> list[str]:
+        return [
+            w.body["message"]
+            for w in writes
+            if w.resource == EVENTS and w.body["reason"] == "ScaledOutsideRollout"
+        ]
+
+    # The operator's own resize (the rollout scaled) warns of nothing.
+    cluster.api.merge_patch(MODELROLLOUTS, NAMESPACE, NAME, {"spec": {"runtime": {"replicas": 3}}})
+    assert warnings(cluster.tick(1)) == []
+    assert cluster.deployments() == {stable: (3, "stable")}
+    # Someone else's resize is set back, with a warning naming both counts.
+    cluster.api.merge_patch(DEPLOYMENTS, NAMESPACE, stable, {"spec": {"replicas": 7}})
+    writes = cluster.tick(1)
+    assert cluster.deployments() == {stable: (3, "stable")}
+    (message,) = warnings(writes)
+    assert f"Deployment {stable} was resized to 7" in message
+    assert "set it back to 3" in message
+    assert warnings(cluster.tick(1)) == []
+
+
 def test_each_revision_has_a_disruption_budget_that_follows_its_replicas() -> None:
     cluster = Cluster()
     spec = canary_spec()
