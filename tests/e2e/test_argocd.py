@@ -102,7 +102,8 @@ class ArgoCD:
         """Argo CD's diff of the last commit against `live`: "" when Synced."""
         path = self.workdir / "live.json"
         path.write_text(json.dumps(live))
-        result = self._check("diff", *self._app_args(), "--live", str(path))
+        args = [*self._app_args(), "--live", str(path), "--kubeconfig", self.kubeconfig]
+        result = self._check("diff", *args)
         if not result["modified"]:
             return ""
         live_lines, git_lines = (
@@ -184,11 +185,27 @@ def test_an_invalid_commit_is_degraded_and_still_synced(
     v1 = rollout_manifest("chat", "file:///models/v1", STEPS)
     scenario.given().rollout(v1, write=argocd.sync).ready()
 
-    # The API server stores it; only the operator can judge it.
+    # The API server stores it; only the operator can judge it (so the scenario,
+    # which reads each spec's revision, cannot: the watch is waited on directly).
     invalid = rollout_manifest("chat", "file:///models/v2", STEPS, progress_deadline="999999999h")
-    then = scenario.when().apply(invalid, argocd.sync).then()
-    then.expect_condition("InvalidSpec", within=60)
-    status, message = argocd.health(version_with(scenario, then.status))
+    generation = argocd.sync(invalid)["metadata"]["generation"]
+
+    def judged() -> Body | None:
+        return next(
+            (
+                body
+                for body in scenario.statuses.versions("chat")
+                if (body.get("status") or {}).get("observedGeneration") == generation
+                and any(
+                    c["type"] == "InvalidSpec" and c["status"] == "True"
+                    for c in body["status"].get("conditions") or []
+                )
+            ),
+            None,
+        )
+
+    invalid_version = scenario.statuses.wait_for(judged, 60, "InvalidSpec on the new commit")
+    status, message = argocd.health(invalid_version)
     assert status == "Degraded"
     assert message.startswith("Invalid spec: spec.progressDeadline"), message
     synced(argocd, rollouts, "with an invalid spec")
