@@ -23,12 +23,14 @@ import difflib
 import json
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from modelrollout.kube.labels import GROUP
 from modelrollout_dev import toolchain
 from tests.conftest import ClusterUnderTest
 from tests.support.rollouts import Rollouts, rollout_manifest
@@ -43,6 +45,16 @@ APP = "chat-model"
 STEPS: list[Body] = [{"setWeight": 50}, {"pause": {}}]
 # What Argo CD's sync runs with `ServerSideApply=true` (gitops-engine kube.ApplyResource).
 SYNC_FLAGS = ["--server-side", "--force-conflicts", "--field-manager=argocd-controller"]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Argo CD's diff: "" as drift when Synced; the live object as it compared it, and the
+    live object it predicts once git is applied (a server-side dry run)."""
+
+    drift: str
+    normalized_live: Body
+    predicted_live: Body
 
 
 class ArgoCD:
@@ -98,20 +110,24 @@ class ArgoCD:
         assert plain_lua_health(live, self.workdir) == argocd, "the two Lua runtimes disagree"
         return argocd
 
-    def diff(self, live: Body) -> str:
-        """Argo CD's diff of the last commit against `live`: "" when Synced."""
+    def diff(self, live: Body) -> Comparison:
+        """Argo CD's diff of the last commit against `live`."""
         path = self.workdir / "live.json"
         path.write_text(json.dumps(live))
         args = [*self._app_args(), "--live", str(path), "--kubeconfig", self.kubeconfig]
         result = self._check("diff", *args)
-        if not result["modified"]:
-            return ""
-        live_lines, git_lines = (
-            json.dumps(result[key], indent=1, sort_keys=True).splitlines()
-            for key in ("normalizedLive", "predictedLive")
-        )
-        text = "\n".join(difflib.unified_diff(live_lines, git_lines, "live", "git", lineterm=""))
-        return text or "modified, yet no line differs"
+        normalized, predicted = result["normalizedLive"], result["predictedLive"]
+        drift = ""
+        if result["modified"]:
+            live_lines, git_lines = (
+                json.dumps(side, indent=1, sort_keys=True).splitlines()
+                for side in (normalized, predicted)
+            )
+            drift = "\n".join(
+                difflib.unified_diff(live_lines, git_lines, "live", "git", lineterm="")
+            )
+            drift = drift or "modified, yet no line differs"
+        return Comparison(drift, normalized, predicted)
 
 
 @pytest.fixture
@@ -131,9 +147,13 @@ def version_with(scenario: Scenario, status: Body) -> Body:
     )
 
 
-def synced(argocd: ArgoCD, rollouts: Rollouts, when: str) -> None:
-    drift = argocd.diff(rollouts.get("chat"))
-    assert drift == "", f"Argo CD sees drift {when}:\n{drift}"
+def synced(argocd: ArgoCD, rollouts: Rollouts, when: str) -> Comparison:
+    """Argo CD's diff says Synced, having compared the model git holds now."""
+    comparison = argocd.diff(rollouts.get("chat"))
+    assert comparison.drift == "", f"Argo CD sees drift {when}:\n{comparison.drift}"
+    committed = yaml.safe_load(argocd.git_file.read_text())["spec"]["model"]
+    assert comparison.predicted_live["spec"]["model"] == committed
+    return comparison
 
 
 def test_synced_and_truthful_through_a_canary_a_promotion_and_a_rollback(
@@ -163,8 +183,9 @@ def test_synced_and_truthful_through_a_canary_a_promotion_and_a_rollback(
     then = scenario.when().promote().then().expect_phase("Succeeded", within=90)
     assert then.status["stableRevision"] == scenario.new_revision
     assert argocd.health(version_with(scenario, then.status))[0] == "Healthy"
-    assert any(key.endswith("/promote") for key in rollouts.get("chat")["metadata"]["annotations"])
-    synced(argocd, rollouts, "after a promotion by annotation")
+    compared = synced(argocd, rollouts, "after a promotion by annotation")
+    # The command annotation was in the comparison, and is no drift.
+    assert f"{GROUP}/promote" in compared.normalized_live["metadata"]["annotations"]
 
     # The next commit, then `kubectl modelrollout abort`: back to v2.
     v3 = rollout_manifest("chat", "file:///models/v3", STEPS)
@@ -176,7 +197,7 @@ def test_synced_and_truthful_through_a_canary_a_promotion_and_a_rollback(
 
     # The diff can fail: a spec edited outside git is drift, and names the field.
     rollouts.patch_spec("chat", {"runtime": {"replicas": 3}})
-    assert '"replicas": 3' in argocd.diff(rollouts.get("chat"))
+    assert '"replicas": 3' in argocd.diff(rollouts.get("chat")).drift
 
 
 def test_an_invalid_commit_is_degraded_and_still_synced(
