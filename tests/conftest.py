@@ -35,13 +35,15 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     """Build (or find cached) the Go binaries the selected tests need, before any test runs.
 
     Here rather than in a fixture so that a first build (minutes) counts against
-    no test's timeout; a selection without cluster or chart tests builds nothing.
+    no test's timeout; a selection without cluster, chart or argocd tests builds nothing.
     """
     items = session.items
     if any("cluster_under_test" in item.fixturenames for item in items):
         toolchain.ensure_binaries()
     elif any(item.get_closest_marker("chart") for item in items):
         toolchain.ensure_helm()
+    if any(item.get_closest_marker("argocd") for item in items):
+        toolchain.ensure_argocd_check()
 
 
 @dataclass(frozen=True)

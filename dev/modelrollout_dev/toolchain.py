@@ -4,13 +4,17 @@ No download site is reachable here, only the Go module proxy, so every binary
 is compiled from its module: Kubernetes through a wrapper module that replaces
 each staging module (`k8s.io/api`, ...) with its published `v0.X.Y` (the same
 trick Argo Rollouts' go.mod uses), etcd through a wrapper module (its own
-go.mod has `replace` lines, so `go install` refuses it), kwok by `go install`.
+go.mod has `replace` lines, so `go install` refuses it), kwok by `go install`;
+`argocd-check` (dev/argocd-check: Argo CD's own Lua runtime and diff) from its
+committed module, with the Go toolchain Argo CD needs, which Go fetches from
+the proxy as `golang.org/toolchain`.
 Binaries land in `<cache>/bin/<component>-<version>/`; a later `up` only
 checks that they exist.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -26,6 +30,9 @@ ETCD_VERSION = "v3.6.5"
 KWOK_VERSION = "v0.7.0"
 GATEWAY_API_VERSION = "v1.4.1"
 HELM_VERSION = "v3.22.0"
+# Argo CD v3.6 needs go >= 1.27 (newer than this machine's); Go fetches this one from the proxy.
+ARGOCD_GO_TOOLCHAIN = "go1.27.4"
+ARGOCD_CHECK_SOURCE = Path(__file__).resolve().parents[1] / "argocd-check"
 
 KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 
@@ -258,6 +265,52 @@ def ensure_helm() -> Path:
     if not helm.is_file():
         build_helm()
     return helm
+
+
+def argocd_version() -> str:
+    """The Argo CD release dev/argocd-check is built against (its go.mod's require)."""
+    go_mod = (ARGOCD_CHECK_SOURCE / "go.mod").read_text()
+    match = re.search(
+        r"^(?:require)?\s*github\.com/argoproj/argo-cd/v3 (v\S+)$", go_mod, re.MULTILINE
+    )
+    if match is None:
+        raise ToolchainError(f"no argo-cd/v3 require line in {ARGOCD_CHECK_SOURCE / 'go.mod'}")
+    return match.group(1)
+
+
+def argocd_check_binary() -> Path:
+    """Where argocd-check is cached: keyed by Argo CD's version and by its own source, so an
+    edit of main.go is never served a stale binary."""
+    digest = hashlib.sha256()
+    for name in ("go.mod", "go.sum", "main.go"):
+        digest.update((ARGOCD_CHECK_SOURCE / name).read_bytes())
+    folder = f"argocd-check-{argocd_version()}-{digest.hexdigest()[:12]}"
+    return cache_root() / "bin" / folder / "argocd-check"
+
+
+def build_argocd_check() -> None:
+    out_dir = argocd_check_binary().parent
+    staging = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    _run_go(
+        ["build", "-trimpath", "-ldflags", "-s -w", "-o", f"{staging}/argocd-check", "."],
+        cwd=ARGOCD_CHECK_SOURCE,
+        # The committed go.sum pins every module: never rewrite it during a build.
+        env_extra={"GOTOOLCHAIN": ARGOCD_GO_TOOLCHAIN, "GOFLAGS": "-mod=readonly -buildvcs=false"},
+    )
+    shutil.rmtree(out_dir, ignore_errors=True)
+    staging.rename(out_dir)
+
+
+def ensure_argocd_check() -> Path:
+    """Build argocd-check when this version of it is not cached: the Argo CD tests need it."""
+    binary = argocd_check_binary()
+    if not binary.is_file():
+        build_argocd_check()
+    if not binary.is_file():
+        raise ToolchainError(f"built, yet still missing: {binary}")
+    return binary
 
 
 def ensure_binaries() -> Binaries:

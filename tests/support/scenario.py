@@ -197,12 +197,18 @@ class Given:
     def __init__(self, scenario: Scenario) -> None:
         self.scenario = scenario
 
-    def rollout(self, manifest: Body, within: float = 60) -> Given:
-        """A rollout created from `manifest` and Succeeded: its revision is stable."""
+    def rollout(
+        self, manifest: Body, within: float = 60, write: Callable[[Body], Body] | None = None
+    ) -> Given:
+        """A rollout created from `manifest` and Succeeded: its revision is stable.
+
+        `write` creates it (an Argo CD sync, say) and returns it as written; by default a
+        plain create.
+        """
         scenario = self.scenario
         scenario.name = manifest["metadata"]["name"]
         scenario.manifest = copy.deepcopy(manifest)
-        scenario._acted(scenario.rollouts.create(manifest))
+        scenario._acted((write or scenario.rollouts.create)(manifest))
         status = Then(scenario).expect_phase("Succeeded", within=within).status
         assert status["stableRevision"] == revision(manifest)
         scenario.stable_revision = scenario.new_revision = str(status["stableRevision"])
@@ -231,6 +237,13 @@ class When:
     def update_spec(self, spec_patch: Body) -> When:
         scenario = self.scenario
         scenario._spec_changed(scenario.rollouts.patch_spec(scenario.name, spec_patch))
+        return self
+
+    def apply(self, manifest: Body, write: Callable[[Body], Body]) -> When:
+        """A new `manifest` written by `write` (an Argo CD sync of a commit, say), which
+        returns the rollout as written."""
+        scenario = self.scenario
+        scenario._spec_changed(write(manifest))
         return self
 
     def update_model(self, uri: str) -> When:
