@@ -257,3 +257,36 @@ def test_provider_references_can_be_restricted_to_names_or_not_granted(tmp_path:
     none = render(tmp_path, {"rbac": {"providerReferences": {"enabled": False}}})
     rules = _rules(_named(none, "ClusterRole", "-modelrollout"))
     assert ("", "secrets") not in rules and ("", "configmaps") not in rules
+
+
+def test_the_pod_monitor_relabels_serving_pods_as_the_shipped_scrape_job_does(
+    tmp_path: Path,
+) -> None:
+    """One source, two spellings: files/model-pods.scrape.yaml (plain Prometheus, tested
+    against real pods in tests/e2e/test_model_pod_discovery.py) and the PodMonitor."""
+    documents = render(tmp_path, {"modelMetrics": {"podMonitor": {"enabled": True}}})
+    monitor = only(documents, "PodMonitor")
+    assert monitor["spec"]["namespaceSelector"] == {"any": True}
+    assert monitor["spec"]["selector"] == {
+        "matchExpressions": [{"key": "modelrollout.dev/rollout", "operator": "Exists"}]
+    }
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert (endpoint["port"], endpoint["path"]) == ("http", "/metrics")
+    scrape = yaml.safe_load((CHART / "files" / "model-pods.scrape.yaml").read_text())
+    spelled = [
+        {
+            key: value
+            for key, value in {
+                "sourceLabels": rule.get("source_labels"),
+                "targetLabel": rule.get("target_label"),
+                "regex": rule.get("regex"),
+                "action": rule.get("action", "replace"),
+            }.items()
+            if value is not None
+        }
+        for rule in scrape["relabel_configs"]
+    ]
+    assert endpoint["relabelings"] == spelled
+    targets = {rule.get("targetLabel") for rule in endpoint["relabelings"]}
+    assert {"namespace", "rollout", "revision", "role", "pod"} <= targets
+    assert "PodMonitor" not in {document["kind"] for document in render(tmp_path)}
