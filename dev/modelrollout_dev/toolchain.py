@@ -33,6 +33,9 @@ HELM_VERSION = "v3.22.0"
 # Argo CD v3.6 needs go >= 1.27 (newer than this machine's); Go fetches this one from the proxy.
 ARGOCD_GO_TOOLCHAIN = "go1.27.4"
 ARGOCD_CHECK_SOURCE = Path(__file__).resolve().parents[1] / "argocd-check"
+# Prometheus 3 as its Go module versions it. Debian's package leaves Kubernetes service
+# discovery out; the test of the chart's pod discovery needs it.
+PROMETHEUS_VERSION = "v0.316.0"
 
 KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 
@@ -81,6 +84,10 @@ def _kwok_dir() -> Path:
 
 def _helm_dir() -> Path:
     return cache_root() / "bin" / f"helm-{HELM_VERSION}"
+
+
+def _prometheus_dir() -> Path:
+    return cache_root() / "bin" / f"prometheus-{PROMETHEUS_VERSION}"
 
 
 def expected_binaries() -> Binaries:
@@ -246,6 +253,17 @@ def build_kwok() -> None:
 def build_helm() -> None:
     # The chart's tests render, lint and install it with the real helm.
     _go_install([f"helm.sh/helm/v3/cmd/helm@{HELM_VERSION}"], _helm_dir())
+
+
+def ensure_prometheus_with_kubernetes_sd() -> Path:
+    """Prometheus with Kubernetes service discovery, built from its module on first use."""
+    binary = _prometheus_dir() / "prometheus"
+    if not binary.is_file():
+        _go_install(
+            [f"github.com/prometheus/prometheus/cmd/prometheus@{PROMETHEUS_VERSION}"],
+            _prometheus_dir(),
+        )
+    return binary
 
 
 def gateway_api_crd_files() -> list[Path]:
