@@ -166,6 +166,9 @@ def test_synced_and_truthful_through_a_canary_a_promotion_and_a_rollback(
         "Progressing",
         "Waiting for the operator to observe the latest spec",
     )
+    # Healthy once the operator has seen stable's pods Ready (condition Available), which
+    # its tick after the pods' readiness writes: the Deployment's ready count comes first.
+    scenario.then().expect_condition("Available", within=60)
     assert argocd.health(rollouts.get("chat"))[0] == "Healthy"
     synced(argocd, rollouts, "once the first sync Succeeded")
 

@@ -305,16 +305,18 @@ def without_ages(frame: str) -> str:
 
 
 def test_get_watch_prints_a_new_frame_when_the_phase_changes(
-    scenario: Scenario, cluster_under_test: ClusterUnderTest, namespace: str
+    scenario: Scenario, cluster_under_test: ClusterUnderTest, namespace: str, tmp_path: Path
 ) -> None:
     plugin = Plugin(cluster_under_test, namespace)
     steps = [{"setWeight": 50}, {"pause": {}}]
     scenario.given().rollout(rollout_manifest("chat", "file:///models/v1", steps)).ready()
+    # stderr to a file: a pipe nobody reads blocks the plugin once it holds 64 KiB.
+    errors = tmp_path / "watch.stderr"
     watcher = subprocess.Popen(
         plugin.argv("get", "chat", "--watch"),
         env=plugin.env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=errors.open("w"),
         text=True,
     )
     assert watcher.stdout is not None
@@ -341,9 +343,14 @@ def test_get_watch_prints_a_new_frame_when_the_phase_changes(
         scenario.when().ticks_pass(6)
     finally:
         watcher.send_signal(signal.SIGINT)
-        code = watcher.wait(timeout=60)
+        try:
+            code = watcher.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            # Killed, so that a failure above is reported rather than this wait.
+            watcher.kill()
+            code = watcher.wait()
         printed.join(timeout=10)
-    assert code == 0, watcher.stderr.read() if watcher.stderr else ""
+    assert code == 0, f"get --watch ended with {code} on Ctrl-C; stderr: {errors.read_text()}"
 
     text = printed.text()
     assert "\x1b" not in text, "no terminal control codes when stdout is not a terminal"
