@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import secrets
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -151,6 +152,9 @@ def watch(target: Target, name: str, tty: bool, interval: float = WATCH_INTERVAL
     started = _now()
     last_seen: str | None = None
     last_drawn: str | None = None
+    # Ctrl-C ends the watch even when started from a background job, where the shell
+    # hands its children SIGINT ignored and Python then never raises KeyboardInterrupt.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         while True:
             observed = target.observe(name)
