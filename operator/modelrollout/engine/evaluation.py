@@ -178,29 +178,41 @@ def build_evaluation_job(
         "terminationMessagePolicy": "File",
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
     }
+    return one_shot_job(
+        metadata,
+        {EVALUATION_LABEL: rollout.name},
+        container,
+        [{"name": "suite", "configMap": {"name": evaluation.suite.config_map_name}}],
+        max(1, math.ceil(parse_duration(evaluation.timeout))),
+    )
+
+
+def one_shot_job(
+    metadata: dict[str, Any],
+    pod_labels: dict[str, str],
+    container: dict[str, Any],
+    volumes: list[dict[str, Any]],
+    deadline_seconds: int,
+) -> dict[str, Any]:
+    """A Job that runs `container` once (an evaluation, an analysis load): no retry (its
+    outcome is the answer), at most `deadline_seconds`, kept an hour for its logs."""
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "containers": [container],
+    }
+    if volumes:
+        pod_spec["volumes"] = volumes
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": metadata,
         "spec": {
             "backoffLimit": 0,
-            "activeDeadlineSeconds": max(1, math.ceil(parse_duration(evaluation.timeout))),
+            "activeDeadlineSeconds": deadline_seconds,
             "ttlSecondsAfterFinished": JOB_TTL_SECONDS,
-            "template": {
-                # Not ROLLOUT_LABEL: the rollout's Service would send users to this pod.
-                "metadata": {"labels": {EVALUATION_LABEL: rollout.name}},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "automountServiceAccountToken": False,
-                    "containers": [container],
-                    "volumes": [
-                        {
-                            "name": "suite",
-                            "configMap": {"name": evaluation.suite.config_map_name},
-                        }
-                    ],
-                },
-            },
+            # Not ROLLOUT_LABEL on the pods: the rollout's Service would send users to them.
+            "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
         },
     }
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from modelrollout.engine.evaluation import JOB_TTL_SECONDS, evaluation_services, modelserve_image
+from modelrollout.engine.evaluation import evaluation_services, modelserve_image, one_shot_job
 from modelrollout.kube.api import JOBS, SERVICES, KubeApi, KubeApiError
 from modelrollout.kube.labels import (
     LOAD_LABEL,
@@ -99,29 +99,14 @@ def build_load_job(
     }
     if volume_mounts:
         container["volumeMounts"] = volume_mounts
-    pod_spec: dict[str, Any] = {
-        "restartPolicy": "Never",
-        "automountServiceAccountToken": False,
-        "containers": [container],
-    }
-    if volumes:
-        pod_spec["volumes"] = volumes
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": metadata,
-        "spec": {
-            # Load that failed (the candidate errs) is what the checks are for: no retry.
-            "backoffLimit": 0,
-            "activeDeadlineSeconds": duration + DEADLINE_MARGIN_SECONDS,
-            "ttlSecondsAfterFinished": JOB_TTL_SECONDS,
-            "template": {
-                # Not ROLLOUT_LABEL: the rollout's Service would send users to this pod.
-                "metadata": {"labels": {LOAD_LABEL: rollout.name}},
-                "spec": pod_spec,
-            },
-        },
-    }
+    # Load that failed (the candidate errs) is what the checks are for: no retry.
+    return one_shot_job(
+        metadata,
+        {LOAD_LABEL: rollout.name},
+        container,
+        volumes,
+        duration + DEADLINE_MARGIN_SECONDS,
+    )
 
 
 def converge_load(
