@@ -139,6 +139,7 @@ class Stream:
     completion_tokens: int | None = None
     done_marker: bool = False
     error: str | None = None
+    error_chunks: list[str] = field(default_factory=list)
     started: threading.Event = field(default_factory=threading.Event)
     ended: threading.Event = field(default_factory=threading.Event)
 
@@ -171,7 +172,9 @@ def stream_completion(server: VllmServer, first_chunks: int) -> Stream:
                         stream.done_marker = True
                     elif line.startswith("data: "):
                         chunk = json.loads(line.removeprefix("data: "))
-                        for choice in chunk["choices"]:
+                        if "error" in chunk:
+                            stream.error_chunks.append(chunk["error"]["message"])
+                        for choice in chunk.get("choices", []):
                             stream.texts.append(choice["text"])
                             if choice.get("finish_reason"):
                                 stream.finish_reasons.append(choice["finish_reason"])
@@ -237,17 +240,19 @@ def test_sigterm_without_shutdown_timeout_drops_in_flight_requests(
 ) -> None:
     """vLLM's default: the engine aborts what it runs, then is killed at once.
 
-    The stream either ends early with finish_reason "abort" or, when the engine
-    is killed before its abort reaches the API server, stalls until the client
-    gives up (uvicorn waits for that connection before the process exits).
+    The stream either ends early with finish_reason "abort", or ends with an
+    error chunk when the API server sees the engine die first, or, when the
+    engine is killed before its abort reaches the API server, stalls until the
+    client gives up (uvicorn waits for that connection before the process exits).
     """
     stream = stream_completion(vllm_server, first_chunks=3)
     vllm_server.process.send_signal(signal.SIGTERM)
     assert stream.ended.wait(STALL_S + 30), stream
     assert vllm_server.process.wait(60) == 0, vllm_server.log_tail()
     aborted = stream.finish_reasons == ["abort"] and stream.error is None
+    errored = stream.finish_reasons == [] and len(stream.error_chunks) == 1
     stalled = stream.finish_reasons == [] and "ReadTimeout" in (stream.error or "")
-    assert aborted or stalled, stream
+    assert aborted or errored or stalled, stream
     assert stream.completion_tokens is None or stream.completion_tokens < STREAM_TOKENS, stream
 
 
@@ -263,6 +268,7 @@ def test_sigterm_with_shutdown_timeout_finishes_in_flight_requests(
     finally:
         stop(server)
     assert stream.error is None, stream.error
+    assert stream.error_chunks == [], stream
     assert stream.finish_reasons == ["length"], stream
     assert stream.completion_tokens == STREAM_TOKENS, stream
     assert stream.done_marker
