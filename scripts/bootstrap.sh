@@ -10,6 +10,8 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 missing_packages=()
 command -v prometheus >/dev/null 2>&1 || missing_packages+=(prometheus)
 command -v lua5.4 >/dev/null 2>&1 || missing_packages+=(lua5.4)
+# `ip netns`: the local cluster's pod network (modelrollout_dev.podnetwork).
+command -v ip >/dev/null 2>&1 || missing_packages+=(iproute2)
 if [ "${#missing_packages[@]}" -gt 0 ]; then
   echo "[bootstrap] apt-get install ${missing_packages[*]}"
   as_root apt-get update -qq

@@ -24,8 +24,9 @@ from pathlib import Path
 import yaml
 
 from modelrollout.kube.labels import EVALUATION_LABEL, LOAD_LABEL
-from modelrollout_dev import toolchain
+from modelrollout_dev import podnetwork, toolchain
 from modelrollout_dev.nodes import HARNESS_NODE_PREFIX, cluster_nodes
+from modelrollout_dev.podnetwork import PodNetwork
 from modelrollout_dev.prometheus import (
     PrometheusHandle,
     prometheus_binary,
@@ -107,6 +108,13 @@ class ClusterState:
     prometheus_pid: int
     prometheus_sd_dir: str
     prometheus_rules_dir: str
+    # Empty in the state of a cluster made before the pod network: `up` makes it anew.
+    pod_netns: str = ""
+    pod_cidr: str = ""
+
+    @property
+    def pod_network(self) -> PodNetwork:
+        return PodNetwork(self.pod_netns, self.pod_cidr)
 
     @property
     def prometheus(self) -> PrometheusHandle:
@@ -122,6 +130,7 @@ class ClusterState:
             "MODELROLLOUT_PROMETHEUS_URL": self.prometheus_url,
             "MODELROLLOUT_PROMETHEUS_SD_DIR": self.prometheus_sd_dir,
             "MODELROLLOUT_PROMETHEUS_RULES_DIR": self.prometheus_rules_dir,
+            **self.pod_network.env(),
             "PATH": f"{Path(self.kubectl).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         }
 
@@ -222,6 +231,8 @@ def is_running(state: ClusterState) -> bool:
     components = kwok_component_pids(state.name)
     return (
         bool(components)
+        and bool(state.pod_netns)
+        and Path("/run/netns", state.pod_netns).exists()
         and all(_pid_alive(pid) for pid in components.values())
         and _pid_alive(state.prometheus_pid)
         and state.prometheus.is_ready()
@@ -387,6 +398,12 @@ def up(
         ],
     )
     _log(f"control plane up in {time.monotonic() - started:.1f}s")
+    try:
+        pod_network = podnetwork.create(name)
+    except podnetwork.PodNetworkError as error:
+        down(name)
+        raise ClusterError(str(error)) from error
+    _log(f"pod network {pod_network.cidr} in network namespace {pod_network.netns}")
     prometheus_pid, prometheus = start_prometheus(directory)
     state = ClusterState(
         name=name,
@@ -397,6 +414,8 @@ def up(
         prometheus_pid=prometheus_pid,
         prometheus_sd_dir=str(prometheus.sd_dir),
         prometheus_rules_dir=str(prometheus.rules_dir),
+        pod_netns=pod_network.netns,
+        pod_cidr=pod_network.cidr,
     )
     _state_file(name).write_text(json.dumps(asdict(state), indent=2))
     _install_manifests(state, list(cluster_nodes(gpu_nodes, gpus_per_node, cpu_nodes)))
@@ -432,5 +451,6 @@ def down(name: str = DEFAULT_NAME) -> None:
     # kwokctl stops its components by pid; make sure none outlived it.
     for pid in components.values():
         _stop_pid(pid)
+    podnetwork.delete(name)
     shutil.rmtree(cluster_dir(name), ignore_errors=True)
     _log(f"cluster {name!r} is down")
