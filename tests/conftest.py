@@ -21,6 +21,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from modelrollout_dev import cluster, toolchain
+from modelrollout_dev.podnetwork import PodNetwork
 from modelrollout_dev.prometheus import PrometheusHandle
 from tests.support.kube import apply_crd, create_namespace, project_crds
 
@@ -52,6 +53,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 class ClusterUnderTest:
     kubeconfig: str
     prometheus: PrometheusHandle
+    # Where the harness gives pods their addresses: none on a cluster with real nodes.
+    pod_network: PodNetwork | None
 
 
 @pytest.fixture(scope="session")
@@ -76,11 +79,12 @@ def cluster_under_test() -> Iterator[ClusterUnderTest]:
                 Path(os.environ["MODELROLLOUT_PROMETHEUS_SD_DIR"]),
                 Path(os.environ["MODELROLLOUT_PROMETHEUS_RULES_DIR"]),
             ),
+            PodNetwork.from_env(),
         )
         return
     state = cluster.up(TEST_CLUSTER_NAME)
     try:
-        yield ClusterUnderTest(state.kubeconfig, state.prometheus)
+        yield ClusterUnderTest(state.kubeconfig, state.prometheus, state.pod_network)
     finally:
         if not os.environ.get("MODELROLLOUT_KEEP_CLUSTER"):
             cluster.down(TEST_CLUSTER_NAME)
@@ -98,6 +102,17 @@ def kube_api_client(cluster_under_test: ClusterUnderTest) -> client.ApiClient:
 @pytest.fixture(scope="session")
 def prometheus(cluster_under_test: ClusterUnderTest) -> PrometheusHandle:
     return cluster_under_test.prometheus
+
+
+@pytest.fixture(scope="session")
+def pod_network(cluster_under_test: ClusterUnderTest) -> PodNetwork:
+    """The local cluster's pod network, which the harness (the kubelet stand-in) needs."""
+    if cluster_under_test.pod_network is None:
+        pytest.fail(
+            "the harness runs pods only on the local cluster: MODELROLLOUT_POD_NETNS and "
+            "MODELROLLOUT_POD_CIDR (from `modelrollout-dev cluster env`) are not set"
+        )
+    return cluster_under_test.pod_network
 
 
 @pytest.fixture

@@ -7,10 +7,13 @@ pods placed there on purpose land on it: `placement()`), which kwok keeps
 Ready but whose pods it leaves alone (see `cluster.kwok_stages`). For each pod
 the scheduler binds to that node, it does what a kubelet would:
 
-- runs the pod's own serving command (`modelserve serve ...`, or vLLM's
+- gives the pod an IP of the cluster's pod network (`podnetwork`: an address
+  that exists only in the cluster's network namespace) and runs the pod's own
+  serving command (`modelserve serve ...`, or vLLM's
   `python3 -m vllm.entrypoints.openai.api_server ...` under the vLLM CPU
-  build's interpreter), its args as written except the listen address, with
-  the pod's env, on a loopback port standing for the pod's container port;
+  build's interpreter) in that namespace, its args as written except the
+  listen address, with the pod's env, listening on the pod's IP and its own
+  container port, as the pod's EndpointSlices say;
 - runs the container's startup, readiness and liveness probes, as the pod spec
   gives them, against that server, and reports the pod Ready only while its
   readiness probe passes: a slow model load keeps the pod out of endpoints;
@@ -36,18 +39,15 @@ ConfigMap its pod mounts. A Job pod deleted while it runs is killed.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +63,7 @@ from modelrollout.kube.labels import (
     ROLLOUT_LABEL,
 )
 from modelrollout_dev.nodes import GPU_TAINT, HARNESS_NODE_PREFIX, fake_node
+from modelrollout_dev.podnetwork import PodNetwork
 from modelrollout_dev.prometheus import PrometheusHandle
 from modelrollout_dev.toolchain import vllm_python
 
@@ -105,13 +106,6 @@ def _timestamp() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def harness_node_name(namespace: str) -> str:
     return f"{HARNESS_NODE_PREFIX}{namespace}"
 
@@ -130,15 +124,21 @@ def _without_listen_flags(args: list[str]) -> list[str]:
     return kept
 
 
-def local_command(container: dict[str, Any], port: int) -> list[str] | None:
-    """The container's command and args, runnable here, listening on 127.0.0.1:port.
+def container_port(container: dict[str, Any]) -> int:
+    """The container's first declared port: where its server listens (8000 if none is)."""
+    ports = container.get("ports") or [{}]
+    return int(ports[0].get("containerPort", 8000))
+
+
+def local_command(container: dict[str, Any], host: str) -> list[str] | None:
+    """The container's command and args, runnable here, listening on host:containerPort.
 
     Our own `modelserve` image runs as the project's `modelserve`; vLLM's module as
     vLLM's CPU build (scripts/vllm-env.sh), whose own parser judges every other
     flag as written. Other images cannot run here: None.
     """
     command = [*(container.get("command") or []), *(container.get("args") or [])]
-    listen = ["--host", "127.0.0.1", "--port", str(port)]
+    listen = ["--host", host, "--port", str(container_port(container))]
     if command[:1] == ["modelserve"]:
         executable = shutil.which("modelserve", path=str(Path(sys.executable).parent))
         return [executable or "modelserve", *_without_listen_flags(command[1:]), *listen]
@@ -252,7 +252,6 @@ class _Container:
     grace_seconds: float
     pre_stop_seconds: float
     log_path: Path
-    port: int = field(default_factory=_free_port)
     admitted_at: str = field(default_factory=_timestamp)
     popen: subprocess.Popen[bytes] | None = None
     started: bool = False
@@ -268,7 +267,7 @@ class _Container:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.pod_ip}:{container_port(self.spec)}"
 
     @property
     def target(self) -> str:
@@ -282,18 +281,19 @@ class PodProcesses:
         self,
         api: KubeApi,
         namespace: str,
+        network: PodNetwork,
         prometheus: PrometheusHandle | None,
         log_dir: Path,
         poll_interval: float = 0.3,
     ) -> None:
         self._api = api
         self._namespace = namespace
+        self._network = network
         self._prometheus = prometheus
         self._log_dir = log_dir
         self._poll_interval = poll_interval
         self.node = harness_node_name(namespace)
         self._containers: dict[str, _Container] = {}
-        self._pod_ips = self._pod_addresses()
         self._job_runs: dict[str, _JobRun] = {}
         # Job pods already run (or not runnable here): each runs once.
         self._jobs_started: set[str] = set()
@@ -426,13 +426,6 @@ class PodProcesses:
         container.deadline = time.monotonic() + container.grace_seconds
         container.terminating.set()
 
-    def _pod_addresses(self) -> list[str]:
-        """Pod IPs out of a /24 of 10.244.0.0/16 picked by node name: addresses for the API
-        server (which refuses loopback ones); servers listen on loopback ports meanwhile."""
-        subnet = zlib.crc32(self.node.encode()) % 256
-        network = ipaddress.ip_network(f"10.244.{subnet}.0/24")
-        return [str(host) for host in network.hosts()]
-
     # -- serving pods ----------------------------------------------------------
 
     def _admit(self, pod: dict[str, Any]) -> None:
@@ -444,7 +437,7 @@ class PodProcesses:
             pod=name,
             uid=pod["metadata"]["uid"],
             spec=spec,
-            pod_ip=self._pod_ips[zlib.crc32(pod["metadata"]["uid"].encode()) % len(self._pod_ips)],
+            pod_ip=self._network.claim_address(self.node, pod["metadata"]["uid"]),
             labels=self._labels(pod),
             pod_labels=dict(pod["metadata"].get("labels") or {}),
             grace_seconds=grace,
@@ -482,12 +475,13 @@ class PodProcesses:
         finally:
             if self._prometheus is not None:
                 self._prometheus.unregister_target(container.target)
+            self._network.release_address(container.pod_ip)
             if container.deadline is not None:
                 self._delete_pod(container.pod, container.uid)
             container.terminated.set()
 
     def _launch(self, container: _Container) -> bool:
-        command = local_command(container.spec, container.port)
+        command = local_command(container.spec, container.pod_ip)
         if command is None:
             message = f"the image {container.spec.get('image')} cannot run here"
             print(f"[pod-processes] pod {container.pod}: {message}", file=sys.stderr, flush=True)
@@ -509,7 +503,11 @@ class PodProcesses:
                 env[variable["name"]] = variable["value"]
         with container.log_path.open("ab") as log:
             container.popen = subprocess.Popen(
-                command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                self._network.command(command),
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         container.started = container.ready = False
         container.waiting = None

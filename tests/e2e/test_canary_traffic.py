@@ -9,8 +9,11 @@ Prometheus, the model servers and their metrics are all real.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,11 +23,13 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from modelrollout.kube.api import KubeApi
+from modelrollout.kube.api import ENDPOINT_SLICES, KubeApi
+from modelrollout.kube.cache import SERVICE_NAME_LABEL
 from modelrollout_dev.demo import make_tiny_models
 from modelrollout_dev.gateway import Gateway
 from modelrollout_dev.load import BackgroundLoad
 from modelrollout_dev.operator_process import OperatorProcess
+from modelrollout_dev.podnetwork import PodNetwork
 from modelrollout_dev.podprocesses import PodProcesses
 from modelrollout_dev.prometheus import PrometheusHandle
 from tests.support.kube import wait_until
@@ -42,13 +47,14 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 def harness(
     kube_api_client: client.ApiClient,
     namespace: str,
+    pod_network: PodNetwork,
     prometheus: PrometheusHandle,
     tmp_path: Path,
     **route: str,
 ) -> Iterator[tuple[PodProcesses, Gateway]]:
     """Pod processes and a gateway routing by `service=` or `httproute=`."""
     api = KubeApi(kube_api_client)
-    pods = PodProcesses(api, namespace, prometheus, tmp_path / "pods").start()
+    pods = PodProcesses(api, namespace, pod_network, prometheus, tmp_path / "pods").start()
     gateway = Gateway(api, namespace, pods, **route).start()
     try:
         yield pods, gateway
@@ -59,9 +65,15 @@ def harness(
 
 @pytest.fixture
 def traffic(
-    kube_api_client: client.ApiClient, namespace: str, prometheus: PrometheusHandle, tmp_path: Path
+    kube_api_client: client.ApiClient,
+    namespace: str,
+    pod_network: PodNetwork,
+    prometheus: PrometheusHandle,
+    tmp_path: Path,
 ) -> Iterator[tuple[PodProcesses, Gateway]]:
-    with harness(kube_api_client, namespace, prometheus, tmp_path, service="chat") as pair:
+    with harness(
+        kube_api_client, namespace, pod_network, prometheus, tmp_path, service="chat"
+    ) as pair:
         yield pair
 
 
@@ -91,12 +103,48 @@ def wait_for_servers(pods: PodProcesses, revision: str, count: int = 2) -> None:
         time.sleep(0.5)
 
 
+def serving_addresses(api: KubeApi, namespace: str, service: str) -> set[str]:
+    """The ready `ip:port`s of the Service's EndpointSlices, as a gateway would read them."""
+    addresses = set()
+    for endpoint_slice in api.list(ENDPOINT_SLICES, namespace, f"{SERVICE_NAME_LABEL}={service}"):
+        ports = [port["port"] for port in endpoint_slice.get("ports") or []]
+        for endpoint in endpoint_slice.get("endpoints") or []:
+            if (endpoint.get("conditions") or {}).get("ready"):
+                addresses |= {f"{ip}:{port}" for ip in endpoint["addresses"] for port in ports}
+    return addresses
+
+
+def host_addresses() -> str:
+    listed = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True, check=True)
+    return listed.stdout
+
+
+def assert_endpoint_slices_name_serving_pods(
+    api: KubeApi, namespace: str, pod_network: PodNetwork, pods: PodProcesses
+) -> None:
+    """What `kubectl get endpointslices` lists are the pods' own addresses, and they answer."""
+    healthy = {e.address for e in pods.endpoints().values() if e.healthy}
+    listed = wait_until(
+        lambda: (found := serving_addresses(api, namespace, "chat")) == healthy and found,
+        30,
+        f"the Service's EndpointSlices to list the ready pods {sorted(healthy)}",
+    )
+    for address in listed:
+        ip = address.rsplit(":", 1)[0]
+        assert ipaddress.ip_address(ip) in ipaddress.ip_network(pod_network.cidr), address
+        assert f" {ip}/" not in host_addresses(), f"{ip} is configured on a host interface"
+        with urllib.request.urlopen(f"http://{address}/health", timeout=10) as response:
+            assert response.status == 200, address
+
+
 def test_good_revision_is_promoted_and_a_failing_one_rolled_back_under_real_traffic(
     rollouts: Rollouts,
     operator_process: OperatorProcess,
     traffic: tuple[PodProcesses, Gateway],
     tiny_models: list[Path],
     prometheus: PrometheusHandle,
+    pod_network: PodNetwork,
+    kube_api_client: client.ApiClient,
 ) -> None:
     pods, gateway = traffic
     steps = [{"setWeight": 50}, {"analysis": {"duration": "12s"}}]
@@ -110,6 +158,9 @@ def test_good_revision_is_promoted_and_a_failing_one_rolled_back_under_real_traf
     rollouts.create(v1)
     stable = rollouts.wait_phase("chat", {"Succeeded"}, 60)["stableRevision"]
     wait_for_servers(pods, stable)
+    assert_endpoint_slices_name_serving_pods(
+        KubeApi(kube_api_client), rollouts.namespace, pod_network, pods
+    )
 
     with BackgroundLoad(gateway.url, "chat") as load:
         # A good model: walks the steps under load and is promoted.
@@ -230,10 +281,16 @@ def test_blue_green_switches_every_request_at_once_and_back_on_a_post_promotion_
 
 @pytest.fixture
 def routed_traffic(
-    kube_api_client: client.ApiClient, namespace: str, prometheus: PrometheusHandle, tmp_path: Path
+    kube_api_client: client.ApiClient,
+    namespace: str,
+    pod_network: PodNetwork,
+    prometheus: PrometheusHandle,
+    tmp_path: Path,
 ) -> Iterator[tuple[PodProcesses, Gateway]]:
     """The harness routing by the rollout's HTTPRoute (router gatewayAPI)."""
-    with harness(kube_api_client, namespace, prometheus, tmp_path, httproute="chat") as pair:
+    with harness(
+        kube_api_client, namespace, pod_network, prometheus, tmp_path, httproute="chat"
+    ) as pair:
         yield pair
 
 

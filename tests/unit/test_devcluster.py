@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from pathlib import Path
 
 import pytest
 
 from modelrollout_dev.nodes import GPU_RESOURCE, cluster_nodes
-from modelrollout_dev.podprocesses import local_eval_command, local_load_command
+from modelrollout_dev.podnetwork import PodNetwork
+from modelrollout_dev.podprocesses import local_command, local_eval_command, local_load_command
 from modelrollout_dev.prometheus import prometheus_config
 from modelrollout_dev.toolchain import (
     ToolchainError,
@@ -120,3 +122,26 @@ def test_a_load_pod_runs_locally_against_the_server_of_its_candidate() -> None:
     ]  # fmt: skip
     evaluation = {"command": ["modelserve", "eval"], "args": []}
     assert local_load_command(evaluation, Path("p"), str) is None
+
+
+def test_each_node_takes_a_24_of_the_cluster_pod_cidr_the_same_one_every_time() -> None:
+    network = PodNetwork("modelrollout-t", "10.241.0.0/16")
+    subnet = network.node_subnet("harness-ns-a")
+    assert subnet.prefixlen == 24
+    assert subnet.subnet_of(ipaddress.IPv4Network("10.241.0.0/16"))
+    assert network.node_subnet("harness-ns-a") == subnet
+
+
+def test_a_pod_server_listens_on_its_pod_ip_and_declared_port_inside_the_namespace() -> None:
+    container = {
+        "command": ["modelserve", "serve"],
+        "args": ["--model-uri", "file:///m", "--host", "0.0.0.0", "--port=8000"],
+        "ports": [{"name": "http", "containerPort": 9000}],
+    }
+    command = local_command(container, "10.241.7.9")
+    assert command is not None
+    assert command[1:] == [
+        "serve", "--model-uri", "file:///m", "--host", "10.241.7.9", "--port", "9000"
+    ]  # fmt: skip
+    wrapped = PodNetwork("modelrollout-t", "10.241.0.0/16").command(command)
+    assert wrapped == ["ip", "netns", "exec", "modelrollout-t", *command]
