@@ -17,6 +17,8 @@ the scheduler binds to that node, it does what a kubelet would:
 - runs the container's startup, readiness and liveness probes, as the pod spec
   gives them, against that server, and reports the pod Ready only while its
   readiness probe passes: a slow model load keeps the pod out of endpoints;
+  each failed probe is a Warning Event `Unhealthy` on the pod, as the kubelet
+  posts it (`kubectl describe pod` shows why a pod left its endpoints);
 - restarts a container that exits or fails its liveness probe, with back-off;
 - on deletion: out of rotation, the preStop sleep, SIGTERM, SIGKILL at the end
   of the grace period, then removes the pod, so it stays Terminating while it
@@ -55,6 +57,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from modelrollout.kube.api import NODES, PODS, SERVICES, KubeApi, KubeApiError, Resource
+from modelrollout.kube.events import EVENTS, build_event
 from modelrollout.kube.labels import (
     EVALUATION_LABEL,
     LOAD_LABEL,
@@ -229,14 +232,17 @@ class Probe:
             failure_threshold=int(probe.get("failureThreshold", 3)),
         )
 
-    def passes(self, address: str) -> bool:
-        """A 2xx or 3xx within the timeout, as the kubelet's HTTP prober counts success."""
+    def failure(self, address: str) -> str | None:
+        """Why the probe failed, in the kubelet's words; None on a 2xx or 3xx within the timeout."""
+        url = f"http://{address}{self.path}"
         try:
-            url = f"http://{address}{self.path}"
             with urllib.request.urlopen(url, timeout=self.timeout) as response:
-                return 200 <= int(response.status) < 400
-        except (urllib.error.URLError, OSError, ValueError):
-            return False
+                status = int(response.status)
+        except urllib.error.HTTPError as error:
+            status = error.code
+        except (urllib.error.URLError, OSError, ValueError) as error:
+            return f'Get "{url}": {getattr(error, "reason", error)}'
+        return None if 200 <= status < 400 else f"HTTP probe failed with statuscode: {status}"
 
 
 @dataclass
@@ -538,7 +544,7 @@ class PodProcesses:
                 assert startup is not None
                 if now >= due["startup"]:
                     due["startup"] = now + startup.period
-                    if startup.passes(container.address):
+                    if self._probe(container, "Startup", startup):
                         container.started = True
                         self._report(container)
                         due["readiness"] = due["liveness"] = time.monotonic()
@@ -553,7 +559,7 @@ class PodProcesses:
                         self._report(container)
                 elif now >= due["readiness"]:
                     due["readiness"] = now + readiness.period
-                    passed = readiness.passes(container.address)
+                    passed = self._probe(container, "Readiness", readiness)
                     failures["readiness"] = 0 if passed else failures["readiness"] + 1
                     ready = passed or (
                         container.ready and failures["readiness"] < readiness.failure_threshold
@@ -563,7 +569,7 @@ class PodProcesses:
                         self._report(container)
                 if liveness is not None and now >= due["liveness"]:
                     due["liveness"] = now + liveness.period
-                    alive = liveness.passes(container.address)
+                    alive = self._probe(container, "Liveness", liveness)
                     failures["liveness"] = 0 if alive else failures["liveness"] + 1
                     if failures["liveness"] >= liveness.failure_threshold:
                         return
@@ -573,6 +579,27 @@ class PodProcesses:
                 time.monotonic() + 1.0,
             )  # fmt: skip
             container.terminating.wait(max(0.05, next_due - time.monotonic()))
+
+    def _probe(self, container: _Container, kind: str, probe: Probe) -> bool:
+        """Run `probe`; a failure is a Warning Event on the pod, as the kubelet posts it."""
+        failure = probe.failure(container.address)
+        if failure is None:
+            return True
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {
+            "name": container.pod, "namespace": self._namespace, "uid": container.uid}}  # fmt: skip
+        event = build_event(pod, "Warning", "Unhealthy", f"{kind} probe failed: {failure}")
+        event.update(
+            source={"component": "kubelet", "host": self.node},
+            reportingComponent="kubelet",
+            reportingInstance=self.node,
+        )
+        try:
+            self._api.create(EVENTS, self._namespace, event)
+        except KubeApiError as error:
+            print(
+                f"[pod-processes] pod {container.pod}: event: {error}", file=sys.stderr, flush=True
+            )
+        return False
 
     def _shut_down(self, container: _Container) -> None:
         """Out of rotation, preStop sleep, SIGTERM, SIGKILL when the grace period ends."""

@@ -387,3 +387,18 @@ def test_vllm_canaries_rolled_back_by_ttft_against_stable_and_by_vllms_own_error
     assert answers.get((stable, "200"), 0) > 0, answers
     assert {status for (revision, status) in answers if revision != narrow} == {"200"}, answers
     assert len(vllm_ready_times(pod_history)) == 3, vllm_ready_times(pod_history)
+    # `kubectl describe pod` says why the canary was not Ready while vLLM loaded.
+    narrow_pods = {
+        pod["metadata"]["name"]
+        for _, pod in pod_history.events
+        if (pod["metadata"].get("labels") or {}).get(REVISION_LABEL) == narrow
+    }
+    unhealthy = [
+        event.message
+        for event in rollouts.core.list_namespaced_event(rollouts.namespace).items
+        if event.reason == "Unhealthy" and event.involved_object.name in narrow_pods
+    ]
+    assert any(
+        message.startswith("Startup probe failed: Get ") and "Connection refused" in message
+        for message in unhealthy
+    ), unhealthy
