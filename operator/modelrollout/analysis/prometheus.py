@@ -172,10 +172,17 @@ class PrometheusProvider(PromQL):
             return False
         try:
             with self._in_flight:
-                # `verify` given per request: otherwise REQUESTS_CA_BUNDLE would override
-                # the configured CA (or insecureSkipVerify), as requests lets it.
+                # The query API itself, not the web UI's `/` that prometheus-api-client
+                # probes: Mimir, Grafana Cloud and Amazon Managed Prometheus serve the API
+                # under a prefix with nothing at `/`, and a Prometheus built without its
+                # UI assets answers `/` with a 500. `verify` given per request: otherwise
+                # REQUESTS_CA_BUNDLE would override the configured CA (or
+                # insecureSkipVerify), as requests lets it.
                 response = session.get(
-                    f"{self._url}/", timeout=self._timeout, verify=session.verify
+                    f"{self._url}/api/v1/query",
+                    params={"query": "1"},
+                    timeout=self._timeout,
+                    verify=session.verify,
                 )
         except requests.exceptions.SSLError as error:
             self._offline_reason = (

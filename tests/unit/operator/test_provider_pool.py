@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -26,7 +27,8 @@ ANSWER = {"status": "success", "data": {"resultType": "scalar", "result": [0, "0
 
 
 class CountingPrometheus(ThreadingHTTPServer):
-    """Answers `/` (health) and `/api/v1/query`, counting requests and connections."""
+    """Answers the provider's health query (`1`) and other instant queries, counting
+    requests and connections."""
 
     daemon_threads = True
 
@@ -61,12 +63,12 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         token = self.headers.get("Authorization")
         self.server.tokens.append(token)
-        if self.path.startswith("/api/v1/query"):
-            self.server.queries += 1
-            status = self.server.query_status
-        else:
+        if parse_qs(urlsplit(self.path).query).get("query") == ["1"]:
             self.server.health_checks += 1
             status = self.server.health_status
+        else:
+            self.server.queries += 1
+            status = self.server.query_status
         if self.server.accepted_token is not None and token != (
             f"Bearer {self.server.accepted_token}"
         ):
