@@ -317,7 +317,7 @@ def run_engine(
     api: KubeApi, state: cluster.ClusterState, args: argparse.Namespace, work: Path
 ) -> dict[str, Any]:
     engine = args.engine
-    pods = PodProcesses(api, NAMESPACE, state.pod_network, None, work / "pods").start()
+    pods = PodProcesses(api, NAMESPACE, state.pod_network, work / "pods").start()
     gateway = Gateway(api, NAMESPACE, pods, service=NAME).start()
     extra_env: dict[str, str] = {}
     if args.no_drain:

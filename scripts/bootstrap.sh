@@ -34,6 +34,14 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
+# The local cluster's binaries (Kubernetes, etcd, kwok, helm, Prometheus; cached by
+# version outside the checkout; cold: about 10 min of compiling) build while the two
+# Python environments below install, which is mostly downloading and unpacking.
+build_log="$(mktemp "${TMPDIR:-/tmp}/modelrollout-cluster-build.XXXXXX")"
+.venv/bin/modelrollout dev cluster build >"$build_log" 2>&1 &
+cluster_build=$!
+trap 'kill "$cluster_build" 2>/dev/null || true' EXIT
+
 # vLLM's CPU build, in an environment of its own (cached by version outside the
 # checkout): the `vllm` tests and the demo's vLLM revisions run it. Cold: ~5 min, 6.2 GiB.
 PYTHON="$python" scripts/vllm-env.sh >/dev/null
@@ -41,3 +49,11 @@ PYTHON="$python" scripts/vllm-env.sh >/dev/null
 # GuideLLM, the load generator that bench/guidellm_compare.py runs beside modelserve's
 # own: its own environment too (it needs transformers 5). Cold: ~4 min, 5.9 GiB.
 PYTHON="$python" scripts/guidellm-env.sh >/dev/null
+
+if ! wait "$cluster_build"; then
+  cat "$build_log" >&2
+  echo "[bootstrap] building the local cluster's binaries failed (log above)" >&2
+  exit 1
+fi
+trap - EXIT
+rm -f "$build_log"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: install, lint, type-check, then every
-# test. Extra arguments go to pytest. The local cluster's Go binaries (cached)
-# are built by the test session only when the selected tests need them, so
-# `bash scripts/test.sh -m unit` builds nothing.
+# test. Extra arguments go to pytest. Bootstrap builds the local cluster's Go
+# binaries once (cached outside the checkout); tools only some tests use
+# (argocd-check) are built by the test session when those tests are selected.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh

@@ -45,8 +45,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         toolchain.ensure_helm()
     if any(item.get_closest_marker("argocd") for item in items):
         toolchain.ensure_argocd_check()
-    if any(item.get_closest_marker("kubernetes_sd") for item in items):
-        toolchain.ensure_prometheus_with_kubernetes_sd()
 
 
 @dataclass(frozen=True)

@@ -240,13 +240,16 @@ def is_running(state: ClusterState) -> bool:
     )
 
 
-def start_prometheus(directory: Path) -> tuple[int, PrometheusHandle]:
+def start_prometheus(
+    directory: Path, kubeconfig: Path | None = None
+) -> tuple[int, PrometheusHandle]:
+    """Prometheus scraping file-registered targets, and `kubeconfig`'s serving pods."""
     prom_dir = directory / "prometheus"
     sd_dir, rules_dir, data_dir = prom_dir / "sd", prom_dir / "rules", prom_dir / "data"
     for path in (sd_dir, rules_dir, data_dir):
         path.mkdir(parents=True, exist_ok=True)
     config_file = prom_dir / "prometheus.yml"
-    config_file.write_text(prometheus_config(sd_dir, rules_dir))
+    config_file.write_text(prometheus_config(sd_dir, rules_dir, kubeconfig))
     port = _free_port()
     log = (prom_dir / "prometheus.log").open("ab")
     process = subprocess.Popen(
@@ -404,7 +407,7 @@ def up(
         down(name)
         raise ClusterError(str(error)) from error
     _log(f"pod network {pod_network.cidr} in network namespace {pod_network.netns}")
-    prometheus_pid, prometheus = start_prometheus(directory)
+    prometheus_pid, prometheus = start_prometheus(directory, kubeconfig)
     state = ClusterState(
         name=name,
         directory=str(directory),

@@ -35,15 +35,21 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     cluster_parser.set_defaults(handler=run)
     prometheus_parser = dev_commands.add_parser(
         "prometheus",
-        help="only the tests' Prometheus (file service discovery), for a cluster such as kind; "
+        help="only the tests' Prometheus, for a cluster such as kind; "
         "prints the environment the tests read",
     )
     prometheus_parser.add_argument("directory", type=Path, help="where its config and data go")
+    prometheus_parser.add_argument(
+        "--kubeconfig",
+        type=Path,
+        help="also discover the rollouts' serving pods through this cluster's API server "
+        "(the chart's scrape job), where this machine can reach pod IPs",
+    )
     prometheus_parser.set_defaults(handler=run_prometheus)
 
 
 def run_prometheus(args: argparse.Namespace) -> int:
-    pid, handle = cluster.start_prometheus(args.directory)
+    pid, handle = cluster.start_prometheus(args.directory, args.kubeconfig)
     for key, value in {
         "MODELROLLOUT_PROMETHEUS_URL": handle.url,
         "MODELROLLOUT_PROMETHEUS_SD_DIR": str(handle.sd_dir),

@@ -310,9 +310,7 @@ def run(keep_cluster: bool, engine: str = "torch") -> int:
     )
     operator.start()
     _say(f"operator running (pid {operator.pid}, log {operator.log_path})")
-    pods = PodProcesses(
-        api, NAMESPACE, state.pod_network, state.prometheus, directory / "demo-pods"
-    ).start()
+    pods = PodProcesses(api, NAMESPACE, state.pod_network, directory / "demo-pods").start()
     gateway = Gateway(api, NAMESPACE, pods, service=ROLLOUT).start()
     load = BackgroundLoad(gateway.url, ROLLOUT)
     try:

@@ -22,8 +22,10 @@ the scheduler binds to that node, it does what a kubelet would:
 - restarts a container that exits or fails its liveness probe, with back-off;
 - on deletion: out of rotation, the preStop sleep, SIGTERM, SIGKILL at the end
   of the grace period, then removes the pod, so it stays Terminating while it
-  drains;
-- registers the server with Prometheus under the labels a PodMonitor adds.
+  drains.
+
+The cluster's Prometheus finds these servers itself, through the API server
+(`prometheus.model_pods_job`), as it would find a real node's pods.
 
 A quality-gate Job's pod (label modelrollout.dev/evaluation) runs on a kwok
 node, where the local cluster's kwok stages leave it Running instead of
@@ -67,7 +69,6 @@ from modelrollout.kube.labels import (
 )
 from modelrollout_dev.nodes import GPU_TAINT, HARNESS_NODE_PREFIX, fake_node
 from modelrollout_dev.podnetwork import PodNetwork
-from modelrollout_dev.prometheus import PrometheusHandle
 from modelrollout_dev.toolchain import vllm_python
 
 CONFIGMAPS = Resource("", "v1", "configmaps")
@@ -275,10 +276,6 @@ class _Container:
     def address(self) -> str:
         return f"{self.pod_ip}:{container_port(self.spec)}"
 
-    @property
-    def target(self) -> str:
-        return f"{self.labels['namespace']}.{self.pod}"
-
 
 class PodProcesses:
     """The kubelet of the node `harness-<namespace>`, for the rollouts' pods in that namespace."""
@@ -288,14 +285,12 @@ class PodProcesses:
         api: KubeApi,
         namespace: str,
         network: PodNetwork,
-        prometheus: PrometheusHandle | None,
         log_dir: Path,
         poll_interval: float = 0.3,
     ) -> None:
         self._api = api
         self._namespace = namespace
         self._network = network
-        self._prometheus = prometheus
         self._log_dir = log_dir
         self._poll_interval = poll_interval
         self.node = harness_node_name(namespace)
@@ -408,10 +403,7 @@ class PodProcesses:
                     self._begin_termination(container, pod)
                 else:
                     container.pod_labels = dict(pod["metadata"].get("labels") or {})
-                    labels = self._labels(pod)
-                    if labels != container.labels:
-                        container.labels = labels
-                        self._register(container)
+                    container.labels = self._labels(pod)
                 if container.terminated.is_set():
                     del self._containers[name]
             for name, pod in pods.items():
@@ -459,7 +451,6 @@ class PodProcesses:
     def _run(self, container: _Container) -> None:
         """The container's whole life: start, probe, restart, and stop when told."""
         try:
-            self._register(container)
             backoff = RESTART_BACKOFF_SECONDS
             while not container.terminating.is_set():
                 if not self._launch(container):
@@ -479,8 +470,6 @@ class PodProcesses:
             print(f"[pod-processes] pod {container.pod}: {error}", file=sys.stderr, flush=True)
             _kill_group(container.popen)
         finally:
-            if self._prometheus is not None:
-                self._prometheus.unregister_target(container.target)
             self._network.release_address(container.pod_ip)
             if container.deadline is not None:
                 self._delete_pod(container.pod, container.uid)
@@ -820,10 +809,6 @@ class PodProcesses:
             "revision": labels.get(REVISION_LABEL, ""),
             "role": labels.get(ROLE_LABEL, ""),
         }
-
-    def _register(self, container: _Container) -> None:
-        if self._prometheus is not None:
-            self._prometheus.register_target(container.target, container.address, container.labels)
 
 
 def _kill_group(popen: subprocess.Popen[bytes] | None) -> None:

@@ -1,8 +1,12 @@
-"""A Prometheus on loopback whose scrape targets are registered through files.
+"""The local cluster's Prometheus, on loopback.
 
-File service discovery stands in for what a PodMonitor would do in a real
-cluster: each target carries the labels the PodMonitor's relabeling derives
-from pod labels (`namespace`, `pod`, `rollout`, `revision`, `role`).
+It finds the rollouts' serving pods the way a cluster's Prometheus does: the
+chart's scrape job (charts/modelrollout/files/model-pods.scrape.yaml, the
+PodMonitor's relabelings in Prometheus' spelling) with Kubernetes pod
+discovery against the local API server, so each series carries the
+`namespace`, `rollout`, `revision`, `role` and `pod` labels the built-in
+checks and the shipped alerts read, taken from the pods' own labels. Targets
+that are not pods (a benchmark's gauge) are registered through files.
 """
 
 from __future__ import annotations
@@ -10,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import threading
 import time
 import urllib.error
@@ -22,7 +25,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from modelrollout_dev import toolchain
+
 SCRAPE_INTERVAL = "1s"
+CHART_FILES = Path(__file__).resolve().parents[2] / "charts" / "modelrollout" / "files"
+MODEL_PODS_JOB = CHART_FILES / "model-pods.scrape.yaml"
 
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}$")
 
@@ -32,28 +41,39 @@ class PrometheusError(RuntimeError):
 
 
 def prometheus_binary() -> str:
-    binary = shutil.which("prometheus") or (
-        "/usr/bin/prometheus" if Path("/usr/bin/prometheus").is_file() else None
-    )
-    if binary is None:
-        raise PrometheusError(
-            "no 'prometheus' binary: install Debian's package (apt-get install prometheus)"
-        )
-    return binary
+    """Prometheus built from its module with Kubernetes discovery (toolchain), on first use."""
+    binary = toolchain.expected_binaries().prometheus
+    if not binary.is_file():
+        toolchain.build_prometheus()
+    return str(binary)
 
 
-def prometheus_config(sd_dir: Path, rules_dir: Path) -> str:
+def model_pods_job(kubeconfig: Path) -> dict[str, Any]:
+    """The chart's scrape job, discovering pods through the API server of `kubeconfig`.
+
+    In a cluster Prometheus authenticates with its ServiceAccount; here with the
+    local cluster's kubeconfig. Scraped as often as every other target here.
+    """
+    job: dict[str, Any] = yaml.safe_load(MODEL_PODS_JOB.read_text())
+    for discovery in job["kubernetes_sd_configs"]:
+        discovery["kubeconfig_file"] = str(kubeconfig)
+    return {**job, "scrape_interval": SCRAPE_INTERVAL, "scrape_timeout": SCRAPE_INTERVAL}
+
+
+def prometheus_config(sd_dir: Path, rules_dir: Path, kubeconfig: Path | None) -> str:
+    """Targets from files, and with `kubeconfig` the serving pods of that cluster too."""
     config = {
         "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
         "rule_files": [str(rules_dir / "*.yml")],
         "scrape_configs": [
+            *([model_pods_job(kubeconfig)] if kubeconfig else []),
             {
                 "job_name": "modelrollout-targets",
                 "scrape_timeout": SCRAPE_INTERVAL,
                 "file_sd_configs": [
                     {"files": [str(sd_dir / "*.json")], "refresh_interval": SCRAPE_INTERVAL}
                 ],
-            }
+            },
         ],
     }
     return json.dumps(config, indent=2)

@@ -33,9 +33,11 @@ HELM_VERSION = "v3.22.0"
 # Argo CD v3.6 needs go >= 1.27 (newer than this machine's); Go fetches this one from the proxy.
 ARGOCD_GO_TOOLCHAIN = "go1.27.4"
 ARGOCD_CHECK_SOURCE = Path(__file__).resolve().parents[1] / "argocd-check"
-# Prometheus 3 as its Go module versions it. Debian's package leaves Kubernetes service
-# discovery out; the test of the chart's pod discovery needs it.
+# Prometheus 3 as its Go module versions it: the local cluster's, discovering pods through
+# the API server, which Debian's package leaves out. Its build tags keep the file, HTTP
+# and Kubernetes discovery and leave the cloud ones out, whose SDKs are most of a build.
 PROMETHEUS_VERSION = "v0.316.0"
+PROMETHEUS_BUILD_TAGS = ("remove_all_sd", "enable_kubernetes_sd")
 
 KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 
@@ -65,6 +67,7 @@ class Binaries:
     kwok: Path
     kwokctl: Path
     helm: Path
+    prometheus: Path
 
     def all(self) -> dict[str, Path]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -87,7 +90,7 @@ def _helm_dir() -> Path:
 
 
 def _prometheus_dir() -> Path:
-    return cache_root() / "bin" / f"prometheus-{PROMETHEUS_VERSION}"
+    return cache_root() / "bin" / f"prometheus-{PROMETHEUS_VERSION}-kubernetes-sd"
 
 
 def expected_binaries() -> Binaries:
@@ -101,6 +104,7 @@ def expected_binaries() -> Binaries:
         kwok=_kwok_dir() / "kwok",
         kwokctl=_kwok_dir() / "kwokctl",
         helm=_helm_dir() / "helm",
+        prometheus=_prometheus_dir() / "prometheus",
     )
 
 
@@ -227,12 +231,13 @@ def build_etcd() -> None:
     produced.rename(_etcd_dir() / "etcd")
 
 
-def _go_install(packages: list[str], out_dir: Path) -> None:
+def _go_install(packages: list[str], out_dir: Path, tags: tuple[str, ...] = ()) -> None:
     staging = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
+    tag_args = ["-tags", ",".join(tags)] if tags else []
     _run_go(
-        ["install", "-trimpath", "-ldflags", "-s -w", *packages],
+        ["install", "-trimpath", "-ldflags", "-s -w", *tag_args, *packages],
         cwd=staging,
         env_extra={"GOBIN": str(staging)},
     )
@@ -255,15 +260,12 @@ def build_helm() -> None:
     _go_install([f"helm.sh/helm/v3/cmd/helm@{HELM_VERSION}"], _helm_dir())
 
 
-def ensure_prometheus_with_kubernetes_sd() -> Path:
-    """Prometheus with Kubernetes service discovery, built from its module on first use."""
-    binary = _prometheus_dir() / "prometheus"
-    if not binary.is_file():
-        _go_install(
-            [f"github.com/prometheus/prometheus/cmd/prometheus@{PROMETHEUS_VERSION}"],
-            _prometheus_dir(),
-        )
-    return binary
+def build_prometheus() -> None:
+    _go_install(
+        [f"github.com/prometheus/prometheus/cmd/prometheus@{PROMETHEUS_VERSION}"],
+        _prometheus_dir(),
+        PROMETHEUS_BUILD_TAGS,
+    )
 
 
 def gateway_api_crd_files() -> list[Path]:
@@ -343,6 +345,8 @@ def ensure_binaries() -> Binaries:
         build_kwok()
     if "helm" in missing:
         build_helm()
+    if "prometheus" in missing:
+        build_prometheus()
     still_missing = missing_binaries()
     if still_missing:
         raise ToolchainError(f"built, yet still missing: {', '.join(still_missing)}")

@@ -48,13 +48,12 @@ def harness(
     kube_api_client: client.ApiClient,
     namespace: str,
     pod_network: PodNetwork,
-    prometheus: PrometheusHandle,
     tmp_path: Path,
     **route: str,
 ) -> Iterator[tuple[PodProcesses, Gateway]]:
     """Pod processes and a gateway routing by `service=` or `httproute=`."""
     api = KubeApi(kube_api_client)
-    pods = PodProcesses(api, namespace, pod_network, prometheus, tmp_path / "pods").start()
+    pods = PodProcesses(api, namespace, pod_network, tmp_path / "pods").start()
     gateway = Gateway(api, namespace, pods, **route).start()
     try:
         yield pods, gateway
@@ -68,12 +67,9 @@ def traffic(
     kube_api_client: client.ApiClient,
     namespace: str,
     pod_network: PodNetwork,
-    prometheus: PrometheusHandle,
     tmp_path: Path,
 ) -> Iterator[tuple[PodProcesses, Gateway]]:
-    with harness(
-        kube_api_client, namespace, pod_network, prometheus, tmp_path, service="chat"
-    ) as pair:
+    with harness(kube_api_client, namespace, pod_network, tmp_path, service="chat") as pair:
         yield pair
 
 
@@ -284,13 +280,10 @@ def routed_traffic(
     kube_api_client: client.ApiClient,
     namespace: str,
     pod_network: PodNetwork,
-    prometheus: PrometheusHandle,
     tmp_path: Path,
 ) -> Iterator[tuple[PodProcesses, Gateway]]:
     """The harness routing by the rollout's HTTPRoute (router gatewayAPI)."""
-    with harness(
-        kube_api_client, namespace, pod_network, prometheus, tmp_path, httproute="chat"
-    ) as pair:
+    with harness(kube_api_client, namespace, pod_network, tmp_path, httproute="chat") as pair:
         yield pair
 
 

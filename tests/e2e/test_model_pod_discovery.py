@@ -1,118 +1,116 @@
-"""Prometheus finds the serving pods the way a cluster's Prometheus does, and labels them
-as the built-in checks and the shipped alerts read them.
+"""The local cluster's Prometheus finds the serving pods the way a cluster's Prometheus does,
+labels them as the built-in checks and the shipped alerts read them, and every built-in
+check's query gets data from them.
 
-A second Prometheus (3.x built from its Go module: Debian's leaves Kubernetes
-service discovery out) runs the chart's scrape job (charts/modelrollout/files/
-model-pods.scrape.yaml, the PodMonitor's relabelings in Prometheus' spelling)
-with Kubernetes pod discovery against the local API server. The targets it
-discovers, and their labels after relabeling, are what this checks; kwok's pod
-IPs serve nothing, so the scrapes themselves fail (a real node's pods would
-answer: see the real-node issue).
+That Prometheus (3.x built from its Go module: Debian's leaves Kubernetes service
+discovery out) runs the chart's scrape job (charts/modelrollout/files/
+model-pods.scrape.yaml, the PodMonitor's relabelings in Prometheus' spelling) with
+Kubernetes pod discovery against the local API server. The servers are the pods' own
+(`PodProcesses`, the harness's stand-in for the kubelet) on their pod IPs; no label
+here is written by the harness.
 """
 
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
-import yaml
 
-from modelrollout_dev import toolchain
-from tests.conftest import ClusterUnderTest
-from tests.support.helm import CHART
+from modelrollout.analysis.builtins import builtin_query
+from modelrollout.analysis.templates import render
+from modelrollout.models.spec import BuiltinCheck
+from modelrollout_dev.gateway import Gateway
+from modelrollout_dev.load import BackgroundLoad
+from modelrollout_dev.operator_process import OperatorProcess
+from modelrollout_dev.podprocesses import PodProcesses
+from modelrollout_dev.prometheus import PrometheusHandle
+from tests.e2e.test_canary_traffic import tiny_models, traffic, wait_for_servers
 from tests.support.kube import wait_until
-from tests.support.rollouts import rollout_manifest
-from tests.support.scenario import Scenario
+from tests.support.rollouts import Rollouts, rollout_manifest
 
-pytestmark = [pytest.mark.e2e, pytest.mark.kubernetes_sd]
+pytestmark = pytest.mark.e2e
 
+__all__ = ["tiny_models", "traffic"]
 
-@pytest.fixture
-def discovering_prometheus(
-    cluster_under_test: ClusterUnderTest, namespace: str, tmp_path: Path
-) -> Iterator[str]:
-    """A Prometheus with only the chart's scrape job, discovering pods in `namespace`."""
-    job = yaml.safe_load((CHART / "files" / "model-pods.scrape.yaml").read_text())
-    # In a cluster Prometheus uses its ServiceAccount; here, the local cluster's kubeconfig.
-    for discovery in job["kubernetes_sd_configs"]:
-        discovery["kubeconfig_file"] = cluster_under_test.kubeconfig
-        discovery["namespaces"] = {"names": [namespace]}
-    config = tmp_path / "prometheus.yml"
-    config.write_text(json.dumps({"global": {"scrape_interval": "5s"}, "scrape_configs": [job]}))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log = (tmp_path / "prometheus.log").open("ab")
-    process = subprocess.Popen(
-        [
-            str(toolchain.ensure_prometheus_with_kubernetes_sd()),
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+BUILTINS: tuple[BuiltinCheck, ...] = get_args(BuiltinCheck)
+TARGET_LABELS = ("namespace", "rollout", "revision", "role", "pod")
 
 
-def active_targets(url: str) -> list[dict[str, Any]] | None:
-    try:
-        with urllib.request.urlopen(f"{url}/api/v1/targets?state=active", timeout=5) as answer:
-            targets: list[dict[str, Any]] = json.load(answer)["data"]["activeTargets"]
-    except OSError:
-        return None  # not up yet
-    return targets
+def active_targets(prometheus: PrometheusHandle, namespace: str) -> list[dict[str, Any]]:
+    url = f"{prometheus.url}/api/v1/targets?state=active"
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        targets: list[dict[str, Any]] = json.load(answer)["data"]["activeTargets"]
+    return [t for t in targets if t["labels"].get("namespace") == namespace]
 
 
-def test_each_serving_pod_is_a_target_labelled_by_rollout_revision_and_role(
-    scenario: Scenario, discovering_prometheus: str, namespace: str
+def test_each_serving_pod_is_scraped_labelled_by_rollout_revision_and_role(
+    rollouts: Rollouts,
+    operator_process: OperatorProcess,
+    traffic: tuple[PodProcesses, Gateway],
+    tiny_models: list[Path],
+    prometheus: PrometheusHandle,
 ) -> None:
+    pods, gateway = traffic
     steps = [{"setWeight": 50}, {"pause": {}}]
-    scenario.given().rollout(rollout_manifest("chat", "file:///models/v1", steps)).ready()
-    then = scenario.when().update_model("file:///models/v2").then()
-    then.expect_phase("Paused", within=60).expect_replicas(
-        scenario.new_revision, 1, ready=True, within=60
+    manifest = rollout_manifest(
+        "chat", f"file://{tiny_models[0]}", steps, placement=pods.placement()
     )
-    stable, canary = scenario.stable_revision, scenario.new_revision
-    pods = {
-        pod["metadata"]["name"]: pod["metadata"]["labels"]
-        for pod in scenario.pod_watch.current.values()
-        if not pod["metadata"].get("deletionTimestamp")
-    }
-    assert len(pods) == 3
+    rollouts.create(manifest)
+    stable = rollouts.wait_phase("chat", {"Succeeded"}, 60)["stableRevision"]
+    rollouts.patch_spec("chat", {"model": {"name": "chat", "uri": f"file://{tiny_models[1]}"}})
+    canary = rollouts.wait_phase("chat", {"Paused"}, 60)["canaryRevision"]
+    wait_for_servers(pods, stable)
+    wait_for_servers(pods, canary, count=1)
+    serving = {name: e.pod_labels for name, e in pods.endpoints().items() if e.healthy}
 
-    def discovered() -> dict[str, dict[str, str]] | None:
-        targets = active_targets(discovering_prometheus) or []
-        found = {target["labels"].get("pod", ""): target["labels"] for target in targets}
-        return found if set(found) == set(pods) else None
+    def scraped() -> dict[str, dict[str, str]] | None:
+        targets = active_targets(prometheus, rollouts.namespace)
+        up = {t["labels"]["pod"]: t["labels"] for t in targets if t["health"] == "up"}
+        return up if set(up) == set(serving) else None
 
-    labelled = wait_until(discovered, 90, "a target for each of the 3 serving pods")
+    labelled = wait_until(scraped, 60, f"a target up for each serving pod {sorted(serving)}")
     expected = {
         name: {
-            "namespace": namespace,
+            "namespace": rollouts.namespace,
             "rollout": "chat",
             "revision": labels["modelrollout.dev/revision"],
             "role": labels["modelrollout.dev/role"],
             "pod": name,
         }
-        for name, labels in pods.items()
+        for name, labels in serving.items()
     }
-    got = {
-        name: {key: labels[key] for key in ("namespace", "rollout", "revision", "role", "pod")}
-        for name, labels in labelled.items()
-    }
+    got = {name: {key: labels[key] for key in TARGET_LABELS} for name, labels in labelled.items()}
     assert got == expected
     roles = sorted((labels["revision"], labels["role"]) for labels in got.values())
     assert roles == sorted([(stable, "stable"), (stable, "stable"), (canary, "canary")])
     assert {labels["job"] for labels in labelled.values()} == {"modelrollout-model-pods"}
+
+    # Under traffic, every built-in check's query, for either role, answers with a number.
+    context = {
+        "namespace": rollouts.namespace,
+        "rollout": "chat",
+        "canary.revision": canary,
+        "stable.revision": stable,
+    }
+    queries = {
+        (builtin, role): render(builtin_query(builtin, role, "30s"), context)
+        for builtin in BUILTINS
+        for role in ("canary", "stable")
+    }
+    with BackgroundLoad(gateway.url, "chat"):
+
+        def answered() -> dict[tuple[str, str], float] | None:
+            values = {}
+            for key, query in queries.items():
+                result = prometheus.query(query)
+                if not result or result[0]["value"][1] == "NaN":
+                    return None
+                values[key] = float(result[0]["value"][1])
+            return values
+
+        values = wait_until(answered, 90, f"data for every built-in query: {queries}")
+    assert values[("errorRate", "canary")] == 0.0 and values[("errorRate", "stable")] == 0.0
+    assert all(value > 0 for (builtin, _), value in values.items() if builtin != "errorRate")

@@ -7,11 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from modelrollout_dev.nodes import GPU_RESOURCE, cluster_nodes
 from modelrollout_dev.podnetwork import PodNetwork
 from modelrollout_dev.podprocesses import local_command, local_eval_command, local_load_command
-from modelrollout_dev.prometheus import prometheus_config
+from modelrollout_dev.prometheus import MODEL_PODS_JOB, prometheus_config
 from modelrollout_dev.toolchain import (
     ToolchainError,
     kubernetes_ldflags,
@@ -82,10 +83,20 @@ def test_bad_node_counts_are_refused() -> None:
 
 
 def test_prometheus_discovers_targets_and_rules_from_the_given_folders(tmp_path: Path) -> None:
-    config = json.loads(prometheus_config(tmp_path / "sd", tmp_path / "rules"))
+    config = json.loads(prometheus_config(tmp_path / "sd", tmp_path / "rules", None))
     (scrape,) = config["scrape_configs"]
     assert scrape["file_sd_configs"][0]["files"] == [str(tmp_path / "sd" / "*.json")]
     assert config["rule_files"] == [str(tmp_path / "rules" / "*.yml")]
+
+
+def test_prometheus_discovers_serving_pods_with_the_charts_own_scrape_job(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    config = json.loads(prometheus_config(tmp_path / "sd", tmp_path / "rules", kubeconfig))
+    pods, files = config["scrape_configs"]
+    chart_job = yaml.safe_load(MODEL_PODS_JOB.read_text())
+    assert pods["relabel_configs"] == chart_job["relabel_configs"]
+    assert pods["kubernetes_sd_configs"] == [{"role": "pod", "kubeconfig_file": str(kubeconfig)}]
+    assert "file_sd_configs" in files
 
 
 def test_an_evaluation_pod_runs_locally_against_the_servers_of_its_revisions() -> None:

@@ -1,7 +1,7 @@
 """Built-in checks on vLLM's metric names, which both serving engines export.
 
-Label names (the scrape config's contract): a PodMonitor (or, in the local
-cluster, the harness's file service discovery) relabels the pod labels
+Label names (the scrape config's contract): the chart's PodMonitor (or its
+scrape job, which the local cluster's Prometheus runs) relabels the pod labels
 `modelrollout.dev/rollout`, `modelrollout.dev/revision` and
 `modelrollout.dev/role` to the series labels `rollout`, `revision` and
 `role`, beside `namespace`. Built-ins select a revision by
