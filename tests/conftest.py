@@ -46,6 +46,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         toolchain.ensure_argocd_check()
     if any(item.get_closest_marker("kubernetes_sd") for item in items):
         toolchain.ensure_prometheus_with_kubernetes_sd()
+    if any(item.get_closest_marker("traefik") for item in items):
+        toolchain.ensure_traefik()
 
 
 @dataclass(frozen=True)
