@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,21 @@ PROMETHEUS_VERSION = "v0.316.0"
 # The Gateway API implementation the e2e traffic goes through (docs/development.md says why).
 TRAEFIK_VERSION = "v3.7.13"
 TRAEFIK_MODULE = "github.com/traefik/traefik/v3"
+# The module proxy here refuses some of Traefik's dependencies (403 "not available").
+# Its fork of go-http-auth (basic and digest auth middlewares) is refused in every
+# version: the wrapper takes the upstream module it forked instead.
+TRAEFIK_REFUSED_REPLACES = {"github.com/abbot/go-http-auth": "github.com/abbot/go-http-auth v0.4.0"}
+# The rest are cloud SDKs behind these ACME DNS providers of lego: the wrapper carries a
+# copy of lego without them (the local cluster asks no certificate of any CA).
+LEGO_MODULE = "github.com/go-acme/lego/v5"
+LEGO_DROPPED_DNS_PROVIDERS = (
+    "edgedns",  # github.com/akamai/AkamaiOPEN-edgegrid-golang/v13
+    "huaweicloud",  # github.com/huaweicloud/huaweicloud-sdk-go-v3
+    "oraclecloud",  # github.com/nrdcg/oci-go-sdk
+    "sakuracloud",  # github.com/sacloud/sacloud-sdk-go
+    "ucloud",  # github.com/ucloud/ucloud-sdk-go
+    "yandexcloud",  # github.com/yandex-cloud/go-sdk
+)
 
 KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 
@@ -202,16 +218,15 @@ def _build_in_wrapper(
     out_dir: Path,
     ldflags: str = "-s -w",
     *,
-    extra_files: dict[str, str] | None = None,
+    prepare: Callable[[Path], None] | None = None,
     nice: bool = False,
 ) -> None:
     with tempfile.TemporaryDirectory(prefix="modelrollout-gobuild-") as tmp:
         work = Path(tmp)
         (work / "go.mod").write_text(go_mod)
         (work / "tools.go").write_text(_tools_go(packages))
-        for relative, text in (extra_files or {}).items():
-            (work / relative).parent.mkdir(parents=True, exist_ok=True)
-            (work / relative).write_text(text)
+        if prepare is not None:
+            prepare(work)
         _run_go(["mod", "tidy"], cwd=work, nice=nice)
         staging = out_dir.with_name(out_dir.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
@@ -289,6 +304,7 @@ def ensure_prometheus_with_kubernetes_sd() -> Path:
 # that an enterprise build fills in, exactly as its source has them.
 TRAEFIK_EXT_MODULE = "github.com/traefik/traefik/dynamic/ext"
 _TRAEFIK_EXT_DIR = "traefik-dynamic-ext"
+_LEGO_DIR = "lego"
 _TRAEFIK_EXT_GO = """package ext
 
 // HTTP is a dynamic.HTTP extension.
@@ -331,7 +347,8 @@ def traefik_wrapper_go_mod(version: str, traefik_go_mod: str) -> str:
     """A go.mod that builds Traefik at `version` as a dependency.
 
     A dependency's `replace` and `exclude` lines do not apply to the main module, so
-    Traefik's are copied here; its replace of the ext module points at the wrapper's copy.
+    Traefik's are copied here; its replace of the ext module points at the wrapper's copy,
+    lego at the wrapper's trimmed copy, and a refused module at what stands in for it.
     """
     go_line = re.search(r"^go (\S+)$", traefik_go_mod, re.MULTILINE)
     if go_line is None:
@@ -341,12 +358,15 @@ def traefik_wrapper_go_mod(version: str, traefik_go_mod: str) -> str:
         module, target = (part.strip() for part in line.split("=>", 1))
         if module == TRAEFIK_EXT_MODULE:
             target = f"./{_TRAEFIK_EXT_DIR}"
+        elif module in TRAEFIK_REFUSED_REPLACES:
+            target = TRAEFIK_REFUSED_REPLACES[module]
         elif target.startswith("."):
             raise ToolchainError(f"{TRAEFIK_MODULE} replaces {module} with a path: {target}")
         replaces.append(f"\t{module} => {target}")
     if not any(TRAEFIK_EXT_MODULE in line for line in replaces):
         raise ToolchainError(f"{TRAEFIK_MODULE} go.mod no longer replaces {TRAEFIK_EXT_MODULE}")
     excludes = "".join(f"exclude {line}\n" for line in go_mod_directives(traefik_go_mod, "exclude"))
+    replaces.append(f"\t{LEGO_MODULE} => ./{_LEGO_DIR}")
     return (
         f"module modelrollout.dev/traefikbuild\n\ngo {go_line.group(1)}\n\n"
         f"require {TRAEFIK_MODULE} {version}\n\n"
@@ -358,17 +378,48 @@ def _traefik_dir() -> Path:
     return cache_root() / "bin" / f"traefik-{TRAEFIK_VERSION}"
 
 
+def lego_version(traefik_go_mod: str) -> str:
+    match = re.search(rf"^\s*{re.escape(LEGO_MODULE)} (v\S+)", traefik_go_mod, re.MULTILINE)
+    if match is None:
+        raise ToolchainError(f"no {LEGO_MODULE} require line in {TRAEFIK_MODULE} go.mod")
+    return match.group(1)
+
+
+def without_dns_providers(providers_go: str, dropped: tuple[str, ...]) -> str:
+    """lego's generated provider table without `dropped`: their imports and switch cases."""
+    for name in dropped:
+        import_line = re.compile(rf'^\t"{re.escape(LEGO_MODULE)}/providers/dns/{name}"\n', re.M)
+        case = re.compile(rf"^\tcase [^\n]*:\n\t\treturn {name}\.NewDNSProvider\(\)\n", re.M)
+        providers_go, imports = import_line.subn("", providers_go)
+        providers_go, cases = case.subn("", providers_go)
+        if (imports, cases) != (1, 1):
+            raise ToolchainError(f"lego's provider table changed: {name} not found once")
+    return providers_go
+
+
+def _prepare_traefik_wrapper(work: Path, lego_source: Path) -> None:
+    ext = work / _TRAEFIK_EXT_DIR
+    ext.mkdir()
+    (ext / "go.mod").write_text(f"module {TRAEFIK_EXT_MODULE}\n\ngo 1.24.0\n")
+    (ext / "ext.go").write_text(_TRAEFIK_EXT_GO)
+    lego = work / _LEGO_DIR
+    # The module cache is read-only: copy without its modes.
+    shutil.copytree(lego_source, lego, copy_function=shutil.copyfile)
+    providers = lego / "providers" / "dns" / "zz_gen_dns_providers.go"
+    providers.write_text(without_dns_providers(providers.read_text(), LEGO_DROPPED_DNS_PROVIDERS))
+    # Its test names every provider; the wrapper builds no test of lego's.
+    (lego / "providers" / "dns" / "dns_providers_test.go").unlink()
+
+
 def build_traefik() -> None:
-    source = module_dir(TRAEFIK_MODULE, TRAEFIK_VERSION)
+    traefik_go_mod = (module_dir(TRAEFIK_MODULE, TRAEFIK_VERSION) / "go.mod").read_text()
+    lego_source = module_dir(LEGO_MODULE, lego_version(traefik_go_mod))
     _build_in_wrapper(
-        traefik_wrapper_go_mod(TRAEFIK_VERSION, (source / "go.mod").read_text()),
+        traefik_wrapper_go_mod(TRAEFIK_VERSION, traefik_go_mod),
         [f"{TRAEFIK_MODULE}/cmd/traefik"],
         _traefik_dir(),
         f"-s -w -X {TRAEFIK_MODULE}/pkg/version.Version={TRAEFIK_VERSION}",
-        extra_files={
-            f"{_TRAEFIK_EXT_DIR}/go.mod": f"module {TRAEFIK_EXT_MODULE}\n\ngo 1.24.0\n",
-            f"{_TRAEFIK_EXT_DIR}/ext.go": _TRAEFIK_EXT_GO,
-        },
+        prepare=lambda work: _prepare_traefik_wrapper(work, lego_source),
         nice=True,
     )
 

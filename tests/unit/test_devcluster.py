@@ -16,6 +16,7 @@ from modelrollout_dev.toolchain import (
     kubernetes_wrapper_go_mod,
     staging_modules,
     traefik_wrapper_go_mod,
+    without_dns_providers,
 )
 
 pytestmark = pytest.mark.unit
@@ -85,17 +86,43 @@ def test_traefik_wrapper_carries_its_replaces_and_excludes_with_ext_in_the_wrapp
     assert "\ngo 1.26.0\n" in go_mod
     assert "require github.com/traefik/traefik/v3 v3.7.13" in go_mod
     assert "\tgithub.com/traefik/traefik/dynamic/ext => ./traefik-dynamic-ext\n" in go_mod
-    assert (
-        "\tgithub.com/abbot/go-http-auth => github.com/containous/go-http-auth v0.4.1-0.2026\n"
-        in go_mod
-    )
+    # Traefik's fork of go-http-auth is refused by the proxy here: the upstream stands in.
+    assert "\tgithub.com/abbot/go-http-auth => github.com/abbot/go-http-auth v0.4.0\n" in go_mod
     assert "\tgithub.com/gorilla/mux => github.com/containous/mux v0.0.0-2025\n" in go_mod
+    assert "\tgithub.com/go-acme/lego/v5 => ./lego\n" in go_mod
     assert "exclude github.com/tencentcloud/tencentcloud-sdk-go v3.0.83+incompatible" in go_mod
 
 
 def test_a_traefik_go_mod_with_another_local_replace_is_an_error() -> None:
     with pytest.raises(ToolchainError, match="with a path"):
         traefik_wrapper_go_mod("v3.7.13", TRAEFIK_GO_MOD + "replace example.com/x => ../x\n")
+
+
+LEGO_PROVIDERS_GO = """package dns
+
+import (
+\t"github.com/go-acme/lego/v5/providers/dns/edgedns"
+\t"github.com/go-acme/lego/v5/providers/dns/exec"
+)
+
+func NewDNSChallengeProviderByName(name string) (challenge.Provider, error) {
+\tswitch name {
+\tcase "edgedns", "fastdns":
+\t\treturn edgedns.NewDNSProvider()
+\tcase "exec":
+\t\treturn exec.NewDNSProvider()
+\t}
+}
+"""
+
+
+def test_a_dropped_dns_provider_loses_its_import_and_its_case_and_no_other() -> None:
+    trimmed = without_dns_providers(LEGO_PROVIDERS_GO, ("edgedns",))
+    assert "edgedns" not in trimmed
+    assert '\t"github.com/go-acme/lego/v5/providers/dns/exec"\n' in trimmed
+    assert '\tcase "exec":\n\t\treturn exec.NewDNSProvider()\n' in trimmed
+    with pytest.raises(ToolchainError, match="provider table changed"):
+        without_dns_providers(LEGO_PROVIDERS_GO, ("yandexcloud",))
 
 
 def test_gpu_nodes_are_tainted_and_advertise_gpus_cpu_nodes_do_not() -> None:
