@@ -42,9 +42,10 @@ PROMETHEUS_VERSION = "v0.316.0"
 TRAEFIK_VERSION = "v3.7.13"
 TRAEFIK_MODULE = "github.com/traefik/traefik/v3"
 # The module proxy here refuses some of Traefik's dependencies (403 "not available").
-# Its fork of go-http-auth (basic and digest auth middlewares) is refused in every
-# version: the wrapper takes the upstream module it forked instead.
-TRAEFIK_REFUSED_REPLACES = {"github.com/abbot/go-http-auth": "github.com/abbot/go-http-auth v0.4.0"}
+# Its fork of go-http-auth (basic and digest auth middlewares) is refused in every version:
+# the wrapper carries upstream's last release with the two functions the fork adds.
+GO_HTTP_AUTH_MODULE = "github.com/abbot/go-http-auth"
+GO_HTTP_AUTH_VERSION = "v0.4.0"
 # The rest are cloud SDKs behind these ACME DNS providers of lego: the wrapper carries a
 # copy of lego without them (the local cluster asks no certificate of any CA).
 LEGO_MODULE = "github.com/go-acme/lego/v5"
@@ -305,6 +306,47 @@ def ensure_prometheus_with_kubernetes_sd() -> Path:
 TRAEFIK_EXT_MODULE = "github.com/traefik/traefik/dynamic/ext"
 _TRAEFIK_EXT_DIR = "traefik-dynamic-ext"
 _LEGO_DIR = "lego"
+_GO_HTTP_AUTH_DIR = "go-http-auth"
+# What Traefik calls of its go-http-auth fork beyond upstream v0.4.0, written on that
+# release's own pieces: the secret check its BasicAuth.CheckAuth does inline, and its
+# digest challenge with RFC 7616's stale=true (a reused nonce, not a wrong password).
+_GO_HTTP_AUTH_FORK_GO = """package auth
+
+import (
+\t"fmt"
+\t"net/http"
+\t"strings"
+\t"time"
+)
+
+// CheckSecret reports whether password matches secret, an htpasswd entry.
+func CheckSecret(password, secret string) bool {
+\tcompare := compareFuncs[0].compare
+\tfor _, cmp := range compareFuncs[1:] {
+\t\tif strings.HasPrefix(secret, cmp.prefix) {
+\t\t\tcompare = cmp.compare
+\t\t\tbreak
+\t\t}
+\t}
+\treturn compare([]byte(secret), []byte(password)) == nil
+}
+
+// RequireAuthStale is RequireAuth telling the client that only its nonce was stale.
+func (a *DigestAuth) RequireAuthStale(w http.ResponseWriter, r *http.Request) {
+\tif len(a.clients) > a.ClientCacheSize+a.ClientCacheTolerance {
+\t\ta.Purge(a.ClientCacheTolerance * 2)
+\t}
+\tnonce := RandomKey()
+\ta.clients[nonce] = &digest_client{nc: 0, last_seen: time.Now().UnixNano()}
+\tw.Header().Set(contentType, a.Headers.V().UnauthContentType)
+\tw.Header().Set(a.Headers.V().Authenticate,
+\t\tfmt.Sprintf(`Digest realm="%s", nonce="%s", opaque="%s", `+
+\t\t\t`algorithm="MD5", qop="auth", stale=true`,
+\t\t\ta.Realm, nonce, a.Opaque))
+\tw.WriteHeader(a.Headers.V().UnauthCode)
+\tw.Write([]byte(a.Headers.V().UnauthResponse))
+}
+"""
 _TRAEFIK_EXT_GO = """package ext
 
 // HTTP is a dynamic.HTTP extension.
@@ -358,8 +400,8 @@ def traefik_wrapper_go_mod(version: str, traefik_go_mod: str) -> str:
         module, target = (part.strip() for part in line.split("=>", 1))
         if module == TRAEFIK_EXT_MODULE:
             target = f"./{_TRAEFIK_EXT_DIR}"
-        elif module in TRAEFIK_REFUSED_REPLACES:
-            target = TRAEFIK_REFUSED_REPLACES[module]
+        elif module == GO_HTTP_AUTH_MODULE:
+            target = f"./{_GO_HTTP_AUTH_DIR}"
         elif target.startswith("."):
             raise ToolchainError(f"{TRAEFIK_MODULE} replaces {module} with a path: {target}")
         replaces.append(f"\t{module} => {target}")
@@ -378,10 +420,11 @@ def _traefik_dir() -> Path:
     return cache_root() / "bin" / f"traefik-{TRAEFIK_VERSION}"
 
 
-def lego_version(traefik_go_mod: str) -> str:
-    match = re.search(rf"^\s*{re.escape(LEGO_MODULE)} (v\S+)", traefik_go_mod, re.MULTILINE)
+def required_version(go_mod: str, module: str) -> str:
+    """The version a go.mod requires of `module`."""
+    match = re.search(rf"^(?:require)?\s*{re.escape(module)} (v\S+)", go_mod, re.MULTILINE)
     if match is None:
-        raise ToolchainError(f"no {LEGO_MODULE} require line in {TRAEFIK_MODULE} go.mod")
+        raise ToolchainError(f"no {module} require line in {TRAEFIK_MODULE} go.mod")
     return match.group(1)
 
 
@@ -397,11 +440,30 @@ def without_dns_providers(providers_go: str, dropped: tuple[str, ...]) -> str:
     return providers_go
 
 
-def _prepare_traefik_wrapper(work: Path, lego_source: Path) -> None:
+def _prepare_traefik_wrapper(
+    work: Path, traefik_go_mod: str, lego_source: Path, go_http_auth_source: Path
+) -> None:
     ext = work / _TRAEFIK_EXT_DIR
     ext.mkdir()
     (ext / "go.mod").write_text(f"module {TRAEFIK_EXT_MODULE}\n\ngo 1.24.0\n")
     (ext / "ext.go").write_text(_TRAEFIK_EXT_GO)
+    go_http_auth = work / _GO_HTTP_AUTH_DIR
+    shutil.copytree(
+        go_http_auth_source,
+        go_http_auth,
+        copy_function=shutil.copyfile,
+        ignore=shutil.ignore_patterns("examples", "*_test.go"),
+    )
+    # v0.4.0 predates modules, and a replacement directory needs a go.mod: it requires
+    # what Traefik pins of the two modules it imports, so nothing is upgraded for it.
+    requires = "".join(
+        f"\t{module} {required_version(traefik_go_mod, module)}\n"
+        for module in ("golang.org/x/crypto", "golang.org/x/net")
+    )
+    (go_http_auth / "go.mod").write_text(
+        f"module {GO_HTTP_AUTH_MODULE}\n\ngo 1.13\n\nrequire (\n{requires})\n"
+    )
+    (go_http_auth / "traefik_fork.go").write_text(_GO_HTTP_AUTH_FORK_GO)
     lego = work / _LEGO_DIR
     # The module cache is read-only: copy without its modes.
     shutil.copytree(lego_source, lego, copy_function=shutil.copyfile)
@@ -413,13 +475,16 @@ def _prepare_traefik_wrapper(work: Path, lego_source: Path) -> None:
 
 def build_traefik() -> None:
     traefik_go_mod = (module_dir(TRAEFIK_MODULE, TRAEFIK_VERSION) / "go.mod").read_text()
-    lego_source = module_dir(LEGO_MODULE, lego_version(traefik_go_mod))
+    lego_source = module_dir(LEGO_MODULE, required_version(traefik_go_mod, LEGO_MODULE))
+    go_http_auth_source = module_dir(GO_HTTP_AUTH_MODULE, GO_HTTP_AUTH_VERSION)
     _build_in_wrapper(
         traefik_wrapper_go_mod(TRAEFIK_VERSION, traefik_go_mod),
         [f"{TRAEFIK_MODULE}/cmd/traefik"],
         _traefik_dir(),
         f"-s -w -X {TRAEFIK_MODULE}/pkg/version.Version={TRAEFIK_VERSION}",
-        prepare=lambda work: _prepare_traefik_wrapper(work, lego_source),
+        prepare=lambda work: _prepare_traefik_wrapper(
+            work, traefik_go_mod, lego_source, go_http_auth_source
+        ),
         nice=True,
     )
 

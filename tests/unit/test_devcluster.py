@@ -86,8 +86,8 @@ def test_traefik_wrapper_carries_its_replaces_and_excludes_with_ext_in_the_wrapp
     assert "\ngo 1.26.0\n" in go_mod
     assert "require github.com/traefik/traefik/v3 v3.7.13" in go_mod
     assert "\tgithub.com/traefik/traefik/dynamic/ext => ./traefik-dynamic-ext\n" in go_mod
-    # Traefik's fork of go-http-auth is refused by the proxy here: the upstream stands in.
-    assert "\tgithub.com/abbot/go-http-auth => github.com/abbot/go-http-auth v0.4.0\n" in go_mod
+    # Traefik's fork of go-http-auth is refused by the proxy here: the wrapper carries one.
+    assert "\tgithub.com/abbot/go-http-auth => ./go-http-auth\n" in go_mod
     assert "\tgithub.com/gorilla/mux => github.com/containous/mux v0.0.0-2025\n" in go_mod
     assert "\tgithub.com/go-acme/lego/v5 => ./lego\n" in go_mod
     assert "exclude github.com/tencentcloud/tencentcloud-sdk-go v3.0.83+incompatible" in go_mod
