@@ -489,6 +489,18 @@ def build_traefik() -> None:
     )
 
 
+def traefik_extra_crd_files() -> list[Path]:
+    """CRDs Traefik watches that the cluster's Gateway API release lacks, from Traefik's own.
+
+    Traefik v3.7 watches TLSRoute v1 (standard in Gateway API v1.5 and later) whatever
+    routes are in use, and waits for that watch before it programs anything.
+    """
+    traefik_go_mod = (module_dir(TRAEFIK_MODULE, TRAEFIK_VERSION) / "go.mod").read_text()
+    gateway_api = required_version(traefik_go_mod, "sigs.k8s.io/gateway-api")
+    crd_dir = module_dir("sigs.k8s.io/gateway-api", gateway_api) / "config" / "crd"
+    return [crd_dir / "standard" / "gateway.networking.k8s.io_tlsroutes.yaml"]
+
+
 def ensure_traefik() -> Path:
     """Traefik, built from its module on first use (cold: see docs/development.md)."""
     binary = _traefik_dir() / "traefik"

@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Any
 
 import httpx
+import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
@@ -130,7 +131,8 @@ class Traefik:
         ]
 
     def start(self, timeout: float = 60.0) -> None:
-        """Start Traefik, wait for its /ping, then create the GatewayClass and the Gateway."""
+        """Start Traefik, wait for its /ping, then create the CRDs it watches that the
+        cluster lacks, the GatewayClass and the Gateway."""
         binary = toolchain.ensure_traefik()
         self.port = _free_port(self.host)
         self.api_port = _free_port(self.host)
@@ -177,7 +179,28 @@ class Traefik:
 
     def _apply_gateway(self) -> None:
         with config.new_client_from_config(config_file=self.kubeconfig) as api_client:
+            self._create_missing_crds(client.ApiextensionsV1Api(api_client))
             self._create_gateway(client.CustomObjectsApi(api_client))
+
+    def _create_missing_crds(self, api: client.ApiextensionsV1Api, timeout: float = 60) -> None:
+        for path in toolchain.traefik_extra_crd_files():
+            crd = yaml.safe_load(path.read_text())
+            try:
+                api.create_custom_resource_definition(crd)
+            except ApiException as error:
+                if error.status != 409:  # there already, from this release or a later one
+                    raise
+            deadline = time.monotonic() + timeout
+            while not any(
+                condition.type == "Established" and condition.status == "True"
+                for condition in api.read_custom_resource_definition(
+                    crd["metadata"]["name"]
+                ).status.conditions
+                or []
+            ):
+                if time.monotonic() > deadline:
+                    raise TraefikError(f"CRD {crd['metadata']['name']} not Established")
+                time.sleep(0.2)
 
     def _create_gateway(self, api: client.CustomObjectsApi) -> None:
         try:

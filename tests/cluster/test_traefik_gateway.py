@@ -146,7 +146,7 @@ def test_traefik_accepts_its_gateway_and_the_routes_the_router_writes(
         100 - CANARY_WEIGHT,
     ]
     routers = httpx.get(f"{traefik.api_url}/api/http/routers", timeout=5).json()
-    assert any(PREVIEW_HEADER in router.get("rule", "") for router in routers), routers
+    assert any(PREVIEW_HEADER in router.get("rule", "").lower() for router in routers), routers
     # The listener now matches the route; its revisions have no pod yet, so: 503, not 404.
     assert (
         wait_until(
