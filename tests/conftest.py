@@ -45,6 +45,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         toolchain.ensure_helm()
     if any(item.get_closest_marker("argocd") for item in items):
         toolchain.ensure_argocd_check()
+    if any(item.get_closest_marker("traefik") for item in items):
+        toolchain.ensure_traefik()
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ from modelrollout_dev.toolchain import (
     kubernetes_ldflags,
     kubernetes_wrapper_go_mod,
     staging_modules,
+    traefik_wrapper_go_mod,
+    without_dns_providers,
 )
 
 pytestmark = pytest.mark.unit
@@ -59,6 +61,71 @@ def test_version_is_stamped_for_server_and_client_packages() -> None:
         assert f"-X {package}.gitVersion=v1.34.4" in flags
         assert f"-X {package}.gitMajor=1" in flags
         assert f"-X {package}.gitMinor=34" in flags
+
+
+TRAEFIK_GO_MOD = """module github.com/traefik/traefik/v3
+
+go 1.26.0
+
+require (
+\tgithub.com/traefik/traefik/dynamic/ext v0.0.0-00010101000000-000000000000
+)
+
+// Dynamic config extension.
+replace github.com/traefik/traefik/dynamic/ext => ./pkg/config/dynamic/ext
+
+// Containous forks
+replace (
+\tgithub.com/abbot/go-http-auth => github.com/containous/go-http-auth v0.4.1-0.2026
+\tgithub.com/gorilla/mux => github.com/containous/mux v0.0.0-2025 // a fork
+)
+
+exclude github.com/tencentcloud/tencentcloud-sdk-go v3.0.83+incompatible
+"""
+
+
+def test_traefik_wrapper_carries_its_replaces_and_excludes_with_ext_in_the_wrapper() -> None:
+    go_mod = traefik_wrapper_go_mod("v3.7.13", TRAEFIK_GO_MOD)
+    assert "\ngo 1.26.0\n" in go_mod
+    assert "require github.com/traefik/traefik/v3 v3.7.13" in go_mod
+    assert "\tgithub.com/traefik/traefik/dynamic/ext => ./traefik-dynamic-ext\n" in go_mod
+    # Traefik's fork of go-http-auth is refused by the proxy here: the wrapper carries one.
+    assert "\tgithub.com/abbot/go-http-auth => ./go-http-auth\n" in go_mod
+    assert "\tgithub.com/gorilla/mux => github.com/containous/mux v0.0.0-2025\n" in go_mod
+    assert "\tgithub.com/go-acme/lego/v5 => ./lego\n" in go_mod
+    assert "exclude github.com/tencentcloud/tencentcloud-sdk-go v3.0.83+incompatible" in go_mod
+
+
+def test_a_traefik_go_mod_with_another_local_replace_is_an_error() -> None:
+    with pytest.raises(ToolchainError, match="with a path"):
+        traefik_wrapper_go_mod("v3.7.13", TRAEFIK_GO_MOD + "replace example.com/x => ../x\n")
+
+
+LEGO_PROVIDERS_GO = """package dns
+
+import (
+\t"github.com/go-acme/lego/v5/providers/dns/edgedns"
+\t"github.com/go-acme/lego/v5/providers/dns/exec"
+)
+
+func NewDNSChallengeProviderByName(name string) (challenge.Provider, error) {
+\tswitch name {
+\tcase "edgedns", "fastdns":
+\t\treturn edgedns.NewDNSProvider()
+\tcase "exec":
+\t\treturn exec.NewDNSProvider()
+\t}
+}
+"""
+
+
+def test_a_dropped_dns_provider_loses_its_import_and_its_case_and_no_other() -> None:
+    trimmed = without_dns_providers(LEGO_PROVIDERS_GO, ("edgedns",))
+    assert "edgedns" not in trimmed
+    assert '\t"github.com/go-acme/lego/v5/providers/dns/exec"\n' in trimmed
+    assert '\tcase "exec":\n\t\treturn exec.NewDNSProvider()\n' in trimmed
+    with pytest.raises(ToolchainError, match="provider table changed"):
+        without_dns_providers(LEGO_PROVIDERS_GO, ("yandexcloud",))
 
 
 def test_gpu_nodes_are_tainted_and_advertise_gpus_cpu_nodes_do_not() -> None:
