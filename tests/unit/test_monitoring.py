@@ -251,3 +251,12 @@ def test_rules_and_dashboard_use_only_exported_metrics() -> None:
         names = metric_names(expr)
         assert names, f"{where}: no metric name found in {expr!r}"
         assert names <= known, f"{where}: {sorted(names - known)} not exported"
+
+
+def test_the_plain_prometheus_job_in_the_docs_is_the_charts_own() -> None:
+    """docs/monitoring.md gives users without the Operator the job to paste: the same one."""
+    docs = (FILES.parents[2] / "docs" / "monitoring.md").read_text()
+    blocks = re.findall(r"```yaml\n(scrape_configs:\n.*?)```", docs, re.S)
+    assert len(blocks) == 1, blocks
+    (job,) = yaml.safe_load(blocks[0])["scrape_configs"]
+    assert job == yaml.safe_load((FILES / "model-pods.scrape.yaml").read_text())
