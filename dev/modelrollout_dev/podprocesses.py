@@ -144,14 +144,29 @@ def local_command(container: dict[str, Any], host: str) -> list[str] | None:
     command = [*(container.get("command") or []), *(container.get("args") or [])]
     listen = ["--host", host, "--port", str(container_port(container))]
     if command[:1] == ["modelserve"]:
-        executable = shutil.which("modelserve", path=str(Path(sys.executable).parent))
-        return [executable or "modelserve", *_without_listen_flags(command[1:]), *listen]
+        return [_modelserve(), *_without_listen_flags(command[1:]), *listen]
     if command[:3] == ["python3", "-m", VLLM_MODULE]:
         python = vllm_python()
         if python is None:
             return None
         return [str(python), "-m", VLLM_MODULE, *_without_listen_flags(command[3:]), *listen]
     return None
+
+
+def _modelserve() -> str:
+    """The project's `modelserve`, beside this interpreter (the image's entrypoint)."""
+    return shutil.which("modelserve", path=str(Path(sys.executable).parent)) or "modelserve"
+
+
+def _rewritten(args: list[str], flags: dict[str, Callable[[str], list[str]]]) -> list[str]:
+    """`args` with each flag of `flags`, and the value after it, replaced by what
+    `flags[flag](value)` gives; every other argument as it is."""
+    rewritten: list[str] = []
+    values = iter(args)
+    for arg in values:
+        rewrite = flags.get(arg)
+        rewritten += [arg] if rewrite is None else rewrite(next(values, ""))
+    return rewritten
 
 
 def local_eval_command(
@@ -168,20 +183,14 @@ def local_eval_command(
     command = [*(container.get("command") or []), *(container.get("args") or [])]
     if command[:2] != ["modelserve", "eval"]:
         return None
-    executable = shutil.which("modelserve", path=str(Path(sys.executable).parent)) or "modelserve"
-    rewritten = [executable, "eval"]
-    args = iter(command[2:])
-    for arg in args:
-        if arg == "--suite":
-            next(args, None)
-            rewritten += ["--suite", str(suite_file)]
-        elif arg in ("--candidate", "--stable"):
-            rewritten += [arg, resolve(next(args, ""))]
-        elif arg == "--termination-log":
-            next(args, None)
-        else:
-            rewritten.append(arg)
-    return [*rewritten, "--termination-log", str(termination_log)]
+    flags: dict[str, Callable[[str], list[str]]] = {
+        "--suite": lambda _: ["--suite", str(suite_file)],
+        "--candidate": lambda url: ["--candidate", resolve(url)],
+        "--stable": lambda url: ["--stable", resolve(url)],
+        "--termination-log": lambda _: [],
+    }
+    rewritten = _rewritten(command[2:], flags)
+    return [_modelserve(), "eval", *rewritten, "--termination-log", str(termination_log)]
 
 
 def local_load_command(
@@ -194,18 +203,11 @@ def local_load_command(
     command = [*(container.get("command") or []), *(container.get("args") or [])]
     if command[:2] != ["modelserve", "loadgen"]:
         return None
-    executable = shutil.which("modelserve", path=str(Path(sys.executable).parent)) or "modelserve"
-    rewritten = [executable, "loadgen"]
-    args = iter(command[2:])
-    for arg in args:
-        if arg == "--target":
-            rewritten += [arg, resolve(next(args, ""))]
-        elif arg == "--prompts-file":
-            next(args, None)
-            rewritten += [arg, str(prompts_file)]
-        else:
-            rewritten.append(arg)
-    return rewritten
+    flags: dict[str, Callable[[str], list[str]]] = {
+        "--target": lambda url: ["--target", resolve(url)],
+        "--prompts-file": lambda _: ["--prompts-file", str(prompts_file)],
+    }
+    return [_modelserve(), "loadgen", *_rewritten(command[2:], flags)]
 
 
 @dataclass(frozen=True)
@@ -485,7 +487,7 @@ class PodProcesses:
             container.terminating.wait()
             return False
         env = {**os.environ}
-        if command[0] != shutil.which("modelserve", path=str(Path(sys.executable).parent)):
+        if command[0] != _modelserve():
             # vLLM's interpreter has its own site-packages: the project's path would shadow them.
             env.pop("PYTHONPATH", None)
             # A kubelet gives each container a cpuset of its own; here every server sees the
