@@ -7,28 +7,34 @@ operator wrote, Ready from its own probes, terminated as a kubelet does:
 out of rotation, preStop, SIGTERM, SIGKILL at the end of the grace period),
 and client traffic goes through the Service as the `Gateway` stand-in routes it.
 
-`runtime.replicas` is part of a revision (changing it rolls a new revision
-out), so a pod leaves service in this operator when a revision is replaced
-or rolled back. Each cycle rolls out a new revision of the same model (only
-a pod annotation differs) as a canary at setWeight 50, then, by `--leave`:
-- `promotion`: a short pause, promotion; the previous revision's Deployment
-  goes 1 -> 0 and its pod leaves while the load has requests in flight on it;
-- `rollback`: once the canary answers requests, the user aborts
+A pod leaves service when its revision is replaced or rolled back, or when
+the rollout is scaled down. By `--leave`, each cycle:
+- `promotion`: rolls out a new revision of the same model (only a pod
+  annotation differs) as a canary at setWeight 50, then after a short pause
+  promotes it; the previous revision's Deployment goes 1 -> 0 and its pod
+  leaves while the load has requests in flight on it;
+- `rollback`: the same canary, and once it answers requests the user aborts
   (`modelrollout.dev/abort`); the canary's weight goes to 0 and its pod
-  leaves with requests in flight on it.
-At most two servers run at once (the stable and the canary pod).
+  leaves with requests in flight on it;
+- `scaledown`: with two stable pods serving, scales the rollout to one
+  (`spec.runtime.replicas`, what `kubectl scale` writes through the scale
+  subresource: no new revision), waits until the pod the ReplicaSet chose
+  has gone, then scales back to two.
+At most two servers run at once.
 
 The load: `--workers` client threads, each sending completions of `--tokens`
 (200-400 by default, ignore_eos) in turn streamed and not, through the gateway,
 for the whole run. A request fails when it gets no 200, raises, or (streamed)
 ends without a finish_reason of "length"/"stop" and `[DONE]`, or (not
 streamed) without every token asked for. A request is in flight at a pod's
-departure when it was served by that pod's revision, started before the pod
-left rotation and ended after; cut when such a request failed.
+departure when that pod served it (the gateway's `x-served-by-pod`), it
+started before the pod left rotation and ended after; cut when such a request
+failed.
 
     .venv/bin/python bench/drain.py --engine torch --cycles 10              # after
     .venv/bin/python bench/drain.py --engine torch --cycles 10 --no-drain   # before
     .venv/bin/python bench/drain.py --engine torch --cycles 10 --leave rollback
+    .venv/bin/python bench/drain.py --engine torch --cycles 10 --leave scaledown
 
 `--no-drain` runs the operator with its pod spec less the drain work: no
 preStop sleep and a drain time of 0 (modelserve's --drain-timeout 0, vLLM's
@@ -115,7 +121,13 @@ class Request:
     started: float
     ended: float = 0.0
     revision: str = "none"
+    pod: str = "none"
     outcome: str = ""  # "ok", or what failed: a status, an exception, a short answer
+
+    def served_by(self, response: httpx.Response) -> None:
+        """The pod (and its revision) the gateway sent this request to, from its headers."""
+        self.revision = response.headers.get("x-served-by-revision", "none")
+        self.pod = response.headers.get("x-served-by-pod", "none")
 
 
 class Load:
@@ -159,14 +171,14 @@ class Load:
         url = f"{self.url}/v1/completions"
         if not body["stream"]:
             response = http.post(url, json=body)
-            request.revision = response.headers.get("x-served-by-revision", "none")
+            request.served_by(response)
             if response.status_code != 200:
                 return f"status {response.status_code}"
             tokens = response.json().get("usage", {}).get("completion_tokens")
             return "ok" if tokens == body["max_tokens"] else f"short answer ({tokens} tokens)"
         finish, done = None, False
         with http.stream("POST", url, json=body) as response:
-            request.revision = response.headers.get("x-served-by-revision", "none")
+            request.served_by(response)
             if response.status_code != 200:
                 response.read()
                 return f"status {response.status_code}"
@@ -237,7 +249,7 @@ def manifest(
 ) -> dict[str, Any]:
     runtime = {
         **ENGINES[engine],
-        "replicas": 1,
+        "replicas": 2 if leave == "scaledown" else 1,
         "terminationGracePeriod": grace,
         "podAnnotations": {CYCLE_ANNOTATION: str(cycle)},
         **placement,
@@ -301,6 +313,22 @@ def roll_back_once_serving(api: KubeApi, gateway: Gateway, cycle: int) -> str:
     return canary
 
 
+def scale_down_once(api: KubeApi, pods: PodProcesses, revision: str, cycle: int) -> None:
+    """From two serving pods of `revision` to one, as `kubectl scale` does; then back to two."""
+
+    def names(healthy_only: bool) -> set[str]:
+        endpoints = [(n, e) for n, e in pods.endpoints().items() if e.revision == revision]
+        return {n for n, e in endpoints if e.healthy or not healthy_only}
+
+    wait(lambda: len(names(healthy_only=True)) == 2, 600, f"cycle {cycle}: two serving pods")
+    before = names(healthy_only=False)
+    scale = {"spec": {"runtime": {"replicas": 1}}}
+    api.merge_patch(MODELROLLOUTS, NAMESPACE, NAME, scale)
+    wait(lambda: len(names(healthy_only=False) & before) == 1, 300, f"cycle {cycle}: a pod gone")
+    scale["spec"]["runtime"]["replicas"] = 2
+    api.merge_patch(MODELROLLOUTS, NAMESPACE, NAME, scale)
+
+
 def make_model(root: Path) -> Path:
     """The tiny Llama both engines serve (head_dim 64: vLLM's CPU attention needs >= 32)."""
     path = root / "tiny-drain"
@@ -345,22 +373,23 @@ def run_engine(
         time.sleep(3)
         for cycle in range(1, args.cycles + 1):
             began = time.monotonic()
-            body = manifest(engine, model, pods.placement(), cycle, args.grace, args.leave)
-            api.merge_patch(MODELROLLOUTS, NAMESPACE, NAME, {"spec": body["spec"]})
-            if args.leave == "promotion":
-                previous = stable
-                wait(partial(promoted_from, api, previous), 900, f"cycle {cycle}: promotion")
-                stable = status(api)["stableRevision"]
+            if args.leave == "scaledown":
+                scale_down_once(api, pods, stable, cycle)
+                moved = f"{stable} scaled 2 -> 1 -> 2"
             else:
-                previous = roll_back_once_serving(api, gateway, cycle)
-            wait(partial(gone, pods, previous), 300, f"cycle {cycle}: the previous pod gone")
+                body = manifest(engine, model, pods.placement(), cycle, args.grace, args.leave)
+                api.merge_patch(MODELROLLOUTS, NAMESPACE, NAME, {"spec": body["spec"]})
+                if args.leave == "promotion":
+                    previous = stable
+                    wait(partial(promoted_from, api, previous), 900, f"cycle {cycle}: promotion")
+                    stable = status(api)["stableRevision"]
+                    moved = f"{previous} -> {stable}"
+                else:
+                    previous = roll_back_once_serving(api, gateway, cycle)
+                    moved = f"{previous} rolled back"
+                wait(partial(gone, pods, previous), 300, f"cycle {cycle}: the previous pod gone")
             cycle_times.append(time.monotonic() - began)
             failed = Counter(r.outcome for r in load.done() if r.outcome != "ok")
-            moved = (
-                f"{previous} -> {stable}"
-                if args.leave == "promotion"
-                else f"{previous} rolled back"
-            )
             print(
                 f"[{engine}] cycle {cycle:2d}: {moved} in "
                 f"{cycle_times[-1]:.0f}s; {len(load.done())} requests, "
@@ -384,9 +413,9 @@ def run_engine(
     requests = load.done()
     failures = Counter(r.outcome for r in requests if r.outcome != "ok")
     in_flight, cut = 0, Counter[str]()
-    for _, (revision, left_at) in departures.left.items():
+    for pod, (_, left_at) in departures.left.items():
         for request in requests:
-            if request.revision == revision and request.started < left_at < request.ended:
+            if request.pod == pod and request.started < left_at < request.ended:
                 in_flight += 1
                 if request.outcome != "ok":
                     cut[request.outcome] += 1
@@ -443,10 +472,11 @@ def main() -> int:
     )
     parser.add_argument(
         "--leave",
-        choices=("promotion", "rollback"),
+        choices=("promotion", "rollback", "scaledown"),
         default="promotion",
-        help="how each cycle's pod leaves: the stable's on promotion, or the canary's when "
-        "the user aborts at 50%% (default: promotion)",
+        help="how each cycle's pod leaves: the stable's on promotion, the canary's when "
+        "the user aborts at 50%%, or one of two stable pods on a scale to one "
+        "(default: promotion)",
     )
     parser.add_argument("--keep-cluster", action="store_true")
     args = parser.parse_args()
@@ -458,7 +488,7 @@ def main() -> int:
     # A cluster per engine and mode, so that runs can go side by side.
     cluster_name = (
         f"bench-drain-{args.engine}{'-off' if args.no_drain else ''}"
-        f"{'-rb' if args.leave == 'rollback' else ''}"
+        f"{ {'promotion': '', 'rollback': '-rb', 'scaledown': '-sd'}[args.leave] }"
     )
     state = cluster.up(cluster_name, gpu_nodes=1, gpus_per_node=1)
     crd = Path(__file__).resolve().parents[1] / "crds" / "modelrollouts.modelrollout.dev.yaml"

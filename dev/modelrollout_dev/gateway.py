@@ -207,6 +207,7 @@ class Gateway:
                 if key.lower() in ("content-type", "cache-control")
             }
             headers["x-served-by-revision"] = endpoint.revision
+            headers["x-served-by-pod"] = endpoint.pod
             return StreamingResponse(body(), status_code=upstream.status_code, headers=headers)
 
         @contextlib.asynccontextmanager
