@@ -313,15 +313,25 @@ def roll_back_once_serving(api: KubeApi, gateway: Gateway, cycle: int) -> str:
     return canary
 
 
-def scale_down_once(api: KubeApi, pods: PodProcesses, revision: str, cycle: int) -> None:
-    """From two serving pods of `revision` to one, as `kubectl scale` does; then back to two."""
+def scale_down_once(
+    api: KubeApi, pods: PodProcesses, load: Load, revision: str, cycle: int
+) -> None:
+    """From two serving pods of `revision` to one, as `kubectl scale` does; then back to two.
+
+    Both pods first answer requests: the ReplicaSet removes the one that became
+    Ready last, which, removed as soon as it is Ready, would have served nothing.
+    """
 
     def names(healthy_only: bool) -> set[str]:
         endpoints = [(n, e) for n, e in pods.endpoints().items() if e.revision == revision]
         return {n for n, e in endpoints if e.healthy or not healthy_only}
 
+    def served(pod: str) -> int:
+        return sum(1 for request in load.done() if request.pod == pod)
+
     wait(lambda: len(names(healthy_only=True)) == 2, 600, f"cycle {cycle}: two serving pods")
     before = names(healthy_only=False)
+    wait(lambda: all(served(pod) >= 2 for pod in before), 300, f"cycle {cycle}: both serving")
     scale = {"spec": {"runtime": {"replicas": 1}}}
     api.merge_patch(MODELROLLOUTS, NAMESPACE, NAME, scale)
     wait(lambda: len(names(healthy_only=False) & before) == 1, 300, f"cycle {cycle}: a pod gone")
@@ -374,7 +384,7 @@ def run_engine(
         for cycle in range(1, args.cycles + 1):
             began = time.monotonic()
             if args.leave == "scaledown":
-                scale_down_once(api, pods, stable, cycle)
+                scale_down_once(api, pods, load, stable, cycle)
                 moved = f"{stable} scaled 2 -> 1 -> 2"
             else:
                 body = manifest(engine, model, pods.placement(), cycle, args.grace, args.leave)
@@ -435,6 +445,7 @@ def run_engine(
         "failed_by": dict(failures),
         "in_flight_at_departure": in_flight,
         "in_flight_cut": sum(cut.values()),
+        "requests_by_pod": dict(Counter(r.pod for r in requests)),
         "cut_by": dict(cut),
         "ok_seconds_median": round(durations[len(durations) // 2], 1) if durations else None,
         "ok_seconds_max": round(durations[-1], 1) if durations else None,
