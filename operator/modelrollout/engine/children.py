@@ -21,6 +21,7 @@ from modelrollout.kube.api import (
     PODS,
     KubeApi,
     KubeApiError,
+    label_pod,
 )
 from modelrollout.kube.labels import (
     REVISION_LABEL,
@@ -135,12 +136,7 @@ def _relabel_pods(api: KubeApi, rollout: RolloutRef, revision: str, role: str) -
     )
     for pod in pods:
         if pod["metadata"].get("labels", {}).get(ROLE_LABEL) != role:
-            api.merge_patch(
-                PODS,
-                rollout.namespace,
-                pod["metadata"]["name"],
-                {"metadata": {"labels": {ROLE_LABEL: role}}},
-            )
+            label_pod(api, rollout.namespace, pod["metadata"]["name"], {ROLE_LABEL: role})
 
 
 @dataclass(frozen=True)

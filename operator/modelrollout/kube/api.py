@@ -255,3 +255,14 @@ class KubeApi:
         except KubeApiError as error:
             if error.status != 404:
                 raise
+
+
+def label_pod(api: KubeApi, namespace: str, name: str, labels: dict[str, str | None]) -> None:
+    """Merge `labels` into a pod's (None removes one). A pod deleted since it was listed
+    (the list comes from the watch cache, which hears of a deletion a moment later) has
+    nothing left to label: that is not a failure of the tick."""
+    try:
+        api.merge_patch(PODS, namespace, name, {"metadata": {"labels": labels}})
+    except KubeApiError as error:
+        if error.status != 404:
+            raise

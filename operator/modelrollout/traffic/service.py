@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from modelrollout.kube.api import DEPLOYMENTS, PODS, SERVICES, KubeApi
+from modelrollout.kube.api import DEPLOYMENTS, PODS, SERVICES, KubeApi, label_pod
 from modelrollout.kube.labels import (
     REVISION_LABEL,
     SERVING_LABEL,
@@ -98,11 +98,8 @@ class ServiceRouter:
         # so whoever reads the pods between two patches (the endpoints controller) never
         # finds the Service empty when traffic moves from one revision to the other at once.
         for name, wanted in sorted(changes, key=lambda change: not change[1]):
-            self._api.merge_patch(
-                PODS,
-                rollout.namespace,
-                name,
-                {"metadata": {"labels": {SERVING_LABEL: "true" if wanted else None}}},
+            label_pod(
+                self._api, rollout.namespace, name, {SERVING_LABEL: "true" if wanted else None}
             )
 
     def _serving_ready_pods(self, backends: Backends) -> dict[str, int]:

@@ -29,6 +29,7 @@ from modelrollout.kube.api import (
     POD_DISRUPTION_BUDGETS,
     PODS,
     SERVICES,
+    label_pod,
 )
 from modelrollout.kube.cache import MANAGED_SELECTOR, SERVICE_NAME_LABEL, Informer
 from modelrollout.kube.events import EVENTS, build_event
@@ -776,3 +777,11 @@ def test_turning_disruption_budgets_off_deletes_them_and_makes_no_new_revision()
     assert cluster.budgets() == {}
     assert cluster.deployments() == {stable: (2, "stable")}
     assert cluster.tick(15) == []
+
+
+def test_a_pod_deleted_since_the_cache_listed_it_is_not_a_failed_label_patch() -> None:
+    """The watch cache hears of a deletion a moment after it happens: labelling that pod
+    answers 404, which leaves nothing to label rather than failing the tick."""
+    api = FakeKubeApi()
+    label_pod(api, "ml", "chat-gone-pod", {"modelrollout.dev/serving": "true"})
+    assert [w.verb for w in api.writes] == ["patch"]
