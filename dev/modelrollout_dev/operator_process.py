@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from types import TracebackType
 
+from modelrollout_dev.logs import log_tail
+
 
 class OperatorProcess:
     """The operator watching one namespace; killable with SIGKILL for restart tests."""
@@ -91,9 +93,7 @@ class OperatorProcess:
             self.kill()
 
     def log_tail(self, lines: int = 60) -> str:
-        if not self.log_path.is_file():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
 
     def __enter__(self) -> OperatorProcess:
         self.start()

@@ -29,6 +29,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from modelrollout_dev import toolchain
+from modelrollout_dev.logs import log_tail
 
 CONTROLLER_NAME = "traefik.io/gateway-controller"
 GATEWAY_GROUP = "gateway.networking.k8s.io"
@@ -245,9 +246,7 @@ class Traefik:
             self._process.wait(timeout=10)
 
     def log_tail(self, lines: int = 60) -> str:
-        if not self.log_path.is_file():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
 
     def __enter__(self) -> Traefik:
         self.start()
