@@ -486,7 +486,8 @@ class PodProcesses:
             self._report(container)
             container.terminating.wait()
             return False
-        env = {**os.environ}
+        # A container's hostname, and so its HOSTNAME, is its pod's name.
+        env = {**os.environ, "HOSTNAME": container.pod}
         if command[0] != _modelserve():
             # vLLM's interpreter has its own site-packages: the project's path would shadow them.
             env.pop("PYTHONPATH", None)

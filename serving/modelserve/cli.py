@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -94,6 +95,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         request_timeout_s=args.request_timeout,
         drain_timeout_s=args.drain_timeout,
         faults=faults,
+        pod_name=os.environ.get("HOSTNAME") or socket.gethostname(),
     )
     from modelserve.server import serve
 

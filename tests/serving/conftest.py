@@ -65,7 +65,8 @@ def start_server(model: Path | str, log_dir: Path, *extra_args: str) -> ServerPr
     port = free_port()
     log_path = log_dir / f"modelserve-{port}.log"
     # The server's torch gets one thread: the suite runs on small CPUs next to other work.
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # HOSTNAME as a container has it: its pod's name.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HOSTNAME": SERVER_POD_NAME}
     env.pop(MODELSERVE_FAULT_ENV, None)
     with log_path.open("w") as log:
         process = subprocess.Popen(
@@ -107,6 +108,7 @@ def start_server(model: Path | str, log_dir: Path, *extra_args: str) -> ServerPr
 
 
 MODELSERVE_FAULT_ENV = "MODELSERVE_FAULT_INJECTION"
+SERVER_POD_NAME = "chat-0a1b2c3d4e-5f6789abcd-x2k4q"
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.serving.conftest import TINY_MODEL_NAME, ServerProcess, metric, scrape
+from modelserve.config.settings import SERVED_BY_HEADER
+from tests.serving.conftest import (
+    SERVER_POD_NAME,
+    TINY_MODEL_NAME,
+    ServerProcess,
+    metric,
+    scrape,
+)
 
 pytestmark = pytest.mark.serving
 
@@ -66,6 +73,25 @@ def test_completion_has_the_openai_shape(server: ServerProcess) -> None:
     assert choice["finish_reason"] == "length"
     assert body["usage"]["completion_tokens"] == 5
     assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + 5
+
+
+def test_every_answer_names_the_pod_that_served_it(server: ServerProcess) -> None:
+    """Through a gateway that says nothing of where it sent a request, the answer does."""
+    answers = [
+        complete(server, prompt="Hi", max_tokens=2),
+        complete(server, prompt="Hi", max_tokens=-1),  # refused: 400
+        httpx.get(server.base_url + "/health", timeout=10),
+        httpx.get(server.base_url + "/v1/nowhere", timeout=10),
+    ]
+    with httpx.stream(
+        "POST",
+        server.base_url + "/v1/completions",
+        json={"model": TINY_MODEL_NAME, "prompt": "Hi", "max_tokens": 2, "stream": True},
+        timeout=60,
+    ) as streamed:
+        answers.append(streamed)
+    assert [a.status_code for a in answers] == [200, 400, 200, 404, 200]
+    assert [a.headers.get_list(SERVED_BY_HEADER) for a in answers] == [[SERVER_POD_NAME]] * 5
 
 
 def test_streamed_chunks_are_well_formed_and_add_up(server: ServerProcess) -> None:

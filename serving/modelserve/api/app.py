@@ -30,7 +30,7 @@ from modelserve.api.openai_format import (
     usage,
 )
 from modelserve.api.protocol import ChatCompletionRequest, CompletionRequest
-from modelserve.config.settings import ServeSettings
+from modelserve.config.settings import SERVED_BY_HEADER, ServeSettings
 from modelserve.engine.batcher import ContinuousBatcher
 from modelserve.engine.loader import LoadedModel, load_model
 from modelserve.engine.types import (
@@ -91,11 +91,13 @@ class ServerState:
 
 class ServingMiddleware:
     """Counts HTTP requests by handler and status class, tracks in-flight API requests for
-    draining, and refuses API requests while loading or draining (503)."""
+    draining, refuses API requests while loading or draining (503), and names the pod in
+    every response."""
 
     def __init__(self, app: ASGIApp, state: ServerState) -> None:
         self.app = app
         self.state = state
+        self.served_by = (SERVED_BY_HEADER.encode(), state.settings.pod_name.encode())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -109,6 +111,8 @@ class ServingMiddleware:
             nonlocal status_code
             if message["type"] == "http.response.start":
                 status_code = message["status"]
+                if self.served_by[1]:
+                    message = {**message, "headers": [*message.get("headers", []), self.served_by]}
             await send(message)
 
         try:
