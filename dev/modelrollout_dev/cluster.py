@@ -449,7 +449,7 @@ def down(name: str = DEFAULT_NAME) -> None:
     if state is not None:
         _stop_pid(state.prometheus_pid)
     components = kwok_component_pids(name)
-    if (cluster_dir(name) / "kwok").is_dir() and not toolchain.missing_binaries():
+    if (cluster_dir(name) / "kwok").is_dir() and toolchain.expected_binaries().kwokctl.is_file():
         _kwokctl(name, ["delete", "cluster"], check=False)
     # kwokctl stops its components by pid; make sure none outlived it.
     for pid in components.values():

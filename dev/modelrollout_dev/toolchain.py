@@ -48,17 +48,12 @@ TRAEFIK_MODULE = "github.com/traefik/traefik/v3"
 # the wrapper carries upstream's last release with the two functions the fork adds.
 GO_HTTP_AUTH_MODULE = "github.com/abbot/go-http-auth"
 GO_HTTP_AUTH_VERSION = "v0.4.0"
-# The rest are cloud SDKs behind these ACME DNS providers of lego: the wrapper carries a
-# copy of lego without them (the local cluster asks no certificate of any CA).
+# The rest are cloud SDKs behind lego's ACME DNS providers (six refused, edgedns,
+# huaweicloud, oraclecloud, sakuracloud, ucloud, yandexcloud; the others are 40% of the
+# build's packages). The local cluster asks no certificate of any CA: the wrapper carries
+# a copy of lego whose provider table keeps only these, which need no SDK.
 LEGO_MODULE = "github.com/go-acme/lego/v5"
-LEGO_DROPPED_DNS_PROVIDERS = (
-    "edgedns",  # github.com/akamai/AkamaiOPEN-edgegrid-golang/v13
-    "huaweicloud",  # github.com/huaweicloud/huaweicloud-sdk-go-v3
-    "oraclecloud",  # github.com/nrdcg/oci-go-sdk
-    "sakuracloud",  # github.com/sacloud/sacloud-sdk-go
-    "ucloud",  # github.com/ucloud/ucloud-sdk-go
-    "yandexcloud",  # github.com/yandex-cloud/go-sdk
-)
+LEGO_KEPT_DNS_PROVIDERS = ("exec", "httpreq", "manual")
 
 KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 
@@ -89,6 +84,8 @@ class Binaries:
     kwokctl: Path
     helm: Path
     prometheus: Path
+    # The Gateway API implementation the e2e traffic goes through (modelrollout_dev.traefik).
+    traefik: Path
 
     def all(self) -> dict[str, Path]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -126,6 +123,7 @@ def expected_binaries() -> Binaries:
         kwokctl=_kwok_dir() / "kwokctl",
         helm=_helm_dir() / "helm",
         prometheus=_prometheus_dir() / "prometheus",
+        traefik=_traefik_dir() / "traefik",
     )
 
 
@@ -430,9 +428,15 @@ def required_version(go_mod: str, module: str) -> str:
     return match.group(1)
 
 
-def without_dns_providers(providers_go: str, dropped: tuple[str, ...]) -> str:
-    """lego's generated provider table without `dropped`: their imports and switch cases."""
-    for name in dropped:
+_DNS_PROVIDER_IMPORT = re.compile(rf'^\t"{re.escape(LEGO_MODULE)}/providers/dns/(\w+)"\n', re.M)
+
+
+def with_only_dns_providers(providers_go: str, kept: tuple[str, ...]) -> str:
+    """lego's generated provider table with only `kept`: every other import and case gone."""
+    imported = set(_DNS_PROVIDER_IMPORT.findall(providers_go))
+    if missing := sorted(set(kept) - imported):
+        raise ToolchainError(f"lego's provider table changed: {', '.join(missing)} not found")
+    for name in sorted(imported - set(kept)):
         import_line = re.compile(rf'^\t"{re.escape(LEGO_MODULE)}/providers/dns/{name}"\n', re.M)
         case = re.compile(rf"^\tcase [^\n]*:\n\t\treturn {name}\.NewDNSProvider\(\)\n", re.M)
         providers_go, imports = import_line.subn("", providers_go)
@@ -470,7 +474,7 @@ def _prepare_traefik_wrapper(
     # The module cache is read-only: copy without its modes.
     shutil.copytree(lego_source, lego, copy_function=shutil.copyfile)
     providers = lego / "providers" / "dns" / "zz_gen_dns_providers.go"
-    providers.write_text(without_dns_providers(providers.read_text(), LEGO_DROPPED_DNS_PROVIDERS))
+    providers.write_text(with_only_dns_providers(providers.read_text(), LEGO_KEPT_DNS_PROVIDERS))
     # Its test names every provider; the wrapper builds no test of lego's.
     (lego / "providers" / "dns" / "dns_providers_test.go").unlink()
 
@@ -505,7 +509,7 @@ def traefik_extra_crd_files() -> list[Path]:
 
 def ensure_traefik() -> Path:
     """Traefik, built from its module on first use (cold: see docs/development.md)."""
-    binary = _traefik_dir() / "traefik"
+    binary = expected_binaries().traefik
     if not binary.is_file():
         build_traefik()
     if not binary.is_file():
@@ -592,6 +596,8 @@ def ensure_binaries() -> Binaries:
         build_helm()
     if "prometheus" in missing:
         build_prometheus()
+    if "traefik" in missing:
+        build_traefik()
     still_missing = missing_binaries()
     if still_missing:
         raise ToolchainError(f"built, yet still missing: {', '.join(still_missing)}")

@@ -19,7 +19,7 @@ from modelrollout_dev.toolchain import (
     kubernetes_wrapper_go_mod,
     staging_modules,
     traefik_wrapper_go_mod,
-    without_dns_providers,
+    with_only_dns_providers,
 )
 
 pytestmark = pytest.mark.unit
@@ -119,13 +119,14 @@ func NewDNSChallengeProviderByName(name string) (challenge.Provider, error) {
 """
 
 
-def test_a_dropped_dns_provider_loses_its_import_and_its_case_and_no_other() -> None:
-    trimmed = without_dns_providers(LEGO_PROVIDERS_GO, ("edgedns",))
-    assert "edgedns" not in trimmed
+def test_the_provider_table_keeps_only_the_named_providers_imports_and_cases() -> None:
+    trimmed = with_only_dns_providers(LEGO_PROVIDERS_GO, ("exec",))
+    assert "edgedns" not in trimmed and "fastdns" not in trimmed
     assert '\t"github.com/go-acme/lego/v5/providers/dns/exec"\n' in trimmed
     assert '\tcase "exec":\n\t\treturn exec.NewDNSProvider()\n' in trimmed
-    with pytest.raises(ToolchainError, match="provider table changed"):
-        without_dns_providers(LEGO_PROVIDERS_GO, ("yandexcloud",))
+    assert with_only_dns_providers(LEGO_PROVIDERS_GO, ("edgedns", "exec")) == LEGO_PROVIDERS_GO
+    with pytest.raises(ToolchainError, match="provider table changed: yandexcloud not found"):
+        with_only_dns_providers(LEGO_PROVIDERS_GO, ("exec", "yandexcloud"))
 
 
 def test_gpu_nodes_are_tainted_and_advertise_gpus_cpu_nodes_do_not() -> None:
