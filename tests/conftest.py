@@ -23,7 +23,9 @@ from kubernetes.client.rest import ApiException
 from modelrollout_dev import cluster, toolchain
 from modelrollout_dev.podnetwork import PodNetwork
 from modelrollout_dev.prometheus import PrometheusHandle
+from modelrollout_dev.traefik import Traefik
 from tests.support.kube import apply_crd, create_namespace, project_crds
+from tests.support.rollouts import TEST_GATEWAY
 
 # The API contract's checks run from test modules of two suites: show their failures in full.
 pytest.register_assert_rewrite("tests.support.kube_contract")
@@ -45,8 +47,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         toolchain.ensure_helm()
     if any(item.get_closest_marker("argocd") for item in items):
         toolchain.ensure_argocd_check()
-    if any(item.get_closest_marker("traefik") for item in items):
-        toolchain.ensure_traefik()
 
 
 @dataclass(frozen=True)
@@ -130,3 +130,20 @@ def namespace(kube_api_client: client.ApiClient, request: pytest.FixtureRequest)
         except ApiException as error:
             if error.status != 404:
                 raise
+
+
+@pytest.fixture
+def traefik(
+    cluster_under_test: ClusterUnderTest, namespace: str, tmp_path: Path
+) -> Iterator[Traefik]:
+    """Traefik, the cluster's Gateway API implementation, with a Gateway in the test's
+    namespace; it watches only that namespace, so no other test's routes reach it."""
+    gateway = Traefik(
+        cluster_under_test.kubeconfig,
+        tmp_path,
+        namespace,
+        gateway_name=TEST_GATEWAY,
+        namespaces=(namespace,),
+    )
+    with gateway:
+        yield gateway

@@ -8,13 +8,39 @@ from types import TracebackType
 
 import httpx
 
+from modelrollout.kube.labels import revision_object_name
+from modelserve.config.settings import SERVED_BY_HEADER
+
+# The project's proxy (modelrollout_dev.gateway) names the revision it routed to.
+PROXY_REVISION_HEADER = "x-served-by-revision"
+
+
+def served_revision(headers: httpx.Headers, rollout: str) -> str:
+    """The revision that answered: the proxy's header, else from the pod modelserve names.
+
+    A revision's pods are its Deployment's, `<rollout>-<revision>-<template hash>-<suffix>`.
+    """
+    if revision := headers.get(PROXY_REVISION_HEADER):
+        return str(revision)
+    pod = str(headers.get(SERVED_BY_HEADER, ""))
+    prefix = revision_object_name(rollout, "x")[:-1]
+    if not pod.startswith(prefix) or pod.count("-") < prefix.count("-") + 2:
+        return "none"
+    return pod.removeprefix(prefix).split("-", 1)[0]
+
 
 class BackgroundLoad:
-    """A few client threads sending completions; answers counted by (revision, status)."""
+    """A few client threads sending completions; answers counted by (revision, status).
 
-    def __init__(self, url: str, model: str, workers: int = 2) -> None:
+    The model's name is the rollout's, as in the tests and benchmarks; `headers` go with
+    every request (a blue-green preview's header, say)."""
+
+    def __init__(
+        self, url: str, model: str, workers: int = 2, headers: dict[str, str] | None = None
+    ) -> None:
         self.url = url
         self.model = model
+        self.headers = headers or {}
         self.answers: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -26,7 +52,7 @@ class BackgroundLoad:
 
     def _run(self) -> None:
         body = {"model": self.model, "prompt": "A model rollout", "max_tokens": 4, "temperature": 0}
-        with httpx.Client(timeout=30) as http:
+        with httpx.Client(timeout=30, headers=self.headers) as http:
             while not self._stop.is_set():
                 try:
                     response = http.post(f"{self.url}/v1/completions", json=body)
@@ -34,7 +60,7 @@ class BackgroundLoad:
                     self._count("none", type(error).__name__)
                     continue
                 self._count(
-                    response.headers.get("x-served-by-revision", "none"), str(response.status_code)
+                    served_revision(response.headers, self.model), str(response.status_code)
                 )
 
     def count(self, revision: str, status: str) -> int:

@@ -90,8 +90,12 @@ class Traefik:
         gateway_name: str = "traefik",
         class_name: str = "traefik",
         host: str = "127.0.0.1",
+        namespaces: tuple[str, ...] = (),
     ) -> None:
         self.kubeconfig = kubeconfig
+        # Where it takes Gateways, routes and endpoints from (all when empty): Traefiks of
+        # one cluster that watch apart do not program each other's Gateways.
+        self.namespaces = namespaces
         self.gateway_namespace = gateway_namespace
         self.gateway_name = gateway_name
         self.class_name = class_name
@@ -127,6 +131,11 @@ class Traefik:
             "--api.dashboard=false",
             "--ping=true",
             "--providers.kubernetesgateway=true",
+            *(
+                [f"--providers.kubernetesgateway.namespaces={','.join(self.namespaces)}"]
+                if self.namespaces
+                else []
+            ),
             f"--providers.kubernetesgateway.statusAddress.ip={self.host}",
             "--log.level=INFO",
         ]

@@ -8,8 +8,6 @@ written by Traefik's own controller, as a user reads them with kubectl.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,23 +24,13 @@ from modelrollout.traffic.gatewayapi import (
     build_preview_httproute,
 )
 from modelrollout_dev.traefik import CONTROLLER_NAME, GATEWAY_GROUP, GATEWAY_VERSION, Traefik
-from tests.conftest import ClusterUnderTest
 from tests.support.kube import wait_until
 from tests.support.rollouts import rollout_manifest
 from tests.support.status_watch import ObjectWatch
 
-pytestmark = [pytest.mark.cluster, pytest.mark.traefik]
+pytestmark = pytest.mark.cluster
 
 CANARY_WEIGHT = 30
-
-
-@pytest.fixture
-def traefik(
-    cluster_under_test: ClusterUnderTest, namespace: str, tmp_path: Path
-) -> Iterator[Traefik]:
-    gateway = Traefik(cluster_under_test.kubeconfig, tmp_path, namespace)
-    with gateway:
-        yield gateway
 
 
 def watch(api_client: client.ApiClient, namespace: str, plural: str) -> ObjectWatch:

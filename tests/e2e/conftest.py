@@ -1,16 +1,31 @@
-"""The real operator process, one per test namespace, and the scenarios run against it."""
+"""The real operator process, one per test namespace, the scenarios run against it, and
+the harness that runs model pods and carries their traffic.
+
+Traffic goes through Traefik, a real Gateway API implementation, to the pods' own
+addresses. Two kinds of test still go through the project's proxy
+(`modelrollout_dev.gateway`), named where they use it: the shadow test, as Traefik has
+no RequestMirror, and the vLLM tests, which count answers by revision and vLLM's answers
+do not say which pod gave them.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from kubernetes import client
 
+from modelrollout.kube.api import HTTPROUTES, KubeApi
+from modelrollout_dev.demo import make_tiny_models
+from modelrollout_dev.gateway import Gateway
 from modelrollout_dev.operator_process import OperatorProcess
+from modelrollout_dev.podnetwork import PodNetwork
+from modelrollout_dev.podprocesses import PodProcesses
+from modelrollout_dev.traefik import GATEWAY_GROUP, GATEWAY_VERSION, Traefik
 from tests.conftest import ClusterUnderTest
-from tests.support.rollouts import Rollouts
+from tests.support.rollouts import TEST_GATEWAY, Rollouts
 from tests.support.scenario import Scenario
 
 # Fast ticks keep the tests short; production runs every 2 s.
@@ -54,3 +69,79 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    return make_tiny_models(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture
+def pods(
+    kube_api_client: client.ApiClient, namespace: str, pod_network: PodNetwork, tmp_path: Path
+) -> Iterator[PodProcesses]:
+    """The kubelet stand-in: runs each Ready pod's own command on the pod's own address."""
+    running = PodProcesses(KubeApi(kube_api_client), namespace, pod_network, tmp_path / "pods")
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def service_route(namespace: str, service: str, port: int = 8000) -> dict[str, object]:
+    """A user's HTTPRoute sending everything on the test Gateway to one Service."""
+    return {
+        "apiVersion": f"{GATEWAY_GROUP}/{GATEWAY_VERSION}",
+        "kind": "HTTPRoute",
+        "metadata": {"name": f"{service}-entry", "namespace": namespace},
+        "spec": {
+            "parentRefs": [{"name": TEST_GATEWAY}],
+            "rules": [{"backendRefs": [{"name": service, "port": port}]}],
+        },
+    }
+
+
+@pytest.fixture
+def traffic(
+    kube_api_client: client.ApiClient, namespace: str, pods: PodProcesses, traefik: Traefik
+) -> tuple[PodProcesses, Traefik]:
+    """The service router's traffic: Traefik in front of the rollout's Service `chat`,
+    spreading requests over its ready endpoints as kube-proxy would."""
+    KubeApi(kube_api_client).create(HTTPROUTES, namespace, service_route(namespace, "chat"))
+    return pods, traefik
+
+
+@pytest.fixture
+def routed_traffic(pods: PodProcesses, traefik: Traefik) -> tuple[PodProcesses, Traefik]:
+    """The gatewayAPI router's traffic: Traefik serves the routes the operator writes."""
+    return pods, traefik
+
+
+@contextmanager
+def proxied(
+    kube_api_client: client.ApiClient, namespace: str, pods: PodProcesses, **route: str
+) -> Iterator[tuple[PodProcesses, Gateway]]:
+    gateway = Gateway(KubeApi(kube_api_client), namespace, pods, **route).start()
+    try:
+        yield pods, gateway
+    finally:
+        gateway.stop()
+
+
+@pytest.fixture
+def proxied_traffic(
+    kube_api_client: client.ApiClient, namespace: str, pods: PodProcesses
+) -> Iterator[tuple[PodProcesses, Gateway]]:
+    """The project's proxy in front of the Service `chat`: it says which revision answered."""
+    with proxied(kube_api_client, namespace, pods, service="chat") as pair:
+        yield pair
+
+
+@pytest.fixture
+def mirrored_traffic(
+    kube_api_client: client.ApiClient, namespace: str, pods: PodProcesses
+) -> Iterator[tuple[PodProcesses, Gateway]]:
+    """The project's proxy serving the rollout's HTTPRoute, RequestMirror included."""
+    with proxied(kube_api_client, namespace, pods, httproute="chat") as pair:
+        yield pair

@@ -1,10 +1,13 @@
 """Rollouts driven by real traffic through real model server processes.
 
-Stand-ins, and nothing else: `PodProcesses` runs the pod's own `modelserve
-serve` command for each Ready pod (kwok runs no containers) and registers it
-with Prometheus as a PodMonitor would; `Gateway` routes requests the way the
-Service or HTTPRoute says. The operator, the API server, the scheduler,
-Prometheus, the model servers and their metrics are all real.
+One stand-in, and nothing else: `PodProcesses`, the kubelet, runs the pod's own
+`modelserve serve` command for each pod kwok schedules (kwok runs no
+containers), on the pod's own address. Traefik routes requests as the Service
+(through a user's HTTPRoute to it) or the rollout's own HTTPRoute says, and
+Prometheus finds the pods through the API server. The operator, the API server,
+the scheduler, Traefik, Prometheus, the model servers and their metrics are all
+real. The shadow test alone mirrors through the project's proxy (Traefik has no
+RequestMirror).
 """
 
 from __future__ import annotations
@@ -15,8 +18,7 @@ import subprocess
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -25,52 +27,17 @@ from kubernetes import client
 
 from modelrollout.kube.api import ENDPOINT_SLICES, KubeApi
 from modelrollout.kube.cache import SERVICE_NAME_LABEL
-from modelrollout_dev.demo import make_tiny_models
-from modelrollout_dev.gateway import Gateway
+from modelrollout.traffic.gatewayapi import PREVIEW_HEADER
 from modelrollout_dev.load import BackgroundLoad
 from modelrollout_dev.operator_process import OperatorProcess
 from modelrollout_dev.podnetwork import PodNetwork
 from modelrollout_dev.podprocesses import PodProcesses
 from modelrollout_dev.prometheus import PrometheusHandle
+from modelrollout_dev.traefik import Traefik
 from tests.support.kube import wait_until
 from tests.support.rollouts import Rollouts, StatusRecorder, rollout_manifest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.localharness]
-
-
-@pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    return make_tiny_models(tmp_path_factory.mktemp("models"))
-
-
-@contextmanager
-def harness(
-    kube_api_client: client.ApiClient,
-    namespace: str,
-    pod_network: PodNetwork,
-    tmp_path: Path,
-    **route: str,
-) -> Iterator[tuple[PodProcesses, Gateway]]:
-    """Pod processes and a gateway routing by `service=` or `httproute=`."""
-    api = KubeApi(kube_api_client)
-    pods = PodProcesses(api, namespace, pod_network, tmp_path / "pods").start()
-    gateway = Gateway(api, namespace, pods, **route).start()
-    try:
-        yield pods, gateway
-    finally:
-        gateway.stop()
-        pods.stop()
-
-
-@pytest.fixture
-def traffic(
-    kube_api_client: client.ApiClient,
-    namespace: str,
-    pod_network: PodNetwork,
-    tmp_path: Path,
-) -> Iterator[tuple[PodProcesses, Gateway]]:
-    with harness(kube_api_client, namespace, pod_network, tmp_path, service="chat") as pair:
-        yield pair
 
 
 def analysis(prometheus: PrometheusHandle) -> dict[str, Any]:
@@ -136,7 +103,7 @@ def assert_endpoint_slices_name_serving_pods(
 def test_good_revision_is_promoted_and_a_failing_one_rolled_back_under_real_traffic(
     rollouts: Rollouts,
     operator_process: OperatorProcess,
-    traffic: tuple[PodProcesses, Gateway],
+    traffic: tuple[PodProcesses, Traefik],
     tiny_models: list[Path],
     prometheus: PrometheusHandle,
     pod_network: PodNetwork,
@@ -197,7 +164,7 @@ def test_good_revision_is_promoted_and_a_failing_one_rolled_back_under_real_traf
 def test_blue_green_switches_every_request_at_once_and_back_on_a_post_promotion_breach(
     rollouts: Rollouts,
     operator_process: OperatorProcess,
-    traffic: tuple[PodProcesses, Gateway],
+    traffic: tuple[PodProcesses, Traefik],
     tiny_models: list[Path],
     prometheus: PrometheusHandle,
 ) -> None:
@@ -275,26 +242,138 @@ def test_blue_green_switches_every_request_at_once_and_back_on_a_post_promotion_
     assert after[(green, "200")] > switched[(green, "200")], after
 
 
-@pytest.fixture
-def routed_traffic(
-    kube_api_client: client.ApiClient,
-    namespace: str,
-    pod_network: PodNetwork,
-    tmp_path: Path,
-) -> Iterator[tuple[PodProcesses, Gateway]]:
-    """The harness routing by the rollout's HTTPRoute (router gatewayAPI)."""
-    with harness(kube_api_client, namespace, pod_network, tmp_path, httproute="chat") as pair:
-        yield pair
+CANARY_WEIGHT = 30
+
+
+def answered_since(
+    load: BackgroundLoad, before: dict[tuple[str, str], int]
+) -> Counter[tuple[str, str]]:
+    return Counter(load.snapshot()) - Counter(before)
+
+
+def wait_for_answers(load: BackgroundLoad, count: int, what: str) -> dict[tuple[str, str], int]:
+    """Until `count` more answers than now; returns the counts from before them."""
+    before = load.snapshot()
+    wait_until(
+        lambda: sum(answered_since(load, before).values()) >= count, 180, f"{count} answers {what}"
+    )
+    return before
+
+
+def test_a_canary_through_the_gateway_takes_its_weight_of_requests_and_loses_none(
+    rollouts: Rollouts,
+    operator_process: OperatorProcess,
+    routed_traffic: tuple[PodProcesses, Traefik],
+    tiny_models: list[Path],
+    prometheus: PrometheusHandle,
+) -> None:
+    """The gatewayAPI router's weights, carried by Traefik to the pods' own addresses: at
+    setWeight 30, 30% of real requests reach the canary; the promotion, and the rollback of
+    a failing revision, lose no request that was not the failing revision's own answer."""
+    pods, gateway = routed_traffic
+    steps = [{"setWeight": CANARY_WEIGHT}, {"pause": {}}]
+    at = pods.placement()
+    v1 = rollout_manifest(
+        "chat", f"file://{tiny_models[0]}", steps, router="gatewayAPI",
+        analysis=analysis(prometheus), placement=at,
+    )  # fmt: skip
+    rollouts.create(v1)
+    stable = rollouts.wait_phase("chat", {"Succeeded"}, 60)["stableRevision"]
+    wait_for_servers(pods, stable)
+
+    with BackgroundLoad(gateway.url, "chat") as load:
+        wait_until(lambda: load.count(stable, "200") >= 10, 60, "the stable served by Traefik")
+        served = load.snapshot()
+        rollouts.patch_spec("chat", {"model": {"name": "chat", "uri": f"file://{tiny_models[1]}"}})
+        paused = rollouts.wait_phase("chat", {"Paused", "RolledBack"}, 120)
+        assert paused["phase"] == "Paused", paused
+        assert paused["weights"]["canary"] == CANARY_WEIGHT, paused
+        canary = paused["canaryRevision"]
+        # Traefik applies a route's new weights within its providers' throttle (2 s).
+        wait_until(lambda: load.count(canary, "200") >= 1, 60, "Traefik routing to the canary")
+        split = answered_since(load, wait_for_answers(load, 300, "at 30%"))
+
+        rollouts.annotate("chat", {"modelrollout.dev/promote": uuid.uuid4().hex})
+        promoted = rollouts.wait_phase("chat", {"Succeeded", "RolledBack"}, 120)
+        assert promoted["phase"] == "Succeeded", promoted
+        assert promoted["stableRevision"] == canary
+        wait_for_answers(load, 50, "after the promotion")
+
+        failing = {**v1["spec"]["runtime"]}
+        failing["args"] = ["--fault-injection", "--fault-error-rate=0.6", "--fault-seed=1"]
+        rollouts.patch_spec("chat", {"runtime": failing})
+        rolled_back = rollouts.wait_phase("chat", {"RolledBack"}, 150)
+        assert rolled_back["phase"] == "RolledBack", rolled_back
+        wait_for_answers(load, 50, "after the rollback")
+        answered = answered_since(load, served)
+
+    assert set(split) == {(stable, "200"), (canary, "200")}, split
+    share = split[(canary, "200")] / sum(split.values())
+    print(f"canary at {CANARY_WEIGHT}%: {share:.1%} of {sum(split.values())} requests")
+    assert 0.2 <= share <= 0.4, split
+    assert rolled_back["stableRevision"] == canary
+    assert rolled_back["weights"]["canary"] == 0
+    bad = rolled_back["history"][0]["revision"]
+    assert answered[(bad, "500")] > 0, answered
+    # Every request answered 200 but the failing revision's own 500s: none lost on the way.
+    lost = {key: n for key, n in answered.items() if key[1] != "200" and key != (bad, "500")}
+    assert lost == {}, answered
+
+
+def test_a_blue_green_preview_through_the_gateway_answers_only_requests_with_the_header(
+    rollouts: Rollouts,
+    operator_process: OperatorProcess,
+    routed_traffic: tuple[PodProcesses, Traefik],
+    tiny_models: list[Path],
+) -> None:
+    """Traefik matches the preview route by its header: testers reach the new color before
+    the switch, users never do; the switch moves every user at once and loses none."""
+    pods, gateway = routed_traffic
+    at = pods.placement()
+    manifest = rollout_manifest(
+        "chat", f"file://{tiny_models[0]}", [], router="gatewayAPI", placement=at
+    )
+    manifest["spec"]["strategy"] = {"blueGreen": {"scaleDownDelay": "30s"}}
+    rollouts.create(manifest)
+    blue = rollouts.wait_phase("chat", {"Succeeded"}, 60)["stableRevision"]
+    wait_for_servers(pods, blue)
+
+    users = BackgroundLoad(gateway.url, "chat")
+    testers = BackgroundLoad(gateway.url, "chat", workers=1, headers={PREVIEW_HEADER: "true"})
+    with users, testers:
+        wait_until(lambda: users.count(blue, "200") >= 10, 60, "the blue color served by Traefik")
+        served = users.snapshot()
+        rollouts.patch_spec("chat", {"model": {"name": "chat", "uri": f"file://{tiny_models[1]}"}})
+        previewing = rollouts.wait_phase("chat", {"Paused", "RolledBack"}, 120)
+        assert previewing["phase"] == "Paused", previewing
+        green = previewing["canaryRevision"]
+        wait_until(lambda: testers.count(green, "200") >= 1, 60, "the preview route programmed")
+        tested = answered_since(testers, wait_for_answers(testers, 40, "with the header"))
+        before_switch = answered_since(users, served)
+        assert rollouts.status("chat")["weights"]["canary"] == 0
+
+        rollouts.annotate("chat", {"modelrollout.dev/promote": uuid.uuid4().hex})
+        promoted = rollouts.wait_phase("chat", {"Succeeded", "RolledBack"}, 120)
+        assert promoted["phase"] == "Succeeded", promoted
+        after_switch = answered_since(users, wait_for_answers(users, 60, "after the switch"))
+        answered = answered_since(users, served)
+
+    assert tested == {(green, "200"): sum(tested.values())}, tested
+    assert before_switch == {(blue, "200"): sum(before_switch.values())}, before_switch
+    assert promoted["stableRevision"] == green
+    # Within Traefik's throttle of the switch, then green alone.
+    assert after_switch[(green, "200")] > 0, after_switch
+    assert {status for _, status in answered} == {"200"}, answered
 
 
 def test_shadow_gets_the_mirrored_share_users_see_only_stable_and_a_slow_one_is_stopped(
     rollouts: Rollouts,
     operator_process: OperatorProcess,
-    routed_traffic: tuple[PodProcesses, Gateway],
+    mirrored_traffic: tuple[PodProcesses, Traefik],
     tiny_models: list[Path],
     prometheus: PrometheusHandle,
 ) -> None:
-    pods, gateway = routed_traffic
+    pods, gateway = mirrored_traffic
     manifest = rollout_manifest(
         "chat",
         f"file://{tiny_models[0]}",
@@ -373,7 +452,7 @@ def test_shadow_gets_the_mirrored_share_users_see_only_stable_and_a_slow_one_is_
 def test_a_ready_canary_takes_no_request_until_its_weight_is_above_zero(
     rollouts: Rollouts,
     operator_process: OperatorProcess,
-    traffic: tuple[PodProcesses, Gateway],
+    traffic: tuple[PodProcesses, Traefik],
     tiny_models: list[Path],
 ) -> None:
     """Under the service router, weight 0 means 0: a canary waiting at a pause before its
@@ -410,7 +489,7 @@ def test_a_ready_canary_takes_no_request_until_its_weight_is_above_zero(
 def test_an_idle_preview_gets_analysis_load_so_its_builtin_checks_decide(
     rollouts: Rollouts,
     operator_process: OperatorProcess,
-    traffic: tuple[PodProcesses, Gateway],
+    pods: PodProcesses,
     tiny_models: list[Path],
     prometheus: PrometheusHandle,
     kube_api_client: client.ApiClient,
@@ -419,7 +498,6 @@ def test_an_idle_preview_gets_analysis_load_so_its_builtin_checks_decide(
     """No user sends a blue-green preview a request; `analysis.load` does, through the
     preview's own Service. A healthy preview is promoted on the built-in errorRate, and a
     failing one is rolled back before the switch, with no hand-written query."""
-    pods, _ = traffic
     at = pods.placement()
     manifest = rollout_manifest("chat", f"file://{tiny_models[0]}", [], placement=at, analysis={
         "prometheus": {"address": prometheus.url, "timeout": "2s"},

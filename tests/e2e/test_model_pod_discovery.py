@@ -22,18 +22,17 @@ import pytest
 from modelrollout.analysis.builtins import builtin_query
 from modelrollout.analysis.templates import render
 from modelrollout.models.spec import BuiltinCheck
-from modelrollout_dev.gateway import Gateway
 from modelrollout_dev.load import BackgroundLoad
 from modelrollout_dev.operator_process import OperatorProcess
 from modelrollout_dev.podprocesses import PodProcesses
 from modelrollout_dev.prometheus import PrometheusHandle
-from tests.e2e.test_canary_traffic import tiny_models, traffic, wait_for_servers
+from modelrollout_dev.traefik import Traefik
+from tests.e2e.test_canary_traffic import wait_for_servers
 from tests.support.kube import wait_until
 from tests.support.rollouts import Rollouts, rollout_manifest
 
 pytestmark = pytest.mark.e2e
 
-__all__ = ["tiny_models", "traffic"]
 
 BUILTINS: tuple[BuiltinCheck, ...] = get_args(BuiltinCheck)
 TARGET_LABELS = ("namespace", "rollout", "revision", "role", "pod")
@@ -49,7 +48,7 @@ def active_targets(prometheus: PrometheusHandle, namespace: str) -> list[dict[st
 def test_each_serving_pod_is_scraped_labelled_by_rollout_revision_and_role(
     rollouts: Rollouts,
     operator_process: OperatorProcess,
-    traffic: tuple[PodProcesses, Gateway],
+    traffic: tuple[PodProcesses, Traefik],
     tiny_models: list[Path],
     prometheus: PrometheusHandle,
 ) -> None:

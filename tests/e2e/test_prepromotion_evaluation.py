@@ -20,9 +20,7 @@ from kubernetes import client
 
 from modelrollout.engine.evaluation import evaluation_job_name, job_is_finished
 from modelrollout.kube.labels import EVALUATION_LABEL, REVISION_LABEL, revision_object_name
-from modelrollout_dev.gateway import Gateway
 from modelrollout_dev.podprocesses import PodProcesses
-from tests.e2e.test_canary_traffic import tiny_models, traffic
 from tests.e2e.test_quality_gates import gate_suite
 from tests.support.rollouts import Rollouts, rollout_manifest
 from tests.support.scenario import Body, Scenario
@@ -30,7 +28,7 @@ from tests.support.status_watch import ObjectWatch
 
 pytestmark = [pytest.mark.e2e, pytest.mark.localharness]
 
-__all__ = ["gate_suite", "tiny_models", "traffic"]  # fixtures shared with the gate tests
+__all__ = ["gate_suite"]  # a fixture shared with the gate tests
 
 # The steps blue-green runs: autoPromotionAfter, the evaluation, the switch.
 EVALUATION_STEP = 1
@@ -115,12 +113,9 @@ def services_and_jobs(rollouts: Rollouts) -> Iterator[ServicesAndJobs]:
 
 
 @pytest.fixture
-def blue_green(
-    traffic: tuple[PodProcesses, Gateway], tiny_models: list[Path], gate_suite: dict[str, Any]
-) -> Body:
+def blue_green(pods: PodProcesses, tiny_models: list[Path], gate_suite: dict[str, Any]) -> Body:
     """A blue-green rollout of the first tiny model, its preview judged by the gate suite;
-    `traffic` runs its servers and the evaluation Job's pod."""
-    pods, _ = traffic
+    `pods` runs its servers and the evaluation Job's pod."""
     manifest = rollout_manifest(
         "chat", f"file://{tiny_models[0]}", [], replicas=1, placement=pods.placement()
     )

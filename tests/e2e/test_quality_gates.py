@@ -19,15 +19,13 @@ import pytest
 import yaml
 from kubernetes import client
 
-from modelrollout_dev.gateway import Gateway
 from modelrollout_dev.operator_process import OperatorProcess
 from modelrollout_dev.podprocesses import PodProcesses
-from tests.e2e.test_canary_traffic import tiny_models, traffic, wait_for_servers
+from tests.e2e.test_canary_traffic import wait_for_servers
 from tests.support.rollouts import Rollouts, rollout_manifest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.localharness]
 
-__all__ = ["tiny_models", "traffic"]  # fixtures shared with the traffic tests
 
 SUITE = {
     "prompts": [
@@ -60,11 +58,10 @@ def gate_suite(kube_api_client: client.ApiClient, namespace: str) -> dict[str, A
 def test_an_identical_model_passes_the_gates_and_different_weights_are_rolled_back(
     rollouts: Rollouts,
     operator_process: OperatorProcess,
-    traffic: tuple[PodProcesses, Gateway],
+    pods: PodProcesses,
     tiny_models: list[Path],
     gate_suite: dict[str, Any],
 ) -> None:
-    pods, _ = traffic
     steps = [{"evaluation": gate_suite}]
     v1 = rollout_manifest(
         "chat", f"file://{tiny_models[0]}", steps, replicas=1, placement=pods.placement()

@@ -3,8 +3,9 @@
 The harness is the kubelet of its own node (`PodProcesses`): a `vllm` pod runs
 the operator's own command line (`python3 -m vllm.entrypoints.openai.api_server
 ...`) under vLLM's CPU build, a `torch` pod its own `modelserve serve`, each
-Ready when its own probes pass; `Gateway` routes requests the way the Service
-says; the evaluation Job's pod runs its own `modelserve eval`. The operator,
+Ready when its own probes pass; the project's proxy (`Gateway`) routes requests
+the way the Service says, and names the revision that answered (vLLM's answers do
+not say); the evaluation Job's pod runs its own `modelserve eval`. The operator,
 the API server, Prometheus, vLLM, modelserve and their metrics are real.
 
 vLLM on this CPU build: a 1 GiB KV cache, float32, a 512-token context,
@@ -34,7 +35,6 @@ from modelrollout_dev.prometheus import PrometheusHandle
 from modelrollout_dev.toolchain import vllm_python
 from tests.conftest import ClusterUnderTest
 from tests.e2e.conftest import TEST_TICK_INTERVAL
-from tests.e2e.test_canary_traffic import traffic
 from tests.support.kube import wait_until
 from tests.support.rollouts import TEST_IMAGE, Rollouts, rollout_manifest
 from tests.support.status_watch import ObjectWatch
@@ -46,7 +46,6 @@ pytestmark = [
     pytest.mark.timeout(2400),
 ]
 
-__all__ = ["traffic"]  # the harness fixture shared with the traffic tests
 
 # The image a cluster would pull; here only its command line runs, under the CPU build.
 VLLM_IMAGE = "vllm/vllm-openai:v0.32.0"
@@ -221,14 +220,14 @@ def error_rate_check() -> dict[str, Any]:
 def test_torch_to_vllm_of_the_same_weights_passes_agreement_other_weights_are_rolled_back(
     rollouts: Rollouts,
     operator_process: OperatorProcess,
-    traffic: tuple[PodProcesses, Gateway],
+    proxied_traffic: tuple[PodProcesses, Gateway],
     vllm_models: dict[str, Path],
     prometheus: PrometheusHandle,
     gate_step: dict[str, Any],
     pod_history: ObjectWatch,
     job_history: ObjectWatch,
 ) -> None:
-    pods, gateway = traffic
+    pods, gateway = proxied_traffic
     analysis = {
         "prometheus": {"address": prometheus.url, "timeout": "2s"},
         "interval": "1s",
@@ -296,7 +295,7 @@ def test_torch_to_vllm_of_the_same_weights_passes_agreement_other_weights_are_ro
 def test_vllm_canaries_rolled_back_by_ttft_against_stable_and_by_vllms_own_error_rate(
     rollouts: Rollouts,
     operator_process: OperatorProcess,
-    traffic: tuple[PodProcesses, Gateway],
+    proxied_traffic: tuple[PodProcesses, Gateway],
     vllm_models: dict[str, Path],
     prometheus: PrometheusHandle,
     pod_history: ObjectWatch,
@@ -318,7 +317,7 @@ def test_vllm_canaries_rolled_back_by_ttft_against_stable_and_by_vllms_own_error
     readiness probe takes it out of the endpoints), and `errorRate` reads the
     500s from vLLM's `http_requests_total{status="5xx"}`.
     """
-    pods, gateway = traffic
+    pods, gateway = proxied_traffic
     keep_alive = [{"name": "VLLM_KEEP_ALIVE_ON_ENGINE_DEATH", "value": "1"}]
     analysis = {
         "prometheus": {"address": prometheus.url, "timeout": "2s"},

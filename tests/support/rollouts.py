@@ -20,6 +20,10 @@ TEST_IMAGE = os.environ.get("MODELROLLOUT_TEST_IMAGE", "modelrollout/modelserve:
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
 
+# The Gateway the manifests' gatewayAPI router attaches routes to (the `traefik` fixture's).
+TEST_GATEWAY = "inference-gw"
+
+
 def rollout_manifest(
     name: str,
     model_uri: str,
@@ -58,7 +62,7 @@ def rollout_manifest(
         "progressDeadline": progress_deadline,
     }
     if router == "gatewayAPI":
-        spec["traffic"]["gatewayAPI"] = {"parentRefs": [{"name": "inference-gw"}]}
+        spec["traffic"]["gatewayAPI"] = {"parentRefs": [{"name": TEST_GATEWAY}]}
     if analysis is not None:
         spec["analysis"] = analysis
     return {

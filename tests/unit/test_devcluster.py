@@ -6,9 +6,11 @@ import ipaddress
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
+from modelrollout_dev.load import served_revision
 from modelrollout_dev.nodes import GPU_RESOURCE, cluster_nodes
 from modelrollout_dev.podnetwork import PodNetwork
 from modelrollout_dev.podprocesses import local_command, local_eval_command, local_load_command
@@ -224,3 +226,17 @@ def test_a_pod_server_listens_on_its_pod_ip_and_declared_port_inside_the_namespa
     ]  # fmt: skip
     wrapped = PodNetwork("modelrollout-t", "10.241.0.0/16").command(command)
     assert wrapped == ["ip", "netns", "exec", "modelrollout-t", *command]
+
+
+def test_an_answer_is_counted_for_the_revision_of_the_pod_that_gave_it() -> None:
+    def headers(**values: str) -> httpx.Headers:
+        return httpx.Headers({k.replace("_", "-"): v for k, v in values.items()})
+
+    by_pod = headers(x_modelserve_pod="chat-4b4e49c77f-7d9f8c6b5-x2k4q")
+    assert served_revision(by_pod, "chat") == "4b4e49c77f"
+    # The project's proxy says it outright.
+    assert served_revision(headers(x_served_by_revision="0a1b2c3d4e"), "chat") == "0a1b2c3d4e"
+    # Not a Deployment's pod of this rollout, or no pod named (the gateway's own answer).
+    for pod in ("other-4b4e49c77f-7d9f8c6b5-x2k4q", "chat-4b4e49c77f", ""):
+        assert served_revision(headers(x_modelserve_pod=pod), "chat") == "none"
+    assert served_revision(headers(), "chat") == "none"
