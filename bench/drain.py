@@ -5,7 +5,10 @@ local process on the harness node (`PodProcesses`: modelserve for engine
 torch, vLLM's CPU build for engine vllm, each running the command line the
 operator wrote, Ready from its own probes, terminated as a kubelet does:
 out of rotation, preStop, SIGTERM, SIGKILL at the end of the grace period),
-and client traffic goes through the Service as the `Gateway` stand-in routes it.
+and client traffic goes through a gateway (`--gateway`): Traefik, a real Gateway
+API implementation, serving the routes of the gatewayAPI router (the default),
+or the project's proxy in front of the rollout's Service (the service router;
+the earlier rows, and vLLM, whose answers do not name their pod).
 
 A pod leaves service when its revision is replaced or rolled back, or when
 the rollout is scaled down. By `--leave`, each cycle:
@@ -27,14 +30,15 @@ The load: `--workers` client threads, each sending completions of `--tokens`
 for the whole run. A request fails when it gets no 200, raises, or (streamed)
 ends without a finish_reason of "length"/"stop" and `[DONE]`, or (not
 streamed) without every token asked for. A request is in flight at a pod's
-departure when that pod served it (the gateway's `x-served-by-pod`), it
-started before the pod left rotation and ended after; cut when such a request
-failed.
+departure when that pod served it (modelserve's `x-modelserve-pod`, or the
+proxy's `x-served-by-pod`), it started before the pod left rotation and ended
+after; cut when such a request failed.
 
     .venv/bin/python bench/drain.py --engine torch --cycles 10              # after
     .venv/bin/python bench/drain.py --engine torch --cycles 10 --no-drain   # before
     .venv/bin/python bench/drain.py --engine torch --cycles 10 --leave rollback
     .venv/bin/python bench/drain.py --engine torch --cycles 10 --leave scaledown
+    .venv/bin/python bench/drain.py --engine vllm --cycles 10 --gateway proxy
 
 `--no-drain` runs the operator with its pod spec less the drain work: no
 preStop sleep and a drain time of 0 (modelserve's --drain-timeout 0, vLLM's
@@ -68,11 +72,15 @@ from modelrollout.kube.api import MODELROLLOUTS, KubeApi
 from modelrollout.kube.labels import GROUP, VERSION
 from modelrollout_dev import cluster
 from modelrollout_dev.gateway import Gateway
+from modelrollout_dev.load import served_revision
 from modelrollout_dev.operator_process import OperatorProcess
 from modelrollout_dev.podprocesses import PodProcesses
+from modelrollout_dev.traefik import Traefik
+from modelserve.config.settings import SERVED_BY_HEADER
 
 NAMESPACE = "bench-drain"
 NAME = "chat"
+GATEWAY = "bench-gw"
 CYCLE_ANNOTATION = "bench.modelrollout.dev/cycle"
 POLL_SECONDS = 0.02
 PROMPTS = (
@@ -125,9 +133,10 @@ class Request:
     outcome: str = ""  # "ok", or what failed: a status, an exception, a short answer
 
     def served_by(self, response: httpx.Response) -> None:
-        """The pod (and its revision) the gateway sent this request to, from its headers."""
-        self.revision = response.headers.get("x-served-by-revision", "none")
-        self.pod = response.headers.get("x-served-by-pod", "none")
+        """The pod (and its revision) that answers, from the server's or the proxy's headers."""
+        self.revision = served_revision(response.headers, NAME)
+        headers = response.headers
+        self.pod = headers.get(SERVED_BY_HEADER) or headers.get("x-served-by-pod", "none")
 
 
 class Load:
@@ -137,6 +146,8 @@ class Load:
         self.url = url
         self.tokens = tokens
         self.requests: list[Request] = []
+        # Answers begun (their headers in) by revision, long before they end.
+        self.answering: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads = [
@@ -167,18 +178,23 @@ class Load:
                     self.requests.append(request)
                 stream = not stream
 
+    def _served_by(self, request: Request, response: httpx.Response) -> None:
+        request.served_by(response)
+        with self._lock:
+            self.answering[request.revision] += 1
+
     def _send(self, http: httpx.Client, body: dict[str, Any], request: Request) -> str:
         url = f"{self.url}/v1/completions"
         if not body["stream"]:
             response = http.post(url, json=body)
-            request.served_by(response)
+            self._served_by(request, response)
             if response.status_code != 200:
                 return f"status {response.status_code}"
             tokens = response.json().get("usage", {}).get("completion_tokens")
             return "ok" if tokens == body["max_tokens"] else f"short answer ({tokens} tokens)"
         finish, done = None, False
         with http.stream("POST", url, json=body) as response:
-            request.served_by(response)
+            self._served_by(request, response)
             if response.status_code != 200:
                 response.read()
                 return f"status {response.status_code}"
@@ -245,8 +261,9 @@ class Departures:
 
 
 def manifest(
-    engine: str, model: Path, placement: dict[str, Any], cycle: int, grace: str, leave: str
+    args: argparse.Namespace, model: Path, placement: dict[str, Any], cycle: int
 ) -> dict[str, Any]:
+    engine, grace, leave = args.engine, args.grace, args.leave
     runtime = {
         **ENGINES[engine],
         "replicas": 2 if leave == "scaledown" else 1,
@@ -261,7 +278,11 @@ def manifest(
         "spec": {
             "model": {"name": NAME, "uri": f"file://{model}"},
             "runtime": runtime,
-            "traffic": {"router": "service"},
+            "traffic": (
+                {"router": "gatewayAPI", "gatewayAPI": {"parentRefs": [{"name": GATEWAY}]}}
+                if args.gateway == "traefik"
+                else {"router": "service"}
+            ),
             "strategy": {
                 # rollback: the canary waits at 50% for the bench's abort.
                 "canary": {
@@ -293,16 +314,24 @@ def promoted_from(api: KubeApi, previous: str) -> bool:
     return status(api).get("phase") == "Succeeded" and status(api).get("stableRevision") != previous
 
 
+def answers(url: str) -> bool:
+    body = {"model": NAME, "prompt": PROMPTS[0], "max_tokens": 1}
+    try:
+        return httpx.post(f"{url}/v1/completions", json=body, timeout=30).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def gone(pods: PodProcesses, revision: str) -> bool:
     return all(endpoint.revision != revision for endpoint in pods.endpoints().values())
 
 
-def roll_back_once_serving(api: KubeApi, gateway: Gateway, cycle: int) -> str:
+def roll_back_once_serving(api: KubeApi, load: Load, cycle: int) -> str:
     """Abort the canary once it has answered requests at 50%; the revision rolled back."""
     wait(lambda: status(api).get("phase") == "Paused", 900, f"cycle {cycle}: the canary at 50%")
     canary: str = status(api)["canaryRevision"]
     # Answers through the canary begin (headers) while others are still being generated.
-    wait(lambda: gateway.routed[canary] >= 2, 300, f"cycle {cycle}: the canary serving")
+    wait(lambda: load.answering[canary] >= 2, 300, f"cycle {cycle}: the canary serving")
     api.merge_patch(
         MODELROLLOUTS,
         NAMESPACE,
@@ -356,7 +385,13 @@ def run_engine(
 ) -> dict[str, Any]:
     engine = args.engine
     pods = PodProcesses(api, NAMESPACE, state.pod_network, work / "pods").start()
-    gateway = Gateway(api, NAMESPACE, pods, service=NAME).start()
+    if args.gateway == "traefik":
+        gateway: Traefik | Gateway = Traefik(
+            state.kubeconfig, work, NAMESPACE, gateway_name=GATEWAY, namespaces=(NAMESPACE,)
+        )
+        gateway.start()
+    else:
+        gateway = Gateway(api, NAMESPACE, pods, service=NAME).start()
     extra_env: dict[str, str] = {}
     if args.no_drain:
         shim = work / "no-drain"
@@ -370,7 +405,7 @@ def run_engine(
     cycle_times: list[float] = []
     load: Load | None = None
     try:
-        first = manifest(engine, model, pods.placement(), 0, args.grace, args.leave)
+        first = manifest(args, model, pods.placement(), 0)
         api.create(MODELROLLOUTS, NAMESPACE, first)
         wait(lambda: status(api).get("phase") == "Succeeded", 600, "the first revision stable")
 
@@ -379,6 +414,8 @@ def run_engine(
 
         stable = status(api)["stableRevision"]
         wait(lambda: serving(stable), 600, "the first server to load")
+        # The gateway programs the route and endpoints in its own time: count from its first 200.
+        wait(partial(answers, gateway.url), 120, "the gateway serving the first revision")
         load = Load(gateway.url, args.workers, args.tokens).start()
         time.sleep(3)
         for cycle in range(1, args.cycles + 1):
@@ -387,7 +424,7 @@ def run_engine(
                 scale_down_once(api, pods, load, stable, cycle)
                 moved = f"{stable} scaled 2 -> 1 -> 2"
             else:
-                body = manifest(engine, model, pods.placement(), cycle, args.grace, args.leave)
+                body = manifest(args, model, pods.placement(), cycle)
                 api.merge_patch(MODELROLLOUTS, NAMESPACE, NAME, {"spec": body["spec"]})
                 if args.leave == "promotion":
                     previous = stable
@@ -395,7 +432,7 @@ def run_engine(
                     stable = status(api)["stableRevision"]
                     moved = f"{previous} -> {stable}"
                 else:
-                    previous = roll_back_once_serving(api, gateway, cycle)
+                    previous = roll_back_once_serving(api, load, cycle)
                     moved = f"{previous} rolled back"
                 wait(partial(gone, pods, previous), 300, f"cycle {cycle}: the previous pod gone")
             cycle_times.append(time.monotonic() - began)
@@ -432,6 +469,7 @@ def run_engine(
     durations = sorted(r.ended - r.started for r in requests if r.outcome == "ok")
     return {
         "engine": engine,
+        "gateway": args.gateway,
         "drain": "off (--no-drain)" if args.no_drain else "on (the operator's pod spec)",
         "pods_leave_by": args.leave,
         "termination_grace_period": args.grace,
@@ -450,7 +488,7 @@ def run_engine(
         "ok_seconds_median": round(durations[len(durations) // 2], 1) if durations else None,
         "ok_seconds_max": round(durations[-1], 1) if durations else None,
         "cycle_seconds_median": sorted(cycle_times)[len(cycle_times) // 2] if cycle_times else 0,
-        "gateway": gateway.snapshot()["failed"],
+        **({"proxy_failed": gateway.snapshot()["failed"]} if isinstance(gateway, Gateway) else {}),
     }
 
 
@@ -489,8 +527,17 @@ def main() -> int:
         "the user aborts at 50%%, or one of two stable pods on a scale to one "
         "(default: promotion)",
     )
+    parser.add_argument(
+        "--gateway",
+        choices=("traefik", "proxy"),
+        default="traefik",
+        help="Traefik serving the gatewayAPI router's routes (default), or the project's "
+        "proxy in front of the service router's Service",
+    )
     parser.add_argument("--keep-cluster", action="store_true")
     args = parser.parse_args()
+    if args.engine == "vllm" and args.gateway == "traefik":
+        parser.error("--engine vllm needs --gateway proxy: vLLM's answers do not name their pod")
     if args.workers is None:
         args.workers = 4 if args.engine == "vllm" else 2
     # Stopped with SIGTERM (e.g. from a background job, where SIGINT is ignored), still clean up.
@@ -520,7 +567,8 @@ def main() -> int:
             cluster.down(cluster_name)
     print(json.dumps(result, indent=2))
     print(
-        f"{result['engine']}, drain {result['drain']}, pods leave by {result['pods_leave_by']}: "
+        f"{result['engine']} through {result['gateway']}, drain {result['drain']}, "
+        f"pods leave by {result['pods_leave_by']}: "
         f"{result['cycles']} cycles "
         f"({result['departures']} pods left), {result['requests']} requests, "
         f"{result['failed']} failed {result['failed_by']}, "

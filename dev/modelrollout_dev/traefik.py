@@ -101,6 +101,8 @@ class Traefik:
         self.class_name = class_name
         self.host = host
         self.log_path = log_dir / f"traefik-{gateway_namespace}-{gateway_name}.log"
+        # One JSON line per request: which router, service and server took it, and how.
+        self.access_log_path = self.log_path.with_suffix(".access.jsonl")
         self.port = 0
         self.api_port = 0
         self._process: subprocess.Popen[bytes] | None = None
@@ -138,6 +140,9 @@ class Traefik:
             ),
             f"--providers.kubernetesgateway.statusAddress.ip={self.host}",
             "--log.level=INFO",
+            "--accesslog=true",
+            f"--accesslog.filepath={self.access_log_path}",
+            "--accesslog.format=json",
         ]
 
     def start(self, timeout: float = 60.0) -> None:
