@@ -72,7 +72,7 @@ from modelrollout.kube.api import MODELROLLOUTS, KubeApi
 from modelrollout.kube.labels import GROUP, VERSION
 from modelrollout_dev import cluster
 from modelrollout_dev.gateway import Gateway
-from modelrollout_dev.load import served_revision
+from modelrollout_dev.load import served_revision, wait_until_served
 from modelrollout_dev.operator_process import OperatorProcess
 from modelrollout_dev.podprocesses import PodProcesses
 from modelrollout_dev.traefik import Traefik
@@ -314,14 +314,6 @@ def promoted_from(api: KubeApi, previous: str) -> bool:
     return status(api).get("phase") == "Succeeded" and status(api).get("stableRevision") != previous
 
 
-def answers(url: str) -> bool:
-    body = {"model": NAME, "prompt": PROMPTS[0], "max_tokens": 1}
-    try:
-        return httpx.post(f"{url}/v1/completions", json=body, timeout=30).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def gone(pods: PodProcesses, revision: str) -> bool:
     return all(endpoint.revision != revision for endpoint in pods.endpoints().values())
 
@@ -415,7 +407,7 @@ def run_engine(
         stable = status(api)["stableRevision"]
         wait(lambda: serving(stable), 600, "the first server to load")
         # The gateway programs the route and endpoints in its own time: count from its first 200.
-        wait(partial(answers, gateway.url), 120, "the gateway serving the first revision")
+        wait_until_served(gateway.url, NAME)
         load = Load(gateway.url, args.workers, args.tokens).start()
         time.sleep(3)
         for cycle in range(1, args.cycles + 1):

@@ -2,8 +2,11 @@
 
 Starts the local cluster and Prometheus, installs the CRD, runs the operator,
 and drives traffic through real model servers run as the pods' own command lines
-(the harness is the kubelet of a node of its own; see `podprocesses` and
-`gateway`), printing the progress as it goes.
+(the harness is the kubelet of a node of its own; see `podprocesses`), printing
+the progress as it goes. Requests go through Traefik, a real Gateway API
+implementation, in front of the rollout's Service (the torch scenes), or through
+the project's proxy (`gateway`), which names the revision each answer came from
+(the vLLM scenes: vLLM's answers do not say).
 
 - engine torch (the default): a good revision promoted, then a bad one
   (injected errors) rolled back on its own;
@@ -25,13 +28,14 @@ from typing import Any
 import yaml
 from kubernetes import config
 
-from modelrollout.kube.api import CONFIGMAPS, MODELROLLOUTS, KubeApi
+from modelrollout.kube.api import CONFIGMAPS, HTTPROUTES, MODELROLLOUTS, KubeApi
 from modelrollout.kube.labels import GROUP, VERSION
 from modelrollout_dev import cluster
 from modelrollout_dev.gateway import Gateway
-from modelrollout_dev.load import BackgroundLoad
+from modelrollout_dev.load import BackgroundLoad, wait_until_served
 from modelrollout_dev.operator_process import OperatorProcess
 from modelrollout_dev.podprocesses import PodProcesses, harness_node_name
+from modelrollout_dev.traefik import Traefik, service_route
 
 NAMESPACE = "demo"
 ROLLOUT = "chat"
@@ -311,10 +315,16 @@ def run(keep_cluster: bool, engine: str = "torch") -> int:
     operator.start()
     _say(f"operator running (pid {operator.pid}, log {operator.log_path})")
     pods = PodProcesses(api, NAMESPACE, state.pod_network, directory / "demo-pods").start()
-    gateway = Gateway(api, NAMESPACE, pods, service=ROLLOUT).start()
+    gateway: Gateway | Traefik
+    if engine == "vllm":
+        gateway = Gateway(api, NAMESPACE, pods, service=ROLLOUT).start()
+    else:
+        gateway = Traefik(state.kubeconfig, directory, NAMESPACE, namespaces=(NAMESPACE,))
+        gateway.start()
+        api.create(HTTPROUTES, NAMESPACE, service_route(NAMESPACE, gateway.gateway_name, ROLLOUT))
     load = BackgroundLoad(gateway.url, ROLLOUT)
     try:
-        if engine == "vllm":
+        if isinstance(gateway, Gateway):
             return vllm_scenes(api, pods, gateway, directory, state.prometheus_url)
         first = rollout_manifest(f"file://{models[0]}", state.prometheus_url, [], pods.placement())
         _say("applying ModelRollout chat (torch engine, tiny model v1):")
@@ -328,8 +338,9 @@ def run(keep_cluster: bool, engine: str = "torch") -> int:
             if time.monotonic() > deadline:
                 raise TimeoutError("the model servers did not become healthy")
             time.sleep(0.5)
+        wait_until_served(gateway.url, ROLLOUT)
         load.start()
-        _say(f"sending traffic through the Service stand-in at {gateway.url}")
+        _say(f"sending traffic through Traefik at {gateway.url}, in front of Service {ROLLOUT}")
 
         _say("rolling out a good revision (model v2)")
         good = rollout_manifest(f"file://{models[1]}", state.prometheus_url, [], pods.placement())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from types import TracebackType
 
@@ -27,6 +28,22 @@ def served_revision(headers: httpx.Headers, rollout: str) -> str:
     if not pod.startswith(prefix) or pod.count("-") < prefix.count("-") + 2:
         return "none"
     return pod.removeprefix(prefix).split("-", 1)[0]
+
+
+def wait_until_served(url: str, model: str, timeout: float = 120) -> None:
+    """Until a completion through `url` gets a 200: a gateway programs routes in its own time."""
+    body = {"model": model, "prompt": "A model rollout", "max_tokens": 1}
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=30) as http:
+        while True:
+            try:
+                if http.post(f"{url}/v1/completions", json=body).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no 200 through {url} within {timeout:.0f}s")
+            time.sleep(0.2)
 
 
 class BackgroundLoad:

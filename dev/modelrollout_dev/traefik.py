@@ -79,6 +79,20 @@ def gateway_manifest(name: str, namespace: str, class_name: str, port: int) -> d
     }
 
 
+def service_route(namespace: str, gateway: str, service: str, port: int = 8000) -> dict[str, Any]:
+    """A user's HTTPRoute sending everything on `gateway` to one Service: the gateway in
+    front of the service router's Service, spreading over its endpoints as kube-proxy does."""
+    return {
+        "apiVersion": f"{GATEWAY_GROUP}/{GATEWAY_VERSION}",
+        "kind": "HTTPRoute",
+        "metadata": {"name": f"{service}-entry", "namespace": namespace},
+        "spec": {
+            "parentRefs": [{"name": gateway}],
+            "rules": [{"backendRefs": [{"name": service, "port": port}]}],
+        },
+    }
+
+
 class Traefik:
     """One Traefik process, its GatewayClass and one Gateway on its entrypoint."""
 

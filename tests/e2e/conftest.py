@@ -23,9 +23,9 @@ from modelrollout_dev.gateway import Gateway
 from modelrollout_dev.operator_process import OperatorProcess
 from modelrollout_dev.podnetwork import PodNetwork
 from modelrollout_dev.podprocesses import PodProcesses
-from modelrollout_dev.traefik import GATEWAY_GROUP, GATEWAY_VERSION, Traefik
+from modelrollout_dev.traefik import Traefik, service_route
 from tests.conftest import ClusterUnderTest
-from tests.support.rollouts import TEST_GATEWAY, Rollouts
+from tests.support.rollouts import Rollouts
 from tests.support.scenario import Scenario
 
 # Fast ticks keep the tests short; production runs every 2 s.
@@ -89,26 +89,14 @@ def pods(
         running.stop()
 
 
-def service_route(namespace: str, service: str, port: int = 8000) -> dict[str, object]:
-    """A user's HTTPRoute sending everything on the test Gateway to one Service."""
-    return {
-        "apiVersion": f"{GATEWAY_GROUP}/{GATEWAY_VERSION}",
-        "kind": "HTTPRoute",
-        "metadata": {"name": f"{service}-entry", "namespace": namespace},
-        "spec": {
-            "parentRefs": [{"name": TEST_GATEWAY}],
-            "rules": [{"backendRefs": [{"name": service, "port": port}]}],
-        },
-    }
-
-
 @pytest.fixture
 def traffic(
     kube_api_client: client.ApiClient, namespace: str, pods: PodProcesses, traefik: Traefik
 ) -> tuple[PodProcesses, Traefik]:
     """The service router's traffic: Traefik in front of the rollout's Service `chat`,
     spreading requests over its ready endpoints as kube-proxy would."""
-    KubeApi(kube_api_client).create(HTTPROUTES, namespace, service_route(namespace, "chat"))
+    route = service_route(namespace, traefik.gateway_name, "chat")
+    KubeApi(kube_api_client).create(HTTPROUTES, namespace, route)
     return pods, traefik
 
 
