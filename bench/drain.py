@@ -76,7 +76,7 @@ from modelrollout_dev.load import served_revision, wait_until_served
 from modelrollout_dev.operator_process import OperatorProcess
 from modelrollout_dev.podprocesses import PodProcesses
 from modelrollout_dev.traefik import Traefik
-from modelserve.config.settings import SERVED_BY_HEADER
+from modelserve.http_defaults import SERVED_BY_HEADER
 
 NAMESPACE = "bench-drain"
 NAME = "chat"

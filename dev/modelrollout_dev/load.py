@@ -10,7 +10,7 @@ from types import TracebackType
 import httpx
 
 from modelrollout.kube.labels import revision_object_name
-from modelserve.config.settings import SERVED_BY_HEADER
+from modelserve.http_defaults import SERVED_BY_HEADER
 
 # The project's proxy (modelrollout_dev.gateway) names the revision it routed to.
 PROXY_REVISION_HEADER = "x-served-by-revision"

@@ -10,6 +10,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from modelserve.http_defaults import KEEP_ALIVE_TIMEOUT_S
+
 
 def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("serve", help="serve a causal LM over an OpenAI-compatible API")
@@ -35,6 +37,13 @@ def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--request-timeout", type=float, default=600.0, help="seconds per request")
     parser.add_argument(
         "--drain-timeout", type=float, default=30.0, help="seconds to drain on SIGTERM"
+    )
+    parser.add_argument(
+        "--keep-alive-timeout",
+        type=float,
+        default=KEEP_ALIVE_TIMEOUT_S,
+        help="seconds an idle client connection stays open: keep it above the gateway's "
+        f"idle timeout for upstream connections (default {KEEP_ALIVE_TIMEOUT_S:.0f})",
     )
     parser.add_argument("--log-level", default="info")
     faults = parser.add_argument_group(
@@ -94,6 +103,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         max_queue_size=args.max_queue_size,
         request_timeout_s=args.request_timeout,
         drain_timeout_s=args.drain_timeout,
+        keep_alive_timeout_s=args.keep_alive_timeout,
         faults=faults,
         pod_name=os.environ.get("HOSTNAME") or socket.gethostname(),
     )

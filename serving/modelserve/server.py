@@ -60,6 +60,7 @@ def serve(settings: ServeSettings, host: str, port: int, log_level: str = "info"
         log_level=log_level,
         # Requests still running after the drain get this long once the drain is over.
         timeout_graceful_shutdown=5,
+        timeout_keep_alive=int(settings.keep_alive_timeout_s),
         lifespan="on",
     )
     DrainingServer(config, app.state.serving).run()

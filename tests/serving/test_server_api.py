@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import threading
 import time
@@ -12,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from modelserve.config.settings import SERVED_BY_HEADER
+from modelserve.http_defaults import SERVED_BY_HEADER
 from tests.serving.conftest import (
     SERVER_POD_NAME,
     TINY_MODEL_NAME,
@@ -92,6 +93,31 @@ def test_every_answer_names_the_pod_that_served_it(server: ServerProcess) -> Non
         answers.append(streamed)
     assert [a.status_code for a in answers] == [200, 400, 200, 404, 200]
     assert [a.headers.get_list(SERVED_BY_HEADER) for a in answers] == [[SERVER_POD_NAME]] * 5
+
+
+# uvicorn closes a connection idle this long unless told otherwise.
+UVICORN_DEFAULT_KEEP_ALIVE_S = 5
+
+
+def test_an_idle_connection_stays_open_for_the_gateway_to_reuse(server: ServerProcess) -> None:
+    """Traefik reuses an idle upstream connection for up to 90 s: a server that closes it
+    sooner (uvicorn's default is 5 s) races the gateway's next request on it."""
+    url = httpx.URL(server.base_url)
+    connection = http.client.HTTPConnection(url.host, url.port, timeout=30)
+    try:
+        connection.request("GET", "/health")
+        connection.getresponse().read()
+        first_socket = connection.sock
+        # The idleness under test, not a wait for some state.
+        time.sleep(UVICORN_DEFAULT_KEEP_ALIVE_S + 2)
+        connection.request("GET", "/health")
+        reused = connection.sock is first_socket
+        # Raises RemoteDisconnected where the server closed the connection while idle.
+        answer = connection.getresponse()
+        answer.read()
+    finally:
+        connection.close()
+    assert reused and answer.status == 200
 
 
 def test_streamed_chunks_are_well_formed_and_add_up(server: ServerProcess) -> None:

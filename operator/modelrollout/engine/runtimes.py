@@ -129,10 +129,19 @@ def probes(spec: RuntimeSpec) -> dict[str, dict[str, Any]]:
     }
 
 
+# How long the server keeps an idle connection: above a gateway's idle timeout for
+# upstream connections (Traefik 90 s, NGINX 60 s), or the server may close one just as
+# the gateway sends a request on it. vLLM's default is 5 s; modelserve's own is 120 s.
+KEEP_ALIVE_TIMEOUT_S = 120
+VLLM_KEEP_ALIVE_ENV = "VLLM_HTTP_TIMEOUT_KEEP_ALIVE"
+
+
 def _env(spec: RuntimeSpec, offline: bool) -> list[dict[str, Any]]:
     env: dict[str, str | Mapping[str, Any]] = (
         {"HF_HUB_OFFLINE": "1"} if offline else {"HF_HOME": HF_HOME}
     )
+    if spec.engine == "vllm":
+        env[VLLM_KEEP_ALIVE_ENV] = str(KEEP_ALIVE_TIMEOUT_S)
     env.update(spec.env)
     return [
         {"name": name, "value": value}

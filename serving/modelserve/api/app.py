@@ -30,7 +30,7 @@ from modelserve.api.openai_format import (
     usage,
 )
 from modelserve.api.protocol import ChatCompletionRequest, CompletionRequest
-from modelserve.config.settings import SERVED_BY_HEADER, ServeSettings
+from modelserve.config.settings import ServeSettings
 from modelserve.engine.batcher import ContinuousBatcher
 from modelserve.engine.loader import LoadedModel, load_model
 from modelserve.engine.types import (
@@ -43,6 +43,7 @@ from modelserve.engine.types import (
     TokensGenerated,
 )
 from modelserve.faults import FaultDecider
+from modelserve.http_defaults import SERVED_BY_HEADER
 from modelserve.metrics import ServingMetrics
 
 logger = logging.getLogger(__name__)

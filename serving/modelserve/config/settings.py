@@ -6,10 +6,7 @@ from dataclasses import dataclass, field
 
 from modelrollout.models.uri import DEFAULT_PVC_MOUNT_ROOT
 from modelserve.faults import FaultInjection
-
-# Which pod answered, through any gateway: what a client (or a test) attributes an
-# answer by when the gateway in between says nothing of where it sent the request.
-SERVED_BY_HEADER = "x-modelserve-pod"
+from modelserve.http_defaults import KEEP_ALIVE_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -29,5 +26,6 @@ class ServeSettings:
     # After SIGTERM: how long in-flight requests may take before the server exits anyway.
     drain_timeout_s: float = 30.0
     faults: FaultInjection = field(default_factory=FaultInjection)
+    keep_alive_timeout_s: float = KEEP_ALIVE_TIMEOUT_S
     # Named in every response's SERVED_BY_HEADER: a container's hostname is its pod's name.
     pod_name: str = ""

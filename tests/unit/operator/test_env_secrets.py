@@ -54,6 +54,7 @@ def test_the_serving_container_gets_values_and_references_as_written() -> None:
         {"name": "HF_HUB_OFFLINE", "value": "1"},
         {"name": "HF_TOKEN", "value": PLANTED},
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "VLLM_HTTP_TIMEOUT_KEEP_ALIVE", "value": "120"},
     ]
     assert container["envFrom"] == [
         {"prefix": "APP_", "configMapRef": {"name": "settings", "optional": True}}

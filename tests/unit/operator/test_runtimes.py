@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -46,6 +47,20 @@ def test_vllm_container_args_model_path_tensor_parallel_and_user_args_last() -> 
     ]  # fmt: skip
     assert container["resources"] == {"limits": {"nvidia.com/gpu": 2}}
     assert {"name": "HF_HUB_OFFLINE", "value": "1"} in container["env"]
+
+
+def test_vllm_keeps_idle_connections_longer_than_gateways_do_unless_the_user_says() -> None:
+    def keep_alive(container: dict[str, Any]) -> list[str]:
+        env = container["env"]
+        return [e["value"] for e in env if e["name"] == "VLLM_HTTP_TIMEOUT_KEEP_ALIVE"]
+
+    assert keep_alive(build_container(vllm_spec())) == ["120"]
+    assert keep_alive(build_container(vllm_spec(env={"VLLM_HTTP_TIMEOUT_KEEP_ALIVE": "600"}))) == [
+        "600"
+    ]
+    # modelserve's own default is as long: it gets no variable it would not read.
+    torch = vllm_spec(engine="torch", image="modelrollout/modelserve:dev")
+    assert keep_alive(build_container(torch)) == []
 
 
 def test_pvc_model_is_mounted_read_only_and_shm_is_memory() -> None:
