@@ -28,6 +28,7 @@ from kubernetes import client
 from modelrollout.kube.api import ENDPOINT_SLICES, KubeApi
 from modelrollout.kube.cache import SERVICE_NAME_LABEL
 from modelrollout.traffic.gatewayapi import PREVIEW_HEADER
+from modelrollout_dev.gateway import Gateway
 from modelrollout_dev.load import BackgroundLoad
 from modelrollout_dev.operator_process import OperatorProcess
 from modelrollout_dev.podnetwork import PodNetwork
@@ -369,7 +370,7 @@ def test_a_blue_green_preview_through_the_gateway_answers_only_requests_with_the
 def test_shadow_gets_the_mirrored_share_users_see_only_stable_and_a_slow_one_is_stopped(
     rollouts: Rollouts,
     operator_process: OperatorProcess,
-    mirrored_traffic: tuple[PodProcesses, Traefik],
+    mirrored_traffic: tuple[PodProcesses, Gateway],
     tiny_models: list[Path],
     prometheus: PrometheusHandle,
 ) -> None:
