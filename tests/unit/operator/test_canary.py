@@ -357,6 +357,21 @@ def test_promote_full_skips_every_step() -> None:
     assert rollout.status.history[0].outcome == "Promoted"
 
 
+def test_the_promotion_tick_reports_the_new_stable_available_though_the_old_is_gone() -> None:
+    """While Promoting, stable has no weight and no pods; the tick that promotes must not
+    say "no stable pod is ready" (Argo CD would show the rollout Degraded)."""
+    rollout = started()
+    rollout.tick()
+    rollout.command(promote_full=True)
+    assert rollout.status.phase == "Promoting"
+    rollout.world.stable_ready = 0
+    rollout.tick(1)
+    assert rollout.status.phase == "Succeeded"
+    available = rollout.status.condition("Available")
+    assert available is not None and available.status == "True", available
+    assert available.message == "2/2 stable pods ready"
+
+
 def test_a_valid_spec_clears_invalid_spec() -> None:
     rollout = Rollout.of(example_spec())
     rollout.tick()

@@ -658,7 +658,16 @@ class _Tick:
         self.event("Normal", "Promoting", message)
 
     def report_stable_availability(self) -> None:
-        stable = self.obs.stable
+        # The revision stable after this tick: a promotion makes the canary's pods the
+        # stable ones, while the old stable's pods are already scaled down.
+        stable = next(
+            (
+                revision
+                for revision in (self.obs.stable, self.obs.canary)
+                if revision is not None and revision.revision == self.status.stable_revision
+            ),
+            None,
+        )
         if stable is not None and stable.ready_replicas > 0:
             self.condition(
                 "Available",
