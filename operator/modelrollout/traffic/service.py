@@ -10,9 +10,10 @@ The Service selects only pods labelled `modelrollout.dev/serving=true`, which
 the operator sets in place (a template change would restart the pods) on the
 pods of each revision whose weight is above 0, and removes at 0: a canary
 warming up before its first setWeight, or one rolled back, takes no requests,
-and a promoted one takes them all. Pods are labelled before the Service's
-selector asks for the label, so a rollout from an older release never loses
-its endpoints.
+and a promoted one takes them all, once all its pods are Ready (until then
+stable's pods keep their label, and the plan keeps them running). Pods are
+labelled before the Service's selector asks for the label, so a rollout from
+an older release never loses its endpoints.
 
 Blue-green instead selects one revision at a time: the Service's selector
 names the active color, a switch is one patch of that selector (no pod
@@ -52,6 +53,13 @@ def _desired_replicas(deployment: dict[str, Any] | None) -> int:
     return 0 if deployment is None else int(deployment["spec"].get("replicas") or 0)
 
 
+def _is_ready(pod: dict[str, Any]) -> bool:
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in pod.get("status", {}).get("conditions") or []
+    )
+
+
 def _selected_revision(service: dict[str, Any] | None) -> str | None:
     if service is None:
         return None
@@ -79,18 +87,35 @@ class ServiceRouter:
             )
 
     def _label_serving(self, backends: Backends, canary_weight: int) -> None:
-        """`serving=true` on the pods of each revision with a weight, removed from the others."""
-        serving = {backends.stable: canary_weight < 100 or backends.canary is None}
+        """`serving=true` on the pods of each revision with a weight, removed from the others.
+
+        Stable keeps its label at canary weight 100 until the canary has all its pods
+        Ready: the canary then takes everything with the capacity stable had.
+        """
+        rollout = backends.rollout
+        pods = [
+            pod
+            for pod in self._api.list(
+                PODS, rollout.namespace, label_selector(selector_labels(rollout.name))
+            )
+            if not pod["metadata"].get("deletionTimestamp")
+        ]
+        canary_ready = sum(
+            1
+            for pod in pods
+            if pod["metadata"]["labels"].get(REVISION_LABEL) == backends.canary and _is_ready(pod)
+        )
+        canary_complete = canary_ready >= canary_replicas(backends.replicas, canary_weight)
+        serving = {
+            backends.stable: canary_weight < 100 or backends.canary is None or not canary_complete
+        }
         if backends.canary is not None:
             serving[backends.canary] = canary_weight > 0
-        rollout = backends.rollout
         changes: list[tuple[str, bool]] = []
-        for pod in self._api.list(
-            PODS, rollout.namespace, label_selector(selector_labels(rollout.name))
-        ):
+        for pod in pods:
             labels = pod["metadata"].get("labels") or {}
             wanted = serving.get(labels.get(REVISION_LABEL, ""))
-            if wanted is None or pod["metadata"].get("deletionTimestamp"):
+            if wanted is None:
                 continue
             if (labels.get(SERVING_LABEL) == "true") != wanted:
                 changes.append((pod["metadata"]["name"], wanted))
@@ -110,11 +135,7 @@ class ServiceRouter:
             rollout.namespace,
             label_selector({**selector_labels(rollout.name), SERVING_LABEL: "true"}),
         ):
-            ready = any(
-                c.get("type") == "Ready" and c.get("status") == "True"
-                for c in pod.get("status", {}).get("conditions") or []
-            )
-            if ready and not pod["metadata"].get("deletionTimestamp"):
+            if _is_ready(pod) and not pod["metadata"].get("deletionTimestamp"):
                 revision = pod["metadata"]["labels"].get(REVISION_LABEL, "")
                 counts[revision] = counts.get(revision, 0) + 1
         return counts

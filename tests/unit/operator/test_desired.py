@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import hashlib
 from datetime import timedelta
+from typing import Literal
 
 import pytest
 
 from modelrollout.engine.strategies.desired import (
     may_start_canary,
+    revision_plan,
     route_weight,
     status_to_write,
     with_env_values_redacted,
     writes_now,
 )
 from modelrollout.engine.strategies.types import Commands
-from modelrollout.models import ModelRolloutStatus, Weights
+from modelrollout.models import ModelRolloutStatus, Weights, parse_spec
 from modelrollout.models.status import CheckStatus, HistoryEntry
-from tests.unit.operator.builders import T0
+from tests.unit.operator.builders import T0, example_spec
 
 pytestmark = pytest.mark.unit
 
@@ -31,6 +33,32 @@ def test_a_serving_canary_at_weight_zero_warms_up_without_a_route_change() -> No
     assert route_weight(mirrored) == 0
     rolled_back = at_20.model_copy(update={"phase": "RollingBack"})
     assert route_weight(rolled_back) == 0
+
+
+@pytest.mark.parametrize(
+    ("router", "phase", "stable_replicas"),
+    [
+        ("service", "Progressing", 2),
+        ("service", "Promoting", 2),
+        ("gatewayAPI", "Progressing", 0),
+        ("gatewayAPI", "Promoting", 2),
+    ],
+)
+def test_stable_keeps_its_pods_while_its_traffic_moves_to_a_canary_at_100(
+    router: str, phase: Literal["Progressing", "Promoting"], stable_replicas: int
+) -> None:
+    """A route moves all traffic in one write; the service router's labels move it once the
+    canary's pods are all Ready, so stable's pods stay until then (and, promoting, until done)."""
+    spec = example_spec()
+    spec["traffic"]["router"] = router
+    status = ModelRolloutStatus(
+        phase=phase,
+        stable_revision="s",
+        canary_revision="c",
+        weights=Weights(stable=0, canary=100),
+    )
+    plan = {item.revision: item.replicas for item in revision_plan(parse_spec(spec), status, T0)}
+    assert plan == {"s": stable_replicas, "c": 2}
 
 
 def test_only_a_new_revision_or_a_retry_after_a_rollback_starts_a_canary() -> None:

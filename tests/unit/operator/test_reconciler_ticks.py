@@ -139,13 +139,20 @@ class Cluster:
         (reconciler or self.reconciler).tick(body, post_event)
         return list(api.writes)
 
-    def settle(self) -> None:
-        """What the controllers do between ticks: every pod Ready, every endpoint published."""
+    def settle(self, loading: bool = False) -> None:
+        """What the controllers do between ticks: every pod Ready, every endpoint published.
+
+        `loading`: the pods this settle creates are not Ready yet (their model loads);
+        the next settle makes them Ready.
+        """
         deployments = self.api.list(DEPLOYMENTS, NAMESPACE)
-        self._settle_pods(deployments)
+        self._settle_pods(deployments, loading)
         for deployment in deployments:
             replicas = deployment["spec"]["replicas"]
-            ready = {"replicas": replicas, "readyReplicas": replicas, "updatedReplicas": replicas}
+            name = deployment["metadata"]["name"]
+            pods = [self.api.get(PODS, NAMESPACE, f"{name}-{i}") for i in range(replicas)]
+            ready_pods = sum(1 for pod in pods if _is_ready(pod))
+            ready = {"replicas": replicas, "readyReplicas": ready_pods, "updatedReplicas": replicas}
             if deployment.get("status") != ready:
                 name = deployment["metadata"]["name"]
                 self.api.merge_patch(
@@ -154,8 +161,9 @@ class Cluster:
         for service in self.api.list(SERVICES, NAMESPACE):
             self._publish_endpoints(service, deployments)
 
-    def _settle_pods(self, deployments: list[dict[str, Any]]) -> None:
-        """Each Deployment's pods, `<deployment>-<i>`, Ready; labels set in place are kept."""
+    def _settle_pods(self, deployments: list[dict[str, Any]], loading: bool) -> None:
+        """Each Deployment's pods, `<deployment>-<i>`, Ready unless `loading` created them;
+        labels set in place are kept."""
         wanted: set[str] = set()
         for deployment in deployments:
             name = deployment["metadata"]["name"]
@@ -163,19 +171,22 @@ class Cluster:
             for index in range(deployment["spec"]["replicas"]):
                 pod_name = f"{name}-{index}"
                 wanted.add(pod_name)
-                if self.api.get(PODS, NAMESPACE, pod_name) is None:
+                existing = self.api.get(PODS, NAMESPACE, pod_name)
+                if existing is None:
                     pod = {
                         "apiVersion": "v1",
                         "kind": "Pod",
                         "metadata": {"name": pod_name,
                                      "labels": dict(template["metadata"]["labels"])},
                         "spec": template["spec"],
-                        "status": {"phase": "Running",
-                                   "conditions": [{"type": "Ready", "status": "True"}]},
                     }  # fmt: skip
                     self.api.create(PODS, NAMESPACE, pod)
+                if existing is None or not _is_ready(existing):
+                    ready = "False" if existing is None and loading else "True"
+                    conditions = [{"type": "Ready", "status": ready}]
+                    status = {"phase": "Running", "conditions": conditions}
                     self.api.merge_patch(
-                        PODS, NAMESPACE, pod_name, {"status": pod["status"]}, subresource="status"
+                        PODS, NAMESPACE, pod_name, {"status": status}, subresource="status"
                     )
         for pod in self.api.list(PODS, NAMESPACE):
             if pod["metadata"]["name"] not in wanted and ROLLOUT_LABEL in pod["metadata"]["labels"]:
@@ -266,6 +277,11 @@ class Cluster:
             self.api.list(EVENTS, NAMESPACE), key=lambda e: int(e["metadata"]["resourceVersion"])
         )
         return [event["reason"] for event in events]
+
+
+def _is_ready(pod: dict[str, Any] | None) -> bool:
+    conditions = (pod or {}).get("status", {}).get("conditions") or []
+    return {"type": "Ready", "status": "True"} in conditions
 
 
 def revision(model: str, spec: dict[str, Any]) -> str:
@@ -568,7 +584,7 @@ def test_under_the_service_router_a_canary_serves_only_once_its_weight_is_above_
     cluster.run_until_phase("Promoting")
     cluster.tick(1)
     cluster.settle()
-    # Promoting sends everything to the new revision: stable's pods leave the Service at once.
+    # Promoting sends everything to the new revision, all its pods Ready: stable's pods leave.
     assert set(serving()) == {revision(V2, spec)}
     assert all(
         pod["metadata"]["labels"].get(SERVING_LABEL) == "true"
@@ -604,6 +620,40 @@ def test_traffic_moving_at_once_labels_the_new_pods_before_the_old_ones_leave() 
     left = [i for i, (rev, joins) in enumerate(label_patches) if not joins]
     assert joined and left, label_patches
     assert min(joined) < min(left), label_patches
+
+
+def test_a_service_router_promotion_keeps_stable_serving_until_the_canary_is_all_ready() -> None:
+    """Promotion from weight 0, the canary's new pods loading for a while: the Service keeps
+    selecting as many Ready pods as stable had, and stable's pods go only once it is done."""
+    cluster = Cluster()
+    spec = canary_spec(router="service")
+    spec["strategy"]["canary"]["steps"] = [{"pause": {"duration": "1m"}}]
+    cluster.started(spec)
+    old = child(V1, spec)
+
+    def selected_ready_pods() -> list[str]:
+        service = cluster.api.get(SERVICES, NAMESPACE, NAME)
+        assert service is not None
+        return [
+            pod["metadata"]["name"]
+            for pod in cluster.api.list(PODS, NAMESPACE)
+            if service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+            and _is_ready(pod)
+        ]
+
+    phases = []
+    for _ in range(40):
+        cluster.tick(15)
+        cluster.settle(loading=True)
+        phases.append(cluster.status.phase)
+        assert len(selected_ready_pods()) >= 2, (cluster.status.phase, cluster.deployments())
+        if cluster.status.phase == "Succeeded":
+            break
+        assert cluster.deployments()[old] == (2, "stable"), cluster.status.phase
+    assert cluster.status.stable_revision == revision(V2, spec)
+    assert "Promoting" in phases
+    assert old not in cluster.deployments()
+    assert sorted(selected_ready_pods()) == [f"{child(V2, spec)}-0", f"{child(V2, spec)}-1"]
 
 
 def test_scaling_mid_canary_resizes_both_revisions_at_the_current_weight() -> None:

@@ -113,6 +113,23 @@ def aborted_canary_kept_until(
     return None
 
 
+def _stable_plan_weight(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> int:
+    """The stable weight that sizes stable's pods: it keeps them while traffic leaves it.
+
+    With exact weights, traffic moves in the same tick as a scale-down would start:
+    stable keeps its pods until the promotion completes, so no request meets a
+    draining pod. The service router moves traffic by the pods' serving label, and
+    only once the canary's pods are all Ready (traffic/service.py): stable keeps its
+    pods while the canary is to take everything, or their Service could, for a
+    moment, select nothing Ready.
+    """
+    if status.phase == "Promoting":
+        return 100
+    if not _exact_weights(spec) and canary_serving(status) and status.weights.canary >= 100:
+        return 100
+    return status.weights.stable
+
+
 def revision_plan(
     spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime
 ) -> list[DesiredRevision]:
@@ -123,12 +140,7 @@ def revision_plan(
         replicas=spec.runtime.replicas,
         stable=status.stable_revision,
         canary=status.canary_revision,
-        # With exact weights traffic moves in the same tick as the scale-down would
-        # start: stable keeps its pods until the promotion completes, so no request
-        # meets a draining pod. (Without them, scaling stable down is the move.)
-        stable_weight=100
-        if status.phase == "Promoting" and _exact_weights(spec)
-        else status.weights.stable,
+        stable_weight=_stable_plan_weight(spec, status),
         # A shadow's candidate is sized for the share of requests mirrored to it.
         canary_weight=max(status.weights.canary, status.weights.mirror),
         canary_serving=serving,
