@@ -29,7 +29,7 @@ from modelrollout.kube.api import ENDPOINT_SLICES, KubeApi
 from modelrollout.kube.cache import SERVICE_NAME_LABEL
 from modelrollout.traffic.gatewayapi import PREVIEW_HEADER
 from modelrollout_dev.gateway import Gateway
-from modelrollout_dev.load import BackgroundLoad
+from modelrollout_dev.load import BackgroundLoad, wait_until_served
 from modelrollout_dev.operator_process import OperatorProcess
 from modelrollout_dev.podnetwork import PodNetwork
 from modelrollout_dev.podprocesses import PodProcesses
@@ -125,6 +125,7 @@ def test_good_revision_is_promoted_and_a_failing_one_rolled_back_under_real_traf
     assert_endpoint_slices_name_serving_pods(
         KubeApi(kube_api_client), rollouts.namespace, pod_network, pods
     )
+    wait_until_served(gateway.url, "chat")
 
     with BackgroundLoad(gateway.url, "chat") as load:
         # A good model: walks the steps under load and is promoted.
@@ -195,6 +196,7 @@ def test_blue_green_switches_every_request_at_once_and_back_on_a_post_promotion_
     rollouts.create(manifest)
     blue = rollouts.wait_phase("chat", {"Succeeded"}, 60)["stableRevision"]
     wait_for_servers(pods, blue)
+    wait_until_served(gateway.url, "chat")
 
     def preview_loaded_before_the_switch() -> None:
         preview = wait_until(
@@ -223,7 +225,7 @@ def test_blue_green_switches_every_request_at_once_and_back_on_a_post_promotion_
         rollouts.patch_spec("chat", {"runtime": failing})
         preview_loaded_before_the_switch()
         rolled_back = rollouts.wait_phase("chat", {"RolledBack", "Succeeded"}, 150)
-        time.sleep(2)  # requests after the switch back
+        wait_for_answers(load, 20, "after the switch back")
         after = load.snapshot()
     assert rolled_back["phase"] == "RolledBack", (
         rolled_back["history"],
@@ -465,6 +467,9 @@ def test_a_ready_canary_takes_no_request_until_its_weight_is_above_zero(
     rollouts.create(v1)
     stable = rollouts.wait_phase("chat", {"Succeeded"}, 120)["stableRevision"]
     wait_for_servers(pods, stable)
+    # The harness's health comes before the pod's Ready reaches Traefik through its
+    # EndpointSlice: every request of the load below must find a server.
+    wait_until_served(gateway.url, "chat")
 
     with BackgroundLoad(gateway.url, "chat") as load:
         rollouts.patch_spec("chat", {"model": {"name": "chat", "uri": f"file://{tiny_models[1]}"}})

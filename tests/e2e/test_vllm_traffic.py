@@ -28,7 +28,7 @@ from kubernetes import client
 
 from modelrollout.kube.labels import EVALUATION_LABEL, REVISION_LABEL
 from modelrollout_dev.gateway import Gateway
-from modelrollout_dev.load import BackgroundLoad
+from modelrollout_dev.load import BackgroundLoad, wait_until_served
 from modelrollout_dev.operator_process import OperatorProcess
 from modelrollout_dev.podprocesses import PodProcesses
 from modelrollout_dev.prometheus import PrometheusHandle
@@ -246,6 +246,7 @@ def test_torch_to_vllm_of_the_same_weights_passes_agreement_other_weights_are_ro
     rollouts.create(v1)
     on_torch = rollouts.wait_phase("chat", {"Succeeded"}, 120)["stableRevision"]
     wait_until(lambda: serving(pods, on_torch), 120, "the torch server")
+    wait_until_served(gateway.url, "chat")
 
     with BackgroundLoad(gateway.url, "chat") as load:
         # The same weights under vLLM: the same greedy answers, so the gate passes.
@@ -349,6 +350,7 @@ def test_vllm_canaries_rolled_back_by_ttft_against_stable_and_by_vllms_own_error
     rollouts.create(manifest)
     stable = rollouts.wait_phase("chat", {"Succeeded"}, VLLM_READY_WITHIN)["stableRevision"]
     wait_until(lambda: serving(pods, stable), VLLM_READY_WITHIN, "the stable vLLM server")
+    wait_until_served(gateway.url, "chat")
 
     # Enough clients that several requests wait on each server at once.
     with BackgroundLoad(gateway.url, "chat", workers=8) as load:
