@@ -36,21 +36,24 @@ def test_a_serving_canary_at_weight_zero_warms_up_without_a_route_change() -> No
 
 
 @pytest.mark.parametrize(
-    ("router", "phase", "stable_replicas"),
+    ("router", "capacity", "phase", "stable_replicas"),
     [
-        ("service", "Progressing", 2),
-        ("service", "Promoting", 2),
-        ("gatewayAPI", "Progressing", 0),
-        ("gatewayAPI", "Promoting", 2),
+        ("service", "surge", "Progressing", 2),
+        ("service", "surge", "Promoting", 2),
+        ("service", "shift", "Promoting", 0),
+        ("gatewayAPI", "surge", "Progressing", 0),
+        ("gatewayAPI", "surge", "Promoting", 2),
     ],
 )
 def test_stable_keeps_its_pods_while_its_traffic_moves_to_a_canary_at_100(
-    router: str, phase: Literal["Progressing", "Promoting"], stable_replicas: int
+    router: str, capacity: str, phase: Literal["Progressing", "Promoting"], stable_replicas: int
 ) -> None:
     """A route moves all traffic in one write; the service router's labels move it once the
-    canary's pods are all Ready, so stable's pods stay until then (and, promoting, until done)."""
+    canary's pods are all Ready, so stable's pods stay until then (and, promoting, until done),
+    unless the canary needs their GPUs (`capacity: shift`)."""
     spec = example_spec()
     spec["traffic"]["router"] = router
+    spec["runtime"]["capacity"] = capacity
     status = ModelRolloutStatus(
         phase=phase,
         stable_revision="s",

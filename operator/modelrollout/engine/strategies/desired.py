@@ -119,13 +119,15 @@ def _stable_plan_weight(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> i
     With exact weights, traffic moves in the same tick as a scale-down would start:
     stable keeps its pods until the promotion completes, so no request meets a
     draining pod. The service router moves traffic by the pods' serving label, and
-    only once the canary's pods are all Ready (traffic/service.py): stable keeps its
-    pods while the canary is to take everything, or their Service could, for a
-    moment, select nothing Ready.
+    only once the canary's pods are all Ready (traffic/service.py): under `capacity:
+    surge` stable keeps its pods while the canary is to take everything, or their
+    Service could, for a moment, select nothing Ready. Under `capacity: shift` the
+    canary's last pods need stable's GPUs, so stable goes as the weight says.
     """
-    if status.phase == "Promoting":
-        return 100
-    if not _exact_weights(spec) and canary_serving(status) and status.weights.canary >= 100:
+    if _exact_weights(spec):
+        return 100 if status.phase == "Promoting" else status.weights.stable
+    surge = spec.runtime.capacity == "surge"
+    if surge and canary_serving(status) and status.weights.canary >= 100:
         return 100
     return status.weights.stable
 
