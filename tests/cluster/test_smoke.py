@@ -17,7 +17,8 @@ from kubernetes.client.rest import ApiException
 from modelrollout_dev.prometheus import PrometheusHandle
 from tests.support.kube import wait_until
 
-pytestmark = pytest.mark.cluster
+# kwok's fake GPU nodes and the pod harness: a kind cluster has neither.
+pytestmark = [pytest.mark.cluster, pytest.mark.localharness]
 
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 

@@ -28,7 +28,8 @@ from tests.support.kube import wait_until
 from tests.support.rollouts import rollout_manifest
 from tests.support.status_watch import ObjectWatch
 
-pytestmark = pytest.mark.cluster
+# Traefik runs on this host and reaches the local pod network: not kind's.
+pytestmark = [pytest.mark.cluster, pytest.mark.localharness]
 
 CANARY_WEIGHT = 30
 

@@ -15,7 +15,8 @@ from tests.support.kube import wait_until
 from tests.support.rollouts import rollout_manifest
 from tests.support.scenario import Scenario
 
-pytestmark = pytest.mark.e2e
+# kwok's fake GPU nodes and the pod harness: a kind cluster has neither.
+pytestmark = [pytest.mark.e2e, pytest.mark.localharness]
 
 STEPS = [{"setWeight": 25}, {"setWeight": 50}, {"setWeight": 75}]
 

@@ -31,7 +31,8 @@ from tests.e2e.test_canary_traffic import wait_for_servers
 from tests.support.kube import wait_until
 from tests.support.rollouts import Rollouts, rollout_manifest
 
-pytestmark = pytest.mark.e2e
+# Prometheus on this host discovers pods in the local pod network, through Traefik here.
+pytestmark = [pytest.mark.e2e, pytest.mark.localharness]
 
 
 BUILTINS: tuple[BuiltinCheck, ...] = get_args(BuiltinCheck)
