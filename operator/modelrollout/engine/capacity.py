@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from modelrollout.kube.api import is_ready
 from modelrollout.models.spec import ModelRolloutSpec, Toleration
 from modelrollout.traffic.base import canary_replicas
 
@@ -74,11 +75,7 @@ def node_eligible(
 ) -> bool:
     if node.get("spec", {}).get("unschedulable"):
         return False
-    ready = any(
-        condition.get("type") == "Ready" and condition.get("status") == "True"
-        for condition in node.get("status", {}).get("conditions", [])
-    )
-    if not ready:
+    if not is_ready(node):
         return False
     labels = node.get("metadata", {}).get("labels") or {}
     if any(labels.get(key) != value for key, value in node_selector.items()):

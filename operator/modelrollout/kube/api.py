@@ -8,7 +8,7 @@ of a tick at a thousand rollouts.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -266,3 +266,11 @@ def label_pod(api: KubeApi, namespace: str, name: str, labels: dict[str, str | N
     except KubeApiError as error:
         if error.status != 404:
             raise
+
+
+def is_ready(obj: Mapping[str, Any]) -> bool:
+    """Whether a pod's or a node's condition Ready is True."""
+    return any(
+        condition.get("type") == "Ready" and condition.get("status") == "True"
+        for condition in obj.get("status", {}).get("conditions") or []
+    )

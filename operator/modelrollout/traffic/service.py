@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from modelrollout.kube.api import DEPLOYMENTS, PODS, SERVICES, KubeApi, label_pod
+from modelrollout.kube.api import DEPLOYMENTS, PODS, SERVICES, KubeApi, is_ready, label_pod
 from modelrollout.kube.labels import (
     REVISION_LABEL,
     SERVING_LABEL,
@@ -51,13 +51,6 @@ def _ready_replicas(deployment: dict[str, Any] | None) -> int:
 
 def _desired_replicas(deployment: dict[str, Any] | None) -> int:
     return 0 if deployment is None else int(deployment["spec"].get("replicas") or 0)
-
-
-def _is_ready(pod: dict[str, Any]) -> bool:
-    return any(
-        c.get("type") == "Ready" and c.get("status") == "True"
-        for c in pod.get("status", {}).get("conditions") or []
-    )
 
 
 def _selected_revision(service: dict[str, Any] | None) -> str | None:
@@ -103,7 +96,7 @@ class ServiceRouter:
         canary_ready = sum(
             1
             for pod in pods
-            if pod["metadata"]["labels"].get(REVISION_LABEL) == backends.canary and _is_ready(pod)
+            if pod["metadata"]["labels"].get(REVISION_LABEL) == backends.canary and is_ready(pod)
         )
         canary_complete = canary_ready >= canary_replicas(backends.replicas, canary_weight)
         serving = {
@@ -135,7 +128,7 @@ class ServiceRouter:
             rollout.namespace,
             label_selector({**selector_labels(rollout.name), SERVING_LABEL: "true"}),
         ):
-            if _is_ready(pod) and not pod["metadata"].get("deletionTimestamp"):
+            if is_ready(pod) and not pod["metadata"].get("deletionTimestamp"):
                 revision = pod["metadata"]["labels"].get(REVISION_LABEL, "")
                 counts[revision] = counts.get(revision, 0) + 1
         return counts

@@ -29,6 +29,7 @@ from modelrollout.kube.api import (
     POD_DISRUPTION_BUDGETS,
     PODS,
     SERVICES,
+    is_ready,
     label_pod,
 )
 from modelrollout.kube.cache import MANAGED_SELECTOR, SERVICE_NAME_LABEL, Informer
@@ -151,7 +152,7 @@ class Cluster:
             replicas = deployment["spec"]["replicas"]
             name = deployment["metadata"]["name"]
             pods = [self.api.get(PODS, NAMESPACE, f"{name}-{i}") for i in range(replicas)]
-            ready_pods = sum(1 for pod in pods if _is_ready(pod))
+            ready_pods = sum(1 for pod in pods if pod is not None and is_ready(pod))
             ready = {"replicas": replicas, "readyReplicas": ready_pods, "updatedReplicas": replicas}
             if deployment.get("status") != ready:
                 name = deployment["metadata"]["name"]
@@ -181,7 +182,7 @@ class Cluster:
                         "spec": template["spec"],
                     }  # fmt: skip
                     self.api.create(PODS, NAMESPACE, pod)
-                if existing is None or not _is_ready(existing):
+                if existing is None or not is_ready(existing):
                     ready = "False" if existing is None and loading else "True"
                     conditions = [{"type": "Ready", "status": ready}]
                     status = {"phase": "Running", "conditions": conditions}
@@ -277,11 +278,6 @@ class Cluster:
             self.api.list(EVENTS, NAMESPACE), key=lambda e: int(e["metadata"]["resourceVersion"])
         )
         return [event["reason"] for event in events]
-
-
-def _is_ready(pod: dict[str, Any] | None) -> bool:
-    conditions = (pod or {}).get("status", {}).get("conditions") or []
-    return {"type": "Ready", "status": "True"} in conditions
 
 
 def revision(model: str, spec: dict[str, Any]) -> str:
@@ -638,7 +634,7 @@ def test_a_service_router_promotion_keeps_stable_serving_until_the_canary_is_all
             pod["metadata"]["name"]
             for pod in cluster.api.list(PODS, NAMESPACE)
             if service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
-            and _is_ready(pod)
+            and is_ready(pod)
         ]
 
     phases = []
