@@ -8,7 +8,8 @@ go.mod has `replace` lines, so `go install` refuses it), kwok by `go install`;
 `argocd-check` (dev/argocd-check: Argo CD's own Lua runtime and diff) from its
 committed module, with the Go toolchain Argo CD needs, which Go fetches from
 the proxy as `golang.org/toolchain`; Traefik (the Gateway API implementation)
-through a wrapper module that carries its go.mod's `replace` lines.
+through a wrapper module that carries its go.mod's `replace` lines; and, for
+bench/peers.py only, Flagger (`go install`) and Argo Rollouts (a wrapper module).
 Binaries land in `<cache>/bin/<component>-<version>/`; a later `up` only
 checks that they exist.
 """
