@@ -14,11 +14,14 @@ hands that file to client-go's own loader, which takes client certificates
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import time
+from collections import Counter
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -28,6 +31,7 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from modelrollout.engine.revision import REVISION_LENGTH
 from modelrollout_dev import toolchain
 from modelrollout_dev.logs import log_tail
 
@@ -285,6 +289,32 @@ class Traefik:
 
     def log_tail(self, lines: int = 60) -> str:
         return log_tail(self.log_path, lines)
+
+    def access_log_length(self) -> int:
+        """Requests logged so far: where `answers_by_revision(since=...)` starts counting."""
+        if not self.access_log_path.exists():
+            return 0
+        return len(self.access_log_path.read_text().splitlines())
+
+    def answers_by_revision(
+        self, namespace: str, rollout: str, since: int = 0
+    ) -> Counter[tuple[str, str]]:
+        """The requests Traefik answered after the first `since`, by (revision, status).
+
+        From its access log: the revision is that of the gatewayAPI router's Service the
+        request went to (`<rollout>-<revision>`, in Traefik's service name), "none"
+        where it went to none. What the gateway saw: a client's own connection errors
+        are not in it, and an answer it cut after its headers counts as sent.
+        """
+        service = re.compile(
+            rf"-svc-{re.escape(namespace)}-{re.escape(rollout)}-([0-9a-f]{{{REVISION_LENGTH}}})-"
+        )
+        answers: Counter[tuple[str, str]] = Counter()
+        for line in self.access_log_path.read_text().splitlines()[since:]:
+            entry = json.loads(line)
+            match = service.search(entry.get("ServiceName", ""))
+            answers[(match.group(1) if match else "none", str(entry["DownstreamStatus"]))] += 1
+        return answers
 
     def __enter__(self) -> Traefik:
         self.start()

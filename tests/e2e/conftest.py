@@ -118,15 +118,6 @@ def proxied(
 
 
 @pytest.fixture
-def proxied_traffic(
-    kube_api_client: client.ApiClient, namespace: str, pods: PodProcesses
-) -> Iterator[tuple[PodProcesses, Gateway]]:
-    """The project's proxy in front of the Service `chat`: it says which revision answered."""
-    with proxied(kube_api_client, namespace, pods, service="chat") as pair:
-        yield pair
-
-
-@pytest.fixture
 def mirrored_traffic(
     kube_api_client: client.ApiClient, namespace: str, pods: PodProcesses
 ) -> Iterator[tuple[PodProcesses, Gateway]]:

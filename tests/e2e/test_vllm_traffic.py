@@ -3,10 +3,11 @@
 The harness is the kubelet of its own node (`PodProcesses`): a `vllm` pod runs
 the operator's own command line (`python3 -m vllm.entrypoints.openai.api_server
 ...`) under vLLM's CPU build, a `torch` pod its own `modelserve serve`, each
-Ready when its own probes pass; the project's proxy (`Gateway`) routes requests
-the way the Service says, and names the revision that answered (vLLM's answers do
+Ready when its own probes pass; Traefik (the local cluster's Gateway API
+implementation) carries the gatewayAPI router's weights to the pods, and its
+access log says which revision's Service took each request (vLLM's answers do
 not say); the evaluation Job's pod runs its own `modelserve eval`. The operator,
-the API server, Prometheus, vLLM, modelserve and their metrics are real.
+the API server, Prometheus, Traefik, vLLM, modelserve and their metrics are real.
 
 vLLM on this CPU build: a 1 GiB KV cache, float32, a 512-token context,
 `--enforce-eager` (its torch.compile warm-up took five of a start's ten minutes
@@ -27,12 +28,12 @@ import yaml
 from kubernetes import client
 
 from modelrollout.kube.labels import EVALUATION_LABEL, REVISION_LABEL
-from modelrollout_dev.gateway import Gateway
 from modelrollout_dev.load import BackgroundLoad, wait_until_served
 from modelrollout_dev.operator_process import OperatorProcess
 from modelrollout_dev.podprocesses import PodProcesses
 from modelrollout_dev.prometheus import PrometheusHandle
 from modelrollout_dev.toolchain import vllm_python
+from modelrollout_dev.traefik import Traefik
 from tests.conftest import ClusterUnderTest
 from tests.e2e.conftest import TEST_TICK_INTERVAL
 from tests.support.kube import wait_until
@@ -193,6 +194,16 @@ def wait_gone(pods: PodProcesses, revision: str) -> None:
     )
 
 
+def answers(
+    traefik: Traefik, namespace: str, load: BackgroundLoad, since: int
+) -> dict[tuple[str, str], int]:
+    """Requests since `since` by (revision, status): each answer as Traefik logged it (the
+    revision of the Service it went to), and each connection error its client saw."""
+    gateway_side = traefik.answers_by_revision(namespace, "chat", since)
+    client_errors = {key: n for key, n in load.snapshot().items() if not key[1].isdigit()}
+    return {**gateway_side, **client_errors}
+
+
 @pytest.fixture
 def gate_step(kube_api_client: client.ApiClient, namespace: str) -> dict[str, Any]:
     """GATE_SUITE in the ConfigMap chat-gates; returns an evaluation step that runs it."""
@@ -220,14 +231,14 @@ def error_rate_check() -> dict[str, Any]:
 def test_torch_to_vllm_of_the_same_weights_passes_agreement_other_weights_are_rolled_back(
     rollouts: Rollouts,
     operator_process: OperatorProcess,
-    proxied_traffic: tuple[PodProcesses, Gateway],
+    routed_traffic: tuple[PodProcesses, Traefik],
     vllm_models: dict[str, Path],
     prometheus: PrometheusHandle,
     gate_step: dict[str, Any],
     pod_history: ObjectWatch,
     job_history: ObjectWatch,
 ) -> None:
-    pods, gateway = proxied_traffic
+    pods, traefik = routed_traffic
     analysis = {
         "prometheus": {"address": prometheus.url, "timeout": "2s"},
         "interval": "1s",
@@ -240,15 +251,17 @@ def test_torch_to_vllm_of_the_same_weights_passes_agreement_other_weights_are_ro
         f"file://{vllm_models['same']}",
         steps,
         replicas=1,
+        router="gatewayAPI",
         analysis=analysis,
         placement=pods.placement(),
     )
     rollouts.create(v1)
     on_torch = rollouts.wait_phase("chat", {"Succeeded"}, 120)["stableRevision"]
     wait_until(lambda: serving(pods, on_torch), 120, "the torch server")
-    wait_until_served(gateway.url, "chat")
+    wait_until_served(traefik.url, "chat")
 
-    with BackgroundLoad(gateway.url, "chat") as load:
+    since = traefik.access_log_length()
+    with BackgroundLoad(traefik.url, "chat") as load:
         # The same weights under vLLM: the same greedy answers, so the gate passes.
         rollouts.patch_spec("chat", {"runtime": vllm_runtime(v1)})
         promoted = rollouts.wait_phase("chat", TERMINAL, ROLLOUT_WITHIN)
@@ -267,7 +280,7 @@ def test_torch_to_vllm_of_the_same_weights_passes_agreement_other_weights_are_ro
             "chat", {"model": {"name": "chat", "uri": f"file://{vllm_models['other']}"}}
         )
         rolled_back = rollouts.wait_phase("chat", TERMINAL, ROLLOUT_WITHIN)
-        answers = load.snapshot()
+    answered = answers(traefik, rollouts.namespace, load, since)
     assert rolled_back["phase"] == "RolledBack", rolled_back
     assert rolled_back["stableRevision"] == on_vllm
     other = rolled_back["history"][0]["revision"]
@@ -278,10 +291,10 @@ def test_torch_to_vllm_of_the_same_weights_passes_agreement_other_weights_are_ro
     assert not agreement["passed"] and agreement["value"] < 1.0, rolled_back["gates"]
 
     # Both vLLM canaries really answered users while they were canaries, and never failed.
-    assert answers.get((on_torch, "200"), 0) > 0, answers
-    assert answers.get((on_vllm, "200"), 0) > 0, answers
-    assert answers.get((other, "200"), 0) > 0, answers
-    assert {status for _, status in answers} == {"200"}, answers
+    assert answered.get((on_torch, "200"), 0) > 0, answered
+    assert answered.get((on_vllm, "200"), 0) > 0, answered
+    assert answered.get((other, "200"), 0) > 0, answered
+    assert {status for _, status in answered} == {"200"}, answered
     # The evaluation Jobs ran modelserve's image, not the vLLM image.
     images = {
         job["metadata"]["labels"][REVISION_LABEL]: pod["containers"][0]["image"]
@@ -296,7 +309,7 @@ def test_torch_to_vllm_of_the_same_weights_passes_agreement_other_weights_are_ro
 def test_vllm_canaries_rolled_back_by_ttft_against_stable_and_by_vllms_own_error_rate(
     rollouts: Rollouts,
     operator_process: OperatorProcess,
-    proxied_traffic: tuple[PodProcesses, Gateway],
+    routed_traffic: tuple[PodProcesses, Traefik],
     vllm_models: dict[str, Path],
     prometheus: PrometheusHandle,
     pod_history: ObjectWatch,
@@ -318,7 +331,7 @@ def test_vllm_canaries_rolled_back_by_ttft_against_stable_and_by_vllms_own_error
     readiness probe takes it out of the endpoints), and `errorRate` reads the
     500s from vLLM's `http_requests_total{status="5xx"}`.
     """
-    pods, gateway = proxied_traffic
+    pods, traefik = routed_traffic
     keep_alive = [{"name": "VLLM_KEEP_ALIVE_ON_ENGINE_DEATH", "value": "1"}]
     analysis = {
         "prometheus": {"address": prometheus.url, "timeout": "2s"},
@@ -343,6 +356,7 @@ def test_vllm_canaries_rolled_back_by_ttft_against_stable_and_by_vllms_own_error
         f"file://{vllm_models['same']}",
         steps,
         replicas=1,
+        router="gatewayAPI",
         analysis=analysis,
         placement=pods.placement(),
     )
@@ -350,10 +364,11 @@ def test_vllm_canaries_rolled_back_by_ttft_against_stable_and_by_vllms_own_error
     rollouts.create(manifest)
     stable = rollouts.wait_phase("chat", {"Succeeded"}, VLLM_READY_WITHIN)["stableRevision"]
     wait_until(lambda: serving(pods, stable), VLLM_READY_WITHIN, "the stable vLLM server")
-    wait_until_served(gateway.url, "chat")
+    wait_until_served(traefik.url, "chat")
 
+    since = traefik.access_log_length()
     # Enough clients that several requests wait on each server at once.
-    with BackgroundLoad(gateway.url, "chat", workers=8) as load:
+    with BackgroundLoad(traefik.url, "chat", workers=8) as load:
         rollouts.patch_spec(
             "chat", {"runtime": vllm_runtime(manifest, ["--max-num-seqs", "1"], keep_alive)}
         )
@@ -374,7 +389,7 @@ def test_vllm_canaries_rolled_back_by_ttft_against_stable_and_by_vllms_own_error
             },
         )
         failing = rollouts.wait_phase("chat", TERMINAL, ROLLOUT_WITHIN)
-        answers = load.snapshot()
+    answered = answers(traefik, rollouts.namespace, load, since)
     assert failing["phase"] == "RolledBack", (failing["checks"], failing["history"][:1])
     assert failing["stableRevision"] == stable
     narrow = failing["history"][0]["revision"]
@@ -383,10 +398,10 @@ def test_vllm_canaries_rolled_back_by_ttft_against_stable_and_by_vllms_own_error
     assert errors["value"] > 0.2, errors
 
     # Each canary answered users: the slow one slowly, the failing one with vLLM's 500s.
-    assert answers.get((one_at_a_time, "200"), 0) > 0, answers
-    assert answers.get((narrow, "500"), 0) > 0, answers
-    assert answers.get((stable, "200"), 0) > 0, answers
-    assert {status for (revision, status) in answers if revision != narrow} == {"200"}, answers
+    assert answered.get((one_at_a_time, "200"), 0) > 0, answered
+    assert answered.get((narrow, "500"), 0) > 0, answered
+    assert answered.get((stable, "200"), 0) > 0, answered
+    assert {status for (revision, status) in answered if revision != narrow} == {"200"}, answered
     assert len(vllm_ready_times(pod_history)) == 3, vllm_ready_times(pod_history)
     # `kubectl describe pod` says why the canary was not Ready while vLLM loaded.
     narrow_pods = {
