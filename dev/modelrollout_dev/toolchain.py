@@ -212,7 +212,11 @@ def kubernetes_ldflags(version: str) -> str:
 
 
 def _tools_go(packages: list[str]) -> str:
-    imports = "\n".join(f'\t_ "{package}"' for package in packages)
+    """A file that imports the packages to build, so that `go mod tidy` keeps their modules.
+
+    The wrapper's own packages (`./...`) need no import, and a program cannot have one.
+    """
+    imports = "\n".join(f'\t_ "{package}"' for package in packages if not package.startswith("./"))
     return f"//go:build tools\n\npackage tools\n\nimport (\n{imports}\n)\n"
 
 
@@ -635,13 +639,10 @@ def _peer_dir(name: str, version: str) -> Path:
 
 def ensure_flagger() -> Path:
     """Flagger, built on first use: its go.mod has no replace lines, so `go install` works."""
-    binary = _peer_dir("flagger", FLAGGER_VERSION) / "flagger"
-    if not binary.is_file():
-        _go_install(
-            [f"{FLAGGER_MODULE}/cmd/flagger@{FLAGGER_VERSION}"],
-            _peer_dir("flagger", FLAGGER_VERSION),
-        )
-    return binary
+    out_dir = _peer_dir("flagger", FLAGGER_VERSION)
+    if not (out_dir / "flagger").is_file():
+        _go_install([f"{FLAGGER_MODULE}/cmd/flagger@{FLAGGER_VERSION}"], out_dir)
+    return out_dir / "flagger"
 
 
 def flagger_crd_file() -> Path:
@@ -672,27 +673,20 @@ def ensure_argo_rollouts() -> Path:
     if binary.is_file():
         return binary
     source = module_dir(ARGO_ROLLOUTS_MODULE, ARGO_ROLLOUTS_VERSION)
-    with tempfile.TemporaryDirectory(prefix="modelrollout-gobuild-") as tmp:
-        work = Path(tmp)
-        (work / "go.mod").write_text(
-            argo_rollouts_wrapper_go_mod(ARGO_ROLLOUTS_VERSION, (source / "go.mod").read_text())
-        )
-        main = work / "cmd" / "rollouts-controller" / "main.go"
-        main.parent.mkdir(parents=True)
-        main.write_text((source / "cmd" / "rollouts-controller" / "main.go").read_text())
-        _run_go(["mod", "tidy"], cwd=work, nice=True)
-        staging = out_dir.with_name(out_dir.name + ".partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        version_flag = f"-X {ARGO_ROLLOUTS_MODULE}/utils/version.version={ARGO_ROLLOUTS_VERSION}"
-        _run_go(
-            ["build", "-trimpath", "-ldflags", f"-s -w {version_flag}",
-             "-o", str(staging / "rollouts-controller"), "./cmd/rollouts-controller"],
-            cwd=work,
-            nice=True,
-        )  # fmt: skip
-    shutil.rmtree(out_dir, ignore_errors=True)
-    staging.rename(out_dir)
+    main_go = Path("cmd") / "rollouts-controller" / "main.go"
+
+    def copy_main(work: Path) -> None:
+        (work / main_go).parent.mkdir(parents=True)
+        (work / main_go).write_text((source / main_go).read_text())
+
+    _build_in_wrapper(
+        argo_rollouts_wrapper_go_mod(ARGO_ROLLOUTS_VERSION, (source / "go.mod").read_text()),
+        [f"./{main_go.parent}"],
+        out_dir,
+        f"-s -w -X {ARGO_ROLLOUTS_MODULE}/utils/version.version={ARGO_ROLLOUTS_VERSION}",
+        prepare=copy_main,
+        nice=True,
+    )
     return binary
 
 
