@@ -52,7 +52,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from kubernetes import client, config, watch
+from kubernetes import client, config
 
 import scale
 from modelrollout.engine.revision import revision_of
@@ -101,24 +101,21 @@ def stream(
     on_event: Callable[[dict[str, Any], float], None],
     lock: threading.Lock,
 ) -> None:
-    """Watch `plural` in the bench namespace forever (a daemon thread), from the start again
-    after a dropped stream."""
+    """Watch `plural` in the bench namespace from a daemon thread, for good."""
     custom = client.CustomObjectsApi(api_client)
+    threading.Thread(
+        target=scale.watch_forever,
+        args=(custom, group, version, plural, on_event, lock),
+        daemon=True,
+    ).start()
 
-    def run() -> None:
-        while True:
-            try:
-                for event in watch.Watch().stream(
-                    custom.list_namespaced_custom_object, group, version, NAMESPACE, plural,
-                    timeout_seconds=300,
-                ):  # fmt: skip
-                    received = time.monotonic()
-                    with lock:
-                        on_event(event["object"], received)
-            except Exception:  # 410 or a dropped stream: list again
-                time.sleep(0.5)
 
-    threading.Thread(target=run, daemon=True).start()
+def create_object(api_client: client.ApiClient, plural: str, manifest: dict[str, Any]) -> None:
+    """Create a custom object in the bench namespace; group and version from its apiVersion."""
+    group, version = manifest["apiVersion"].split("/")
+    client.CustomObjectsApi(api_client).create_namespaced_custom_object(
+        group, version, NAMESPACE, plural, manifest
+    )
 
 
 def pod_template(app: str, revision: str) -> dict[str, Any]:
@@ -191,7 +188,7 @@ class System:
         raise NotImplementedError
 
     def stop(self) -> None:
-        raise NotImplementedError
+        self.process.stop()
 
     def create(self, api_client: client.ApiClient, name: str) -> None:
         raise NotImplementedError
@@ -219,6 +216,7 @@ def apply_files(kubectl: list[str], files: list[Path]) -> None:
 class ModelRollout(System):
     name = "modelrollout"
     account = "modelrollout-bench"
+    operator: OperatorProcess | None = None
 
     def install(self, kubectl: list[str], api_client: client.ApiClient, prometheus: str) -> None:
         crd = Path(__file__).resolve().parents[1] / "crds" / "modelrollouts.modelrollout.dev.yaml"
@@ -229,14 +227,14 @@ class ModelRollout(System):
         self.canary = revision_of(parse_spec(self.new))
 
     def start(self, kubeconfig: str, prometheus: str, log_dir: Path) -> int:
-        self.operator: OperatorProcess | None = OperatorProcess(
+        self.operator = OperatorProcess(
             kubeconfig, NAMESPACE, log_dir, self.args.tick, cluster._free_port()
         )
         self.operator.start()
         return self.operator.pid
 
     def stop(self) -> None:
-        if getattr(self, "operator", None) is not None:
+        if self.operator is not None:
             self.operator.stop()
 
     def create(self, api_client: client.ApiClient, name: str) -> None:
@@ -246,9 +244,7 @@ class ModelRollout(System):
             "metadata": {"name": name},
             "spec": self.old,
         }
-        client.CustomObjectsApi(api_client).create_namespaced_custom_object(
-            GROUP, VERSION, NAMESPACE, PLURAL, manifest
-        )
+        create_object(api_client, PLURAL, manifest)
 
     def change(self, api_client: client.ApiClient, name: str) -> None:
         client.CustomObjectsApi(api_client).patch_namespaced_custom_object(
@@ -303,9 +299,7 @@ class Flagger(System):
             "metadata": {"name": "error-ratio"},
             "spec": {"provider": {"type": "prometheus", "address": prometheus}, "query": QUERY},
         }
-        client.CustomObjectsApi(api_client).create_namespaced_custom_object(
-            "flagger.app", "v1beta1", NAMESPACE, "metrictemplates", template
-        )
+        create_object(api_client, "metrictemplates", template)
 
     def start(self, kubeconfig: str, prometheus: str, log_dir: Path) -> int:
         command = [
@@ -315,9 +309,6 @@ class Flagger(System):
         ]  # fmt: skip
         env = {"PATH": "/usr/bin:/bin", "POD_NAMESPACE": scale.OPERATOR_NAMESPACE}
         return self.process.start(command, log_dir / "flagger.log", env)
-
-    def stop(self) -> None:
-        self.process.stop()
 
     def create(self, api_client: client.ApiClient, name: str) -> None:
         deployment = {
@@ -357,9 +348,7 @@ class Flagger(System):
                 },
             },
         }
-        client.CustomObjectsApi(api_client).create_namespaced_custom_object(
-            "flagger.app", "v1beta1", NAMESPACE, "canaries", canary
-        )
+        create_object(api_client, "canaries", canary)
 
     def change(self, api_client: client.ApiClient, name: str) -> None:
         client.AppsV1Api(api_client).patch_namespaced_deployment(
@@ -421,9 +410,7 @@ class ArgoRollouts(System):
                 ]
             },
         }
-        client.CustomObjectsApi(api_client).create_namespaced_custom_object(
-            "argoproj.io", "v1alpha1", NAMESPACE, "analysistemplates", template
-        )
+        create_object(api_client, "analysistemplates", template)
 
     def start(self, kubeconfig: str, prometheus: str, log_dir: Path) -> int:
         command = [
@@ -433,9 +420,6 @@ class ArgoRollouts(System):
         ]  # fmt: skip
         env = {"PATH": "/usr/bin:/bin", "POD_NAMESPACE": scale.OPERATOR_NAMESPACE}
         return self.process.start(command, log_dir / "argo-rollouts.log", env)
-
-    def stop(self) -> None:
-        self.process.stop()
 
     def create(self, api_client: client.ApiClient, name: str) -> None:
         pause = {"pause": {"duration": f"{self.args.pause}s"}}
@@ -455,9 +439,7 @@ class ArgoRollouts(System):
                 },
             },
         }
-        client.CustomObjectsApi(api_client).create_namespaced_custom_object(
-            "argoproj.io", "v1alpha1", NAMESPACE, "rollouts", rollout
-        )
+        create_object(api_client, "rollouts", rollout)
 
     def change(self, api_client: client.ApiClient, name: str) -> None:
         client.CustomObjectsApi(api_client).patch_namespaced_custom_object(
@@ -670,18 +652,11 @@ def table(results: dict[str, Figures]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rollouts", type=int, default=100)
+    scale.add_scenario_arguments(parser)
     parser.add_argument(
         "--systems", default="modelrollout,flagger,argo",
         help=f"comma-separated, run in this order; of {', '.join(SYSTEMS)}",
     )  # fmt: skip
-    parser.add_argument("--change-rate", type=float, default=25.0, help="spec changes per second")
-    parser.add_argument("--pause", type=int, default=30, help="seconds of each pause step")
-    parser.add_argument("--analysis-interval", default="10s")
-    parser.add_argument("--tick", type=float, default=2.0, help="modelrollout's tick interval")
-    parser.add_argument("--idle", type=float, default=30.0, help="seconds of the idle window")
-    parser.add_argument("--deadline", type=float, default=900, help="seconds for the progression")
-    parser.add_argument("--keep", action="store_true", help="leave the last cluster up")
     args = parser.parse_args()
     chosen = [name.strip() for name in args.systems.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in SYSTEMS]

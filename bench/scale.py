@@ -38,6 +38,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,37 @@ def spec(model_uri: str, prometheus_url: str, pause: int, interval: str) -> dict
     }
 
 
+def watch_forever(
+    custom: client.CustomObjectsApi,
+    group: str,
+    version: str,
+    plural: str,
+    on_event: Callable[[dict[str, Any], float], None],
+    lock: threading.Lock,
+) -> None:
+    """Hand each watched object of `plural` in the bench namespace to `on_event`, with the
+    monotonic time of its receipt, under `lock`; never returns."""
+    resource_version = ""
+    while True:
+        try:
+            for event in watch.Watch().stream(
+                custom.list_namespaced_custom_object,
+                group,
+                version,
+                NAMESPACE,
+                plural,
+                resource_version=resource_version,
+                timeout_seconds=300,
+            ):
+                received = time.monotonic()
+                body = event["object"]
+                resource_version = body["metadata"]["resourceVersion"]
+                with lock:
+                    on_event(body, received)
+        except Exception:  # 410 or a dropped stream: start over from now
+            resource_version = ""
+
+
 class Recorder:
     """Times (monotonic, at receipt) of what the bench waits for, from two watches."""
 
@@ -122,25 +154,7 @@ class Recorder:
             threading.Thread(target=target, daemon=True).start()
 
     def _stream(self, group: str, version: str, plural: str, on_event: Any) -> None:
-        resource_version = ""
-        while True:
-            try:
-                for event in watch.Watch().stream(
-                    self.custom.list_namespaced_custom_object,
-                    group,
-                    version,
-                    NAMESPACE,
-                    plural,
-                    resource_version=resource_version,
-                    timeout_seconds=300,
-                ):
-                    received = time.monotonic()
-                    body = event["object"]
-                    resource_version = body["metadata"]["resourceVersion"]
-                    with self.lock:
-                        on_event(body, received)
-            except Exception:  # 410 or a dropped stream: start over from now
-                resource_version = ""
+        watch_forever(self.custom, group, version, plural, on_event, self.lock)
 
     def _rollouts(self) -> None:
         def on_event(body: dict[str, Any], received: float) -> None:
@@ -320,16 +334,21 @@ def prepare_operator_identity(
     return token_kubeconfig(state.kubeconfig, token, Path(state.directory) / "operator.kubeconfig")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
+    """The scenario's knobs, the same for this bench and bench/peers.py."""
     parser.add_argument("--rollouts", type=int, default=100)
     parser.add_argument("--change-rate", type=float, default=25.0, help="spec changes per second")
     parser.add_argument("--pause", type=int, default=30, help="seconds of each pause step")
     parser.add_argument("--analysis-interval", default="10s")
-    parser.add_argument("--tick", type=float, default=2.0, help="operator tick interval")
+    parser.add_argument("--tick", type=float, default=2.0, help="the operator's tick interval")
     parser.add_argument("--idle", type=float, default=30.0, help="seconds of the idle window")
     parser.add_argument("--deadline", type=float, default=900, help="seconds for the progression")
     parser.add_argument("--keep", action="store_true", help="leave the cluster up afterwards")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_scenario_arguments(parser)
     args = parser.parse_args()
     count = args.rollouts
 
