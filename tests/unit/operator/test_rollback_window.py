@@ -272,3 +272,28 @@ def test_a_rollback_window_of_zero_is_refused_naming_the_field() -> None:
     assert invalid is not None and invalid.status == "True"
     assert invalid.message.startswith("spec.strategy.canary.rollbackWindow.duration: ")
     assert cluster.api.list(DEPLOYMENTS, NAMESPACE) == []
+
+
+def test_blue_green_rolls_back_to_its_previous_color_within_scale_down_delay() -> None:
+    spec = canary_spec(router="service")
+    spec["strategy"] = {"blueGreen": {"scaleDownDelay": "10m"}}
+    cluster = Cluster()
+    cluster.started(spec)
+    cluster.tick(1)
+    cluster.settle()
+    send(cluster, "promote")
+    cluster.run_until_phase("Succeeded")
+    blue, green = revision(V1, spec), revision(V2, spec)
+    service = cluster.api.get(SERVICES, NAMESPACE, NAME)
+    assert service is not None and service["spec"]["selector"][REVISION_LABEL] == green
+
+    send(cluster, "rollback")
+    writes = cluster.tick(1)
+    # One selector write, first: the previous color is at full size and Ready.
+    assert targets(writes)[0] == f"patch services/{NAME}"
+    service = cluster.api.get(SERVICES, NAMESPACE, NAME)
+    assert service is not None and service["spec"]["selector"][REVISION_LABEL] == blue
+    assert (cluster.status.stable_revision, cluster.status.canary_revision) == (blue, green)
+    cluster.settle()
+    cluster.tick(1)
+    assert cluster.status.phase == "RolledBack"

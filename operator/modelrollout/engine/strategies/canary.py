@@ -7,7 +7,10 @@ with the canary as the new stable. Rollback (a breach, the progress
 deadline, metrics missing for too long, or the user's abort) is RollingBack
 (weight 0 first, `rollback_now`) and then RolledBack once the router reports
 the canary at 0. A newer spec supersedes a running canary; a spec reverted
-to the stable revision aborts it.
+to the stable revision aborts it. With a rollback window (or blue-green's
+scaleDownDelay) a promotion keeps the previous stable warm; the user's
+rollback within it makes that revision stable again and the promoted one a
+rolled-back canary, in one router write; a new spec releases it.
 
 No data is not success: a timed step (pause with duration, analysis) and a
 raise of a weight that is already above 0 wait for a healthy verdict. A
