@@ -315,6 +315,19 @@ CASES: list[BadInput] = [
         "spec.strategy.canary.abortScaleDownDelay",
     ),
     BadInput(
+        "rollbackWindow of 0s",
+        setting("strategy.canary.rollbackWindow", {"duration": "0s"}),
+        "operator",
+        "spec.strategy.canary.rollbackWindow.duration",
+        "at least 1s",
+    ),
+    BadInput(
+        "rollbackWindow keeping 0% of the replicas",
+        setting("strategy.canary.rollbackWindow", {"duration": "30m", "replicaPercent": 0}),
+        "api",
+        "spec.strategy.canary.rollbackWindow.replicaPercent",
+    ),
+    BadInput(
         "check window of 10^11 hours",
         setting("analysis.checks.0.window", "99999999999h"),
         "operator",

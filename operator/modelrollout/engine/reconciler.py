@@ -286,6 +286,7 @@ class Reconciler:
             generation=generation,
             stable=observe(status.stable_revision),
             canary=observe(status.canary_revision),
+            previous=observe(status.previous_revision),
             achieved_weights=achieved_pair,
             analysis=verdict,
             commands=observed_commands,
@@ -311,6 +312,9 @@ class Reconciler:
         )
 
         if decision.rollback_now and backends is not None:
+            if decision.status.stable_revision != status.stable_revision:
+                # A rollback in the rollback window: the revision kept warm is stable again.
+                backends = self._backends(rollout, spec, decision.status) or backends
             router.set_weights(replace(backends, mirror_percent=0), 0)
         if new_status != status:
             self._write_or_keep(rollout, stored, new_status, now)
@@ -408,6 +412,7 @@ class Reconciler:
             canary_weight=status.weights.canary,
             blue_green=is_blue_green(spec),
             mirror_percent=status.weights.mirror,
+            kept=status.previous_revision,
         )
 
     def _analyze(

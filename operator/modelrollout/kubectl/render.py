@@ -201,11 +201,23 @@ def render_get(
         f"Weights:     stable {weights.stable}%   canary {weights.canary}%   "
         f"mirror {weights.mirror}%"
     )
+    lines += _rollback_window(status, now)
     lines += _checks(rollout, now)
     lines += _gates(status)
     lines += _conditions(status, now)
     lines += _events(events, now)
     return "\n".join(lines)
+
+
+def _rollback_window(status: ModelRolloutStatus, now: datetime) -> list[str]:
+    until = status.previous_scale_down_at
+    if status.previous_revision is None or until is None:
+        return []
+    left = f"in {human_duration((until - now).total_seconds())}" if until > now else "ending"
+    return [
+        f"Rollback:    revision {status.previous_revision} kept warm until {timestamp(until)} "
+        f"({left}): `kubectl modelrollout rollback` moves all traffic back to it"
+    ]
 
 
 def _model_name(rollout: Rollout, revision: str) -> str:
@@ -436,9 +448,9 @@ def render_history(rollout: Rollout) -> str:
 # -- commands -------------------------------------------------------------------
 
 
-def refusal(rollout: Rollout, command: str) -> str | None:
+def refusal(rollout: Rollout, command: str, now: datetime | None = None) -> str | None:
     """Why `command` would do nothing now, or None when the operator will act on it."""
-    reason = command_refusal(command, rollout.status, rollout.spec_revision)
+    reason = command_refusal(command, rollout.status, rollout.spec_revision, now)
     if reason is not None and not rollout.seen_by_operator:
         reason += (
             f" (the operator has not yet seen generation {rollout.generation}; "

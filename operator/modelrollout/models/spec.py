@@ -848,6 +848,17 @@ class CanaryStep(SpecModel):
         return "analysis" if self.analysis is not None else "evaluation"
 
 
+class RollbackWindow(SpecModel):
+    duration: Duration
+    """How long after a promotion the previous stable revision stays up without traffic, so that
+    `kubectl modelrollout rollback` moves all traffic back to it in one write, with no model
+    load. A new revision rolled out meanwhile ends the window at once."""
+    replica_percent: Annotated[int, Field(ge=1, le=100)] = 100
+    """The share of runtime.replicas the previous revision keeps during the window, rounded up, at
+    least one pod. A rollback sends it all traffic at once, then scales it back to
+    runtime.replicas: below 100 it serves everything with fewer pods until they load."""
+
+
 class CanaryStrategy(SpecModel):
     steps: Annotated[list[CanaryStep], Field(min_length=1, max_length=MAX_STEPS)]
     """The steps, in order; each sets exactly one of setWeight, pause, analysis, evaluation."""
@@ -855,6 +866,9 @@ class CanaryStrategy(SpecModel):
     """How long the pods of a rolled-back or aborted canary are kept, without traffic, for a retry
     or inspection (router gatewayAPI; with router service a kept pod would still get traffic, so
     it goes at once)."""
+    rollback_window: RollbackWindow | None = None
+    """Keep the previous stable revision warm after a promotion, for a rollback without a model
+    load (status.previousRevision until status.previousScaleDownAt); unset: it goes at once."""
 
 
 class PostPromotionAnalysis(SpecModel):
@@ -1409,6 +1423,12 @@ def _semantic_errors(spec: ModelRolloutSpec) -> Iterator[tuple[str, str]]:
         yield "spec.strategy", "set exactly one of canary, blueGreen, shadow"
     if spec.strategy.canary is not None:
         yield from _step_errors("spec.strategy.canary.steps", spec.strategy.canary.steps)
+        window = spec.strategy.canary.rollback_window
+        if window is not None and parse_duration(window.duration) < 1:
+            yield (
+                "spec.strategy.canary.rollbackWindow.duration",
+                "must be at least 1s (leave rollbackWindow out for no window)",
+            )
     shadow = spec.strategy.shadow
     if shadow is not None and shadow.canary_steps is not None:
         if shadow.then != "canary":

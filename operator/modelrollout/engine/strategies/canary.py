@@ -7,7 +7,10 @@ with the canary as the new stable. Rollback (a breach, the progress
 deadline, metrics missing for too long, or the user's abort) is RollingBack
 (weight 0 first, `rollback_now`) and then RolledBack once the router reports
 the canary at 0. A newer spec supersedes a running canary; a spec reverted
-to the stable revision aborts it.
+to the stable revision aborts it. With a rollback window (or blue-green's
+scaleDownDelay) a promotion keeps the previous stable warm; the user's
+rollback within it makes that revision stable again and the promoted one a
+rolled-back canary, in one router write; a new spec releases it.
 
 No data is not success: a timed step (pause with duration, analysis) and a
 raise of a weight that is already above 0 wait for a healthy verdict. A
@@ -207,7 +210,10 @@ class _Tick:
     def without_canary(self) -> None:
         until = self.status.previous_scale_down_at
         if until is not None and self.now >= until:
-            self.update(previous_revision=None, previous_scale_down_at=None)
+            self.release_previous()
+        if self.obs.commands.rollback and self.status.previous_revision is not None:
+            self.roll_back_to_previous()
+            return
         revision = self.obs.spec_revision
         if revision == self.status.stable_revision:
             if self.status.phase == "Pending":  # a new revision was waiting for capacity
@@ -219,7 +225,59 @@ class _Tick:
             return
         self.start_canary()
 
+    def release_previous(self) -> None:
+        """The revision kept warm goes: its pods scale down, its rollback window is over."""
+        self.update(previous_revision=None, previous_model=None, previous_scale_down_at=None)
+
+    def roll_back_to_previous(self) -> None:
+        """All traffic back to the revision the last promotion kept warm, in one router write.
+
+        The promoted revision becomes a rolled-back canary (RollingBack, then RolledBack
+        once the router reports it at 0), exactly as if its canary had been aborted:
+        the spec still names it, so the rollout holds until the spec changes or a retry.
+        A kept revision without a Ready pod cannot take the traffic: the command is
+        refused with a Warning Event instead.
+        """
+        previous = self.status.previous_revision or ""
+        kept = self.obs.previous
+        if kept is None or kept.ready_replicas == 0:
+            ready = f"{kept.ready_replicas}/{kept.desired_replicas}" if kept else "no Deployment"
+            self.event(
+                "Warning",
+                "RollbackRefused",
+                f"revision {previous} kept for rollback has no Ready pod ({ready}): "
+                "traffic stays on stable",
+            )
+            return
+        demoted, demoted_model = self.status.stable_revision or "", self.status.stable_model
+        why = f"rolled back by user to revision {previous} within the rollback window"
+        self.record(demoted, demoted_model, "RolledBack", why)
+        self.rollback_now = True
+        self.update(
+            phase="RollingBack",
+            stable_revision=previous,
+            stable_model=self.status.previous_model,
+            canary_revision=demoted,
+            canary_model=demoted_model,
+            current_step=None,
+            step_started_at=None,
+            paused_at=None,
+            pause_reason=None,
+            canary_unready_since=None,
+            preview_ready_at=None,
+            aborted_at=self.now,
+            weights=ALL_ON_STABLE,
+            checks=(),
+            message=f"rolling back {demoted}: {why}",
+        )
+        self.release_previous()
+        self.condition("Progressing", "False", "RolledBackInWindow", why)
+        self.event("Warning", "RollingBack", f"revision {demoted}: {why}")
+
     def start_canary(self) -> None:
+        # A new rollout ends the rollback window: the kept revision's GPUs may be what the
+        # new canary needs, and "back" past a newer canary would be ambiguous.
+        self.release_previous()
         strategy = self.strategy
         revision = self.obs.spec_revision
         if self.obs.capacity_shortfall is not None:
@@ -336,19 +394,30 @@ class _Tick:
             return
         canary = self.status.canary_revision or ""
         self.record(canary, self.status.canary_model, "Promoted", "all steps completed")
-        blue_green = self.spec.strategy.blue_green
-        if blue_green is not None:
-            # The previous color stays at full size for a while: switching back is instant.
-            delay = timedelta(seconds=parse_duration(blue_green.scale_down_delay))
+        kept_for = self.previous_kept_for()
+        kept = ""
+        if kept_for is not None:
+            # The previous revision stays up for a while: switching back is one write.
+            until = self.now + timedelta(seconds=parse_duration(kept_for))
             self.update(
                 previous_revision=self.status.stable_revision,
-                previous_scale_down_at=self.now + delay,
+                previous_model=self.status.stable_model,
+                previous_scale_down_at=until,
             )
+            kept = f"; {self.status.stable_revision} kept warm for rollback until {until:%H:%M:%S}"
         self.update(stable_revision=canary, stable_model=self.status.canary_model)
-        message = f"revision {canary} ({self.status.canary_model}) is stable"
+        message = f"revision {canary} ({self.status.canary_model}) is stable{kept}"
         self.end_canary("Succeeded", message)
         self.condition("Progressing", "False", "RolloutComplete", message)
         self.event("Normal", "Promoted", message)
+
+    def previous_kept_for(self) -> str | None:
+        """How long a promotion keeps the previous revision warm: blue-green's scaleDownDelay,
+        a canary's rollbackWindow; None: it goes at once."""
+        if self.spec.strategy.blue_green is not None:
+            return self.spec.strategy.blue_green.scale_down_delay
+        window = self.spec.strategy.canary.rollback_window if self.spec.strategy.canary else None
+        return window.duration if window is not None else None
 
     def canary_running(self) -> None:
         revision = self.obs.spec_revision
@@ -659,11 +728,11 @@ class _Tick:
 
     def report_stable_availability(self) -> None:
         # The revision stable after this tick: a promotion makes the canary's pods the
-        # stable ones, while the old stable's pods are already scaled down.
+        # stable ones, a rollback in the window the previous revision's.
         stable = next(
             (
                 revision
-                for revision in (self.obs.stable, self.obs.canary)
+                for revision in (self.obs.stable, self.obs.canary, self.obs.previous)
                 if revision is not None and revision.revision == self.status.stable_revision
             ),
             None,
