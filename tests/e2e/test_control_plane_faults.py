@@ -89,7 +89,8 @@ def steps_started(rollouts: Rollouts, name: str) -> list[int]:
     for event in rollouts.events(name):
         match = STEP_STARTED.match(event.message or "") if event.reason == "StepStarted" else None
         if match:
-            started.append(int(match.group(1)) - 1)
+            # A repeat of an Event is a count on it (kube/events.py): each one is a start.
+            started += [int(match.group(1)) - 1] * (event.count or 1)
     return started
 
 

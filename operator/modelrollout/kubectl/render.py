@@ -387,13 +387,23 @@ def recent_events(
     return sorted(events, key=order)[-limit:] if limit > 0 else []
 
 
+def _event_age(event: dict[str, Any], now: datetime) -> str:
+    """As `kubectl describe` shows an Event that occurred more than once: `2m (x3 over 10m)`."""
+    last = age(_event_time(event), now)
+    count = event.get("count")
+    first = parse_time(event.get("firstTimestamp"))
+    if not isinstance(count, int) or count < 2 or first is None:
+        return last
+    return f"{last} (x{count} over {age(first, now)})"
+
+
 def _events(events: Sequence[dict[str, Any]], now: datetime) -> list[str]:
     recent = recent_events(events)
     if not recent:
         return []
     rows = [
         [
-            age(_event_time(event), now),
+            _event_age(event, now),
             str(event.get("type", "")),
             str(event.get("reason", "")),
             str(event.get("message", "")),

@@ -14,6 +14,7 @@ import queue
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import pytest
@@ -33,7 +34,7 @@ from modelrollout.kube.api import (
     label_pod,
 )
 from modelrollout.kube.cache import MANAGED_SELECTOR, SERVICE_NAME_LABEL, Informer
-from modelrollout.kube.events import EVENTS, build_event
+from modelrollout.kube.events import EVENTS, EventRecorder
 from modelrollout.kube.labels import (
     GROUP,
     KIND,
@@ -92,6 +93,8 @@ class Cluster:
 
     def __post_init__(self) -> None:
         self.reconciler = self.replica()
+        # The operator's recorder: a repeated Event is a count on the first one.
+        self.events = EventRecorder(self.api, clock=lambda: self.now)
         # What the latest tick was handed: the body from before that tick's writes.
         self.last_body: dict[str, Any] = {}
 
@@ -131,14 +134,9 @@ class Cluster:
         self.now += timedelta(seconds=after)
         body = body or self.body()
         self.last_body = body
-        api = self.api
-        api.writes.clear()
-
-        def post_event(event_type: str, reason: str, message: str) -> None:
-            api.create(EVENTS, NAMESPACE, build_event(body, event_type, reason, message))
-
-        (reconciler or self.reconciler).tick(body, post_event)
-        return list(api.writes)
+        self.api.writes.clear()
+        (reconciler or self.reconciler).tick(body, partial(self.events.post, body))
+        return list(self.api.writes)
 
     def settle(self, loading: bool = False) -> None:
         """What the controllers do between ticks: every pod Ready, every endpoint published.
@@ -831,3 +829,97 @@ def test_a_pod_deleted_since_the_cache_listed_it_is_not_a_failed_label_patch() -
     api = FakeKubeApi()
     label_pod(api, "ml", "chat-gone-pod", {"modelrollout.dev/serving": "true"})
     assert [w.verb for w in api.writes] == ["patch"]
+
+
+def bench_spec() -> dict[str, Any]:
+    """bench/scale.py's rollout: one replica, gatewayAPI, weight 20, pause, weight 50, pause."""
+    spec = canary_spec()
+    spec["runtime"]["replicas"] = 1
+    spec["strategy"]["canary"]["steps"] = [
+        {"setWeight": 20},
+        {"pause": {"duration": "30s"}},
+        {"setWeight": 50},
+        {"pause": {"duration": "30s"}},
+    ]
+    spec["analysis"]["interval"] = "10s"
+    spec["analysis"]["checks"] = [
+        {"name": "error-ratio", "query": "max(bench_error_ratio)", "breachWhen": "> 0.05"}
+    ]
+    spec["analysis"]["alerts"] = []
+    return spec
+
+
+def write_kind(write: Write) -> str:
+    """`verb plural[/subresource]`: how the API server's audit log tells writes apart."""
+    suffix = f"/{write.subresource}" if write.subresource else ""
+    return f"{write.verb} {write.resource.plural}{suffix}"
+
+
+def test_a_canary_rollout_makes_the_writes_each_of_its_steps_needs_and_no_more() -> None:
+    """The mutating calls of bench/scale.py's rollout, by kind, as its audit log counts them:
+    a tick every 2 s, pods Ready one tick after they are created."""
+    cluster = Cluster()
+    cluster.provider.answers["bench_error_ratio"] = QueryResult(0.0)
+    spec = bench_spec()
+    cluster.started(spec)
+    counted: dict[str, int] = {}
+    for _ in range(100):
+        writes = cluster.tick(2)
+        cluster.settle(loading=True)
+        for write in writes:
+            counted[write_kind(write)] = counted.get(write_kind(write), 0) + 1
+        if cluster.status.phase == "Succeeded" and not writes:
+            break
+    assert cluster.status.stable_revision == revision(V2, spec)
+    assert counted == {
+        # The start, weight 20, pause, weight 50, pause, Promoting, Succeeded.
+        "patch modelrollouts/status": 7,
+        # CanaryStarted, WeightSet, CheckPassing, StepStarted x3, Promoting, Promoted.
+        "create events": 8,
+        # Weight 20, weight 50, 100/0, the old backend dropped.
+        "patch httproutes": 4,
+        # The canary's budget; the lone stable pod's budget to 0 while both run, the promoted
+        # one's back to 1 once alone; the old revision's deleted.
+        "create poddisruptionbudgets": 1,
+        "patch poddisruptionbudgets": 2,
+        "delete poddisruptionbudgets": 1,
+        # The canary's Deployment and Service; promotion relabels its Deployment and pod
+        # (never its template) and deletes the old revision's.
+        "create deployments": 1,
+        "patch deployments": 1,
+        "patch pods": 1,
+        "delete deployments": 1,
+        "create services": 1,
+        "delete services": 1,
+    }
+
+
+def test_ticks_at_a_pause_write_nothing() -> None:
+    cluster = Cluster()
+    cluster.provider.answers["bench_error_ratio"] = QueryResult(0.0)
+    spec = bench_spec()
+    cluster.started(spec)
+    cluster.run_until_step(1)
+    # 29 s of the 30 s pause, the check evaluated every 10 s, its reading unchanged.
+    assert [cluster.tick(1) for _ in range(29)] == [[]] * 29
+    assert cluster.status.current_step == 1
+
+
+def test_a_deployment_resized_again_and_again_is_one_warning_with_a_count() -> None:
+    cluster = Cluster()
+    spec = canary_spec()
+    cluster.apply(spec)
+    cluster.tick()
+    cluster.settle()
+    stable = child(V1, spec)
+    for _ in range(3):
+        cluster.api.merge_patch(DEPLOYMENTS, NAMESPACE, stable, {"spec": {"replicas": 7}})
+        cluster.tick(10)
+    (warning,) = [
+        e for e in cluster.api.list(EVENTS, NAMESPACE) if e["reason"] == "ScaledOutsideRollout"
+    ]
+    assert warning["count"] == 3
+    assert (warning["firstTimestamp"], warning["lastTimestamp"]) == (
+        "2026-01-01T12:00:10Z",
+        "2026-01-01T12:00:30Z",
+    )

@@ -25,10 +25,12 @@ which is why `now` is only stored when something changes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from modelrollout.analysis.assessment import AnalysisVerdict
+from modelrollout.analysis.assessment import AnalysisVerdict, pending_checks
+from modelrollout.analysis.runner import awaits_traffic
 from modelrollout.engine.redaction import redacted_spec
 from modelrollout.engine.strategies.bluegreen import (
     is_blue_green,
@@ -96,6 +98,14 @@ def describe_step(step: CanaryStep) -> str:
         suite = step.evaluation.suite
         return f"evaluation of quality gates ({suite.config_map_name}/{suite.key})"
     return "empty step"
+
+
+def _step_label(steps: Sequence[CanaryStep], index: int) -> str:
+    return f"step {index + 1}/{len(steps)} {describe_step(steps[index])}"
+
+
+def _waiting_for_pods(label: str) -> str:
+    return f"{label}: waiting for canary pods to be ready"
 
 
 class _Tick:
@@ -285,8 +295,7 @@ class _Tick:
             return
         first = strategy.steps[0]
         message = (
-            f"rolling out {revision} ({self.spec.model.uri}): "
-            f"step 1/{len(strategy.steps)} {describe_step(first)}"
+            f"rolling out {revision} ({self.spec.model.uri}): {_step_label(strategy.steps, 0)}"
         )
         self.update(
             phase="Progressing",
@@ -316,6 +325,14 @@ class _Tick:
         for condition in cleared:
             self.clear_condition(condition, "CanaryStarted")
         self.event("Normal", "CanaryStarted", message)
+        # What the next tick would write about a first weight step whose pods do not exist
+        # yet (its checks Pending, "waiting for canary pods") goes in this tick's status
+        # write: one status write for the start, not two.
+        if awaits_traffic(self.spec, self.status):
+            self.update(checks=pending_checks(self.spec.analysis))
+        has_pods = self.obs.canary is not None and self.obs.canary.revision == revision
+        if first.set_weight is not None and not has_pods:
+            self.update(message=_waiting_for_pods(_step_label(strategy.steps, 0)))
 
     def wait_for_capacity(self, revision: str, shortfall: str) -> None:
         """No pods for a revision the cluster cannot place: say so, re-check every tick."""
@@ -558,7 +575,7 @@ class _Tick:
                 self.enter_promoting("all steps completed")
             return
         step = steps[index]
-        label = f"step {index + 1}/{len(steps)} {describe_step(step)}"
+        label = _step_label(steps, index)
         if step.set_weight is not None:
             self.run_set_weight(step.set_weight, label)
         elif step.pause is not None and step.pause.duration is None:
@@ -573,7 +590,7 @@ class _Tick:
 
     def run_set_weight(self, weight: int, label: str) -> None:
         if not self.canary_serving:
-            self.update(message=f"{label}: waiting for canary pods to be ready")
+            self.update(message=_waiting_for_pods(label))
             return
         current = self.status.weights.canary
         if weight != current:
@@ -606,7 +623,7 @@ class _Tick:
         is not this step's and is ignored.
         """
         if not self.canary_serving:
-            self.update(message=f"{label}: waiting for canary pods to be ready")
+            self.update(message=_waiting_for_pods(label))
             return
         result = self.obs.evaluation
         if result is None or (result.revision, result.step) != (
@@ -638,9 +655,7 @@ class _Tick:
         """An analysis step's time counts from when the canary serves: a shadow (or a first
         analysis step) whose model is still loading is judged on no traffic at all."""
         if not self.canary_serving:
-            self.update(
-                message=f"{label}: waiting for canary pods to be ready", step_started_at=None
-            )
+            self.update(message=_waiting_for_pods(label), step_started_at=None)
             return
         if self.status.step_started_at is None:
             self.update(step_started_at=self.now)
