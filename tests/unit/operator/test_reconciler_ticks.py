@@ -44,6 +44,7 @@ from modelrollout.kube.labels import (
     SERVING_LABEL,
     VERSION,
 )
+from modelrollout.kubectl.render import Rollout, render_get, render_history
 from modelrollout.models import ModelRolloutStatus, parse_spec
 from tests.support.fake_kube import FakeKubeApi, Write
 from tests.unit.operator.builders import (
@@ -398,6 +399,24 @@ def test_a_canary_already_at_full_size_is_promoted_in_one_tick() -> None:
     assert written.index(f"patch httproutes/{NAME}") < written.index(f"delete deployments/{old}")
     assert cluster.route_weights() == {new: 100}
     assert cluster.deployments() == {new: (1, "stable")}
+    # `kubectl modelrollout get` and `history`: every step's Event, the promotion recorded.
+    shown = render_get(
+        Rollout.of(cluster.body()), [], cluster.api.list(EVENTS, NAMESPACE), cluster.now
+    )
+    events_shown = [line.split()[1:] for line in shown.split("Events:\n")[1].splitlines()[1:]]
+    assert [" ".join(columns) for columns in events_shown] == [
+        f"Normal StableRevision first revision {revision(V1, spec)} is stable",
+        f"Normal CanaryStarted rolling out {canary} ({V2}): step 1/4 setWeight 20",
+        f"Normal StepStarted canary {canary}: 20%; step 2/4 pause 1m",
+        "Normal CheckPassing check error-rate is Passing (0.001; breachWhen > 0.01); "
+        "check p99-latency is Passing (0.05; breachWhen > 0.1); "
+        "check alert:ModelHighErrorRate is Passing (0; breachWhen firing)",
+        "Normal StepStarted step 3/4 setWeight 50; step 4/4 analysis for 2m",
+        f"Normal Promoted promoting {canary}: all steps completed; "
+        f"revision {canary} ({V2}) is stable",
+    ]
+    history = render_history(Rollout.of(cluster.body()))
+    assert f"{canary}" in history and "Promoted" in history and "all steps completed" in history
 
 
 def test_a_breach_writes_weight_zero_before_anything_else() -> None:
