@@ -43,9 +43,10 @@ from tests.support.status_watch import State, StatusWatch, overshoots, steps_wal
 
 pytestmark = [pytest.mark.e2e, pytest.mark.localharness]
 
-# A step's part of an Event's message: one tick's Event names each step it started,
-# "; " between them (engine/step_event.py).
-STEP_STARTED = re.compile(r"(?:^|; )step (\d+)/(\d+) ")
+# A step's start in an Event's message: one tick's Event names each thing it did, "; "
+# between them (engine/step_event.py). "step N/M <step>" alone is a start; "step N/M
+# <step>: ..." is news about a step already running (Paused, GatesPassed).
+STEP_STARTED = re.compile(r"(?:^|; )step (\d+)/(\d+) [^:;]*(?=; |$)")
 
 
 class Timeline:
@@ -89,9 +90,8 @@ def steps_started(rollouts: Rollouts, name: str) -> list[int]:
     """The 0-based steps the StepStarted Events announce."""
     started = []
     for event in rollouts.events(name):
-        # Promotion in the tick a last weight step started is one Event, reason Promoting.
-        if event.reason not in ("StepStarted", "Promoting", "Promoted"):
-            continue
+        # A tick's one Event takes the reason of the most important thing it did (a check's
+        # Warning, a promotion): a step started with it is in its message all the same.
         for match in STEP_STARTED.finditer(event.message or ""):
             # A repeat of an Event is a count on it (kube/events.py): each one is a start.
             started += [int(match.group(1)) - 1] * (event.count or 1)
