@@ -83,6 +83,8 @@ def paused_by_breach(spec: dict[str, Any]) -> Rollout:
 def promoting(spec: dict[str, Any]) -> Rollout:
     rollout = started(spec)
     rollout.world.achieved_canary = 50  # the router lags: promotion waits for it
+    # One of the canary's two pods: promotion scales it up first, it does not end at once.
+    rollout.world.canary_desired = rollout.world.canary_ready = 1
     rollout.command(promote_full=True)
     return rollout
 

@@ -3,7 +3,10 @@
 Phases: a first revision becomes stable directly (Succeeded). A new revision
 starts a canary (Progressing) that walks `strategy.canary.steps`; after the
 last step it is Promoting (all traffic on the canary) and then Succeeded
-with the canary as the new stable. Rollback (a breach, the progress
+with the canary as the new stable. Behind a router with exact weights, a
+weight step is done in the tick that sets its weight, and a canary that
+already runs all its pods Ready is promoted in the tick that ends its steps:
+one status write per step. Rollback (a breach, the progress
 deadline, metrics missing for too long, or the user's abort) is RollingBack
 (weight 0 first, `rollback_now`) and then RolledBack once the router reports
 the canary at 0. A newer spec supersedes a running canary; a spec reverted
@@ -403,7 +406,7 @@ class _Tick:
 
     def promoting(self) -> None:
         achieved = self.obs.achieved_weights[1]
-        if achieved != 100 and Capability.EXACT_WEIGHTS not in self.obs.router_capabilities:
+        if achieved != 100 and not self.exact_weights:
             self.update(
                 message=f"promoting {self.status.canary_revision}: "
                 f"waiting for the router to send it all traffic (now {achieved}%)"
@@ -609,9 +612,12 @@ class _Tick:
                 self.event(
                     "Normal", "WeightSet", f"canary {self.status.canary_revision}: {weight}%"
                 )
-            return
+            if not self.exact_weights:
+                return
+            # The router sets exactly this weight in this tick's route write: the step is
+            # done with it, in the same status write (one per step, not two).
         achieved = self.obs.achieved_weights[1]
-        if achieved == weight or Capability.EXACT_WEIGHTS in self.obs.router_capabilities:
+        if achieved == weight or self.exact_weights:
             self.complete_step()
         else:
             self.update(message=f"{label}: waiting for the router ({achieved}% achieved)")
@@ -641,6 +647,10 @@ class _Tick:
             self.roll_back("RolledBack", "GateFailed", f"quality gates failed: {failed}")
         else:
             self.pause("EvaluationError", f"{label}: {result.message}")
+
+    @property
+    def exact_weights(self) -> bool:
+        return Capability.EXACT_WEIGHTS in self.obs.router_capabilities
 
     @property
     def canary_serving(self) -> bool:
@@ -740,6 +750,23 @@ class _Tick:
         self.condition("Progressing", "True", "Promoting", message)
         self.clear_condition("Paused", "Promoting")
         self.event("Normal", "Promoting", message)
+        if self.canary_runs_full_size:
+            # Nothing to wait for: the router puts all traffic on the canary exactly, and
+            # its pods are all there and Ready. The route goes straight to it alone.
+            self.promoting()
+
+    @property
+    def canary_runs_full_size(self) -> bool:
+        """Whether the canary already runs all the replicas it will have as stable, Ready,
+        behind a router that sets weights exactly: a promotion has nothing to wait for."""
+        canary = self.obs.canary
+        return (
+            self.exact_weights
+            and canary is not None
+            and canary.revision == self.status.canary_revision
+            and canary.fully_ready
+            and canary.desired_replicas >= self.spec.runtime.replicas
+        )
 
     def report_stable_availability(self) -> None:
         # The revision stable after this tick: a promotion makes the canary's pods the

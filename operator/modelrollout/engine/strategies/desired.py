@@ -167,6 +167,11 @@ def revision_plan(
     )
 
 
+def promoted(before: ModelRolloutStatus, after: ModelRolloutStatus) -> bool:
+    """Whether a tick made its canary the stable revision."""
+    return before.canary_revision is not None and after.stable_revision == before.canary_revision
+
+
 def route_weight(status: ModelRolloutStatus) -> int | None:
     """The canary weight the router sets; None: leave the routes' weights as they are.
 
