@@ -85,6 +85,7 @@ from modelrollout.models import (
 from modelrollout.models.status import CheckStatus, GpuUsage
 from modelrollout.traffic import router_for
 from modelrollout.traffic.base import AchievedWeights, Backends, routed_condition
+from modelrollout.traffic.session_affinity import SessionAffinitySettings
 
 EventSink = Callable[[str, str, str], None]
 logger = logging.getLogger("modelrollout")
@@ -413,6 +414,11 @@ class Reconciler:
             blue_green=is_blue_green(spec),
             mirror_percent=status.weights.mirror,
             kept=status.previous_revision,
+            session_affinity=(
+                None
+                if (affinity := spec.traffic.session_affinity) is None
+                else SessionAffinitySettings(affinity.header, affinity.buckets)
+            ),
         )
 
     def _analyze(
