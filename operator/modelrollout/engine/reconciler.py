@@ -417,7 +417,9 @@ class Reconciler:
             session_affinity=(
                 None
                 if (affinity := spec.traffic.session_affinity) is None
-                else SessionAffinitySettings(affinity.header, affinity.buckets)
+                else SessionAffinitySettings(
+                    affinity.header, affinity.buckets, affinity.pin_revision
+                )
             ),
         )
 

@@ -815,6 +815,12 @@ class SessionAffinity(SpecModel):
     buckets: Literal[16, 256] = 16
     """Session buckets: 16 (the id's last hex digit; the canary weight moves in steps of 6.25%)
     or 256 (its last two; steps of about 0.4%). Default: 16."""
+    pin_revision: bool = True
+    """Each revision's answers carry `x-modelrollout-revision: <revision>` and a request carrying
+    it goes to that revision while it is stable or a canary above 0%: a client that sends it back
+    never switches while weights move. Needs backendRef filters (ResponseHeaderModifier) in the
+    gateway; false leaves the buckets alone (a session may then switch once, stable to canary).
+    Default: true."""
 
 
 class Traffic(SpecModel):

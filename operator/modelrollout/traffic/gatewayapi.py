@@ -39,7 +39,7 @@ def _backend_ref(backends: Backends, revision: str) -> dict[str, Any]:
         "name": revision_object_name(backends.rollout.name, revision),
         "port": backends.port,
     }
-    if backends.session_affinity is not None:
+    if backends.session_affinity is not None and backends.session_affinity.pin_revision:
         ref["filters"] = [pin_filter(revision)]
     return ref
 

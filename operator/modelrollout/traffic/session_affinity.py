@@ -40,6 +40,8 @@ class SessionAffinitySettings:
 
     header: str
     buckets: Literal[16, 256]
+    # Answers name their revision and a request naming it goes there (needs backendRef filters).
+    pin_revision: bool = True
 
 
 def canary_bucket_count(buckets: int, canary_weight: int) -> int:
@@ -123,7 +125,8 @@ def affinity_rules(
         match = {"headers": [{"name": header, "type": kind, "value": value}]}
         return {"matches": [match], "backendRefs": [{**backend_ref(revision), "weight": 1}]}
 
-    rules = [rule(PIN_HEADER, "Exact", revision, revision) for revision in (canary, stable)]
+    pinned = (canary, stable) if settings.pin_revision else ()
+    rules = [rule(PIN_HEADER, "Exact", revision, revision) for revision in pinned]
     for members, revision in ((to_canary, canary), (to_stable, stable)):
         if members:
             regex = suffix_regex(settings.buckets, members)

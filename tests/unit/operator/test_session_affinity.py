@@ -240,3 +240,19 @@ def test_a_router_without_the_capability_is_named() -> None:
     (error,) = router_capability_errors(spec, frozenset())
     assert error[0] == "spec.traffic.sessionAffinity"
     assert Capability.SESSION_AFFINITY in capabilities_of("gatewayAPI")
+
+
+def test_without_pins_the_buckets_alone_route_sessions_and_no_filter_is_written() -> None:
+    """For gateways without backendRef filters: no revision header, no pin rule."""
+    unpinned = replace(
+        BACKENDS, session_affinity=SessionAffinitySettings("x-session-id", 16, False)
+    )
+    rules = build_httproute(unpinned, 50, canary_ready=True)["spec"]["rules"]
+    assert [h["type"] for rule in rules[1:] for h in rule["matches"][0]["headers"]] == [
+        "RegularExpression",
+        "RegularExpression",
+    ]
+    assert all("filters" not in ref for rule in rules for ref in rule["backendRefs"])
+    spec = with_affinity(pinRevision=False)
+    affinity = parse_spec(spec).traffic.session_affinity
+    assert affinity is not None and affinity.pin_revision is False
