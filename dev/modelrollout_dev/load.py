@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections import Counter
+from dataclasses import dataclass, field
 from types import TracebackType
 
 import httpx
 
 from modelrollout.kube.labels import revision_object_name
+from modelrollout.traffic.session_affinity import PIN_HEADER
 from modelserve.http_defaults import SERVED_BY_HEADER
 
 # The project's proxy (modelrollout_dev.gateway) names the revision it routed to.
@@ -110,6 +113,113 @@ class BackgroundLoad:
                 thread.join(timeout=60)
 
     def __enter__(self) -> BackgroundLoad:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+@dataclass
+class Conversation:
+    """One multi-turn session: its id and every turn's (sent at, revision, status)."""
+
+    session_id: str
+    turns: list[tuple[float, str, str]] = field(default_factory=list)
+
+    @property
+    def revisions(self) -> list[str]:
+        """The revisions that answered, in turn order, each once."""
+        return list(dict.fromkeys(revision for _, revision, _ in self.turns))
+
+    @property
+    def started(self) -> float:
+        return self.turns[0][0]
+
+
+class ConversationLoad:
+    """Client threads each holding multi-turn chats, one after another, as a chat app does.
+
+    A conversation has a fresh session id (a UUID's hex: its last digits are uniformly
+    distributed) sent in `session_header` with every turn, and its turns go in sequence,
+    each with the messages so far, `think` seconds apart. With `send_pin`, it sends back
+    the revision header of the answers (PIN_HEADER), as docs/session-affinity.md asks.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        workers: int = 4,
+        turns: int = 6,
+        think: float = 0.5,
+        session_header: str = "x-session-id",
+        send_pin: bool = True,
+    ) -> None:
+        self.url = url
+        self.model = model
+        self.turns = turns
+        self.think = think
+        self.session_header = session_header
+        self.send_pin = send_pin
+        self._finished: list[Conversation] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(workers)]
+
+    def _converse(self, http: httpx.Client) -> Conversation:
+        conversation = Conversation(uuid.uuid4().hex)
+        headers = {self.session_header: conversation.session_id}
+        messages: list[dict[str, str]] = []
+        for turn in range(self.turns):
+            messages.append({"role": "user", "content": f"Turn {turn}: tell me more."})
+            body = {"model": self.model, "messages": messages, "max_tokens": 4, "temperature": 0}
+            sent = time.monotonic()
+            try:
+                response = http.post(f"{self.url}/v1/chat/completions", json=body, headers=headers)
+            except httpx.HTTPError as error:
+                conversation.turns.append((sent, "none", type(error).__name__))
+                break
+            revision = served_revision(response.headers, self.model)
+            conversation.turns.append((sent, revision, str(response.status_code)))
+            if response.status_code != 200:
+                break
+            answer = response.json()["choices"][0]["message"]["content"]
+            messages.append({"role": "assistant", "content": answer})
+            if self.send_pin and (pin := response.headers.get(PIN_HEADER)):
+                headers[PIN_HEADER] = pin
+            if self._stop.wait(self.think):
+                break
+        return conversation
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=30) as http:
+            while not self._stop.is_set():
+                conversation = self._converse(http)
+                with self._lock:
+                    self._finished.append(conversation)
+
+    def finished(self) -> list[Conversation]:
+        """The conversations ended so far, in the order they ended."""
+        with self._lock:
+            return list(self._finished)
+
+    def start(self) -> ConversationLoad:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            if thread.ident is not None:
+                thread.join(timeout=60)
+
+    def __enter__(self) -> ConversationLoad:
         return self.start()
 
     def __exit__(

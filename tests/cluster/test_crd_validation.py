@@ -192,6 +192,16 @@ INVALID: list[tuple[str, Callable[[dict[str, Any]], None], list[str]]] = [
         ["spec.strategy.shadow", "gatewayAPI"],
     ),
     (
+        "session affinity on the service router",
+        setting("traffic.sessionAffinity", {}),
+        ["spec.traffic.sessionAffinity", "session affinity: gatewayAPI"],
+    ),
+    (
+        "session affinity with 32 buckets",
+        setting("traffic.sessionAffinity", {"buckets": 32}),
+        ["spec.traffic.sessionAffinity.buckets", "16", "256"],
+    ),
+    (
         "gatewayAPI without parentRefs",
         gateway_without_parents,
         ["spec.traffic.gatewayAPI.parentRefs", "at least one Gateway"],

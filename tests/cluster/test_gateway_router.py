@@ -7,10 +7,19 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from modelrollout.kube.api import HTTPROUTES, MODELROLLOUTS, SERVICES, KubeApi, Resource
+from modelrollout.kube.api import (
+    ENDPOINT_SLICES,
+    HTTPROUTES,
+    MODELROLLOUTS,
+    SERVICES,
+    KubeApi,
+    Resource,
+)
+from modelrollout.kube.cache import SERVICE_NAME_LABEL
 from modelrollout.kube.workloads import RolloutRef
 from modelrollout.traffic.base import Backends
 from modelrollout.traffic.gatewayapi import GatewayAPIRouter
+from modelrollout.traffic.session_affinity import SessionAffinitySettings
 from tests.support.rollouts import rollout_manifest
 
 pytestmark = pytest.mark.cluster
@@ -97,3 +106,42 @@ def test_a_retired_revisions_service_goes_once_the_route_no_longer_names_it(
     router.reconcile(promoted)
     assert api.get(SERVICES, namespace, "chat-old111") is None
     assert api.get(SERVICES, namespace, "chat-new222") is not None
+
+
+def test_session_affinity_rules_as_the_api_server_stores_them_are_not_patched_again(
+    kube_api_client: client.ApiClient, namespace: str
+) -> None:
+    """The API server defaults fields in the header matches and backendRefs (a match's
+    path, a header's type, a ref's group and kind); a converged route compares equal."""
+    rollout = owner_rollout(kube_api_client, namespace)
+    api = WriteCountingApi(kube_api_client)
+    router = GatewayAPIRouter(api)
+    backends = Backends(
+        rollout, "old111", "new222", 8000, 2, GATEWAY, canary_weight=50,
+        session_affinity=SessionAffinitySettings("x-session-id", 256),
+    )  # fmt: skip
+    router.reconcile(backends)
+    # The canary's Service has a ready endpoint, as its EndpointSlice controller would say.
+    api.create(ENDPOINT_SLICES, namespace, {
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "chat-new222-x", "labels": {SERVICE_NAME_LABEL: "chat-new222"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["10.0.0.9"], "conditions": {"ready": True}}],
+        "ports": [{"port": 8000}],
+    })  # fmt: skip
+    router.set_weights(backends, 50)
+    route = api.get(HTTPROUTES, namespace, "chat")
+    assert route is not None and len(route["spec"]["rules"]) == 5
+    stored = route["spec"]["rules"][3]
+    assert stored["matches"][0]["path"] == {"type": "PathPrefix", "value": "/"}
+    assert stored["matches"][0]["headers"][0]["type"] == "RegularExpression"
+
+    api.writes.clear()
+    for _ in range(3):
+        router.reconcile(backends)
+        router.set_weights(backends, 50)
+    assert api.writes == [], "\n".join(api.writes)
+    router.set_weights(backends, 0)
+    assert len(api.writes) == 1
+    route = api.get(HTTPROUTES, namespace, "chat")
+    assert route is not None and len(route["spec"]["rules"]) == 1

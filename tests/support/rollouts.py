@@ -168,6 +168,11 @@ class StatusRecorder:
     def seen(self) -> list[State]:
         return list(self._watch.seen[self.name]) if self._watch is not None else []
 
+    @property
+    def seen_at(self) -> list[float]:
+        """When each state in `seen` was recorded (time.monotonic())."""
+        return list(self._watch.seen_at[self.name]) if self._watch is not None else []
+
     def wait_for_phase(self, phase: str, timeout: float) -> None:
         assert self._watch is not None, "not recording"
         self._watch.wait_for_phase(self.name, phase, timeout)

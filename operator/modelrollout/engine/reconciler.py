@@ -93,6 +93,7 @@ from modelrollout.traffic.base import (
     TrafficRouter,
     routed_condition,
 )
+from modelrollout.traffic.session_affinity import SessionAffinitySettings
 
 EventSink = Callable[[str, str, str], None]
 logger = logging.getLogger("modelrollout")
@@ -426,6 +427,13 @@ class Reconciler:
             blue_green=is_blue_green(spec),
             mirror_percent=status.weights.mirror,
             kept=status.previous_revision,
+            session_affinity=(
+                None
+                if (affinity := spec.traffic.session_affinity) is None
+                else SessionAffinitySettings(
+                    affinity.header, affinity.buckets, affinity.pin_revision
+                )
+            ),
         )
 
     def _analyze(

@@ -796,6 +796,33 @@ class InferencePoolRouting(SpecModel):
     gateways accept."""
 
 
+# The routers the API server accepts with traffic.sessionAffinity, from their capabilities.
+_SESSION_AFFINITY = routers_with(Capability.SESSION_AFFINITY)
+
+
+class SessionAffinity(SpecModel):
+    """Keep each conversation on one revision, by a header every request of it carries. The
+    router writes header-match rules (no gateway state): a session's bucket, the last hex digit(s)
+    of its id, goes to the canary or to stable by the weight rounded to buckets, and a revision's
+    answers carry `x-modelrollout-revision`, which pins a conversation that sends it back. See
+    docs/session-affinity.md."""
+
+    header: Annotated[str, Field(min_length=1, max_length=256, pattern=HEADER_NAME_PATTERN)] = (
+        "x-session-id"
+    )
+    """The request header naming the session; its value must end in uniformly distributed hex
+    digits (a UUID, or a hash of OpenAI's `user` field). Default: x-session-id."""
+    buckets: Literal[16, 256] = 16
+    """Session buckets: 16 (the id's last hex digit; the canary weight moves in steps of 6.25%)
+    or 256 (its last two; steps of about 0.4%). Default: 16."""
+    pin_revision: bool = True
+    """Each revision's answers carry `x-modelrollout-revision: <revision>` and a request carrying
+    it goes to that revision while it is stable or a canary above 0%: a client that sends it back
+    never switches while weights move. Needs backendRef filters (ResponseHeaderModifier) in the
+    gateway; false leaves the buckets alone (a session may then switch once, stable to canary).
+    Default: true."""
+
+
 class Traffic(SpecModel):
     """The router (traffic/__init__.py) and its settings: the section named like it."""
 
@@ -815,6 +842,13 @@ class Traffic(SpecModel):
                 "at least one inference gateway to attach to",
                 ".inferencePool.parentRefs",
             ),
+            rule(
+                "!has(self.sessionAffinity) || (has(self.router) && self.router in "
+                f"[{', '.join(repr(name) for name in _SESSION_AFFINITY)}])",
+                "traffic.sessionAffinity needs a traffic.router with session affinity: "
+                f"{', '.join(_SESSION_AFFINITY)}",
+                ".sessionAffinity",
+            ),
         )
     )
 
@@ -828,6 +862,9 @@ class Traffic(SpecModel):
     """The HTTPRoute the operator creates with router gatewayAPI."""
     inference_pool: InferencePoolRouting | None = None
     """The InferencePools and the HTTPRoute the operator creates with router inferencePool."""
+    session_affinity: SessionAffinity | None = None
+    """Keep each session (a header's value) on one revision while weights move; needs a router
+    with session affinity (gatewayAPI). Unset: every request is split by weight alone."""
 
     def router_settings(self) -> dict[str, Any]:
         """The chosen router's section as written (camelCase); {} for a router without one."""
@@ -1451,9 +1488,14 @@ def router_capability_errors(
     spec: ModelRolloutSpec, capabilities: RouterCapabilities
 ) -> Iterator[tuple[str, str]]:
     """A strategy the rollout's router cannot carry out, by what it lacks (traffic/base.py)."""
-    needs = (
+    needs: tuple[tuple[str, object, Capability], ...] = (
         ("spec.strategy.shadow", spec.strategy.shadow, Capability.REQUEST_MIRRORING),
         ("spec.strategy.blueGreen", spec.strategy.blue_green, Capability.PREVIEW_ROUTE),
+        (
+            "spec.traffic.sessionAffinity",
+            spec.traffic.session_affinity,
+            Capability.SESSION_AFFINITY,
+        ),
     )
     for field_path, strategy, capability in needs:
         if strategy is not None and capability not in capabilities:
@@ -1497,6 +1539,11 @@ def _semantic_errors(spec: ModelRolloutSpec) -> Iterator[tuple[str, str]]:
             spec.strategy.blue_green.pre_promotion_evaluation,
         )
     yield from router_capability_errors(spec, capabilities_of(spec.traffic.router))
+    if spec.traffic.session_affinity is not None and spec.strategy.blue_green is not None:
+        yield (
+            "spec.traffic.sessionAffinity",
+            "is for canary weights; blueGreen switches every request at once (leave it out)",
+        )
     if spec.traffic.router == "gatewayAPI" and (
         spec.traffic.gateway_api is None or not spec.traffic.gateway_api.parent_refs
     ):

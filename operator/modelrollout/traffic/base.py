@@ -15,6 +15,7 @@ from modelrollout.kube.labels import (
     selector_labels,
 )
 from modelrollout.kube.workloads import RolloutRef
+from modelrollout.traffic.session_affinity import SessionAffinitySettings
 
 
 class Capability(enum.Enum):
@@ -35,6 +36,8 @@ class Capability(enum.Enum):
     # Routes to per-revision Services, which it keeps and retires itself; without
     # it, those an evaluation step needs are the evaluation's to delete.
     REVISION_SERVICES = "per-revision Services"
+    # Keeps a conversation on one revision by its session header (traffic.sessionAffinity).
+    SESSION_AFFINITY = "session affinity"
 
 
 RouterCapabilities = frozenset[Capability]
@@ -60,6 +63,8 @@ class Backends:
     # A revision kept warm without traffic after a promotion (status.previousRevision): a
     # router with per-revision Services keeps its Service, so moving traffic back is one write.
     kept: str | None = None
+    # traffic.sessionAffinity: keep each session on one revision (a router with the capability).
+    session_affinity: SessionAffinitySettings | None = None
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ a revision that cannot answer. For a shadow, the rule gets a RequestMirror
 filter (Gateway API's `percent`) copying requests to the canary's Service.
 A revision's Service is deleted once the revision is neither stable, canary
 nor kept warm for a rollback, and the route no longer names it.
+With traffic.sessionAffinity, header-match rules keep each session on one
+revision (traffic/session_affinity.py).
 For blue-green, `<name>-preview` routes requests carrying the header
 `x-modelrollout-preview: true` on the same parents and hostnames to the new
 color (a header match is more specific, so it wins over the main route).
@@ -26,27 +28,33 @@ from modelrollout.traffic.base import (
     RouterCapabilities,
     retire_revision_services,
 )
+from modelrollout.traffic.session_affinity import affinity_rules, pin_filter
 
 ROUTE_API_VERSION = "gateway.networking.k8s.io/v1"
 
 
+def _backend_ref(backends: Backends, revision: str) -> dict[str, Any]:
+    """The backendRef to a revision's Service; with session affinity its answers name it."""
+    ref: dict[str, Any] = {
+        "name": revision_object_name(backends.rollout.name, revision),
+        "port": backends.port,
+    }
+    if backends.session_affinity is not None and backends.session_affinity.pin_revision:
+        ref["filters"] = [pin_filter(revision)]
+    return ref
+
+
 def build_httproute(backends: Backends, canary_weight: int, canary_ready: bool) -> dict[str, Any]:
+    """The route: the weighted rule first, then any session-affinity rules (more specific)."""
     rollout = backends.rollout
     refs = [
         {
-            "name": revision_object_name(rollout.name, backends.stable),
-            "port": backends.port,
+            **_backend_ref(backends, backends.stable),
             "weight": 100 - canary_weight if canary_ready else 100,
         }
     ]
     if backends.canary is not None and canary_ready:
-        refs.append(
-            {
-                "name": revision_object_name(rollout.name, backends.canary),
-                "port": backends.port,
-                "weight": canary_weight,
-            }
-        )
+        refs.append({**_backend_ref(backends, backends.canary), "weight": canary_weight})
     rule: dict[str, Any] = {"backendRefs": refs}
     if backends.canary is not None and backends.mirror_percent > 0:
         rule["filters"] = [
@@ -61,9 +69,18 @@ def build_httproute(backends: Backends, canary_weight: int, canary_ready: bool) 
                 },
             }
         ]
+    rules = [rule]
+    if backends.session_affinity is not None and backends.canary is not None and canary_ready:
+        rules += affinity_rules(
+            backends.session_affinity,
+            backends.stable,
+            backends.canary,
+            canary_weight,
+            lambda revision: _backend_ref(backends, revision),
+        )
     spec: dict[str, Any] = {
         "parentRefs": backends.settings.get("parentRefs", []),
-        "rules": [rule],
+        "rules": rules,
     }
     if backends.settings.get("hostnames"):
         spec["hostnames"] = backends.settings["hostnames"]
@@ -92,11 +109,7 @@ def build_preview_httproute(backends: Backends) -> dict[str, Any]:
         {
             "matches": [{"headers": [{"name": PREVIEW_HEADER, "value": "true"}]}],
             "backendRefs": [
-                {
-                    "name": revision_object_name(rollout.name, backends.canary or backends.stable),
-                    "port": backends.port,
-                    "weight": 100,
-                }
+                {**_backend_ref(backends, backends.canary or backends.stable), "weight": 100}
             ],
         }
     ]
@@ -120,16 +133,47 @@ def route_weights(route: dict[str, Any], backends: Backends) -> tuple[int, int]:
     return 100 - canary_share, canary_share
 
 
-def _owned_routing(rules: list[dict[str, Any]]) -> tuple[list[tuple[str, int]], list[Any]]:
-    """Backend weights and mirrors: what the operator sets in a rule, nothing defaulted."""
-    rule = rules[0] if rules else {}
-    weights = [(ref["name"], int(ref.get("weight", 1))) for ref in rule.get("backendRefs", [])]
+def _owned_rule(rule: dict[str, Any]) -> tuple[Any, ...]:
+    """What the operator sets in a rule, nothing the API server defaults: its header
+    matches, its backends' weights and the revision each names on its answers, its mirrors."""
+    headers = [
+        (header["name"], header.get("type", "Exact"), header["value"])
+        for match in rule.get("matches") or []
+        for header in match.get("headers") or []
+    ]
+    weights = [
+        (
+            ref["name"],
+            int(ref.get("weight", 1)),
+            [
+                (header["name"], header["value"])
+                for f in ref.get("filters") or []
+                if f.get("type") == "ResponseHeaderModifier"
+                for header in f["responseHeaderModifier"].get("set") or []
+            ],
+        )
+        for ref in rule.get("backendRefs", [])
+    ]
     mirrors = [
         (f["requestMirror"]["backendRef"]["name"], f["requestMirror"].get("percent"))
         for f in rule.get("filters") or []
         if f.get("type") == "RequestMirror"
     ]
-    return weights, mirrors
+    return headers, weights, mirrors
+
+
+def _owned_routing(rules: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return [_owned_rule(rule) for rule in rules]
+
+
+def _named_services(rules: list[dict[str, Any]]) -> set[str]:
+    """The Services the rules send or mirror requests to."""
+    return {ref["name"] for rule in rules for ref in rule.get("backendRefs", [])} | {
+        f["requestMirror"]["backendRef"]["name"]
+        for rule in rules
+        for f in rule.get("filters") or []
+        if f.get("type") == "RequestMirror"
+    }
 
 
 def _parent_refs(spec: dict[str, Any]) -> list[dict[str, Any]]:
@@ -166,6 +210,7 @@ class GatewayAPIRouter:
             Capability.REQUEST_MIRRORING,
             Capability.PREVIEW_ROUTE,
             Capability.REVISION_SERVICES,
+            Capability.SESSION_AFFINITY,
         }
     )
 
@@ -200,8 +245,7 @@ class GatewayAPIRouter:
         made; a revision that comes back (undo) gets its Service again.
         """
         rollout = backends.rollout
-        weights, mirrors = _owned_routing(route["spec"].get("rules", []))
-        keep = {name for name, _ in weights} | {name for name, _ in mirrors}
+        keep = _named_services(route["spec"].get("rules", []))
         keep |= {
             revision_object_name(rollout.name, revision)
             for revision in (backends.stable, backends.canary, backends.kept)
