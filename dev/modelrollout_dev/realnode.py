@@ -44,9 +44,12 @@ from typing import Any
 
 import yaml
 
+from modelrollout.kube.api import PODS, KubeApi
+from modelrollout.kube.labels import REVISION_LABEL, ROLE_LABEL
 from modelrollout_dev import toolchain
 from modelrollout_dev.nodes import GPU_PRESENT_LABEL, GPU_RESOURCE, GPU_TAINT
 from modelrollout_dev.podnetwork import PodNetwork
+from modelrollout_dev.podprocesses import Endpoint
 
 NODE_NAME = "real-node-0"
 REAL_NODE_LABEL = "modelrollout.dev/real-node"
@@ -58,6 +61,61 @@ CNI_PLUGIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
 # containerd's CRI names each pod's network namespace so, under the host's /var/run/netns.
 CNI_NETNS_PREFIX = "/var/run/netns/cni-"
 OCI_MEDIA_TYPE = "application/vnd.oci.image"
+
+
+# What a pod needs to land on the node: its label, and the GPU taint every GPU node has.
+PLACEMENT: dict[str, Any] = {
+    "nodeSelector": {REAL_NODE_LABEL: "true"},
+    "tolerations": [{"key": GPU_TAINT["key"], "operator": "Exists", "effect": "NoSchedule"}],
+}
+
+
+class NodePods:
+    """A namespace's serving pods on the real node, shown as the harness shows its own.
+
+    What benches and tests ask the harness (`PodProcesses`) they ask this for
+    the real node: the runtime fields that place a rollout's pods there, and
+    each pod's revision and health, which here is the kubelet's Ready from the
+    pod's own readiness probe, as the API server has it.
+    """
+
+    def __init__(self, api: KubeApi, namespace: str, image: str) -> None:
+        self._api = api
+        self._namespace = namespace
+        self.image = image
+
+    def placement(self) -> dict[str, Any]:
+        return {"image": self.image, **PLACEMENT}
+
+    def endpoints(self) -> dict[str, Endpoint]:
+        """Every serving pod by name: healthy while Ready and not terminating."""
+        found: dict[str, Endpoint] = {}
+        for pod in self._api.list(PODS, self._namespace, REVISION_LABEL):
+            status = pod.get("status") or {}
+            if pod["spec"].get("nodeName") != NODE_NAME or not status.get("podIP"):
+                continue
+            labels = pod["metadata"].get("labels") or {}
+            port = pod["spec"]["containers"][0].get("ports", [{}])[0].get("containerPort", 0)
+            ready = any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in status.get("conditions") or []
+            )
+            found[pod["metadata"]["name"]] = Endpoint(
+                pod=pod["metadata"]["name"],
+                address=f"{status['podIP']}:{port}",
+                revision=labels.get(REVISION_LABEL, ""),
+                role=labels.get(ROLE_LABEL, ""),
+                labels=dict(labels),
+                healthy=ready and not pod["metadata"].get("deletionTimestamp"),
+                pod_labels=dict(labels),
+            )
+        return found
+
+    def start(self) -> NodePods:
+        return self
+
+    def stop(self) -> None:
+        """Nothing to stop: the kubelet runs the pods."""
 
 
 class RealNodeError(RuntimeError):

@@ -29,6 +29,7 @@ from tests.conftest import ClusterUnderTest
 from tests.support.rollouts import Rollouts
 from tests.support.scenario import Scenario
 from tests.support.serving_placement import (
+    OPERATOR_IMAGE,
     REAL_NODE_IMAGE,
     HarnessPlacement,
     RealNodePlacement,
@@ -109,14 +110,15 @@ def traffic(
 
 @pytest.fixture(scope="session")
 def real_node(cluster_under_test: ClusterUnderTest) -> realnode.RealNodeState:
-    """The local cluster's real node (started on first use), with the serving image in it."""
+    """The local cluster's real node (started on first use), with the project's images in it."""
     state = cluster.state_for_kubeconfig(cluster_under_test.kubeconfig)
     if state is None:
         pytest.fail("the real node joins only a local cluster (`modelrollout dev cluster up`)")
     try:
         node = cluster.start_real_node(state)
-        if REAL_NODE_IMAGE not in realnode.images(node):
-            realnode.load_image(node, REAL_NODE_IMAGE)
+        for image in (REAL_NODE_IMAGE, OPERATOR_IMAGE):
+            if image not in realnode.images(node):
+                realnode.load_image(node, image)
     except (cluster.ClusterError, realnode.RealNodeError) as error:
         pytest.fail(f"the real node cannot run here: {error} (`make images` builds the image)")
     return node

@@ -10,17 +10,26 @@ from __future__ import annotations
 
 import ipaddress
 import subprocess
+import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
-from modelrollout.kube.api import NODES, PODS, KubeApi
+from modelrollout.kube.api import LEASES, NODES, PODS, KubeApi
 from modelrollout_dev import realnode
 from modelrollout_dev.nodes import GPU_RESOURCE, GPU_TAINT
 from modelrollout_dev.podnetwork import PodNetwork
+from tests.conftest import ClusterUnderTest
+from tests.support.helm import CHART, helm, values_file
 from tests.support.kube import wait_until
-from tests.support.serving_placement import REAL_NODE_IMAGE, RealNodePlacement
+from tests.support.rollouts import Rollouts, rollout_manifest
+from tests.support.serving_placement import (
+    OPERATOR_IMAGE,
+    REAL_NODE_IMAGE,
+    RealNodePlacement,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.localharness, pytest.mark.realnode]
 
@@ -67,7 +76,7 @@ def test_a_pod_reaches_the_api_server_through_the_kubernetes_service_as_its_acco
     """kube-proxy's rules in the pod network carry the Service's address to the API server:
     the in-cluster path the operator's own pod takes."""
     api = KubeApi(kube_api_client)
-    placement = RealNodePlacement(api, namespace).placement()
+    placement = realnode.PLACEMENT
     pod: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -100,3 +109,57 @@ def test_a_pod_reaches_the_api_server_through_the_kubernetes_service_as_its_acco
         ["ip", "-o", "addr"], capture_output=True, text=True, check=True
     ).stdout
     assert f" {pod_ip}/" not in host_addresses, "a pod address on a host interface"
+
+
+def test_the_chart_runs_the_operator_as_a_pod_on_the_real_node_and_it_completes_a_rollout(
+    real_node: realnode.RealNodeState,
+    cluster_under_test: ClusterUnderTest,
+    kube_api_client: client.ApiClient,
+    namespace: str,
+    rollouts: Rollouts,
+    tmp_path: Path,
+) -> None:
+    """`helm install` with the operator image and a placement on the real node: the
+    operator runs in its container, as its ServiceAccount, and promotes a canary whose
+    pods the same node runs."""
+    api = KubeApi(kube_api_client)
+    serving = RealNodePlacement(api, namespace)
+    repository, tag = OPERATOR_IMAGE.rsplit(":", 1)
+    release = f"mr-{uuid.uuid4().hex[:6]}"
+    values = {
+        "watchNamespaces": [namespace],
+        "replicaCount": 1,
+        "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
+        "nodeSelector": serving.placement()["nodeSelector"],
+        "tolerations": serving.placement()["tolerations"],
+    }
+    kubeconfig = cluster_under_test.kubeconfig
+    installed = helm(
+        "install", release, str(CHART), "--namespace", namespace, "--take-ownership",
+        "--wait", "--timeout", "180s", "--values", str(values_file(values, tmp_path)),
+        kubeconfig=kubeconfig,
+    )  # fmt: skip
+    assert installed.returncode == 0, installed.stderr
+    try:
+        (operator_pod,) = api.list(PODS, namespace, f"app.kubernetes.io/instance={release}")
+        assert operator_pod["spec"]["nodeName"] == realnode.NODE_NAME
+        (container,) = operator_pod["status"]["containerStatuses"]
+        assert container["ready"] and container["containerID"].startswith("containerd://")
+
+        steps = [{"setWeight": 50}, {"pause": {"duration": "2s"}}]
+        manifest = rollout_manifest(
+            "chat", serving.model_uri(0), steps, placement=serving.placement()
+        )
+        rollouts.create(manifest)
+        stable = rollouts.wait_phase("chat", {"Succeeded"}, 180)["stableRevision"]
+        serving.wait_for_servers(stable)
+        rollouts.patch_spec("chat", {"model": {"name": "chat", "uri": serving.model_uri(1)}})
+        status = rollouts.wait_phase("chat", {"Succeeded", "RolledBack"}, 240)
+        lease = api.get(LEASES, namespace, "modelrollout-operator")
+    finally:
+        uninstalled = helm("uninstall", release, "--namespace", namespace, kubeconfig=kubeconfig)
+    assert status["phase"] == "Succeeded", status
+    assert status["history"][0]["outcome"] == "Promoted", status
+    assert lease is not None
+    assert lease["spec"]["holderIdentity"] == operator_pod["metadata"]["name"]
+    assert uninstalled.returncode == 0, uninstalled.stderr

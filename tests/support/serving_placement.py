@@ -11,15 +11,14 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from modelrollout.kube.api import PODS, KubeApi
-from modelrollout.kube.labels import REVISION_LABEL
+from modelrollout.kube.api import KubeApi
 from modelrollout_dev.podprocesses import PodProcesses
-from modelrollout_dev.realnode import NODE_NAME, REAL_NODE_LABEL
+from modelrollout_dev.realnode import NodePods
 from tests.support.kube import wait_until
-from tests.support.rollouts import GPU_TOLERATION
 
 # Built by `make images` (podman names it so): the serving image with /models/v1..v3 in it.
 REAL_NODE_IMAGE = "localhost/modelrollout/modelserve:e2e"
+OPERATOR_IMAGE = "localhost/modelrollout/operator:dev"
 
 
 class ServingPlacement(Protocol):
@@ -70,34 +69,18 @@ class RealNodePlacement:
     name = "real-node"
 
     def __init__(self, api: KubeApi, namespace: str) -> None:
-        self._api = api
-        self._namespace = namespace
+        self.pods = NodePods(api, namespace, REAL_NODE_IMAGE)
 
     def placement(self) -> dict[str, Any]:
-        return {
-            "image": REAL_NODE_IMAGE,
-            "nodeSelector": {REAL_NODE_LABEL: "true"},
-            "tolerations": [GPU_TOLERATION],
-        }
+        return self.pods.placement()
 
     def model_uri(self, index: int) -> str:
         return f"file:///models/v{index + 1}"
 
-    def ready_pods(self, revision: str) -> list[dict[str, Any]]:
-        """The revision's pods the kubelet reports Ready, from their own readiness probes."""
-        return [
-            pod
-            for pod in self._api.list(PODS, self._namespace, f"{REVISION_LABEL}={revision}")
-            if pod["spec"].get("nodeName") == NODE_NAME
-            and any(
-                c["type"] == "Ready" and c["status"] == "True"
-                for c in pod.get("status", {}).get("conditions") or []
-            )
-        ]
-
     def wait_for_servers(self, revision: str, count: int = 2) -> None:
-        wait_until(
-            lambda: len(self.ready_pods(revision)) >= count,
-            180,
-            f"{count} Ready pods of {revision} on {NODE_NAME}",
-        )
+        def ready() -> int:
+            return sum(
+                1 for e in self.pods.endpoints().values() if e.revision == revision and e.healthy
+            )
+
+        wait_until(lambda: ready() >= count, 180, f"{count} Ready pods of {revision}")
