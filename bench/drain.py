@@ -550,6 +550,11 @@ def main() -> int:
         help="where the pods run: the harness's processes on a kwok node (default), or "
         "containers on the real node (needs `make images` and Debian's containerd)",
     )
+    parser.add_argument(
+        "--cluster",
+        help="the local cluster to run on (started if not running; default: one per engine "
+        "and mode, so that runs can go side by side)",
+    )
     parser.add_argument("--keep-cluster", action="store_true")
     args = parser.parse_args()
     if args.node == "real" and (args.engine, args.gateway) != ("torch", "traefik"):
@@ -561,8 +566,7 @@ def main() -> int:
     # Stopped with SIGTERM (e.g. from a background job, where SIGINT is ignored), still clean up.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
-    # A cluster per engine and mode, so that runs can go side by side.
-    cluster_name = (
+    cluster_name = args.cluster or (
         f"bench-drain-{args.engine}{'-off' if args.no_drain else ''}"
         f"{ {'promotion': '', 'rollback': '-rb', 'scaledown': '-sd'}[args.leave] }"
         f"{'-real' if args.node == 'real' else ''}"
