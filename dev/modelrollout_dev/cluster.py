@@ -311,7 +311,7 @@ def _install_manifests(state: ClusterState, documents: list[dict[str, object]]) 
 
 
 def _install_gateway_api(state: ClusterState) -> None:
-    files = toolchain.gateway_api_crd_files()
+    files = [*toolchain.gateway_api_crd_files(), *toolchain.inference_extension_crd_files()]
     args = ["apply", "--server-side", "--force-conflicts"]
     for path in files:
         args += ["-f", str(path)]

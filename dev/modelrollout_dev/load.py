@@ -59,25 +59,29 @@ class BackgroundLoad:
         self.model = model
         self.headers = headers or {}
         self.answers: Counter[tuple[str, str]] = Counter()
+        # (time.monotonic() when sent, revision, status) of every answer, in arrival order.
+        self._timeline: list[tuple[float, str, str]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(workers)]
 
-    def _count(self, revision: str, status: str) -> None:
+    def _count(self, sent: float, revision: str, status: str) -> None:
         with self._lock:
             self.answers[(revision, status)] += 1
+            self._timeline.append((sent, revision, status))
 
     def _run(self) -> None:
         body = {"model": self.model, "prompt": "A model rollout", "max_tokens": 4, "temperature": 0}
         with httpx.Client(timeout=30, headers=self.headers) as http:
             while not self._stop.is_set():
+                sent = time.monotonic()
                 try:
                     response = http.post(f"{self.url}/v1/completions", json=body)
                 except httpx.HTTPError as error:
-                    self._count("none", type(error).__name__)
+                    self._count(sent, "none", type(error).__name__)
                     continue
                 self._count(
-                    served_revision(response.headers, self.model), str(response.status_code)
+                    sent, served_revision(response.headers, self.model), str(response.status_code)
                 )
 
     def count(self, revision: str, status: str) -> int:
@@ -87,6 +91,12 @@ class BackgroundLoad:
     def snapshot(self) -> dict[tuple[str, str], int]:
         with self._lock:
             return dict(self.answers)
+
+    def sent_since(self, moment: float) -> list[tuple[float, str, str]]:
+        """(sent at, revision, status) of the answers to requests sent after `moment`
+        (time.monotonic()), in the order they were sent."""
+        with self._lock:
+            return sorted(answer for answer in self._timeline if answer[0] > moment)
 
     def start(self) -> BackgroundLoad:
         for thread in self._threads:

@@ -32,6 +32,9 @@ KUBERNETES_VERSION = "v1.34.4"
 ETCD_VERSION = "v3.6.5"
 KWOK_VERSION = "v0.7.0"
 GATEWAY_API_VERSION = "v1.4.1"
+# InferencePool (inference.networking.k8s.io/v1), which router inferencePool writes.
+INFERENCE_EXTENSION_MODULE = "sigs.k8s.io/gateway-api-inference-extension"
+INFERENCE_EXTENSION_VERSION = "v1.6.2"
 HELM_VERSION = "v3.22.0"
 # Argo CD v3.6 needs go >= 1.27 (newer than this machine's); Go fetches this one from the proxy.
 ARGOCD_GO_TOOLCHAIN = "go1.27.4"
@@ -549,6 +552,12 @@ def gateway_api_crd_files() -> list[Path]:
         if not path.name.endswith("_httproutes.yaml")
     )
     return [*standard, crd_dir / "experimental" / "gateway.networking.k8s.io_httproutes.yaml"]
+
+
+def inference_extension_crd_files() -> list[Path]:
+    """Gateway API Inference Extension's InferencePool CRD, from its Go module."""
+    crd_dir = module_dir(INFERENCE_EXTENSION_MODULE, INFERENCE_EXTENSION_VERSION) / "config" / "crd"
+    return [crd_dir / "bases" / "inference.networking.k8s.io_inferencepools.yaml"]
 
 
 def ensure_helm() -> Path:

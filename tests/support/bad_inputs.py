@@ -99,6 +99,14 @@ def setting(path: str, value: Any) -> Mutation:
     return mutate
 
 
+def inference_pool_traffic(section: dict[str, Any]) -> dict[str, Any]:
+    """traffic for router inferencePool: one inference gateway, and `section` over it."""
+    return {
+        "router": "inferencePool",
+        "inferencePool": {"parentRefs": [{"name": "igw"}], **section},
+    }
+
+
 def appending(path: str, make: Callable[[dict[str, Any]], Any]) -> Mutation:
     """Append `make(spec)` to the list at `path`."""
 
@@ -313,6 +321,19 @@ CASES: list[BadInput] = [
         setting("strategy.canary.abortScaleDownDelay", "9000h"),
         "operator",
         "spec.strategy.canary.abortScaleDownDelay",
+    ),
+    BadInput(
+        "rollbackWindow of 0s",
+        setting("strategy.canary.rollbackWindow", {"duration": "0s"}),
+        "operator",
+        "spec.strategy.canary.rollbackWindow.duration",
+        "at least 1s",
+    ),
+    BadInput(
+        "rollbackWindow keeping 0% of the replicas",
+        setting("strategy.canary.rollbackWindow", {"duration": "30m", "replicaPercent": 0}),
+        "api",
+        "spec.strategy.canary.rollbackWindow.replicaPercent",
     ),
     BadInput(
         "check window of 10^11 hours",
@@ -728,6 +749,46 @@ CASES: list[BadInput] = [
         setting("traffic.gatewayAPI.parentRefs", [{"name": "gw"}, {"name": "gw"}]),
         "operator",
         "spec.traffic.gatewayAPI.parentRefs[1]",
+        "referenced twice",
+    ),
+    BadInput(
+        "router inferencePool without an inference gateway",
+        setting("traffic", {"router": "inferencePool"}),
+        "api",
+        "spec.traffic.inferencePool.parentRefs",
+        "at least one",
+    ),
+    BadInput(
+        "an endpoint picker Service without its port",
+        setting("traffic", inference_pool_traffic({"endpointPickerRef": {"name": "epp"}})),
+        "api",
+        "spec.traffic.inferencePool.endpointPickerRef.port",
+        "required when kind is Service",
+    ),
+    BadInput(
+        "an endpoint picker failure mode that does not exist",
+        setting(
+            "traffic",
+            inference_pool_traffic(
+                {
+                    "endpointPickerRef": {
+                        "name": "e",
+                        "port": {"number": 9002},
+                        "failureMode": "Open",
+                    }
+                }
+            ),
+        ),
+        "api",
+        "spec.traffic.inferencePool.endpointPickerRef.failureMode",
+    ),
+    BadInput(
+        "the same inference gateway twice",
+        setting(
+            "traffic", inference_pool_traffic({"parentRefs": [{"name": "gw"}, {"name": "gw"}]})
+        ),
+        "operator",
+        "spec.traffic.inferencePool.parentRefs[1]",
         "referenced twice",
     ),
     # -- duplicate keys: YAML allows them, strict decoding refuses them ------------

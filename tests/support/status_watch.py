@@ -221,11 +221,27 @@ class StatusWatch(ObjectWatch):
         return self
 
 
-def steps_walked(states: list[State]) -> list[int]:
-    """The canary steps in the order the rollout was at them, each run of one step once."""
+def steps_walked(states: list[State], steps: list[dict[str, Any]] | None = None) -> list[int]:
+    """The canary steps in the order the rollout was at them, each run of one step once.
+
+    With `steps`: a weight step done in the status write that sets its weight (a
+    router with exact weights) never shows as the current step; the write shows
+    the step after it (or promotion) at that weight, which counts as walking it.
+    """
     walked: list[int] = []
-    for phase, step, _ in states:
-        if phase in ("Progressing", "Paused") and step is not None and step not in walked[-1:]:
+    for phase, step, weight in states:
+        walking = phase in ("Progressing", "Paused") and step is not None
+        if steps is not None and walked and (walking or phase in ("Promoting", "Succeeded")):
+            reached = step if walking and step is not None else len(steps)
+            skipped = range(walked[-1] + 1, reached)
+            set_weights = [steps[i].get("setWeight") for i in skipped]
+            if (
+                set_weights
+                and None not in set_weights
+                and (not walking or weight == set_weights[-1])
+            ):
+                walked.extend(skipped)
+        if walking and step is not None and step not in walked[-1:]:
             walked.append(step)
     return walked
 

@@ -23,6 +23,15 @@ EXPECTED_ROLLOUT_RULES = {
     ("", "pods"): {"list", "patch"},
     ("discovery.k8s.io", "endpointslices"): {"list", "watch"},
     ("gateway.networking.k8s.io", "httproutes"): {"get", "list", "watch", "create", "patch"},
+    # Router inferencePool: one per live revision, replaced when its spec drifts.
+    ("inference.networking.k8s.io", "inferencepools"): {
+        "get",
+        "list",
+        "watch",
+        "create",
+        "update",
+        "delete",
+    },
     # Quality-gate evaluation steps; the suite's ConfigMap is mounted, never read.
     ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
     # One per live revision, sized as its replicas change, deleted with it.

@@ -47,6 +47,18 @@ def analysis_active(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> bool:
     )
 
 
+def awaits_traffic(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> bool:
+    """A live canary that no request reaches yet: its checks stay Pending, nothing is queried."""
+    # A blue-green preview has no user traffic by design: its pre-promotion checks
+    # run anyway, against what test traffic it gets.
+    return (
+        status.phase in ACTIVE_CANARY_PHASES
+        and status.weights.canary == 0
+        and status.weights.mirror == 0
+        and spec.strategy.blue_green is None
+    )
+
+
 def analysis_due(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> bool:
     """Whether this tick should query: active, and `interval` since the last evaluation."""
     if not analysis_active(spec, status):
@@ -71,11 +83,7 @@ def evaluate(
     """
     if not spec.analysis.checks and not spec.analysis.alerts:
         return (), AnalysisVerdict.healthy()
-    # A blue-green preview has no user traffic by design: its pre-promotion checks
-    # run anyway, against what test traffic it gets.
-    preview = spec.strategy.blue_green is not None
-    no_traffic = status.weights.canary == 0 and status.weights.mirror == 0
-    if status.phase in ACTIVE_CANARY_PHASES and no_traffic and not preview:
+    if awaits_traffic(spec, status):
         return pending_checks(spec.analysis), AnalysisVerdict.pending(
             "the canary receives no traffic yet"
         )

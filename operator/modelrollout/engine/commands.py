@@ -13,7 +13,7 @@ from typing import Any
 
 from modelrollout.kube.labels import ANNOTATION_PREFIX
 
-COMMANDS = ("promote", "promote-full", "abort", "pause", "resume", "retry")
+COMMANDS = ("promote", "promote-full", "abort", "pause", "resume", "retry", "rollback")
 
 
 def annotation_for(command: str) -> str:

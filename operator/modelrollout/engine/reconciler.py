@@ -54,10 +54,12 @@ from modelrollout.engine.load import converge_load, load_services
 from modelrollout.engine.parsed_specs import ParsedSpecs
 from modelrollout.engine.podspec import build_pod_metadata, build_pod_spec
 from modelrollout.engine.revision import revision_of, revision_to_mark, serving_revision
+from modelrollout.engine.step_event import fold_events
 from modelrollout.engine.strategies import canary
 from modelrollout.engine.strategies.bluegreen import is_blue_green
 from modelrollout.engine.strategies.desired import (
     may_start_canary,
+    promoted,
     revision_plan,
     route_weight,
     status_to_write,
@@ -84,7 +86,13 @@ from modelrollout.models import (
 )
 from modelrollout.models.status import CheckStatus, GpuUsage
 from modelrollout.traffic import router_for
-from modelrollout.traffic.base import AchievedWeights, Backends, routed_condition
+from modelrollout.traffic.base import (
+    AchievedWeights,
+    Backends,
+    Capability,
+    TrafficRouter,
+    routed_condition,
+)
 
 EventSink = Callable[[str, str, str], None]
 logger = logging.getLogger("modelrollout")
@@ -286,6 +294,7 @@ class Reconciler:
             generation=generation,
             stable=observe(status.stable_revision),
             canary=observe(status.canary_revision),
+            previous=observe(status.previous_revision),
             achieved_weights=achieved_pair,
             analysis=verdict,
             commands=observed_commands,
@@ -297,7 +306,8 @@ class Reconciler:
             router_capabilities=router.capabilities,
         )
         decision = canary.decide(spec, status.with_checks(checks), observations)
-        events = [*check_events(status.checks, checks), *decision.events]
+        changed_checks = check_events(status.checks, checks)
+        events = [*changed_checks, *decision.events]
         new_status = status_to_write(
             decision.status,
             commands,
@@ -311,14 +321,21 @@ class Reconciler:
         )
 
         if decision.rollback_now and backends is not None:
+            if decision.status.stable_revision != status.stable_revision:
+                # A rollback in the rollback window: the revision kept warm is stable again.
+                backends = self._backends(rollout, spec, decision.status) or backends
             router.set_weights(replace(backends, mirror_percent=0), 0)
         if new_status != status:
             self._write_or_keep(rollout, stored, new_status, now)
-        for event_type, reason, message in events:
-            post_event(event_type, reason, message)
+        # One Event for the tick, not one per thing it did: one API write (step_event.py).
+        tick_event = fold_events(changed_checks, decision.events)
+        if tick_event is not None:
+            post_event(*tick_event)
         self._metrics.observe_tick(rollout.namespace, rollout.name, status, new_status, events)
         try:
-            resized = self._converge(rollout, spec, spec_revision, new_status, deployments, now)
+            resized = self._converge(
+                rollout, spec, spec_revision, status, new_status, deployments, now
+            )
         except InvalidSpecError as error:
             self._refused[rollout.uid] = (spec_revision, error)
             message = f"{error.field_path}: {error.message}"
@@ -408,6 +425,7 @@ class Reconciler:
             canary_weight=status.weights.canary,
             blue_green=is_blue_green(spec),
             mirror_percent=status.weights.mirror,
+            kept=status.previous_revision,
         )
 
     def _analyze(
@@ -432,12 +450,19 @@ class Reconciler:
         rollout: RolloutRef,
         spec: ModelRolloutSpec,
         spec_revision: str,
+        before: ModelRolloutStatus,
         status: ModelRolloutStatus,
         deployments: dict[str, dict[str, Any]],
         now: datetime,
     ) -> list[ForeignScale]:
         """Apply what the tick decided; the Deployments someone else resized meanwhile."""
         router = router_for(spec.traffic.router, self._api)
+        backends = self._backends(rollout, spec, status)
+        # A promotion with exact weights may move traffic off the old revision in the tick
+        # that deletes its pods: the route goes to the promoted revision alone first.
+        route_first = promoted(before, status) and Capability.EXACT_WEIGHTS in router.capabilities
+        if route_first and backends is not None:
+            self._route(router, backends, status)
         unmarked = revision_to_mark(spec, deployments)
         if unmarked is not None:
             mark_spec_revision(self._api, rollout, unmarked, revision_of(spec))
@@ -455,14 +480,16 @@ class Reconciler:
         converge_disruption_budgets(
             self._api, rollout, plan if spec.disruption_budget.enabled else []
         )
-        backends = self._backends(rollout, spec, status)
-        if backends is None:
-            return resized
+        if backends is not None and not route_first:
+            self._route(router, backends, status)
+        return resized
+
+    @staticmethod
+    def _route(router: TrafficRouter, backends: Backends, status: ModelRolloutStatus) -> None:
         router.reconcile(backends)
         weight = route_weight(status)
         if weight is not None:
             router.set_weights(backends, weight)
-        return resized
 
 
 def _scale(

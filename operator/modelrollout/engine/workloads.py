@@ -28,6 +28,7 @@ def plan_revisions(
     shift_min_stable: int | None = None,
     blue_green: bool = False,
     previous: str | None = None,
+    previous_replicas: int | None = None,
 ) -> list[DesiredRevision]:
     """Stable keeps all its replicas (surge) while it has traffic; the canary is sized by weight.
 
@@ -43,8 +44,10 @@ def plan_revisions(
     canary its GPUs: it loses a replica for each canary replica, down to that floor.
 
     Blue-green runs both colors at full size while the new one is serving, so
-    a switch either way is one routing write; `previous` (the color the last
-    promotion switched away from) stays at full size until status lets it go.
+    a switch either way is one routing write; `previous` (the revision the last
+    promotion moved traffic away from) stays, with `previous_replicas` (default:
+    full size), until status lets it go: blue-green's previous color, or a
+    canary's previous stable during its rollback window.
     """
     plan: list[DesiredRevision] = []
     if blue_green and stable is not None and canary is not None and canary != stable:
@@ -53,7 +56,8 @@ def plan_revisions(
             plan.append(DesiredRevision(canary, ROLE_CANARY, replicas if canary_serving else 0))
         return plan
     if previous is not None and previous not in (stable, canary):
-        plan.append(DesiredRevision(previous, ROLE_PREVIOUS, replicas))
+        kept = replicas if previous_replicas is None else previous_replicas
+        plan.append(DesiredRevision(previous, ROLE_PREVIOUS, kept))
     if stable is not None:
         stable_replicas = replicas if stable_weight > 0 else 0
         if stable_replicas and shift_min_stable is not None and canary_serving and canary:

@@ -32,7 +32,7 @@ from modelrollout.engine.reconciler import Reconciler
 from modelrollout.engine.timing import progress_marker, tick_period
 from modelrollout.kube.api import MODELROLLOUTS, KubeApi, KubeApiError
 from modelrollout.kube.cache import CachedKubeApi
-from modelrollout.kube.events import EVENTS, build_event
+from modelrollout.kube.events import EventRecorder
 from modelrollout.kube.labels import ANNOTATION_PREFIX, FINALIZER, GROUP, PLURAL, VERSION
 from modelrollout.leader import LeaseElector
 from modelrollout.metrics import OperatorMetrics
@@ -72,18 +72,17 @@ def _api_client(settings: OperatorSettings) -> client.ApiClient:
 
 
 def _tick(
-    api: KubeApi, reconciler: Reconciler, elector: LeaseElector | None, body: dict[str, Any]
+    events: EventRecorder,
+    reconciler: Reconciler,
+    elector: LeaseElector | None,
+    body: dict[str, Any],
 ) -> None:
     if elector is not None and not elector.is_leader:
         return
 
     def post_event(event_type: str, reason: str, message: str) -> None:
         try:
-            api.create(
-                EVENTS,
-                body["metadata"]["namespace"],
-                build_event(body, event_type, reason, message),
-            )
+            events.post(body, event_type, reason, message)
         except KubeApiError as error:  # an Event lost is no reason to stop a rollout
             logger.warning("could not post event %s: %s", reason, error)
 
@@ -169,7 +168,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     else:
         metrics.leader.set(1)
     scheduler = TickScheduler(
-        partial(_tick, api, reconciler, elector),
+        partial(_tick, EventRecorder(api), reconciler, elector),
         operator_settings.concurrent_ticks,
         partial(_tick_period, reconciler, operator_settings, elector),
     )

@@ -32,6 +32,7 @@ from modelrollout.kube.api import (
     DEPLOYMENTS,
     ENDPOINT_SLICES,
     HTTPROUTES,
+    INFERENCE_POOLS,
     JOBS,
     NODES,
     POD_DISRUPTION_BUDGETS,
@@ -56,6 +57,7 @@ CACHED_RESOURCES: tuple[Resource, ...] = (
     ENDPOINT_SLICES,
     JOBS,
     POD_DISRUPTION_BUDGETS,
+    INFERENCE_POOLS,
 )
 # Watched in every namespace, every object (pods carry no managed-by label).
 CLUSTER_CACHED_RESOURCES: tuple[Resource, ...] = (NODES, PODS)

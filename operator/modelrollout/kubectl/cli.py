@@ -2,8 +2,8 @@
 
 Installed as the console script `kubectl-modelrollout`, which kubectl runs as
 the plugin `kubectl modelrollout`. Commands (promote, abort, pause, resume,
-retry) set an annotation to a fresh nonce (engine/commands.py) and never
-touch the spec; `undo` is the one command that edits the spec, putting an
+retry, rollback) set an annotation to a fresh nonce (engine/commands.py) and
+never touch the spec; `undo` is the one command that edits the spec, putting an
 earlier revision's model and runtime back, as `kubectl rollout undo` does.
 Errors go to stderr as `error: ...` and exit 1, as kubectl's do.
 """
@@ -49,6 +49,7 @@ DONE = {
     "pause": "paused",
     "resume": "resumed",
     "retry": "retried",
+    "rollback": "rolled back to the revision kept warm",
 }
 
 
@@ -192,7 +193,7 @@ def cmd_list(target: Target, args: argparse.Namespace) -> int:
 def cmd_command(target: Target, args: argparse.Namespace) -> int:
     command = "promote-full" if args.command == "promote" and args.full else args.command
     rollout = Rollout.of(target.rollout(args.name))
-    reason = refusal(rollout, command)
+    reason = refusal(rollout, command, _now())
     if reason is not None:
         raise CliError(f"{target.where(args.name)}: {reason}")
     # Any value the operator has not handled yet is a new command: time for humans, hex for luck.
@@ -203,7 +204,10 @@ def cmd_command(target: Target, args: argparse.Namespace) -> int:
         args.name,
         {"metadata": {"annotations": {annotation_for(command): nonce}}},
     )
-    print(f"modelrollout.dev/{args.name} {DONE[command]}")
+    done = DONE[command]
+    if command == "rollback":
+        done += f" {rollout.status.previous_revision} ({rollout.status.previous_model})"
+    print(f"modelrollout.dev/{args.name} {done}")
     return 0
 
 
@@ -286,6 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
         ("pause", "hold the canary at its current step"),
         ("resume", "continue a paused canary"),
         ("retry", "start a rolled-back canary again from step 1"),
+        (
+            "rollback",
+            "within the rollback window after a promotion: all traffic back to the previous "
+            "revision, kept warm, in one write (no steps, no model load)",
+        ),
     ):
         add(name, cmd_command, help_text).add_argument("name", metavar="NAME")
     history = add("history", cmd_history, "the revisions rolled out, newest first")

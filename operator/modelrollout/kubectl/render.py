@@ -201,11 +201,23 @@ def render_get(
         f"Weights:     stable {weights.stable}%   canary {weights.canary}%   "
         f"mirror {weights.mirror}%"
     )
+    lines += _rollback_window(status, now)
     lines += _checks(rollout, now)
     lines += _gates(status)
     lines += _conditions(status, now)
     lines += _events(events, now)
     return "\n".join(lines)
+
+
+def _rollback_window(status: ModelRolloutStatus, now: datetime) -> list[str]:
+    until = status.previous_scale_down_at
+    if status.previous_revision is None or until is None:
+        return []
+    left = f"in {human_duration((until - now).total_seconds())}" if until > now else "ending"
+    return [
+        f"Rollback:    revision {status.previous_revision} kept warm until {timestamp(until)} "
+        f"({left}): `kubectl modelrollout rollback` moves all traffic back to it"
+    ]
 
 
 def _model_name(rollout: Rollout, revision: str) -> str:
@@ -375,13 +387,23 @@ def recent_events(
     return sorted(events, key=order)[-limit:] if limit > 0 else []
 
 
+def _event_age(event: dict[str, Any], now: datetime) -> str:
+    """As `kubectl describe` shows an Event that occurred more than once: `2m (x3 over 10m)`."""
+    last = age(_event_time(event), now)
+    count = event.get("count")
+    first = parse_time(event.get("firstTimestamp"))
+    if not isinstance(count, int) or count < 2 or first is None:
+        return last
+    return f"{last} (x{count} over {age(first, now)})"
+
+
 def _events(events: Sequence[dict[str, Any]], now: datetime) -> list[str]:
     recent = recent_events(events)
     if not recent:
         return []
     rows = [
         [
-            age(_event_time(event), now),
+            _event_age(event, now),
             str(event.get("type", "")),
             str(event.get("reason", "")),
             str(event.get("message", "")),
@@ -436,9 +458,9 @@ def render_history(rollout: Rollout) -> str:
 # -- commands -------------------------------------------------------------------
 
 
-def refusal(rollout: Rollout, command: str) -> str | None:
+def refusal(rollout: Rollout, command: str, now: datetime | None = None) -> str | None:
     """Why `command` would do nothing now, or None when the operator will act on it."""
-    reason = command_refusal(command, rollout.status, rollout.spec_revision)
+    reason = command_refusal(command, rollout.status, rollout.spec_revision, now)
     if reason is not None and not rollout.seen_by_operator:
         reason += (
             f" (the operator has not yet seen generation {rollout.generation}; "

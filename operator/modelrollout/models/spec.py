@@ -750,6 +750,52 @@ class GatewayAPI(SpecModel):
     """Host names the route matches, as an HTTPRoute's hostnames; empty: those of the parent."""
 
 
+class PortNumber(SpecModel):
+    number: Annotated[int, Field(ge=1, le=65535)]
+    """The port number."""
+
+
+class EndpointPickerRef(SpecModel):
+    """The Gateway API Inference Extension's endpointPickerRef, as an InferencePool has it."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            rule(
+                "(has(self.kind) && self.kind != 'Service') || has(self.port)",
+                "traffic.inferencePool.endpointPickerRef.port is required when kind is Service "
+                "(the default)",
+                ".port",
+            )
+        )
+    )
+
+    group: Annotated[str, Field(max_length=253, pattern=GROUP_PATTERN)] | None = None
+    """API group of the endpoint picker's object; default: "" (the core group, a Service)."""
+    kind: Annotated[str, Field(min_length=1, max_length=63, pattern=KIND_PATTERN)] | None = None
+    """Kind of the endpoint picker's object; default: Service."""
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+    """Name of the endpoint picker's object (its Service) in the rollout's namespace."""
+    port: PortNumber | None = None
+    """The endpoint picker's port (the Service's port, not its target port); required for a
+    Service."""
+    failure_mode: Literal["FailOpen", "FailClose"] | None = None
+    """What the gateway does while the endpoint picker does not answer: FailOpen sends the request
+    to a pod it chooses itself, FailClose (the default) refuses it."""
+
+
+class InferencePoolRouting(SpecModel):
+    parent_refs: Annotated[list[ParentRef], Field(max_length=32)] = []
+    """Inference gateways (or their listeners) the route attaches to, as an HTTPRoute's
+    parentRefs: gateways whose implementation routes to InferencePools; router inferencePool needs
+    at least one."""
+    hostnames: Annotated[list[Hostname], Field(max_length=16)] = []
+    """Host names the route matches, as an HTTPRoute's hostnames; empty: those of the parent."""
+    endpoint_picker_ref: EndpointPickerRef | None = None
+    """The endpoint picker (EPP) each revision's InferencePool names: the extension the gateway
+    asks which of the pool's pods serves a request. Unset: the pools name none, which only some
+    gateways accept."""
+
+
 class Traffic(SpecModel):
     """The router (traffic/__init__.py) and its settings: the section named like it."""
 
@@ -761,16 +807,27 @@ class Traffic(SpecModel):
                 "traffic.router gatewayAPI needs traffic.gatewayAPI.parentRefs: "
                 "at least one Gateway to attach to",
                 ".gatewayAPI.parentRefs",
-            )
+            ),
+            rule(
+                "!has(self.router) || self.router != 'inferencePool' || (has(self.inferencePool) "
+                "&& has(self.inferencePool.parentRefs) && size(self.inferencePool.parentRefs) > 0)",
+                "traffic.router inferencePool needs traffic.inferencePool.parentRefs: "
+                "at least one inference gateway to attach to",
+                ".inferencePool.parentRefs",
+            ),
         )
     )
 
-    router: Literal["service", "gatewayAPI"] = "service"
+    router: Literal["service", "gatewayAPI", "inferencePool"] = "service"
     """service: one Service over the pods of every revision, the weight approximated by the canary's
     share of ready pods (works on any cluster); gatewayAPI: an HTTPRoute owned by the operator
-    with exact weights (needed for shadow)."""
+    with exact weights (needed for shadow); inferencePool: one InferencePool per revision and an
+    HTTPRoute weighting them exactly (Gateway API Inference Extension; needs an inference
+    gateway)."""
     gateway_api: GatewayAPI | None = Field(default=None, alias="gatewayAPI")
     """The HTTPRoute the operator creates with router gatewayAPI."""
+    inference_pool: InferencePoolRouting | None = None
+    """The InferencePools and the HTTPRoute the operator creates with router inferencePool."""
 
     def router_settings(self) -> dict[str, Any]:
         """The chosen router's section as written (camelCase); {} for a router without one."""
@@ -848,6 +905,17 @@ class CanaryStep(SpecModel):
         return "analysis" if self.analysis is not None else "evaluation"
 
 
+class RollbackWindow(SpecModel):
+    duration: Duration
+    """How long after a promotion the previous stable revision stays up without traffic, so that
+    `kubectl modelrollout rollback` moves all traffic back to it in one write, with no model
+    load. A new revision rolled out meanwhile ends the window at once."""
+    replica_percent: Annotated[int, Field(ge=1, le=100)] = 100
+    """The share of runtime.replicas the previous revision keeps during the window, rounded up, at
+    least one pod. A rollback sends it all traffic at once, then scales it back to
+    runtime.replicas: below 100 it serves everything with fewer pods until they load."""
+
+
 class CanaryStrategy(SpecModel):
     steps: Annotated[list[CanaryStep], Field(min_length=1, max_length=MAX_STEPS)]
     """The steps, in order; each sets exactly one of setWeight, pause, analysis, evaluation."""
@@ -855,6 +923,9 @@ class CanaryStrategy(SpecModel):
     """How long the pods of a rolled-back or aborted canary are kept, without traffic, for a retry
     or inspection (router gatewayAPI; with router service a kept pod would still get traffic, so
     it goes at once)."""
+    rollback_window: RollbackWindow | None = None
+    """Keep the previous stable revision warm after a promotion, for a rollback without a model
+    load (status.previousRevision until status.previousScaleDownAt); unset: it goes at once."""
 
 
 class PostPromotionAnalysis(SpecModel):
@@ -1409,6 +1480,12 @@ def _semantic_errors(spec: ModelRolloutSpec) -> Iterator[tuple[str, str]]:
         yield "spec.strategy", "set exactly one of canary, blueGreen, shadow"
     if spec.strategy.canary is not None:
         yield from _step_errors("spec.strategy.canary.steps", spec.strategy.canary.steps)
+        window = spec.strategy.canary.rollback_window
+        if window is not None and parse_duration(window.duration) < 1:
+            yield (
+                "spec.strategy.canary.rollbackWindow.duration",
+                "must be at least 1s (leave rollbackWindow out for no window)",
+            )
     shadow = spec.strategy.shadow
     if shadow is not None and shadow.canary_steps is not None:
         if shadow.then != "canary":
@@ -1428,7 +1505,10 @@ def _semantic_errors(spec: ModelRolloutSpec) -> Iterator[tuple[str, str]]:
             "router gatewayAPI needs at least one parentRef (the Gateway to attach to)",
         )
     if spec.traffic.gateway_api is not None:
-        yield from _parent_ref_errors(spec.traffic.gateway_api.parent_refs)
+        yield from _parent_ref_errors(
+            "spec.traffic.gatewayAPI.parentRefs", spec.traffic.gateway_api.parent_refs
+        )
+    yield from _inference_pool_errors(spec)
     yield from _analysis_errors(spec.analysis)
     if spec.runtime.min_stable_replicas is not None and (
         spec.runtime.min_stable_replicas > spec.runtime.replicas
@@ -1599,7 +1679,26 @@ def _tensor_parallel_errors(spec: ModelRolloutSpec) -> Iterator[tuple[str, str]]
         )
 
 
-def _parent_ref_errors(parent_refs: Sequence[ParentRef]) -> Iterator[tuple[str, str]]:
+def _inference_pool_errors(spec: ModelRolloutSpec) -> Iterator[tuple[str, str]]:
+    routing = spec.traffic.inference_pool
+    if spec.traffic.router == "inferencePool" and (routing is None or not routing.parent_refs):
+        yield (
+            "spec.traffic.inferencePool.parentRefs",
+            "router inferencePool needs at least one parentRef (the inference gateway to "
+            "attach to)",
+        )
+    if routing is None:
+        return
+    yield from _parent_ref_errors("spec.traffic.inferencePool.parentRefs", routing.parent_refs)
+    picker = routing.endpoint_picker_ref
+    if picker is not None and picker.kind in (None, "Service") and picker.port is None:
+        yield (
+            "spec.traffic.inferencePool.endpointPickerRef.port",
+            "is required when kind is Service (the default): the endpoint picker Service's port",
+        )
+
+
+def _parent_ref_errors(path: str, parent_refs: Sequence[ParentRef]) -> Iterator[tuple[str, str]]:
     """Gateway API's rule: references to one parent differ by sectionName or port."""
     seen: dict[tuple[str, str, str, str], list[tuple[str, int]]] = {}
     for index, ref in enumerate(parent_refs):
@@ -1614,7 +1713,7 @@ def _parent_ref_errors(parent_refs: Sequence[ParentRef]) -> Iterator[tuple[str, 
         shape = (bool(listener[0]), bool(listener[1]))
         if listener in others or any((bool(s), bool(p)) != shape for s, p in others):
             yield (
-                f"spec.traffic.gatewayAPI.parentRefs[{index}]",
+                f"{path}[{index}]",
                 f"{ref.name!r} is referenced twice: references to one parent need distinct "
                 "sectionName or port, set on all of them",
             )

@@ -199,10 +199,14 @@ class ModelRolloutStatus(StatusModel):
     aborted_at: datetime | None = None
     """When the canary was last rolled back or aborted (abortScaleDownDelay counts from here)."""
     previous_revision: str | None = None
-    """Blue-green: the color the last promotion switched away from, kept at full size until
-    previousScaleDownAt so that switching back is instant."""
+    """The revision the last promotion moved traffic away from, kept warm without traffic until
+    previousScaleDownAt: blue-green's previous color (at full size, for scaleDownDelay) or a
+    canary's previous stable (strategy.canary.rollbackWindow), to which `kubectl modelrollout
+    rollback` moves all traffic back in one write."""
+    previous_model: str | None = None
+    """spec.model.uri of the previous revision."""
     previous_scale_down_at: datetime | None = None
-    """Blue-green: when the previous color is scaled down."""
+    """When the previous revision is scaled down: the end of the rollback window."""
     weights: Weights = Weights()
     """The traffic percentages the operator asks the router for."""
     gpus: GpuUsage | None = None

@@ -10,11 +10,13 @@ from __future__ import annotations
 from modelrollout.kube.api import KubeApi
 from modelrollout.traffic.base import Capability, RouterCapabilities, TrafficRouter
 from modelrollout.traffic.gatewayapi import GatewayAPIRouter
+from modelrollout.traffic.inferencepool import InferencePoolRouter
 from modelrollout.traffic.service import ServiceRouter
 
 ROUTERS: dict[str, type[TrafficRouter]] = {
     "service": ServiceRouter,
     "gatewayAPI": GatewayAPIRouter,
+    "inferencePool": InferencePoolRouter,
 }
 
 

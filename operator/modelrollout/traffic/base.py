@@ -57,6 +57,9 @@ class Backends:
     blue_green: bool = False
     # Shadow: percent of requests copied to the canary, whose answers nobody sees.
     mirror_percent: int = 0
+    # A revision kept warm without traffic after a promotion (status.previousRevision): a
+    # router with per-revision Services keeps its Service, so moving traffic back is one write.
+    kept: str | None = None
 
 
 @dataclass(frozen=True)

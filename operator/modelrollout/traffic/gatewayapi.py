@@ -5,8 +5,8 @@ weights; it attaches to the user's Gateway through `parentRefs`. A backend is
 added only once its Service has Ready endpoints, so a weight never points at
 a revision that cannot answer. For a shadow, the rule gets a RequestMirror
 filter (Gateway API's `percent`) copying requests to the canary's Service.
-A revision's Service is deleted once the revision is neither stable nor
-canary and the route no longer names it.
+A revision's Service is deleted once the revision is neither stable, canary
+nor kept warm for a rollback, and the route no longer names it.
 For blue-green, `<name>-preview` routes requests carrying the header
 `x-modelrollout-preview: true` on the same parents and hostnames to the new
 color (a header match is more specific, so it wins over the main route).
@@ -182,7 +182,7 @@ class GatewayAPIRouter:
 
     def _ensure_services(self, backends: Backends) -> None:
         rollout = backends.rollout
-        for revision in (backends.stable, backends.canary):
+        for revision in (backends.stable, backends.canary, backends.kept):
             if revision is None:
                 continue
             name = revision_object_name(rollout.name, revision)
@@ -204,7 +204,7 @@ class GatewayAPIRouter:
         keep = {name for name, _ in weights} | {name for name, _ in mirrors}
         keep |= {
             revision_object_name(rollout.name, revision)
-            for revision in (backends.stable, backends.canary)
+            for revision in (backends.stable, backends.canary, backends.kept)
             if revision is not None
         }
         retire_revision_services(self._api, rollout, keep)

@@ -162,6 +162,8 @@ class World:
     analysis: AnalysisVerdict = HEALTHY
     capacity_shortfall: str | None = None
     evaluation: EvaluationResult | None = None
+    # Ready pods of the revision a promotion keeps warm (status.previousRevision).
+    previous_ready: int = 2
 
 
 @dataclass
@@ -203,6 +205,9 @@ class Rollout:
         stable = None
         if self.status.stable_revision is not None:
             stable = RevisionObservation(self.status.stable_revision, 2, world.stable_ready)
+        previous = None
+        if self.status.previous_revision is not None:
+            previous = RevisionObservation(self.status.previous_revision, 2, world.previous_ready)
         achieved = (
             world.achieved_canary
             if world.achieved_canary is not None
@@ -222,6 +227,7 @@ class Rollout:
             router_capabilities=capabilities_of(self.spec.traffic.router)
             if self.router_capabilities is None
             else self.router_capabilities,
+            previous=previous,
         )
 
     def tick(self, after: float = 0, commands: Commands | None = None) -> Decision:

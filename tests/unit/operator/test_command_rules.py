@@ -83,6 +83,8 @@ def paused_by_breach(spec: dict[str, Any]) -> Rollout:
 def promoting(spec: dict[str, Any]) -> Rollout:
     rollout = started(spec)
     rollout.world.achieved_canary = 50  # the router lags: promotion waits for it
+    # One of the canary's two pods: promotion scales it up first, it does not end at once.
+    rollout.world.canary_desired = rollout.world.canary_ready = 1
     rollout.command(promote_full=True)
     return rollout
 
@@ -108,6 +110,25 @@ def rolled_back_then_moved_on(spec: dict[str, Any]) -> Rollout:
     return rollout
 
 
+def promoted(spec: dict[str, Any]) -> Rollout:
+    """Promoted: a canary keeps its previous stable warm (rollbackWindow), blue-green its
+    previous color (scaleDownDelay); a shadow keeps nothing."""
+    if "canary" in spec["strategy"]:
+        spec["strategy"]["canary"]["rollbackWindow"] = {"duration": "10m"}
+    rollout = started(spec)
+    rollout.command(promote_full=True)
+    rollout.run_until("Succeeded", every=1)
+    return rollout
+
+
+def window_ended(spec: dict[str, Any]) -> Rollout:
+    """Promoted, and the moment the kept revision's time is up (not yet ticked)."""
+    rollout = promoted(spec)
+    if rollout.status.previous_scale_down_at is not None:
+        rollout.now = rollout.status.previous_scale_down_at
+    return rollout
+
+
 STATES: dict[str, tuple[Callable[[dict[str, Any]], Rollout], str]] = {
     "stable": (stable, "Succeeded"),
     "progressing": (started, "Progressing"),
@@ -118,6 +139,8 @@ STATES: dict[str, tuple[Callable[[dict[str, Any]], Rollout], str]] = {
     "rolling back": (rolling_back, "RollingBack"),
     "rolled back": (rolled_back, "RolledBack"),
     "rolled back, spec moved on": (rolled_back_then_moved_on, "RolledBack"),
+    "promoted, previous revision kept warm": (promoted, "Succeeded"),
+    "promoted, the kept revision's time up": (window_ended, "Succeeded"),
 }
 FLAGS = {command: command.replace("-", "_") for command in COMMANDS}
 
@@ -143,5 +166,5 @@ def test_a_command_is_refused_exactly_where_decide_ignores_it(
     for command in COMMANDS:
         obs = replace(plain, commands=replace(Commands(), **{FLAGS[command]: True}))
         acts = decide(rollout.spec, rollout.status, obs) != without
-        reason = refusal(command, rollout.status, revision_of(rollout.spec))
+        reason = refusal(command, rollout.status, revision_of(rollout.spec), rollout.now)
         assert (reason is None) == acts, (state, command, reason)

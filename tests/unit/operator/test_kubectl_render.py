@@ -299,6 +299,22 @@ def test_recent_events_keeps_the_newest_oldest_first() -> None:
     assert [e["reason"] for e in recent_events(events, 2)] == ["B", "C"]
 
 
+def test_get_shows_a_repeated_event_with_its_count_as_kubectl_describe_does() -> None:
+    sim = stable_v1()
+    repeated = {
+        **event("ScaledOutsideRollout", 20, 2),
+        "count": 4,
+        "firstTimestamp": timestamp(T0 - timedelta(minutes=5)),
+    }
+    text = render_get(
+        Rollout.of(body_of(sim, example_spec())), [], [event("Once", 30, 1), repeated], T0
+    )
+    assert [line.split() for line in section(text, "Events")[1:]] == [
+        ["30s", "Normal", "Once", "Once"],
+        ["20s", "(x4", "over", "5m)", "Normal", "ScaledOutsideRollout", "ScaledOutsideRollout"],
+    ]
+
+
 def test_list_shows_step_weight_and_revisions_per_rollout() -> None:
     sim, spec = canary_v2(6)
     sim.status = sim.status.model_copy(update={"current_step": 2})

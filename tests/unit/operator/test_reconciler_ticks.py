@@ -14,6 +14,7 @@ import queue
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import pytest
@@ -33,7 +34,7 @@ from modelrollout.kube.api import (
     label_pod,
 )
 from modelrollout.kube.cache import MANAGED_SELECTOR, SERVICE_NAME_LABEL, Informer
-from modelrollout.kube.events import EVENTS, build_event
+from modelrollout.kube.events import EVENTS, EventRecorder
 from modelrollout.kube.labels import (
     GROUP,
     KIND,
@@ -43,6 +44,7 @@ from modelrollout.kube.labels import (
     SERVING_LABEL,
     VERSION,
 )
+from modelrollout.kubectl.render import Rollout, render_get, render_history
 from modelrollout.models import ModelRolloutStatus, parse_spec
 from tests.support.fake_kube import FakeKubeApi, Write
 from tests.unit.operator.builders import (
@@ -92,6 +94,8 @@ class Cluster:
 
     def __post_init__(self) -> None:
         self.reconciler = self.replica()
+        # The operator's recorder: a repeated Event is a count on the first one.
+        self.events = EventRecorder(self.api, clock=lambda: self.now)
         # What the latest tick was handed: the body from before that tick's writes.
         self.last_body: dict[str, Any] = {}
 
@@ -131,14 +135,9 @@ class Cluster:
         self.now += timedelta(seconds=after)
         body = body or self.body()
         self.last_body = body
-        api = self.api
-        api.writes.clear()
-
-        def post_event(event_type: str, reason: str, message: str) -> None:
-            api.create(EVENTS, NAMESPACE, build_event(body, event_type, reason, message))
-
-        (reconciler or self.reconciler).tick(body, post_event)
-        return list(api.writes)
+        self.api.writes.clear()
+        (reconciler or self.reconciler).tick(body, partial(self.events.post, body))
+        return list(self.api.writes)
 
     def settle(self, loading: bool = False) -> None:
         """What the controllers do between ticks: every pod Ready, every endpoint published.
@@ -243,6 +242,18 @@ class Cluster:
     def run_until_step(self, step: int) -> None:
         self.run_until(lambda status: status.current_step == step, f"step {step}")
 
+    def run_until_checked_at_step(self, step: int, every: float = 15) -> None:
+        """Until step `step` runs and its checks have a reading of the canary's traffic:
+        a weight step starts the next one in the tick it sets the weight, before any."""
+        self.run_until(
+            lambda status: (
+                status.current_step == step
+                and all(check.state == "Passing" for check in status.checks)
+            ),
+            f"step {step}, checks passing",
+            every,
+        )
+
     def started(self, spec: dict[str, Any], new_model: str = V2) -> None:
         """The first revision stable and ready, then a new one applied (not yet ticked)."""
         self.apply(spec)
@@ -298,42 +309,114 @@ def test_a_canary_walks_its_steps_to_succeeded() -> None:
     spec = canary_spec()
     cluster.started(spec)
     old, new = child(V1, spec), child(V2, spec)
+    canary = revision(V2, spec)
     walked: list[tuple[str, int | None, dict[str, int]]] = []
+    # What `kubectl describe` lists: each tick's Events, as (type, reason, message).
+    told: list[list[tuple[str, str, str]]] = []
     for _ in range(100):
-        cluster.tick(15)
+        writes = cluster.tick(15)
         cluster.settle()
         state = (cluster.status.phase, cluster.status.current_step, cluster.route_weights())
         if not walked or walked[-1] != state:
             walked.append(state)
+        events = [(w.body["type"], w.body["reason"], w.body["message"]) for w in writes
+                  if w.resource == EVENTS]  # fmt: skip
+        if events:
+            told.append(events)
         if state[0] == "Succeeded":
             break
+    # A weight step is done in the tick that writes its weight (exact weights): the
+    # state in between (the weight set, the step not yet done) is never written.
     assert walked == [
         ("Progressing", 0, {old: 100}),
-        ("Progressing", 0, {old: 80, new: 20}),
         ("Progressing", 1, {old: 80, new: 20}),
-        ("Progressing", 2, {old: 50, new: 50}),
         ("Progressing", 3, {old: 50, new: 50}),
+        # The canary runs 1 of its 2 pods at 50%: promotion scales it up first.
         ("Promoting", 4, {old: 0, new: 100}),
         ("Succeeded", None, {new: 100}),
     ]
-    assert cluster.status.stable_revision == revision(V2, spec)
+    assert cluster.status.stable_revision == canary
     assert cluster.deployments() == {new: (2, "stable")}
     # The old revision's Service goes once the route no longer names it: the next tick.
     assert targets(cluster.tick(15)) == [f"delete services/{old}"]
     assert [s["metadata"]["name"] for s in cluster.api.list(SERVICES, NAMESPACE)] == [new]
-    assert cluster.event_reasons() == [
-        "StableRevision",
-        "CanaryStarted",
-        "WeightSet",
-        "CheckPassing",
-        "CheckPassing",
-        "CheckPassing",
-        "StepStarted",
-        "StepStarted",
-        "StepStarted",
-        "Promoting",
-        "Promoted",
+    # One Event per tick that did something, naming all it did.
+    assert told == [
+        [("Normal", "CanaryStarted", f"rolling out {canary} ({V2}): step 1/4 setWeight 20")],
+        [("Normal", "StepStarted", f"canary {canary}: 20%; step 2/4 pause 1m")],
+        [
+            (
+                "Normal",
+                "CheckPassing",
+                "check error-rate is Passing (0.001; breachWhen > 0.01); "
+                "check p99-latency is Passing (0.05; breachWhen > 0.1); "
+                "check alert:ModelHighErrorRate is Passing (0; breachWhen firing)",
+            )
+        ],
+        [("Normal", "StepStarted", "step 3/4 setWeight 50; step 4/4 analysis for 2m")],
+        [("Normal", "Promoting", f"promoting {canary}: all steps completed")],
+        [("Normal", "Promoted", f"revision {canary} ({V2}) is stable")],
     ]
+    # The status still records each step as it went: the history and the conditions.
+    assert [(e.revision, e.outcome) for e in cluster.status.history] == [
+        (canary, "Promoted"),
+        (revision(V1, spec), "Promoted"),
+    ]
+    progressing = cluster.status.condition("Progressing")
+    assert progressing is not None and progressing.reason == "RolloutComplete"
+
+
+def test_a_canary_already_at_full_size_is_promoted_in_one_tick() -> None:
+    """The last step's weight runs the canary at full size, all Ready: the tick that ends
+    the steps promotes it, the route straight to it alone before the old pods go, and
+    one Event says both that promotion started and that it is done."""
+    cluster = Cluster()
+    spec = canary_spec()
+    spec["runtime"]["replicas"] = 1  # one canary pod at any weight: already full size
+    cluster.started(spec)
+    old, new = child(V1, spec), child(V2, spec)
+    canary = revision(V2, spec)
+    cluster.run_until_step(3)
+    assert cluster.route_weights() == {old: 50, new: 50}
+    promotion = cluster.run_until(lambda status: status.phase != "Progressing", "promotion")
+    status = cluster.status
+    assert (status.phase, status.stable_revision, status.canary_revision) == (
+        "Succeeded",
+        canary,
+        None,
+    )
+    assert status.history[0].outcome == "Promoted"
+    progressing = status.condition("Progressing")
+    assert progressing is not None and progressing.reason == "RolloutComplete"
+    assert [(w.body["type"], w.body["reason"], w.body["message"]) for w in promotion
+            if w.resource == EVENTS] == [
+        ("Normal", "Promoted",
+         f"promoting {canary}: all steps completed; revision {canary} ({V2}) is stable"),
+    ]  # fmt: skip
+    written = targets(promotion)
+    # One status write; the route to the new revision alone, before the old one's pods go.
+    assert written.count(f"patch modelrollouts/{NAME}/status") == 1
+    assert written.index(f"patch httproutes/{NAME}") < written.index(f"delete deployments/{old}")
+    assert cluster.route_weights() == {new: 100}
+    assert cluster.deployments() == {new: (1, "stable")}
+    # `kubectl modelrollout get` and `history`: every step's Event, the promotion recorded.
+    shown = render_get(
+        Rollout.of(cluster.body()), [], cluster.api.list(EVENTS, NAMESPACE), cluster.now
+    )
+    events_shown = [line.split()[1:] for line in shown.split("Events:\n")[1].splitlines()[1:]]
+    assert [" ".join(columns) for columns in events_shown] == [
+        f"Normal StableRevision first revision {revision(V1, spec)} is stable",
+        f"Normal CanaryStarted rolling out {canary} ({V2}): step 1/4 setWeight 20",
+        f"Normal StepStarted canary {canary}: 20%; step 2/4 pause 1m",
+        "Normal CheckPassing check error-rate is Passing (0.001; breachWhen > 0.01); "
+        "check p99-latency is Passing (0.05; breachWhen > 0.1); "
+        "check alert:ModelHighErrorRate is Passing (0; breachWhen firing)",
+        "Normal StepStarted step 3/4 setWeight 50; step 4/4 analysis for 2m",
+        f"Normal Promoted promoting {canary}: all steps completed; "
+        f"revision {canary} ({V2}) is stable",
+    ]
+    history = render_history(Rollout.of(cluster.body()))
+    assert f"{canary}" in history and "Promoted" in history and "all steps completed" in history
 
 
 def test_a_breach_writes_weight_zero_before_anything_else() -> None:
@@ -341,7 +424,7 @@ def test_a_breach_writes_weight_zero_before_anything_else() -> None:
     spec = canary_spec()
     cluster.started(spec)
     old, new = child(V1, spec), child(V2, spec)
-    cluster.run_until_step(2)
+    cluster.run_until_step(3)
     assert cluster.route_weights() == {old: 50, new: 50}
 
     cluster.provider.answers["ALERTS"] = FIRING
@@ -354,7 +437,11 @@ def test_a_breach_writes_weight_zero_before_anything_else() -> None:
         ]}]}
     }  # fmt: skip
     assert cluster.status.phase == "RollingBack"
-    assert cluster.event_reasons()[-2:] == ["CheckBreached", "RollingBack"]
+    # One Event for the tick, a Warning: the rollback, and the breach that caused it.
+    (told,) = [w.body for w in writes if w.resource == EVENTS]
+    assert (told["type"], told["reason"]) == ("Warning", "RollingBack")
+    assert told["message"].startswith("check alert:ModelHighErrorRate is Breached")
+    assert f"canary {revision(V2, spec)}: " in told["message"]
 
     cluster.run_until_phase("RolledBack")
     assert cluster.route_weights() == {old: 100, new: 0}
@@ -368,7 +455,7 @@ def test_a_stale_body_is_read_again_and_keeps_what_another_replica_wrote() -> No
     cluster = Cluster()
     spec = canary_spec()
     cluster.started(spec)
-    cluster.run_until_step(1)
+    cluster.run_until_checked_at_step(1)
     before_our_write = cluster.last_body
     # Our own write seen late: kopf hands the body from before it. Deciding on it
     # would start the pause again; the tick reads the rollout afresh instead.
@@ -378,17 +465,18 @@ def test_a_stale_body_is_read_again_and_keeps_what_another_replica_wrote() -> No
     other = cluster.replica()
     cluster.tick(60, reconciler=other)
     moved = cluster.status
-    assert (moved.current_step, moved.weights.canary) == (2, 50)
+    assert (moved.current_step, moved.weights.canary) == (3, 50)
     cluster.settle()
-    cluster.tick(1, body=before_our_write)
-    assert cluster.status.current_step == 3  # on from where the other replica left it
-    assert cluster.status.weights == moved.weights
+    cluster.tick(120, body=before_our_write)
+    # On from where the other replica left it: its analysis step done, promotion.
+    assert cluster.status.phase == "Promoting"
+    assert cluster.status.weights.canary == 100
     started = [e for e in cluster.api.list(EVENTS, NAMESPACE) if e["reason"] == "StepStarted"]
     assert sorted(e["message"] for e in started) == [
-        "step 2/4 pause 1m",
-        "step 3/4 setWeight 50",
-        "step 4/4 analysis for 2m",
+        f"canary {revision(V2, spec)}: 20%; step 2/4 pause 1m",
+        "step 3/4 setWeight 50; step 4/4 analysis for 2m",
     ]
+    assert all(e["count"] == 1 for e in started)
 
 
 def test_a_spec_change_mid_canary_replaces_the_canary() -> None:
@@ -400,7 +488,7 @@ def test_a_spec_change_mid_canary_replaces_the_canary() -> None:
         child(V2, spec),
         child(V3, spec),
     )
-    cluster.run_until_step(2)
+    cluster.run_until_step(3)
     assert cluster.body()["metadata"]["generation"] == 2
 
     cluster.apply(with_model_uri(spec, V3))
@@ -518,7 +606,7 @@ def test_a_tick_with_nothing_to_do_writes_nothing() -> None:
     assert cluster.tick(15) == []  # settled: Succeeded, everything in place
 
     cluster.apply(with_model_uri(spec, V2))
-    cluster.run_until_step(1)
+    cluster.run_until_checked_at_step(1)
     # In the 1m pause, with the checks' readings unchanged and written within a minute.
     assert cluster.tick(1) == []
 
@@ -831,3 +919,99 @@ def test_a_pod_deleted_since_the_cache_listed_it_is_not_a_failed_label_patch() -
     api = FakeKubeApi()
     label_pod(api, "ml", "chat-gone-pod", {"modelrollout.dev/serving": "true"})
     assert [w.verb for w in api.writes] == ["patch"]
+
+
+def bench_spec() -> dict[str, Any]:
+    """bench/scale.py's rollout: one replica, gatewayAPI, weight 20, pause, weight 50, pause."""
+    spec = canary_spec()
+    spec["runtime"]["replicas"] = 1
+    spec["strategy"]["canary"]["steps"] = [
+        {"setWeight": 20},
+        {"pause": {"duration": "30s"}},
+        {"setWeight": 50},
+        {"pause": {"duration": "30s"}},
+    ]
+    spec["analysis"]["interval"] = "10s"
+    spec["analysis"]["checks"] = [
+        {"name": "error-ratio", "query": "max(bench_error_ratio)", "breachWhen": "> 0.05"}
+    ]
+    spec["analysis"]["alerts"] = []
+    return spec
+
+
+def write_kind(write: Write) -> str:
+    """`verb plural[/subresource]`: how the API server's audit log tells writes apart."""
+    suffix = f"/{write.subresource}" if write.subresource else ""
+    return f"{write.verb} {write.resource.plural}{suffix}"
+
+
+def test_a_canary_rollout_makes_the_writes_each_of_its_steps_needs_and_no_more() -> None:
+    """The mutating calls of bench/scale.py's rollout, by kind, as its audit log counts them:
+    a tick every 2 s, pods Ready one tick after they are created."""
+    cluster = Cluster()
+    cluster.provider.answers["bench_error_ratio"] = QueryResult(0.0)
+    spec = bench_spec()
+    cluster.started(spec)
+    counted: dict[str, int] = {}
+    for _ in range(100):
+        writes = cluster.tick(2)
+        cluster.settle(loading=True)
+        for write in writes:
+            counted[write_kind(write)] = counted.get(write_kind(write), 0) + 1
+        if cluster.status.phase == "Succeeded" and not writes:
+            break
+    assert cluster.status.stable_revision == revision(V2, spec)
+    assert counted == {
+        # The start; weight 20 and the pause; the check's first reading; weight 50 and the
+        # pause; promotion (the canary's one pod is all it will have, Ready).
+        "patch modelrollouts/status": 5,
+        # One per tick that writes status: CanaryStarted, StepStarted (weight 20 set, the
+        # pause started), CheckPassing, StepStarted (setWeight 50, the pause), Promoted.
+        "create events": 5,
+        # Weight 20, weight 50, the new revision alone.
+        "patch httproutes": 3,
+        # The canary's budget; the lone stable pod's budget to 0 while both run, the promoted
+        # one's back to 1 once alone; the old revision's deleted.
+        "create poddisruptionbudgets": 1,
+        "patch poddisruptionbudgets": 2,
+        "delete poddisruptionbudgets": 1,
+        # The canary's Deployment and Service; promotion relabels its Deployment and pod
+        # (never its template) and deletes the old revision's.
+        "create deployments": 1,
+        "patch deployments": 1,
+        "patch pods": 1,
+        "delete deployments": 1,
+        "create services": 1,
+        "delete services": 1,
+    }
+
+
+def test_ticks_at_a_pause_write_nothing() -> None:
+    cluster = Cluster()
+    cluster.provider.answers["bench_error_ratio"] = QueryResult(0.0)
+    spec = bench_spec()
+    cluster.started(spec)
+    cluster.run_until_checked_at_step(1, every=1)
+    # 28 s of the 30 s pause, the check evaluated every 10 s, its reading unchanged.
+    assert [cluster.tick(1) for _ in range(28)] == [[]] * 28
+    assert cluster.status.current_step == 1
+
+
+def test_a_deployment_resized_again_and_again_is_one_warning_with_a_count() -> None:
+    cluster = Cluster()
+    spec = canary_spec()
+    cluster.apply(spec)
+    cluster.tick()
+    cluster.settle()
+    stable = child(V1, spec)
+    for _ in range(3):
+        cluster.api.merge_patch(DEPLOYMENTS, NAMESPACE, stable, {"spec": {"replicas": 7}})
+        cluster.tick(10)
+    (warning,) = [
+        e for e in cluster.api.list(EVENTS, NAMESPACE) if e["reason"] == "ScaledOutsideRollout"
+    ]
+    assert warning["count"] == 3
+    assert (warning["firstTimestamp"], warning["lastTimestamp"]) == (
+        "2026-01-01T12:00:10Z",
+        "2026-01-01T12:00:30Z",
+    )

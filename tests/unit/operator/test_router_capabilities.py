@@ -71,6 +71,8 @@ def test_promotion_waits_for_all_traffic_only_without_exact_weights(
 ) -> None:
     rollout = started(router, capabilities)
     rollout.world.achieved_canary = 5
+    # One of the canary's two pods: promotion has it scaled up before it ends.
+    rollout.world.canary_desired = rollout.world.canary_ready = 1
     rollout.tick()
     rollout.command(promote_full=True)
     assert rollout.status.phase == "Promoting"
@@ -82,6 +84,30 @@ def test_promotion_waits_for_all_traffic_only_without_exact_weights(
         rollout.tick(15)
     assert rollout.status.phase == "Succeeded"
     assert rollout.status.history[0].outcome == "Promoted"
+
+
+@pytest.mark.parametrize(
+    ("router", "capabilities", "at_once"),
+    [("service", ROUTE_TABLE, True), ("gatewayAPI", REPLICA_RATIO, False)],
+)
+def test_a_full_size_ready_canary_is_promoted_at_once_only_with_exact_weights(
+    router: str, capabilities: RouterCapabilities, at_once: bool
+) -> None:
+    """With exact weights and every canary pod already Ready, promotion has nothing to
+    wait for: Succeeded in the tick that decides it, one Promoted Event said; without,
+    the router has to report all traffic on the canary first."""
+    rollout = started(router, capabilities)
+    rollout.world.achieved_canary = 5
+    rollout.tick()
+    decision = rollout.command(promote_full=True)
+    if at_once:
+        assert rollout.status.phase == "Succeeded"
+        assert rollout.status.stable_revision == rollout.status.history[0].revision
+        assert rollout.status.history[0].outcome == "Promoted"
+        assert [reason for _, reason, _ in decision.events] == ["Promoting", "Promoted"]
+    else:
+        assert rollout.status.phase == "Promoting"
+        assert [reason for _, reason, _ in decision.events] == ["Promoting"]
 
 
 def strategy_spec(strategy: dict[str, Any]) -> Any:

@@ -83,6 +83,17 @@ def test_blue_green_auto_promotion_post_promotion_analysis_and_scale_down() -> N
     ]
 
 
+def test_a_canary_rollback_window_ends_on_its_timer() -> None:
+    spec = example_spec()
+    spec["strategy"]["canary"]["rollbackWindow"] = {"duration": "30m", "replicaPercent": 50}
+    # The steps as above; promoted at 900 s, the previous stable is kept until 900 + 30m.
+    assert walk(spec) == [
+        ("Progressing", 1, 300.0),
+        ("Progressing", 3, 900.0),
+        ("Succeeded", None, 2700.0),
+    ]
+
+
 def test_blue_green_auto_promotion_counts_from_the_preview_being_ready() -> None:
     spec = example_spec()
     spec["strategy"] = {"blueGreen": {"autoPromotionAfter": "30s"}}

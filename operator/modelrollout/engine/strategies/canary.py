@@ -3,11 +3,17 @@
 Phases: a first revision becomes stable directly (Succeeded). A new revision
 starts a canary (Progressing) that walks `strategy.canary.steps`; after the
 last step it is Promoting (all traffic on the canary) and then Succeeded
-with the canary as the new stable. Rollback (a breach, the progress
+with the canary as the new stable. Behind a router with exact weights, a
+weight step is done in the tick that sets its weight, and a canary that
+already runs all its pods Ready is promoted in the tick that ends its steps:
+one status write per step. Rollback (a breach, the progress
 deadline, metrics missing for too long, or the user's abort) is RollingBack
 (weight 0 first, `rollback_now`) and then RolledBack once the router reports
 the canary at 0. A newer spec supersedes a running canary; a spec reverted
-to the stable revision aborts it.
+to the stable revision aborts it. With a rollback window (or blue-green's
+scaleDownDelay) a promotion keeps the previous stable warm; the user's
+rollback within it makes that revision stable again and the promoted one a
+rolled-back canary, in one router write; a new spec releases it.
 
 No data is not success: a timed step (pause with duration, analysis) and a
 raise of a weight that is already above 0 wait for a healthy verdict. A
@@ -22,10 +28,12 @@ which is why `now` is only stored when something changes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from modelrollout.analysis.assessment import AnalysisVerdict
+from modelrollout.analysis.assessment import AnalysisVerdict, pending_checks
+from modelrollout.analysis.runner import awaits_traffic
 from modelrollout.engine.redaction import redacted_spec
 from modelrollout.engine.strategies.bluegreen import (
     is_blue_green,
@@ -93,6 +101,14 @@ def describe_step(step: CanaryStep) -> str:
         suite = step.evaluation.suite
         return f"evaluation of quality gates ({suite.config_map_name}/{suite.key})"
     return "empty step"
+
+
+def _step_label(steps: Sequence[CanaryStep], index: int) -> str:
+    return f"step {index + 1}/{len(steps)} {describe_step(steps[index])}"
+
+
+def _waiting_for_pods(label: str) -> str:
+    return f"{label}: waiting for canary pods to be ready"
 
 
 class _Tick:
@@ -207,7 +223,10 @@ class _Tick:
     def without_canary(self) -> None:
         until = self.status.previous_scale_down_at
         if until is not None and self.now >= until:
-            self.update(previous_revision=None, previous_scale_down_at=None)
+            self.release_previous()
+        if self.obs.commands.rollback and self.status.previous_revision is not None:
+            self.roll_back_to_previous()
+            return
         revision = self.obs.spec_revision
         if revision == self.status.stable_revision:
             if self.status.phase == "Pending":  # a new revision was waiting for capacity
@@ -219,7 +238,59 @@ class _Tick:
             return
         self.start_canary()
 
+    def release_previous(self) -> None:
+        """The revision kept warm goes: its pods scale down, its rollback window is over."""
+        self.update(previous_revision=None, previous_model=None, previous_scale_down_at=None)
+
+    def roll_back_to_previous(self) -> None:
+        """All traffic back to the revision the last promotion kept warm, in one router write.
+
+        The promoted revision becomes a rolled-back canary (RollingBack, then RolledBack
+        once the router reports it at 0), exactly as if its canary had been aborted:
+        the spec still names it, so the rollout holds until the spec changes or a retry.
+        A kept revision without a Ready pod cannot take the traffic: the command is
+        refused with a Warning Event instead.
+        """
+        previous = self.status.previous_revision or ""
+        kept = self.obs.previous
+        if kept is None or kept.ready_replicas == 0:
+            ready = f"{kept.ready_replicas}/{kept.desired_replicas}" if kept else "no Deployment"
+            self.event(
+                "Warning",
+                "RollbackRefused",
+                f"revision {previous} kept for rollback has no Ready pod ({ready}): "
+                "traffic stays on stable",
+            )
+            return
+        demoted, demoted_model = self.status.stable_revision or "", self.status.stable_model
+        why = f"rolled back by user to revision {previous} within the rollback window"
+        self.record(demoted, demoted_model, "RolledBack", why)
+        self.rollback_now = True
+        self.update(
+            phase="RollingBack",
+            stable_revision=previous,
+            stable_model=self.status.previous_model,
+            canary_revision=demoted,
+            canary_model=demoted_model,
+            current_step=None,
+            step_started_at=None,
+            paused_at=None,
+            pause_reason=None,
+            canary_unready_since=None,
+            preview_ready_at=None,
+            aborted_at=self.now,
+            weights=ALL_ON_STABLE,
+            checks=(),
+            message=f"rolling back {demoted}: {why}",
+        )
+        self.release_previous()
+        self.condition("Progressing", "False", "RolledBackInWindow", why)
+        self.event("Warning", "RollingBack", f"revision {demoted}: {why}")
+
     def start_canary(self) -> None:
+        # A new rollout ends the rollback window: the kept revision's GPUs may be what the
+        # new canary needs, and "back" past a newer canary would be ambiguous.
+        self.release_previous()
         strategy = self.strategy
         revision = self.obs.spec_revision
         if self.obs.capacity_shortfall is not None:
@@ -227,8 +298,7 @@ class _Tick:
             return
         first = strategy.steps[0]
         message = (
-            f"rolling out {revision} ({self.spec.model.uri}): "
-            f"step 1/{len(strategy.steps)} {describe_step(first)}"
+            f"rolling out {revision} ({self.spec.model.uri}): {_step_label(strategy.steps, 0)}"
         )
         self.update(
             phase="Progressing",
@@ -258,6 +328,14 @@ class _Tick:
         for condition in cleared:
             self.clear_condition(condition, "CanaryStarted")
         self.event("Normal", "CanaryStarted", message)
+        # What the next tick would write about a first weight step whose pods do not exist
+        # yet (its checks Pending, "waiting for canary pods") goes in this tick's status
+        # write: one status write for the start, not two.
+        if awaits_traffic(self.spec, self.status):
+            self.update(checks=pending_checks(self.spec.analysis))
+        has_pods = self.obs.canary is not None and self.obs.canary.revision == revision
+        if first.set_weight is not None and not has_pods:
+            self.update(message=_waiting_for_pods(_step_label(strategy.steps, 0)))
 
     def wait_for_capacity(self, revision: str, shortfall: str) -> None:
         """No pods for a revision the cluster cannot place: say so, re-check every tick."""
@@ -328,7 +406,7 @@ class _Tick:
 
     def promoting(self) -> None:
         achieved = self.obs.achieved_weights[1]
-        if achieved != 100 and Capability.EXACT_WEIGHTS not in self.obs.router_capabilities:
+        if achieved != 100 and not self.exact_weights:
             self.update(
                 message=f"promoting {self.status.canary_revision}: "
                 f"waiting for the router to send it all traffic (now {achieved}%)"
@@ -336,19 +414,30 @@ class _Tick:
             return
         canary = self.status.canary_revision or ""
         self.record(canary, self.status.canary_model, "Promoted", "all steps completed")
-        blue_green = self.spec.strategy.blue_green
-        if blue_green is not None:
-            # The previous color stays at full size for a while: switching back is instant.
-            delay = timedelta(seconds=parse_duration(blue_green.scale_down_delay))
+        kept_for = self.previous_kept_for()
+        kept = ""
+        if kept_for is not None:
+            # The previous revision stays up for a while: switching back is one write.
+            until = self.now + timedelta(seconds=parse_duration(kept_for))
             self.update(
                 previous_revision=self.status.stable_revision,
-                previous_scale_down_at=self.now + delay,
+                previous_model=self.status.stable_model,
+                previous_scale_down_at=until,
             )
+            kept = f"; {self.status.stable_revision} kept warm for rollback until {until:%H:%M:%S}"
         self.update(stable_revision=canary, stable_model=self.status.canary_model)
-        message = f"revision {canary} ({self.status.canary_model}) is stable"
+        message = f"revision {canary} ({self.status.canary_model}) is stable{kept}"
         self.end_canary("Succeeded", message)
         self.condition("Progressing", "False", "RolloutComplete", message)
         self.event("Normal", "Promoted", message)
+
+    def previous_kept_for(self) -> str | None:
+        """How long a promotion keeps the previous revision warm: blue-green's scaleDownDelay,
+        a canary's rollbackWindow; None: it goes at once."""
+        if self.spec.strategy.blue_green is not None:
+            return self.spec.strategy.blue_green.scale_down_delay
+        window = self.spec.strategy.canary.rollback_window if self.spec.strategy.canary else None
+        return window.duration if window is not None else None
 
     def canary_running(self) -> None:
         revision = self.obs.spec_revision
@@ -489,7 +578,7 @@ class _Tick:
                 self.enter_promoting("all steps completed")
             return
         step = steps[index]
-        label = f"step {index + 1}/{len(steps)} {describe_step(step)}"
+        label = _step_label(steps, index)
         if step.set_weight is not None:
             self.run_set_weight(step.set_weight, label)
         elif step.pause is not None and step.pause.duration is None:
@@ -504,7 +593,7 @@ class _Tick:
 
     def run_set_weight(self, weight: int, label: str) -> None:
         if not self.canary_serving:
-            self.update(message=f"{label}: waiting for canary pods to be ready")
+            self.update(message=_waiting_for_pods(label))
             return
         current = self.status.weights.canary
         if weight != current:
@@ -523,9 +612,12 @@ class _Tick:
                 self.event(
                     "Normal", "WeightSet", f"canary {self.status.canary_revision}: {weight}%"
                 )
-            return
+            if not self.exact_weights:
+                return
+            # The router sets exactly this weight in this tick's route write: the step is
+            # done with it, in the same status write (one per step, not two).
         achieved = self.obs.achieved_weights[1]
-        if achieved == weight or Capability.EXACT_WEIGHTS in self.obs.router_capabilities:
+        if achieved == weight or self.exact_weights:
             self.complete_step()
         else:
             self.update(message=f"{label}: waiting for the router ({achieved}% achieved)")
@@ -537,7 +629,7 @@ class _Tick:
         is not this step's and is ignored.
         """
         if not self.canary_serving:
-            self.update(message=f"{label}: waiting for canary pods to be ready")
+            self.update(message=_waiting_for_pods(label))
             return
         result = self.obs.evaluation
         if result is None or (result.revision, result.step) != (
@@ -557,6 +649,10 @@ class _Tick:
             self.pause("EvaluationError", f"{label}: {result.message}")
 
     @property
+    def exact_weights(self) -> bool:
+        return Capability.EXACT_WEIGHTS in self.obs.router_capabilities
+
+    @property
     def canary_serving(self) -> bool:
         """Whether the canary can take its traffic: a ready pod, or for blue-green (which
         switches every request at once) the whole preview."""
@@ -569,9 +665,7 @@ class _Tick:
         """An analysis step's time counts from when the canary serves: a shadow (or a first
         analysis step) whose model is still loading is judged on no traffic at all."""
         if not self.canary_serving:
-            self.update(
-                message=f"{label}: waiting for canary pods to be ready", step_started_at=None
-            )
+            self.update(message=_waiting_for_pods(label), step_started_at=None)
             return
         if self.status.step_started_at is None:
             self.update(step_started_at=self.now)
@@ -656,14 +750,31 @@ class _Tick:
         self.condition("Progressing", "True", "Promoting", message)
         self.clear_condition("Paused", "Promoting")
         self.event("Normal", "Promoting", message)
+        if self.canary_runs_full_size:
+            # Nothing to wait for: the router puts all traffic on the canary exactly, and
+            # its pods are all there and Ready. The route goes straight to it alone.
+            self.promoting()
+
+    @property
+    def canary_runs_full_size(self) -> bool:
+        """Whether the canary already runs all the replicas it will have as stable, Ready,
+        behind a router that sets weights exactly: a promotion has nothing to wait for."""
+        canary = self.obs.canary
+        return (
+            self.exact_weights
+            and canary is not None
+            and canary.revision == self.status.canary_revision
+            and canary.fully_ready
+            and canary.desired_replicas >= self.spec.runtime.replicas
+        )
 
     def report_stable_availability(self) -> None:
         # The revision stable after this tick: a promotion makes the canary's pods the
-        # stable ones, while the old stable's pods are already scaled down.
+        # stable ones, a rollback in the window the previous revision's.
         stable = next(
             (
                 revision
-                for revision in (self.obs.stable, self.obs.canary)
+                for revision in (self.obs.stable, self.obs.canary, self.obs.previous)
                 if revision is not None and revision.revision == self.status.stable_revision
             ),
             None,

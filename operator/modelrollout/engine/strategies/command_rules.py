@@ -4,19 +4,30 @@ decide() (canary.py) records every command as handled, whether it acted on
 it or not; `kubectl modelrollout` asks `refusal` first, so a command the
 operator would swallow is refused with the reason instead. Commands act
 only while a canary runs (Progressing or Paused), retry only after a
-rollback: test_command_rules.py checks this against decide() itself.
+rollback, rollback only while a promotion keeps the previous revision warm
+(no canary, status.previousRevision until previousScaleDownAt):
+test_command_rules.py checks this against decide() itself.
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from modelrollout.engine.commands import COMMANDS
 from modelrollout.models.status import ACTIVE_CANARY_PHASES, ModelRolloutStatus
 
 
-def refusal(command: str, status: ModelRolloutStatus, spec_revision: str | None) -> str | None:
+def refusal(
+    command: str,
+    status: ModelRolloutStatus,
+    spec_revision: str | None,
+    now: datetime | None = None,
+) -> str | None:
     """Why decide() would not act on `command` now; None when it will.
 
-    `spec_revision`: the revision of the current spec (None if it does not parse).
+    `spec_revision`: the revision of the current spec (None if it does not parse);
+    `now`: the time the command arrives (None: a rollback window still open in
+    status counts as open).
     """
     if command not in COMMANDS:
         raise ValueError(f"unknown command {command!r}")
@@ -46,8 +57,41 @@ def refusal(command: str, status: ModelRolloutStatus, spec_revision: str | None)
     elif command == "resume":
         if phase != "Paused" or not running:
             return f"not paused (phase {phase})"
+    elif command == "rollback":
+        return _rollback_refusal(status, now)
     else:
         return _retry_refusal(status, spec_revision)
+    return None
+
+
+UNDO_INSTEAD = (
+    "`undo` sets the spec back to an earlier revision, which then rolls out through the "
+    "strategy's steps (a model load)"
+)
+
+
+def _rollback_refusal(status: ModelRolloutStatus, now: datetime | None) -> str | None:
+    canary = status.canary_revision
+    if canary is not None and status.phase in (*ACTIVE_CANARY_PHASES, "Promoting"):
+        return (
+            f"canary {canary} is not promoted yet (phase {status.phase}): `abort` moves its "
+            "traffic back to stable; rollback is for a promoted revision, within its rollback "
+            "window"
+        )
+    if canary is not None or status.stable_revision is None:
+        return f"nothing to roll back: no promotion keeps a revision warm (phase {status.phase})"
+    previous, until = status.previous_revision, status.previous_scale_down_at
+    if previous is None:
+        return (
+            "no warm revision: the previous stable revision was scaled down (no rollback "
+            f"window open; strategy.canary.rollbackWindow keeps one after a promotion); "
+            f"{UNDO_INSTEAD}"
+        )
+    if now is not None and until is not None and now >= until:
+        return (
+            f"no warm revision: the rollback window of revision {previous} ended at "
+            f"{until:%Y-%m-%d %H:%M:%S}Z and it is being scaled down; {UNDO_INSTEAD}"
+        )
     return None
 
 

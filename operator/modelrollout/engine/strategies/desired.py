@@ -10,6 +10,7 @@ writes at all. The reconciler observes, calls these and applies.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Literal
@@ -132,6 +133,16 @@ def _stable_plan_weight(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> i
     return status.weights.stable
 
 
+def previous_replicas(spec: ModelRolloutSpec) -> int:
+    """Pods of the revision kept warm after a promotion: a canary's rollbackWindow share
+    (rounded up, at least one), blue-green's full size."""
+    canary = spec.strategy.canary
+    window = canary.rollback_window if canary is not None else None
+    if window is None:
+        return spec.runtime.replicas
+    return max(1, math.ceil(spec.runtime.replicas * window.replica_percent / 100))
+
+
 def revision_plan(
     spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime
 ) -> list[DesiredRevision]:
@@ -152,7 +163,13 @@ def revision_plan(
         else None,
         blue_green=is_blue_green(spec),
         previous=status.previous_revision,
+        previous_replicas=previous_replicas(spec),
     )
+
+
+def promoted(before: ModelRolloutStatus, after: ModelRolloutStatus) -> bool:
+    """Whether a tick made its canary the stable revision."""
+    return before.canary_revision is not None and after.stable_revision == before.canary_revision
 
 
 def route_weight(status: ModelRolloutStatus) -> int | None:

@@ -11,7 +11,8 @@ the canary engine's steps (bluegreen.py, shadow.py):
 - the checks' next evaluation while analysis runs, and the moment metrics
   have been missing for `whenMetricsUnavailable.after`;
 - the progress deadline of a canary not yet ready;
-- blue-green's `scaleDownDelay` (the previous color goes) and a canary's
+- blue-green's `scaleDownDelay` (the previous color goes), the end of a
+  canary's `rollbackWindow` (the previous stable goes) and a canary's
   `abortScaleDownDelay` (the aborted canary's pods go).
 
 What needs no timer: an evaluation step ends when its Job finishes or hits

@@ -55,6 +55,8 @@ class Commands:
     pause: bool = False
     resume: bool = False
     retry: bool = False
+    # Back to the revision kept warm by the last promotion (status.previousRevision).
+    rollback: bool = False
 
     @classmethod
     def from_pending(cls, pending: Mapping[str, str]) -> Commands:
@@ -66,6 +68,7 @@ class Commands:
             pause="pause" in pending,
             resume="resume" in pending,
             retry="retry" in pending,
+            rollback="rollback" in pending,
         )
 
 
@@ -104,6 +107,8 @@ class Observations:
     # What the rollout's router can do (traffic/base.py). None of them: every
     # weight waits for the router to report it achieved.
     router_capabilities: RouterCapabilities = frozenset()
+    # The revision the last promotion kept warm (status.previousRevision), if it has a Deployment.
+    previous: RevisionObservation | None = None
 
 
 @dataclass(frozen=True)
