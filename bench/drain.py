@@ -40,6 +40,13 @@ after; cut when such a request failed.
     .venv/bin/python bench/drain.py --engine torch --cycles 10 --leave scaledown
     .venv/bin/python bench/drain.py --engine vllm --cycles 10 --gateway proxy
 
+`--node real` runs the pods on the local cluster's real node instead
+(realnode.py: a kubelet on containerd, real containers of the serving image
+`make images` builds, real probes and SIGTERM from the kubelet, real pod
+network), with the image's own tiny model; engine torch through Traefik only.
+
+    .venv/bin/python bench/drain.py --node real --cycles 20 --leave rollback
+
 `--no-drain` runs the operator with its pod spec less the drain work: no
 preStop sleep and a drain time of 0 (modelserve's --drain-timeout 0, vLLM's
 --shutdown-timeout 0: abort in-flight requests). It changes the operator
@@ -70,7 +77,7 @@ from kubernetes import config
 from modelrollout.engine.commands import annotation_for
 from modelrollout.kube.api import MODELROLLOUTS, KubeApi
 from modelrollout.kube.labels import GROUP, VERSION
-from modelrollout_dev import cluster
+from modelrollout_dev import cluster, realnode
 from modelrollout_dev.gateway import Gateway
 from modelrollout_dev.load import served_revision, wait_until_served
 from modelrollout_dev.operator_process import OperatorProcess
@@ -79,6 +86,9 @@ from modelrollout_dev.traefik import Traefik
 from modelserve.http_defaults import SERVED_BY_HEADER
 
 NAMESPACE = "bench-drain"
+# `make images` builds it (podman names it so), with tiny models in /models.
+REAL_NODE_IMAGE = "localhost/modelrollout/modelserve:e2e"
+REAL_NODE_MODEL = "file:///models/v1"
 NAME = "chat"
 GATEWAY = "bench-gw"
 CYCLE_ANNOTATION = "bench.modelrollout.dev/cycle"
@@ -229,7 +239,7 @@ class Load:
 class Departures:
     """When each harness pod left rotation (its endpoint turned unhealthy for good)."""
 
-    def __init__(self, pods: PodProcesses) -> None:
+    def __init__(self, pods: PodProcesses | realnode.NodePods) -> None:
         self._pods = pods
         self.healthy_until: dict[str, tuple[str, float]] = {}  # pod -> (revision, time)
         self.left: dict[str, tuple[str, float]] = {}
@@ -261,7 +271,7 @@ class Departures:
 
 
 def manifest(
-    args: argparse.Namespace, model: Path, placement: dict[str, Any], cycle: int
+    args: argparse.Namespace, model_uri: str, placement: dict[str, Any], cycle: int
 ) -> dict[str, Any]:
     engine, grace, leave = args.engine, args.grace, args.leave
     runtime = {
@@ -276,7 +286,7 @@ def manifest(
         "kind": "ModelRollout",
         "metadata": {"name": NAME, "namespace": NAMESPACE},
         "spec": {
-            "model": {"name": NAME, "uri": f"file://{model}"},
+            "model": {"name": NAME, "uri": model_uri},
             "runtime": runtime,
             "traffic": (
                 {"router": "gatewayAPI", "gatewayAPI": {"parentRefs": [{"name": GATEWAY}]}}
@@ -314,7 +324,7 @@ def promoted_from(api: KubeApi, previous: str) -> bool:
     return status(api).get("phase") == "Succeeded" and status(api).get("stableRevision") != previous
 
 
-def gone(pods: PodProcesses, revision: str) -> bool:
+def gone(pods: PodProcesses | realnode.NodePods, revision: str) -> bool:
     return all(endpoint.revision != revision for endpoint in pods.endpoints().values())
 
 
@@ -335,7 +345,7 @@ def roll_back_once_serving(api: KubeApi, load: Load, cycle: int) -> str:
 
 
 def scale_down_once(
-    api: KubeApi, pods: PodProcesses, load: Load, revision: str, cycle: int
+    api: KubeApi, pods: PodProcesses | realnode.NodePods, load: Load, revision: str, cycle: int
 ) -> None:
     """From two serving pods of `revision` to one, as `kubectl scale` does; then back to two.
 
@@ -376,13 +386,20 @@ def run_engine(
     api: KubeApi, state: cluster.ClusterState, args: argparse.Namespace, work: Path
 ) -> dict[str, Any]:
     engine = args.engine
-    pods = PodProcesses(api, NAMESPACE, state.pod_network, work / "pods").start()
+    pods: PodProcesses | realnode.NodePods
+    if args.node == "real":
+        pods = realnode.NodePods(api, NAMESPACE, REAL_NODE_IMAGE)
+        model_uri = REAL_NODE_MODEL
+    else:
+        pods = PodProcesses(api, NAMESPACE, state.pod_network, work / "pods").start()
+        model_uri = f"file://{make_model(work)}"
     if args.gateway == "traefik":
         gateway: Traefik | Gateway = Traefik(
             state.kubeconfig, work, NAMESPACE, gateway_name=GATEWAY, namespaces=(NAMESPACE,)
         )
         gateway.start()
     else:
+        assert isinstance(pods, PodProcesses), "main() refuses the proxy with --node real"
         gateway = Gateway(api, NAMESPACE, pods, service=NAME).start()
     extra_env: dict[str, str] = {}
     if args.no_drain:
@@ -393,11 +410,10 @@ def run_engine(
     operator = OperatorProcess(state.kubeconfig, NAMESPACE, work, 1.0, extra_env=extra_env)
     operator.start()
     departures = Departures(pods).start()
-    model = make_model(work)
     cycle_times: list[float] = []
     load: Load | None = None
     try:
-        first = manifest(args, model, pods.placement(), 0)
+        first = manifest(args, model_uri, pods.placement(), 0)
         api.create(MODELROLLOUTS, NAMESPACE, first)
         wait(lambda: status(api).get("phase") == "Succeeded", 600, "the first revision stable")
 
@@ -416,7 +432,7 @@ def run_engine(
                 scale_down_once(api, pods, load, stable, cycle)
                 moved = f"{stable} scaled 2 -> 1 -> 2"
             else:
-                body = manifest(args, model, pods.placement(), cycle)
+                body = manifest(args, model_uri, pods.placement(), cycle)
                 api.merge_patch(MODELROLLOUTS, NAMESPACE, NAME, {"spec": body["spec"]})
                 if args.leave == "promotion":
                     previous = stable
@@ -461,6 +477,7 @@ def run_engine(
     durations = sorted(r.ended - r.started for r in requests if r.outcome == "ok")
     return {
         "engine": engine,
+        "node": args.node,
         "gateway": args.gateway,
         "drain": "off (--no-drain)" if args.no_drain else "on (the operator's pod spec)",
         "pods_leave_by": args.leave,
@@ -526,8 +543,22 @@ def main() -> int:
         help="Traefik serving the gatewayAPI router's routes (default), or the project's "
         "proxy in front of the service router's Service",
     )
+    parser.add_argument(
+        "--node",
+        choices=("harness", "real"),
+        default="harness",
+        help="where the pods run: the harness's processes on a kwok node (default), or "
+        "containers on the real node (needs `make images` and Debian's containerd)",
+    )
+    parser.add_argument(
+        "--cluster",
+        help="the local cluster to run on (started if not running; default: one per engine "
+        "and mode, so that runs can go side by side)",
+    )
     parser.add_argument("--keep-cluster", action="store_true")
     args = parser.parse_args()
+    if args.node == "real" and (args.engine, args.gateway) != ("torch", "traefik"):
+        parser.error("--node real runs engine torch through Traefik")
     if args.engine == "vllm" and args.gateway == "traefik":
         parser.error("--engine vllm needs --gateway proxy: vLLM's answers do not name their pod")
     if args.workers is None:
@@ -535,12 +566,17 @@ def main() -> int:
     # Stopped with SIGTERM (e.g. from a background job, where SIGINT is ignored), still clean up.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
-    # A cluster per engine and mode, so that runs can go side by side.
-    cluster_name = (
+    cluster_name = args.cluster or (
         f"bench-drain-{args.engine}{'-off' if args.no_drain else ''}"
         f"{ {'promotion': '', 'rollback': '-rb', 'scaledown': '-sd'}[args.leave] }"
+        f"{'-real' if args.node == 'real' else ''}"
     )
     state = cluster.up(cluster_name, gpu_nodes=1, gpus_per_node=1)
+    if args.node == "real":
+        node = cluster.start_real_node(state)
+        if REAL_NODE_IMAGE not in realnode.images(node):
+            print(f"loading {REAL_NODE_IMAGE} into the real node", flush=True)
+            realnode.load_image(node, REAL_NODE_IMAGE)
     crd = Path(__file__).resolve().parents[1] / "crds" / "modelrollouts.modelrollout.dev.yaml"
     kubectl = [state.kubectl, "--kubeconfig", state.kubeconfig]
     try:
@@ -559,7 +595,8 @@ def main() -> int:
             cluster.down(cluster_name)
     print(json.dumps(result, indent=2))
     print(
-        f"{result['engine']} through {result['gateway']}, drain {result['drain']}, "
+        f"{result['engine']} on {result['node']} through {result['gateway']}, "
+        f"drain {result['drain']}, "
         f"pods leave by {result['pods_leave_by']}: "
         f"{result['cycles']} cycles "
         f"({result['departures']} pods left), {result['requests']} requests, "

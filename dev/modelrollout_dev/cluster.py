@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from modelrollout.kube.labels import EVALUATION_LABEL, LOAD_LABEL
-from modelrollout_dev import podnetwork, toolchain
+from modelrollout_dev import podnetwork, realnode, toolchain
 from modelrollout_dev.nodes import HARNESS_NODE_PREFIX, cluster_nodes
 from modelrollout_dev.podnetwork import PodNetwork
 from modelrollout_dev.prometheus import (
@@ -39,7 +39,26 @@ DEFAULT_NAME = "modelrollout"
 _KWOKCTL_CONFIG = {
     "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
     "kind": "KwokctlConfiguration",
-    "options": {"bindAddress": "127.0.0.1"},
+    "options": {
+        "bindAddress": "127.0.0.1",
+        # In-cluster clients on the real node reach the API server at the `kubernetes`
+        # Service's address.
+        "kubeApiserverCertSANs": ["10.96.0.1"],
+    },
+    # kwok fakes only the nodes it is told are fake: a real node's kubelet runs its own
+    # pods. (Given as `--extra-args`, kwokctl v0.7.0 indexes its patches wrongly.)
+    "componentsPatches": [
+        {
+            "name": "kwok-controller",
+            "extraArgs": [
+                {"key": "manage-all-nodes", "value": "false"},
+                {
+                    "key": "manage-nodes-with-annotation-selector",
+                    "value": "kwok.x-k8s.io/node=fake",
+                },
+            ],
+        }
+    ],
 }
 
 
@@ -148,6 +167,15 @@ def load_state(name: str = DEFAULT_NAME) -> ClusterState | None:
     if not path.is_file():
         return None
     return ClusterState(**json.loads(path.read_text()))
+
+
+def state_for_kubeconfig(kubeconfig: str) -> ClusterState | None:
+    """The local cluster whose kubeconfig this is, if `up` made it."""
+    for path in sorted((state_root() / "clusters").glob("*/state.json")):
+        state = ClusterState(**json.loads(path.read_text()))
+        if Path(state.kubeconfig).resolve() == Path(kubeconfig).resolve():
+            return state
+    return None
 
 
 def _log(message: str) -> None:
@@ -334,8 +362,12 @@ def up(
     gpus_per_node: int = 4,
     cpu_nodes: int = 1,
     audit_users: tuple[str, ...] = (),
+    real_node: bool = False,
 ) -> ClusterState:
     """Start the cluster (building binaries on first use); reuse it when already running.
+
+    With `real_node`, one real node (realnode.py: a kubelet on containerd) joins
+    the kwok nodes; `start_real_node` adds it to a running cluster.
 
     With `audit_users`, the API server writes an audit log of those users'
     requests (`audit_log_path`): how benchmarks count an operator's API calls
@@ -425,8 +457,23 @@ def up(
     _install_gateway_api(state)
     _wait_for_nodes_ready(state)
     _wait_for_default_service_account(state)
+    if real_node:
+        start_real_node(state)
     _log(f"cluster {name!r} ready in {time.monotonic() - started:.1f}s")
     return state
+
+
+def start_real_node(state: ClusterState) -> realnode.RealNodeState:
+    """The real node of a running cluster: started if it is not running already."""
+    directory = Path(state.directory)
+    running = realnode.load_state(directory)
+    if running is not None and realnode.is_running(running):
+        return running
+    realnode.stop(directory, state.kubeconfig, state.kubectl)
+    try:
+        return realnode.start(directory, state.kubeconfig, state.kubectl, state.pod_network)
+    except realnode.RealNodeError as error:
+        raise ClusterError(str(error)) from error
 
 
 def _stop_pid(pid: int, timeout: float = 10.0) -> None:
@@ -447,6 +494,7 @@ def down(name: str = DEFAULT_NAME) -> None:
     """Stop every process `up` started (by pid) and remove the cluster's files."""
     state = load_state(name)
     if state is not None:
+        realnode.stop(cluster_dir(name), state.kubeconfig, state.kubectl)
         _stop_pid(state.prometheus_pid)
     components = kwok_component_pids(name)
     if (cluster_dir(name) / "kwok").is_dir() and toolchain.expected_binaries().kwokctl.is_file():

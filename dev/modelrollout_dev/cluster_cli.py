@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from modelrollout_dev import cluster, toolchain
+from modelrollout_dev import cluster, realnode, toolchain
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,6 +27,22 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=[],
         help="log this user's API requests to the audit log (repeatable)",
     )
+    up.add_argument(
+        "--real-node",
+        action="store_true",
+        help="add a real node (a kubelet on containerd, in the cluster's network namespace)",
+    )
+    up.add_argument(
+        "--load-image",
+        action="append",
+        default=[],
+        metavar="IMAGE",
+        help="with --real-node: copy this local podman image into the node (repeatable)",
+    )
+    load = actions.add_parser(
+        "load-image", help="copy local podman images into the cluster's real node"
+    )
+    load.add_argument("images", nargs="+", metavar="IMAGE")
     for action in ("down", "status", "env"):
         actions.add_parser(action)
     actions.add_parser("build", help="build and cache the binaries without starting anything")
@@ -65,6 +81,17 @@ def _print_env(state: cluster.ClusterState) -> None:
         print(f"export {key}={shlex.quote(value)}")
 
 
+def _load_images(state: cluster.ClusterState, images: list[str]) -> None:
+    if not images:
+        return
+    node = realnode.load_state(Path(state.directory))
+    if node is None or not realnode.is_running(node):
+        raise SystemExit(f"cluster {state.name!r} has no real node: `dev cluster up --real-node`")
+    for image in images:
+        seconds = realnode.load_image(node, image)
+        print(f"loaded {image} into {realnode.NODE_NAME} in {seconds:.0f}s")
+
+
 def run(args: argparse.Namespace) -> int:
     if args.action == "build":
         binaries = toolchain.ensure_binaries()
@@ -72,9 +99,18 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name}: {path}")
         return 0
     if args.action == "up":
+        if args.load_image and not args.real_node:
+            print("--load-image needs --real-node", file=sys.stderr)
+            return 2
         started = cluster.up(
-            args.name, args.gpu_nodes, args.gpus_per_node, args.cpu_nodes, tuple(args.audit_user)
+            args.name,
+            args.gpu_nodes,
+            args.gpus_per_node,
+            args.cpu_nodes,
+            tuple(args.audit_user),
+            real_node=args.real_node,
         )
+        _load_images(started, args.load_image)
         print(
             cluster.kubectl(
                 started,
@@ -103,10 +139,20 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "env":
         _print_env(state)
         return 0
+    if args.action == "load-image":
+        _load_images(state, args.images)
+        return 0
     running = cluster.is_running(state)
     print(f"cluster {args.name!r}: {'running' if running else 'NOT running (stale)'}")
     for component, pid in sorted(cluster.kwok_component_pids(args.name).items()):
         print(f"  {component}: pid {pid}")
     print(f"  prometheus: pid {state.prometheus_pid} at {state.prometheus_url}")
+    node = realnode.load_state(Path(state.directory))
+    if node is not None:
+        node_running = realnode.is_running(node)
+        running = running and node_running
+        print(f"  {realnode.NODE_NAME}: {'running' if node_running else 'NOT running'}")
+        for component, pid in node.pids.items():
+            print(f"    {component}: pid {pid}")
     print(f"  kubeconfig: {state.kubeconfig}")
     return 0 if running else 1

@@ -73,9 +73,17 @@ class PodNetwork:
     cidr: str
 
     def node_subnet(self, node: str) -> ipaddress.IPv4Network:
-        """The /24 of the cluster's CIDR whose addresses the node's pods take."""
-        subnets = list(ipaddress.IPv4Network(self.cidr).subnets(new_prefix=24))
+        """The /24 of the cluster's CIDR whose addresses the node's pods take.
+
+        Never the last /24: that is the real node's bridge (`real_node_subnet`).
+        """
+        subnets = list(ipaddress.IPv4Network(self.cidr).subnets(new_prefix=24))[:-1]
         return subnets[zlib.crc32(node.encode()) % len(subnets)]
+
+    @property
+    def real_node_subnet(self) -> ipaddress.IPv4Network:
+        """The /24 of the real node's CNI bridge (realnode.py)."""
+        return list(ipaddress.IPv4Network(self.cidr).subnets(new_prefix=24))[-1]
 
     def claim_address(self, node: str, pod_uid: str) -> str:
         """A free address of the node's subnet, now on the namespace's loopback.

@@ -259,6 +259,24 @@ def build_kubernetes() -> None:
     _build_in_wrapper(go_mod, packages, _kubernetes_dir(), kubernetes_ldflags(KUBERNETES_VERSION))
 
 
+NODE_COMMANDS = ("kubelet", "kube-proxy")
+
+
+def _node_dir() -> Path:
+    return cache_root() / "bin" / f"kubernetes-node-{KUBERNETES_VERSION}"
+
+
+def ensure_node_binaries() -> dict[str, Path]:
+    """The kubelet and kube-proxy of the control plane's version, for the real node."""
+    binaries = {name: _node_dir() / name for name in NODE_COMMANDS}
+    if not all(path.is_file() for path in binaries.values()):
+        source = module_dir("k8s.io/kubernetes", KUBERNETES_VERSION)
+        go_mod = kubernetes_wrapper_go_mod(KUBERNETES_VERSION, (source / "go.mod").read_text())
+        packages = [f"k8s.io/kubernetes/cmd/{name}" for name in NODE_COMMANDS]
+        _build_in_wrapper(go_mod, packages, _node_dir(), kubernetes_ldflags(KUBERNETES_VERSION))
+    return binaries
+
+
 def build_etcd() -> None:
     go_mod = (
         "module modelrollout.dev/etcdbuild\n\ngo 1.24\n\n"

@@ -18,6 +18,7 @@ import pytest
 from kubernetes import client
 
 from modelrollout.kube.api import HTTPROUTES, KubeApi
+from modelrollout_dev import cluster, realnode
 from modelrollout_dev.demo import make_tiny_models
 from modelrollout_dev.gateway import Gateway
 from modelrollout_dev.operator_process import OperatorProcess
@@ -27,6 +28,13 @@ from modelrollout_dev.traefik import Traefik, service_route
 from tests.conftest import ClusterUnderTest
 from tests.support.rollouts import Rollouts
 from tests.support.scenario import Scenario
+from tests.support.serving_placement import (
+    OPERATOR_IMAGE,
+    REAL_NODE_IMAGE,
+    HarnessPlacement,
+    RealNodePlacement,
+    ServingPlacement,
+)
 
 # Fast ticks keep the tests short; production runs every 2 s.
 TEST_TICK_INTERVAL = 0.5
@@ -98,6 +106,39 @@ def traffic(
     route = service_route(namespace, traefik.gateway_name, "chat")
     KubeApi(kube_api_client).create(HTTPROUTES, namespace, route)
     return pods, traefik
+
+
+@pytest.fixture(scope="session")
+def real_node(cluster_under_test: ClusterUnderTest) -> realnode.RealNodeState:
+    """The local cluster's real node (started on first use), with the project's images in it."""
+    state = cluster.state_for_kubeconfig(cluster_under_test.kubeconfig)
+    if state is None:
+        pytest.fail("the real node joins only a local cluster (`modelrollout dev cluster up`)")
+    try:
+        node = cluster.start_real_node(state)
+        for image in (REAL_NODE_IMAGE, OPERATOR_IMAGE):
+            if image not in realnode.images(node):
+                realnode.load_image(node, image)
+    except (cluster.ClusterError, realnode.RealNodeError) as error:
+        pytest.fail(f"the real node cannot run here: {error} (`make images` builds the image)")
+    return node
+
+
+@pytest.fixture(params=["harness", pytest.param("real-node", marks=pytest.mark.realnode)])
+def routed_serving(
+    request: pytest.FixtureRequest,
+    kube_api_client: client.ApiClient,
+    namespace: str,
+    traefik: Traefik,
+    tiny_models: list[Path],
+) -> tuple[ServingPlacement, Traefik]:
+    """The gatewayAPI router's traffic through Traefik to pods run by the harness, or by the
+    real node's kubelet from the project's image."""
+    if request.param == "real-node":
+        request.getfixturevalue("real_node")
+        return RealNodePlacement(KubeApi(kube_api_client), namespace), traefik
+    pods: PodProcesses = request.getfixturevalue("pods")
+    return HarnessPlacement(pods, tiny_models), traefik
 
 
 @pytest.fixture

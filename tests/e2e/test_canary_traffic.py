@@ -37,6 +37,7 @@ from modelrollout_dev.prometheus import PrometheusHandle
 from modelrollout_dev.traefik import Traefik
 from tests.support.kube import wait_until
 from tests.support.rollouts import Rollouts, StatusRecorder, rollout_manifest
+from tests.support.serving_placement import ServingPlacement
 
 pytestmark = [pytest.mark.e2e, pytest.mark.localharness]
 
@@ -266,28 +267,27 @@ def wait_for_answers(load: BackgroundLoad, count: int, what: str) -> dict[tuple[
 def test_a_canary_through_the_gateway_takes_its_weight_of_requests_and_loses_none(
     rollouts: Rollouts,
     operator_process: OperatorProcess,
-    routed_traffic: tuple[PodProcesses, Traefik],
-    tiny_models: list[Path],
+    routed_serving: tuple[ServingPlacement, Traefik],
     prometheus: PrometheusHandle,
 ) -> None:
     """The gatewayAPI router's weights, carried by Traefik to the pods' own addresses: at
     setWeight 30, 30% of real requests reach the canary; the promotion, and the rollback of
-    a failing revision, lose no request that was not the failing revision's own answer."""
-    pods, gateway = routed_traffic
+    a failing revision, lose no request that was not the failing revision's own answer.
+    Run on the harness's pods and on the real node's containers."""
+    serving, gateway = routed_serving
     steps = [{"setWeight": CANARY_WEIGHT}, {"pause": {}}]
-    at = pods.placement()
     v1 = rollout_manifest(
-        "chat", f"file://{tiny_models[0]}", steps, router="gatewayAPI",
-        analysis=analysis(prometheus), placement=at,
+        "chat", serving.model_uri(0), steps, router="gatewayAPI",
+        analysis=analysis(prometheus), placement=serving.placement(),
     )  # fmt: skip
     rollouts.create(v1)
-    stable = rollouts.wait_phase("chat", {"Succeeded"}, 60)["stableRevision"]
-    wait_for_servers(pods, stable)
+    stable = rollouts.wait_phase("chat", {"Succeeded"}, 180)["stableRevision"]
+    serving.wait_for_servers(stable)
 
     with BackgroundLoad(gateway.url, "chat") as load:
         wait_until(lambda: load.count(stable, "200") >= 10, 60, "the stable served by Traefik")
         served = load.snapshot()
-        rollouts.patch_spec("chat", {"model": {"name": "chat", "uri": f"file://{tiny_models[1]}"}})
+        rollouts.patch_spec("chat", {"model": {"name": "chat", "uri": serving.model_uri(1)}})
         paused = rollouts.wait_phase("chat", {"Paused", "RolledBack"}, 120)
         assert paused["phase"] == "Paused", paused
         assert paused["weights"]["canary"] == CANARY_WEIGHT, paused
@@ -326,27 +326,26 @@ def test_a_canary_through_the_gateway_takes_its_weight_of_requests_and_loses_non
 def test_a_blue_green_preview_through_the_gateway_answers_only_requests_with_the_header(
     rollouts: Rollouts,
     operator_process: OperatorProcess,
-    routed_traffic: tuple[PodProcesses, Traefik],
-    tiny_models: list[Path],
+    routed_serving: tuple[ServingPlacement, Traefik],
 ) -> None:
     """Traefik matches the preview route by its header: testers reach the new color before
-    the switch, users never do; the switch moves every user at once and loses none."""
-    pods, gateway = routed_traffic
-    at = pods.placement()
+    the switch, users never do; the switch moves every user at once and loses none.
+    Run on the harness's pods and on the real node's containers."""
+    serving, gateway = routed_serving
     manifest = rollout_manifest(
-        "chat", f"file://{tiny_models[0]}", [], router="gatewayAPI", placement=at
+        "chat", serving.model_uri(0), [], router="gatewayAPI", placement=serving.placement()
     )
     manifest["spec"]["strategy"] = {"blueGreen": {"scaleDownDelay": "30s"}}
     rollouts.create(manifest)
-    blue = rollouts.wait_phase("chat", {"Succeeded"}, 60)["stableRevision"]
-    wait_for_servers(pods, blue)
+    blue = rollouts.wait_phase("chat", {"Succeeded"}, 180)["stableRevision"]
+    serving.wait_for_servers(blue)
 
     users = BackgroundLoad(gateway.url, "chat")
     testers = BackgroundLoad(gateway.url, "chat", workers=1, headers={PREVIEW_HEADER: "true"})
     with users, testers:
         wait_until(lambda: users.count(blue, "200") >= 10, 60, "the blue color served by Traefik")
         served = users.snapshot()
-        rollouts.patch_spec("chat", {"model": {"name": "chat", "uri": f"file://{tiny_models[1]}"}})
+        rollouts.patch_spec("chat", {"model": {"name": "chat", "uri": serving.model_uri(1)}})
         previewing = rollouts.wait_phase("chat", {"Paused", "RolledBack"}, 120)
         assert previewing["phase"] == "Paused", previewing
         green = previewing["canaryRevision"]
