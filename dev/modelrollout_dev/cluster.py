@@ -9,12 +9,9 @@ processes in their place.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +24,7 @@ from modelrollout.kube.labels import EVALUATION_LABEL, LOAD_LABEL
 from modelrollout_dev import podnetwork, realnode, toolchain
 from modelrollout_dev.nodes import HARNESS_NODE_PREFIX, cluster_nodes
 from modelrollout_dev.podnetwork import PodNetwork
+from modelrollout_dev.processes import free_port, pid_alive, stop_pid
 from modelrollout_dev.prometheus import (
     PrometheusHandle,
     prometheus_binary,
@@ -182,25 +180,6 @@ def _log(message: str) -> None:
     print(f"[cluster] {message}", file=sys.stderr, flush=True)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child still answers kill(0); treat it as gone.
-    stat = Path(f"/proc/{pid}/stat")
-    return not (stat.is_file() and stat.read_text().split(") ")[-1].startswith("Z"))
-
-
 def _kwokctl_env(name: str) -> dict[str, str]:
     return {**os.environ, "KWOK_WORKDIR": str(cluster_dir(name) / "kwok")}
 
@@ -261,8 +240,8 @@ def is_running(state: ClusterState) -> bool:
         bool(components)
         and bool(state.pod_netns)
         and Path("/run/netns", state.pod_netns).exists()
-        and all(_pid_alive(pid) for pid in components.values())
-        and _pid_alive(state.prometheus_pid)
+        and all(pid_alive(pid) for pid in components.values())
+        and pid_alive(state.prometheus_pid)
         and state.prometheus.is_ready()
         and _api_responds(state)
     )
@@ -278,7 +257,7 @@ def start_prometheus(
         path.mkdir(parents=True, exist_ok=True)
     config_file = prom_dir / "prometheus.yml"
     config_file.write_text(prometheus_config(sd_dir, rules_dir, kubeconfig))
-    port = _free_port()
+    port = free_port()
     log = (prom_dir / "prometheus.log").open("ab")
     process = subprocess.Popen(
         [
@@ -476,32 +455,18 @@ def start_real_node(state: ClusterState) -> realnode.RealNodeState:
         raise ClusterError(str(error)) from error
 
 
-def _stop_pid(pid: int, timeout: float = 10.0) -> None:
-    if not _pid_alive(pid):
-        return
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while _pid_alive(pid):
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            break
-        time.sleep(0.1)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
-
-
 def down(name: str = DEFAULT_NAME) -> None:
     """Stop every process `up` started (by pid) and remove the cluster's files."""
     state = load_state(name)
     if state is not None:
         realnode.stop(cluster_dir(name), state.kubeconfig, state.kubectl)
-        _stop_pid(state.prometheus_pid)
+        stop_pid(state.prometheus_pid)
     components = kwok_component_pids(name)
     if (cluster_dir(name) / "kwok").is_dir() and toolchain.expected_binaries().kwokctl.is_file():
         _kwokctl(name, ["delete", "cluster"], check=False)
     # kwokctl stops its components by pid; make sure none outlived it.
     for pid in components.values():
-        _stop_pid(pid)
+        stop_pid(pid)
     podnetwork.delete(name)
     shutil.rmtree(cluster_dir(name), ignore_errors=True)
     _log(f"cluster {name!r} is down")

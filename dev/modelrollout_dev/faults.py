@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelrollout_dev import cluster
+from modelrollout_dev import cluster, processes
 
 KUBE_APISERVER = "kube-apiserver"
 
@@ -112,7 +112,7 @@ def _alive(pid: int) -> bool:
             return True
         del _STARTED[pid]
         return False
-    return cluster._pid_alive(pid)  # a zombie counts as gone
+    return processes.pid_alive(pid)  # a zombie counts as gone
 
 
 @dataclass(frozen=True)

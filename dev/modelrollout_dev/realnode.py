@@ -32,8 +32,6 @@ import ipaddress
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -50,6 +48,7 @@ from modelrollout_dev import toolchain
 from modelrollout_dev.nodes import GPU_PRESENT_LABEL, GPU_RESOURCE, GPU_TAINT
 from modelrollout_dev.podnetwork import PodNetwork
 from modelrollout_dev.podprocesses import Endpoint
+from modelrollout_dev.processes import free_port, pid_alive, stop_pid
 
 NODE_NAME = "real-node-0"
 REAL_NODE_LABEL = "modelrollout.dev/real-node"
@@ -381,34 +380,11 @@ def _spawn(argv: list[str], log: Path) -> int:
     return process.pid
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return not (stat.is_file() and stat.read_text().split(") ")[-1].startswith("Z"))
-
-
-def _stop(pid: int, timeout: float = 15.0) -> None:
-    if pid <= 0 or not _alive(pid):
-        return
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while _alive(pid):
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            break
-        time.sleep(0.1)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
-
-
 def _wait(condition: Any, timeout: float, what: str, pid: int, log: Path) -> None:
     """Until `condition()`; fails at once, with the log's tail, if the process behind it died."""
     deadline = time.monotonic() + timeout
     while not condition():
-        if not _alive(pid):
+        if not pid_alive(pid):
             raise RealNodeError(f"{what}: the process exited; its log ends:\n{_tail(log)}")
         if time.monotonic() > deadline:
             raise RealNodeError(f"{what}: not within {timeout:.0f}s; log ends:\n{_tail(log)}")
@@ -447,13 +423,6 @@ def _kubectl(kubectl: str, kubeconfig: str, args: list[str], stdin: str | None =
     return result.stdout
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _apiserver_endpoint(kubectl: str, kubeconfig: str) -> tuple[str, int]:
     """The `kubernetes` Service's endpoint, which kube-proxy sends in-cluster clients to."""
     found = json.loads(
@@ -488,7 +457,7 @@ def load_state(cluster_directory: Path) -> RealNodeState | None:
 
 
 def is_running(state: RealNodeState) -> bool:
-    return all(_alive(pid) for pid in state.pids.values())
+    return all(pid_alive(pid) for pid in state.pids.values())
 
 
 def start(
@@ -561,7 +530,7 @@ def start(
         kubelet_dir = directory / "kubelet"
         kubelet_dir.mkdir(exist_ok=True)
         (kubelet_dir / "config.yaml").write_text(
-            yaml.safe_dump(kubelet_config(directory, socket_path, _free_port(), _free_port()))
+            yaml.safe_dump(kubelet_config(directory, socket_path, free_port(), free_port()))
         )
         labels = f"{GPU_PRESENT_LABEL}=true,{REAL_NODE_LABEL}=true"
         pids["kubelet"] = _spawn(
@@ -649,7 +618,7 @@ def start(
             .replace(_kubeconfig_server(kubeconfig), f"https://{endpoint_ip}:{endpoint_port}")
         )
         (directory / "kube-proxy.yaml").write_text(
-            yaml.safe_dump(kube_proxy_config(proxy_kubeconfig, pod_network.cidr, _free_port()))
+            yaml.safe_dump(kube_proxy_config(proxy_kubeconfig, pod_network.cidr, free_port()))
         )
         pids["kube-proxy"] = _spawn(
             [
@@ -799,14 +768,14 @@ def stop(cluster_directory: Path, kubeconfig: str, kubectl: str) -> None:
     state = load_state(cluster_directory)
     if state is None:
         return
-    if _alive(state.kubelet_pid) and Path(kubeconfig).is_file():
+    if pid_alive(state.kubelet_pid) and Path(kubeconfig).is_file():
         _drain(kubeconfig, kubectl, 30)
-    _stop(state.kubelet_pid)
-    if _alive(state.containerd_pid):
+    stop_pid(state.kubelet_pid)
+    if pid_alive(state.containerd_pid):
         _force_remove_containers(state)
     for name, pid in state.pids.items():
         if name != "kubelet":
-            _stop(pid)
+            stop_pid(pid)
     # containerd's shims outlive it by design; these are this node's (its socket).
     shims = subprocess.run(
         ["pgrep", "-f", f"containerd-shim-runc-v2 .*-address {state.containerd_socket}"],
@@ -815,7 +784,7 @@ def stop(cluster_directory: Path, kubeconfig: str, kubectl: str) -> None:
         check=False,
     )
     for shim in shims.stdout.split():
-        _stop(int(shim), 5)
+        stop_pid(int(shim), 5)
     _unmount_under(Path(state.directory))
     shutil.rmtree(state.directory, ignore_errors=True)
     _state_file(cluster_directory).unlink(missing_ok=True)

@@ -18,7 +18,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 from collections import Counter
@@ -34,6 +33,7 @@ from kubernetes.client.rest import ApiException
 from modelrollout.engine.revision import REVISION_LENGTH
 from modelrollout_dev import toolchain
 from modelrollout_dev.logs import log_tail
+from modelrollout_dev.processes import free_port
 
 CONTROLLER_NAME = "traefik.io/gateway-controller"
 GATEWAY_GROUP = "gateway.networking.k8s.io"
@@ -55,12 +55,6 @@ PROXY_ARGS = ("--experimental.fastProxy=true",)
 
 class TraefikError(RuntimeError):
     """Traefik did not start; the message carries the end of its log."""
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def gateway_class_manifest(name: str) -> dict[str, Any]:
@@ -177,8 +171,8 @@ class Traefik:
         """Start Traefik, wait for its /ping, then create the CRDs it watches that the
         cluster lacks, the GatewayClass and the Gateway."""
         binary = toolchain.ensure_traefik()
-        self.port = _free_port(self.host)
-        self.api_port = _free_port(self.host)
+        self.port = free_port(self.host)
+        self.api_port = free_port(self.host)
         # Traefik would take these for an in-cluster client and ignore KUBECONFIG.
         env = {
             key: value

@@ -4,23 +4,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from modelrollout_dev import cluster
+from modelrollout_dev.processes import pid_alive
 from tests.conftest import ClusterUnderTest
 
 pytestmark = pytest.mark.cluster
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return not (stat.is_file() and stat.read_text().split(") ")[-1].startswith("Z"))
 
 
 def host_routes() -> str:
@@ -41,7 +32,7 @@ def test_up_reuses_a_running_cluster_and_down_leaves_no_process_or_file_behind(
         components = cluster.kwok_component_pids(name)
         assert set(components) >= {"etcd", "kube-apiserver", "kube-scheduler"}
         pids = [*components.values(), state.prometheus_pid]
-        assert all(alive(pid) for pid in pids)
+        assert all(pid_alive(pid) for pid in pids)
         # Its own pod network, apart from the test session's cluster's.
         network = state.pod_network
         assert netns_exists(network.netns)
@@ -54,7 +45,7 @@ def test_up_reuses_a_running_cluster_and_down_leaves_no_process_or_file_behind(
         assert cluster.kwok_component_pids(name) == components
     finally:
         cluster.down(name)
-    assert not any(alive(pid) for pid in pids)
+    assert not any(pid_alive(pid) for pid in pids)
     assert not netns_exists(network.netns)
     assert network.cidr not in host_routes()
     assert not cluster.cluster_dir(name).exists()
