@@ -8,6 +8,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Self
 
 import httpx
 
@@ -49,7 +50,40 @@ def wait_until_served(url: str, model: str, timeout: float = 120) -> None:
             time.sleep(0.2)
 
 
-class BackgroundLoad:
+class _ClientThreads:
+    """`workers` daemon threads running `_run` until stopped; a context manager."""
+
+    def __init__(self, workers: int) -> None:
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(workers)]
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            if thread.ident is not None:  # started
+                thread.join(timeout=60)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class BackgroundLoad(_ClientThreads):
     """A few client threads sending completions; answers counted by (revision, status).
 
     The model's name is the rollout's, as in the tests and benchmarks; `headers` go with
@@ -65,8 +99,7 @@ class BackgroundLoad:
         # (time.monotonic() when sent, revision, status) of every answer, in arrival order.
         self._timeline: list[tuple[float, str, str]] = []
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(workers)]
+        super().__init__(workers)
 
     def _count(self, sent: float, revision: str, status: str) -> None:
         with self._lock:
@@ -101,28 +134,6 @@ class BackgroundLoad:
         with self._lock:
             return sorted(answer for answer in self._timeline if answer[0] > moment)
 
-    def start(self) -> BackgroundLoad:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            if thread.ident is not None:  # started
-                thread.join(timeout=60)
-
-    def __enter__(self) -> BackgroundLoad:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
-
 
 @dataclass
 class Conversation:
@@ -141,7 +152,7 @@ class Conversation:
         return self.turns[0][0]
 
 
-class ConversationLoad:
+class ConversationLoad(_ClientThreads):
     """Client threads each holding multi-turn chats, one after another, as a chat app does.
 
     A conversation has a fresh session id (a UUID's hex: its last digits are uniformly
@@ -168,8 +179,7 @@ class ConversationLoad:
         self.send_pin = send_pin
         self._finished: list[Conversation] = []
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(workers)]
+        super().__init__(workers)
 
     def _converse(self, http: httpx.Client) -> Conversation:
         conversation = Conversation(uuid.uuid4().hex)
@@ -207,25 +217,3 @@ class ConversationLoad:
         """The conversations ended so far, in the order they ended."""
         with self._lock:
             return list(self._finished)
-
-    def start(self) -> ConversationLoad:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            if thread.ident is not None:
-                thread.join(timeout=60)
-
-    def __enter__(self) -> ConversationLoad:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
