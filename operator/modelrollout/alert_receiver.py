@@ -156,7 +156,7 @@ class AlertReceiver:
         if request.content_length is not None and request.content_length > self._max_bytes:
             return _too_large(self._max_bytes)
         if not self._is_leader():
-            return web.json_response(
+            standby = web.json_response(
                 {
                     "error": "this operator replica is a standby: only the leader of the "
                     "Lease acts on alerts; Alertmanager retries, and the Service reaches "
@@ -164,6 +164,10 @@ class AlertReceiver:
                 },
                 status=503,
             )
+            # Alertmanager keeps its connection alive: closed, its retry is a new
+            # connection, which the Service may send to another replica.
+            standby.force_close()
+            return standby
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:

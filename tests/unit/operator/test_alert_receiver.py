@@ -293,6 +293,8 @@ class Receiver:
     token_file: Path
     leading: bool = True
     max_bytes: int = 4096
+    # The headers of the last answer.
+    headers: dict[str, str] = field(default_factory=dict)
 
     def post(
         self, body: bytes, headers: dict[str, str] | None = None
@@ -313,6 +315,7 @@ class Receiver:
                     data=body,
                     headers={"Content-Type": "application/json", **(headers or {})},
                 )
+                self.headers = dict(response.headers)
                 return response.status, await response.json()
 
         return asyncio.run(request())
@@ -398,6 +401,8 @@ def test_a_standby_answers_503_and_changes_nothing(receiver: Receiver) -> None:
     receiver.leading = False
     status, answer = receiver.push(webhook_alert(labels_for(receiver.pushed.canary)))
     assert status == 503 and "standby" in answer["error"]
+    # Alertmanager's retry opens a new connection, which the Service may send to the leader.
+    assert receiver.headers["Connection"] == "close"
     assert receiver.pushed.woken == []
     receiver.pushed.unchanged_by_a_tick()
     # Not remembered as acted on: the leader, when the retry reaches it, acts.
