@@ -50,10 +50,21 @@ PATH = "/alerts"
 
 @dataclass(frozen=True)
 class RolloutView:
-    """A rollout as the receiver matches against it: its body and its freshest status."""
+    """A rollout as the receiver matches against it: its body and its last tick's status.
+
+    The last tick's status is fresher than the watch's body (whose canary may be
+    a moment old); without one (a replica that just started) the body's is read,
+    only for a rollout whose alerts the push names.
+    """
 
     body: Body
-    status: ModelRolloutStatus
+    decided: ModelRolloutStatus | None = None
+
+    @property
+    def status(self) -> ModelRolloutStatus:
+        if self.decided is not None:
+            return self.decided
+        return ModelRolloutStatus.model_validate(self.body.get("status") or {})
 
 
 @dataclass(frozen=True)
@@ -94,9 +105,10 @@ def route_alerts(
             spec = parse_spec(rollout.body.get("spec") or {})
         except ValueError:
             continue  # the tick reports an invalid spec; there is nothing to analyse
-        if not analysis_active(spec, rollout.status):
+        status = rollout.status
+        if not analysis_active(spec, status):
             continue
-        context = analysis_context(metadata["namespace"], metadata["name"], spec, rollout.status)
+        context = analysis_context(metadata["namespace"], metadata["name"], spec, status)
         hits = [alert for alert in fresh if entries_matching(spec, [alert.labels], context)]
         for alert in hits:
             pushed.record(metadata["uid"], alert.labels, alert.replay_key)

@@ -39,7 +39,6 @@ from modelrollout.kube.events import EventRecorder
 from modelrollout.kube.labels import ANNOTATION_PREFIX, FINALIZER, GROUP, PLURAL, VERSION
 from modelrollout.leader import LeaseElector
 from modelrollout.metrics import OperatorMetrics
-from modelrollout.models.status import ModelRolloutStatus
 from modelrollout.scheduler import TickScheduler
 from modelrollout.settings import OperatorSettings, SettingsError
 
@@ -129,18 +128,11 @@ def _lease_elector(
 
 
 def _rollout_views(scheduler: TickScheduler, reconciler: Reconciler) -> list[RolloutView]:
-    views = []
-    for body in scheduler.bodies():
-        # The last tick's status is fresher than the watch's body (the canary may be
-        # a moment old there); a replica that does not lead has none.
-        decided = reconciler.last_decision(body["metadata"]["uid"])
-        status = (
-            decided.status
-            if decided is not None
-            else ModelRolloutStatus.model_validate(body.get("status") or {})
-        )
-        views.append(RolloutView(body, status))
-    return views
+    return [
+        RolloutView(body, None if decided is None else decided.status)
+        for body in scheduler.bodies()
+        for decided in [reconciler.last_decision(body["metadata"]["uid"])]
+    ]
 
 
 async def _start_alert_receiver(
