@@ -4,7 +4,8 @@ The rollout's analysis polls a real Prometheus every 60 s, where the alert
 never fires: only the push can roll it back within the test's bound. Requests
 the receiver must refuse (no token, a wrong token, a payload too large, a
 malformed one) and alerts it must ignore (another revision's) are sent first;
-the status watch shows that none of them moved the rollout.
+the status watch shows that none of them moved the rollout. With two replicas
+on a Lease, the standby's receiver refuses with 503 and the leader's accepts.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from modelrollout.kube.api import LEASES, KubeApi
 from modelrollout_dev.operator_process import OperatorProcess
 from modelrollout_dev.prometheus import PrometheusHandle
 from tests.conftest import ClusterUnderTest
@@ -65,26 +67,37 @@ class Receiver:
         return True
 
 
-@pytest.fixture
-def receiver(
-    cluster_under_test: ClusterUnderTest, namespace: str, tmp_path: Path
-) -> Iterator[Receiver]:
-    token_file = tmp_path / "alert-receiver-token"
+def operator_with_receiver(
+    cluster_under_test: ClusterUnderTest,
+    namespace: str,
+    log_dir: Path,
+    extra_env: dict[str, str] | None = None,
+) -> tuple[OperatorProcess, Receiver]:
+    token_file = log_dir / "alert-receiver-token"
+    log_dir.mkdir(parents=True, exist_ok=True)
     token_file.write_text(TOKEN)
     port = _free_port()
     process = OperatorProcess(
         cluster_under_test.kubeconfig,
         namespace,
-        tmp_path,
+        log_dir,
         tick_interval=TEST_TICK_INTERVAL,
         extra_env={
             "MODELROLLOUT_ALERT_RECEIVER_PORT": str(port),
             "MODELROLLOUT_ALERT_RECEIVER_TOKEN_FILE": str(token_file),
+            **(extra_env or {}),
         },
     )
+    return process, Receiver(port)
+
+
+@pytest.fixture
+def receiver(
+    cluster_under_test: ClusterUnderTest, namespace: str, tmp_path: Path
+) -> Iterator[Receiver]:
+    process, receiver = operator_with_receiver(cluster_under_test, namespace, tmp_path)
     process.start()
     try:
-        receiver = Receiver(port)
         wait_until(receiver.listening, 60, "the operator's alert receiver to listen")
         yield receiver
     finally:
@@ -187,3 +200,41 @@ def test_a_pushed_alert_rolls_the_canary_back_before_any_poll_and_bad_pushes_cha
         200,
         {"matched": [], "replayed": 1, "ignored": 0},
     )
+
+
+def test_only_the_leader_takes_pushes_a_standby_answers_503(
+    cluster_under_test: ClusterUnderTest,
+    kube_api_client: client.ApiClient,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    api = KubeApi(kube_api_client)
+
+    def holder() -> str | None:
+        lease = api.get(LEASES, namespace, "modelrollout-operator")
+        return None if lease is None else lease["spec"].get("holderIdentity")
+
+    def replica(name: str) -> tuple[OperatorProcess, Receiver]:
+        election = {
+            "MODELROLLOUT_LEADER_ELECTION": "on",
+            "POD_NAMESPACE": namespace,
+            "POD_NAME": name,
+        }
+        return operator_with_receiver(cluster_under_test, namespace, tmp_path / name, election)
+
+    (leader, to_leader), (standby, to_standby) = replica("replica-a"), replica("replica-b")
+    leader.start()
+    try:
+        wait_until(lambda: holder() == "replica-a", 30, "replica-a to lead")
+        standby.start()
+        try:
+            wait_until(to_standby.listening, 60, "replica-b's alert receiver to listen")
+            push = webhook("ModelHighErrorRate", {"namespace": namespace}, "b1")
+            status, answer = to_standby.post(push)
+            assert status == 503 and "standby" in answer["error"]
+            assert holder() == "replica-a"
+            assert to_leader.post(push) == (200, {"matched": [], "replayed": 0, "ignored": 1})
+        finally:
+            standby.stop()
+    finally:
+        leader.stop()
