@@ -93,6 +93,11 @@ class TickScheduler:
         self._signal()
         return previous
 
+    def bodies(self) -> list[Body]:
+        """The latest body of every rollout known (thread-safe)."""
+        with self._lock:
+            return [entry.body for entry in self._entries.values()]
+
     def wake(self, namespace: str, name: str) -> None:
         """Something the rollout owns changed: tick it now (thread-safe)."""
         with self._lock:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
@@ -70,6 +71,14 @@ class OperatorSettings(BaseModel):
     metrics_port: Annotated[int | None, BeforeValidator(_port_or_off)] = Field(
         8080, alias="MODELROLLOUT_METRICS_PORT", ge=1, le=65535
     )
+    # Alertmanager's webhook receiver (alert_receiver.py); None ("off", the default):
+    # none. On, it needs the file holding the bearer token Alertmanager sends.
+    alert_receiver_port: Annotated[int | None, BeforeValidator(_port_or_off)] = Field(
+        None, alias="MODELROLLOUT_ALERT_RECEIVER_PORT", ge=1, le=65535
+    )
+    alert_receiver_token_file: Annotated[Path | None, BeforeValidator(_unset_if_empty)] = Field(
+        None, alias="MODELROLLOUT_ALERT_RECEIVER_TOKEN_FILE"
+    )
     # The image of evaluation Jobs of vllm rollouts whose step names none: one with
     # modelserve (vLLM's images have none). Unset: the rollout's serving image.
     evaluation_image: Annotated[str | None, BeforeValidator(_unset_if_empty)] = Field(
@@ -89,6 +98,15 @@ class OperatorSettings(BaseModel):
     pod_name: Annotated[str | None, BeforeValidator(_unset_if_empty)] = Field(
         None, alias="POD_NAME"
     )
+
+    @model_validator(mode="after")
+    def _alert_receiver_has_a_token(self) -> Self:
+        if self.alert_receiver_port is not None and self.alert_receiver_token_file is None:
+            raise ValueError(
+                "MODELROLLOUT_ALERT_RECEIVER_PORT needs MODELROLLOUT_ALERT_RECEIVER_TOKEN_FILE: "
+                "the receiver accepts only requests bearing its token"
+            )
+        return self
 
     @model_validator(mode="after")
     def _leader_election_is_complete(self) -> Self:

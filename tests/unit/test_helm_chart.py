@@ -98,6 +98,40 @@ def test_the_operator_pod_is_hardened_and_probed_on_kopfs_liveness_endpoint(
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
 
 
+def test_the_alert_receiver_is_off_by_default(tmp_path: Path) -> None:
+    documents = render(tmp_path)
+    (container,) = only(documents, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert not any(e["name"].startswith("MODELROLLOUT_ALERT_RECEIVER") for e in container["env"])
+    assert not [d for d in documents if d["metadata"]["name"].endswith("-alerts")]
+
+
+def test_the_alert_receiver_has_a_service_port_and_its_token_from_a_secret(
+    tmp_path: Path,
+) -> None:
+    values = {"alertReceiver": {"enabled": True, "tokenSecret": {"name": "am-token", "key": "t"}}}
+    documents = render(tmp_path, values)
+    pod = only(documents, "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["MODELROLLOUT_ALERT_RECEIVER_PORT"] == "9095"
+    token_file = env["MODELROLLOUT_ALERT_RECEIVER_TOKEN_FILE"]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "alert-receiver-token"]
+    assert mount["readOnly"] is True and token_file == f"{mount['mountPath']}/t"
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "alert-receiver-token"]
+    assert volume["secret"] == {"secretName": "am-token", "items": [{"key": "t", "path": "t"}]}
+    port = next(p for p in container["ports"] if p["name"] == "alerts")
+    service = _named(documents, "Service", "-alerts")
+    assert service["spec"]["ports"] == [
+        {"name": "alerts", "port": 9095, "targetPort": "alerts", "protocol": "TCP"}
+    ]
+    assert port["containerPort"] == 9095
+    assert service["spec"]["selector"] == pod_selector(documents)
+
+
+def pod_selector(documents: list[dict[str, Any]]) -> dict[str, str]:
+    return dict(only(documents, "Deployment")["spec"]["selector"]["matchLabels"])
+
+
 def _named(documents: list[dict[str, Any]], kind: str, suffix: str) -> dict[str, Any]:
     (found,) = [
         d for d in documents if d["kind"] == kind and d["metadata"]["name"].endswith(suffix)
@@ -193,6 +227,7 @@ def test_evaluation_jobs_get_the_serving_image_of_the_chart_version(tmp_path: Pa
         ({"replicas": 3}, "replicas"),
         ({"operator": {"logLevel": "loud"}}, "/operator/logLevel"),
         ({"metrics": {"port": 70000}}, "/metrics/port"),
+        ({"alertReceiver": {"enabled": True}}, "/alertReceiver/tokenSecret/name"),
     ],
 )
 def test_bad_values_are_refused_naming_the_field(

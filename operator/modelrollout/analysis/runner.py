@@ -14,7 +14,7 @@ last word (a rolled-back rollout still shows the breach that caused it).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from modelrollout.analysis.assessment import (
@@ -27,6 +27,7 @@ from modelrollout.analysis.assessment import (
 )
 from modelrollout.analysis.builtins import ratio
 from modelrollout.analysis.provider import MetricProvider, QueryResult
+from modelrollout.analysis.pushed import matching_alerts
 from modelrollout.analysis.templates import TemplateError
 from modelrollout.models.durations import parse_duration
 from modelrollout.models.spec import Alert, Check, ModelRolloutSpec
@@ -69,17 +70,32 @@ def analysis_due(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: dateti
     return (now - max(evaluated)).total_seconds() >= parse_duration(spec.analysis.interval)
 
 
+def analysis_context(
+    namespace: str, name: str, spec: ModelRolloutSpec, status: ModelRolloutStatus
+) -> dict[str, str]:
+    """The template variables of a rollout's queries and matchLabels."""
+    return {
+        "namespace": namespace,
+        "rollout": name,
+        "canary.revision": status.canary_revision or "",
+        "stable.revision": status.stable_revision or "",
+        "model": spec.model.name,
+    }
+
+
 def evaluate(
     spec: ModelRolloutSpec,
     status: ModelRolloutStatus,
     provider: MetricProvider,
     context: Mapping[str, str],
     now: datetime,
+    pushed: Sequence[Mapping[str, str]] = (),
 ) -> tuple[tuple[CheckStatus, ...], AnalysisVerdict]:
-    """This tick's checks and verdict; queries only when `analysis_due`.
+    """This tick's checks and verdict; queries only when `analysis_due` or an alert was pushed.
 
-    `context` holds the template variables: namespace, rollout,
-    canary.revision, stable.revision, model.
+    `context` holds the template variables (`analysis_context`). `pushed`
+    holds the labels of firing alerts Alertmanager pushed for this rollout
+    (pushed.py): an alert entry one of them matches fires now, unasked.
     """
     if not spec.analysis.checks and not spec.analysis.alerts:
         return (), AnalysisVerdict.healthy()
@@ -87,18 +103,21 @@ def evaluate(
         return pending_checks(spec.analysis), AnalysisVerdict.pending(
             "the canary receives no traffic yet"
         )
-    if not analysis_due(spec, status, now):
+    firing = {alert_check_name(alert.alertname) for alert in matching_alerts(spec, pushed, context)}
+    if not firing and not analysis_due(spec, status, now):
         return status.checks, verdict_of(spec.analysis, status.checks)
-    samples: dict[str, Sample] = {}
+    samples: dict[str, Sample] = {name: Sample(1.0) for name in firing}
     offline = None if provider.is_online() else Sample.unavailable(provider.offline_reason())
     for check in spec.analysis.checks:
         samples[check.name] = (
             offline if offline is not None else _check_sample(provider, check, context)
         )
     for alert in spec.analysis.alerts:
-        samples[alert_check_name(alert.alertname)] = (
-            offline if offline is not None else _alert_sample(provider, alert, context)
-        )
+        name = alert_check_name(alert.alertname)
+        if name not in firing:
+            samples[name] = (
+                offline if offline is not None else _alert_sample(provider, alert, context)
+            )
     return assess(spec.analysis, status.checks, samples, now)
 
 

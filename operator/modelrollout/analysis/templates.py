@@ -90,12 +90,17 @@ def render(template: str, context: Mapping[str, str]) -> str:
     )
 
 
-def render_label_value(template: str, context: Mapping[str, str]) -> str:
-    """`template` as the escaped content of one double-quoted label value: literal text too."""
+def label_value(template: str, context: Mapping[str, str]) -> str:
+    """`template` with every variable replaced by its value, unescaped: the label's value."""
     parts: list[str] = []
     end = 0
     for match in _VARIABLE.finditer(template):
         parts += [template[end : match.start()], _value(match.group(1), context)]
         end = match.end()
     parts.append(template[end:])
-    return escape_promql_string("".join(parts))
+    return "".join(parts)
+
+
+def render_label_value(template: str, context: Mapping[str, str]) -> str:
+    """`template` as the escaped content of one double-quoted label value: literal text too."""
+    return escape_promql_string(label_value(template, context))

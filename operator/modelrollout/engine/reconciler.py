@@ -31,7 +31,8 @@ from typing import Any
 from modelrollout.analysis.assessment import check_events
 from modelrollout.analysis.pool import ProviderPool
 from modelrollout.analysis.provider import MetricProvider
-from modelrollout.analysis.runner import evaluate
+from modelrollout.analysis.pushed import PushedAlerts
+from modelrollout.analysis.runner import analysis_context, evaluate
 from modelrollout.engine.capacity import assess, gpus_per_pod, node_gpus, pod_gpus
 from modelrollout.engine.children import (
     ForeignScale,
@@ -113,8 +114,11 @@ class Reconciler:
         check_refresh_seconds: float = 60.0,
         max_queries_in_flight: int = 8,
         evaluation_image: str | None = None,
+        pushed_alerts: PushedAlerts | None = None,
     ) -> None:
         self._metrics = metrics or OperatorMetrics()
+        # Firing alerts Alertmanager pushed (alert_receiver.py), taken by the next evaluation.
+        self._pushed_alerts = pushed_alerts or PushedAlerts()
         self._api = api
         self._clock = clock
         # Shared by every rollout's provider: the bound is on the whole operator.
@@ -158,6 +162,7 @@ class Reconciler:
             self._refused.pop(uid, None)
             self._written_generations.pop(uid, None)
         self._specs.forget(uid)
+        self._pushed_alerts.forget(uid)
         self._metrics.forget(namespace, name)
 
     def _lock(self, uid: str) -> threading.Lock:
@@ -439,19 +444,14 @@ class Reconciler:
     def _analyze(
         self, spec: ModelRolloutSpec, status: ModelRolloutStatus, rollout: RolloutRef, now: datetime
     ) -> tuple[tuple[CheckStatus, ...], AnalysisVerdict]:
-        context = {
-            "namespace": rollout.namespace,
-            "rollout": rollout.name,
-            "canary.revision": status.canary_revision or "",
-            "stable.revision": status.stable_revision or "",
-            "model": spec.model.name,
-        }
+        context = analysis_context(rollout.namespace, rollout.name, spec, status)
         provider = (
             self._providers.provider(spec.analysis, rollout.namespace)
             if self._provider_factory is None
             else self._provider_factory(spec)
         )
-        return evaluate(spec, status, provider, context, now)
+        pushed = self._pushed_alerts.take(rollout.uid)
+        return evaluate(spec, status, provider, context, now, pushed)
 
     def _converge(
         self,

@@ -25,9 +25,12 @@ from functools import partial
 from typing import Any
 
 import kopf
+from aiohttp import web
 from kubernetes import client, config
 from prometheus_client import start_http_server
 
+from modelrollout.alert_receiver import AlertReceiver, RolloutView
+from modelrollout.analysis.pushed import PushedAlerts
 from modelrollout.engine.reconciler import Reconciler
 from modelrollout.engine.timing import progress_marker, tick_period
 from modelrollout.kube.api import MODELROLLOUTS, KubeApi, KubeApiError
@@ -51,6 +54,7 @@ class Operator:
     scheduler: TickScheduler
     elector: LeaseElector | None
     background: list[asyncio.Task[None]] = field(default_factory=list)
+    alert_receiver: web.AppRunner | None = None
 
 
 def _operator(memo: kopf.Memo) -> Operator:
@@ -123,6 +127,36 @@ def _lease_elector(
     return elector
 
 
+def _rollout_views(scheduler: TickScheduler, reconciler: Reconciler) -> list[RolloutView]:
+    return [
+        RolloutView(body, None if decided is None else decided.status)
+        for body in scheduler.bodies()
+        for decided in [reconciler.last_decision(body["metadata"]["uid"])]
+    ]
+
+
+async def _start_alert_receiver(
+    settings: OperatorSettings,
+    scheduler: TickScheduler,
+    reconciler: Reconciler,
+    elector: LeaseElector | None,
+    pushed: PushedAlerts,
+) -> web.AppRunner:
+    assert settings.alert_receiver_port is not None
+    assert settings.alert_receiver_token_file is not None, "settings require it"
+    receiver = AlertReceiver(
+        settings.alert_receiver_token_file,
+        lambda: elector is None or elector.is_leader,
+        partial(_rollout_views, scheduler, reconciler),
+        pushed,
+        scheduler.wake,
+    )
+    runner = web.AppRunner(receiver.application(), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, port=settings.alert_receiver_port).start()
+    return runner
+
+
 @kopf.on.startup(id="configure")
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     try:
@@ -155,12 +189,14 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     metrics = OperatorMetrics()
     if operator_settings.metrics_port is not None:
         start_http_server(operator_settings.metrics_port, registry=metrics.registry)
+    pushed = PushedAlerts()
     reconciler = Reconciler(
         api,
         metrics=metrics,
         check_refresh_seconds=operator_settings.check_status_refresh_seconds,
         max_queries_in_flight=operator_settings.max_queries_in_flight,
         evaluation_image=operator_settings.evaluation_image,
+        pushed_alerts=pushed,
     )
     elector = None
     if operator_settings.leader_election:
@@ -177,6 +213,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     if elector is not None:
         operator.background.append(asyncio.create_task(elector.run(), name="leader-election"))
     operator.background.append(asyncio.create_task(scheduler.run(), name="tick"))
+    if operator_settings.alert_receiver_port is not None:
+        operator.alert_receiver = await _start_alert_receiver(
+            operator_settings, scheduler, reconciler, elector, pushed
+        )
     memo["operator"] = operator
 
 
@@ -185,6 +225,8 @@ async def stop_ticking(memo: kopf.Memo, **_: Any) -> None:
     operator = memo.get("operator")
     if not isinstance(operator, Operator):
         return  # the start-up handler failed before it configured anything
+    if operator.alert_receiver is not None:
+        await operator.alert_receiver.cleanup()
     for task in operator.background:
         task.cancel()
     operator.api.stop()

@@ -39,6 +39,7 @@ def test_no_variables_give_the_documented_defaults() -> None:
     assert settings.lease_timing() == LeaseTiming(15.0, 10.0, 2.0)
     assert settings.pod_namespace is None
     assert settings.evaluation_image is None
+    assert settings.alert_receiver_port is None
     assert settings.lease_holder == f"{socket.gethostname()}-{os.getpid()}"
 
 
@@ -62,6 +63,13 @@ def test_no_variables_give_the_documented_defaults() -> None:
             "example.com/serving:1",
         ),
         ("MODELROLLOUT_EVALUATION_IMAGE", "", "evaluation_image", None),
+        ("MODELROLLOUT_ALERT_RECEIVER_PORT", "off", "alert_receiver_port", None),
+        (
+            "MODELROLLOUT_ALERT_RECEIVER_TOKEN_FILE",
+            "/etc/modelrollout/alert-receiver/token",
+            "alert_receiver_token_file",
+            Path("/etc/modelrollout/alert-receiver/token"),
+        ),
         ("POD_NAME", "operator-0", "lease_holder", "operator-0"),
         ("POD_NAMESPACE", "ops", "pod_namespace", "ops"),
         # The chart's downward-API fields outside a pod: empty means unset.
@@ -130,6 +138,15 @@ def test_every_bad_variable_is_named_at_once() -> None:
 def test_leader_election_without_a_namespace_is_refused() -> None:
     with pytest.raises(SettingsError, match="MODELROLLOUT_LEADER_ELECTION=on needs POD_NAMESPACE"):
         OperatorSettings.from_env({"MODELROLLOUT_LEADER_ELECTION": "on"})
+
+
+def test_the_alert_receiver_needs_a_token_file() -> None:
+    with pytest.raises(SettingsError, match="needs MODELROLLOUT_ALERT_RECEIVER_TOKEN_FILE"):
+        OperatorSettings.from_env({"MODELROLLOUT_ALERT_RECEIVER_PORT": "8443"})
+    settings = OperatorSettings.from_env(
+        {"MODELROLLOUT_ALERT_RECEIVER_PORT": "8443", "MODELROLLOUT_ALERT_RECEIVER_TOKEN_FILE": "/t"}
+    )
+    assert (settings.alert_receiver_port, settings.alert_receiver_token_file) == (8443, Path("/t"))
 
 
 def test_lease_timings_out_of_order_are_refused_naming_the_three_variables() -> None:
