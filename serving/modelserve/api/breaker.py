@@ -55,9 +55,7 @@ class BreakerOpenResponse(APIError):
     """The 503 of a refusing breaker, with Retry-After."""
 
     def __init__(self, refusal: BreakerOpenError) -> None:
-        super().__init__(
-            503, str(refusal), error_type="service_unavailable", code="circuit_open"
-        )
+        super().__init__(503, str(refusal), error_type="service_unavailable", code="circuit_open")
         self.retry_after = refusal.retry_after_header
 
     def response(self) -> JSONResponse:
