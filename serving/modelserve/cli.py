@@ -46,6 +46,21 @@ def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         f"idle timeout for upstream connections (default {KEEP_ALIVE_TIMEOUT_S:.0f})",
     )
     parser.add_argument("--log-level", default="info")
+    breaker = parser.add_argument_group(
+        "circuit breaker (fail fast with 503 and an unready /health while the engine fails)"
+    )
+    breaker.add_argument(
+        "--breaker-failures",
+        type=int,
+        default=5,
+        help="engine failures in a row that open the breaker; 0 turns it off (default 5)",
+    )
+    breaker.add_argument(
+        "--breaker-cooldown",
+        type=float,
+        default=30.0,
+        help="seconds an open breaker refuses requests before one trial request (default 30)",
+    )
     faults = parser.add_argument_group(
         "fault injection (rollout testing only; needs --fault-injection or "
         "MODELSERVE_FAULT_INJECTION=enabled as well as a parameter)"
@@ -59,6 +74,17 @@ def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--fault-token-delay", type=float, default=0.0, help="seconds added per token"
     )
     faults.add_argument("--fault-seed", type=int, help="seed for choosing failed requests")
+    faults.add_argument(
+        "--fault-engine-error-rate",
+        type=float,
+        default=0.0,
+        help="fraction of engine steps that raise inside the engine (fails their requests)",
+    )
+    faults.add_argument(
+        "--fault-engine-error-limit",
+        type=int,
+        help="stop injecting engine errors after this many (default: never stop)",
+    )
 
 
 def _run_serve(args: argparse.Namespace) -> int:
@@ -82,6 +108,8 @@ def _run_serve(args: argparse.Namespace) -> int:
             added_latency_s=args.fault_latency,
             token_delay_s=args.fault_token_delay,
             seed=args.fault_seed,
+            engine_error_rate=args.fault_engine_error_rate,
+            engine_error_limit=args.fault_engine_error_limit,
         )
     except (ModelURIError, FaultConfigError) as error:
         print(f"modelserve serve: {error}", file=sys.stderr)
@@ -89,6 +117,12 @@ def _run_serve(args: argparse.Namespace) -> int:
     if args.max_batch_size < 1 or args.max_queue_size < 0:
         print(
             "modelserve serve: --max-batch-size must be >= 1, --max-queue-size >= 0",
+            file=sys.stderr,
+        )
+        return 2
+    if args.breaker_failures < 0 or args.breaker_cooldown < 0:
+        print(
+            "modelserve serve: --breaker-failures and --breaker-cooldown must be >= 0",
             file=sys.stderr,
         )
         return 2
@@ -104,6 +138,8 @@ def _run_serve(args: argparse.Namespace) -> int:
         request_timeout_s=args.request_timeout,
         drain_timeout_s=args.drain_timeout,
         keep_alive_timeout_s=args.keep_alive_timeout,
+        breaker_failure_threshold=args.breaker_failures,
+        breaker_cooldown_s=args.breaker_cooldown,
         faults=faults,
         pod_name=os.environ.get("HOSTNAME") or socket.gethostname(),
     )

@@ -1,5 +1,12 @@
 """Fault injection for rollout testing: errors, added latency and slower tokens.
 
+Two kinds of error: `error_rate` answers a fraction of requests 500 before they
+reach the engine (the engine stays healthy); `engine_error_rate` makes a
+fraction of the engine's prefill steps raise inside the engine thread, which
+fails every request in that step as a broken model or device would (what the
+circuit breaker counts). `engine_error_limit` stops the engine errors after that
+many, so a test can watch the engine recover.
+
 Off unless BOTH the switch (`--fault-injection` or the environment variable
 MODELSERVE_FAULT_INJECTION=enabled) AND at least one fault parameter are
 given; fault parameters without the switch refuse to start the server, so a
@@ -31,10 +38,18 @@ class FaultInjection:
     added_latency_s: float = 0.0
     token_delay_s: float = 0.0
     seed: int | None = None
+    engine_error_rate: float = 0.0
+    # Injected engine errors stop after this many; None: they never stop.
+    engine_error_limit: int | None = None
 
     @property
     def active(self) -> bool:
-        return self.error_rate > 0 or self.added_latency_s > 0 or self.token_delay_s > 0
+        return (
+            self.error_rate > 0
+            or self.added_latency_s > 0
+            or self.token_delay_s > 0
+            or self.engine_error_rate > 0
+        )
 
 
 def fault_injection_switched_on(flag: bool, environ: dict[str, str] | None = None) -> bool:
@@ -49,11 +64,18 @@ def build_fault_injection(
     added_latency_s: float = 0.0,
     token_delay_s: float = 0.0,
     seed: int | None = None,
+    engine_error_rate: float = 0.0,
+    engine_error_limit: int | None = None,
 ) -> FaultInjection:
     """Validate fault parameters against the switch; raise FaultConfigError when they disagree."""
-    faults = FaultInjection(error_rate, added_latency_s, token_delay_s, seed)
-    if not 0.0 <= error_rate <= 1.0:
-        raise FaultConfigError(f"fault error rate must be within [0, 1], got {error_rate}")
+    faults = FaultInjection(
+        error_rate, added_latency_s, token_delay_s, seed, engine_error_rate, engine_error_limit
+    )
+    for name, rate in (("error rate", error_rate), ("engine error rate", engine_error_rate)):
+        if not 0.0 <= rate <= 1.0:
+            raise FaultConfigError(f"fault {name} must be within [0, 1], got {rate}")
+    if engine_error_limit is not None and engine_error_limit < 0:
+        raise FaultConfigError("fault engine error limit must not be negative")
     if added_latency_s < 0 or token_delay_s < 0:
         raise FaultConfigError("fault latencies must not be negative")
     if faults.active and not switched_on:
@@ -71,10 +93,13 @@ def announce(faults: FaultInjection) -> None:
     banner = "!" * 72
     logger.warning(banner)
     logger.warning(
-        "FAULT INJECTION ENABLED: error_rate=%.3f added_latency=%.3fs token_delay=%.3fs",
+        "FAULT INJECTION ENABLED: error_rate=%.3f added_latency=%.3fs token_delay=%.3fs "
+        "engine_error_rate=%.3f engine_error_limit=%s",
         faults.error_rate,
         faults.added_latency_s,
         faults.token_delay_s,
+        faults.engine_error_rate,
+        faults.engine_error_limit,
     )
     logger.warning("this server answers wrongly ON PURPOSE; never run it for real traffic")
     logger.warning(banner)
@@ -89,3 +114,25 @@ class FaultDecider:
 
     def should_fail(self) -> bool:
         return self.faults.error_rate > 0 and self._random.random() < self.faults.error_rate
+
+
+class InjectedEngineError(RuntimeError):
+    """Raised inside the engine on purpose (fault injection)."""
+
+
+class EngineFaultDecider:
+    """Decides per engine step whether it raises; called on the engine thread only."""
+
+    def __init__(self, faults: FaultInjection) -> None:
+        self.faults = faults
+        # Its own stream, so engine faults do not shift which requests `FaultDecider` fails.
+        self._random = random.Random(faults.seed)
+        self.injected = 0
+
+    def check_step(self) -> None:
+        limit = self.faults.engine_error_limit
+        if self.faults.engine_error_rate <= 0 or (limit is not None and self.injected >= limit):
+            return
+        if self._random.random() < self.faults.engine_error_rate:
+            self.injected += 1
+            raise InjectedEngineError("injected engine failure (fault injection)")

@@ -25,6 +25,10 @@ from modelrollout.models.spec import (
 from modelrollout.models.uri import DEFAULT_PVC_MOUNT_ROOT, HubModel, PVCModel, parse_model_uri
 
 HEALTH_PATH = "/health"
+# modelserve's liveness path: 200 while the process answers, whatever /health says (an
+# open circuit breaker makes the pod unready, and must not get it restarted). vLLM has
+# no such path: its liveness stays on /health.
+TORCH_LIVENESS_PATH = "/live"
 # vLLM's OpenAI server module: stable across images whatever their entrypoint.
 VLLM_COMMAND = ("python3", "-m", "vllm.entrypoints.openai.api_server")
 TORCH_COMMAND = ("modelserve", "serve")
@@ -104,8 +108,9 @@ def shm_volume(spec: RuntimeSpec) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def probes(spec: RuntimeSpec) -> dict[str, dict[str, Any]]:
-    """Startup probe covering the whole model load, then readiness and liveness on /health."""
+    """Startup probe covering the whole model load, readiness on /health, then liveness."""
     http_get = {"path": HEALTH_PATH, "port": "http"}
+    liveness_path = TORCH_LIVENESS_PATH if spec.engine == "torch" else HEALTH_PATH
     return {
         "startupProbe": {
             "httpGet": http_get,
@@ -121,7 +126,7 @@ def probes(spec: RuntimeSpec) -> dict[str, dict[str, Any]]:
         },
         # Longer than the drain, so a draining server (503 on /health) is not restarted.
         "livenessProbe": {
-            "httpGet": http_get,
+            "httpGet": {"path": liveness_path, "port": "http"},
             "periodSeconds": 10,
             "timeoutSeconds": 5,
             "failureThreshold": max(6, math.ceil(spec.drain_timeout_s / 10) + 3),

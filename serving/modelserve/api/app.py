@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable
@@ -19,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelserve.api import errors
+from modelserve.api.breaker import CircuitBreaker, metered_breaker
 from modelserve.api.generation import CollectedGeneration, Generator, collect
 from modelserve.api.openai_format import (
     CompletionLogprobs,
@@ -42,14 +44,21 @@ from modelserve.engine.types import (
     TokenLogprob,
     TokensGenerated,
 )
-from modelserve.faults import FaultDecider
+from modelserve.faults import EngineFaultDecider, FaultDecider
 from modelserve.http_defaults import SERVED_BY_HEADER
 from modelserve.metrics import ServingMetrics
 
 logger = logging.getLogger(__name__)
 
 API_PREFIX = "/v1/"
-HANDLERS = ("/v1/completions", "/v1/chat/completions", "/v1/models", "/health", "/metrics")
+HANDLERS = (
+    "/v1/completions",
+    "/v1/chat/completions",
+    "/v1/models",
+    "/health",
+    "/live",
+    "/metrics",
+)
 
 
 @dataclass
@@ -61,6 +70,8 @@ class ServerState:
     loaded: LoadedModel | None = None
     generator: Generator | None = None
     load_error: str | None = None
+    # None: the breaker is off.
+    breaker: CircuitBreaker | None = None
     draining: bool = False
     in_flight: int = 0
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
@@ -536,13 +547,20 @@ def load_engine(state: ServerState, loop: asyncio.AbstractEventLoop) -> None:
         )
         batcher.start()
         _warm_up(batcher, loaded)
+        # After the warm-up, which must succeed for the server to turn ready.
+        if settings.faults.engine_error_rate > 0:
+            batcher.inject_step_faults(EngineFaultDecider(settings.faults).check_step)
     except Exception as error:
         logger.exception("model load failed")
         state.load_error = f"{type(error).__name__}: {error}"
         return
     state.metrics.track_engine(lambda: batcher.num_running, lambda: batcher.num_waiting)
     generator = Generator(
-        batcher, state.metrics, FaultDecider(settings.faults), settings.request_timeout_s
+        batcher,
+        state.metrics,
+        FaultDecider(settings.faults),
+        settings.request_timeout_s,
+        breaker=state.breaker,
     )
 
     def publish() -> None:
@@ -568,6 +586,13 @@ def _warm_up(batcher: ContinuousBatcher, loaded: LoadedModel) -> None:
 def create_app(settings: ServeSettings) -> FastAPI:
     """The application; the model loads in the background once the app starts."""
     state = ServerState(settings=settings, metrics=ServingMetrics(settings.served_model_name))
+    if settings.breaker_failure_threshold > 0:
+        state.breaker = metered_breaker(
+            settings.breaker_failure_threshold,
+            settings.breaker_cooldown_s,
+            state.metrics.registry,
+            settings.served_model_name,
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -632,7 +657,21 @@ def create_app(settings: ServeSettings) -> FastAPI:
             return JSONResponse({"status": "draining"}, status_code=503)
         if state.generator is None:
             return JSONResponse({"status": "loading"}, status_code=503)
+        if state.breaker is not None and not state.breaker.accepting():
+            # Unready, so the pod leaves the endpoints until the half-open trial.
+            retry_after = state.breaker.retry_after_s()
+            return JSONResponse(
+                {"status": "circuit-open", "retry_after_s": round(retry_after, 3)},
+                status_code=503,
+                headers={"Retry-After": str(max(1, math.ceil(retry_after)))},
+            )
         return JSONResponse({"status": "ok"})
+
+    @app.get("/live")
+    async def live() -> Response:
+        # Liveness: the process answers. Readiness (/health) may say 503 for a while
+        # (loading, draining, an open breaker) without the kubelet restarting it.
+        return JSONResponse({"status": "alive"})
 
     @app.get("/metrics")
     async def metrics() -> Response:

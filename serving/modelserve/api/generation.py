@@ -10,6 +10,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from modelserve.api import errors
+from modelserve.api.breaker import BreakerOpenError, BreakerOpenResponse, CircuitBreaker
 from modelserve.engine.batcher import ContinuousBatcher
 from modelserve.engine.types import (
     EngineEvent,
@@ -86,10 +87,17 @@ class Generator:
     metrics: ServingMetrics
     faults: FaultDecider
     request_timeout_s: float
+    # None: no breaker (--breaker-failures 0).
+    breaker: CircuitBreaker | None = None
     _dispatcher: LoopDispatcher | None = None
 
     async def before_start(self) -> None:
-        """Apply injected latency and errors before the request reaches the engine."""
+        """Refuse at once while the breaker is open; apply injected latency and errors."""
+        if self.breaker is not None:
+            try:
+                self.breaker.check()
+            except BreakerOpenError as refusal:
+                raise BreakerOpenResponse(refusal) from None
         if self.faults.faults.added_latency_s > 0:
             await asyncio.sleep(self.faults.faults.added_latency_s)
         if self.faults.should_fail():
@@ -114,32 +122,45 @@ class Generator:
 
         request = GenerationRequest(prompt_token_ids, params, sink)
         try:
-            self.batcher.submit(request)
-        except QueueFullError as error:
-            raise errors.queue_full(str(error)) from error
-        except EngineStoppedError as error:
-            raise errors.unavailable(str(error)) from error
-        deadline = clock.arrival + self.request_timeout_s
+            trial = self.breaker.admit() if self.breaker is not None else False
+        except BreakerOpenError as refusal:
+            raise BreakerOpenResponse(refusal) from None
+        # Only the engine's own verdict counts for the breaker: a full queue, a timeout
+        # or a client that left says nothing about the engine (None).
+        engine_failed: bool | None = None
         finished = False
         try:
-            while True:
-                try:
-                    event = await asyncio.wait_for(queue.get(), deadline - time.monotonic())
-                except TimeoutError:
-                    raise errors.timed_out(self.request_timeout_s) from None
-                if isinstance(event, TokensGenerated):
-                    clock.tokens(len(event.token_ids))
-                elif isinstance(event, Finished):
-                    finished = True
-                    clock.finished(event)
-                yield event
-                if finished:
-                    return
+            try:
+                self.batcher.submit(request)
+            except QueueFullError as error:
+                raise errors.queue_full(str(error)) from error
+            except EngineStoppedError as error:
+                raise errors.unavailable(str(error)) from error
+            deadline = clock.arrival + self.request_timeout_s
+            try:
+                while True:
+                    try:
+                        event = await asyncio.wait_for(queue.get(), deadline - time.monotonic())
+                    except TimeoutError:
+                        raise errors.timed_out(self.request_timeout_s) from None
+                    if isinstance(event, TokensGenerated):
+                        clock.tokens(len(event.token_ids))
+                    elif isinstance(event, Finished):
+                        finished = True
+                        clock.finished(event)
+                        if event.reason is not FinishReason.ABORT:
+                            engine_failed = event.reason is FinishReason.ERROR
+                    yield event
+                    if finished:
+                        return
+            finally:
+                if not finished:
+                    request.cancel()
+                    # The abort is counted here: the engine's own Finished will find no reader.
+                    self.metrics.request_success[FinishReason.ABORT].inc()
         finally:
-            if not finished:
-                request.cancel()
-                # The abort is counted here: the engine's own Finished will find no reader.
-                self.metrics.request_success[FinishReason.ABORT].inc()
+            if self.breaker is not None:
+                self.breaker.record(trial=trial, failed=engine_failed)
 
 
 @dataclass

@@ -25,6 +25,10 @@ class ServeSettings:
     request_timeout_s: float = 600.0
     # After SIGTERM: how long in-flight requests may take before the server exits anyway.
     drain_timeout_s: float = 30.0
+    # Engine failures in a row that open the circuit breaker; 0 turns the breaker off.
+    breaker_failure_threshold: int = 5
+    # Seconds an open breaker refuses requests before its half-open trial.
+    breaker_cooldown_s: float = 30.0
     faults: FaultInjection = field(default_factory=FaultInjection)
     keep_alive_timeout_s: float = KEEP_ALIVE_TIMEOUT_S
     # Named in every response's SERVED_BY_HEADER: a container's hostname is its pod's name.

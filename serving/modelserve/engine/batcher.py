@@ -20,6 +20,7 @@ import collections
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,6 +111,7 @@ class ContinuousBatcher:
         self._prefilling: list[GenerationRequest] = []
         self._num_running = 0
         self._stopping = False
+        self._step_fault: Callable[[], None] | None = None
         self._thread = threading.Thread(target=self._run, name="modelserve-engine", daemon=True)
 
     @property
@@ -143,6 +145,10 @@ class ContinuousBatcher:
                 )
             self._waiting.append(request)
             self._wakeup.notify()
+
+    def inject_step_faults(self, check_step: Callable[[], None]) -> None:
+        """Call `check_step` before every prefill; what it raises fails that step (testing)."""
+        self._step_fault = check_step
 
     # --- engine thread -------------------------------------------------------------
 
@@ -192,6 +198,8 @@ class ContinuousBatcher:
         return self._model(**inputs, use_cache=True, return_dict=True)
 
     def _prefill(self, requests: list[GenerationRequest]) -> None:
+        if self._step_fault is not None:
+            self._step_fault()
         lengths = [len(r.prompt_token_ids) for r in requests]
         columns = max(lengths)
         input_ids = torch.full((len(requests), columns), self._pad_token_id, dtype=torch.long)

@@ -82,6 +82,13 @@ def test_startup_probe_covers_the_startup_timeout() -> None:
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"
 
 
+def test_modelserve_liveness_ignores_readiness() -> None:
+    """An open circuit breaker makes modelserve unready (/health 503); /live keeps it alive."""
+    container = build_container(vllm_spec(engine="torch", image="modelrollout/modelserve:dev"))
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health"
+    assert container["livenessProbe"]["httpGet"] == {"path": "/live", "port": "http"}
+
+
 def test_hub_model_passes_revision_and_stays_online() -> None:
     container = build_container(
         vllm_spec(model_uri="hf://meta-llama/Llama-3.2-3B@abc123", resources={})
