@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import httpx
 
+from modelrollout_dev.processes import free_port
 from modelserve.loadgen import percentile
 from modelserve.tiny_model import TinyModelShape, make_tiny_model
 
@@ -29,14 +29,8 @@ MODEL_NAME = "bench"
 BREAKER_FAILURES = 5
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_server(model_dir: Path, log: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
+    port = free_port()
     command = [
         sys.executable, "-m", "modelserve.cli", "serve", "--model", str(model_dir),
         "--served-model-name", MODEL_NAME, "--host", "127.0.0.1", "--port", str(port),

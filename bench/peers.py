@@ -60,6 +60,7 @@ from modelrollout.kube.labels import GROUP, PLURAL, VERSION
 from modelrollout.models import parse_spec
 from modelrollout_dev import cluster, toolchain
 from modelrollout_dev.operator_process import OperatorProcess
+from modelrollout_dev.processes import free_port
 from modelrollout_dev.prometheus import CountingProxy, MetricsEndpoint
 
 NAMESPACE = scale.NAMESPACE
@@ -227,9 +228,7 @@ class ModelRollout(System):
         self.canary = revision_of(parse_spec(self.new))
 
     def start(self, kubeconfig: str, prometheus: str, log_dir: Path) -> int:
-        self.operator = OperatorProcess(
-            kubeconfig, NAMESPACE, log_dir, self.args.tick, cluster._free_port()
-        )
+        self.operator = OperatorProcess(kubeconfig, NAMESPACE, log_dir, self.args.tick, free_port())
         self.operator.start()
         return self.operator.pid
 
@@ -305,7 +304,7 @@ class Flagger(System):
         command = [
             str(self.binary), "-kubeconfig", kubeconfig, "-mesh-provider", "gatewayapi:v1",
             "-metrics-server", prometheus, "-namespace", NAMESPACE, "-log-level", "info",
-            "-port", str(cluster._free_port()),
+            "-port", str(free_port()),
         ]  # fmt: skip
         env = {"PATH": "/usr/bin:/bin", "POD_NAMESPACE": scale.OPERATOR_NAMESPACE}
         return self.process.start(command, log_dir / "flagger.log", env)
@@ -415,8 +414,8 @@ class ArgoRollouts(System):
     def start(self, kubeconfig: str, prometheus: str, log_dir: Path) -> int:
         command = [
             str(self.binary), "--kubeconfig", kubeconfig, "--namespaced", "--namespace", NAMESPACE,
-            "--leader-elect=false", "--metricsport", str(cluster._free_port()),
-            "--healthzPort", str(cluster._free_port()), "--loglevel", "info",
+            "--leader-elect=false", "--metricsport", str(free_port()),
+            "--healthzPort", str(free_port()), "--loglevel", "info",
         ]  # fmt: skip
         env = {"PATH": "/usr/bin:/bin", "POD_NAMESPACE": scale.OPERATOR_NAMESPACE}
         return self.process.start(command, log_dir / "argo-rollouts.log", env)

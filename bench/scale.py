@@ -52,6 +52,7 @@ from modelrollout.models import parse_spec
 from modelrollout_dev import cluster
 from modelrollout_dev.identity import service_account_token, token_kubeconfig
 from modelrollout_dev.operator_process import OperatorProcess
+from modelrollout_dev.processes import free_port
 from modelrollout_dev.prometheus import CountingProxy, MetricsEndpoint
 
 CLUSTER = "bench-scale"
@@ -380,7 +381,7 @@ def main() -> int:
     recorder = Recorder(api_client, dict.fromkeys(names, canary))
     recorder.start()
 
-    metrics_port = cluster._free_port()
+    metrics_port = free_port()
     operator = OperatorProcess(
         operator_kubeconfig, NAMESPACE, Path(tempfile.gettempdir()), args.tick, metrics_port
     )

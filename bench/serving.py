@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import httpx
 
+from modelrollout_dev.processes import free_port
 from modelserve.loadgen import LoadConfig, LoadResult, Target, run_load
 from modelserve.tiny_model import TinyModelShape, make_tiny_model
 
@@ -37,14 +37,8 @@ class Server:
     url: str
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_server(model_dir: Path, max_batch_size: int, device: str, log: Path) -> Server:
-    port = _free_port()
+    port = free_port()
     command = [
         sys.executable, "-m", "modelserve.cli", "serve", "--model", str(model_dir),
         "--served-model-name", MODEL_NAME, "--host", "127.0.0.1", "--port", str(port),

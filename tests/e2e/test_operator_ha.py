@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 import urllib.request
 from pathlib import Path
@@ -12,6 +11,7 @@ from kubernetes import client
 
 from modelrollout.kube.api import LEASES, KubeApi
 from modelrollout_dev.operator_process import OperatorProcess
+from modelrollout_dev.processes import free_port
 from tests.conftest import ClusterUnderTest
 from tests.e2e.conftest import TEST_TICK_INTERVAL
 from tests.e2e.test_canary_operator import scrape, start_stable, step_sequence
@@ -24,13 +24,6 @@ LEASE_SECONDS = 4
 RETRY_SECONDS = 0.5
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _replica(
     cluster_under_test: ClusterUnderTest, namespace: str, tmp_path: Path, name: str
 ) -> OperatorProcess:
@@ -39,8 +32,8 @@ def _replica(
         namespace,
         tmp_path / name,
         tick_interval=TEST_TICK_INTERVAL,
-        metrics_port=_free_port(),
-        liveness_port=_free_port(),
+        metrics_port=free_port(),
+        liveness_port=free_port(),
         extra_env={
             "MODELROLLOUT_LEADER_ELECTION": "on",
             "POD_NAMESPACE": namespace,
