@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -112,10 +113,10 @@ class CachedAnswer:
 class _CountingTTLCache(TTLCache[str, CachedAnswer]):
     """A TTL+LRU cache that counts what it evicts for room (expiry is counted by its owner)."""
 
-    def __init__(self, max_bytes: int, ttl_s: float, on_evict: Counter) -> None:
-        super().__init__(
-            maxsize=max_bytes, ttl=ttl_s, timer=time.monotonic, getsizeof=self._size_of
-        )
+    def __init__(
+        self, max_bytes: int, ttl_s: float, timer: Callable[[], float], on_evict: Counter
+    ) -> None:
+        super().__init__(maxsize=max_bytes, ttl=ttl_s, timer=timer, getsizeof=self._size_of)
         self._on_evict = on_evict
 
     @staticmethod
@@ -139,6 +140,7 @@ class ResponseCache:
         ttl_s: float,
         max_entries: int,
         max_bytes: int,
+        timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self.identity = identity
         self.max_entries = max_entries
@@ -161,7 +163,7 @@ class ResponseCache:
         )  # fmt: skip
         self.evicted_for_room = evictions.labels(reason="size", **labels)
         self.expired = evictions.labels(reason="expired", **labels)
-        self._cache = _CountingTTLCache(max_bytes, ttl_s, self.evicted_for_room)
+        self._cache = _CountingTTLCache(max_bytes, ttl_s, timer, self.evicted_for_room)
         Gauge(
             "modelserve:response_cache_entries",
             "Answers held in the response cache.",
