@@ -192,3 +192,16 @@ def test_the_cache_is_off_by_default(server: ServerProcess) -> None:
     answers = [post(server, GREEDY) for _ in range(2)]
     assert all(CACHE_HEADER not in a.headers for a in answers)
     assert "modelserve:response_cache" not in httpx.get(server.base_url + "/metrics").text
+
+
+def test_quality_gates_measure_the_model_not_the_cache(cached_server: ServerProcess) -> None:
+    from modelserve.gates import load_suite, run_suite
+
+    suite = load_suite(
+        'prompts: [{name: a, prompt: "Gate me", maxTokens: 4}]\n'
+        "latency: {percentile: 95, maxMs: 60000}\n"
+    )
+    hits = cache_metric(cached_server, "hits_total")
+    for _ in range(2):
+        assert run_suite(suite, cached_server.base_url, None, TINY_MODEL_NAME).passed
+    assert cache_metric(cached_server, "hits_total") == hits
