@@ -61,6 +61,28 @@ def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=30.0,
         help="seconds an open breaker refuses requests before one trial request (default 30)",
     )
+    cache = parser.add_argument_group(
+        "response cache (greedy and seeded non-streaming answers; off by default)"
+    )
+    cache.add_argument(
+        "--response-cache-size",
+        type=int,
+        default=0,
+        help="answers held at most, least recently used evicted first; 0 (default) turns the "
+        "cache off",
+    )
+    cache.add_argument(
+        "--response-cache-ttl",
+        type=float,
+        default=300.0,
+        help="seconds an answer is served from the cache (default %(default)g)",
+    )
+    cache.add_argument(
+        "--response-cache-max-bytes",
+        type=int,
+        default=64 * 1024 * 1024,
+        help="bytes of answers (JSON bodies) held at most (default %(default)d)",
+    )
     faults = parser.add_argument_group(
         "fault injection (rollout testing only; needs --fault-injection or "
         "MODELSERVE_FAULT_INJECTION=enabled as well as a parameter)"
@@ -114,6 +136,17 @@ def _run_serve(args: argparse.Namespace) -> int:
     except (ModelURIError, FaultConfigError) as error:
         print(f"modelserve serve: {error}", file=sys.stderr)
         return 2
+    if (
+        args.response_cache_size < 0
+        or args.response_cache_ttl <= 0
+        or args.response_cache_max_bytes < 1
+    ):
+        print(
+            "modelserve serve: --response-cache-size must be >= 0, --response-cache-ttl > 0, "
+            "--response-cache-max-bytes >= 1",
+            file=sys.stderr,
+        )
+        return 2
     if args.max_batch_size < 1 or args.max_queue_size < 0:
         print(
             "modelserve serve: --max-batch-size must be >= 1, --max-queue-size >= 0",
@@ -141,6 +174,9 @@ def _run_serve(args: argparse.Namespace) -> int:
         breaker_failure_threshold=args.breaker_failures,
         breaker_cooldown_s=args.breaker_cooldown,
         faults=faults,
+        response_cache_size=args.response_cache_size,
+        response_cache_ttl_s=args.response_cache_ttl,
+        response_cache_max_bytes=args.response_cache_max_bytes,
         pod_name=os.environ.get("HOSTNAME") or socket.gethostname(),
     )
     from modelserve.server import serve

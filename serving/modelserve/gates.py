@@ -401,7 +401,10 @@ class _Server:
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.timeout_s = timeout_s
-        self._client = httpx.Client(base_url=self.base_url, timeout=timeout_s)
+        # Gates judge the model, not a server's response cache (a rerun would be all hits).
+        self._client = httpx.Client(
+            base_url=self.base_url, timeout=timeout_s, headers={"Cache-Control": "no-cache"}
+        )
 
     def close(self) -> None:
         self._client.close()

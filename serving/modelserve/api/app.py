@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelserve.api import errors
 from modelserve.api.breaker import CircuitBreaker, metered_breaker
+from modelserve.api.cache import CacheLookup, ModelIdentity, ResponseCache
 from modelserve.api.generation import CollectedGeneration, Generator, collect
 from modelserve.api.openai_format import (
     CompletionLogprobs,
@@ -68,6 +69,7 @@ class ServerState:
     settings: ServeSettings
     metrics: ServingMetrics
     loaded: LoadedModel | None = None
+    response_cache: ResponseCache | None = None
     generator: Generator | None = None
     load_error: str | None = None
     # None: the breaker is off.
@@ -196,6 +198,13 @@ class OpenAIHandlers:
         if model is not None and model != self.state.settings.served_model_name:
             raise errors.model_not_found(model)
 
+    def _cache_lookup(
+        self, request: Request, endpoint: str, body: CompletionRequest | ChatCompletionRequest
+    ) -> CacheLookup | None:
+        """After validation, so that an invalid request is refused the same way from the cache."""
+        cache = self.state.response_cache
+        return cache.lookup(request, endpoint, body) if cache is not None else None
+
     def _encode_prompt(self, prompt: str | list[int]) -> list[int]:
         if isinstance(prompt, str):
             if not prompt:
@@ -238,12 +247,18 @@ class OpenAIHandlers:
             raise errors.bad_request("max_tokens=0 needs echo=true", param="max_tokens")
         encoded = [self._encode_prompt(p) for p in prompts]
         params = [self._completion_params(body, len(ids)) for ids in encoded]
+        cache = self._cache_lookup(request, "completions", body)
+        if cache is not None and (cached := cache.cached_response()) is not None:
+            return cached
         await self._generator.before_start()
+        response: Response
         if body.stream:
-            return self._stream_completion(body, prompts[0], encoded[0], params[0], arrival)
-        return await _unless_disconnected(
-            request, self._complete(body, prompts, encoded, params, arrival)
-        )
+            response = self._stream_completion(body, prompts[0], encoded[0], params[0], arrival)
+        else:
+            response = await _unless_disconnected(
+                request, self._complete(body, prompts, encoded, params, arrival)
+            )
+        return cache.finish(response) if cache is not None else response
 
     @staticmethod
     def _split_prompts(prompt: str | list[int] | list[str] | list[list[int]]) -> list[Any]:
@@ -420,10 +435,16 @@ class OpenAIHandlers:
             ignore_eos=body.ignore_eos,
             logprobs=top if body.logprobs else None,
         )
+        cache = self._cache_lookup(request, "chat/completions", body)
+        if cache is not None and (cached := cache.cached_response()) is not None:
+            return cached
         await self._generator.before_start()
+        response: Response
         if body.stream:
-            return self._stream_chat(body, ids, params, arrival)
-        return await _unless_disconnected(request, self._chat(body, ids, params, arrival))
+            response = self._stream_chat(body, ids, params, arrival)
+        else:
+            response = await _unless_disconnected(request, self._chat(body, ids, params, arrival))
+        return cache.finish(response) if cache is not None else response
 
     async def _chat(
         self, body: ChatCompletionRequest, ids: list[int], params: SamplingParams, arrival: float
@@ -592,6 +613,14 @@ def create_app(settings: ServeSettings) -> FastAPI:
             settings.breaker_cooldown_s,
             state.metrics.registry,
             settings.served_model_name,
+        )
+    if settings.response_cache_size > 0:
+        state.response_cache = ResponseCache(
+            ModelIdentity(settings.served_model_name, settings.model_uri, time.time_ns()),
+            state.metrics.registry,
+            ttl_s=settings.response_cache_ttl_s,
+            max_entries=settings.response_cache_size,
+            max_bytes=settings.response_cache_max_bytes,
         )
 
     @asynccontextmanager

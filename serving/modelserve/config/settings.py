@@ -31,5 +31,9 @@ class ServeSettings:
     breaker_cooldown_s: float = 30.0
     faults: FaultInjection = field(default_factory=FaultInjection)
     keep_alive_timeout_s: float = KEEP_ALIVE_TIMEOUT_S
+    # The response cache (modelserve.api.cache): answers held at most; 0 turns it off.
+    response_cache_size: int = 0
+    response_cache_ttl_s: float = 300.0
+    response_cache_max_bytes: int = 64 * 1024 * 1024
     # Named in every response's SERVED_BY_HEADER: a container's hostname is its pod's name.
     pod_name: str = ""
