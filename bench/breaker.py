@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,41 +20,11 @@ from pathlib import Path
 
 import httpx
 
-from modelrollout_dev.processes import free_port
+from local_server import MODEL_NAME, start_server
 from modelserve.loadgen import percentile
 from modelserve.tiny_model import TinyModelShape, make_tiny_model
 
-MODEL_NAME = "bench"
 BREAKER_FAILURES = 5
-
-
-def start_server(model_dir: Path, log: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    command = [
-        sys.executable, "-m", "modelserve.cli", "serve", "--model", str(model_dir),
-        "--served-model-name", MODEL_NAME, "--host", "127.0.0.1", "--port", str(port),
-        "--log-level", "warning", *extra,
-    ]  # fmt: skip
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            command,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "OMP_NUM_THREADS": "1"},
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited: {log.read_text()}")
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    process.kill()
-    raise RuntimeError(f"server did not become healthy: {log.read_text()[-3000:]}")
 
 
 def timed(
@@ -109,22 +78,23 @@ def main() -> int:
         "temperature": 0,
         "ignore_eos": True,
     }
-    healthy = start_server(model_dir, work / "healthy.log")
+    one_thread = {**os.environ, "OMP_NUM_THREADS": "1"}
+    healthy = start_server(model_dir, work / "healthy.log", env=one_thread)
     tripped = start_server(
         model_dir, work / "tripped.log",
         "--breaker-failures", str(BREAKER_FAILURES), "--breaker-cooldown", "3600",
-        "--fault-injection", "--fault-engine-error-rate", "1",
+        "--fault-injection", "--fault-engine-error-rate", "1", env=one_thread,
     )  # fmt: skip
     try:
         with httpx.Client(timeout=120) as client:
-            timed(client, healthy[1], body, 3, 200)  # warm-up
-            normal = timed(client, healthy[1], body, args.requests, 200)
-            timed(client, tripped[1], body, BREAKER_FAILURES, 500)  # opens the breaker
-            refused = timed(client, tripped[1], body, args.refusals, 503)
+            timed(client, healthy.url, body, 3, 200)  # warm-up
+            normal = timed(client, healthy.url, body, args.requests, 200)
+            timed(client, tripped.url, body, BREAKER_FAILURES, 500)  # opens the breaker
+            refused = timed(client, tripped.url, body, args.refusals, 503)
     finally:
-        for process, _ in (healthy, tripped):
-            process.kill()
-            process.wait(10)
+        for server in (healthy, tripped):
+            server.process.kill()
+            server.process.wait(10)
     print("case                 |     n |  p50 ms |  p95 ms |  p99 ms")
     for name, latencies in (("normal generation", normal), ("open breaker (503)", refused)):
         p50, p95, p99 = (_ms(latencies, q) for q in (50, 95, 99))

@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,41 +22,10 @@ from pathlib import Path
 
 import httpx
 
+from local_server import MODEL_NAME, start_server
 from modelserve.api.cache import CACHE_HEADER
 from modelserve.loadgen import percentile
 from modelserve.tiny_model import TinyModelShape, make_tiny_model
-
-MODEL_NAME = "bench"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_server(model_dir: Path, device: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
-    command = [
-        sys.executable, "-m", "modelserve.cli", "serve", "--model", str(model_dir),
-        "--served-model-name", MODEL_NAME, "--host", "127.0.0.1", "--port", str(port),
-        "--device", device, "--log-level", "warning", "--response-cache-size", "1024",
-    ]  # fmt: skip
-    with log.open("w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited: {log.read_text()}")
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    process.kill()
-    raise RuntimeError(f"server did not become healthy: {log.read_text()[-3000:]}")
 
 
 def timed_requests(
@@ -114,9 +81,11 @@ def main() -> int:
         "temperature": 0,
         "ignore_eos": True,
     }
-    process, url = start_server(model_dir, args.device, work / "server.log")
+    server = start_server(
+        model_dir, work / "server.log", "--device", args.device, "--response-cache-size", "1024"
+    )
     try:
-        with httpx.Client(base_url=url, timeout=600) as client:
+        with httpx.Client(base_url=server.url, timeout=600) as client:
             timed_requests(client, body, 5, "bypass", {"Cache-Control": "no-cache"})  # warm-up
             generated = timed_requests(
                 client, body, args.requests, "bypass", {"Cache-Control": "no-cache"}
@@ -124,8 +93,8 @@ def main() -> int:
             timed_requests(client, body, 5, "hit", {})  # the last generation was stored
             hits = timed_requests(client, body, args.requests, "hit", {})
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(60)
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(60)
 
     print(f"{'path':<12} | {'p50 ms':>8} | {'p99 ms':>8}")
     print("-" * 34)

@@ -14,51 +14,15 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
-from modelrollout_dev.processes import free_port
+from local_server import MODEL_NAME, Server, start_server
 from modelserve.loadgen import LoadConfig, LoadResult, Target, run_load
 from modelserve.tiny_model import TinyModelShape, make_tiny_model
 
-MODEL_NAME = "bench"
 CONCURRENCIES = (1, 8, 32)
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    url: str
-
-
-def start_server(model_dir: Path, max_batch_size: int, device: str, log: Path) -> Server:
-    port = free_port()
-    command = [
-        sys.executable, "-m", "modelserve.cli", "serve", "--model", str(model_dir),
-        "--served-model-name", MODEL_NAME, "--host", "127.0.0.1", "--port", str(port),
-        "--max-batch-size", str(max_batch_size), "--device", device, "--log-level", "warning",
-    ]  # fmt: skip
-    with log.open("w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited: {log.read_text()}")
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return Server(process, url)
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    process.kill()
-    raise RuntimeError(f"server did not become healthy: {log.read_text()[-3000:]}")
 
 
 def measure(server: Server, concurrency: int, requests: int, max_tokens: int) -> LoadResult:
@@ -111,8 +75,12 @@ def main() -> int:
         f"device {args.device}; {os.cpu_count()} CPUs"
     )
     servers = {
-        "batching": start_server(model_dir, 32, args.device, work / "batching.log"),
-        "sequential": start_server(model_dir, 1, args.device, work / "sequential.log"),
+        "batching": start_server(
+            model_dir, work / "batching.log", "--max-batch-size", "32", "--device", args.device
+        ),
+        "sequential": start_server(
+            model_dir, work / "sequential.log", "--max-batch-size", "1", "--device", args.device
+        ),
     }
     try:
         results: dict[tuple[str, int], LoadResult] = {}
