@@ -16,6 +16,7 @@ color (a header match is more specific, so it wins over the main route).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from modelrollout.kube.api import ENDPOINT_SLICES, HTTPROUTES, SERVICES, KubeApi
@@ -188,6 +189,32 @@ def _parent_refs(spec: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def reconcile_route(
+    api: KubeApi,
+    backends: Backends,
+    build: Callable[[Backends, int, bool], dict[str, Any]],
+    weights: Callable[[dict[str, Any], Backends], tuple[int, int]],
+) -> dict[str, Any] | None:
+    """The rollout's HTTPRoute as it stands, or None where this call created it (canary at 0).
+
+    Only its parentRefs are brought in line here: its weights are `set_weights`' to write.
+    """
+    rollout = backends.rollout
+    current = api.get(HTTPROUTES, rollout.namespace, rollout.name)
+    if current is None:
+        api.create(HTTPROUTES, rollout.namespace, build(backends, 0, False))
+        return None
+    desired = build(backends, weights(current, backends)[1], True)
+    if _parent_refs(current["spec"]) != _parent_refs(desired["spec"]):
+        api.merge_patch(
+            HTTPROUTES,
+            rollout.namespace,
+            rollout.name,
+            {"spec": {"parentRefs": desired["spec"]["parentRefs"]}},
+        )
+    return current
+
+
 def route_conditions(route: dict[str, Any]) -> tuple[tuple[str, str, str], ...]:
     conditions: list[tuple[str, str, str]] = []
     for parent in route.get("status", {}).get("parents", []):
@@ -269,20 +296,9 @@ class GatewayAPIRouter:
         self._ensure_services(backends)
         if backends.blue_green:
             self._ensure_preview_route(backends)
-        rollout = backends.rollout
-        current = self._api.get(HTTPROUTES, rollout.namespace, rollout.name)
-        if current is None:
-            self._api.create(HTTPROUTES, rollout.namespace, build_httproute(backends, 0, False))
-            return
-        desired = build_httproute(backends, route_weights(current, backends)[1], True)
-        if _parent_refs(current["spec"]) != _parent_refs(desired["spec"]):
-            self._api.merge_patch(
-                HTTPROUTES,
-                rollout.namespace,
-                rollout.name,
-                {"spec": {"parentRefs": desired["spec"]["parentRefs"]}},
-            )
-        self._retire_services(backends, current)
+        current = reconcile_route(self._api, backends, build_httproute, route_weights)
+        if current is not None:
+            self._retire_services(backends, current)
 
     def set_weights(self, backends: Backends, canary_weight: int) -> None:
         rollout = backends.rollout

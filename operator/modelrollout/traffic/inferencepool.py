@@ -28,7 +28,7 @@ from modelrollout.kube.labels import (
 )
 from modelrollout.kube.workloads import _metadata
 from modelrollout.traffic.base import AchievedWeights, Backends, Capability, RouterCapabilities
-from modelrollout.traffic.gatewayapi import _parent_refs, build_httproute, route_conditions
+from modelrollout.traffic.gatewayapi import build_httproute, reconcile_route, route_conditions
 
 POOL_GROUP = "inference.networking.k8s.io"
 POOL_API_VERSION = f"{POOL_GROUP}/v1"
@@ -181,22 +181,9 @@ class InferencePoolRouter:
         for revision in (backends.stable, backends.canary):
             if revision is not None:
                 self._ensure_pool(backends, revision)
-        rollout = backends.rollout
-        current = self._api.get(HTTPROUTES, rollout.namespace, rollout.name)
-        if current is None:
-            self._api.create(
-                HTTPROUTES, rollout.namespace, build_pool_httproute(backends, 0, False)
-            )
-            return
-        desired = build_pool_httproute(backends, pool_weights(current, backends)[1], True)
-        if _parent_refs(current["spec"]) != _parent_refs(desired["spec"]):
-            self._api.merge_patch(
-                HTTPROUTES,
-                rollout.namespace,
-                rollout.name,
-                {"spec": {"parentRefs": desired["spec"]["parentRefs"]}},
-            )
-        self._retire_pools(backends, current)
+        current = reconcile_route(self._api, backends, build_pool_httproute, pool_weights)
+        if current is not None:
+            self._retire_pools(backends, current)
 
     def set_weights(self, backends: Backends, canary_weight: int) -> None:
         rollout = backends.rollout
