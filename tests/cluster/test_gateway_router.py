@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from kubernetes import client
 
@@ -13,37 +11,16 @@ from modelrollout.kube.api import (
     MODELROLLOUTS,
     SERVICES,
     KubeApi,
-    Resource,
 )
 from modelrollout.kube.cache import SERVICE_NAME_LABEL
 from modelrollout.kube.workloads import RolloutRef
 from modelrollout.traffic.base import Backends
 from modelrollout.traffic.gatewayapi import GatewayAPIRouter
 from modelrollout.traffic.session_affinity import SessionAffinitySettings
+from tests.support.kube import RecordingKubeApi
 from tests.support.rollouts import rollout_manifest
 
 pytestmark = pytest.mark.cluster
-
-
-class WriteCountingApi(KubeApi):
-    def __init__(self, api_client: client.ApiClient) -> None:
-        super().__init__(api_client)
-        self.writes: list[str] = []
-
-    def create(self, resource: Resource, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        self.writes.append(f"create {resource.plural}")
-        return super().create(resource, namespace, body)
-
-    def merge_patch(
-        self,
-        resource: Resource,
-        namespace: str,
-        name: str,
-        patch: dict[str, Any],
-        subresource: str | None = None,
-    ) -> dict[str, Any]:
-        self.writes.append(f"patch {resource.plural} {patch}")
-        return super().merge_patch(resource, namespace, name, patch, subresource)
 
 
 GATEWAY = {"parentRefs": [{"name": "inference-gw"}]}
@@ -61,7 +38,7 @@ def test_a_converged_route_is_not_patched_again(
     kube_api_client: client.ApiClient, namespace: str
 ) -> None:
     rollout = owner_rollout(kube_api_client, namespace)
-    api = WriteCountingApi(kube_api_client)
+    api = RecordingKubeApi(kube_api_client)
     router = GatewayAPIRouter(api)
     backends = Backends(
         rollout=rollout,
@@ -114,7 +91,7 @@ def test_session_affinity_rules_as_the_api_server_stores_them_are_not_patched_ag
     """The API server defaults fields in the header matches and backendRefs (a match's
     path, a header's type, a ref's group and kind); a converged route compares equal."""
     rollout = owner_rollout(kube_api_client, namespace)
-    api = WriteCountingApi(kube_api_client)
+    api = RecordingKubeApi(kube_api_client)
     router = GatewayAPIRouter(api)
     backends = Backends(
         rollout, "old111", "new222", 8000, 2, GATEWAY, canary_weight=50,

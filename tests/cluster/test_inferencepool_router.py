@@ -27,9 +27,9 @@ import pytest
 from kubernetes import client
 
 from modelrollout.engine.reconciler import Reconciler
-from modelrollout.kube.api import HTTPROUTES, INFERENCE_POOLS, MODELROLLOUTS, KubeApi, Resource
+from modelrollout.kube.api import HTTPROUTES, INFERENCE_POOLS, MODELROLLOUTS
 from modelrollout.kube.labels import GROUP, REVISION_LABEL, ROLLOUT_LABEL
-from tests.support.kube import wait_until
+from tests.support.kube import RecordingKubeApi, wait_until
 from tests.support.rollouts import Rollouts, rollout_manifest
 
 pytestmark = pytest.mark.cluster
@@ -45,56 +45,11 @@ PICKER = {"name": "chat-epp", "port": {"number": 9002}}
 POOL_GROUP = "inference.networking.k8s.io"
 
 
-class RouterWritesApi(KubeApi):
-    """The real API, recording its writes to pools and routes."""
-
-    def __init__(self, api_client: client.ApiClient) -> None:
-        super().__init__(api_client)
-        self.routing_writes: list[str] = []
-
-    def _record(self, verb: str, resource: Resource, name: str) -> None:
-        if resource in (INFERENCE_POOLS, HTTPROUTES):
-            self.routing_writes.append(f"{verb} {resource.plural}/{name}")
-
-    def create(self, resource: Resource, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        self._record("create", resource, body["metadata"]["name"])
-        return super().create(resource, namespace, body)
-
-    def merge_patch(
-        self,
-        resource: Resource,
-        namespace: str,
-        name: str,
-        patch: dict[str, Any],
-        subresource: str | None = None,
-    ) -> dict[str, Any]:
-        self._record("patch", resource, name)
-        return super().merge_patch(resource, namespace, name, patch, subresource)
-
-    def replace(
-        self, resource: Resource, namespace: str, name: str, body: dict[str, Any]
-    ) -> dict[str, Any]:
-        self._record("replace", resource, name)
-        return super().replace(resource, namespace, name, body)
-
-    def delete(
-        self,
-        resource: Resource,
-        namespace: str,
-        name: str,
-        propagation: str | None = None,
-        grace_period_seconds: int | None = None,
-        uid: str | None = None,
-    ) -> None:
-        self._record("delete", resource, name)
-        super().delete(resource, namespace, name, propagation, grace_period_seconds, uid)
-
-
 class Operator:
     """The operator's Reconciler on one rollout, ticked by the test on a clock it moves."""
 
     def __init__(self, api_client: client.ApiClient, namespace: str) -> None:
-        self.api = RouterWritesApi(api_client)
+        self.api = RecordingKubeApi(api_client)
         self.namespace = namespace
         self.offset = timedelta()
         self.reconciler = Reconciler(self.api, clock=lambda: datetime.now(UTC) + self.offset)
@@ -217,10 +172,10 @@ def test_a_canary_weights_the_revisions_pools_and_leaves_only_the_live_ones(
 
     # Converged: a tick writes nothing to the pools or the route (the server's defaults
     # on a stored pool are not a difference).
-    operator.api.routing_writes.clear()
+    operator.api.writes.clear()
     for _ in range(3):
         operator.tick()
-    assert operator.api.routing_writes == []
+    assert operator.api.writes_to(INFERENCE_POOLS, HTTPROUTES) == []
 
     # Step 2 after the pause: 75%.
     operator.pass_pause(1)
@@ -239,7 +194,7 @@ def test_a_canary_weights_the_revisions_pools_and_leaves_only_the_live_ones(
     )
     operator.tick_until("the route to send all to v2", lambda: operator.routes_to([(v2, 100)]))
     operator.tick_until("only v2's pool", lambda: set(operator.pools()) == {f"{NAME}-{v2}"})
-    assert f"delete inferencepools/{NAME}-{v1}" in operator.api.routing_writes
+    assert f"delete inferencepools/{NAME}-{v1}" in operator.api.writes_to(INFERENCE_POOLS)
 
     # A rollback (abort) of the next canary: all traffic back on v2. The rolled-back
     # canary's pool stays at weight 0 while the rollout names it (for a retry), and goes

@@ -11,6 +11,8 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from modelrollout.kube.api import KubeApi, Resource
+
 T = TypeVar("T")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -75,3 +77,48 @@ def create_namespace(api_client: client.ApiClient, name: str, timeout: float = 3
         timeout,
         f"the default ServiceAccount in {name}",
     )
+
+
+class RecordingKubeApi(KubeApi):
+    """The real API, recording each write as "<verb> <plural>/<name>" (a patch with its body)."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        super().__init__(api_client)
+        self.writes: list[str] = []
+
+    def writes_to(self, *resources: Resource) -> list[str]:
+        plurals = {f" {resource.plural}/" for resource in resources}
+        return [write for write in self.writes if any(p in write for p in plurals)]
+
+    def create(self, resource: Resource, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.writes.append(f"create {resource.plural}/{body['metadata']['name']}")
+        return super().create(resource, namespace, body)
+
+    def merge_patch(
+        self,
+        resource: Resource,
+        namespace: str,
+        name: str,
+        patch: dict[str, Any],
+        subresource: str | None = None,
+    ) -> dict[str, Any]:
+        self.writes.append(f"patch {resource.plural}/{name} {patch}")
+        return super().merge_patch(resource, namespace, name, patch, subresource)
+
+    def replace(
+        self, resource: Resource, namespace: str, name: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        self.writes.append(f"replace {resource.plural}/{name}")
+        return super().replace(resource, namespace, name, body)
+
+    def delete(
+        self,
+        resource: Resource,
+        namespace: str,
+        name: str,
+        propagation: str | None = None,
+        grace_period_seconds: int | None = None,
+        uid: str | None = None,
+    ) -> None:
+        self.writes.append(f"delete {resource.plural}/{name}")
+        super().delete(resource, namespace, name, propagation, grace_period_seconds, uid)
