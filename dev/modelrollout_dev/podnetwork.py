@@ -59,6 +59,11 @@ def netns_name(cluster: str) -> str:
     return f"modelrollout-{cluster}"
 
 
+def on_host_interface(address: str) -> bool:
+    """Whether `address` is configured on an interface of the host's own network namespace."""
+    return f" {address}/" in _ip(["-o", "addr"]).stdout
+
+
 def _veth_names(cluster: str) -> tuple[str, str]:
     """The host end and the namespace end: interface names are at most 15 characters."""
     tag = f"mr{zlib.crc32(cluster.encode()):08x}"

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import subprocess
 import time
 import urllib.request
 import uuid
@@ -31,7 +30,7 @@ from modelrollout.traffic.gatewayapi import PREVIEW_HEADER
 from modelrollout_dev.gateway import Gateway
 from modelrollout_dev.load import BackgroundLoad, wait_until_served
 from modelrollout_dev.operator_process import OperatorProcess
-from modelrollout_dev.podnetwork import PodNetwork
+from modelrollout_dev.podnetwork import PodNetwork, on_host_interface
 from modelrollout_dev.podprocesses import PodProcesses
 from modelrollout_dev.prometheus import PrometheusHandle
 from modelrollout_dev.traefik import Traefik
@@ -79,11 +78,6 @@ def serving_addresses(api: KubeApi, namespace: str, service: str) -> set[str]:
     return addresses
 
 
-def host_addresses() -> str:
-    listed = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True, check=True)
-    return listed.stdout
-
-
 def assert_endpoint_slices_name_serving_pods(
     api: KubeApi, namespace: str, pod_network: PodNetwork, pods: PodProcesses
 ) -> None:
@@ -97,7 +91,7 @@ def assert_endpoint_slices_name_serving_pods(
     for address in listed:
         ip = address.rsplit(":", 1)[0]
         assert ipaddress.ip_address(ip) in ipaddress.ip_network(pod_network.cidr), address
-        assert f" {ip}/" not in host_addresses(), f"{ip} is configured on a host interface"
+        assert not on_host_interface(ip), f"{ip} is configured on a host interface"
         with urllib.request.urlopen(f"http://{address}/health", timeout=10) as response:
             assert response.status == 200, address
 

@@ -9,7 +9,6 @@ the `real-node` cases of tests/e2e/test_canary_traffic.py.
 from __future__ import annotations
 
 import ipaddress
-import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from kubernetes import client
 from modelrollout.kube.api import LEASES, NODES, PODS, KubeApi
 from modelrollout_dev import realnode
 from modelrollout_dev.nodes import GPU_RESOURCE, GPU_TAINT
-from modelrollout_dev.podnetwork import PodNetwork
+from modelrollout_dev.podnetwork import PodNetwork, on_host_interface
 from tests.conftest import ClusterUnderTest
 from tests.support.helm import CHART, helm, values_file
 from tests.support.kube import wait_until
@@ -105,10 +104,7 @@ def test_a_pod_reaches_the_api_server_through_the_kubernetes_service_as_its_acco
     assert container["containerID"].startswith("containerd://")
     pod_ip = ipaddress.ip_address(done["status"]["podIP"])
     assert pod_ip in pod_network.real_node_subnet
-    host_addresses = subprocess.run(
-        ["ip", "-o", "addr"], capture_output=True, text=True, check=True
-    ).stdout
-    assert f" {pod_ip}/" not in host_addresses, "a pod address on a host interface"
+    assert not on_host_interface(str(pod_ip)), "a pod address on a host interface"
 
 
 def test_the_chart_runs_the_operator_as_a_pod_on_the_real_node_and_it_completes_a_rollout(
