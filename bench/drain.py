@@ -86,9 +86,6 @@ from modelrollout_dev.traefik import Traefik
 from modelserve.http_defaults import SERVED_BY_HEADER
 
 NAMESPACE = "bench-drain"
-# `make images` builds it (podman names it so), with tiny models in /models.
-REAL_NODE_IMAGE = "localhost/modelrollout/modelserve:e2e"
-REAL_NODE_MODEL = "file:///models/v1"
 NAME = "chat"
 GATEWAY = "bench-gw"
 CYCLE_ANNOTATION = "bench.modelrollout.dev/cycle"
@@ -388,8 +385,8 @@ def run_engine(
     engine = args.engine
     pods: PodProcesses | realnode.NodePods
     if args.node == "real":
-        pods = realnode.NodePods(api, NAMESPACE, REAL_NODE_IMAGE)
-        model_uri = REAL_NODE_MODEL
+        pods = realnode.NodePods(api, NAMESPACE, realnode.SERVING_IMAGE)
+        model_uri = realnode.serving_image_model(0)
     else:
         pods = PodProcesses(api, NAMESPACE, state.pod_network, work / "pods").start()
         model_uri = f"file://{make_model(work)}"
@@ -574,9 +571,7 @@ def main() -> int:
     state = cluster.up(cluster_name, gpu_nodes=1, gpus_per_node=1)
     if args.node == "real":
         node = cluster.start_real_node(state)
-        if REAL_NODE_IMAGE not in realnode.images(node):
-            print(f"loading {REAL_NODE_IMAGE} into the real node", flush=True)
-            realnode.load_image(node, REAL_NODE_IMAGE)
+        realnode.ensure_image(node, realnode.SERVING_IMAGE)
     crd = Path(__file__).resolve().parents[1] / "crds" / "modelrollouts.modelrollout.dev.yaml"
     kubectl = [state.kubectl, "--kubeconfig", state.kubeconfig]
     try:

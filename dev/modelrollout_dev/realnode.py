@@ -53,6 +53,17 @@ from modelrollout_dev.processes import free_port, pid_alive, stop_pid
 NODE_NAME = "real-node-0"
 REAL_NODE_LABEL = "modelrollout.dev/real-node"
 NODE_GPUS = 4
+# What `make images` builds (podman names them so): the serving image, with tiny models
+# in /models/v1..v3, and the operator's.
+SERVING_IMAGE = "localhost/modelrollout/modelserve:e2e"
+OPERATOR_IMAGE = "localhost/modelrollout/operator:dev"
+
+
+def serving_image_model(index: int) -> str:
+    """The URI of the serving image's `index`th tiny model (from 0)."""
+    return f"file:///models/v{index + 1}"
+
+
 PAUSE_VERSION = "3.10"
 PAUSE_IMAGE = f"localhost/modelrollout/pause:{PAUSE_VERSION}"
 CONTAINERD_NAMESPACE = "k8s.io"
@@ -127,7 +138,6 @@ class RealNodeState:
 
     directory: str
     containerd_socket: str
-    subnet: str
     containerd_pid: int
     kubelet_pid: int
     kube_proxy_pid: int
@@ -489,7 +499,6 @@ def start(
         state = RealNodeState(
             directory=str(directory),
             containerd_socket=str(socket_path),
-            subnet=str(subnet),
             containerd_pid=pids.get("containerd", 0),
             kubelet_pid=pids.get("kubelet", 0),
             kube_proxy_pid=pids.get("kube-proxy", 0),
@@ -711,8 +720,11 @@ def load_image(state: RealNodeState, image: str) -> float:
     return time.monotonic() - started
 
 
-def images(state: RealNodeState) -> list[str]:
-    return ctr(state.containerd_socket, ["images", "ls", "-q"]).split()
+def ensure_image(state: RealNodeState, image: str) -> None:
+    """`image` in the node, loaded from podman only where the node lacks it."""
+    if image not in ctr(state.containerd_socket, ["images", "ls", "-q"]).split():
+        _log(f"loading {image}")
+        load_image(state, image)
 
 
 def _drain(kubeconfig: str, kubectl: str, timeout: float) -> None:

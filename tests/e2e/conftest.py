@@ -29,8 +29,6 @@ from tests.conftest import ClusterUnderTest
 from tests.support.rollouts import Rollouts
 from tests.support.scenario import Scenario
 from tests.support.serving_placement import (
-    OPERATOR_IMAGE,
-    REAL_NODE_IMAGE,
     HarnessPlacement,
     RealNodePlacement,
     ServingPlacement,
@@ -116,9 +114,8 @@ def real_node(cluster_under_test: ClusterUnderTest) -> realnode.RealNodeState:
         pytest.fail("the real node joins only a local cluster (`modelrollout dev cluster up`)")
     try:
         node = cluster.start_real_node(state)
-        for image in (REAL_NODE_IMAGE, OPERATOR_IMAGE):
-            if image not in realnode.images(node):
-                realnode.load_image(node, image)
+        for image in (realnode.SERVING_IMAGE, realnode.OPERATOR_IMAGE):
+            realnode.ensure_image(node, image)
     except (cluster.ClusterError, realnode.RealNodeError) as error:
         pytest.fail(f"the real node cannot run here: {error} (`make images` builds the image)")
     return node

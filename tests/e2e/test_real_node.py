@@ -24,11 +24,7 @@ from tests.conftest import ClusterUnderTest
 from tests.support.helm import CHART, helm, values_file
 from tests.support.kube import wait_until
 from tests.support.rollouts import Rollouts, rollout_manifest
-from tests.support.serving_placement import (
-    OPERATOR_IMAGE,
-    REAL_NODE_IMAGE,
-    RealNodePlacement,
-)
+from tests.support.serving_placement import RealNodePlacement
 
 pytestmark = [pytest.mark.e2e, pytest.mark.localharness, pytest.mark.realnode]
 
@@ -85,7 +81,11 @@ def test_a_pod_reaches_the_api_server_through_the_kubernetes_service_as_its_acco
             "nodeSelector": placement["nodeSelector"],
             "tolerations": placement["tolerations"],
             "containers": [
-                {"name": "whoami", "image": REAL_NODE_IMAGE, "command": ["python", "-c", WHOAMI]}
+                {
+                    "name": "whoami",
+                    "image": realnode.SERVING_IMAGE,
+                    "command": ["python", "-c", WHOAMI],
+                }
             ],
         },
     }
@@ -120,7 +120,7 @@ def test_the_chart_runs_the_operator_as_a_pod_on_the_real_node_and_it_completes_
     pods the same node runs."""
     api = KubeApi(kube_api_client)
     serving = RealNodePlacement(api, namespace)
-    repository, tag = OPERATOR_IMAGE.rsplit(":", 1)
+    repository, tag = realnode.OPERATOR_IMAGE.rsplit(":", 1)
     release = f"mr-{uuid.uuid4().hex[:6]}"
     values = {
         "watchNamespaces": [namespace],

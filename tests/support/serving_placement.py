@@ -13,12 +13,8 @@ from typing import Any, Protocol
 
 from modelrollout.kube.api import KubeApi
 from modelrollout_dev.podprocesses import PodProcesses
-from modelrollout_dev.realnode import NodePods
+from modelrollout_dev.realnode import SERVING_IMAGE, NodePods, serving_image_model
 from tests.support.kube import wait_until
-
-# Built by `make images` (podman names it so): the serving image with /models/v1..v3 in it.
-REAL_NODE_IMAGE = "localhost/modelrollout/modelserve:e2e"
-OPERATOR_IMAGE = "localhost/modelrollout/operator:dev"
 
 
 class ServingPlacement(Protocol):
@@ -69,13 +65,13 @@ class RealNodePlacement:
     name = "real-node"
 
     def __init__(self, api: KubeApi, namespace: str) -> None:
-        self.pods = NodePods(api, namespace, REAL_NODE_IMAGE)
+        self.pods = NodePods(api, namespace, SERVING_IMAGE)
 
     def placement(self) -> dict[str, Any]:
         return self.pods.placement()
 
     def model_uri(self, index: int) -> str:
-        return f"file:///models/v{index + 1}"
+        return serving_image_model(index)
 
     def wait_for_servers(self, revision: str, count: int = 2) -> None:
         def ready() -> int:
