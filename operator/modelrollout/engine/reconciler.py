@@ -52,6 +52,7 @@ from modelrollout.engine.evaluation import (
     observe_evaluation,
 )
 from modelrollout.engine.load import converge_load, load_services
+from modelrollout.engine.notifications import Notification, derive_notifications
 from modelrollout.engine.parsed_specs import ParsedSpecs
 from modelrollout.engine.podspec import build_pod_metadata, build_pod_spec
 from modelrollout.engine.revision import revision_of, revision_to_mark, serving_revision
@@ -85,6 +86,7 @@ from modelrollout.models import (
     ModelRolloutStatus,
     parse_duration,
 )
+from modelrollout.models.spec import Notifications
 from modelrollout.models.status import CheckStatus, GpuUsage
 from modelrollout.traffic import router_for
 from modelrollout.traffic.base import (
@@ -97,6 +99,8 @@ from modelrollout.traffic.base import (
 from modelrollout.traffic.session_affinity import SessionAffinitySettings
 
 EventSink = Callable[[str, str, str], None]
+# Hands a tick's notifications to the sender (notify/sender.py Notifier.submit); never blocks.
+NotificationSink = Callable[[RolloutRef, Notifications | None, list[Notification]], None]
 logger = logging.getLogger("modelrollout")
 
 
@@ -115,7 +119,9 @@ class Reconciler:
         max_queries_in_flight: int = 8,
         evaluation_image: str | None = None,
         pushed_alerts: PushedAlerts | None = None,
+        notify: NotificationSink | None = None,
     ) -> None:
+        self._notify = notify
         self._metrics = metrics or OperatorMetrics()
         # Firing alerts Alertmanager pushed (alert_receiver.py), taken by the next evaluation.
         self._pushed_alerts = pushed_alerts or PushedAlerts()
@@ -337,6 +343,12 @@ class Reconciler:
         tick_event = fold_events(changed_checks, decision.events)
         if tick_event is not None:
             post_event(*tick_event)
+        if self._notify is not None:
+            found = derive_notifications(
+                rollout, spec, status, new_status, checks, decision.events, now
+            )
+            if found:
+                self._notify(rollout, spec.notifications, found)
         self._metrics.observe_tick(rollout.namespace, rollout.name, status, new_status, events)
         try:
             resized = self._converge(
