@@ -128,7 +128,11 @@ def derive_notifications(
     settings = spec.notifications or DEFAULT_NOTIFICATIONS
 
     def notification(
-        kind: NotificationEvent, message: str, reason: str | None, check: CheckReading | None
+        kind: NotificationEvent,
+        message: str,
+        reason: str | None,
+        check: CheckReading | None,
+        steps_later: int = 0,
     ) -> Notification:
         return Notification(
             kind=kind,
@@ -144,7 +148,7 @@ def derive_notifications(
             canary_revision=after.canary_revision,
             stable_model=after.stable_model,
             canary_model=after.canary_model,
-            step=None if after.current_step is None else after.current_step + 1,
+            step=None if after.current_step is None else after.current_step + 1 - steps_later,
             steps=steps,
             canary_weight=after.weights.canary,
             check=check,
@@ -176,12 +180,15 @@ def derive_notifications(
                     _reading(check),
                 )
             )
-    for _, event_reason, message in decided:
+    # A tick may take several steps: each StepStarted is one step on from the one before.
+    step_starts = [reason == "StepStarted" for _, reason, _ in decided]
+    for index, (_, event_reason, message) in enumerate(decided):
         kind = _DECIDED.get(event_reason)
         if kind is None:
             continue
+        later = sum(step_starts[index + 1 :]) if kind in ("Started", "StepAdvanced") else 0
         found.append(
-            notification(kind, message, _why(kind, event_reason, after), _about(kind, after))
+            notification(kind, message, _why(kind, event_reason, after), _about(kind, after), later)
         )
     return found
 
