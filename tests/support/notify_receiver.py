@@ -34,6 +34,8 @@ class NotificationReceiver:
         self.failures_left = 0
         self.failed = 0
         self.hang = False
+        # Paths answered 400: a sink that refuses what it is sent.
+        self.refused_paths: set[str] = set()
         self._changed = threading.Condition()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -51,6 +53,10 @@ class NotificationReceiver:
             await self._release.wait()
             return web.Response(status=503)
         with self._changed:
+            if request.path in self.refused_paths:
+                self.failed += 1
+                self._changed.notify_all()
+                return web.Response(status=400, text="invalid_payload")
             if self.failures_left > 0:
                 self.failures_left -= 1
                 self.failed += 1

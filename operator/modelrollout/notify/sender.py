@@ -138,8 +138,10 @@ class Notifier:
                     notice = await self._intake.get()
                     await self._dispatch(session, notice)
             finally:
-                for worker in self._workers:
+                workers = list(self._workers)
+                for worker in workers:
                     worker.cancel()
+                await asyncio.gather(*workers, return_exceptions=True)
 
     async def _dispatch(self, session: aiohttp.ClientSession, notice: Notice) -> None:
         count = len(notice.notifications)
