@@ -187,9 +187,8 @@ def derive_notifications(
         if kind is None:
             continue
         later = sum(step_starts[index + 1 :]) if kind in ("Started", "StepAdvanced") else 0
-        found.append(
-            notification(kind, message, _why(kind, event_reason, after), _about(kind, after), later)
-        )
+        why = _why(kind, event_reason, after)
+        found.append(notification(kind, message, why, _about(why, after), later))
     return found
 
 
@@ -204,12 +203,14 @@ def _why(kind: NotificationEvent, event_reason: str, after: ModelRolloutStatus) 
     return None
 
 
-def _about(kind: NotificationEvent, after: ModelRolloutStatus) -> CheckReading | None:
-    """The check behind a rollback or a pause: the breached one, else one without data."""
-    if kind not in ("RolledBack", "Paused"):
-        return None
-    for state in ("Breached", "Unavailable"):
-        for check in after.checks:
-            if check.state == state:
-                return _reading(check)
+# The check state a pause or rollback for this reason is about.
+_CHECK_STATE_OF_REASON = {"CheckBreached": "Breached", "MetricsUnavailable": "Unavailable"}
+
+
+def _about(why: str | None, after: ModelRolloutStatus) -> CheckReading | None:
+    """The check behind a pause or rollback for a breach or for missing data."""
+    state = _CHECK_STATE_OF_REASON.get(why or "")
+    for check in after.checks:
+        if check.state == state:
+            return _reading(check)
     return None

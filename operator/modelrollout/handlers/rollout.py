@@ -213,6 +213,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         metrics,
         operator_settings.notification_policy(),
         operator_settings.notification_queue_size,
+        asyncio.get_running_loop(),
     )
     reconciler = Reconciler(
         api,

@@ -76,8 +76,10 @@ class Notifier:
         metrics: OperatorMetrics,
         policy: RetryPolicy,
         capacity: int,
+        loop: asyncio.AbstractEventLoop,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`loop`: the one `run` will run on; ticks may hand over before it starts."""
         self._resolve = resolve
         self._warn = warn
         self._metrics = metrics
@@ -87,8 +89,8 @@ class Notifier:
         # Notifications submitted and not yet delivered or dropped: the queue's bound.
         self._queued = 0
         self._guard = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._intake: asyncio.Queue[Notice] | None = None
+        self._loop = loop
+        self._intake: asyncio.Queue[Notice] = asyncio.Queue()
         self._lanes: dict[tuple[str, str], _Lane] = {}
         self._workers: set[asyncio.Task[None]] = set()
 
@@ -112,15 +114,9 @@ class Notifier:
                 rollout.namespace,
                 rollout.name,
             )
-        loop, intake = self._loop, self._intake
-        if not taken:
-            return
-        if loop is None or intake is None:
-            self._release(len(taken))
-            self._metrics.notifications_dropped.labels("queue_full").inc(len(taken))
-            return
-        notice = Notice(rollout, configured, taken, self._clock())
-        loop.call_soon_threadsafe(intake.put_nowait, notice)
+        if taken:
+            notice = Notice(rollout, configured, taken, self._clock())
+            self._loop.call_soon_threadsafe(self._intake.put_nowait, notice)
 
     def _release(self, count: int) -> None:
         with self._guard:
@@ -128,9 +124,7 @@ class Notifier:
             self._metrics.notifications_queued.set(self._queued)
 
     async def run(self) -> None:
-        """The sender; runs until cancelled."""
-        self._loop = asyncio.get_running_loop()
-        self._intake = asyncio.Queue()
+        """The sender; runs until cancelled, on the loop given at construction."""
         timeout = aiohttp.ClientTimeout(total=self._policy.timeout_seconds)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             try:

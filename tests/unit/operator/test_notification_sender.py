@@ -49,21 +49,21 @@ class Running:
     ) -> None:
         self.metrics = OperatorMetrics()
         self.warnings: list[str] = []
+        self._loop = asyncio.new_event_loop()
         self.notifier = Notifier(
             lambda namespace, configured: (targets, problems or []),
             lambda rollout, message: self.warnings.append(message),
             self.metrics,
             policy,
             capacity,
+            self._loop,
         )
-        self._loop = asyncio.new_event_loop()
         self._task: asyncio.Future[None] | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
     def __enter__(self) -> Running:
         self._thread.start()
         self._task = asyncio.run_coroutine_threadsafe(self.notifier.run(), self._loop)
-        wait_until(lambda: self.notifier._intake is not None, 5, "the sender to start")
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -207,6 +207,15 @@ def test_a_sink_that_never_answers_delays_neither_the_tick_nor_the_other_sinks(
                 20, "the hanging sink's first notification given up",
             )  # fmt: skip
             assert "no answer" in running.warnings[0]
+
+
+def test_what_a_tick_hands_over_before_the_sender_starts_is_sent_once_it_does(
+    receiver: NotificationReceiver,
+) -> None:
+    running = Running([target(receiver)])
+    running.submit(notification(kind="Started"))
+    with running:
+        assert [r.body["kind"] for r in receiver.wait_for(1, 10)] == ["Started"]
 
 
 def test_a_full_queue_drops_and_counts_instead_of_waiting() -> None:
