@@ -124,6 +124,10 @@ def derive_notifications(
     memory); `checks`: this tick's readings; `decided`: the strategy's
     Events; `after`: the status it writes.
     """
+    if not any(reason in _DECIDED for _, reason, _ in decided) and not any(
+        check.state in ("Breached", "Unavailable") for check in checks
+    ):
+        return []
     steps = len(steps_strategy(spec).steps)
     settings = spec.notifications or DEFAULT_NOTIFICATIONS
 

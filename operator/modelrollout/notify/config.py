@@ -62,6 +62,10 @@ def namespace_default(
     try:
         secret = api.get(SECRETS, namespace, NAMESPACE_DEFAULT_SECRET)
     except KubeApiError as error:
+        if error.status == 403:
+            # Not granted (chart rbac.providerReferences): namespaces have no default then,
+            # and a rollout that configured nothing is not told about it at every event.
+            return None, path, None
         return None, path, ConfigProblem(path, f"could not be read ({error.status})")
     if secret is None:
         return None, path, None

@@ -18,7 +18,7 @@ import yaml
 from modelrollout.analysis.provider import QueryResult
 from modelrollout.engine.notifications import Notification
 from modelrollout.engine.reconciler import Reconciler
-from modelrollout.kube.api import SECRETS
+from modelrollout.kube.api import SECRETS, KubeApiError, Resource
 from modelrollout.kube.events import EVENTS
 from modelrollout.kube.workloads import RolloutRef
 from modelrollout.models import InvalidSpecError, parse_spec
@@ -457,6 +457,24 @@ def test_a_rollout_without_notifications_uses_its_namespaces_default() -> None:
     assert resolve(api, "ml", configured()) == ([], [])
     # A namespace without a default: nothing, and nothing wrong.
     assert resolve(api, "other", None) == ([], [])
+
+
+class ForbiddenSecrets(FakeKubeApi):
+    """RBAC without get on Secrets."""
+
+    def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
+        if resource == SECRETS:
+            raise KubeApiError(403, "Forbidden", "secrets is forbidden")
+        return super().get(resource, namespace, name)
+
+
+def test_a_namespace_default_the_operator_may_not_read_is_none() -> None:
+    api = ForbiddenSecrets()
+    assert resolve(api, "ml", None) == ([], [])
+    # A Secret the spec names is another matter: its field is named.
+    _, (problem,) = resolve(api, "ml", configured(SLACK))
+    assert problem.field_path == "spec.notifications.sinks[0].urlSecretRef"
+    assert "403" in problem.message
 
 
 @pytest.mark.parametrize(
