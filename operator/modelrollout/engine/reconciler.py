@@ -71,6 +71,7 @@ from modelrollout.engine.strategies.timers import next_timer
 from modelrollout.engine.strategies.types import (
     AnalysisVerdict,
     Commands,
+    Decision,
     Observations,
     RevisionObservation,
 )
@@ -344,11 +345,7 @@ class Reconciler:
         if tick_event is not None:
             post_event(*tick_event)
         if self._notify is not None:
-            found = derive_notifications(
-                rollout, spec, status, new_status, checks, decision.events, now
-            )
-            if found:
-                self._notify(rollout, spec.notifications, found)
+            self._hand_over_notifications(rollout, spec, status, new_status, checks, decision, now)
         self._metrics.observe_tick(rollout.namespace, rollout.name, status, new_status, events)
         try:
             resized = self._converge(
@@ -398,6 +395,26 @@ class Reconciler:
         self._decided[rollout.uid] = LastDecision(
             new_status, now, next_timer(spec, new_status, now)
         )
+
+    def _hand_over_notifications(
+        self,
+        rollout: RolloutRef,
+        spec: ModelRolloutSpec,
+        before: ModelRolloutStatus,
+        after: ModelRolloutStatus,
+        checks: tuple[CheckStatus, ...],
+        decision: Decision,
+        now: datetime,
+    ) -> None:
+        """Right after the status write that holds the decision: a later failure of the tick
+        does not lose them, and the next tick will not decide them again."""
+        assert self._notify is not None
+        try:
+            found = derive_notifications(rollout, spec, before, after, checks, decision.events, now)
+            if found:
+                self._notify(rollout, spec.notifications, found)
+        except Exception:  # notifications are never a reason for a rollout not to move
+            logger.exception("notifications of %s/%s lost", rollout.namespace, rollout.name)
 
     def _capacity_shortfall(
         self, rollout: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus

@@ -181,6 +181,27 @@ def test_no_notify_configured_changes_nothing_a_tick_writes() -> None:
     assert plain.status == notified.status
 
 
+def test_a_hand_over_that_fails_changes_nothing_a_tick_does() -> None:
+    def broken(*_: object) -> None:
+        raise RuntimeError("sender gone")
+
+    plain, failing = Cluster(), Cluster()
+    failing.reconciler = Reconciler(
+        failing.api,
+        clock=lambda: failing.now,
+        provider_factory=lambda spec: failing.provider,
+        notify=broken,
+    )
+    spec = canary_spec()
+    for cluster in (plain, failing):
+        cluster.started(spec)
+        cluster.run_until_step(3)
+        cluster.provider.answers["ALERTS"] = FIRING
+        cluster.run_until_phase("RolledBack")
+    assert plain.status == failing.status
+    assert plain.deployments() == failing.deployments()
+
+
 # -- spec -----------------------------------------------------------------
 
 
