@@ -255,8 +255,5 @@ def test_alertmanager_gets_what_waited_in_one_request(receiver: NotificationRece
         second = receiver.wait_for(2, 10)[1]
     assert receiver.failed == 1
     assert first.path == "/pager/api/v2/alerts"
-    assert [alert["labels"]["alertname"] for alert in first.body] == [
-        "ModelRolloutBreach",
-        "ModelRolloutRolledBack",
-    ]
-    assert [alert["labels"]["alertname"] for alert in second.body] == ["ModelRolloutPromoted"]
+    assert [alert["labels"]["event"] for alert in first.body] == ["Breach", "RolledBack"]
+    assert [alert["labels"]["event"] for alert in second.body] == ["Promoted"]

@@ -361,7 +361,8 @@ def test_alertmanager_gets_alerts_on_its_v2_api_in_one_request() -> None:
     assert request.url == ALERTMANAGER + "/api/v2/alerts"
     breach, rolled_back = request.body
     assert rolled_back["labels"] == {
-        "alertname": "ModelRolloutRolledBack",
+        "alertname": "ModelRolloutEvent",
+        "event": "RolledBack",
         "namespace": "ml",
         "rollout": "chat",
         "severity": "critical",
@@ -369,7 +370,7 @@ def test_alertmanager_gets_alerts_on_its_v2_api_in_one_request() -> None:
     }
     assert rolled_back["annotations"]["summary"] == "chat rolled back"
     assert rolled_back["startsAt"] == "2026-01-01T12:00:00Z"
-    assert breach["labels"]["alertname"] == "ModelRolloutBreach"
+    assert breach["labels"]["event"] == "Breach"
     assert SINKS["alertmanager"].request(ALERTMANAGER + "/api/v2/alerts", []).url == (
         ALERTMANAGER + "/api/v2/alerts"
     )

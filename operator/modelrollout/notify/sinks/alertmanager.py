@@ -1,9 +1,11 @@
 """Alertmanager's API (POST /api/v2/alerts): a rollback pages through the team's routing.
 
-Each notification is an alert `ModelRollout<kind>` (ModelRolloutRolledBack...)
-with labels namespace, rollout, revision, severity, so routes can match them
-as they match any alert. No endsAt: Alertmanager resolves it after its
-resolve_timeout, as it does for any alert its sender stops sending.
+Each notification is an alert `ModelRolloutEvent` with label `event` (the
+kind: RolledBack...) and labels namespace, rollout, revision, severity, so
+routes can match them as they match any alert. (Not `ModelRolloutRolledBack`:
+that is the chart's Prometheus rule on the operator's rollback counter.) No
+endsAt: Alertmanager resolves it after its resolve_timeout, as it does for
+any alert its sender stops sending.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from modelrollout.notify.sinks.base import (
 )
 
 PATH = "/api/v2/alerts"
+ALERTNAME = "ModelRolloutEvent"
 
 
 def alert(rendered: Rendered) -> dict[str, Any]:
     notification = rendered.notification
     labels = {
-        "alertname": f"ModelRollout{notification.kind}",
+        "alertname": ALERTNAME,
+        "event": notification.kind,
         "namespace": notification.namespace,
         "rollout": notification.rollout,
         "severity": notification.severity,
