@@ -232,11 +232,14 @@ def main() -> int:
     parser.add_argument(
         "--hanging-sink", action="store_true", help="notify a webhook that never answers"
     )
+    parser.add_argument(
+        "--cluster", default=cluster.DEFAULT_NAME, help="the local cluster's name (up if not)"
+    )
     args = parser.parse_args()
     global NOTIFICATIONS
 
     # Each rollout runs a stable and a canary pod; a kwok node takes 110 pods.
-    state = cluster.up(cpu_nodes=max(1, math.ceil(2 * (args.background + 1) / 100)))
+    state = cluster.up(args.cluster, cpu_nodes=max(1, math.ceil(2 * (args.background + 1) / 100)))
     crd = Path(__file__).resolve().parents[1] / "crds" / "modelrollouts.modelrollout.dev.yaml"
     kubectl = [state.kubectl, "--kubeconfig", state.kubeconfig]
     subprocess.run(
