@@ -73,7 +73,8 @@ class OperatorMetrics:
             "modelrollout_notifications_dropped_total",
             "Notifications not delivered, by reason: queue_full (the bounded queue was full), "
             "retries_exhausted (the retry budget ran out), rejected (the sink answered a 4xx), "
-            "config (the sink's configuration could not be used).",
+            "config (the sink's configuration could not be used), error (a fault in the "
+            "sender, logged).",
             ("reason",),
             registry=self.registry,
         )

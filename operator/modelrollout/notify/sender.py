@@ -16,6 +16,7 @@ the sender does changes a rollout.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 import time
@@ -130,7 +131,14 @@ class Notifier:
             try:
                 while True:
                     notice = await self._intake.get()
-                    await self._dispatch(session, notice)
+                    try:
+                        await self._dispatch(session, notice)
+                    except Exception:  # one notice lost, never the sender
+                        logger.exception("notifications of %s lost", notice.rollout.name)
+                        self._release(len(notice.notifications))
+                        self._metrics.notifications_dropped.labels("error").inc(
+                            len(notice.notifications)
+                        )
             finally:
                 workers = list(self._workers)
                 for worker in workers:
@@ -183,8 +191,17 @@ class Notifier:
                 first = lane.messages[0]
                 sink = SINKS[first.target.sink_type]
                 size = MAX_BATCH if SinkCapability.BATCH in sink.capabilities else 1
-                batch = [lane.messages[i] for i in range(min(size, len(lane.messages)))]
-                await self._deliver(session, rollout, batch)
+                # One request goes to one target: a rotated URL starts a new batch.
+                batch: list[_Message] = []
+                for message in itertools.islice(lane.messages, size):
+                    if message.target != first.target:
+                        break
+                    batch.append(message)
+                try:
+                    await self._deliver(session, rollout, batch)
+                except Exception:  # the batch lost, never the lane
+                    logger.exception("notifications of %s lost", rollout.name)
+                    self._metrics.notifications_dropped.labels("error").inc(len(batch))
                 for _ in batch:
                     lane.messages.popleft()
                 self._release(len(batch))
