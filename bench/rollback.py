@@ -9,6 +9,11 @@ when the HTTPRoute's canary weight is 0 (polled every 20 ms).
 
     .venv/bin/python bench/rollback.py --runs 30
     .venv/bin/python bench/rollback.py --runs 30 --background 299   # N = 300
+    .venv/bin/python bench/rollback.py --runs 15 --hanging-sink
+
+With `--hanging-sink`, every rollout notifies a webhook sink (its URL in a
+Secret) that accepts connections and never answers: the rollback must not
+wait for it (docs/notifications.md).
 
 With `--background K`, K more rollouts in the same namespace each run a
 canary (weight 50, an hour-long analysis step with the same kind of check,
@@ -22,9 +27,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import socket
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +39,7 @@ from typing import Any
 from kubernetes import config
 
 from modelrollout.engine.revision import revision_of
-from modelrollout.kube.api import HTTPROUTES, MODELROLLOUTS, KubeApi
+from modelrollout.kube.api import HTTPROUTES, MODELROLLOUTS, SECRETS, KubeApi
 from modelrollout.kube.labels import GROUP, VERSION
 from modelrollout.models import parse_spec
 from modelrollout_dev import cluster
@@ -62,7 +69,47 @@ class BreachGauge:
         return self._endpoint.address
 
 
+class HangingSink:
+    """Accepts connections on loopback and never answers: a notification sink that hangs."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._held: list[socket.socket] = []
+        self.accepted = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:
+                return
+            self._held.append(connection)
+            self.accepted += 1
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._listener.getsockname()[1]}/hook"
+
+    def close(self) -> None:
+        self._listener.close()
+        for connection in self._held:
+            connection.close()
+
+
+# Set by main() with --hanging-sink: every rollout notifies it.
+NOTIFICATIONS: dict[str, Any] | None = None
+SINK_SECRET = "bench-notifications"
+
+
 def manifest(uri: str, prometheus_url: str, name: str = NAME) -> dict[str, Any]:
+    body = _manifest(uri, prometheus_url, name)
+    if NOTIFICATIONS is not None:
+        body["spec"]["notifications"] = NOTIFICATIONS
+    return body
+
+
+def _manifest(uri: str, prometheus_url: str, name: str) -> dict[str, Any]:
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "ModelRollout",
@@ -182,10 +229,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=12)
     parser.add_argument("--background", type=int, default=0, help="other rollouts progressing")
+    parser.add_argument(
+        "--hanging-sink", action="store_true", help="notify a webhook that never answers"
+    )
+    parser.add_argument(
+        "--cluster", default=cluster.DEFAULT_NAME, help="the local cluster's name (up if not)"
+    )
     args = parser.parse_args()
+    global NOTIFICATIONS
 
     # Each rollout runs a stable and a canary pod; a kwok node takes 110 pods.
-    state = cluster.up(cpu_nodes=max(1, math.ceil(2 * (args.background + 1) / 100)))
+    state = cluster.up(args.cluster, cpu_nodes=max(1, math.ceil(2 * (args.background + 1) / 100)))
     crd = Path(__file__).resolve().parents[1] / "crds" / "modelrollouts.modelrollout.dev.yaml"
     kubectl = [state.kubectl, "--kubeconfig", state.kubeconfig]
     subprocess.run(
@@ -196,6 +250,24 @@ def main() -> int:
     )
     subprocess.run([*kubectl, "create", "ns", NAMESPACE], check=True, capture_output=True)
     api = KubeApi(config.new_client_from_config(config_file=state.kubeconfig))
+    sink = HangingSink() if args.hanging_sink else None
+    if sink is not None:
+        api.create(
+            SECRETS,
+            NAMESPACE,
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": SINK_SECRET},
+                "stringData": {"url": sink.url},
+            },
+        )
+        NOTIFICATIONS = {
+            "sinks": [
+                {"name": "dead", "type": "webhook",
+                 "urlSecretRef": {"name": SINK_SECRET, "key": "url"}}
+            ]
+        }  # fmt: skip
     gauge = BreachGauge()
     state.prometheus.register_target("bench-rollback", gauge.address, {"job_kind": "bench"})
 
@@ -225,6 +297,9 @@ def main() -> int:
             print(f"run {index + 1:2d}: {latency * 1000:7.0f} ms", flush=True)
     finally:
         operator.stop()
+        if sink is not None:
+            print(f"the hanging sink accepted {sink.accepted} connection(s)", flush=True)
+            sink.close()
         state.prometheus.unregister_target("bench-rollback")
         subprocess.run([*kubectl, "delete", "ns", NAMESPACE, "--wait=false"], capture_output=True)
 
@@ -233,7 +308,8 @@ def main() -> int:
     print(
         f"breach visible in Prometheus -> canary weight 0 in the API, {len(ordered)} runs, "
         f"N={args.background + 1}, analysis interval {ANALYSIS_INTERVAL_SECONDS:g}s, "
-        f"tick {TICK_INTERVAL_SECONDS:g}s:"
+        f"tick {TICK_INTERVAL_SECONDS:g}s"
+        f"{', notifying a sink that never answers' if sink is not None else ''}:"
     )
     print(
         f"p50 {statistics.median(ordered) * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, "

@@ -69,6 +69,28 @@ class OperatorMetrics:
             registry=self.registry,
         )
 
+        self.notifications_dropped = Counter(
+            "modelrollout_notifications_dropped_total",
+            "Notifications not delivered, by reason: queue_full (the bounded queue was full), "
+            "retries_exhausted (the retry budget ran out), rejected (the sink answered a 4xx), "
+            "config (the sink's configuration could not be used), error (a fault in the "
+            "sender, logged).",
+            ("reason",),
+            registry=self.registry,
+        )
+        self.notification_delivery = Histogram(
+            "modelrollout_notification_delivery_seconds",
+            "From a tick's decision to the sink's 2xx answer, retries included, by sink type.",
+            ("sink",),
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600),
+            registry=self.registry,
+        )
+        self.notifications_queued = Gauge(
+            "modelrollout_notifications_queued",
+            "Notifications waiting to be delivered (the queue is bounded).",
+            registry=self.registry,
+        )
+
     def _track(self, metric: Gauge | Counter, labels: tuple[str, ...]) -> tuple[str, ...]:
         self._series.setdefault((labels[0], labels[1]), set()).add((metric, labels))
         return labels

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Self
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from modelrollout.leader import LeaseTiming
+from modelrollout.notify.policy import RetryPolicy
 
 
 class SettingsError(ValueError):
@@ -78,6 +79,24 @@ class OperatorSettings(BaseModel):
     )
     alert_receiver_token_file: Annotated[Path | None, BeforeValidator(_unset_if_empty)] = Field(
         None, alias="MODELROLLOUT_ALERT_RECEIVER_TOKEN_FILE"
+    )
+    # Notifications (notify/): at most this many wait to be delivered; more are dropped
+    # (and counted) rather than held: a tick never waits for a sink.
+    notification_queue_size: int = Field(1000, alias="MODELROLLOUT_NOTIFICATION_QUEUE_SIZE", ge=1)
+    # One request to a sink; a sink that accepts and never answers is a failed attempt.
+    notification_timeout_seconds: float = Field(
+        10.0, alias="MODELROLLOUT_NOTIFICATION_TIMEOUT", gt=0
+    )
+    # A failed delivery is tried again after this, doubled per attempt up to the maximum,
+    # until the retry budget (from the first attempt) would be passed.
+    notification_backoff_seconds: float = Field(
+        1.0, alias="MODELROLLOUT_NOTIFICATION_BACKOFF", gt=0
+    )
+    notification_max_backoff_seconds: float = Field(
+        60.0, alias="MODELROLLOUT_NOTIFICATION_MAX_BACKOFF", gt=0
+    )
+    notification_retry_budget_seconds: float = Field(
+        600.0, alias="MODELROLLOUT_NOTIFICATION_RETRY_BUDGET", ge=0
     )
     # The image of evaluation Jobs of vllm rollouts whose step names none: one with
     # modelserve (vLLM's images have none). Unset: the rollout's serving image.
@@ -140,6 +159,14 @@ class OperatorSettings(BaseModel):
                     message = f"{name}={env.get(name, '')!r}: {message}"
                 problems.append(message)
             raise SettingsError("; ".join(problems)) from None
+
+    def notification_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            initial_backoff_seconds=self.notification_backoff_seconds,
+            max_backoff_seconds=self.notification_max_backoff_seconds,
+            budget_seconds=self.notification_retry_budget_seconds,
+            timeout_seconds=self.notification_timeout_seconds,
+        )
 
     @property
     def canary_resync_seconds(self) -> float:

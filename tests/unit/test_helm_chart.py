@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
+from modelrollout.notify.policy import RetryPolicy
+from modelrollout.settings import OperatorSettings
 from tests.support.helm import CHART, KUBE_VERSION, REPO, helm, only, render, values_file
 
 pytestmark = pytest.mark.chart
@@ -103,6 +105,21 @@ def test_the_alert_receiver_is_off_by_default(tmp_path: Path) -> None:
     (container,) = only(documents, "Deployment")["spec"]["template"]["spec"]["containers"]
     assert not any(e["name"].startswith("MODELROLLOUT_ALERT_RECEIVER") for e in container["env"])
     assert not [d for d in documents if d["metadata"]["name"].endswith("-alerts")]
+
+
+def test_notification_delivery_settings_reach_the_operator_as_settings_it_accepts(
+    tmp_path: Path,
+) -> None:
+    values = {"notifications": {"queueSize": 50, "retryBudget": 120, "backoff": 0.5}}
+    (container,) = only(render(tmp_path, values), "Deployment")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    env = {e["name"]: e.get("value") for e in container["env"] if "value" in e}
+    settings = OperatorSettings.from_env(
+        {name: value for name, value in env.items() if name.startswith("MODELROLLOUT_NOTIFICATION")}
+    )
+    assert settings.notification_queue_size == 50
+    assert settings.notification_policy() == RetryPolicy(0.5, 60.0, 120.0, 10.0)
 
 
 def test_the_alert_receiver_has_a_service_port_and_its_token_from_a_secret(

@@ -80,7 +80,8 @@ rollout with exactly these).
   verbs: ["create"]
 {{- with .Values.rbac.providerReferences }}
 {{- if .enabled }}
-{{- /* Metric provider credentials and CAs a rollout's spec names: get by name, never list. */}}
+{{- /* Metric provider credentials and CAs, notification sink URLs and the namespace's default
+     notifications (Secret modelrollout-notifications) a rollout uses: get by name, never list. */}}
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]

@@ -52,6 +52,7 @@ from modelrollout.engine.evaluation import (
     observe_evaluation,
 )
 from modelrollout.engine.load import converge_load, load_services
+from modelrollout.engine.notifications import Notification, derive_notifications
 from modelrollout.engine.parsed_specs import ParsedSpecs
 from modelrollout.engine.podspec import build_pod_metadata, build_pod_spec
 from modelrollout.engine.revision import revision_of, revision_to_mark, serving_revision
@@ -70,6 +71,7 @@ from modelrollout.engine.strategies.timers import next_timer
 from modelrollout.engine.strategies.types import (
     AnalysisVerdict,
     Commands,
+    Decision,
     Observations,
     RevisionObservation,
 )
@@ -85,6 +87,7 @@ from modelrollout.models import (
     ModelRolloutStatus,
     parse_duration,
 )
+from modelrollout.models.spec import Notifications
 from modelrollout.models.status import CheckStatus, GpuUsage
 from modelrollout.traffic import router_for
 from modelrollout.traffic.base import (
@@ -97,6 +100,8 @@ from modelrollout.traffic.base import (
 from modelrollout.traffic.session_affinity import SessionAffinitySettings
 
 EventSink = Callable[[str, str, str], None]
+# Hands a tick's notifications to the sender (notify/sender.py Notifier.submit); never blocks.
+NotificationSink = Callable[[RolloutRef, Notifications | None, list[Notification]], None]
 logger = logging.getLogger("modelrollout")
 
 
@@ -115,7 +120,9 @@ class Reconciler:
         max_queries_in_flight: int = 8,
         evaluation_image: str | None = None,
         pushed_alerts: PushedAlerts | None = None,
+        notify: NotificationSink | None = None,
     ) -> None:
+        self._notify = notify
         self._metrics = metrics or OperatorMetrics()
         # Firing alerts Alertmanager pushed (alert_receiver.py), taken by the next evaluation.
         self._pushed_alerts = pushed_alerts or PushedAlerts()
@@ -337,6 +344,8 @@ class Reconciler:
         tick_event = fold_events(changed_checks, decision.events)
         if tick_event is not None:
             post_event(*tick_event)
+        if self._notify is not None:
+            self._hand_over_notifications(rollout, spec, status, new_status, checks, decision, now)
         self._metrics.observe_tick(rollout.namespace, rollout.name, status, new_status, events)
         try:
             resized = self._converge(
@@ -386,6 +395,26 @@ class Reconciler:
         self._decided[rollout.uid] = LastDecision(
             new_status, now, next_timer(spec, new_status, now)
         )
+
+    def _hand_over_notifications(
+        self,
+        rollout: RolloutRef,
+        spec: ModelRolloutSpec,
+        before: ModelRolloutStatus,
+        after: ModelRolloutStatus,
+        checks: tuple[CheckStatus, ...],
+        decision: Decision,
+        now: datetime,
+    ) -> None:
+        """Right after the status write that holds the decision: a later failure of the tick
+        does not lose them, and the next tick will not decide them again."""
+        assert self._notify is not None
+        try:
+            found = derive_notifications(rollout, spec, before, after, checks, decision.events, now)
+            if found:
+                self._notify(rollout, spec.notifications, found)
+        except Exception:  # notifications are never a reason for a rollout not to move
+            logger.exception("notifications of %s/%s lost", rollout.namespace, rollout.name)
 
     def _capacity_shortfall(
         self, rollout: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus

@@ -36,9 +36,12 @@ from modelrollout.engine.timing import progress_marker, tick_period
 from modelrollout.kube.api import MODELROLLOUTS, KubeApi, KubeApiError
 from modelrollout.kube.cache import CachedKubeApi
 from modelrollout.kube.events import EventRecorder
-from modelrollout.kube.labels import ANNOTATION_PREFIX, FINALIZER, GROUP, PLURAL, VERSION
+from modelrollout.kube.labels import ANNOTATION_PREFIX, FINALIZER, GROUP, KIND, PLURAL, VERSION
+from modelrollout.kube.workloads import RolloutRef
 from modelrollout.leader import LeaseElector
 from modelrollout.metrics import OperatorMetrics
+from modelrollout.notify.config import resolve as resolve_sinks
+from modelrollout.notify.sender import Notifier, Warner
 from modelrollout.scheduler import TickScheduler
 from modelrollout.settings import OperatorSettings, SettingsError
 
@@ -55,6 +58,18 @@ class Operator:
     elector: LeaseElector | None
     background: list[asyncio.Task[None]] = field(default_factory=list)
     alert_receiver: web.AppRunner | None = None
+
+
+def _notification_warner(events: EventRecorder) -> Warner:
+    def warn(rollout: RolloutRef, message: str) -> None:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": KIND,
+            "metadata": {"namespace": rollout.namespace, "name": rollout.name, "uid": rollout.uid},
+        }
+        events.post(body, "Warning", "NotificationFailed", message)
+
+    return warn
 
 
 def _operator(memo: kopf.Memo) -> Operator:
@@ -190,6 +205,16 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     if operator_settings.metrics_port is not None:
         start_http_server(operator_settings.metrics_port, registry=metrics.registry)
     pushed = PushedAlerts()
+    events = EventRecorder(api)
+    # Notifications go out from their own task: a tick hands them over and goes on.
+    notifier = Notifier(
+        partial(resolve_sinks, api),
+        _notification_warner(events),
+        metrics,
+        operator_settings.notification_policy(),
+        operator_settings.notification_queue_size,
+        asyncio.get_running_loop(),
+    )
     reconciler = Reconciler(
         api,
         metrics=metrics,
@@ -197,6 +222,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         max_queries_in_flight=operator_settings.max_queries_in_flight,
         evaluation_image=operator_settings.evaluation_image,
         pushed_alerts=pushed,
+        notify=notifier.submit,
     )
     elector = None
     if operator_settings.leader_election:
@@ -204,7 +230,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     else:
         metrics.leader.set(1)
     scheduler = TickScheduler(
-        partial(_tick, EventRecorder(api), reconciler, elector),
+        partial(_tick, events, reconciler, elector),
         operator_settings.concurrent_ticks,
         partial(_tick_period, reconciler, operator_settings, elector),
     )
@@ -213,6 +239,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     if elector is not None:
         operator.background.append(asyncio.create_task(elector.run(), name="leader-election"))
     operator.background.append(asyncio.create_task(scheduler.run(), name="tick"))
+    operator.background.append(asyncio.create_task(notifier.run(), name="notifications"))
     if operator_settings.alert_receiver_port is not None:
         operator.alert_receiver = await _start_alert_receiver(
             operator_settings, scheduler, reconciler, elector, pushed

@@ -44,6 +44,14 @@ from modelrollout.analysis.templates import (
     unquoted_variables,
 )
 from modelrollout.models.durations import DURATION_PATTERN, DurationError, parse_duration
+from modelrollout.models.notifications import (
+    MAX_SINKS,
+    NOTIFICATION_EVENTS,
+    NotificationEvent,
+    NotificationTemplate,
+    SinkName,
+    SinkType,
+)
 from modelrollout.models.schema import FREE_FORM, INT_OR_STRING, list_map, rule, validations
 from modelrollout.models.uri import DEFAULT_PVC_MOUNT_ROOT, ModelURIError, PVCModel, parse_model_uri
 from modelrollout.traffic import capabilities_of, routers_with
@@ -1393,6 +1401,46 @@ class Analysis(SpecModel):
 _MIRRORING = routers_with(Capability.REQUEST_MIRRORING)
 
 
+class NotificationSink(SpecModel):
+    """One place a rollout's events are sent. Its URL is read from a Secret: a webhook URL is a
+    credential."""
+
+    name: SinkName
+    """Names the sink in Events and metrics; unique within sinks."""
+    type: SinkType
+    """What the URL speaks: webhook (JSON of the versioned schema in docs/notifications.md), slack
+    (a Slack-compatible incoming webhook), teams (a Microsoft Teams workflow webhook, an Adaptive
+    Card), alertmanager (Alertmanager's base URL; alerts are posted to /api/v2/alerts)."""
+    url_secret_ref: SecretKeyRef
+    """The Secret key holding the sink's URL, in the rollout's namespace. Read when a notification
+    is sent, so a rotated URL needs no restart."""
+    events: Annotated[
+        list[NotificationEvent],
+        Field(
+            max_length=len(NOTIFICATION_EVENTS), json_schema_extra={"x-kubernetes-list-type": "set"}
+        ),
+    ] = []
+    """Which events this sink receives: Started, StepAdvanced, Paused, Breach, RolledBack, Promoted,
+    AnalysisUnavailable; empty: all of them."""
+    template: NotificationTemplate | None = None
+    """The message text, a string.Template: $kind, $severity, $namespace, $rollout, $phase,
+    $message, $reason, $revision, $stable, $canary, $model, $step, $steps, $weight, $check, $value,
+    $threshold, $time. Unset: "[$namespace/$rollout] $kind: $message"."""
+
+
+class Notifications(SpecModel):
+    """Notifications on the rollout's events; when spec.notifications is unset, the namespace's
+    default (Secret modelrollout-notifications, key notifications.yaml) applies, if it exists."""
+
+    sinks: Annotated[
+        list[NotificationSink], Field(max_length=MAX_SINKS, json_schema_extra=list_map("name"))
+    ] = []
+    """Where the events are sent; empty: nowhere (and not to the namespace's default)."""
+    analysis_unavailable_after: Duration = "2m"
+    """An AnalysisUnavailable notification is sent once a check has had no data for this long
+    (once per such stretch)."""
+
+
 class DisruptionBudget(SpecModel):
     """The PodDisruptionBudget kept for each revision, so that a node drain cannot take the stable
     or the canary to zero mid-rollout."""
@@ -1439,6 +1487,10 @@ class ModelRolloutSpec(SpecModel):
     disruption_budget: DisruptionBudget = DisruptionBudget()
     """What node drains (evictions) may take of each revision. Changing it makes no new
     revision."""
+    notifications: Notifications | None = None
+    """Where the rollout's events (started, step advanced, paused, breach, rolled back, promoted,
+    analysis unavailable) are sent. Unset: the namespace's default, if any. Changing it makes no
+    new revision."""
 
     @property
     def canary(self) -> CanaryStrategy:

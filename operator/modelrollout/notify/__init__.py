@@ -1,0 +1,1 @@
+"""Notifications on rollout events: sinks (one module each), templates, and the sender."""
