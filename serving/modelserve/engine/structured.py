@@ -230,6 +230,12 @@ def mask_disallowed(logits: torch.Tensor, states: Sequence[GrammarState | None])
         state = states[row]
         assert state is not None
         state.fill_bitmask(bitmask, row)
+    # xgrammar's CPU kernel on CPU; elsewhere its plain-torch one: the default on CUDA is a
+    # Triton kernel, compiled on first use with a C compiler the serving image does not have.
     xgr.apply_token_bitmask_inplace(
-        logits, bitmask.to(logits.device, non_blocking=True), indices=constrained
+        logits,
+        bitmask.to(logits.device, non_blocking=True),
+        vocab_size=logits.shape[-1],
+        indices=constrained,
+        backend="cpu" if logits.device.type == "cpu" else "torch_native",
     )
