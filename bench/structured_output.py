@@ -38,7 +38,7 @@ from modelserve.tiny_model import TinyModelShape, make_tiny_model
 
 # Both schemas need more than max_tokens tokens, so every case decodes exactly max_tokens
 # tokens (finish_reason "length"): the same batch occupancy, the same work but the mask.
-LONG_STRING: dict[str, Any] = {"type": "string", "minLength": 1000, "maxLength": 1000}
+LONG_STRING: dict[str, Any] = {"type": "string", "minLength": 120, "maxLength": 120}
 ORDERS: dict[str, Any] = {
     "type": "array",
     "minItems": 100,
@@ -151,7 +151,7 @@ def main() -> int:
     )
     parser.add_argument("--hidden-size", type=int, default=256)
     parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--requests", type=int, default=24)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--device", default="auto", help="modelserve's --device: auto, cpu, cuda")

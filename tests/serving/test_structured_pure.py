@@ -14,6 +14,7 @@ import torch
 from modelserve.api.app import STRUCTURED_COMPLETE_FIELD, structured_output_fields
 from modelserve.api.protocol import ChatCompletionRequest
 from modelserve.engine.structured import (
+    MAX_PATTERN_LENGTH_BOUND,
     ConstrainedDecoding,
     GrammarError,
     OutputGrammar,
@@ -150,6 +151,9 @@ def test_bounded_strings_become_anchored_patterns() -> None:
     assert BOUNDED["properties"]["name"]["maxLength"] == 8  # the caller's schema is left alone
     only_min = bounded_strings_as_patterns({"type": "string", "minLength": 3})
     assert only_min == {"type": "string", "pattern": "^.{3,}$"}
+    # Past what xgrammar's pattern path compiles, the bounds stay as they are.
+    large = {"type": "string", "maxLength": MAX_PATTERN_LENGTH_BOUND + 1}
+    assert bounded_strings_as_patterns(large) == large
 
 
 def test_schemas_that_cannot_be_enforced_say_why(
@@ -158,10 +162,11 @@ def test_schemas_that_cannot_be_enforced_say_why(
     _, grammars = decoding
     with pytest.raises(GrammarError, match="multipleOf"):
         grammars.json_schema({"type": "integer", "multipleOf": 3})
-    with pytest.raises(GrammarError, match="bogus"):
+    with pytest.raises(GrammarError, match=r'^Unsupported type "bogus"$'):
         grammars.json_schema({"type": "bogus"})
     with pytest.raises(GrammarError, match="nope"):
         grammars.json_schema({"$ref": "#/$defs/nope"})
+    grammars.json_schema({"type": "string", "maxLength": 1000})
 
 
 def test_response_format_fields() -> None:

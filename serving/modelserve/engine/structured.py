@@ -14,6 +14,7 @@ does with `disable_any_whitespace`: free whitespace lets a weak model pad foreve
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -39,6 +40,12 @@ _UNENFORCED_KEYWORDS = (
 _SUBSCHEMA = ("items", "additionalProperties", "propertyNames", "additionalItems")
 _SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
 _SUBSCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions")
+
+# xgrammar's regex path takes repetition counts up to about this (200 fails); larger
+# bounds stay with its own length path and its gap (bounded_strings_as_patterns).
+MAX_PATTERN_LENGTH_BOUND = 128
+# How xgrammar's errors begin: "[04:21:23] /project/cpp/json_schema_converter.cc:4944: ".
+_ERROR_LOCATION = re.compile(r"^\[[^\]]*\]\s*\S+:\d+:\s*")
 
 # Compiled grammars kept for repeated schemas (xgrammar's own cache).
 _COMPILE_CACHE_BYTES = 64 * 1024 * 1024
@@ -68,7 +75,8 @@ def bounded_strings_as_patterns(schema: Any) -> Any:
     xgrammar 0.2.8 compiles a length-bounded string to a character class that lets raw
     control characters through, which no JSON parser takes (xgrammar issue #800); its
     pattern path is JSON-string aware. `.` takes no line break, so the pattern is, if
-    anything, stricter than the bounds.
+    anything, stricter than the bounds. Bounds above MAX_PATTERN_LENGTH_BOUND, which the
+    regex path cannot compile, are left to the length path.
     """
     if not isinstance(schema, dict):
         return schema
@@ -87,7 +95,9 @@ def bounded_strings_as_patterns(schema: Any) -> Any:
         ("minLength" in out or "maxLength" in out)
         and "pattern" not in out
         and "format" not in out
-        and all((isinstance(b, int) and b >= 0) or b == "" for b in bounds)
+        and all(
+            (isinstance(b, int) and 0 <= b <= MAX_PATTERN_LENGTH_BOUND) or b == "" for b in bounds
+        )
     ):
         out.pop("minLength", None)
         out.pop("maxLength", None)
@@ -167,7 +177,7 @@ class ConstrainedDecoding:
             )
         except RuntimeError as error:
             # xgrammar's message carries its source location first: keep what it says.
-            raise GrammarError(str(error).strip().rsplit(": ", 1)[-1]) from None
+            raise GrammarError(_ERROR_LOCATION.sub("", str(error).strip())) from None
         return OutputGrammar(compiled, self._stop_token_ids, self._keep)
 
 
