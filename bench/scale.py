@@ -286,6 +286,7 @@ def summary(label: str, values: list[float]) -> str:
         return f"{label}: no samples"
     return (
         f"{label}: n={len(values)} p50 {statistics.median(values) * 1000:.0f} ms, "
+        f"p95 {percentile(values, 0.95) * 1000:.0f} ms, "
         f"p99 {percentile(values, 0.99) * 1000:.0f} ms, max {max(values) * 1000:.0f} ms"
     )
 

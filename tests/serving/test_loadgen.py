@@ -61,7 +61,8 @@ def test_the_loadgen_command_prints_a_summary(
     out = capsys.readouterr().out
     assert code == 0
     assert "requests: 4 ok: 4" in out
-    assert "ttft p50/p90/p99" in out
+    assert "ttft p50/p90/p95/p99" in out
+    assert "e2e  p50/p90/p95/p99" in out
 
 
 def test_the_loadgen_command_reads_prompts_from_a_file(

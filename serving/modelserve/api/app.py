@@ -32,10 +32,11 @@ from modelserve.api.openai_format import (
     now,
     usage,
 )
-from modelserve.api.protocol import ChatCompletionRequest, CompletionRequest
+from modelserve.api.protocol import ChatCompletionRequest, CompletionRequest, ResponseFormat
 from modelserve.config.settings import ServeSettings
 from modelserve.engine.batcher import ContinuousBatcher
 from modelserve.engine.loader import LoadedModel, load_model
+from modelserve.engine.structured import ConstrainedDecoding, GrammarError, OutputGrammar
 from modelserve.engine.types import (
     Finished,
     FinishReason,
@@ -72,6 +73,10 @@ class ServerState:
     response_cache: ResponseCache | None = None
     generator: Generator | None = None
     load_error: str | None = None
+    # Grammars for response_format over the model's vocabulary; None when the
+    # tokenizer could not be read for them (grammar_error says why).
+    grammars: ConstrainedDecoding | None = None
+    grammar_error: str | None = None
     # None: the breaker is off.
     breaker: CircuitBreaker | None = None
     draining: bool = False
@@ -233,6 +238,30 @@ class OpenAIHandlers:
             raise errors.bad_request("the prompt fills the model's context", param="prompt")
         return requested
 
+    async def _grammar(self, response_format: ResponseFormat | None) -> OutputGrammar | None:
+        """The grammar a response format asks for (None: free text); 400 for one that cannot
+        be enforced. Compiled off the event loop (a large vocabulary takes a while)."""
+        if response_format is None or response_format.type == "text":
+            return None
+        grammars = self.state.grammars
+        if grammars is None:
+            raise errors.bad_request(
+                f"response_format {response_format.type} is not available for this model: "
+                f"{self.state.grammar_error}",
+                param="response_format",
+            )
+        if response_format.type == "json_object":
+            return await asyncio.to_thread(grammars.json_object)
+        assert response_format.json_schema is not None
+        schema = response_format.json_schema.json_schema
+        try:
+            return await asyncio.to_thread(grammars.json_schema, schema)
+        except GrammarError as error:
+            raise errors.bad_request(
+                f"response_format.json_schema.schema: {error}",
+                param="response_format.json_schema.schema",
+            ) from None
+
     # --- /v1/completions -------------------------------------------------------------
 
     async def completions(self, body: CompletionRequest, request: Request) -> Response:
@@ -246,7 +275,8 @@ class OpenAIHandlers:
         if body.max_tokens == 0 and not body.echo:
             raise errors.bad_request("max_tokens=0 needs echo=true", param="max_tokens")
         encoded = [self._encode_prompt(p) for p in prompts]
-        params = [self._completion_params(body, len(ids)) for ids in encoded]
+        grammar = await self._grammar(body.response_format)
+        params = [self._completion_params(body, len(ids), grammar) for ids in encoded]
         cache = self._cache_lookup(request, "completions", body)
         if cache is not None and (cached := cache.cached_response()) is not None:
             return cached
@@ -270,7 +300,9 @@ class OpenAIHandlers:
             return [prompt]
         return list(prompt)
 
-    def _completion_params(self, body: CompletionRequest, prompt_len: int) -> SamplingParams:
+    def _completion_params(
+        self, body: CompletionRequest, prompt_len: int, grammar: OutputGrammar | None
+    ) -> SamplingParams:
         return SamplingParams(
             max_tokens=self._max_tokens(prompt_len, body.max_tokens),
             temperature=body.temperature,
@@ -281,6 +313,7 @@ class OpenAIHandlers:
             ignore_eos=body.ignore_eos,
             logprobs=body.logprobs,
             prompt_logprobs=body.logprobs if body.echo and body.logprobs is not None else None,
+            grammar=grammar,
         )
 
     def _prompt_text(self, prompt: str | list[int]) -> str:
@@ -331,6 +364,7 @@ class OpenAIHandlers:
                     "text": text,
                     "logprobs": logprobs_body,
                     "finish_reason": finish_reason(result.finished),
+                    **structured_output_fields(params[index], result.finished),
                 }
             )
             prompt_tokens += len(ids)
@@ -359,16 +393,22 @@ class OpenAIHandlers:
         token_text = TokenText(self._loaded.tokenizer)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
-        def chunk(text: str, logprobs: dict[str, Any] | None, reason: str | None) -> str:
+        def chunk(
+            text: str,
+            logprobs: dict[str, Any] | None,
+            reason: str | None,
+            finished: Finished | None = None,
+        ) -> str:
+            choice = {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": reason}
+            if finished is not None:
+                choice.update(structured_output_fields(params, finished))
             return _sse(
                 {
                     "id": completion_id,
                     "object": "text_completion",
                     "created": created,
                     "model": model,
-                    "choices": [
-                        {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": reason}
-                    ],
+                    "choices": [choice],
                 }
             )
 
@@ -395,7 +435,7 @@ class OpenAIHandlers:
                         if event.text or logprobs is not None:
                             yield chunk(event.text, logprobs.take() if logprobs else None, None)
                     elif isinstance(event, Finished):
-                        yield _stream_end(event, chunk(event.text, None, event.reason.value))
+                        yield _stream_end(event, chunk(event.text, None, event.reason.value, event))
                         if include_usage:
                             yield _sse(
                                 {
@@ -418,6 +458,7 @@ class OpenAIHandlers:
         self._check_model(body.model)
         if body.n != 1:
             raise errors.bad_request("only n=1 is supported", param="n")
+        _refuse_tool_calling(body)
         tokenizer = self._loaded.tokenizer
         if not getattr(tokenizer, "chat_template", None):
             raise errors.bad_request("this model has no chat template: use /v1/completions")
@@ -425,6 +466,7 @@ class OpenAIHandlers:
             body.template_messages(), add_generation_prompt=True, tokenize=True
         )
         top = body.top_logprobs or 0
+        grammar = await self._grammar(body.response_format)
         params = SamplingParams(
             max_tokens=self._max_tokens(len(ids), body.requested_max_tokens()),
             temperature=body.temperature,
@@ -434,6 +476,7 @@ class OpenAIHandlers:
             stop=body.stop_strings(),
             ignore_eos=body.ignore_eos,
             logprobs=top if body.logprobs else None,
+            grammar=grammar,
         )
         cache = self._cache_lookup(request, "chat/completions", body)
         if cache is not None and (cached := cache.cached_response()) is not None:
@@ -466,6 +509,7 @@ class OpenAIHandlers:
                         "message": {"role": "assistant", "content": result.text},
                         "logprobs": logprobs_body,
                         "finish_reason": finish_reason(result.finished),
+                        **structured_output_fields(params, result.finished),
                     }
                 ],
                 "usage": usage(len(ids), len(result.token_ids)),
@@ -481,17 +525,21 @@ class OpenAIHandlers:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
         def chunk(
-            delta: dict[str, Any], logprobs: dict[str, Any] | None, reason: str | None
+            delta: dict[str, Any],
+            logprobs: dict[str, Any] | None,
+            reason: str | None,
+            finished: Finished | None = None,
         ) -> str:
+            choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": reason}
+            if finished is not None:
+                choice.update(structured_output_fields(params, finished))
             return _sse(
                 {
                     "id": chat_id,
                     "object": "chat.completion.chunk",
                     "created": created,
                     "model": model,
-                    "choices": [
-                        {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": reason}
-                    ],
+                    "choices": [choice],
                 }
             )
 
@@ -512,7 +560,7 @@ class OpenAIHandlers:
                             yield chunk({"content": event.text}, logprobs, None)
                     elif isinstance(event, Finished):
                         delta = {"content": event.text} if event.text else {}
-                        yield _stream_end(event, chunk(delta, None, event.reason.value))
+                        yield _stream_end(event, chunk(delta, None, event.reason.value, event))
                         if include_usage:
                             yield _sse(
                                 {
@@ -527,6 +575,36 @@ class OpenAIHandlers:
             yield _sse("[DONE]")
 
         return StreamingResponse(_guard_stream(stream()), media_type="text/event-stream")
+
+
+# In every choice of a structured request (response_format json_object or json_schema;
+# the last chunk's when streaming): whether the output is whole. False when max_tokens
+# (finish_reason "length"), a stop string or an abort cut it: the JSON may be incomplete.
+STRUCTURED_COMPLETE_FIELD = "structured_output_complete"
+
+
+def structured_output_fields(params: SamplingParams, finished: Finished | None) -> dict[str, bool]:
+    if params.grammar is None:
+        return {}
+    return {STRUCTURED_COMPLETE_FIELD: finished is not None and finished.grammar_complete is True}
+
+
+def _refuse_tool_calling(body: ChatCompletionRequest) -> None:
+    """This server calls no tools: a request that offers or demands them is refused by name,
+    not answered as if they were not there."""
+    for param, value in (("tools", body.tools), ("functions", body.functions)):
+        if value:
+            raise errors.bad_request(
+                f"{param}: tool calling is not supported by this server (send no {param})",
+                param=param,
+            )
+    for param, value in (("tool_choice", body.tool_choice), ("function_call", body.function_call)):
+        if value not in (None, "none", "auto"):
+            raise errors.bad_request(
+                f"{param}: tool calling is not supported by this server "
+                '(only "none" or "auto" with no tools)',
+                param=param,
+            )
 
 
 def _stream_end(event: Finished, last_chunk: str) -> str:
@@ -576,6 +654,15 @@ def load_engine(state: ServerState, loop: asyncio.AbstractEventLoop) -> None:
         state.load_error = f"{type(error).__name__}: {error}"
         return
     state.metrics.track_engine(lambda: batcher.num_running, lambda: batcher.num_waiting)
+    grammars: ConstrainedDecoding | None = None
+    grammar_error: str | None = None
+    try:
+        grammars = ConstrainedDecoding(
+            loaded.tokenizer, int(loaded.model.config.vocab_size), loaded.eos_token_ids
+        )
+    except Exception as error:  # structured output is one feature; serving goes on without it
+        logger.warning("no constrained decoding for this tokenizer: %s", error)
+        grammar_error = f"its tokenizer could not be read for constrained decoding ({error})"
     generator = Generator(
         batcher,
         state.metrics,
@@ -586,6 +673,7 @@ def load_engine(state: ServerState, loop: asyncio.AbstractEventLoop) -> None:
 
     def publish() -> None:
         state.loaded, state.generator = loaded, generator
+        state.grammars, state.grammar_error = grammars, grammar_error
         logger.info("model %s loaded and warm; serving", settings.served_model_name)
 
     loop.call_soon_threadsafe(publish)

@@ -29,6 +29,7 @@ from transformers import DynamicCache
 
 from modelserve.engine.detokenizer import IncrementalDetokenizer
 from modelserve.engine.sampling import choose_tokens, make_generator, token_logprobs
+from modelserve.engine.structured import GrammarState, mask_disallowed
 from modelserve.engine.types import (
     EngineStoppedError,
     Finished,
@@ -50,6 +51,8 @@ class _Running:
     request: GenerationRequest
     detokenizer: IncrementalDetokenizer
     generator: torch.Generator | None
+    # The request's place in its grammar (structured output), None when unconstrained.
+    grammar: GrammarState | None = None
     generated: list[int] = field(default_factory=list)
 
 
@@ -226,6 +229,7 @@ class ContinuousBatcher:
                 request=r,
                 detokenizer=IncrementalDetokenizer(self._tokenizer, r.params.stop),
                 generator=make_generator(r.params),
+                grammar=r.params.grammar.start() if r.params.grammar is not None else None,
             )
             for r in requests
         ]
@@ -287,16 +291,18 @@ class ContinuousBatcher:
         logits_index = {id(row): i for i, row in enumerate(logits_rows)}
         index = torch.tensor([logits_index[id(row)] for row in rows], device=self._device)
         logits = logits.index_select(0, index)
-        chosen = choose_tokens(
-            logits, [row.request.params for row in rows], [row.generator for row in rows]
-        )
         want_logprobs = [row.request.params.logprobs for row in rows]
+        # The model's own logprobs, before the grammar's mask (vLLM's default, raw_logprobs).
         logprobs = (
             torch.log_softmax(logits, dim=-1) if any(n is not None for n in want_logprobs) else None
         )
+        mask_disallowed(logits, [row.grammar for row in rows])
+        chosen = choose_tokens(
+            logits, [row.request.params for row in rows], [row.generator for row in rows]
+        )
         batch = self._batch
         assert batch is not None
-        finished: list[tuple[_Running, FinishReason]] = []
+        finished: list[tuple[_Running, FinishReason, str | None]] = []
         batch_index = {id(row): i for i, row in enumerate(batch.rows)}
         # One write for all rows (element-wise writes would each sync a GPU).
         batch.next_tokens[
@@ -311,13 +317,19 @@ class ContinuousBatcher:
             if logprobs is not None and params.logprobs is not None:
                 token_logprob = (token_logprobs(logprobs[position], token_id, params.logprobs),)
             row.request.sink(TokensGenerated((token_id,), text, token_logprob))
-            if is_eos or row.detokenizer.stopped:
-                finished.append((row, FinishReason.STOP))
+            accepted = row.grammar is None or row.grammar.accept(token_id)
+            grammar_complete = row.grammar is not None and row.grammar.complete
+            if not accepted:
+                # The mask allows only what the grammar accepts: this is an engine fault.
+                rejected = f"token {token_id} is outside the response format's grammar"
+                finished.append((row, FinishReason.ERROR, rejected))
+            elif is_eos or row.detokenizer.stopped or grammar_complete:
+                finished.append((row, FinishReason.STOP, None))
             elif len(row.generated) >= params.max_tokens:
-                finished.append((row, FinishReason.LENGTH))
+                finished.append((row, FinishReason.LENGTH, None))
         # Rows leave only once every row's next input is written: removal rebuilds the batch.
-        for row, reason in finished:
-            self._remove(row, reason)
+        for row, reason, error in finished:
+            self._remove(row, reason, error)
 
     def _merge(self, incoming: _Batch) -> None:
         current = self._batch
@@ -359,6 +371,7 @@ class ContinuousBatcher:
                 len(row.generated),
                 text=row.detokenizer.flush(),
                 error=error,
+                grammar_complete=row.grammar.complete if row.grammar is not None else None,
             )
         )
         keep_rows = [r for r in batch.rows if r is not row]

@@ -7,6 +7,10 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from modelserve.engine.structured import OutputGrammar
 
 
 class FinishReason(StrEnum):
@@ -33,6 +37,8 @@ class SamplingParams:
     logprobs: int | None = None
     # Same, for every prompt token (echo with logprobs, used for perplexity).
     prompt_logprobs: int | None = None
+    # Constrained decoding (structured output): only what the grammar allows is sampled.
+    grammar: OutputGrammar | None = None
 
     @property
     def greedy(self) -> bool:
@@ -74,6 +80,9 @@ class Finished:
     # Text not yet sent (held back while it could still start a stop string).
     text: str = ""
     error: str | None = None
+    # With a grammar: whether the output is whole (the grammar reached its end). A
+    # generation cut by max_tokens, a stop string or an abort is not.
+    grammar_complete: bool | None = None
 
 
 EngineEvent = PromptScored | TokensGenerated | Finished
