@@ -462,6 +462,15 @@ class CachedKubeApi(KubeApi):
         # Read-only callers (capacity planning): no copies of every pod in the cluster.
         return informer.matching({}, field_selector=field_selector, copies=False)
 
+    def list_read_only(
+        self, resource: Resource, namespace: str, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        informer = self._synced(resource, namespace)
+        wanted = parse_equality_selector(label_selector)
+        if informer is None or wanted is None:
+            return super().list_read_only(resource, namespace, label_selector)
+        return informer.matching(wanted, namespace, copies=False)
+
     def list(
         self, resource: Resource, namespace: str, label_selector: str | None = None
     ) -> list[dict[str, Any]]:
