@@ -104,9 +104,19 @@ class TimedFakeKubeApi(FakeKubeApi):
         return self._timed(lambda: FakeKubeApi.replace(self, resource, namespace, name, body))
 
     def delete(
-        self, resource: Resource, namespace: str, name: str, propagation: str | None = None
+        self,
+        resource: Resource,
+        namespace: str,
+        name: str,
+        propagation: str | None = None,
+        grace_period_seconds: int | None = None,
+        uid: str | None = None,
     ) -> None:
-        self._timed(lambda: FakeKubeApi.delete(self, resource, namespace, name, propagation))
+        self._timed(
+            lambda: FakeKubeApi.delete(
+                self, resource, namespace, name, propagation, grace_period_seconds, uid
+            )
+        )
 
 
 class CachedFakeKubeApi(CachedKubeApi, TimedFakeKubeApi):

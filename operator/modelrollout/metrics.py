@@ -26,6 +26,9 @@ class OperatorMetrics:
         self.registry = registry or CollectorRegistry()
         # Label values used per rollout, so a deleted rollout's series can be removed.
         self._series: dict[tuple[str, str], set[tuple[Gauge | Counter, tuple[str, ...]]]] = {}
+        # Per rollout, the phase and weight the gauges show: set again only when they change
+        # (ten label lookups a tick otherwise, for gauges that move a few times a rollout).
+        self._shown: dict[tuple[str, str], tuple[str, int]] = {}
         labels = ("namespace", "rollout")
         self.phase = Gauge(
             "modelrollout_rollout_phase",
@@ -103,12 +106,15 @@ class OperatorMetrics:
         after: ModelRolloutStatus,
         events: Iterable[tuple[str, str, str]],
     ) -> None:
-        for phase in PHASES:
-            labels = self._track(self.phase, (namespace, rollout, phase))
-            self.phase.labels(*labels).set(1 if after.phase == phase else 0)
-        self.canary_weight.labels(*self._track(self.canary_weight, (namespace, rollout))).set(
-            after.weights.canary
-        )
+        shown = (after.phase, after.weights.canary)
+        if self._shown.get((namespace, rollout)) != shown:
+            for phase in PHASES:
+                labels = self._track(self.phase, (namespace, rollout, phase))
+                self.phase.labels(*labels).set(1 if after.phase == phase else 0)
+            self.canary_weight.labels(*self._track(self.canary_weight, (namespace, rollout))).set(
+                after.weights.canary
+            )
+            self._shown[(namespace, rollout)] = shown
         for _, reason, _ in events:
             if reason in STEP_STARTED_REASONS:
                 self.step_transitions.labels(
@@ -126,6 +132,7 @@ class OperatorMetrics:
 
     def forget(self, namespace: str, rollout: str) -> None:
         """Remove a deleted rollout's series (counters too: they would never move again)."""
+        self._shown.pop((namespace, rollout), None)
         for metric, labels in self._series.pop((namespace, rollout), set()):
             metric.remove(*labels)
 

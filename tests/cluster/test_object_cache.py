@@ -51,6 +51,7 @@ def test_reads_come_from_the_watch_and_follow_other_writers(
     }
 
     # Another writer changes it: the watch brings the change and wakes the owner.
+    held = api.list_read_only(SERVICES, namespace, f"{ROLLOUT_LABEL}=chat")
     woken.clear()
     direct.merge_patch(SERVICES, namespace, "chat-a", {"metadata": {"annotations": {"x": "1"}}})
     wait_until(
@@ -64,6 +65,11 @@ def test_reads_come_from_the_watch_and_follow_other_writers(
         what="the watch to deliver the change",
     )
     assert (namespace, "chat") in woken
+    # A read-only read is the cached object itself: replaced by the change, not changed.
+    assert "x" not in (held[0]["metadata"].get("annotations") or {})
+    assert api.list_read_only(SERVICES, namespace, f"{ROLLOUT_LABEL}=chat") == api.list(
+        SERVICES, namespace, f"{ROLLOUT_LABEL}=chat"
+    )
     assert [
         s["metadata"]["name"] for s in api.list(SERVICES, namespace, f"{ROLLOUT_LABEL}=chat")
     ] == ["chat-a"]

@@ -80,8 +80,12 @@ class ObservedRevision:
 
 
 def observe_deployments(api: KubeApi, rollout: RolloutRef) -> dict[str, dict[str, Any]]:
-    """This rollout's Deployments by revision."""
-    deployments = api.list(
+    """This rollout's Deployments by revision: read-only, as the cache holds them.
+
+    Every reader of a tick only reads them (a tick read a copy of each before: the
+    largest copies of a tick, whole pod templates, for nothing).
+    """
+    deployments = api.list_read_only(
         DEPLOYMENTS, rollout.namespace, label_selector(selector_labels(rollout.name))
     )
     return {

@@ -53,9 +53,9 @@ from modelrollout.engine.evaluation import (
 )
 from modelrollout.engine.load import converge_load, load_services
 from modelrollout.engine.notifications import Notification, derive_notifications
-from modelrollout.engine.parsed_specs import ParsedSpecs
+from modelrollout.engine.parsed_specs import ParsedSpec, ParsedSpecs
 from modelrollout.engine.podspec import build_pod_metadata, build_pod_spec
-from modelrollout.engine.revision import revision_of, revision_to_mark, serving_revision
+from modelrollout.engine.revision import revision_to_mark, serving_revision
 from modelrollout.engine.step_event import fold_events
 from modelrollout.engine.strategies import canary
 from modelrollout.engine.strategies.bluegreen import is_blue_green
@@ -185,9 +185,8 @@ class Reconciler:
             # A tick that fails decides nothing: its rollout's timing falls back to its body.
             self._decided.pop(uid, None)
             written = self._written.get(uid)
-            if written is not None and written != ModelRolloutStatus.model_validate(
-                body.get("status") or {}
-            ):
+            stored = ModelRolloutStatus.model_validate(body.get("status") or {})
+            if written is not None and written != stored:
                 # The watch handed us a body from before our last status write:
                 # deciding on it could repeat a step. Read the object as it is now.
                 fresh = self._api.get(
@@ -196,8 +195,9 @@ class Reconciler:
                 if fresh is None:
                     return
                 body = fresh
+                stored = ModelRolloutStatus.model_validate(body.get("status") or {})
             with self._metrics.tick_duration.time():
-                self._tick(body, post_event)
+                self._tick(body, stored, post_event)
 
     def last_decision(self, uid: str) -> LastDecision | None:
         """What the rollout's last tick decided: the timing of the next tick.
@@ -244,19 +244,22 @@ class Reconciler:
             subresource="status",
         )
 
-    def _tick(self, body: dict[str, Any], post_event: EventSink) -> None:
+    def _tick(
+        self, body: dict[str, Any], stored: ModelRolloutStatus, post_event: EventSink
+    ) -> None:
+        """`stored`: the body's status, parsed."""
         metadata = body["metadata"]
         rollout = RolloutRef(metadata["namespace"], metadata["name"], metadata["uid"])
         generation = int(metadata.get("generation") or 0)
-        stored = ModelRolloutStatus.model_validate(body.get("status") or {})
         status = self._status_with_unwritten_checks(rollout.uid, stored)
         now = self._clock()
         try:
-            spec = self._specs.parse(rollout.uid, body.get("spec") or {})
+            parsed = self._specs.parse(rollout.uid, generation, body.get("spec") or {})
+            spec = parsed.spec
             # Stored before the CRD refused such names: every child name would be invalid.
-            revision_object_name(rollout.name, revision_of(spec))
+            revision_object_name(rollout.name, parsed.revision)
             refused = self._refused.get(rollout.uid)
-            if refused is not None and refused[0] == revision_of(spec):
+            if refused is not None and refused[0] == parsed.revision:
                 raise refused[1]
         except ValueError as error:
             if not isinstance(error, InvalidSpecError):
@@ -272,7 +275,7 @@ class Reconciler:
 
         deployments = observe_deployments(self._api, rollout)
         spec_revision = serving_revision(
-            spec, deployments, (status.stable_revision, status.canary_revision)
+            spec, deployments, (status.stable_revision, status.canary_revision), parsed.revision
         )
         router = router_for(spec.traffic.router, self._api)
         backends = self._backends(rollout, spec, status)
@@ -349,7 +352,7 @@ class Reconciler:
         self._metrics.observe_tick(rollout.namespace, rollout.name, status, new_status, events)
         try:
             resized = self._converge(
-                rollout, spec, spec_revision, status, new_status, deployments, now
+                rollout, parsed, spec_revision, status, new_status, deployments, now
             )
         except InvalidSpecError as error:
             self._refused[rollout.uid] = (spec_revision, error)
@@ -485,7 +488,7 @@ class Reconciler:
     def _converge(
         self,
         rollout: RolloutRef,
-        spec: ModelRolloutSpec,
+        parsed: ParsedSpec,
         spec_revision: str,
         before: ModelRolloutStatus,
         status: ModelRolloutStatus,
@@ -493,6 +496,7 @@ class Reconciler:
         now: datetime,
     ) -> list[ForeignScale]:
         """Apply what the tick decided; the Deployments someone else resized meanwhile."""
+        spec = parsed.spec
         router = router_for(spec.traffic.router, self._api)
         backends = self._backends(rollout, spec, status)
         # A promotion with exact weights may move traffic off the old revision in the tick
@@ -500,17 +504,21 @@ class Reconciler:
         route_first = promoted(before, status) and Capability.EXACT_WEIGHTS in router.capabilities
         if route_first and backends is not None:
             self._route(router, backends, status)
-        unmarked = revision_to_mark(spec, deployments)
+        unmarked = revision_to_mark(spec, deployments, parsed.revision)
         if unmarked is not None:
-            mark_spec_revision(self._api, rollout, unmarked, revision_of(spec))
+            mark_spec_revision(self._api, rollout, unmarked, parsed.revision)
         plan = revision_plan(spec, status, now)
-        template = PodTemplate(build_pod_spec(spec), build_pod_metadata(spec))
         resized = converge_deployments(
             self._api,
             rollout,
             plan,
             deployments,
-            lambda revision: template if revision == spec_revision else None,
+            # Built only for a Deployment to create: most ticks create none.
+            lambda revision: (
+                PodTemplate(build_pod_spec(spec), build_pod_metadata(spec))
+                if revision == spec_revision
+                else None
+            ),
             int(parse_duration(spec.progress_deadline)),
             self._written_generations.setdefault(rollout.uid, {}),
         )

@@ -51,9 +51,10 @@ def serving_revision(
     spec: ModelRolloutSpec,
     deployments: Mapping[str, Mapping[str, Any]],
     status_revisions: Iterable[str | None],
+    current: str | None = None,
 ) -> str:
     """The revision of `spec`, among this rollout's Deployments (by revision) and the
-    revisions its status names (stable, canary).
+    revisions its status names (stable, canary). `current`: `revision_of(spec)` if known.
 
     Its own id, unless an older operator named the same model and runtime
     otherwise (replicas were hashed then): a Deployment of such a revision is
@@ -62,7 +63,7 @@ def serving_revision(
     and for a rolled-back canary that has no Deployment left, the old hash of
     the spec as it is recognizes it.
     """
-    current = revision_of(spec)
+    current = revision_of(spec) if current is None else current
     if current in deployments:
         return current
     for revision, deployment in deployments.items():
@@ -74,11 +75,17 @@ def serving_revision(
 
 
 def revision_to_mark(
-    spec: ModelRolloutSpec, deployments: Mapping[str, Mapping[str, Any]]
+    spec: ModelRolloutSpec,
+    deployments: Mapping[str, Mapping[str, Any]],
+    current: str | None = None,
 ) -> str | None:
-    """An older operator's revision serving `spec` whose Deployment lacks the mark; else None."""
-    revision = serving_revision(spec, deployments, ())
-    if revision == revision_of(spec):
+    """An older operator's revision serving `spec` whose Deployment lacks the mark; else None.
+
+    `current`: `revision_of(spec)` if known.
+    """
+    current = revision_of(spec) if current is None else current
+    revision = serving_revision(spec, deployments, (), current)
+    if revision == current:
         return None
     annotations = deployments[revision].get("metadata", {}).get("annotations") or {}
     return None if SPEC_REVISION_ANNOTATION in annotations else revision

@@ -148,6 +148,12 @@ class KubeApi:
         items: list[dict[str, Any]] = listing["items"]
         return items, str(listing.get("metadata", {}).get("resourceVersion", ""))
 
+    def list_read_only(
+        self, resource: Resource, namespace: str, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        """`list` for a caller that changes nothing it gets: a cache may hand out its own."""
+        return self.list(resource, namespace, label_selector)
+
     def list(
         self, resource: Resource, namespace: str, label_selector: str | None = None
     ) -> list[dict[str, Any]]:

@@ -130,14 +130,20 @@ def field_selector_matches(selector: str | None, obj: dict[str, Any]) -> bool:
 _POD_METADATA = ("name", "namespace", "uid", "resourceVersion", "labels", "deletionTimestamp")
 
 
-def _copy(obj: dict[str, Any]) -> dict[str, Any]:
-    """A deep copy of an API object (plain JSON data).
+def _frozen(obj: dict[str, Any]) -> bytes:
+    """An API object (plain JSON data) pickled, to be copied from by `_thawed`."""
+    return pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)
 
-    A pickle round trip copies such data about four times faster than
-    copy.deepcopy, which dispatches and memoizes per node: the copies a tick
-    reads were the largest share of its CPU.
+
+def _thawed(frozen: bytes) -> dict[str, Any]:
+    """A new deep copy of the object `frozen` holds.
+
+    Unpickling copies such data about four times faster than copy.deepcopy,
+    which dispatches and memoizes per node, and the pickle is made once per
+    version of an object, not once per read: the copies a tick reads were the
+    largest share of its CPU.
     """
-    copied: dict[str, Any] = pickle.loads(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL))
+    copied: dict[str, Any] = pickle.loads(frozen)
     return copied
 
 
@@ -194,6 +200,8 @@ class Informer:
         self.selector = selector
         self._on_change = on_change
         self._objects: dict[str, dict[str, Any]] = {}
+        # The pickle of each object read by copy (_frozen), made at its first such read.
+        self._frozen: dict[str, bytes] = {}
         # (label, value) -> keys of the objects carrying it, for INDEXED_LABELS.
         self._index: dict[tuple[str, str], set[str]] = {}
         self._lock = threading.Lock()
@@ -210,10 +218,20 @@ class Informer:
         """The thread ends when its current watch does; it is a daemon either way."""
         self._stopped.set()
 
+    def _frozen_copy(self, key: str) -> bytes:
+        """The pickle of the object stored under `key`, made once per version; locked."""
+        frozen = self._frozen.get(key)
+        if frozen is None:
+            frozen = self._frozen[key] = _frozen(self._objects[key])
+        return frozen
+
     def get(self, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+        key = f"{self.namespace if namespace is None else namespace}/{name}"
         with self._lock:
-            obj = self._objects.get(f"{self.namespace if namespace is None else namespace}/{name}")
-            return _copy(obj) if obj is not None else None
+            if key not in self._objects:
+                return None
+            frozen = self._frozen_copy(key)
+        return _thawed(frozen)
 
     def matching(
         self,
@@ -232,24 +250,28 @@ class Informer:
         with self._lock:
             indexed = next(((k, v) for k, v in labels.items() if k in INDEXED_LABELS), None)
             candidates = (
-                [self._objects[key] for key in self._index.get(indexed, ())]
-                if indexed is not None
-                else self._objects.values()
+                list(self._index.get(indexed, ())) if indexed is not None else self._objects
             )
-            return [
-                _copy(obj) if copies else obj
-                for obj in candidates
+            found = [
+                key
+                for key in candidates
+                for obj in [self._objects[key]]
                 if all(
-                    (obj["metadata"].get("labels") or {}).get(key) == value
-                    for key, value in labels.items()
+                    (obj["metadata"].get("labels") or {}).get(label) == value
+                    for label, value in labels.items()
                 )
                 and (namespace is None or obj["metadata"].get("namespace") == namespace)
                 and field_selector_matches(field_selector, obj)
             ]
+            if not copies:
+                return [self._objects[key] for key in found]
+            frozen = [self._frozen_copy(key) for key in found]
+        return [_thawed(each) for each in frozen]
 
     def _store(self, key: str, obj: dict[str, Any] | None) -> None:
         """Put (or with None, drop) an object and keep the label index in step; locked."""
         old = self._objects.pop(key, None)
+        self._frozen.pop(key, None)
         if old is not None:
             for entry in self._index_entries(old):
                 keys = self._index.get(entry)
@@ -307,7 +329,7 @@ class Informer:
         fresh = {self._key(item): _slim(item) for item in items}
         with self._lock:
             previous = self._objects
-            self._objects, self._index = {}, {}
+            self._objects, self._index, self._frozen = {}, {}, {}
             for key, obj in fresh.items():
                 self._store(key, obj)
         for name, obj in fresh.items():
@@ -440,6 +462,15 @@ class CachedKubeApi(KubeApi):
         # Read-only callers (capacity planning): no copies of every pod in the cluster.
         return informer.matching({}, field_selector=field_selector, copies=False)
 
+    def list_read_only(
+        self, resource: Resource, namespace: str, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        informer = self._synced(resource, namespace)
+        wanted = parse_equality_selector(label_selector)
+        if informer is None or wanted is None:
+            return super().list_read_only(resource, namespace, label_selector)
+        return informer.matching(wanted, namespace, copies=False)
+
     def list(
         self, resource: Resource, namespace: str, label_selector: str | None = None
     ) -> list[dict[str, Any]]:
@@ -455,7 +486,7 @@ class CachedKubeApi(KubeApi):
         if informer is not None and (
             informer.selector == "" or labels.get(MANAGED_BY_LABEL) == MANAGED_BY
         ):
-            informer.upsert(_copy(obj))
+            informer.upsert(_thawed(_frozen(obj)))
 
     def create(self, resource: Resource, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         created = super().create(resource, namespace, body)

@@ -112,6 +112,9 @@ class FakeProvider(PromQL):
     online: bool = True
     queries: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        PromQL.__init__(self)
+
     def query(self, promql: str) -> QueryResult:
         self.queries.append(promql)
         for needle, result in self.answers.items():

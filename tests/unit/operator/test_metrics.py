@@ -49,3 +49,22 @@ def test_forgetting_a_rollout_removes_its_series_only() -> None:
     text = generate_latest(metrics.registry).decode()
     assert 'rollout="chat"' not in text
     assert 'rollout="other"' in text
+
+
+def test_phase_and_weight_follow_each_change_and_come_back_after_forget() -> None:
+    metrics = OperatorMetrics()
+    labels = {"namespace": "ml", "rollout": "chat"}
+    progressing = ModelRolloutStatus.model_validate(
+        {"phase": "Progressing", "weights": {"stable": 80, "canary": 20}}
+    )
+    paused = progressing.model_copy(update={"phase": "Paused"})
+    for status in (progressing, progressing, paused, paused, progressing):
+        metrics.observe_tick("ml", "chat", status, status, [])
+        for phase in ("Progressing", "Paused"):
+            shown = metrics.registry.get_sample_value(
+                "modelrollout_rollout_phase", {**labels, "phase": phase}
+            )
+            assert shown == (1 if status.phase == phase else 0)
+    metrics.forget("ml", "chat")
+    metrics.observe_tick("ml", "chat", progressing, progressing, [])
+    assert metrics.registry.get_sample_value("modelrollout_rollout_canary_weight", labels) == 20

@@ -57,6 +57,26 @@ def test_reads_are_copies_without_managed_fields() -> None:
     assert cache.get("a")["spec"]["replicas"] == 1  # type: ignore[index]
 
 
+def test_copies_follow_each_new_version_and_a_relist() -> None:
+    cache, _ = informer()
+    cache.apply("ADDED", obj("a", "1"))
+    first = cache.matching({ROLLOUT_LABEL: "chat"})
+    again = cache.matching({ROLLOUT_LABEL: "chat"})
+    assert first == again and first[0] is not again[0]
+    first[0]["spec"]["replicas"] = 7  # a reader's change stays its own
+    changed = obj("a", "2")
+    changed["spec"]["replicas"] = 3
+    cache.apply("MODIFIED", changed)
+    assert cache.get("a")["spec"]["replicas"] == 3  # type: ignore[index]
+    assert [o["spec"]["replicas"] for o in cache.matching({ROLLOUT_LABEL: "chat"})] == [3]
+    relisted = obj("a", "3")
+    relisted["spec"]["replicas"] = 4
+    cache.replace_all([relisted])
+    assert cache.get("a")["spec"]["replicas"] == 4  # type: ignore[index]
+    cache.apply("DELETED", relisted)
+    assert cache.get("a") is None and cache.matching({ROLLOUT_LABEL: "chat"}) == []
+
+
 def test_deleted_objects_are_gone_and_wake_their_owner() -> None:
     cache, woken = informer()
     cache.apply("ADDED", obj("a", "1"))

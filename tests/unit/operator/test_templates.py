@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from modelrollout.analysis.prometheus import alert_query
+from modelrollout.analysis.prometheus import PromQL, alert_query
 from modelrollout.analysis.templates import (
     TemplateError,
     render,
@@ -86,3 +86,48 @@ def test_alert_match_labels_stay_label_values() -> None:
     assert alert_query(alert, CONTEXT) == (
         'count(ALERTS{alertname="A",alertstate="firing",namespace="ml\\"} or vector(1) #"})'
     )
+
+
+def test_a_rendered_query_is_remembered_per_revision() -> None:
+    promql = PromQL()
+    template = 'max(x{revision="{{canary.revision}}"})'
+    assert promql.render_query(template, CONTEXT) == 'max(x{revision="bbbb"})'
+    assert promql.render_query(template, dict(CONTEXT)) == 'max(x{revision="bbbb"})'
+    assert promql.renders == 1
+    # A new canary revision is a new query, rendered at its first evaluation.
+    assert (
+        promql.render_query(template, {**CONTEXT, "canary.revision": "cccc"})
+        == 'max(x{revision="cccc"})'
+    )
+    assert promql.renders == 2
+    # So is any other variable, and another template.
+    promql.render_query(template, {**CONTEXT, "namespace": "other"})
+    promql.render_query('max(y{revision="{{canary.revision}}"})', CONTEXT)
+    assert promql.renders == 4
+    assert promql.render_query(template, CONTEXT) == 'max(x{revision="bbbb"})'
+    assert promql.renders == 4
+
+
+def test_remembered_alert_queries_follow_the_labels_and_the_revision() -> None:
+    promql = PromQL()
+    alert = Alert(alertname="High", matchLabels={"revision": "{{canary.revision}}"})
+    assert promql.alert_query(alert, CONTEXT) == alert_query(alert, CONTEXT)
+    promql.alert_query(alert, CONTEXT)
+    assert promql.renders == 1
+    other_revision = {**CONTEXT, "canary.revision": "cccc"}
+    assert promql.alert_query(alert, other_revision) == alert_query(alert, other_revision)
+    other_labels = Alert(alertname="High", matchLabels={"revision": "{{stable.revision}}"})
+    assert promql.alert_query(other_labels, CONTEXT) == alert_query(other_labels, CONTEXT)
+    assert promql.renders == 3
+
+
+def test_rendered_queries_are_bounded_and_errors_not_remembered() -> None:
+    promql = PromQL(max_rendered=2)
+    for revision in ("r1", "r2", "r3"):
+        promql.render_query('x{r="{{canary.revision}}"}', {**CONTEXT, "canary.revision": revision})
+    promql.render_query('x{r="{{canary.revision}}"}', {**CONTEXT, "canary.revision": "r1"})
+    assert promql.renders == 4  # r1 was dropped for r3, the least recently used
+    for _ in range(2):
+        with pytest.raises(TemplateError, match="unknown"):
+            promql.render_query('x{r="{{nope}}"}', CONTEXT)
+    assert promql.renders == 4
