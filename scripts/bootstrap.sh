@@ -12,6 +12,9 @@ command -v prometheus >/dev/null 2>&1 || missing_packages+=(prometheus)
 command -v lua5.4 >/dev/null 2>&1 || missing_packages+=(lua5.4)
 # `ip netns`: the local cluster's pod network (modelrollout_dev.podnetwork).
 command -v ip >/dev/null 2>&1 || missing_packages+=(iproute2)
+# The dashboard's browser tests (pytest -m browser): headless Chromium and its WebDriver.
+command -v chromium >/dev/null 2>&1 || missing_packages+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing_packages+=(chromium-driver)
 if [ "${#missing_packages[@]}" -gt 0 ]; then
   echo "[bootstrap] apt-get install ${missing_packages[*]}"
   as_root apt-get update -qq
