@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import httpx
-import yaml
 from kubernetes import client
 
 from modelrollout.kube.labels import GROUP, PLURAL
+from modelrollout_dev.identity import service_account_token, token_kubeconfig
 from modelrollout_dev.processes import free_port
 from tests.support.kube import wait_until
 from tests.support.status_watch import Recording
@@ -27,8 +27,11 @@ STARTUP_SECONDS = 60
 class Dashboard:
     """The plugin's `dashboard` command in a subprocess, on a free loopback port."""
 
-    def __init__(self, kubeconfig: str, namespace: str, log: Path) -> None:
+    def __init__(
+        self, kubeconfig: str, namespace: str, log: Path, startup_seconds: float = STARTUP_SECONDS
+    ) -> None:
         self.port = free_port()
+        self._startup_seconds = startup_seconds
         self.url = f"http://127.0.0.1:{self.port}"
         self._argv = [
             sys.executable,
@@ -62,7 +65,7 @@ class Dashboard:
                 return False
             return all(stats["synced"].values())
 
-        wait_until(synced, STARTUP_SECONDS, "the dashboard to list rollouts and events")
+        wait_until(synced, self._startup_seconds, "the dashboard to list rollouts and events")
         return self
 
     def __exit__(
@@ -79,6 +82,11 @@ class Dashboard:
                 self._process.kill()
                 self._process.wait()
 
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
     def get(self, path: str) -> Any:
         response = httpx.get(f"{self.url}{path}", timeout=10)
         response.raise_for_status()
@@ -94,12 +102,13 @@ class Dashboard:
 
 
 class EventStream(Recording):
-    """One page's server-sent events, as (event, data) in the order they came."""
+    """One page's server-sent events, as (event, data) in the order they came, and when."""
 
     def __init__(self, url: str) -> None:
         super().__init__()
         self.url = url
         self.events: list[tuple[str, dict[str, Any]]] = []
+        self.arrivals: list[float] = []
         self._client = httpx.Client(timeout=httpx.Timeout(10, read=None))
         self._thread = threading.Thread(target=self._read, daemon=True)
 
@@ -122,6 +131,7 @@ class EventStream(Recording):
                     elif not line and data:
                         with self._changed:
                             self.events.append((event, json.loads(data)))
+                            self.arrivals.append(time.monotonic())
                             self._changed.notify_all()
                         event, data = "message", ""
         except httpx.HTTPError:
@@ -159,29 +169,5 @@ def viewer_kubeconfig(
             "subjects": [{"kind": "ServiceAccount", "name": "viewer", "namespace": namespace}],
         },
     )
-    token = core.create_namespaced_service_account_token(
-        "viewer", namespace, {"spec": {"expirationSeconds": 3600}}
-    ).status.token
-    admin: dict[str, Any] = yaml.safe_load(Path(admin_kubeconfig).read_text())
-    context = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])
-    cluster = next(c for c in admin["clusters"] if c["name"] == context["context"]["cluster"])
-    authority = cluster["cluster"].get("certificate-authority-data")
-    if authority is None and cluster["cluster"].get("certificate-authority"):
-        authority = base64.b64encode(
-            Path(cluster["cluster"]["certificate-authority"]).read_bytes()
-        ).decode()
-    viewer_cluster = {"server": cluster["cluster"]["server"]}
-    if authority:
-        viewer_cluster["certificate-authority-data"] = authority
-    else:
-        viewer_cluster["insecure-skip-tls-verify"] = True
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "c", "cluster": viewer_cluster}],
-        "users": [{"name": "viewer", "user": {"token": token}}],
-        "contexts": [{"name": "viewer", "context": {"cluster": "c", "user": "viewer"}}],
-        "current-context": "viewer",
-    }
-    path.write_text(yaml.safe_dump(config))
-    return str(path)
+    token = service_account_token(api_client, namespace, "viewer")
+    return token_kubeconfig(admin_kubeconfig, token, path)
