@@ -22,6 +22,7 @@ from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -103,13 +104,14 @@ def screenshot(driver: WebDriver, name: str) -> None:
 
 
 def confirm(driver: WebDriver, command: str) -> None:
-    driver.find_element(By.CSS_SELECTOR, f'button[data-command="{command}"]').click()
+    """The command's button, then the confirmation's, by keyboard as well as a mouse could."""
+    driver.find_element(By.CSS_SELECTOR, f'button[data-command="{command}"]').send_keys(Keys.ENTER)
     wait(
         driver,
         lambda d: d.find_element(By.ID, "confirm").get_attribute("open") is not None,
         "the confirmation",
     )
-    driver.find_element(By.ID, "confirm-ok").click()
+    driver.find_element(By.ID, "confirm-ok").send_keys(Keys.ENTER)
 
 
 def current_step(driver: WebDriver) -> str:
@@ -151,7 +153,7 @@ def test_a_canary_updates_live_and_the_promote_button_promotes(
         browser.find_element(By.LINK_TEXT, "chat").click()
         browser.execute_script("window.sameLoad = true")
         wait(browser, lambda d: current_step(d).startswith("2. pause until promoted"), "step 2")
-        assert "canary 25%" in text_of(browser, "#weight-bar")
+        assert "canary 25%" in text_of(browser, "#weight-text")
         wait(
             browser,
             lambda d: d.find_elements(By.CSS_SELECTOR, 'figure[data-check="error-rate"] canvas'),
@@ -165,7 +167,7 @@ def test_a_canary_updates_live_and_the_promote_button_promotes(
             browser,
             lambda d: (
                 current_step(d).startswith("4. analysis")
-                and "canary 50%" in text_of(d, "#weight-bar")
+                and "canary 50%" in text_of(d, "#weight-text")
             ),
             "step 4 at 50%, without a reload",
         )
@@ -198,7 +200,7 @@ def test_a_breach_shows_on_the_plot_and_the_rollback_on_the_steps(
             "the rollback on the page, without a reload",
         )
         assert same_load(browser)
-        assert "canary 0%" in text_of(browser, "#weight-bar")
+        assert "canary 0%" in text_of(browser, "#weight-text")
         # The plot is drawn again at most every 15 s: wait for one with breaches marked.
         wait(
             browser,

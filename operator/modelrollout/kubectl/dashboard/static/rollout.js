@@ -50,7 +50,7 @@ function drawActions() {
     const refusal = view.commands[command];
     const button = el("button", {
       type: "button", "data-command": command, class: command === "abort" ? "danger" : "",
-      title: refusal || what, "aria-describedby": "notice",
+      title: refusal || what, "aria-describedby": "notice", "aria-disabled": refusal ? "true" : null,
     }, label);
     // Refused commands stay focusable and clickable: the operator's reason is shown, not hidden.
     button.addEventListener("click", () => {
@@ -80,10 +80,11 @@ function drawWeights() {
   const w = view.weights;
   const bar = document.getElementById("weight-bar");
   bar.setAttribute("aria-label", `stable ${w.stable}%, canary ${w.canary}%, mirror ${w.mirror}%`);
-  bar.replaceChildren(
-    el("span", { class: "stable", style: `width:${w.stable}%` }, `stable ${w.stable}%`),
-    el("span", { class: "canary", style: `width:${w.canary}%`, "data-field": "canary-weight" }, `canary ${w.canary}%`),
-  );
+  // The text says both weights whatever their sizes; a 0% part is not drawn.
+  bar.replaceChildren(...[["stable", w.stable], ["canary", w.canary]]
+    .filter(([, weight]) => weight > 0)
+    .map(([role, weight]) => el("span", { class: role, style: `width:${weight}%` }, `${role} ${weight}%`)));
+  document.getElementById("weight-text").textContent = `stable ${w.stable}% · canary ${w.canary}% · mirror ${w.mirror}%`;
   const points = view.weightHistory;
   const times = points.map((p) => Date.parse(p.at) / 1000);
   times.push(Date.now() / 1000);
