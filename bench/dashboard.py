@@ -58,9 +58,13 @@ def main() -> int:
     try:
         api_client = config.new_client_from_config(config_file=state.kubeconfig)
         crd = Path(__file__).resolve().parents[1] / "crds" / "modelrollouts.modelrollout.dev.yaml"
+        kubectl = [state.kubectl, "--kubeconfig", state.kubeconfig]
         subprocess.run(
-            [state.kubectl, "--kubeconfig", state.kubeconfig, "apply", "--server-side", "-f",
-             str(crd)],
+            [*kubectl, "apply", "--server-side", "-f", str(crd)], check=True, capture_output=True
+        )
+        subprocess.run(
+            [*kubectl, "wait", "--for=condition=Established", "--timeout=60s",
+             f"crd/{PLURAL}.{GROUP}"],
             check=True, capture_output=True,
         )  # fmt: skip
         core = client.CoreV1Api(api_client)
