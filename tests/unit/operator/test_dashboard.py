@@ -7,6 +7,7 @@ tests' simulator), as in test_kubectl_render.py.
 from __future__ import annotations
 
 import asyncio
+import threading
 from datetime import timedelta
 from typing import Any
 
@@ -215,3 +216,28 @@ def test_the_cache_queries_once_per_check_and_step_per_interval() -> None:
     clock[0] = 15.1
     assert cache.get(request()) == {"n": 3}
     assert cache.fetches == len(asked) == 3
+
+
+def test_pages_asking_for_one_plot_at_once_share_one_query_and_hold_up_no_other() -> None:
+    release = threading.Event()
+    asked: list[SeriesRequest] = []
+
+    def fetch(r: SeriesRequest) -> dict[str, Any]:
+        asked.append(r)
+        if r.key[3] == 0:  # step 0's Prometheus is slow
+            release.wait(10)
+        return {"step": r.key[3]}
+
+    cache = SeriesCache(fetch, clock=lambda: 0.0)
+    answers: list[dict[str, Any]] = []
+    pages = [
+        threading.Thread(target=lambda: answers.append(cache.get(request()))) for _ in range(4)
+    ]
+    for page in pages:
+        page.start()
+    assert cache.get(request(step=2)) == {"step": 2}
+    release.set()
+    for page in pages:
+        page.join(10)
+    assert answers == [{"step": 0}] * 4
+    assert sorted(r.key[3] for r in asked) == [0, 2]

@@ -162,19 +162,35 @@ class SeriesCache:
             OrderedDict()
         )
         self._lock = threading.Lock()
+        # One lock per key: pages asking for one plot at once share one query, while a slow
+        # Prometheus of one rollout holds up no other rollout's plots.
+        self._key_locks: dict[tuple[str, str, str, int], threading.Lock] = {}
         self.fetches = 0
 
-    def get(self, request: SeriesRequest) -> dict[str, Any]:
+    def _fresh(self, request: SeriesRequest) -> dict[str, Any] | None:
         with self._lock:
             cached = self._answers.get(request.key)
-            if cached is not None and self._clock() - cached[0] < request.fresh_seconds:
-                self._answers.move_to_end(request.key)
-                return cached[1]
-            # Fetched under the lock: pages asking at once share one query.
-            self.fetches += 1
-            answer = self._fetch(request)
-            self._answers[request.key] = (self._clock(), answer)
+            if cached is None or self._clock() - cached[0] >= request.fresh_seconds:
+                return None
             self._answers.move_to_end(request.key)
-            while len(self._answers) > self._entries:
-                self._answers.popitem(last=False)
+            return cached[1]
+
+    def get(self, request: SeriesRequest) -> dict[str, Any]:
+        answer = self._fresh(request)
+        if answer is not None:
+            return answer
+        with self._lock:
+            key_lock = self._key_locks.setdefault(request.key, threading.Lock())
+        with key_lock:
+            answer = self._fresh(request)  # another page may have fetched it meanwhile
+            if answer is not None:
+                return answer
+            answer = self._fetch(request)
+            with self._lock:
+                self.fetches += 1
+                self._answers[request.key] = (self._clock(), answer)
+                self._answers.move_to_end(request.key)
+                while len(self._answers) > self._entries:
+                    evicted, _ = self._answers.popitem(last=False)
+                    self._key_locks.pop(evicted, None)
             return answer
