@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -128,8 +129,24 @@ def create_app(target: Target, namespace: str, series: SeriesCache | None = None
     return app
 
 
+class _Server(uvicorn.Server):
+    """uvicorn, ending the pages' event streams first on Ctrl-C: it waits for open responses."""
+
+    def __init__(self, config: uvicorn.Config, hub: Hub) -> None:
+        super().__init__(config)
+        self._hub = hub
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._hub.stop()
+        super().handle_exit(sig, frame)
+
+
 def serve(target: Target, namespace: str, address: str, port: int) -> int:
     where = f"namespace {namespace}" if namespace else "all namespaces"
     print(f"modelrollout dashboard for {where}: http://{address}:{port}/ (Ctrl-C stops it)")
-    uvicorn.run(create_app(target, namespace), host=address, port=port, log_level="warning")
+    app = create_app(target, namespace)
+    config = uvicorn.Config(
+        app, host=address, port=port, log_level="warning", timeout_graceful_shutdown=5
+    )
+    _Server(config, app.state.hub).run()
     return 0
