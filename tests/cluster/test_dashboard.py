@@ -226,3 +226,26 @@ def test_a_user_without_patch_rights_sees_the_api_servers_refusal(
         assert "modelrollout.dev/promote" not in (
             rollouts.get("chat")["metadata"].get("annotations") or {}
         )
+
+
+def test_a_kind_the_user_may_not_list_is_reported_to_the_pages(
+    kube_api_client: client.ApiClient,
+    cluster_under_test: ClusterUnderTest,
+    rollouts: Rollouts,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    rollouts.create(rollout_manifest("chat", "hf://acme/chat@v2", STEPS))
+    kubeconfig = viewer_kubeconfig(
+        kube_api_client, cluster_under_test.kubeconfig, namespace, tmp_path / "v.yaml", events=False
+    )
+    with (
+        Dashboard(kubeconfig, namespace, tmp_path / "viewer.log") as dashboard,
+        EventStream(f"{dashboard.url}/api/stream") as page,
+    ):
+        page.wait_event("rows", lambda d: len(d["rows"]) == 1, SSE_SECONDS, "the rollout's row")
+        errors = page.wait_event("errors", lambda d: "events" in d, SSE_SECONDS, "the refusal")
+        assert (
+            f'User "system:serviceaccount:{namespace}:viewer" cannot list resource "events"'
+            in (errors["events"])
+        )

@@ -56,6 +56,7 @@ class Dashboard:
         log.close()
 
         def synced() -> bool:
+            # Synced, or told why not: a kind the user may not list is reported, not waited on.
             assert self._process is not None and self._process.poll() is None, (
                 self._log_path.read_text()
             )
@@ -63,7 +64,10 @@ class Dashboard:
                 stats = httpx.get(f"{self.url}/api/stats", timeout=5).json()
             except httpx.HTTPError:
                 return False
-            return all(stats["synced"].values())
+            kinds = stats["kinds"]
+            return all(
+                synced or kinds[kind]["last_error"] for kind, synced in stats["synced"].items()
+            )
 
         wait_until(synced, self._startup_seconds, "the dashboard to list rollouts and events")
         return self
@@ -145,9 +149,14 @@ class EventStream(Recording):
 
 
 def viewer_kubeconfig(
-    api_client: client.ApiClient, admin_kubeconfig: str, namespace: str, path: Path
+    api_client: client.ApiClient,
+    admin_kubeconfig: str,
+    namespace: str,
+    path: Path,
+    events: bool = True,
 ) -> str:
-    """A kubeconfig for a ServiceAccount that may read rollouts and Events, and not patch."""
+    """A kubeconfig for a ServiceAccount that may read rollouts (and Events unless `events` is
+    False), and not patch."""
     core = client.CoreV1Api(api_client)
     rbac = client.RbacAuthorizationV1Api(api_client)
     core.create_namespaced_service_account(namespace, {"metadata": {"name": "viewer"}})
@@ -157,7 +166,17 @@ def viewer_kubeconfig(
             "metadata": {"name": "viewer"},
             "rules": [
                 {"apiGroups": [GROUP], "resources": [PLURAL], "verbs": ["get", "list", "watch"]},
-                {"apiGroups": [""], "resources": ["events"], "verbs": ["get", "list", "watch"]},
+                *(
+                    [
+                        {
+                            "apiGroups": [""],
+                            "resources": ["events"],
+                            "verbs": ["get", "list", "watch"],
+                        }
+                    ]
+                    if events
+                    else []
+                ),
             ],
         },
     )

@@ -129,6 +129,7 @@ class Hub:
         subscription = Subscription(key, namespace)
         self.subscriptions.add(subscription)
         self._offer(subscription, self._snapshot(subscription))
+        self._offer(subscription, self._errors())
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
@@ -144,6 +145,17 @@ class Hub:
             "pages": len(self.subscriptions),
             "rollouts": len(self.rollouts),
         }
+
+    def _errors(self) -> Message:
+        """What the API server last refused or failed per kind (RBAC, reachability); {} if none."""
+        with self._stats_lock:
+            errors = {name: stats.last_error for name, stats in self.stats.items()}
+        return Message("errors", {name: error for name, error in errors.items() if error})
+
+    def _errors_changed(self) -> None:
+        message = self._errors()
+        for subscription in list(self.subscriptions):
+            self._offer(subscription, message)
 
     def _snapshot(self, subscription: Subscription) -> Message:
         if subscription.key is None:
@@ -249,16 +261,24 @@ class Hub:
                     kind.resource, self.namespace, field_selector=kind.field_selector
                 )
                 self._post(self._reset, kind, items)
-                with self._stats_lock:
-                    stats.last_error = None
+                self._set_error(stats, None)
                 while not self._stopped.is_set() and version:
                     version = self._watch(kind, stats, version)
                     backoff = 1.0
-            except (KubeApiError, HTTPError, OSError, ValueError) as error:
-                with self._stats_lock:
-                    stats.last_error = str(error)
+            except KubeApiError as error:
+                self._set_error(stats, error.message)
                 self._stopped.wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_SECONDS)
+            except (HTTPError, OSError, ValueError) as error:
+                self._set_error(stats, f"cannot reach the API server: {error}")
+                self._stopped.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_SECONDS)
+
+    def _set_error(self, stats: KindStats, error: str | None) -> None:
+        with self._stats_lock:
+            changed, stats.last_error = stats.last_error != error, error
+        if changed:
+            self._post(self._errors_changed)
 
     def _watch(self, kind: Kind, stats: KindStats, version: str) -> str:
         """Watch from `version` until the server ends the stream; "" when a relist is due."""

@@ -34,6 +34,13 @@ function live(url, handlers) {
   const source = new EventSource(url);
   source.onopen = () => { status.textContent = "live"; };
   source.onerror = () => { status.textContent = "reconnecting…"; };
+  // What the API server refused or could not answer (RBAC on a kind, a lost connection).
+  const problems = el("div", { role: "alert", class: "error", id: "api-errors" });
+  document.querySelector("main").prepend(problems);
+  source.addEventListener("errors", (message) => {
+    const errors = Object.entries(JSON.parse(message.data));
+    problems.replaceChildren(...errors.map(([kind, text]) => el("p", {}, `${kind}: ${text}`)));
+  });
   for (const [event, handler] of Object.entries(handlers)) {
     source.addEventListener(event, (message) => handler(JSON.parse(message.data)));
   }
