@@ -12,6 +12,9 @@ command -v prometheus >/dev/null 2>&1 || missing_packages+=(prometheus)
 command -v lua5.4 >/dev/null 2>&1 || missing_packages+=(lua5.4)
 # `ip netns`: the local cluster's pod network (modelrollout_dev.podnetwork).
 command -v ip >/dev/null 2>&1 || missing_packages+=(iproute2)
+# The dashboard's browser tests (pytest -m browser): headless Chromium and its WebDriver.
+command -v chromium >/dev/null 2>&1 || missing_packages+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing_packages+=(chromium-driver)
 if [ "${#missing_packages[@]}" -gt 0 ]; then
   echo "[bootstrap] apt-get install ${missing_packages[*]}"
   as_root apt-get update -qq
@@ -24,12 +27,12 @@ command -v go >/dev/null 2>&1 || { echo "[bootstrap] Go is required on PATH" >&2
 python="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 # The three distributions of this checkout, editable: the controller with its
-# `operator` extra, the model server, the dev tooling (cluster, demo, test tools).
+# `operator` and `dashboard` extras, the model server, the dev tooling (cluster, demo, test tools).
 stamp=".venv/.installed-$(cat pyproject.toml serving/pyproject.toml dev/pyproject.toml | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
-  echo "[bootstrap] pip install -e '.[operator]' -e ./serving -e ./dev (torch is large: the first run takes a while)"
+  echo "[bootstrap] pip install -e '.[operator,dashboard]' -e ./serving -e ./dev (torch is large: the first run takes a while)"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[operator]' -e ./serving -e ./dev
+  .venv/bin/python -m pip install -q -e '.[operator,dashboard]' -e ./serving -e ./dev
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

@@ -23,20 +23,27 @@ REPO = Path(__file__).resolve().parents[2]
 PIP_TIMEOUT_S = 500
 
 # Run inside the fresh environment: import every module of the installed
-# package, then report which of the other distributions' packages it can see.
+# package under the prefix argv[1] and not under argv[2] ("": none), then
+# report which of the other distributions' packages (argv[3:]) it can see.
 IMPORT_EVERY_MODULE = """
 import importlib, importlib.util, json, pkgutil, sys
 import modelrollout
-modules = sorted(m.name for m in pkgutil.walk_packages(modelrollout.__path__, "modelrollout."))
+prefix, skipped = sys.argv[1], sys.argv[2]
+modules = sorted(
+    m.name for m in pkgutil.walk_packages(modelrollout.__path__, "modelrollout.")
+    if m.name.startswith(prefix) and not (skipped and m.name.startswith(skipped))
+)
 for name in modules:
     importlib.import_module(name)
 print(json.dumps({
     "package_file": modelrollout.__file__,
     "modules": modules,
-    "findable": [n for n in sys.argv[1:] if importlib.util.find_spec(n) is not None],
-    "imported": sorted(n for n in sys.argv[1:] if n in sys.modules),
+    "findable": [n for n in sys.argv[3:] if importlib.util.find_spec(n) is not None],
+    "imported": sorted(n for n in sys.argv[3:] if n in sys.modules),
 }))
 """
+# The plugin's web dashboard needs its own extra; the controller does not import it.
+DASHBOARD = "modelrollout.kubectl.dashboard"
 
 
 def _clean_env() -> dict[str, str]:
@@ -97,6 +104,14 @@ def test_the_wheel_holds_only_the_controller_package(controller_wheel: Path) -> 
     assert outside == []
     assert "modelrollout/main.py" in names
     assert not any(name.startswith("modelrollout/devcluster/") for name in names)
+    # The dashboard's pages and its vendored chart library: nothing is fetched at run time.
+    static = "modelrollout/kubectl/dashboard/static/"
+    assert {
+        f"{static}index.html",
+        f"{static}rollout.js",
+        f"{static}vendor/uPlot.iife.min.js",
+        f"{static}vendor/uPlot.LICENSE",
+    } <= set(names)
 
 
 def test_controller_imports_every_module_without_torch_modelserve_or_dev_tooling(
@@ -112,6 +127,8 @@ def test_controller_imports_every_module_without_torch_modelserve_or_dev_tooling
             str(bin_dir / "python"),
             "-c",
             IMPORT_EVERY_MODULE,
+            "modelrollout.",
+            DASHBOARD,
             "torch",
             "modelserve",
             "modelrollout_dev",
@@ -156,3 +173,34 @@ def test_plain_install_is_the_kubectl_plugin_with_client_dependencies_only(
         cwd=tmp_path,
     ).stdout
     assert missing.strip() == "[]"
+
+
+def test_the_dashboard_extra_is_the_plugin_and_its_web_server_without_the_controller(
+    controller_wheel: Path, tmp_path: Path
+) -> None:
+    bin_dir = _fresh_venv(tmp_path / "dashboard-venv")
+    _run(
+        [str(bin_dir / "python"), "-m", "pip", "install", "-q", f"{controller_wheel}[dashboard]"],
+        cwd=tmp_path,
+    )
+    result = _run(
+        [
+            str(bin_dir / "python"),
+            "-c",
+            IMPORT_EVERY_MODULE,
+            "modelrollout.kubectl",
+            "",
+            "kopf",
+            "prometheus_api_client",
+            "torch",
+            "modelserve",
+            "modelrollout_dev",
+        ],
+        cwd=tmp_path,
+    )
+    report = json.loads(result.stdout)
+    assert report["package_file"].startswith(str(tmp_path / "dashboard-venv"))
+    assert f"{DASHBOARD}.server" in report["modules"]
+    assert report["findable"] == []
+    help_text = _run([str(bin_dir / "kubectl-modelrollout"), "dashboard", "--help"], cwd=tmp_path)
+    assert "--address" in help_text.stdout

@@ -137,13 +137,19 @@ class KubeApi:
         return items
 
     def list_with_version(
-        self, resource: Resource, namespace: str, label_selector: str | None = None
+        self,
+        resource: Resource,
+        namespace: str,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
     ) -> tuple[list[dict[str, Any]], str]:
         """The items and the list's resourceVersion, from which a watch continues.
 
         `namespace` "" lists every namespace (or a cluster-scoped resource).
         """
         query = [("labelSelector", label_selector)] if label_selector else []
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
         listing = self._call("GET", resource.collection_path(namespace), query=query)
         items: list[dict[str, Any]] = listing["items"]
         return items, str(listing.get("metadata", {}).get("resourceVersion", ""))
@@ -166,6 +172,7 @@ class KubeApi:
         label_selector: str,
         resource_version: str,
         timeout_seconds: int,
+        field_selector: str | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Watch events (`type`, `object`) after `resource_version`, with bookmarks.
 
@@ -176,6 +183,7 @@ class KubeApi:
             ("watch", "true"),
             ("allowWatchBookmarks", "true"),
             *([("labelSelector", label_selector)] if label_selector else []),
+            *([("fieldSelector", field_selector)] if field_selector else []),
             ("resourceVersion", resource_version),
             ("timeoutSeconds", str(timeout_seconds)),
         ]

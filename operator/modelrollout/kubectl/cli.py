@@ -190,24 +190,34 @@ def cmd_list(target: Target, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_command(target: Target, args: argparse.Namespace) -> int:
-    command = "promote-full" if args.command == "promote" and args.full else args.command
-    rollout = Rollout.of(target.rollout(args.name))
+def send_command(target: Target, name: str, command: str) -> str:
+    """Send `command` (promote, promote-full, abort, ...) by annotation; what was done, in words.
+
+    The plugin's commands and the dashboard's buttons both come here. Raises CliError
+    when the operator would ignore the command, KubeApiError when the API server refuses
+    the write (RBAC's 403 among them).
+    """
+    rollout = Rollout.of(target.rollout(name))
     reason = refusal(rollout, command, _now())
     if reason is not None:
-        raise CliError(f"{target.where(args.name)}: {reason}")
+        raise CliError(f"{target.where(name)}: {reason}")
     # Any value the operator has not handled yet is a new command: time for humans, hex for luck.
     nonce = f"{_now():%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
     target.api.merge_patch(
         MODELROLLOUTS,
         target.namespace,
-        args.name,
+        name,
         {"metadata": {"annotations": {annotation_for(command): nonce}}},
     )
     done = DONE[command]
     if command == "rollback":
         done += f" {rollout.status.previous_revision} ({rollout.status.previous_model})"
-    print(f"modelrollout.dev/{args.name} {done}")
+    return f"modelrollout.dev/{name} {done}"
+
+
+def cmd_command(target: Target, args: argparse.Namespace) -> int:
+    command = "promote-full" if args.command == "promote" and args.full else args.command
+    print(send_command(target, args.name, command))
     return 0
 
 
@@ -220,25 +230,42 @@ def cmd_history(target: Target, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_undo(target: Target, args: argparse.Namespace) -> int:
-    body = target.rollout(args.name)
+def undo(target: Target, name: str, to_revision: str | None) -> str:
+    """Put an earlier revision's model and runtime back (the plugin's and the dashboard's undo)."""
+    body = target.rollout(name)
     try:
-        chosen = undo_target(Rollout.of(body), args.to_revision)
+        chosen = undo_target(Rollout.of(body), to_revision)
     except Refused as refused:
-        raise CliError(f"{target.where(args.name)}: {refused}") from None
+        raise CliError(f"{target.where(name)}: {refused}") from None
     try:
-        target.api.json_patch(MODELROLLOUTS, target.namespace, args.name, undo_patch(body, chosen))
+        target.api.json_patch(MODELROLLOUTS, target.namespace, name, undo_patch(body, chosen))
     except KubeApiError as error:
         # A failed `test` operation comes back as a bare 422: tell it from a real one.
-        now = target.rollout(args.name).get("spec") or {}
+        now = target.rollout(name).get("spec") or {}
         before = body.get("spec") or {}
         if error.status != 422 or all(now.get(k) == before.get(k) for k in ("model", "runtime")):
             raise
         raise CliError(
-            f"{target.where(args.name)}: the spec changed while undo read it; run undo again"
+            f"{target.where(name)}: the spec changed while undo read it; run undo again"
         ) from None
-    print(f"modelrollout.dev/{args.name} rolled back to revision {chosen.revision} ({chosen.uri})")
+    return f"modelrollout.dev/{name} rolled back to revision {chosen.revision} ({chosen.uri})"
+
+
+def cmd_undo(target: Target, args: argparse.Namespace) -> int:
+    print(undo(target, args.name, args.to_revision))
     return 0
+
+
+def cmd_dashboard(target: Target, args: argparse.Namespace) -> int:
+    try:
+        from modelrollout.kubectl.dashboard.server import serve
+    except ImportError as error:
+        raise CliError(
+            f"the dashboard needs the `dashboard` extra (pip install 'modelrollout[dashboard]'): "
+            f"{error}"
+        ) from None
+    namespace = "" if args.all_namespaces else target.namespace
+    return serve(target, namespace, args.address, args.port)
 
 
 # -- parsing --------------------------------------------------------------------
@@ -305,6 +332,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--to-revision",
         metavar="REV",
         help="the revision to go back to (default: the last promoted one before stable)",
+    )
+    dashboard = add(
+        "dashboard",
+        cmd_dashboard,
+        "a live web dashboard of the rollouts, with their checks' plots and the commands above",
+    )
+    dashboard.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="rollouts of every namespace"
+    )
+    dashboard.add_argument(
+        "--address", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    dashboard.add_argument(
+        "--port", type=int, default=3100, help="port to listen on (default 3100; 0: any free)"
     )
     return parser
 

@@ -365,7 +365,7 @@ def _conditions(status: ModelRolloutStatus, now: datetime) -> list[str]:
     ]
 
 
-def _event_time(event: dict[str, Any]) -> datetime | None:
+def event_time(event: dict[str, Any]) -> datetime | None:
     for key in ("lastTimestamp", "eventTime", "firstTimestamp"):
         moment = parse_time(event.get(key))
         if moment is not None:
@@ -381,7 +381,7 @@ def recent_events(
     def order(event: dict[str, Any]) -> tuple[datetime, int]:
         # Timestamps have whole seconds; the resourceVersion orders events within one.
         version = str((event.get("metadata") or {}).get("resourceVersion", ""))
-        moment = _event_time(event) or datetime.min.replace(tzinfo=UTC)
+        moment = event_time(event) or datetime.min.replace(tzinfo=UTC)
         return moment, int(version) if version.isdigit() else 0
 
     return sorted(events, key=order)[-limit:] if limit > 0 else []
@@ -389,7 +389,7 @@ def recent_events(
 
 def _event_age(event: dict[str, Any], now: datetime) -> str:
     """As `kubectl describe` shows an Event that occurred more than once: `2m (x3 over 10m)`."""
-    last = age(_event_time(event), now)
+    last = age(event_time(event), now)
     count = event.get("count")
     first = parse_time(event.get("firstTimestamp"))
     if not isinstance(count, int) or count < 2 or first is None:

@@ -1,0 +1,252 @@
+"""The dashboard in a real browser (Debian's headless chromium) during real canaries.
+
+The real operator walks the canaries; the dashboard runs as its command; the
+browser only looks and clicks, as a user would. Pods run no containers (kwok)
+and the checks query constants from the real Prometheus, so no model traffic is
+involved: the checks' values and breaches come from Prometheus all the same.
+The screenshots of docs/dashboard.md are saved when MODELROLLOUT_SCREENSHOTS
+names a directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
+
+from modelrollout_dev.operator_process import OperatorProcess
+from modelrollout_dev.prometheus import PrometheusHandle
+from tests.conftest import ClusterUnderTest
+from tests.support.dashboard import Dashboard, viewer_kubeconfig
+from tests.support.rollouts import Rollouts, rollout_manifest, with_model
+
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+STEPS = [
+    {"setWeight": 25},
+    {"pause": {}},
+    {"setWeight": 50},
+    {"analysis": {"duration": "10m"}},
+    {"setWeight": 75},
+]
+SECONDS = 60
+
+
+def analysis(prometheus: PrometheusHandle, value: str) -> dict[str, Any]:
+    return {
+        "prometheus": {"address": prometheus.url, "timeout": "2s"},
+        "interval": "1s",
+        "checks": [
+            {
+                "name": "error-rate",
+                "query": f"vector({value})",
+                "breachWhen": "> 0.01",
+                "action": "rollback",
+            }
+        ],
+    }
+
+
+@pytest.fixture
+def browser() -> Iterator[WebDriver]:
+    if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
+        pytest.fail("the browser tests need Debian's chromium and chromium-driver (bootstrap.sh)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,1400"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait(driver: WebDriver, condition: Any, what: str, timeout: float = SECONDS) -> Any:
+    """Wait on the page's own state (the DOM), as selenium's WebDriverWait does."""
+    return WebDriverWait(driver, timeout, ignored_exceptions=(WebDriverException,)).until(
+        condition, f"waiting for {what}"
+    )
+
+
+def text_of(driver: WebDriver, selector: str) -> str:
+    return str(driver.find_element(By.CSS_SELECTOR, selector).text)
+
+
+def open_page(driver: WebDriver, url: str) -> None:
+    driver.get(url)
+    # A mark only this page load has: still there later means no reload happened.
+    driver.execute_script("window.sameLoad = true")
+
+
+def same_load(driver: WebDriver) -> bool:
+    return bool(driver.execute_script("return window.sameLoad === true"))
+
+
+def screenshot(driver: WebDriver, name: str) -> None:
+    directory = os.environ.get("MODELROLLOUT_SCREENSHOTS")
+    if directory:
+        driver.save_screenshot(str(Path(directory) / name))
+
+
+def confirm(driver: WebDriver, command: str) -> None:
+    """The command's button, then the confirmation's, by keyboard as well as a mouse could."""
+    driver.find_element(By.CSS_SELECTOR, f'button[data-command="{command}"]').send_keys(Keys.ENTER)
+    wait(
+        driver,
+        lambda d: d.find_element(By.ID, "confirm").get_attribute("open") is not None,
+        "the confirmation",
+    )
+    driver.find_element(By.ID, "confirm-ok").send_keys(Keys.ENTER)
+
+
+def current_step(driver: WebDriver) -> str:
+    steps = driver.find_elements(By.CSS_SELECTOR, '#steps li[data-state="current"]')
+    return str(steps[0].text) if steps else ""
+
+
+def test_a_canary_updates_live_and_the_promote_button_promotes(
+    rollouts: Rollouts,
+    operator_process: OperatorProcess,
+    cluster_under_test: ClusterUnderTest,
+    namespace: str,
+    prometheus: PrometheusHandle,
+    browser: WebDriver,
+    tmp_path: Path,
+) -> None:
+    v1 = rollout_manifest(
+        "chat", "file:///models/v1", STEPS, analysis=analysis(prometheus, "0.002")
+    )
+    rollouts.create(v1)
+    rollouts.wait_phase("chat", {"Succeeded"}, SECONDS)
+    with Dashboard(cluster_under_test.kubeconfig, namespace, tmp_path / "dashboard.log") as board:
+        open_page(browser, f"{board.url}/")
+        row = f'tr[data-key="{namespace}/chat"]'
+        wait(browser, lambda d: "Succeeded" in text_of(d, row), "the stable rollout's row")
+
+        rollouts.patch_spec("chat", {"model": with_model(v1, "file:///models/v2")["spec"]["model"]})
+        wait(
+            browser,
+            lambda d: (
+                "2/5" in text_of(d, f'{row} [data-field="step"]')
+                and text_of(d, f'{row} [data-field="weight"]') == "25%"
+            ),
+            "step 2/5 at 25% on the list, without a reload",
+        )
+        assert same_load(browser)
+        screenshot(browser, "dashboard-list.png")
+
+        browser.find_element(By.LINK_TEXT, "chat").click()
+        browser.execute_script("window.sameLoad = true")
+        wait(browser, lambda d: current_step(d).startswith("2. pause until promoted"), "step 2")
+        assert "canary 25%" in text_of(browser, "#weight-text")
+        wait(
+            browser,
+            lambda d: d.find_elements(By.CSS_SELECTOR, 'figure[data-check="error-rate"] canvas'),
+            "the error-rate plot from Prometheus",
+        )
+        screenshot(browser, "dashboard-canary.png")
+
+        confirm(browser, "promote")
+        wait(browser, lambda d: "promoted" in text_of(d, "#notice"), "the promote's answer")
+        wait(
+            browser,
+            lambda d: (
+                current_step(d).startswith("4. analysis")
+                and "canary 50%" in text_of(d, "#weight-text")
+            ),
+            "step 4 at 50%, without a reload",
+        )
+        assert same_load(browser)
+        assert rollouts.status("chat")["weights"]["canary"] == 50
+        screenshot(browser, "dashboard-promoted.png")
+
+
+def test_a_breach_shows_on_the_plot_and_the_rollback_on_the_steps(
+    rollouts: Rollouts,
+    operator_process: OperatorProcess,
+    cluster_under_test: ClusterUnderTest,
+    namespace: str,
+    prometheus: PrometheusHandle,
+    browser: WebDriver,
+    tmp_path: Path,
+) -> None:
+    v1 = rollout_manifest("chat", "file:///models/v1", STEPS, analysis=analysis(prometheus, "0.2"))
+    rollouts.create(v1)
+    rollouts.wait_phase("chat", {"Succeeded"}, SECONDS)
+    with Dashboard(cluster_under_test.kubeconfig, namespace, tmp_path / "dashboard.log") as board:
+        open_page(browser, f"{board.url}/rollouts/{namespace}/chat")
+        rollouts.patch_spec("chat", {"model": with_model(v1, "file:///models/v2")["spec"]["model"]})
+        wait(
+            browser,
+            lambda d: (
+                "RolledBack" in text_of(d, "#phase")
+                and d.find_elements(By.CSS_SELECTOR, '#steps li[data-state="stopped"]')
+            ),
+            "the rollback on the page, without a reload",
+        )
+        assert same_load(browser)
+        assert "canary 0%" in text_of(browser, "#weight-text")
+        # The plot is drawn again at most every 15 s: wait for one with breaches marked.
+        wait(
+            browser,
+            lambda d: (
+                " 0 breaching"
+                not in (
+                    d.find_element(
+                        By.CSS_SELECTOR, 'figure[data-check="error-rate"]'
+                    ).get_attribute("aria-label")
+                    or " 0 breaching"
+                )
+            ),
+            "the breaching samples on the error-rate plot",
+        )
+        assert "breach when > 0.01" in browser.find_element(
+            By.CSS_SELECTOR, 'figure[data-check="error-rate"]'
+        ).get_attribute("aria-label")
+        screenshot(browser, "dashboard-rollback.png")
+
+
+def test_a_user_without_patch_rights_sees_the_refusal_in_the_page(
+    kube_api_client: client.ApiClient,
+    rollouts: Rollouts,
+    operator_process: OperatorProcess,
+    cluster_under_test: ClusterUnderTest,
+    namespace: str,
+    prometheus: PrometheusHandle,
+    browser: WebDriver,
+    tmp_path: Path,
+) -> None:
+    v1 = rollout_manifest(
+        "chat", "file:///models/v1", STEPS, analysis=analysis(prometheus, "0.002")
+    )
+    rollouts.create(v1)
+    rollouts.wait_phase("chat", {"Succeeded"}, SECONDS)
+    rollouts.patch_spec("chat", {"model": with_model(v1, "file:///models/v2")["spec"]["model"]})
+    rollouts.wait_phase("chat", {"Paused"}, SECONDS)
+    kubeconfig = viewer_kubeconfig(
+        kube_api_client, cluster_under_test.kubeconfig, namespace, tmp_path / "viewer.yaml"
+    )
+    with Dashboard(kubeconfig, namespace, tmp_path / "viewer.log") as board:
+        open_page(browser, f"{board.url}/rollouts/{namespace}/chat")
+        wait(browser, lambda d: current_step(d).startswith("2."), "step 2")
+        confirm(browser, "promote")
+        wait(browser, lambda d: "refused (403)" in text_of(d, "#notice"), "the refusal")
+        notice = text_of(browser, "#notice")
+        assert f'User "system:serviceaccount:{namespace}:viewer" cannot patch resource' in notice
+        screenshot(browser, "dashboard-forbidden.png")
+    assert rollouts.status("chat")["currentStep"] == 1
