@@ -30,8 +30,9 @@ EXAMPLE = REPO_ROOT / "examples" / "app-flow-gates.yaml"
 
 
 def example_suite() -> str:
-    manifest: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
-    text: str = manifest["data"]["suite.yaml"]
+    documents: list[dict[str, Any]] = list(yaml.safe_load_all(EXAMPLE.read_text()))
+    config_map = next(d for d in documents if d["kind"] == "ConfigMap")
+    text: str = config_map["data"]["suite.yaml"]
     return text
 
 
