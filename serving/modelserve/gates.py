@@ -7,7 +7,13 @@ The suite is YAML (a ConfigMap key mounted into the evaluation Job's pod):
         prompt: "The capital of France is"   # /v1/completions; or `messages:` for chat
         maxTokens: 16                 # default 16
         stop: ["\\n"]                 # optional, at most 4
-        expect: {contains: "Paris"}   # any of contains / regex (re.search) / json: true
+        expect: {contains: "Paris"}   # any of contains / notContains / regex (re.search) /
+                                      # json: true / jsonSchema: {...} (parses and validates)
+      - name: order                   # chat: system prompt, earlier turns, then the question
+        messages: [{role: system, content: "..."}, {role: user, content: "..."}]
+        responseFormat: {type: json_schema, schema: {...}}   # or {type: json_object}: sent as
+                                      # the OpenAI response_format (modelserve and vLLM enforce it)
+        expect: {jsonSchema: {...}}
     agreement: {minRatio: 0.9}        # share of prompts whose answers equal stable's
     perplexity: {maxIncreasePercent: 3, texts: ["...", "..."]}  # vs stable's, prompt logprobs
     latency: {percentile: 95, maxMs: 2000}   # per prompt request, on the candidate
@@ -16,8 +22,8 @@ The result is one JSON object, at most 4095 bytes so that it fits a container's
 termination message (the operator reads it from the Job pod's terminated state):
 
     {"passed": bool, "error": str | null, "omitted": int,
-     "gates": [{"name": "contains:capital" | "regex:<p>" | "json:<p>" | "agreement"
-                         | "perplexity" | "latency",
+     "gates": [{"name": "contains:capital" | "notContains:<p>" | "regex:<p>" | "json:<p>"
+                         | "jsonSchema:<p>" | "agreement" | "perplexity" | "latency",
                 "passed": bool, "value": float | null, "threshold": str, "message": str}]}
 
 `error` is set (and `gates` empty) when the suite could not run; `omitted` counts
@@ -35,6 +41,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import httpx
+import jsonschema
 import yaml
 from pydantic import (
     BaseModel,
@@ -75,11 +82,24 @@ class ChatMessage(_SuiteModel):
     content: str
 
 
+def _checked_schema(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is not None:
+        try:
+            jsonschema.validators.validator_for(value).check_schema(value)
+        except jsonschema.SchemaError as error:
+            raise ValueError(f"not a valid JSON Schema: {error.message}") from None
+    return value
+
+
 class Expect(_SuiteModel):
     contains: Annotated[str, Field(min_length=1)] | None = None
+    not_contains: Annotated[str, Field(min_length=1)] | None = None
     regex: Annotated[str, Field(min_length=1)] | None = None
     # `json` would shadow BaseModel.json.
     valid_json: bool = Field(default=False, alias="json")
+    json_schema: dict[str, Any] | None = None
+
+    _schema_is_valid = field_validator("json_schema")(_checked_schema)
 
     @field_validator("regex")
     @classmethod
@@ -93,9 +113,41 @@ class Expect(_SuiteModel):
 
     @model_validator(mode="after")
     def _expects_something(self) -> Expect:
-        if self.contains is None and self.regex is None and not self.valid_json:
-            raise ValueError("expect needs contains, regex or json: true")
+        if (
+            self.contains is None
+            and self.not_contains is None
+            and self.regex is None
+            and not self.valid_json
+            and self.json_schema is None
+        ):
+            raise ValueError("expect needs contains, notContains, regex, json: true or jsonSchema")
         return self
+
+
+class ResponseFormat(_SuiteModel):
+    """The OpenAI `response_format` of a prompt: constrained decoding in modelserve and vLLM."""
+
+    type: Literal["json_object", "json_schema"]
+    # `schema` would shadow BaseModel.schema.
+    json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = "answer"
+
+    _schema_is_valid = field_validator("json_schema")(_checked_schema)
+
+    @model_validator(mode="after")
+    def _schema_iff_json_schema(self) -> ResponseFormat:
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError("schema is required with type json_schema, and only with it")
+        return self
+
+    def request(self) -> dict[str, Any]:
+        """The request's `response_format` field."""
+        if self.json_schema is None:
+            return {"type": "json_object"}
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": self.name, "schema": self.json_schema, "strict": True},
+        }
 
 
 class Prompt(_SuiteModel):
@@ -104,6 +156,7 @@ class Prompt(_SuiteModel):
     messages: Annotated[list[ChatMessage], Field(min_length=1)] | None = None
     max_tokens: Annotated[int, Field(ge=1, le=4096)] = 16
     stop: Annotated[list[str], Field(max_length=4)] | None = None
+    response_format: ResponseFormat | None = None
     expect: Expect | None = None
 
     @model_validator(mode="after")
@@ -288,6 +341,46 @@ def check_json(prompt: str, answer: str) -> Gate:
     )
 
 
+def check_json_schema(prompt: str, answer: str, schema: dict[str, Any]) -> Gate:
+    """The answer, stripped, parses as JSON and is valid against `schema`."""
+    try:
+        document = json.loads(answer.strip())
+    except ValueError as error:
+        message = f"not JSON ({error.args[0] if error.args else error}): got {_quote(answer)}"
+    else:
+        problem = jsonschema.exceptions.best_match(
+            jsonschema.validators.validator_for(schema)(schema).iter_errors(document)
+        )
+        if problem is None:
+            message = "valid against the schema"
+        else:
+            where = "/".join(str(part) for part in problem.absolute_path) or "the answer"
+            message = f"invalid at {where}: {problem.message}"
+    return Gate(
+        name=f"jsonSchema:{prompt}",
+        passed=message == "valid against the schema",
+        value=None,
+        threshold="valid against the schema",
+        message=clip(message),
+    )
+
+
+def check_not_contains(prompt: str, answer: str, needle: str) -> Gate:
+    """`needle` nowhere in the answer (a system prompt's "never say ..." kept)."""
+    passed = needle not in answer
+    return Gate(
+        name=f"notContains:{prompt}",
+        passed=passed,
+        value=None,
+        threshold=clip(f"does not contain {_quote(needle)}", 100),
+        message=clip(
+            f"does not contain {_quote(needle)}"
+            if passed
+            else f"expected not to contain {_quote(needle)}, got {_quote(answer)}"
+        ),
+    )
+
+
 def check_contains(prompt: str, answer: str, needle: str) -> Gate:
     passed = needle in answer
     return Gate(
@@ -423,6 +516,8 @@ class _Server:
         }
         if prompt.stop:
             body["stop"] = prompt.stop
+        if prompt.response_format is not None:
+            body["response_format"] = prompt.response_format.request()
         if prompt.messages is not None:
             path = "/v1/chat/completions"
             body["messages"] = [m.model_dump() for m in prompt.messages]
@@ -476,12 +571,17 @@ def run_suite(
             text = answers[prompt.name].text
             if prompt.expect is None:
                 continue
-            if prompt.expect.contains is not None:
-                gates.append(check_contains(prompt.name, text, prompt.expect.contains))
-            if prompt.expect.regex is not None:
-                gates.append(check_regex(prompt.name, text, prompt.expect.regex))
-            if prompt.expect.valid_json:
+            expect = prompt.expect
+            if expect.contains is not None:
+                gates.append(check_contains(prompt.name, text, expect.contains))
+            if expect.not_contains is not None:
+                gates.append(check_not_contains(prompt.name, text, expect.not_contains))
+            if expect.regex is not None:
+                gates.append(check_regex(prompt.name, text, expect.regex))
+            if expect.valid_json:
                 gates.append(check_json(prompt.name, text))
+            if expect.json_schema is not None:
+                gates.append(check_json_schema(prompt.name, text, expect.json_schema))
         if suite.agreement is not None and stable is not None:
             pairs = [
                 AnswerPair(p.name, answers[p.name].text, stable.answer(p).text)

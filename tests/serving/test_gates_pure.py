@@ -14,7 +14,9 @@ from modelserve.gates import (
     check_agreement,
     check_contains,
     check_json,
+    check_json_schema,
     check_latency,
+    check_not_contains,
     check_perplexity,
     check_regex,
     error_result,
@@ -82,6 +84,30 @@ def test_a_full_suite_loads_with_defaults() -> None:
         ("latency: {percentile: 95}", "latency.maxMs: Field required"),
         ("prompts: [{name: a, prompt: x}]", "invalid suite: the suite checks nothing"),
         ("gates: []", "gates: unknown field"),
+        (
+            "prompts: [{name: a, prompt: x, responseFormat: {type: json_schema},"
+            " expect: {json: true}}]",
+            "prompts[0].responseFormat: schema is required with type json_schema, and only with it",
+        ),
+        (
+            "prompts: [{name: a, prompt: x, responseFormat: {type: json_object, schema: {}},"
+            " expect: {json: true}}]",
+            "prompts[0].responseFormat: schema is required with type json_schema, and only with it",
+        ),
+        (
+            "prompts: [{name: a, prompt: x, responseFormat: {type: xml}, expect: {json: true}}]",
+            "prompts[0].responseFormat.type: Input should be 'json_object' or 'json_schema'",
+        ),
+        (
+            "prompts: [{name: a, prompt: x, responseFormat: {type: json_schema,"
+            " schema: {type: bogus}}, expect: {json: true}}]",
+            "prompts[0].responseFormat.schema: not a valid JSON Schema: 'bogus' is not valid",
+        ),
+        (
+            "prompts: [{name: a, prompt: x, expect: {jsonSchema: {required: 3}}}]",
+            "prompts[0].expect.jsonSchema: not a valid JSON Schema: 3 is not of type 'array'",
+        ),
+        ("prompts: [{name: a, prompt: x, expect: {notContains: ''}}]", "prompts[0].expect.notC"),
         ("- a list", "the suite must be a mapping"),
         ("prompts: [", "the suite is not valid YAML"),
     ],
@@ -106,6 +132,67 @@ def test_json_check() -> None:
     assert failed.message.startswith("not JSON (")
     assert failed.message.endswith('got "{\\"city\\": Paris"')
     assert not check_json("p", "").passed
+
+
+APP_SUITE = """
+prompts:
+  - name: order
+    messages:
+      - {role: system, content: "Answer as JSON."}
+      - {role: user, content: "My order 12 is late."}
+      - {role: assistant, content: "Sorry! Which order?"}
+      - {role: user, content: "12."}
+    responseFormat: {type: json_schema, name: order, schema: &order {type: object,
+      properties: {id: {type: integer}}, required: [id]}}
+    expect: {jsonSchema: *order, notContains: "Globex"}
+  - name: any-object
+    prompt: "JSON:"
+    responseFormat: {type: json_object}
+    expect: {json: true}
+"""
+
+
+def test_app_flow_prompts_load_and_ask_for_the_response_format() -> None:
+    order, any_object = load_suite(APP_SUITE).prompts
+    assert order.messages is not None
+    assert [m.role for m in order.messages] == ["system", "user", "assistant", "user"]
+    assert order.expect is not None and order.expect.not_contains == "Globex"
+    assert order.response_format is not None
+    schema = {"type": "object", "properties": {"id": {"type": "integer"}}, "required": ["id"]}
+    assert order.expect.json_schema == schema
+    # The OpenAI shape both engines take (vLLM and modelserve).
+    assert order.response_format.request() == {
+        "type": "json_schema",
+        "json_schema": {"name": "order", "schema": schema, "strict": True},
+    }
+    assert any_object.response_format is not None
+    assert any_object.response_format.request() == {"type": "json_object"}
+
+
+def test_json_schema_check_names_where_the_answer_is_invalid() -> None:
+    schema = {
+        "type": "object",
+        "properties": {"items": {"type": "array", "items": {"type": "integer"}}},
+        "required": ["items"],
+    }
+    passed = check_json_schema("p", ' {"items": [1, 2]}\n', schema)
+    assert passed.passed and passed.name == "jsonSchema:p"
+    assert passed.message == passed.threshold == "valid against the schema"
+    wrong_item = check_json_schema("p", '{"items": [1, "two"]}', schema)
+    assert not wrong_item.passed
+    assert wrong_item.message == "invalid at items/1: 'two' is not of type 'integer'"
+    missing = check_json_schema("p", "{}", schema)
+    assert missing.message == "invalid at the answer: 'items' is a required property"
+    not_json = check_json_schema("p", '{"items": [1,', schema)
+    assert not not_json.passed and not_json.message.startswith("not JSON (")
+
+
+def test_not_contains_check_quotes_the_answer() -> None:
+    assert check_not_contains("rules", "We only sell our own routers.", "Globex").passed
+    failed = check_not_contains("rules", "Globex makes a fine router.", "Globex")
+    assert failed.name == "notContains:rules" and not failed.passed
+    assert failed.threshold == 'does not contain "Globex"'
+    assert failed.message == ('expected not to contain "Globex", got "Globex makes a fine router."')
 
 
 def test_contains_check_quotes_a_short_diff() -> None:

@@ -118,7 +118,7 @@ class GateStatus(StatusModel):
 
     name: str
     """The gate, as modelserve names it (agreement, perplexity, latency, contains:PROMPT,
-    regex:PROMPT, json:PROMPT)."""
+    notContains:PROMPT, regex:PROMPT, json:PROMPT, jsonSchema:PROMPT)."""
     passed: bool
     """Whether the gate passed."""
     value: float | None = None

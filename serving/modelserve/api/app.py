@@ -49,6 +49,7 @@ from modelserve.engine.types import (
 from modelserve.faults import EngineFaultDecider, FaultDecider
 from modelserve.http_defaults import SERVED_BY_HEADER
 from modelserve.metrics import ServingMetrics
+from modelserve.record import build_record
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ HANDLERS = (
     "/v1/completions",
     "/v1/chat/completions",
     "/v1/models",
+    "/v1/model-record",
     "/health",
     "/live",
     "/metrics",
@@ -70,6 +72,8 @@ class ServerState:
     settings: ServeSettings
     metrics: ServingMetrics
     loaded: LoadedModel | None = None
+    # What was loaded (modelserve.record), for GET /v1/model-record.
+    model_record: dict[str, Any] | None = None
     response_cache: ResponseCache | None = None
     generator: Generator | None = None
     load_error: str | None = None
@@ -635,6 +639,15 @@ def load_engine(state: ServerState, loop: asyncio.AbstractEventLoop) -> None:
             device=settings.device,
             max_model_len=settings.max_model_len,
         )
+        record = build_record(
+            uri=settings.model_uri,
+            served_model_name=settings.served_model_name,
+            config=loaded.model.config.to_dict(),
+            parameters=sum(p.numel() for p in loaded.model.parameters()),
+            context_length=loaded.max_model_len,
+            serving_dtype=settings.dtype,
+            directory=loaded.directory,
+        )
         batcher = ContinuousBatcher(
             loaded.model,
             loaded.tokenizer,
@@ -672,7 +685,7 @@ def load_engine(state: ServerState, loop: asyncio.AbstractEventLoop) -> None:
     )
 
     def publish() -> None:
-        state.loaded, state.generator = loaded, generator
+        state.loaded, state.generator, state.model_record = loaded, generator, record
         state.grammars, state.grammar_error = grammars, grammar_error
         logger.info("model %s loaded and warm; serving", settings.served_model_name)
 
@@ -765,6 +778,13 @@ def create_app(settings: ServeSettings) -> FastAPI:
                 }
             ],
         }
+
+    @app.get("/v1/model-record")
+    async def model_record() -> dict[str, Any]:
+        # The middleware answers 503 until the model is loaded, and the record comes with it.
+        if state.model_record is None:
+            raise errors.unavailable("the server has no model record yet")
+        return state.model_record
 
     @app.get("/health")
     async def health() -> Response:

@@ -28,6 +28,8 @@ class LoadedModel:
     max_model_len: int
     eos_token_ids: set[int]
     pad_token_id: int
+    # The local directory it was read from; None for a hub model.
+    directory: Path | None = None
 
 
 def _eos_token_ids(model: Any, tokenizer: Any) -> set[int]:
@@ -83,4 +85,5 @@ def load_model(
         max_model_len=context,
         eos_token_ids=_eos_token_ids(model, tokenizer),
         pad_token_id=int(pad_token_id),
+        directory=directory,
     )
