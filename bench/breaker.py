@@ -20,9 +20,8 @@ from pathlib import Path
 
 import httpx
 
-from local_server import MODEL_NAME, start_server
+from local_server import MODEL_NAME, bench_model, start_server
 from modelserve.loadgen import percentile
-from modelserve.tiny_model import TinyModelShape, make_tiny_model
 
 BREAKER_FAILURES = 5
 
@@ -58,14 +57,7 @@ def main() -> int:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="modelserve-breaker-bench-"))
-    shape = TinyModelShape(
-        hidden_size=args.hidden_size,
-        intermediate_size=args.hidden_size * 2,
-        num_hidden_layers=args.layers,
-        num_attention_heads=8,
-        num_key_value_heads=4,
-    )
-    model_dir = make_tiny_model(work / "model", seed=0, shape=shape)
+    model_dir = bench_model(work / "model", args.hidden_size, args.layers, 8)
     print(
         f"model: Llama-style, hidden {args.hidden_size}, {args.layers} layers, vocab 512, fp32; "
         f"{args.max_tokens} output tokens per request, non-streaming, greedy; "

@@ -11,8 +11,21 @@ from pathlib import Path
 import httpx
 
 from modelrollout_dev.processes import free_port
+from modelserve.tiny_model import TinyModelShape, make_tiny_model
 
 MODEL_NAME = "bench"
+
+
+def bench_model(directory: Path, hidden_size: int, layers: int, heads: int) -> Path:
+    """The benches' tiny random Llama-style model: FFN twice as wide, half as many KV heads."""
+    shape = TinyModelShape(
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads // 2,
+    )
+    return make_tiny_model(directory, seed=0, shape=shape)
 
 
 @dataclass

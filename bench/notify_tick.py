@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import statistics
 import threading
 import time
@@ -29,40 +28,12 @@ from tests.support.notify_receiver import notification_receiver
 from tests.unit.operator.builders import HEALTHY_ANSWERS, with_model_uri
 from tests.unit.operator.test_reconciler_ticks import FIRING, Cluster, canary_spec
 
+from hanging_sink import HangingSink
 from modelrollout.engine.reconciler import Reconciler
 from modelrollout.metrics import OperatorMetrics
 from modelrollout.notify.config import Target
 from modelrollout.notify.policy import RetryPolicy
 from modelrollout.notify.sender import Notifier
-
-
-class HangingSink:
-    """Accepts connections on loopback and never answers."""
-
-    def __init__(self) -> None:
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._held: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                self._held.append(self._listener.accept()[0])
-            except OSError:
-                return
-
-    @property
-    def accepted(self) -> int:
-        return len(self._held)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._listener.getsockname()[1]}/hook"
-
-    def close(self) -> None:
-        self._listener.close()
-        for connection in self._held:
-            connection.close()
 
 
 def rollback_ticks(runs: int, notifier: Notifier | None) -> list[float]:

@@ -22,10 +22,9 @@ from pathlib import Path
 
 import httpx
 
-from local_server import MODEL_NAME, start_server
+from local_server import MODEL_NAME, bench_model, start_server
 from modelserve.api.cache import CACHE_HEADER
 from modelserve.loadgen import percentile
-from modelserve.tiny_model import TinyModelShape, make_tiny_model
 
 
 def timed_requests(
@@ -61,14 +60,7 @@ def main() -> int:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="modelserve-cache-bench-"))
-    shape = TinyModelShape(
-        hidden_size=args.hidden_size,
-        intermediate_size=args.hidden_size * 2,
-        num_hidden_layers=args.layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-    )
-    model_dir = make_tiny_model(work / "model", seed=0, shape=shape)
+    model_dir = bench_model(work / "model", args.hidden_size, args.layers, 4)
     print(
         f"model: Llama-style, hidden {args.hidden_size}, {args.layers} layers, vocab 512, fp32; "
         f"{args.max_tokens} output tokens, greedy, non-streaming, one client, "

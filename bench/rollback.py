@@ -27,17 +27,16 @@ from __future__ import annotations
 
 import argparse
 import math
-import socket
 import statistics
 import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from kubernetes import config
 
+from hanging_sink import HangingSink
 from modelrollout.engine.revision import revision_of
 from modelrollout.kube.api import HTTPROUTES, MODELROLLOUTS, SECRETS, KubeApi
 from modelrollout.kube.labels import GROUP, VERSION
@@ -67,34 +66,6 @@ class BreachGauge:
     @property
     def address(self) -> str:
         return self._endpoint.address
-
-
-class HangingSink:
-    """Accepts connections on loopback and never answers: a notification sink that hangs."""
-
-    def __init__(self) -> None:
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._held: list[socket.socket] = []
-        self.accepted = 0
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                connection, _ = self._listener.accept()
-            except OSError:
-                return
-            self._held.append(connection)
-            self.accepted += 1
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._listener.getsockname()[1]}/hook"
-
-    def close(self) -> None:
-        self._listener.close()
-        for connection in self._held:
-            connection.close()
 
 
 # Set by main() with --hanging-sink: every rollout notifies it.

@@ -18,9 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from local_server import MODEL_NAME, Server, start_server
+from local_server import MODEL_NAME, Server, bench_model, start_server
 from modelserve.loadgen import LoadConfig, LoadResult, Target, run_load
-from modelserve.tiny_model import TinyModelShape, make_tiny_model
 
 CONCURRENCIES = (1, 8, 32)
 
@@ -61,14 +60,7 @@ def main() -> int:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="modelserve-bench-"))
-    shape = TinyModelShape(
-        hidden_size=args.hidden_size,
-        intermediate_size=args.hidden_size * 2,
-        num_hidden_layers=args.layers,
-        num_attention_heads=8,
-        num_key_value_heads=4,
-    )
-    model_dir = make_tiny_model(work / "model", seed=0, shape=shape)
+    model_dir = bench_model(work / "model", args.hidden_size, args.layers, 8)
     print(
         f"model: Llama-style, hidden {args.hidden_size}, {args.layers} layers, vocab 512, fp32; "
         f"{args.max_tokens} output tokens per request, streaming, greedy; "

@@ -33,10 +33,9 @@ import httpx
 import torch
 import xgrammar as xgr
 
-from local_server import MODEL_NAME, start_server
+from local_server import MODEL_NAME, bench_model, start_server
 from modelserve.engine.structured import GrammarState, OutputGrammar, allowed_bits, mask_disallowed
 from modelserve.loadgen import percentile
-from modelserve.tiny_model import TinyModelShape, make_tiny_model
 
 # Both schemas need more than max_tokens tokens, so every case decodes exactly max_tokens
 # tokens (finish_reason "length"): the same batch occupancy, the same work but the mask.
@@ -182,14 +181,7 @@ def main() -> int:
 def server_cases(args: argparse.Namespace) -> None:
     """Part 1: the server, free text against the two schemas."""
     work = Path(tempfile.mkdtemp(prefix="modelserve-structured-bench-"))
-    shape = TinyModelShape(
-        hidden_size=args.hidden_size,
-        intermediate_size=args.hidden_size * 2,
-        num_hidden_layers=args.layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-    )
-    model_dir = make_tiny_model(work / "model", seed=0, shape=shape)
+    model_dir = bench_model(work / "model", args.hidden_size, args.layers, 4)
     print(
         f"model: Llama-style, hidden {args.hidden_size}, {args.layers} layers, vocab 512, fp32; "
         f"greedy chat, streaming, max_tokens {args.max_tokens}; device {args.device}; "
