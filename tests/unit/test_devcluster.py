@@ -157,6 +157,10 @@ def test_prometheus_discovers_targets_and_rules_from_the_given_folders(tmp_path:
     (scrape,) = config["scrape_configs"]
     assert scrape["file_sd_configs"][0]["files"] == [str(tmp_path / "sd" / "*.json")]
     assert config["rule_files"] == [str(tmp_path / "rules" / "*.yml")]
+    (alertmanagers,) = config["alerting"]["alertmanagers"]
+    assert alertmanagers["file_sd_configs"][0]["files"] == [
+        str(tmp_path / "sd" / "alertmanagers" / "*.json")
+    ]
 
 
 def test_prometheus_discovers_serving_pods_with_the_charts_own_scrape_job(tmp_path: Path) -> None:
