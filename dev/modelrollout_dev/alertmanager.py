@@ -43,17 +43,30 @@ def alertmanager_config(
     group_interval: str = "1s",
     repeat_interval: str = "1h",
     send_resolved: bool = True,
+    matchers: list[str] | None = None,
 ) -> dict[str, Any]:
-    """One route, every alert to the operator's receiver, grouped per alert and revision."""
+    """Alerts to the operator's receiver, grouped per alert and revision.
+
+    With `matchers`, only the alerts that match them; the others go to a receiver
+    that sends nothing.
+    """
+    route: dict[str, Any] = {
+        "receiver": "modelrollout",
+        "group_by": ["alertname", "namespace", "rollout", "revision"],
+        "group_wait": group_wait,
+        "group_interval": group_interval,
+        "repeat_interval": repeat_interval,
+    }
+    if matchers is not None:
+        route = {
+            **route,
+            "receiver": "none",
+            "routes": [{"receiver": "modelrollout", "matchers": matchers}],
+        }
     return {
-        "route": {
-            "receiver": "modelrollout",
-            "group_by": ["alertname", "namespace", "rollout", "revision"],
-            "group_wait": group_wait,
-            "group_interval": group_interval,
-            "repeat_interval": repeat_interval,
-        },
+        "route": route,
         "receivers": [
+            {"name": "none"},
             {
                 "name": "modelrollout",
                 "webhook_configs": [
@@ -69,7 +82,7 @@ def alertmanager_config(
                         },
                     }
                 ],
-            }
+            },
         ],
     }
 
