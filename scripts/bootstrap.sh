@@ -10,6 +10,8 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 missing_packages=()
 command -v prometheus >/dev/null 2>&1 || missing_packages+=(prometheus)
 command -v lua5.4 >/dev/null 2>&1 || missing_packages+=(lua5.4)
+# A real Alertmanager pushing to the operator's receiver (tests/e2e/test_alertmanager_push.py).
+command -v prometheus-alertmanager >/dev/null 2>&1 || missing_packages+=(prometheus-alertmanager)
 # `ip netns`: the local cluster's pod network (modelrollout_dev.podnetwork).
 command -v ip >/dev/null 2>&1 || missing_packages+=(iproute2)
 # The dashboard's browser tests (pytest -m browser): headless Chromium and its WebDriver.

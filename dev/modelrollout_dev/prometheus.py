@@ -33,6 +33,8 @@ SCRAPE_INTERVAL = "1s"
 CHART_FILES = Path(__file__).resolve().parents[2] / "charts" / "modelrollout" / "files"
 MODEL_PODS_JOB = CHART_FILES / "model-pods.scrape.yaml"
 
+ALERTMANAGERS_DIR = "alertmanagers"
+
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}$")
 
 
@@ -65,6 +67,20 @@ def prometheus_config(sd_dir: Path, rules_dir: Path, kubeconfig: Path | None) ->
     config = {
         "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
         "rule_files": [str(rules_dir / "*.yml")],
+        # Alertmanagers are registered through files too (register_alertmanager):
+        # one started for a test is used within a second, with no reload.
+        "alerting": {
+            "alertmanagers": [
+                {
+                    "file_sd_configs": [
+                        {
+                            "files": [str(sd_dir / ALERTMANAGERS_DIR / "*.json")],
+                            "refresh_interval": SCRAPE_INTERVAL,
+                        }
+                    ]
+                }
+            ]
+        },
         "scrape_configs": [
             *([model_pods_job(kubeconfig)] if kubeconfig else []),
             {
@@ -99,6 +115,19 @@ class PrometheusHandle:
 
     def unregister_target(self, name: str) -> None:
         (self.sd_dir / f"{name}.json").unlink(missing_ok=True)
+
+    def register_alertmanager(self, name: str, address: str) -> None:
+        """Send the rules' alerts to the Alertmanager at `address` (host:port) as well."""
+        if not _TARGET_NAME.match(name):
+            raise ValueError(f"alertmanager name {name!r} must match {_TARGET_NAME.pattern}")
+        directory = self.sd_dir / ALERTMANAGERS_DIR
+        directory.mkdir(exist_ok=True)
+        tmp = directory / f".{name}.json.tmp"
+        tmp.write_text(json.dumps([{"targets": [address]}]))
+        os.replace(tmp, directory / f"{name}.json")
+
+    def unregister_alertmanager(self, name: str) -> None:
+        (self.sd_dir / ALERTMANAGERS_DIR / f"{name}.json").unlink(missing_ok=True)
 
     def write_rules(self, name: str, rules_yaml: str) -> None:
         """Install an alerting/recording rule file and make Prometheus load it now."""

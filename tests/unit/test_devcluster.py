@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 
+from modelrollout_dev.alertmanager import alertmanager_config
 from modelrollout_dev.load import served_revision
 from modelrollout_dev.nodes import GPU_RESOURCE, cluster_nodes
 from modelrollout_dev.podnetwork import PodNetwork
@@ -157,6 +159,10 @@ def test_prometheus_discovers_targets_and_rules_from_the_given_folders(tmp_path:
     (scrape,) = config["scrape_configs"]
     assert scrape["file_sd_configs"][0]["files"] == [str(tmp_path / "sd" / "*.json")]
     assert config["rule_files"] == [str(tmp_path / "rules" / "*.yml")]
+    (alertmanagers,) = config["alerting"]["alertmanagers"]
+    assert alertmanagers["file_sd_configs"][0]["files"] == [
+        str(tmp_path / "sd" / "alertmanagers" / "*.json")
+    ]
 
 
 def test_prometheus_discovers_serving_pods_with_the_charts_own_scrape_job(tmp_path: Path) -> None:
@@ -240,3 +246,26 @@ def test_an_answer_is_counted_for_the_revision_of_the_pod_that_gave_it() -> None
     for pod in ("other-4b4e49c77f-7d9f8c6b5-x2k4q", "chat-4b4e49c77f", ""):
         assert served_revision(headers(x_modelserve_pod=pod), "chat") == "none"
     assert served_revision(headers(), "chat") == "none"
+
+
+def test_the_local_alertmanagers_configuration_routes_to_the_receiver_with_the_token(
+    tmp_path: Path,
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("t")
+    for matchers in (None, ['path="pushed"']):
+        config = alertmanager_config("http://127.0.0.1:1/alerts", token_file, matchers=matchers)
+        route = config["route"] if matchers is None else config["route"]["routes"][0]
+        assert route["receiver"] == "modelrollout"
+        assert config["route"]["group_wait"] == "0s"
+        (webhook,) = next(r for r in config["receivers"] if r["name"] == "modelrollout")[
+            "webhook_configs"
+        ]
+        assert webhook["http_config"]["authorization"]["credentials_file"] == str(token_file)
+        config_file = tmp_path / "alertmanager.yml"
+        config_file.write_text(yaml.safe_dump(config))
+        # Alertmanager's own checker accepts it.
+        checked = subprocess.run(
+            ["amtool", "check-config", str(config_file)], capture_output=True, text=True
+        )
+        assert checked.returncode == 0, checked.stdout + checked.stderr
