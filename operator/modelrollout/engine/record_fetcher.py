@@ -27,7 +27,7 @@ from modelrollout.kube.labels import label_selector, selector_labels
 from modelrollout.kube.workloads import RolloutRef
 
 RECORD_PATH = "/v1/model-record"
-MAX_ATTEMPTS = 5
+MAX_ATTEMPTS = 6
 MAX_BYTES = 8192
 FIRST_RETRY_SECONDS = 2.0
 logger = logging.getLogger("modelrollout")
