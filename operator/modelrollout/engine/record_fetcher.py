@@ -110,7 +110,7 @@ class RecordFetcher:
         except KubeApiError:
             return None
         for pod in pods:
-            address = _address(pod)
+            address = pod_address(pod)
             if address is None:
                 continue
             try:
@@ -132,7 +132,7 @@ class RecordFetcher:
         return None
 
 
-def _address(pod: Mapping[str, Any]) -> str | None:
+def pod_address(pod: Mapping[str, Any]) -> str | None:
     """HOST:PORT of a Ready pod's `http` container port; None for a pod not serving."""
     ip = pod.get("status", {}).get("podIP")
     if not ip or not is_ready(pod):

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from modelrollout.engine.model_record import MAX_GATES, fold_records, wants_report
+from modelrollout.engine.record_fetcher import pod_address
 from modelrollout.engine.revision import revision_of
 from modelrollout.models import ModelRolloutStatus
 from modelrollout.models.status import GateStatus
@@ -152,3 +153,22 @@ def test_gates_are_capped_and_clipped() -> None:
 def test_a_status_without_history_is_left_alone() -> None:
     status = ModelRolloutStatus()
     assert fold_records(status, {"x": reported()}) is status
+
+
+def pod(ready: bool = True, ip: str | None = "10.244.0.7", port: int = 8000) -> dict[str, Any]:
+    return {
+        "spec": {
+            "containers": [{"name": "server", "ports": [{"name": "http", "containerPort": port}]}]
+        },
+        "status": {
+            "podIP": ip,
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        },
+    }
+
+
+def test_the_record_is_fetched_from_a_ready_pods_own_http_port() -> None:
+    assert pod_address(pod()) == "10.244.0.7:8000"
+    assert pod_address(pod(ip="fd00::7", port=9000)) == "[fd00::7]:9000"
+    assert pod_address(pod(ready=False)) is None
+    assert pod_address(pod(ip=None)) is None
