@@ -23,9 +23,11 @@ import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import yaml
+
+from modelrollout.models.uri import clip as clip_to
+from modelrollout.models.uri import redact_uri
 
 RECORD_LIMIT = 2048
 STRING_LIMIT = 128
@@ -34,14 +36,7 @@ _CHUNK = 1 << 20
 
 
 def clip(text: str, limit: int = STRING_LIMIT) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def redact_uri(uri: str) -> str:
-    """`uri` without user, password, query or fragment (hf://org/name@rev keeps its revision)."""
-    parts = urlsplit(uri)
-    host = parts.netloc.rpartition("@")[2]
-    return clip(urlunsplit((parts.scheme, host, parts.path, "", "")), 256)
+    return clip_to(text, limit)
 
 
 def license_from_card(card: str) -> str | None:

@@ -52,9 +52,11 @@ from modelrollout.engine.evaluation import (
     observe_evaluation,
 )
 from modelrollout.engine.load import converge_load, load_services
+from modelrollout.engine.model_record import wants_report
 from modelrollout.engine.notifications import Notification, derive_notifications
 from modelrollout.engine.parsed_specs import ParsedSpec, ParsedSpecs
 from modelrollout.engine.podspec import build_pod_metadata, build_pod_spec
+from modelrollout.engine.record_fetcher import RecordFetcher
 from modelrollout.engine.revision import revision_to_mark, serving_revision
 from modelrollout.engine.step_event import fold_events
 from modelrollout.engine.strategies import canary
@@ -121,8 +123,11 @@ class Reconciler:
         evaluation_image: str | None = None,
         pushed_alerts: PushedAlerts | None = None,
         notify: NotificationSink | None = None,
+        records: RecordFetcher | None = None,
     ) -> None:
         self._notify = notify
+        # Fetches torch revisions' /v1/model-record off the tick; None: no server records.
+        self._records = records
         self._metrics = metrics or OperatorMetrics()
         # Firing alerts Alertmanager pushed (alert_receiver.py), taken by the next evaluation.
         self._pushed_alerts = pushed_alerts or PushedAlerts()
@@ -153,6 +158,10 @@ class Reconciler:
         self._specs = ParsedSpecs()
         self._check_refresh_seconds = check_refresh_seconds
         self._evaluation_image = evaluation_image
+
+    def close(self) -> None:
+        if self._records is not None:
+            self._records.close()
 
     @staticmethod
     def has_pending_command(body: dict[str, Any]) -> bool:
@@ -320,6 +329,7 @@ class Reconciler:
             else None,
             evaluation=observe_evaluation(self._api, rollout, spec, status),
             router_capabilities=router.capabilities,
+            model_records=self._fetched_records(rollout.uid, status),
         )
         decision = canary.decide(spec, status.with_checks(checks), observations)
         changed_checks = check_events(status.checks, checks)
@@ -371,6 +381,7 @@ class Reconciler:
                 f"each revision from spec.runtime.replicas and set it back to {foreign.planned}: "
                 f"scale the ModelRollout instead (its scale subresource)",
             )
+        self._want_records(rollout, spec, spec_revision, new_status, observations)
         ended = ended_evaluation(spec, status, new_status)
         if ended is not None:
             end_evaluation(
@@ -398,6 +409,34 @@ class Reconciler:
         self._decided[rollout.uid] = LastDecision(
             new_status, now, next_timer(spec, new_status, now)
         )
+
+    def _fetched_records(self, uid: str, status: ModelRolloutStatus) -> dict[str, dict[str, Any]]:
+        if self._records is None:
+            return {}
+        running = (status.stable_revision, status.canary_revision, status.previous_revision)
+        return self._records.records(uid, [r for r in running if r is not None])
+
+    def _want_records(
+        self,
+        rollout: RolloutRef,
+        spec: ModelRolloutSpec,
+        spec_revision: str,
+        status: ModelRolloutStatus,
+        observations: Observations,
+    ) -> None:
+        """Ask for the server record of each torch revision with a Ready pod that lacks one."""
+        if self._records is None:
+            return
+        engines = {e.revision: e.record.engine for e in status.history if e.record is not None}
+        engines[spec_revision] = spec.runtime.engine
+        for seen in (observations.stable, observations.canary):
+            if (
+                seen is not None
+                and seen.ready_replicas > 0
+                and engines.get(seen.revision) == "torch"
+                and wants_report(status, seen.revision)
+            ):
+                self._records.wanted(rollout, seen.revision)
 
     def _hand_over_notifications(
         self,

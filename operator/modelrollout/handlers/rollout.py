@@ -32,6 +32,7 @@ from prometheus_client import start_http_server
 from modelrollout.alert_receiver import AlertReceiver, RolloutView
 from modelrollout.analysis.pushed import PushedAlerts
 from modelrollout.engine.reconciler import Reconciler
+from modelrollout.engine.record_fetcher import RecordFetcher
 from modelrollout.engine.timing import progress_marker, tick_period
 from modelrollout.kube.api import MODELROLLOUTS, KubeApi, KubeApiError
 from modelrollout.kube.cache import CachedKubeApi
@@ -215,6 +216,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         operator_settings.notification_queue_size,
         asyncio.get_running_loop(),
     )
+    # Torch revisions' /v1/model-record, fetched off the tick (engine/record_fetcher.py).
+    records = RecordFetcher(api)
     reconciler = Reconciler(
         api,
         metrics=metrics,
@@ -223,6 +226,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         evaluation_image=operator_settings.evaluation_image,
         pushed_alerts=pushed,
         notify=notifier.submit,
+        records=records,
     )
     elector = None
     if operator_settings.leader_election:
@@ -235,6 +239,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         partial(_tick_period, reconciler, operator_settings, elector),
     )
     api.set_change_sink(scheduler.wake)
+    records.wake = scheduler.wake
     operator = Operator(api, reconciler, scheduler, elector)
     if elector is not None:
         operator.background.append(asyncio.create_task(elector.run(), name="leader-election"))
@@ -257,6 +262,7 @@ async def stop_ticking(memo: kopf.Memo, **_: Any) -> None:
     for task in operator.background:
         task.cancel()
     operator.api.stop()
+    operator.reconciler.close()
     if operator.elector is not None:
         await asyncio.to_thread(operator.elector.release)
 

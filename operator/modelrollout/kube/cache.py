@@ -152,9 +152,10 @@ def _slim(obj: dict[str, Any]) -> dict[str, Any]:
 
     managedFields is often half an object's size and nothing here reads it. Of
     a pod (there are thousands, cluster-wide) only what capacity planning, the
-    unschedulable check, relabeling and the evaluation step read: labels, node,
-    resources, phase, conditions and the containers' terminated states (an
-    evaluation Job's result is its container's termination message).
+    unschedulable check, relabeling, the evaluation step and the model-record
+    fetch read: labels, node, resources, ports, phase, pod IP, conditions and
+    the containers' terminated states (an evaluation Job's result is its
+    container's termination message).
     """
     metadata = obj.get("metadata", {})
     metadata.pop("managedFields", None)
@@ -167,12 +168,17 @@ def _slim(obj: dict[str, Any]) -> dict[str, Any]:
         "spec": {
             "nodeName": spec.get("nodeName"),
             "containers": [
-                {"name": c.get("name"), "resources": c.get("resources") or {}}
+                {
+                    "name": c.get("name"),
+                    "resources": c.get("resources") or {},
+                    "ports": c.get("ports") or [],
+                }
                 for c in spec.get("containers") or []
             ],
         },
         "status": {
             "phase": status.get("phase"),
+            "podIP": status.get("podIP"),
             "conditions": status.get("conditions") or [],
             "containerStatuses": [
                 {"name": c.get("name"), "state": {"terminated": c["state"]["terminated"]}}

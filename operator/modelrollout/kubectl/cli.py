@@ -33,6 +33,7 @@ from modelrollout.kubectl.render import (
     refusal,
     render_get,
     render_history,
+    render_history_details,
     render_list,
     undo_patch,
     undo_target,
@@ -226,7 +227,7 @@ def cmd_history(target: Target, args: argparse.Namespace) -> int:
     if not rollout.status.history:
         print(f"No history for {target.where(args.name)} yet.", file=sys.stderr)
         return 0
-    print(render_history(rollout))
+    print(render_history_details(rollout) if args.details else render_history(rollout))
     return 0
 
 
@@ -326,6 +327,11 @@ def build_parser() -> argparse.ArgumentParser:
         add(name, cmd_command, help_text).add_argument("name", metavar="NAME")
     history = add("history", cmd_history, "the revisions rolled out, newest first")
     history.add_argument("name", metavar="NAME")
+    history.add_argument(
+        "--details",
+        action="store_true",
+        help="each revision's model record: what the spec said and what its server reported",
+    )
     undo = add("undo", cmd_undo, "set the spec back to an earlier revision's model and runtime")
     undo.add_argument("name", metavar="NAME")
     undo.add_argument(

@@ -455,6 +455,75 @@ def render_history(rollout: Rollout) -> str:
     return "\n".join(table(["REVISION", "MODEL", "OUTCOME", "AT", "REASON"], rows))
 
 
+def render_history_details(rollout: Rollout) -> str:
+    """Each revision of status.history with its model record, newest first."""
+    entries = sorted(rollout.status.history, key=lambda entry: entry.at, reverse=True)
+    return "\n\n".join(_entry_details(entry) for entry in entries)
+
+
+def _entry_details(entry: HistoryEntry) -> str:
+    lines = [
+        f"Revision {entry.revision}: {entry.outcome} at {timestamp(entry.at)}"
+        + (f" ({entry.reason})" if entry.reason else "")
+    ]
+    record = entry.record
+    if record is None:
+        lines.append("  (no model record: written by an operator that did not keep one)")
+        return "\n".join(lines)
+    fields: list[tuple[str, object]] = [
+        ("URI", record.uri),
+        ("Name", record.name),
+        ("Engine", record.engine),
+        ("Image", record.image),
+    ]
+    if record.reported:
+        quant = record.quantization
+        weights = record.weights
+        fields += [
+            ("Architecture", record.architecture),
+            ("Model type", record.model_type),
+            ("Parameters", f"{record.parameters:,}" if record.parameters is not None else None),
+            ("Context length", record.context_length),
+            ("Dtype", record.dtype),
+            ("Serving dtype", record.serving_dtype),
+            (
+                "Quantization",
+                " ".join(
+                    part
+                    for part in (
+                        quant.method,
+                        f"{quant.bits}-bit" if quant.bits else "",
+                        f"group {quant.group_size}" if quant.group_size else "",
+                    )
+                    if part
+                )
+                if quant
+                else "none",
+            ),
+            ("License", record.license),
+            (
+                "Weights",
+                f"{weights.digest} ({weights.files} files, {weights.bytes:,} bytes)"
+                if weights
+                else None,
+            ),
+        ]
+    else:
+        server = "the server's record not fetched yet" if record.engine == "torch" else None
+        fields.append(("Server record", server or f"none (engine {record.engine or '?'})"))
+    lines += [
+        f"  {label + ':':<16}{value if value not in (None, '') else '-'}" for label, value in fields
+    ]
+    if record.gates:
+        lines.append("  Quality gates:")
+        for gate in record.gates:
+            value = f" {gate.value:g}" if gate.value is not None else ""
+            verdict = "passed" if gate.passed else "FAILED"
+            threshold = f" (wants {gate.threshold})" if gate.threshold else ""
+            lines.append(f"    {gate.name}: {verdict}{value}{threshold}")
+    return "\n".join(lines)
+
+
 # -- commands -------------------------------------------------------------------
 
 

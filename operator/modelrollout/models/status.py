@@ -144,6 +144,65 @@ class Condition(StatusModel):
     """When status last changed."""
 
 
+class RecordQuantization(StatusModel):
+    """How the weights are quantized, from config.json's quantization_config."""
+
+    method: str
+    """GPTQ, AWQ, bitsandbytes, ..."""
+    bits: int | None = None
+    """Bits per weight."""
+    group_size: int | None = None
+    """Quantization group size."""
+
+
+class RecordWeights(StatusModel):
+    """The weight files the server loaded."""
+
+    digest: str
+    """sha256: over the weight files' names and SHA-256 digests, sorted by name."""
+    files: int = Field(default=0, ge=0)
+    """How many weight files."""
+    bytes: int = Field(default=0, ge=0)
+    """Their total size in bytes."""
+
+
+class ModelRecord(StatusModel):
+    """What a revision's model is: what its spec says and, for engine torch, what its server
+    reported (GET /v1/model-record once its first pod was Ready). Bounded: strings clipped, at
+    most 16 gates; never a credential (the URI loses user, password, query and fragment)."""
+
+    uri: str
+    """spec.model.uri without credentials."""
+    name: str = ""
+    """spec.model.name, the name clients send."""
+    engine: str = ""
+    """spec.runtime.engine."""
+    image: str = ""
+    """spec.runtime.image."""
+    reported: bool = False
+    """Whether the server's own record was folded in (the fields below)."""
+    architecture: str | None = None
+    """config.json's architectures[0]."""
+    model_type: str | None = None
+    """config.json's model_type."""
+    parameters: int | None = None
+    """Number of parameters."""
+    context_length: int | None = None
+    """Context length the server allows."""
+    dtype: str | None = None
+    """The dtype the checkpoint declares."""
+    serving_dtype: str | None = None
+    """The dtype the server computes in."""
+    quantization: RecordQuantization | None = None
+    """How the weights are quantized, if they are."""
+    license: str | None = None
+    """The model card's license, else config.json's."""
+    weights: RecordWeights | None = None
+    """Digest of the loaded weight files; absent for a model read from a hub."""
+    gates: tuple[GateStatus, ...] = ()
+    """The quality gates the rollout measured on this revision."""
+
+
 class HistoryEntry(StatusModel):
     """One revision's outcome, newest first in `status.history`.
 
@@ -165,6 +224,8 @@ class HistoryEntry(StatusModel):
     """Why, in words."""
     spec: Annotated[dict[str, Any], Field(json_schema_extra=FREE_FORM)] | None = None
     """The revision's model and runtime as written (defaults left out), for undo."""
+    record: ModelRecord | None = None
+    """What the revision's model is (`kubectl modelrollout history NAME --details`)."""
 
 
 class ModelRolloutStatus(StatusModel):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 DEFAULT_PVC_MOUNT_ROOT = "/models"
 
@@ -120,3 +120,19 @@ def resolve_local_directory(
     if isinstance(source, PVCModel):
         return source.mounted_path(pvc_mount_root)
     return None
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters (an ellipsis marks a cut)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def redact_uri(uri: str) -> str:
+    """`uri` without user, password, query or fragment (hf://org/name@rev keeps its revision).
+
+    Signed URLs carry their credentials in the query; what is left is safe to
+    show in status, records and logs. At most 256 characters.
+    """
+    parts = urlsplit(uri)
+    host = parts.netloc.rpartition("@")[2]
+    return clip(urlunsplit((parts.scheme, host, parts.path, "", "")), 256)

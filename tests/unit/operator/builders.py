@@ -167,6 +167,8 @@ class World:
     evaluation: EvaluationResult | None = None
     # Ready pods of the revision a promotion keeps warm (status.previousRevision).
     previous_ready: int = 2
+    # What each revision's server reported at /v1/model-record, by revision.
+    model_records: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -231,6 +233,7 @@ class Rollout:
             if self.router_capabilities is None
             else self.router_capabilities,
             previous=previous,
+            model_records=dict(world.model_records),
         )
 
     def tick(self, after: float = 0, commands: Commands | None = None) -> Decision:

@@ -25,6 +25,7 @@ from modelrollout.kubectl.render import (
     refusal,
     render_get,
     render_history,
+    render_history_details,
     render_list,
     timestamp,
     undo_patch,
@@ -360,6 +361,33 @@ def test_history_lists_newest_first() -> None:
         [revision_of(parse_spec(spec)), V2, "Promoted"],
         [revision_of(parse_spec(example_spec())), example_spec()["model"]["uri"], "Promoted"],
     ]
+
+
+def test_history_details_show_each_revisions_record() -> None:
+    sim, spec = canary_v2(0)
+    new = revision_of(parse_spec(spec))
+    sim.world.model_records = {
+        new: {
+            "architecture": "LlamaForCausalLM",
+            "parameters": 1234567,
+            "contextLength": 2048,
+            "quantization": {"method": "gptq", "bits": 4, "groupSize": 64},
+            "license": "apache-2.0",
+            "weights": {"digest": "sha256:abc", "files": 2, "bytes": 1000},
+        }
+    }
+    sim.run_until("Succeeded")
+    text = render_history_details(Rollout.of(body_of(sim, spec)))
+    newer, older = text.split("\n\n")
+    assert newer.startswith(f"Revision {new}: Promoted at ")
+    assert f"URI:            {V2}" in newer
+    assert "Engine:         vllm" in newer
+    assert "Parameters:     1,234,567" in newer
+    assert "Quantization:   gptq 4-bit group 64" in newer
+    assert "Weights:        sha256:abc (2 files, 1,000 bytes)" in newer
+    assert "License:        apache-2.0" in newer
+    assert older.startswith(f"Revision {revision_of(parse_spec(example_spec()))}: Promoted")
+    assert "Server record:  none (engine vllm)" in older
 
 
 @pytest.mark.parametrize(

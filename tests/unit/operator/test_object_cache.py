@@ -165,11 +165,21 @@ def test_cached_pods_keep_only_what_the_operator_reads() -> None:
     pod["spec"] = {
         "nodeName": "gpu-0",
         "containers": [
-            {"name": "server", "image": "x", "resources": {"limits": {"nvidia.com/gpu": "1"}}}
+            {
+                "name": "server",
+                "image": "x",
+                "resources": {"limits": {"nvidia.com/gpu": "1"}},
+                "ports": [{"name": "http", "containerPort": 8000}],
+            }
         ],
         "volumes": [{"name": "big"}],
     }
-    pod["status"] = {"phase": "Running", "conditions": [{"type": "Ready"}], "podIPs": ["a"]}
+    pod["status"] = {
+        "phase": "Running",
+        "conditions": [{"type": "Ready"}],
+        "podIP": "10.0.0.1",
+        "podIPs": [{"ip": "10.0.0.1"}],
+    }
     pods.apply("ADDED", pod)
     kept = pods.get("p")
     assert kept == {
@@ -182,9 +192,20 @@ def test_cached_pods_keep_only_what_the_operator_reads() -> None:
         },
         "spec": {
             "nodeName": "gpu-0",
-            "containers": [{"name": "server", "resources": {"limits": {"nvidia.com/gpu": "1"}}}],
+            "containers": [
+                {
+                    "name": "server",
+                    "resources": {"limits": {"nvidia.com/gpu": "1"}},
+                    "ports": [{"name": "http", "containerPort": 8000}],
+                }
+            ],
         },
-        "status": {"phase": "Running", "conditions": [{"type": "Ready"}], "containerStatuses": []},
+        "status": {
+            "phase": "Running",
+            "podIP": "10.0.0.1",
+            "conditions": [{"type": "Ready"}],
+            "containerStatuses": [],
+        },
     }
 
 

@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 from modelrollout.analysis.assessment import AnalysisVerdict, pending_checks
 from modelrollout.analysis.runner import awaits_traffic
+from modelrollout.engine.model_record import fold_records
 from modelrollout.engine.redaction import redacted_spec
 from modelrollout.engine.strategies.bluegreen import (
     is_blue_green,
@@ -87,7 +88,7 @@ def decide(spec: ModelRolloutSpec, status: ModelRolloutStatus, obs: Observations
     else:
         tick.canary_running()
     tick.report_stable_availability()
-    return Decision(tick.status, tick.events, tick.rollback_now)
+    return Decision(fold_records(tick.status, obs.model_records), tick.events, tick.rollback_now)
 
 
 def describe_step(step: CanaryStep) -> str:

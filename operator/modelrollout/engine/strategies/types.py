@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from modelrollout.analysis.assessment import AnalysisVerdict
 from modelrollout.models.status import GateStatus, ModelRolloutStatus
@@ -109,6 +109,9 @@ class Observations:
     router_capabilities: RouterCapabilities = frozenset()
     # The revision the last promotion kept warm (status.previousRevision), if it has a Deployment.
     previous: RevisionObservation | None = None
+    # What each revision's server reported at GET /v1/model-record (engine/model_record.py),
+    # by revision: fetched off the tick once its first pod was Ready.
+    model_records: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
