@@ -36,6 +36,8 @@ GATEWAY_API_VERSION = "v1.4.1"
 INFERENCE_EXTENSION_MODULE = "sigs.k8s.io/gateway-api-inference-extension"
 INFERENCE_EXTENSION_VERSION = "v1.6.2"
 HELM_VERSION = "v3.22.0"
+# The real node's cluster DNS (realnode.py); its module has no replace lines: `go install`.
+COREDNS_VERSION = "v1.12.1"
 # Argo CD v3.6 needs go >= 1.27 (newer than this machine's); Go fetches this one from the proxy.
 ARGOCD_GO_TOOLCHAIN = "go1.27.4"
 ARGOCD_CHECK_SOURCE = Path(__file__).resolve().parents[1] / "argocd-check"
@@ -275,6 +277,15 @@ def ensure_node_binaries() -> dict[str, Path]:
         packages = [f"k8s.io/kubernetes/cmd/{name}" for name in NODE_COMMANDS]
         _build_in_wrapper(go_mod, packages, _node_dir(), kubernetes_ldflags(KUBERNETES_VERSION))
     return binaries
+
+
+def ensure_coredns() -> Path:
+    """CoreDNS, the real node's cluster DNS, built from its module on first use."""
+    directory = cache_root() / "bin" / f"coredns-{COREDNS_VERSION}"
+    binary = directory / "coredns"
+    if not binary.is_file():
+        _go_install([f"github.com/coredns/coredns@{COREDNS_VERSION}"], directory)
+    return binary
 
 
 def build_etcd() -> None:
