@@ -60,11 +60,14 @@ NODE_GPUS = 4
 # in /models/v1..v3, and the operator's.
 SERVING_IMAGE = "localhost/modelrollout/modelserve:e2e"
 OPERATOR_IMAGE = "localhost/modelrollout/operator:dev"
+# `make images-vllm`: vLLM's CPU build, with tiny models in /models/vllm-v1..v2.
+VLLM_IMAGE = "localhost/modelrollout/vllm-cpu:e2e"
 
 
-def serving_image_model(index: int) -> str:
-    """The URI of the serving image's `index`th tiny model (from 0)."""
-    return f"file:///models/v{index + 1}"
+def serving_image_model(index: int, shape: str = "") -> str:
+    """The URI of the serving image's `index`th tiny model (from 0); shape "vllm": of those
+    in the shape vLLM's CPU build serves, which the vLLM image holds too."""
+    return f"file:///models/{shape}{'-' if shape else ''}v{index + 1}"
 
 
 PAUSE_VERSION = "3.10"
