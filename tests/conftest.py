@@ -52,6 +52,17 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         toolchain.ensure_coredns()
 
 
+# The first real-node test starts the node and copies the images into it: 7.6 GB for the
+# serving image took from 3 to 10 minutes here, with the machine's disk shared.
+REAL_NODE_TIMEOUT_S = 2400
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("realnode") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(REAL_NODE_TIMEOUT_S))
+
+
 # Markers out of the default selection (pyproject's addopts): what they need, how to run them.
 OPT_IN_MARKERS = {
     "realnode": "the real node (`make images`, Debian's containerd): "
