@@ -1,4 +1,4 @@
-.PHONY: demo test images e2e-kind crds reference
+.PHONY: demo test images images-vllm e2e-kind crds reference
 
 demo:
 	bash scripts/demo.sh
@@ -9,6 +9,10 @@ test:
 # operator, modelserve and modelserve:e2e, with docker or else podman (docs/development.md, "Images").
 images:
 	bash scripts/build-images.sh
+
+# The above, then vLLM's CPU build as images of its own (vllm-cpu:dev, vllm-cpu:e2e).
+images-vllm:
+	bash scripts/build-images.sh vllm
 
 # Needs Docker and kind; cannot run on the development machine (see README).
 e2e-kind:

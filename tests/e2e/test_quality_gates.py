@@ -8,11 +8,15 @@ revisions those Services select, and reports the result as the kubelet would
 (the container's termination message). The operator, the API server, the Job
 controller, the models and the suite are real; the operator reads the result
 from the pod's status as it would in any cluster.
+
+The same test runs on the real node (marker `realnode`): there the kubelet runs
+the serving pods and the Job's pod from the project's image, and `modelserve
+eval` finds the revisions' Services through the cluster DNS, with nothing
+standing in.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,9 +24,8 @@ import yaml
 from kubernetes import client
 
 from modelrollout_dev.operator_process import OperatorProcess
-from modelrollout_dev.podprocesses import PodProcesses
-from tests.e2e.test_canary_traffic import wait_for_servers
 from tests.support.rollouts import Rollouts, rollout_manifest
+from tests.support.serving_placement import ServingPlacement
 
 pytestmark = [pytest.mark.e2e, pytest.mark.localharness]
 
@@ -58,24 +61,24 @@ def gate_suite(kube_api_client: client.ApiClient, namespace: str) -> dict[str, A
 def test_an_identical_model_passes_the_gates_and_different_weights_are_rolled_back(
     rollouts: Rollouts,
     operator_process: OperatorProcess,
-    pods: PodProcesses,
-    tiny_models: list[Path],
+    serving: ServingPlacement,
     gate_suite: dict[str, Any],
 ) -> None:
-    steps = [{"evaluation": gate_suite}]
+    steps = [{"evaluation": {**gate_suite, **serving.job_placement()}}]
     v1 = rollout_manifest(
-        "chat", f"file://{tiny_models[0]}", steps, replicas=1, placement=pods.placement()
+        "chat", serving.model_uri(0), steps, replicas=1, placement=serving.placement()
     )
-    # The eval Job runs modelserve, which the test image is (rollout_manifest's TEST_IMAGE).
+    # The eval Job runs modelserve, which the serving image is (on the real node it asks
+    # the cluster DNS for the revisions' Services).
     rollouts.create(v1)
-    stable = rollouts.wait_phase("chat", {"Succeeded"}, 60)["stableRevision"]
-    wait_for_servers(pods, stable, count=1)
+    stable = rollouts.wait_phase("chat", {"Succeeded"}, 180)["stableRevision"]
+    serving.wait_for_servers(stable, count=1)
 
     # Same weights, another runtime argument: a new revision answering exactly as stable.
     rollouts.patch_spec(
         "chat", {"runtime": {**v1["spec"]["runtime"], "args": ["--request-timeout=300"]}}
     )
-    promoted = rollouts.wait_phase("chat", {"Succeeded", "RolledBack", "Paused"}, 90)
+    promoted = rollouts.wait_phase("chat", {"Succeeded", "RolledBack", "Paused"}, 180)
     assert promoted["phase"] == "Succeeded", promoted
     same = promoted["stableRevision"]
     assert same != stable
@@ -84,11 +87,11 @@ def test_an_identical_model_passes_the_gates_and_different_weights_are_rolled_ba
     assert set(gates) == {"agreement", "perplexity"}, gates
     assert all(gate["passed"] for gate in gates.values()), gates
     assert gates["agreement"]["value"] == 1.0
-    wait_for_servers(pods, same, count=1)
+    serving.wait_for_servers(same, count=1)
 
     # Different weights: the greedy answers and the perplexity part from stable's.
-    rollouts.patch_spec("chat", {"model": {"name": "chat", "uri": f"file://{tiny_models[1]}"}})
-    rolled_back = rollouts.wait_phase("chat", {"Succeeded", "RolledBack", "Paused"}, 90)
+    rollouts.patch_spec("chat", {"model": {"name": "chat", "uri": serving.model_uri(1)}})
+    rolled_back = rollouts.wait_phase("chat", {"Succeeded", "RolledBack", "Paused"}, 180)
     assert rolled_back["phase"] == "RolledBack", rolled_back
     assert rolled_back["stableRevision"] == same
     different = rolled_back["history"][0]["revision"]

@@ -9,6 +9,7 @@ the `real-node` cases of tests/e2e/test_canary_traffic.py.
 from __future__ import annotations
 
 import ipaddress
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,34 @@ open("/dev/termination-log", "w").write(answer["status"]["userInfo"]["username"]
 """
 
 
+def run_to_completion(api: KubeApi, namespace: str, name: str, script: str) -> dict[str, Any]:
+    """A pod on the real node running `python -c script` in the serving image, once
+    finished: it writes its answer to its termination message."""
+    placement = realnode.PLACEMENT
+    pod: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "restartPolicy": "Never",
+            "nodeSelector": placement["nodeSelector"],
+            "tolerations": placement["tolerations"],
+            "containers": [
+                {"name": name, "image": realnode.SERVING_IMAGE, "command": ["python", "-c", script]}
+            ],
+        },
+    }
+    api.create(PODS, namespace, pod)
+
+    def finished() -> dict[str, Any] | None:
+        found = api.get(PODS, namespace, name)
+        phase = (found or {}).get("status", {}).get("phase")
+        return found if phase in {"Succeeded", "Failed"} else None
+
+    done: dict[str, Any] = wait_until(finished, 120, f"the {name} pod to finish")
+    return done
+
+
 def test_the_real_node_is_a_kubelet_on_containerd_with_gpus_and_the_gpu_taint(
     real_node: realnode.RealNodeState, kube_api_client: client.ApiClient
 ) -> None:
@@ -70,33 +99,7 @@ def test_a_pod_reaches_the_api_server_through_the_kubernetes_service_as_its_acco
 ) -> None:
     """kube-proxy's rules in the pod network carry the Service's address to the API server:
     the in-cluster path the operator's own pod takes."""
-    api = KubeApi(kube_api_client)
-    placement = realnode.PLACEMENT
-    pod: dict[str, Any] = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "whoami", "namespace": namespace},
-        "spec": {
-            "restartPolicy": "Never",
-            "nodeSelector": placement["nodeSelector"],
-            "tolerations": placement["tolerations"],
-            "containers": [
-                {
-                    "name": "whoami",
-                    "image": realnode.SERVING_IMAGE,
-                    "command": ["python", "-c", WHOAMI],
-                }
-            ],
-        },
-    }
-    api.create(PODS, namespace, pod)
-
-    def finished() -> dict[str, Any] | None:
-        found = api.get(PODS, namespace, "whoami")
-        phase = (found or {}).get("status", {}).get("phase")
-        return found if phase in {"Succeeded", "Failed"} else None
-
-    done = wait_until(finished, 120, "the whoami pod to finish")
+    done = run_to_completion(KubeApi(kube_api_client), namespace, "whoami", WHOAMI)
     (container,) = done["status"]["containerStatuses"]
     terminated = container["state"]["terminated"]
     assert done["status"]["phase"] == "Succeeded", terminated
@@ -105,6 +108,42 @@ def test_a_pod_reaches_the_api_server_through_the_kubernetes_service_as_its_acco
     pod_ip = ipaddress.ip_address(done["status"]["podIP"])
     assert pod_ip in pod_network.real_node_subnet
     assert not on_host_interface(str(pod_ip)), "a pod address on a host interface"
+
+
+# Resolves names as any pod's libc does, from the resolv.conf the kubelet wrote.
+RESOLVE = """
+import json, socket
+names = ["kubernetes.default.svc.cluster.local", "kubernetes.default", "models"]
+answer = {name: socket.gethostbyname(name) for name in names}
+answer["resolv.conf"] = open("/etc/resolv.conf").read()
+open("/dev/termination-log", "w").write(json.dumps(answer))
+"""
+
+
+def test_pods_find_services_by_name_through_the_cluster_dns(
+    real_node: realnode.RealNodeState, kube_api_client: client.ApiClient, namespace: str
+) -> None:
+    """CoreDNS behind kube-system/kube-dns answers for the cluster's Services, by full name
+    and by the short name the pod's search path completes (as an evaluation Job asks)."""
+    api = KubeApi(kube_api_client)
+    core = client.CoreV1Api(kube_api_client)
+    models = core.create_namespaced_service(
+        namespace,
+        client.V1Service(
+            metadata=client.V1ObjectMeta(name="models"),
+            spec=client.V1ServiceSpec(ports=[client.V1ServicePort(port=8000)]),
+        ),
+    )
+    done = run_to_completion(api, namespace, "resolve", RESOLVE)
+    (container,) = done["status"]["containerStatuses"]
+    terminated = container["state"]["terminated"]
+    assert done["status"]["phase"] == "Succeeded", terminated
+    answer = json.loads(terminated["message"])
+    assert answer["kubernetes.default.svc.cluster.local"] == "10.96.0.1", answer
+    assert answer["kubernetes.default"] == "10.96.0.1", answer
+    assert answer["models"] == models.spec.cluster_ip, answer
+    assert f"nameserver {realnode.CLUSTER_DNS_IP}" in answer["resolv.conf"], answer
+    assert f"search {namespace}.svc.cluster.local" in answer["resolv.conf"], answer
 
 
 def test_the_chart_runs_the_operator_as_a_pod_on_the_real_node_and_it_completes_a_rollout(

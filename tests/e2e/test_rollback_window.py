@@ -23,12 +23,11 @@ from kubernetes import client
 from modelrollout.kube.api import HTTPROUTES, KubeApi
 from modelrollout_dev.load import BackgroundLoad
 from modelrollout_dev.operator_process import OperatorProcess
-from modelrollout_dev.podprocesses import PodProcesses
 from modelrollout_dev.traefik import Traefik
 from tests.conftest import ClusterUnderTest
-from tests.e2e.test_canary_traffic import wait_for_servers
 from tests.support.kube import wait_until
 from tests.support.rollouts import Rollouts, rollout_manifest
+from tests.support.serving_placement import ServingPlacement
 
 pytestmark = [pytest.mark.e2e, pytest.mark.localharness]
 
@@ -44,33 +43,32 @@ def all_on(load: BackgroundLoad, revision: str, since: float, count: int) -> boo
 def test_rollback_in_the_window_moves_every_request_back_without_a_model_load(
     rollouts: Rollouts,
     operator_process: OperatorProcess,
-    routed_traffic: tuple[PodProcesses, Traefik],
-    tiny_models: list[Path],
+    routed_serving: tuple[ServingPlacement, Traefik],
     cluster_under_test: ClusterUnderTest,
     kube_api_client: client.ApiClient,
 ) -> None:
-    pods, gateway = routed_traffic
+    serving, gateway = routed_serving
     steps = [{"setWeight": 50}, {"pause": {"duration": "5s"}}]
     manifest = rollout_manifest(
-        "chat", f"file://{tiny_models[0]}", steps, router="gatewayAPI", placement=pods.placement()
+        "chat", serving.model_uri(0), steps, router="gatewayAPI", placement=serving.placement()
     )
     manifest["spec"]["strategy"]["canary"]["rollbackWindow"] = {
         "duration": "10m",
         "replicaPercent": 50,
     }
     rollouts.create(manifest)
-    old = rollouts.wait_phase("chat", {"Succeeded"}, 60)["stableRevision"]
-    wait_for_servers(pods, old)
+    old = rollouts.wait_phase("chat", {"Succeeded"}, 180)["stableRevision"]
+    serving.wait_for_servers(old)
 
     with BackgroundLoad(gateway.url, "chat") as load:
         wait_until(lambda: load.count(old, "200") >= 10, 60, "the first revision served")
-        rollouts.patch_spec("chat", {"model": {"name": "chat", "uri": f"file://{tiny_models[1]}"}})
+        rollouts.patch_spec("chat", {"model": {"name": "chat", "uri": serving.model_uri(1)}})
         promoted = rollouts.wait_phase("chat", {"Succeeded", "RolledBack"}, 150)
         assert promoted["phase"] == "Succeeded", promoted
         new = promoted["stableRevision"]
         assert (promoted["previousRevision"], promoted["previousModel"]) == (
             old,
-            f"file://{tiny_models[0]}",
+            serving.model_uri(0),
         )
         assert promoted["previousScaleDownAt"]
         settled = time.monotonic()
@@ -79,12 +77,12 @@ def test_rollback_in_the_window_moves_every_request_back_without_a_model_load(
         sizes = {rev: d.spec.replicas for rev, d in rollouts.deployments("chat").items()}
         assert sizes == {old: 1, new: 2}, sizes
         wait_until(
-            lambda: sum(1 for e in pods.endpoints().values() if e.revision == old) == 1,
+            lambda: sum(1 for e in serving.endpoints().values() if e.revision == old) == 1,
             60,
             "the old revision down to its kept pod",
         )
-        kept = {name for name, e in pods.endpoints().items() if e.revision == old and e.healthy}
-        assert len(kept) == 1, pods.endpoints()
+        kept = {name for name, e in serving.endpoints().items() if e.revision == old and e.healthy}
+        assert len(kept) == 1, serving.endpoints()
 
         env = {**os.environ, "KUBECONFIG": cluster_under_test.kubeconfig}
         command = [PLUGIN, "-n", rollouts.namespace, "rollback", "chat"]
@@ -122,7 +120,7 @@ def test_rollback_in_the_window_moves_every_request_back_without_a_model_load(
     weights = {ref["name"]: ref["weight"] for ref in route["spec"]["rules"][0]["backendRefs"]}
     assert weights == {f"chat-{old}": 100, f"chat-{new}": 0}, weights
     # The pod that took the traffic back is the one kept warm: no new pod, no model load.
-    assert kept <= {name for name, e in pods.endpoints().items() if e.revision == old}
+    assert kept <= {name for name, e in serving.endpoints().items() if e.revision == old}
 
     # Outside the window (there is none now), the command says so and changes nothing.
     refused = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -22,11 +21,10 @@ from modelrollout.engine.commands import annotation_for
 from modelrollout.traffic.session_affinity import bucket_of, canary_buckets
 from modelrollout_dev.load import Conversation, ConversationLoad, wait_until_served
 from modelrollout_dev.operator_process import OperatorProcess
-from modelrollout_dev.podprocesses import PodProcesses
 from modelrollout_dev.traefik import Traefik
-from tests.e2e.test_canary_traffic import wait_for_servers
 from tests.support.kube import wait_until
 from tests.support.rollouts import Rollouts, StatusRecorder, rollout_manifest
+from tests.support.serving_placement import ServingPlacement
 
 pytestmark = [pytest.mark.e2e, pytest.mark.localharness]
 
@@ -68,24 +66,23 @@ def within(conversation: Conversation, start: float, end: float) -> bool:
 def test_no_conversation_sees_two_revisions_while_the_weight_moves_and_an_abort_moves_them_back(
     rollouts: Rollouts,
     operator_process: OperatorProcess,
-    routed_traffic: tuple[PodProcesses, Traefik],
-    tiny_models: list[Path],
+    routed_serving: tuple[ServingPlacement, Traefik],
 ) -> None:
-    pods, gateway = routed_traffic
+    serving, gateway = routed_serving
     manifest = rollout_manifest(
-        "chat", f"file://{tiny_models[0]}", STEPS, router="gatewayAPI", placement=pods.placement()
+        "chat", serving.model_uri(0), STEPS, router="gatewayAPI", placement=serving.placement()
     )
     manifest["spec"]["traffic"]["sessionAffinity"] = {"header": "x-session-id", "buckets": BUCKETS}
     rollouts.create(manifest)
-    stable = rollouts.wait_phase("chat", {"Succeeded"}, 60)["stableRevision"]
-    wait_for_servers(pods, stable)
+    stable = rollouts.wait_phase("chat", {"Succeeded"}, 180)["stableRevision"]
+    serving.wait_for_servers(stable)
     wait_until_served(gateway.url, "chat")
 
     pinned = ConversationLoad(gateway.url, "chat", workers=6)
     unpinned = ConversationLoad(gateway.url, "chat", workers=3, send_pin=False)
     recorder = StatusRecorder(rollouts, "chat")
     with recorder.recording(), pinned, unpinned:
-        rollouts.patch_spec("chat", {"model": {"name": "chat", "uri": f"file://{tiny_models[1]}"}})
+        rollouts.patch_spec("chat", {"model": {"name": "chat", "uri": serving.model_uri(1)}})
         at_90 = rollouts.wait_phase("chat", {"Paused", "RolledBack"}, 300)
         assert (at_90["phase"], at_90["weights"]["canary"]) == ("Paused", 90), at_90
         canary = at_90["canaryRevision"]

@@ -19,6 +19,7 @@ heads are 64 wide (the CPU attention needs 32 or more). A vLLM server takes
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,9 @@ import pytest
 import yaml
 from kubernetes import client
 
+from modelrollout.kube.api import KubeApi
 from modelrollout.kube.labels import EVALUATION_LABEL, REVISION_LABEL
+from modelrollout_dev import realnode
 from modelrollout_dev.load import BackgroundLoad, wait_until_served
 from modelrollout_dev.operator_process import OperatorProcess
 from modelrollout_dev.podprocesses import PodProcesses
@@ -38,6 +41,7 @@ from tests.conftest import ClusterUnderTest
 from tests.e2e.conftest import TEST_TICK_INTERVAL
 from tests.support.kube import wait_until
 from tests.support.rollouts import TEST_IMAGE, Rollouts, rollout_manifest
+from tests.support.serving_placement import HarnessPlacement, RealNodePlacement, ServingPlacement
 from tests.support.status_watch import ObjectWatch
 
 pytestmark = [
@@ -123,6 +127,58 @@ def operator_process(
             print(f"--- operator log ({process.log_path}) ---\n{process.log_tail(120)}")
 
 
+@dataclass(frozen=True)
+class VllmServing:
+    """Where a vLLM test's pods run, and what they run there: the model URIs, the vLLM image
+    and the evaluation Job's image (vLLM's has no `modelserve eval`)."""
+
+    at: ServingPlacement
+    models: dict[str, str]
+    vllm_image: str
+    evaluation_image: str
+    # What an evaluation step adds to run its Job here (nothing: the operator's defaults).
+    evaluation_fields: dict[str, Any]
+
+    def serving(self, revision: str) -> bool:
+        return any(e.revision == revision and e.healthy for e in self.at.endpoints().values())
+
+
+@pytest.fixture(params=["harness", pytest.param("real-node", marks=pytest.mark.realnode)])
+def vllm_serving(
+    request: pytest.FixtureRequest,
+    kube_api_client: client.ApiClient,
+    namespace: str,
+    vllm_models: dict[str, Path],
+) -> VllmServing:
+    """The harness running vLLM's CPU build from the host, or the real node's kubelet
+    running it from its own image (`make images-vllm`)."""
+    if request.param == "real-node":
+        node: realnode.RealNodeState = request.getfixturevalue("real_node")
+        try:
+            realnode.ensure_image(node, realnode.VLLM_IMAGE)
+        except realnode.RealNodeError as error:
+            pytest.fail(f"{error} (`make images-vllm` builds the image)")
+        at = RealNodePlacement(KubeApi(kube_api_client), namespace)
+        return VllmServing(
+            at,
+            {
+                "same": realnode.serving_image_model(0, "vllm"),
+                "other": realnode.serving_image_model(1, "vllm"),
+            },
+            realnode.VLLM_IMAGE,
+            realnode.SERVING_IMAGE,
+            {"image": realnode.SERVING_IMAGE, **at.job_placement()},
+        )
+    pods: PodProcesses = request.getfixturevalue("pods")
+    return VllmServing(
+        HarnessPlacement(pods, []),
+        {name: f"file://{path}" for name, path in vllm_models.items()},
+        VLLM_IMAGE,
+        TEST_IMAGE,
+        {},
+    )
+
+
 @pytest.fixture
 def pod_history(rollouts: Rollouts) -> Iterator[ObjectWatch]:
     """Every version of the namespace's pods, for each vLLM pod's time to Ready."""
@@ -167,13 +223,16 @@ def _parse_time(text: str) -> datetime:
 
 
 def vllm_runtime(
-    manifest: dict[str, Any], args: list[str] | None = None, env: list[dict[str, str]] | None = None
+    manifest: dict[str, Any],
+    args: list[str] | None = None,
+    env: list[dict[str, str]] | None = None,
+    image: str = VLLM_IMAGE,
 ) -> dict[str, Any]:
     """`manifest`'s runtime with engine vllm and the settings its CPU build needs here."""
     return {
         **manifest["spec"]["runtime"],
         "engine": "vllm",
-        "image": VLLM_IMAGE,
+        "image": image,
         "env": [{"name": "VLLM_CPU_KVCACHE_SPACE", "value": "1"}, *(env or [])],
         "args": ["--max-model-len", "512", "--dtype", "float32", "--enforce-eager", *(args or [])],
         "terminationGracePeriod": "60s",
@@ -231,14 +290,18 @@ def error_rate_check() -> dict[str, Any]:
 def test_torch_to_vllm_of_the_same_weights_passes_agreement_other_weights_are_rolled_back(
     rollouts: Rollouts,
     operator_process: OperatorProcess,
-    routed_traffic: tuple[PodProcesses, Traefik],
-    vllm_models: dict[str, Path],
+    vllm_serving: VllmServing,
+    traefik: Traefik,
     prometheus: PrometheusHandle,
     gate_step: dict[str, Any],
     pod_history: ObjectWatch,
     job_history: ObjectWatch,
 ) -> None:
-    pods, traefik = routed_traffic
+    """Run on the harness, and on the real node (the torch, vLLM and evaluation pods as
+    containers of the project's images, the Job finding the Services through the cluster
+    DNS)."""
+    at = vllm_serving
+    gate_step["evaluation"].update(at.evaluation_fields)
     analysis = {
         "prometheus": {"address": prometheus.url, "timeout": "2s"},
         "interval": "1s",
@@ -248,22 +311,22 @@ def test_torch_to_vllm_of_the_same_weights_passes_agreement_other_weights_are_ro
     steps = [{"setWeight": 50}, {"analysis": {"duration": "10s"}}, gate_step]
     v1 = rollout_manifest(
         "chat",
-        f"file://{vllm_models['same']}",
+        at.models["same"],
         steps,
         replicas=1,
         router="gatewayAPI",
         analysis=analysis,
-        placement=pods.placement(),
+        placement=at.at.placement(),
     )
     rollouts.create(v1)
-    on_torch = rollouts.wait_phase("chat", {"Succeeded"}, 120)["stableRevision"]
-    wait_until(lambda: serving(pods, on_torch), 120, "the torch server")
+    on_torch = rollouts.wait_phase("chat", {"Succeeded"}, 180)["stableRevision"]
+    wait_until(lambda: at.serving(on_torch), 180, "the torch server")
     wait_until_served(traefik.url, "chat")
 
     since = traefik.access_log_length()
     with BackgroundLoad(traefik.url, "chat") as load:
         # The same weights under vLLM: the same greedy answers, so the gate passes.
-        rollouts.patch_spec("chat", {"runtime": vllm_runtime(v1)})
+        rollouts.patch_spec("chat", {"runtime": vllm_runtime(v1, image=at.vllm_image)})
         promoted = rollouts.wait_phase("chat", TERMINAL, ROLLOUT_WITHIN)
         assert promoted["phase"] == "Succeeded", promoted
         on_vllm = promoted["stableRevision"]
@@ -273,12 +336,10 @@ def test_torch_to_vllm_of_the_same_weights_passes_agreement_other_weights_are_ro
         assert promoted["gatesRevision"] == on_vllm
         agreement = {gate["name"]: gate for gate in promoted["gates"]}["agreement"]
         assert agreement["passed"] and agreement["value"] == 1.0, promoted["gates"]
-        wait_until(lambda: serving(pods, on_vllm), 60, "the promoted vLLM server")
+        wait_until(lambda: at.serving(on_vllm), 60, "the promoted vLLM server")
 
         # Other weights of the same shape under vLLM: other answers, rolled back by the gate.
-        rollouts.patch_spec(
-            "chat", {"model": {"name": "chat", "uri": f"file://{vllm_models['other']}"}}
-        )
+        rollouts.patch_spec("chat", {"model": {"name": "chat", "uri": at.models["other"]}})
         rolled_back = rollouts.wait_phase("chat", TERMINAL, ROLLOUT_WITHIN)
     answered = answers(traefik, rollouts.namespace, load, since)
     assert rolled_back["phase"] == "RolledBack", rolled_back
@@ -302,7 +363,7 @@ def test_torch_to_vllm_of_the_same_weights_passes_agreement_other_weights_are_ro
         if EVALUATION_LABEL in job["metadata"].get("labels", {})
         for pod in [job["spec"]["template"]["spec"]]
     }
-    assert images == {on_vllm: TEST_IMAGE, other: TEST_IMAGE}, images
+    assert images == {on_vllm: at.evaluation_image, other: at.evaluation_image}, images
     assert len(vllm_ready_times(pod_history)) == 2, vllm_ready_times(pod_history)
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from modelrollout.kube.api import KubeApi
-from modelrollout_dev.podprocesses import PodProcesses
-from modelrollout_dev.realnode import SERVING_IMAGE, NodePods, serving_image_model
+from modelrollout_dev.podprocesses import Endpoint, PodProcesses
+from modelrollout_dev.realnode import PLACEMENT, SERVING_IMAGE, NodePods, serving_image_model
 from tests.support.kube import wait_until
 
 
@@ -28,8 +28,16 @@ class ServingPlacement(Protocol):
         """The URI of the `index`th tiny model, as the servers here read it."""
         ...
 
+    def job_placement(self) -> dict[str, Any]:
+        """The nodeSelector and tolerations that put an evaluation Job's pod here."""
+        ...
+
     def wait_for_servers(self, revision: str, count: int = 2) -> None:
         """Until `count` servers of `revision` answer."""
+        ...
+
+    def endpoints(self) -> dict[str, Endpoint]:
+        """Every serving pod by name, with its revision and whether it is healthy."""
         ...
 
 
@@ -45,8 +53,15 @@ class HarnessPlacement:
     def placement(self) -> dict[str, Any]:
         return self.pods.placement()
 
+    def endpoints(self) -> dict[str, Endpoint]:
+        return self.pods.endpoints()
+
     def model_uri(self, index: int) -> str:
         return f"file://{self._models[index]}"
+
+    def job_placement(self) -> dict[str, Any]:
+        # Any kwok node: the harness runs the Job pods that kwok leaves to it.
+        return {}
 
     def wait_for_servers(self, revision: str, count: int = 2) -> None:
         # kwok's Ready comes before the harness's servers have loaded their model.
@@ -70,8 +85,14 @@ class RealNodePlacement:
     def placement(self) -> dict[str, Any]:
         return self.pods.placement()
 
+    def endpoints(self) -> dict[str, Endpoint]:
+        return self.pods.endpoints()
+
     def model_uri(self, index: int) -> str:
         return serving_image_model(index)
+
+    def job_placement(self) -> dict[str, Any]:
+        return {key: PLACEMENT[key] for key in ("nodeSelector", "tolerations")}
 
     def wait_for_servers(self, revision: str, count: int = 2) -> None:
         def ready() -> int:

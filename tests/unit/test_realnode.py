@@ -12,12 +12,16 @@ from pathlib import Path
 
 import pytest
 
+from modelrollout_dev.cluster import SERVICE_CIDR
 from modelrollout_dev.nodes import GPU_TAINT
 from modelrollout_dev.podnetwork import PodNetwork
 from modelrollout_dev.realnode import (
+    CLUSTER_DNS_IP,
     PAUSE_IMAGE,
     cni_config,
     containerd_config,
+    corefile,
+    dns_service,
     kube_proxy_config,
     kubelet_config,
     oci_archive,
@@ -98,6 +102,34 @@ def test_the_kubelet_listens_on_loopback_and_registers_tainted_like_the_gpu_node
     assert config["authentication"]["anonymous"] == {"enabled": False}
     assert config["registerWithTaints"] == [GPU_TAINT]
     assert config["containerRuntimeEndpoint"] == f"unix://{tmp_path}/containerd.sock"
+    assert config["clusterDNS"] == [CLUSTER_DNS_IP] and config["clusterDomain"] == "cluster.local"
+
+
+def test_the_cluster_dns_is_the_kube_dns_service_in_the_static_band_of_the_service_cidr() -> None:
+    service, endpoints = dns_service("10.241.255.1")
+    # The lower band of a /16 (256 addresses) is handed out only when a Service asks for it.
+    assert (
+        ipaddress.ip_address(CLUSTER_DNS_IP)
+        in list(ipaddress.IPv4Network(SERVICE_CIDR).hosts())[:255]
+    )
+    assert service["spec"]["clusterIP"] == CLUSTER_DNS_IP
+    assert "selector" not in service["spec"], "its endpoint is CoreDNS, not a pod"
+    assert {(p["name"], p["protocol"]) for p in service["spec"]["ports"]} == {
+        ("dns", "UDP"),
+        ("dns-tcp", "TCP"),
+    }
+    assert endpoints["metadata"]["labels"] == {"kubernetes.io/service-name": "kube-dns"}
+    assert endpoints["endpoints"][0]["addresses"] == ["10.241.255.1"]
+    assert {p["name"] for p in endpoints["ports"]} == {"dns", "dns-tcp"}
+
+
+def test_coredns_serves_the_cluster_domain_from_the_api_and_forwards_nothing(
+    tmp_path: Path,
+) -> None:
+    config = corefile(tmp_path / "kubeconfig")
+    assert f"kubeconfig {tmp_path}/kubeconfig" in config
+    assert "kubernetes cluster.local in-addr.arpa ip6.arpa" in config
+    assert "forward" not in config
 
 
 def test_containerd_tolerates_a_root_without_cap_sys_resource(tmp_path: Path) -> None:

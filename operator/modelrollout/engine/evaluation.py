@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
+from modelrollout.engine.podspec import node_placement
 from modelrollout.engine.strategies.bluegreen import is_blue_green, steps_strategy
 from modelrollout.engine.strategies.types import EvaluationResult
 from modelrollout.kube.api import JOBS, PODS, SERVICES, KubeApi, KubeApiError
@@ -184,6 +186,7 @@ def build_evaluation_job(
         container,
         [{"name": "suite", "configMap": {"name": evaluation.suite.config_map_name}}],
         max(1, math.ceil(parse_duration(evaluation.timeout))),
+        node_placement(evaluation.node_selector, evaluation.tolerations),
     )
 
 
@@ -193,13 +196,16 @@ def one_shot_job(
     container: dict[str, Any],
     volumes: list[dict[str, Any]],
     deadline_seconds: int,
+    placement: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A Job that runs `container` once (an evaluation, an analysis load): no retry (its
-    outcome is the answer), at most `deadline_seconds`, kept an hour for its logs."""
+    outcome is the answer), at most `deadline_seconds`, kept an hour for its logs; its pod
+    where `placement` (nodeSelector, tolerations) puts it."""
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "containers": [container],
+        **(placement or {}),
     }
     if volumes:
         pod_spec["volumes"] = volumes

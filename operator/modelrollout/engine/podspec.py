@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from modelrollout.engine import runtimes
 from modelrollout.models import ModelRolloutSpec, parse_duration
+from modelrollout.models.spec import Toleration
 
 # Endpoints controllers and gateways need a moment to stop sending traffic to
 # a terminating pod; the server drains in-flight requests after that.
@@ -51,12 +53,7 @@ def build_pod_spec(spec: ModelRolloutSpec) -> dict[str, Any]:
         "preStop": {"sleep": {"seconds": PRE_STOP_SLEEP_SECONDS}},
     }
     pod_spec["terminationGracePeriodSeconds"] = grace_seconds
-    if runtime.node_selector:
-        pod_spec["nodeSelector"] = dict(runtime.node_selector)
-    if runtime.tolerations:
-        pod_spec["tolerations"] = [
-            t.model_dump(by_alias=True, exclude_none=True) for t in runtime.tolerations
-        ]
+    pod_spec.update(node_placement(runtime.node_selector, runtime.tolerations))
     if runtime.image_pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": ref.name} for ref in runtime.image_pull_secrets]
     for key, value in (
@@ -80,6 +77,20 @@ def build_pod_spec(spec: ModelRolloutSpec) -> dict[str, Any]:
     if runtime.container_security_context is not None:
         container["securityContext"] = copy.deepcopy(runtime.container_security_context)
     return pod_spec
+
+
+def node_placement(
+    node_selector: Mapping[str, str], tolerations: Sequence[Toleration]
+) -> dict[str, Any]:
+    """A pod spec's nodeSelector and tolerations, those that are set."""
+    placement: dict[str, Any] = {}
+    if node_selector:
+        placement["nodeSelector"] = dict(node_selector)
+    if tolerations:
+        placement["tolerations"] = [
+            t.model_dump(by_alias=True, exclude_none=True) for t in tolerations
+        ]
+    return placement
 
 
 def build_pod_metadata(spec: ModelRolloutSpec) -> dict[str, dict[str, str]]:

@@ -365,6 +365,22 @@ class Resources(SpecModel):
     """Resource requests of the serving container (cpu, memory, nvidia.com/gpu ...)."""
 
 
+# A Pod's nodeSelector: label keys checked by the CRD and by the operator alike.
+NodeSelector = Annotated[
+    dict[str, LabelValue],
+    Field(
+        max_length=32,
+        json_schema_extra=validations(
+            rule(
+                f'self.all(k, k.matches(r"{QUALIFIED_NAME_PATTERN}"))',
+                "nodeSelector keys are label keys: [prefix/]name, the name at most 63 characters",
+            )
+        ),
+    ),
+    AfterValidator(_check_label_keys),
+]
+
+
 class Toleration(SpecModel):
     model_config = ConfigDict(
         json_schema_extra=validations(
@@ -576,20 +592,7 @@ class Runtime(SpecModel):
     least one pod."""
     resources: Resources = Resources()
     """Compute resources of the serving container, as in a Pod."""
-    node_selector: Annotated[
-        dict[str, LabelValue],
-        Field(
-            max_length=32,
-            json_schema_extra=validations(
-                rule(
-                    f'self.all(k, k.matches(r"{QUALIFIED_NAME_PATTERN}"))',
-                    "runtime.nodeSelector keys are label keys: [prefix/]name, "
-                    "the name at most 63 characters",
-                )
-            ),
-        ),
-        AfterValidator(_check_label_keys),
-    ] = {}
+    node_selector: NodeSelector = {}
     """Node labels the serving pods must match, as a Pod's nodeSelector."""
     tolerations: Annotated[list[Toleration], Field(max_length=32)] = []
     """Taints the serving pods tolerate, as a Pod's tolerations (GPU nodes usually carry the taint
@@ -915,6 +918,11 @@ class EvaluationStep(SpecModel):
     image: Annotated[str, Field(min_length=1, max_length=512, pattern=IMAGE_PATTERN)] | None = None
     """The image running modelserve eval. Unset: with engine torch, runtime.image; with vllm, whose
     images have no modelserve, the operator's evaluation image (the chart's evaluation.image)."""
+    node_selector: NodeSelector = {}
+    """Node labels the evaluation Job's pod must match (its nodeSelector). It needs no GPU: unset,
+    the scheduler places it on any node whose taints it tolerates."""
+    tolerations: Annotated[list[Toleration], Field(max_length=32)] = []
+    """Taints the evaluation Job's pod tolerates, as a Pod's tolerations."""
 
 
 class CanaryStep(SpecModel):
@@ -1613,7 +1621,7 @@ def _semantic_errors(spec: ModelRolloutSpec) -> Iterator[tuple[str, str]]:
         spec.runtime.min_stable_replicas > spec.runtime.replicas
     ):
         yield "spec.runtime.minStableReplicas", "must not exceed runtime.replicas"
-    yield from _toleration_errors(spec.runtime.tolerations)
+    yield from _toleration_errors("spec.runtime.tolerations", spec.runtime.tolerations)
     yield from _pod_field_errors(spec)
     yield from _resource_errors(spec.runtime.resources)
     if spec.runtime.engine == "vllm":
@@ -1646,12 +1654,13 @@ def _evaluation_errors(path: str, evaluation: EvaluationStep) -> Iterator[tuple[
         yield f"{path}.suite.key", "must not be . or .. (it is a file name under /suite)"
     if parse_duration(evaluation.timeout) < 1:
         yield f"{path}.timeout", "must be at least 1s"
+    yield from _toleration_errors(f"{path}.tolerations", evaluation.tolerations)
 
 
-def _toleration_errors(tolerations: Sequence[Toleration]) -> Iterator[tuple[str, str]]:
+def _toleration_errors(field: str, tolerations: Sequence[Toleration]) -> Iterator[tuple[str, str]]:
     """What Kubernetes' Pod validation would refuse (the CRD's rules say the same)."""
     for index, toleration in enumerate(tolerations):
-        path = f"spec.runtime.tolerations[{index}]"
+        path = f"{field}[{index}]"
         if not toleration.key and toleration.operator != "Exists":
             yield path, "a toleration without key needs operator Exists (it matches every taint)"
         if toleration.operator == "Exists" and toleration.value:

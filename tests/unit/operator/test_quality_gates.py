@@ -21,6 +21,7 @@ from modelrollout.kube.cache import Informer
 from modelrollout.kube.labels import EVALUATION_LABEL, ROLLOUT_LABEL, STEP_STARTED_ANNOTATION
 from modelrollout.kube.workloads import RolloutRef
 from modelrollout.models import InvalidSpecError, parse_spec
+from modelrollout.models.spec import Toleration
 from modelrollout.models.status import GateStatus
 from tests.unit.operator.builders import Rollout, example_spec, with_model_uri
 
@@ -168,6 +169,16 @@ def test_spec_rules_for_evaluation_steps() -> None:
         spec["strategy"]["canary"]["steps"][1]["evaluation"]["suite"]["key"] = key
         with pytest.raises(InvalidSpecError, match="key"):
             parse_spec(spec)
+    spec = gated_spec()
+    spec["strategy"]["canary"]["steps"][1]["evaluation"]["tolerations"] = [{"effect": "NoSchedule"}]
+    with pytest.raises(InvalidSpecError, match="operator Exists") as error:
+        parse_spec(spec)
+    assert error.value.field_path == "spec.strategy.canary.steps[1].evaluation.tolerations[0]"
+    spec = gated_spec()
+    spec["strategy"]["canary"]["steps"][1]["evaluation"]["nodeSelector"] = {"-pool": "cpu"}
+    with pytest.raises(InvalidSpecError, match="not a label key") as error:
+        parse_spec(spec)
+    assert error.value.field_path == "spec.strategy.canary.steps[1].evaluation.nodeSelector"
 
 
 def test_the_job_runs_modelserve_eval_against_both_revisions_without_the_rollout_label() -> None:
@@ -195,6 +206,28 @@ def test_the_job_runs_modelserve_eval_against_both_revisions_without_the_rollout
     ]  # fmt: skip
     assert container["terminationMessagePolicy"] == "File"
     assert pod["spec"]["volumes"][0]["configMap"]["name"] == "chat-gates"
+    # Unplaced: the serving pods' GPU nodeSelector and tolerations are not the Job's.
+    assert "nodeSelector" not in pod["spec"] and "tolerations" not in pod["spec"]
+
+
+def test_the_job_runs_where_the_evaluation_step_places_it() -> None:
+    rollout = at_evaluation()
+    current = current_evaluation(rollout.spec, rollout.status)
+    assert current is not None
+    placed = current[1].model_copy(
+        update={
+            "node_selector": {"pool": "cpu"},
+            "tolerations": [Toleration(key="dedicated", value="eval", effect="NoSchedule")],
+        }
+    )
+    job = build_evaluation_job(
+        RolloutRef("ml", "chat", "uid-1"), rollout.spec, rollout.status, current[0], placed
+    )
+    pod_spec = job["spec"]["template"]["spec"]
+    assert pod_spec["nodeSelector"] == {"pool": "cpu"}
+    assert pod_spec["tolerations"] == [
+        {"key": "dedicated", "operator": "Equal", "value": "eval", "effect": "NoSchedule"}
+    ]
 
 
 def test_the_job_image_is_the_operators_evaluation_image_for_vllm_the_serving_image_for_torch() -> (
