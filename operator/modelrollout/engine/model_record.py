@@ -18,10 +18,12 @@ from modelrollout.models.status import (
     HistoryEntry,
     ModelRecord,
     ModelRolloutStatus,
+    RecordCard,
     RecordQuantization,
     RecordWeights,
+    RecordZooName,
 )
-from modelrollout.models.uri import clip, redact_uri
+from modelrollout.models.uri import ModelURIError, clip, parse_zoo_name, redact_uri
 
 STRING_LIMIT = 128
 MAX_GATES = 16
@@ -32,11 +34,35 @@ def spec_record(revision_spec: Mapping[str, Any] | None, uri: str) -> ModelRecor
     """The record of what a revision's spec says (`revision_spec`: its model and runtime)."""
     model = (revision_spec or {}).get("model") or {}
     runtime = (revision_spec or {}).get("runtime") or {}
+    card = model.get("card")
     return ModelRecord(
         uri=redact_uri(str(model.get("uri") or uri)),
         name=_text(model.get("name")) or "",
         engine=_text(runtime.get("engine")) or "",
         image=_text(runtime.get("image"), 256) or "",
+        zoo=_zoo(str(model.get("uri") or uri)) if model.get("naming") == "zoo" else None,
+        declared=RecordCard(
+            license=_text(card.get("license"), 64),
+            parameters=_count(card.get("parameters")),
+            context_length=_count(card.get("contextLength")),
+            quantization=_text(card.get("quantization"), 32),
+            weights_digest=_text(card.get("weightsDigest"), 80),
+        )
+        if isinstance(card, Mapping)
+        else None,
+    )
+
+
+def _zoo(uri: str) -> RecordZooName | None:
+    try:
+        name = parse_zoo_name(uri)
+    except ModelURIError:
+        return None
+    return RecordZooName(
+        org=clip(name.org, STRING_LIMIT),
+        name=clip(name.name, STRING_LIMIT),
+        version=clip(name.version, 32),
+        quantization=_text(name.quantization, 32),
     )
 
 

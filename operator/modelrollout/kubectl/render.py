@@ -511,6 +511,30 @@ def _entry_details(entry: HistoryEntry) -> str:
     else:
         server = "the server's record not fetched yet" if record.engine == "torch" else None
         fields.append(("Server record", server or f"none (engine {record.engine or '?'})"))
+    if record.zoo is not None:
+        zoo = record.zoo
+        fields.append(
+            (
+                "Zoo name",
+                f"{zoo.org}/{zoo.name} version {zoo.version}"
+                + (f", {zoo.quantization}" if zoo.quantization else ""),
+            )
+        )
+    if record.declared is not None:
+        card = record.declared
+        declared = {
+            "license": card.license,
+            "parameters": f"{card.parameters:,}" if card.parameters is not None else None,
+            "context": card.context_length,
+            "quantization": card.quantization,
+            "weights": card.weights_digest,
+        }
+        fields.append(
+            (
+                "Card (declared)",
+                ", ".join(f"{key} {value}" for key, value in declared.items() if value is not None),
+            )
+        )
     lines += [
         f"  {label + ':':<16}{value if value not in (None, '') else '-'}" for label, value in fields
     ]

@@ -53,7 +53,13 @@ from modelrollout.models.notifications import (
     SinkType,
 )
 from modelrollout.models.schema import FREE_FORM, INT_OR_STRING, list_map, rule, validations
-from modelrollout.models.uri import DEFAULT_PVC_MOUNT_ROOT, ModelURIError, PVCModel, parse_model_uri
+from modelrollout.models.uri import (
+    DEFAULT_PVC_MOUNT_ROOT,
+    ModelURIError,
+    PVCModel,
+    parse_model_uri,
+    parse_zoo_name,
+)
 from modelrollout.traffic import capabilities_of, routers_with
 from modelrollout.traffic.base import Capability, RouterCapabilities
 
@@ -338,6 +344,23 @@ class SpecModel(BaseModel):
     )
 
 
+class ModelCard(SpecModel):
+    """A model's card, declared: none of it is checked against the weights."""
+
+    license: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    """The model's license, e.g. apache-2.0, llama3.2."""
+    parameters: Annotated[int, Field(ge=1)] | None = None
+    """Number of parameters."""
+    context_length: Annotated[int, Field(ge=1)] | None = None
+    """Context length in tokens."""
+    quantization: Annotated[str, Field(min_length=1, max_length=32)] | None = None
+    """How the weights are quantized (awq, gptq, int8, fp8 ...)."""
+    weights_digest: (
+        Annotated[str, Field(max_length=80, pattern=r"^sha256:[0-9a-f]{64}$")] | None
+    ) = None
+    """A digest of the weights, sha256:<64 hex>, as the team's model registry records it."""
+
+
 class ModelSource(SpecModel):
     name: Annotated[Name, Field(pattern=MODEL_NAME_PATTERN)]
     """The OpenAI "model" name clients send; the server is started with it as its served model
@@ -355,6 +378,13 @@ class ModelSource(SpecModel):
     """The model's number of attention heads (num_attention_heads in its config.json). Optional:
     the operator cannot read the model, so with vllm it checks the tensor-parallel size against
     it only when given (vLLM refuses a size that does not divide the heads, at pod start)."""
+    naming: Literal["zoo"] | None = None
+    """Opt in to a naming convention that the URI must follow. zoo: its last three path parts
+    (for hf://, ORG/NAME@REVISION) are ORG/NAME/VERSION[-QUANT], lowercase, e.g.
+    pvc://models/meta/llama-3.2-3b/v1.4-awq; the parts go into the revision's model record."""
+    card: ModelCard | None = None
+    """What the model is, as its owner declares it, for the revision's model record where the
+    server cannot report it (engine vllm) or to be kept beside what it reports."""
 
 
 class Resources(SpecModel):
@@ -1617,6 +1647,11 @@ def _semantic_errors(spec: ModelRolloutSpec) -> Iterator[tuple[str, str]]:
         )
     yield from _inference_pool_errors(spec)
     yield from _analysis_errors(spec.analysis)
+    if spec.model.naming == "zoo":
+        try:
+            parse_zoo_name(spec.model.uri)
+        except ModelURIError as error:
+            yield "spec.model.uri", f"does not follow spec.model.naming zoo: {error}"
     if spec.runtime.min_stable_replicas is not None and (
         spec.runtime.min_stable_replicas > spec.runtime.replicas
     ):

@@ -166,6 +166,34 @@ class RecordWeights(StatusModel):
     """Their total size in bytes."""
 
 
+class RecordZooName(StatusModel):
+    """A model URI's parts under the model-zoo naming convention."""
+
+    org: str
+    """ORG, the publisher."""
+    name: str
+    """NAME, the model."""
+    version: str
+    """VERSION, without its leading v."""
+    quantization: str | None = None
+    """QUANT, where the name carries one."""
+
+
+class RecordCard(StatusModel):
+    """spec.model.card, as declared."""
+
+    license: str | None = None
+    """The declared license."""
+    parameters: int | None = None
+    """The declared number of parameters."""
+    context_length: int | None = None
+    """The declared context length."""
+    quantization: str | None = None
+    """The declared quantization."""
+    weights_digest: str | None = None
+    """The declared weights digest."""
+
+
 class ModelRecord(StatusModel):
     """What a revision's model is: what its spec says and, for engine torch, what its server
     reported (GET /v1/model-record once its first pod was Ready). Bounded: strings clipped, at
@@ -201,6 +229,10 @@ class ModelRecord(StatusModel):
     """Digest of the loaded weight files; absent for a model read from a hub."""
     gates: tuple[GateStatus, ...] = ()
     """The quality gates the rollout measured on this revision."""
+    zoo: RecordZooName | None = None
+    """The URI's ORG/NAME/VERSION[-QUANT] parts, with spec.model.naming zoo."""
+    declared: RecordCard | None = None
+    """spec.model.card: what the model's owner declares (not checked against the weights)."""
 
 
 class HistoryEntry(StatusModel):

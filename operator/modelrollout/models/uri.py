@@ -136,3 +136,48 @@ def redact_uri(uri: str) -> str:
     parts = urlsplit(uri)
     host = parts.netloc.rpartition("@")[2]
     return clip(urlunsplit((parts.scheme, host, parts.path, "", "")), 256)
+
+
+# The model-zoo naming convention (opt-in, spec.model.naming: zoo): the URI's last three path
+# parts are ORG/NAME/VERSION[-QUANT], e.g. pvc://models/meta/llama-3.2-3b/v1.4-awq, or
+# hf://ORG/NAME@VERSION[-QUANT].
+_ZOO_PART = re.compile(r"^[a-z0-9]([a-z0-9._]*[a-z0-9])?(-[a-z0-9]([a-z0-9._]*[a-z0-9])?)*$")
+_ZOO_VERSION = re.compile(r"^v?(?P<version>[0-9]+(\.[0-9]+){0,3})(-(?P<quant>[a-z0-9_]+))?$")
+ZOO_FORM = "ORG/NAME/VERSION[-QUANT], lowercase, e.g. meta/llama-3.2-3b/v1.4-awq"
+
+
+@dataclass(frozen=True)
+class ZooName:
+    """A model URI's parts under the model-zoo naming convention."""
+
+    org: str
+    name: str
+    version: str
+    quantization: str | None
+
+
+def parse_zoo_name(uri: str) -> ZooName:
+    """The ORG/NAME/VERSION[-QUANT] a URI names; ModelURIError says which part breaks the form."""
+    source = parse_model_uri(uri)
+    if isinstance(source, HubModel):
+        if source.revision is None:
+            raise ModelURIError(f"{uri!r}: the zoo form needs hf://ORG/NAME@VERSION[-QUANT]")
+        parts = [*source.repo_id.split("/"), source.revision]
+    else:
+        path = source.sub_path if isinstance(source, PVCModel) else str(source.path)
+        parts = [part for part in path.split("/") if part]
+    if len(parts) < 3:
+        raise ModelURIError(f"{uri!r} does not end in {ZOO_FORM}")
+    org, name, version = parts[-3:]
+    for label, part in (("ORG", org), ("NAME", name)):
+        if not _ZOO_PART.match(part):
+            raise ModelURIError(
+                f"{uri!r}: {label} {part!r} is not lowercase letters, digits, '.', '_' "
+                f"and single '-' ({ZOO_FORM})"
+            )
+    matched = _ZOO_VERSION.match(version)
+    if matched is None:
+        raise ModelURIError(
+            f"{uri!r}: {version!r} is not VERSION[-QUANT] (v1, 1.4, v2.0.1-int8; {ZOO_FORM})"
+        )
+    return ZooName(org, name, matched["version"], matched["quant"])

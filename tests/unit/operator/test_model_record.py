@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -9,8 +10,10 @@ import pytest
 from modelrollout.engine.model_record import MAX_GATES, fold_records, wants_report
 from modelrollout.engine.record_fetcher import pod_address
 from modelrollout.engine.revision import revision_of
-from modelrollout.models import ModelRolloutStatus
+from modelrollout.kubectl import render
+from modelrollout.models import InvalidSpecError, ModelRolloutStatus, parse_spec
 from modelrollout.models.status import GateStatus
+from modelrollout.models.uri import parse_zoo_name
 from tests.unit.operator.builders import Rollout, example_spec, with_model_uri
 from tests.unit.operator.test_quality_gates import at_evaluation, result
 
@@ -172,3 +175,77 @@ def test_the_record_is_fetched_from_a_ready_pods_own_http_port() -> None:
     assert pod_address(pod(ip="fd00::7", port=9000)) == "[fd00::7]:9000"
     assert pod_address(pod(ready=False)) is None
     assert pod_address(pod(ip=None)) is None
+
+
+@pytest.mark.parametrize(
+    ("uri", "parts"),
+    [
+        ("pvc://models/meta/llama-3.2-3b/v1.4-awq", ("meta", "llama-3.2-3b", "1.4", "awq")),
+        ("file:///models/acme/chat/2.0", ("acme", "chat", "2.0", None)),
+        ("hf://acme/chat-small@v3.1.0-int8", ("acme", "chat-small", "3.1.0", "int8")),
+    ],
+)
+def test_zoo_names_are_parsed_from_each_uri_form(
+    uri: str, parts: tuple[str, str, str, str | None]
+) -> None:
+    name = parse_zoo_name(uri)
+    assert (name.org, name.name, name.version, name.quantization) == parts
+
+
+@pytest.mark.parametrize(
+    ("uri", "says"),
+    [
+        ("pvc://models/llama-3.2-3b/v1.4", "does not end in ORG/NAME/VERSION"),
+        ("pvc://models/Meta/llama/v1", "ORG 'Meta'"),
+        ("pvc://models/meta/llama--3b/v1", "NAME 'llama--3b'"),
+        ("pvc://models/meta/llama/latest", "'latest' is not VERSION[-QUANT]"),
+        ("hf://meta/llama", "needs hf://ORG/NAME@VERSION"),
+    ],
+)
+def test_with_naming_zoo_a_uri_off_the_form_is_refused_naming_the_field(
+    uri: str, says: str
+) -> None:
+    spec = example_spec()
+    spec["model"].update(uri=uri, naming="zoo")
+    with pytest.raises(InvalidSpecError, match=re.escape(says)) as error:
+        parse_spec(spec)
+    assert error.value.field_path == "spec.model.uri"
+    # Without the opt-in, the same URI is fine.
+    del spec["model"]["naming"]
+    parse_spec(spec)
+
+
+def test_the_record_keeps_the_zoo_parts_and_the_declared_card() -> None:
+    spec = example_spec()
+    spec["model"].update(
+        uri="pvc://models/meta/llama-3.2-3b/v1.4-awq",
+        naming="zoo",
+        card={
+            "license": "llama3.2",
+            "parameters": 3_210_000_000,
+            "contextLength": 131072,
+            "quantization": "awq",
+            "weightsDigest": "sha256:" + "b" * 64,
+        },
+    )
+    rollout = Rollout.of(spec)
+    rollout.tick()
+    record = rollout.status.history[0].record
+    assert record is not None and record.zoo is not None and record.declared is not None
+    assert (record.zoo.org, record.zoo.name, record.zoo.version, record.zoo.quantization) == (
+        "meta",
+        "llama-3.2-3b",
+        "1.4",
+        "awq",
+    )
+    assert record.declared.license == "llama3.2"
+    assert record.declared.weights_digest == "sha256:" + "b" * 64
+    details = render.render_history_details(
+        render.Rollout({"metadata": {"name": "chat"}}, None, rollout.status)
+    )
+    assert "Zoo name:       meta/llama-3.2-3b version 1.4, awq" in details
+    assert "license llama3.2, parameters 3,210,000,000, context 131072" in details
+    spec["model"]["card"]["weightsDigest"] = "md5:abc"
+    with pytest.raises(InvalidSpecError) as error:
+        parse_spec(spec)
+    assert error.value.field_path == "spec.model.card.weightsDigest"
