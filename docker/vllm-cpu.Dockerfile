@@ -26,6 +26,8 @@ RUN --mount=type=secret,id=pip_conf --mount=type=secret,id=pip_cert \
  && python3 -c 'from vllm.platforms import current_platform; assert current_platform.is_cpu()' \
  && rm -rf /tmp/vllm
 USER 10001:10001
+# The app user has no home directory: vLLM's caches (~/.cache/vllm) go under /tmp.
+ENV HOME=/tmp
 EXPOSE 8000
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["python3", "-m", "vllm.entrypoints.openai.api_server"]

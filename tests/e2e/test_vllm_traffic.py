@@ -138,6 +138,8 @@ class VllmServing:
     evaluation_image: str
     # What an evaluation step adds to run its Job here (nothing: the operator's defaults).
     evaluation_fields: dict[str, Any]
+    # What the vLLM container's env adds here.
+    vllm_env: list[dict[str, str]]
 
     def serving(self, revision: str) -> bool:
         return any(e.revision == revision and e.healthy for e in self.at.endpoints().values())
@@ -168,6 +170,10 @@ def vllm_serving(
             realnode.VLLM_IMAGE,
             realnode.SERVING_IMAGE,
             {"image": realnode.SERVING_IMAGE, **at.job_placement()},
+            # The node gives containers no cpuset of their own (no CPU manager): vLLM's CPU
+            # build would pin each server's threads to the first core, where the canary's
+            # engine stalled for minutes behind the loaded stable (as on the harness).
+            [{"name": "VLLM_CPU_OMP_THREADS_BIND", "value": "nobind"}],
         )
     pods: PodProcesses = request.getfixturevalue("pods")
     return VllmServing(
@@ -176,6 +182,7 @@ def vllm_serving(
         VLLM_IMAGE,
         TEST_IMAGE,
         {},
+        [],
     )
 
 
@@ -326,7 +333,9 @@ def test_torch_to_vllm_of_the_same_weights_passes_agreement_other_weights_are_ro
     since = traefik.access_log_length()
     with BackgroundLoad(traefik.url, "chat") as load:
         # The same weights under vLLM: the same greedy answers, so the gate passes.
-        rollouts.patch_spec("chat", {"runtime": vllm_runtime(v1, image=at.vllm_image)})
+        rollouts.patch_spec(
+            "chat", {"runtime": vllm_runtime(v1, env=at.vllm_env, image=at.vllm_image)}
+        )
         promoted = rollouts.wait_phase("chat", TERMINAL, ROLLOUT_WITHIN)
         assert promoted["phase"] == "Succeeded", promoted
         on_vllm = promoted["stableRevision"]
