@@ -53,7 +53,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from modelserve.eval import perplexity
+from modelserve.eval import perplexity, server_client
 
 # Kubernetes keeps at most this many bytes of a container's termination message.
 TERMINATION_MESSAGE_LIMIT = 4096
@@ -495,8 +495,8 @@ class _Server:
         self.model = model
         self.timeout_s = timeout_s
         # Gates judge the model, not a server's response cache (a rerun would be all hits).
-        self._client = httpx.Client(
-            base_url=self.base_url, timeout=timeout_s, headers={"Cache-Control": "no-cache"}
+        self._client = server_client(
+            self.base_url, timeout_s, headers={"Cache-Control": "no-cache"}
         )
 
     def close(self) -> None:

@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -227,3 +230,46 @@ def test_cli_perplexity_mode_still_works(servers: Servers, tmp_path: Path) -> No
     assert completed.stdout.startswith("tokens scored: ")
     mixed = run_cli("--url", servers.stable.base_url, "--suite", str(text_file))
     assert mixed.returncode == 2 and "--suite takes --candidate" in mixed.stderr
+
+
+def test_a_candidate_not_yet_reachable_is_waited_for_not_judged(servers: Servers) -> None:
+    """An evaluation Job can start before the node routes the canary's new Service: the
+    suite rides out refused connections for a while instead of failing to run."""
+    port = free_port()
+    upstream = servers.twin.base_url
+
+    class Forward(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            answer = httpx.post(
+                f"{upstream}{self.path}",
+                content=body,
+                headers={"Content-Type": "application/json"},
+                timeout=60,
+            )
+            self.send_response(answer.status_code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer.content)))
+            self.end_headers()
+            self.wfile.write(answer.content)
+
+    opened: list[ThreadingHTTPServer] = []
+
+    def open_later() -> None:
+        time.sleep(2)
+        opened.append(ThreadingHTTPServer(("127.0.0.1", port), Forward))
+        opened[0].serve_forever()
+
+    threading.Thread(target=open_later, daemon=True).start()
+    try:
+        result = run_suite(
+            load_suite(COMPARISON_SUITE),
+            f"http://127.0.0.1:{port}",
+            servers.stable.base_url,
+            TINY_MODEL_NAME,
+        )
+    finally:
+        if opened:
+            opened[0].shutdown()
+    assert result.error is None, result
+    assert all(gate.passed for gate in result.gates), result.gates
