@@ -241,6 +241,19 @@ def canary_weight(api: KubeApi, canary: str, name: str = NAME) -> int | None:
     return None
 
 
+def create_stable(api: KubeApi, prometheus_url: str) -> None:
+    """The bench's rollout, its first revision stable."""
+    api.create(MODELROLLOUTS, NAMESPACE, manifest("file:///bench/model-stable", prometheus_url))
+    wait(
+        lambda: (
+            (api.get(MODELROLLOUTS, NAMESPACE, NAME) or {}).get("status", {}).get("phase")
+            == "Succeeded"
+        ),
+        60,
+        "the first revision to become stable",
+    )
+
+
 def wait(predicate: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -446,19 +459,7 @@ def main() -> int:
     operator.start()
     latencies: list[float] = []
     try:
-        api.create(
-            MODELROLLOUTS,
-            NAMESPACE,
-            manifest("file:///bench/model-stable", state.prometheus_url),
-        )
-        wait(
-            lambda: (
-                (api.get(MODELROLLOUTS, NAMESPACE, NAME) or {}).get("status", {}).get("phase")
-                == "Succeeded"
-            ),
-            60,
-            "the first revision to become stable",
-        )
+        create_stable(api, state.prometheus_url)
         start_background(api, state, gauge, args.background)
         for index in range(args.runs):
             latency = one_run(api, state, gauge, index)
@@ -539,19 +540,7 @@ def push_main(args: argparse.Namespace) -> int:
                 work / "alertmanager", proxy.url, token_file, matchers=['path="pushed"']
             )
             state.prometheus.register_alertmanager("bench-rollback", manager.address)
-            api.create(
-                MODELROLLOUTS,
-                NAMESPACE,
-                manifest("file:///bench/model-stable", state.prometheus_url),
-            )
-            wait(
-                lambda: (
-                    (api.get(MODELROLLOUTS, NAMESPACE, NAME) or {}).get("status", {}).get("phase")
-                    == "Succeeded"
-                ),
-                60,
-                "the first revision to become stable",
-            )
+            create_stable(api, state.prometheus_url)
             for index in range(2 * args.runs):
                 path = "pushed" if index % 2 == 0 else "polled"
                 fired, sent = one_push_run(api, state, gauge, routes, proxy, index, path)
