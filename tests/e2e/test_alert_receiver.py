@@ -104,6 +104,22 @@ def receiver(
         process.stop()
 
 
+def rollback_on_alert(prometheus_url: str, alertname: str) -> dict[str, Any]:
+    """An analysis that rolls the canary back on `alertname` for its revision, polled only
+    once a minute: a firing alert would be seen a minute after the canary's first look."""
+    return {
+        "prometheus": {"address": prometheus_url, "timeout": "2s"},
+        "interval": "60s",
+        "alerts": [
+            {
+                "alertname": alertname,
+                "matchLabels": {"namespace": "{{namespace}}", "revision": "{{canary.revision}}"},
+                "action": "rollback",
+            }
+        ],
+    }
+
+
 def webhook(alertname: str, labels: dict[str, str], fingerprint: str) -> bytes:
     alert = {
         "status": "firing",
@@ -133,18 +149,7 @@ def test_a_pushed_alert_rolls_the_canary_back_before_any_poll_and_bad_pushes_cha
     namespace: str,
 ) -> None:
     alertname = f"ModelHighErrorRate{uuid.uuid4().hex[:6]}"
-    analysis = {
-        "prometheus": {"address": prometheus.url, "timeout": "2s"},
-        # The poll would see a firing alert only a minute after the canary's first look.
-        "interval": "60s",
-        "alerts": [
-            {
-                "alertname": alertname,
-                "matchLabels": {"namespace": "{{namespace}}", "revision": "{{canary.revision}}"},
-                "action": "rollback",
-            }
-        ],
-    }
+    analysis = rollback_on_alert(prometheus.url, alertname)
     steps = [{"setWeight": 50}, {"analysis": {"duration": "10m"}}]
     v1 = rollout_manifest("chat", "file:///models/v1", steps, analysis=analysis)
     start_stable(rollouts, v1)

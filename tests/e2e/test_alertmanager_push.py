@@ -19,7 +19,7 @@ from kubernetes import client
 
 from modelrollout_dev.alertmanager import Alertmanager, start_alertmanager
 from modelrollout_dev.prometheus import MetricsEndpoint, PrometheusHandle
-from tests.e2e.test_alert_receiver import Receiver, receiver
+from tests.e2e.test_alert_receiver import Receiver, receiver, rollback_on_alert
 from tests.e2e.test_canary_operator import revision, start_stable
 from tests.support.kube import wait_until
 from tests.support.rollouts import Rollouts, rollout_manifest, with_model
@@ -56,17 +56,7 @@ def test_alertmanager_pushes_a_firing_rule_and_the_canary_rolls_back_a_resolved_
 ) -> None:
     suffix = uuid.uuid4().hex[:6]
     alertname, metric = f"ModelHighErrorRate{suffix}", f"modelrollout_test_errors_{suffix}"
-    analysis = {
-        "prometheus": {"address": prometheus.url, "timeout": "2s"},
-        "interval": "60s",
-        "alerts": [
-            {
-                "alertname": alertname,
-                "matchLabels": {"namespace": "{{namespace}}", "revision": "{{canary.revision}}"},
-                "action": "rollback",
-            }
-        ],
-    }
+    analysis = rollback_on_alert(prometheus.url, alertname)
     steps = [{"setWeight": 50}, {"analysis": {"duration": "10m"}}]
     v1 = rollout_manifest("chat", "file:///models/v1", steps, analysis=analysis)
     start_stable(rollouts, v1)
