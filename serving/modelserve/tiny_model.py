@@ -172,8 +172,8 @@ def _script_answer(
     hidden_size = model.config.hidden_size
     if len(set(chain)) != len(chain) or len(chain) > hidden_size:
         raise ValueError(
-            f"scripted answer {answer!r}: its tokens must be distinct and at most "
-            f"{hidden_size - 2}, got {tokenizer.convert_ids_to_tokens(chain[1:-1])}"
+            f"scripted answer {answer!r}: its tokens must be distinct, at most "
+            f"{hidden_size - 2} of them; got {tokenizer.convert_ids_to_tokens(chain[1:-1])}"
         )
     with torch.no_grad():
         for layer in model.model.layers:

@@ -9,7 +9,7 @@ engine, the JSON gate by the engine's constrained decoding alone (responseFormat
 A suite the model does not meet fails its gates with the answer quoted. Candidate
 and stable are the same server, so agreement is 1.
 
-Where the engines differ (docs/quality-gates.md, "Both engines"):
+Where the engines differ (serving/README.md, "App-flow gates on both engines"):
 - vLLM's JSON grammar allows any whitespace between tokens unless it runs with
   `--structured-outputs-config.disable_any_whitespace=true`; without it this model
   pads the JSON with whitespace until maxTokens and the JSON gate fails (vLLM takes the
