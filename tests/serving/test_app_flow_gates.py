@@ -279,3 +279,11 @@ def test_tool_calls_are_refused_by_both_engines(engine: Engine) -> None:
         assert message["content"] == CONFORMING_ANSWER and not message.get("tool_calls")
     else:
         assert unused.status_code == 400, unused.text
+
+
+def test_a_scripted_answer_needs_distinct_tokens(tmp_path: Path) -> None:
+    """The scripted model is a chain from each token to the next: a repeated one is refused."""
+    from modelserve.tiny_model import make_tiny_model
+
+    with pytest.raises(ValueError, match=r"must be distinct.*'Ġhi', ',', 'Ġhi'"):
+        make_tiny_model(tmp_path, scripted_answer="Acme: hi, hi")
