@@ -161,8 +161,8 @@ def _script_answer(
     current token's embedding alone (a bigram model): the chain's tokens get one-hot
     embeddings on coordinates of their own (no other token's embedding has any part of
     them), and each one's successor an output row that points at it, far above the
-    random rows. After any other token the logits stay random, so decoding that a
-    grammar constrains keeps a random model's preferences.
+    random rows. After any other token the logits stay the random model's (the chain's
+    successors get 0), so decoding that a grammar constrains keeps its preferences.
     """
     chain = [
         tokenizer.convert_tokens_to_ids(ROLE_TOKENS[2]),
