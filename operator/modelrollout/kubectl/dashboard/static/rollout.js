@@ -1,7 +1,7 @@
 "use strict";
-const [, , namespace, name] = location.pathname.split("/").map(decodeURIComponent);
+const [namespace, name] = location.pathname.slice(BASE.length).split("/").slice(1, 3).map(decodeURIComponent);
 const key = `${namespace}/${name}`;
-const api = `/api/rollouts/${encodeURIComponent(namespace)}/${encodeURIComponent(name)}`;
+const api = `${BASE}api/rollouts/${encodeURIComponent(namespace)}/${encodeURIComponent(name)}`;
 const COMMANDS = [
   ["promote", "Promote", "complete the current step"],
   ["promote-full", "Promote fully", "skip every remaining step and move all traffic to the canary"],
@@ -199,9 +199,9 @@ function draw() {
 }
 
 // The mode first, so that a read-only dashboard never draws a button.
-fetch("/api/config").then((r) => r.json()).then((settings) => {
+fetch(`${BASE}api/config`).then((r) => r.json()).then((settings) => {
   readOnly = settings.readOnly;
-  live(`/api/stream?rollout=${encodeURIComponent(key)}`, {
+  live(`${BASE}api/stream?rollout=${encodeURIComponent(key)}`, {
     detail: (data) => { view = data; draw(); },
     missing: () => { document.getElementById("phase").textContent = "not found (or not yet listed)"; },
   });
