@@ -250,3 +250,72 @@ def test_a_user_without_patch_rights_sees_the_refusal_in_the_page(
         assert f'User "system:serviceaccount:{namespace}:viewer" cannot patch resource' in notice
         screenshot(browser, "dashboard-forbidden.png")
     assert rollouts.status("chat")["currentStep"] == 1
+
+
+def test_the_rollback_button_goes_back_to_the_warm_revision_and_history_shows_records(
+    kube_api_client: client.ApiClient,
+    rollouts: Rollouts,
+    operator_process: OperatorProcess,
+    cluster_under_test: ClusterUnderTest,
+    namespace: str,
+    prometheus: PrometheusHandle,
+    browser: WebDriver,
+    tmp_path: Path,
+) -> None:
+    steps = [{"setWeight": 50}, {"pause": {"duration": "1s"}}]
+    v1 = rollout_manifest(
+        "chat", "file:///models/v1", steps, analysis=analysis(prometheus, "0.002")
+    )
+    v1["spec"]["strategy"]["canary"]["rollbackWindow"] = {"duration": "10m"}
+    rollouts.create(v1)
+    old = rollouts.wait_phase("chat", {"Succeeded"}, SECONDS)["stableRevision"]
+    model = {**with_model(v1, "file:///models/v2")["spec"]["model"]}
+    model["card"] = {"license": "apache-2.0", "parameters": 3_000_000_000}
+    rollouts.patch_spec("chat", {"model": model})
+    promoted = rollouts.wait_phase("chat", {"Succeeded"}, SECONDS)
+    new = promoted["stableRevision"]
+    assert promoted["previousRevision"] == old
+
+    # A read-only dashboard (the chart's default) draws no button and sends nothing.
+    with Dashboard(
+        cluster_under_test.kubeconfig,
+        namespace,
+        tmp_path / "read-only.log",
+        arguments=["-n", namespace, "dashboard", "--read-only"],
+    ) as board:
+        open_page(browser, f"{board.url}/rollouts/{namespace}/chat")
+        wait(browser, lambda d: "read-only" in text_of(d, "#actions"), "the read-only notice")
+        assert not browser.find_elements(By.CSS_SELECTOR, "#actions button, button[data-undo]")
+
+    # RBAC: a user without patch sees the API server's refusal of the rollback.
+    kubeconfig = viewer_kubeconfig(
+        kube_api_client, cluster_under_test.kubeconfig, namespace, tmp_path / "viewer.yaml"
+    )
+    with Dashboard(kubeconfig, namespace, tmp_path / "viewer.log") as board:
+        open_page(browser, f"{board.url}/rollouts/{namespace}/chat")
+        wait(browser, lambda d: "kept warm until" in text_of(d, "#rollback-window"), "the window")
+        confirm(browser, "rollback")
+        wait(browser, lambda d: "refused (403)" in text_of(d, "#notice"), "the refusal")
+        assert "cannot patch resource" in text_of(browser, "#notice")
+    assert rollouts.status("chat")["phase"] == "Succeeded"
+
+    with Dashboard(cluster_under_test.kubeconfig, namespace, tmp_path / "dashboard.log") as board:
+        open_page(browser, f"{board.url}/rollouts/{namespace}/chat")
+        wait(browser, lambda d: old in text_of(d, "#rollback-window"), "the rollback window")
+        assert "license apache-2.0, parameters 3,000,000,000" in text_of(browser, "#card")
+        record = f'details[data-record="{new}"]'
+        browser.find_element(By.CSS_SELECTOR, f"{record} summary").send_keys(Keys.ENTER)
+        wait(browser, lambda d: "URI" in text_of(d, f"{record} dl"), "the model record")
+        text = text_of(browser, f"{record} dl")
+        assert "file:///models/v2" in text and "Card (declared)" in text
+        browser.execute_script(
+            "arguments[0].scrollIntoView()", browser.find_element(By.ID, "history")
+        )
+        screenshot(browser, "dashboard-history.png")
+
+        confirm(browser, "rollback")
+        wait(browser, lambda d: "kept warm" in text_of(d, "#notice"), "the rollback's answer")
+        wait(browser, lambda d: "RolledBack" in text_of(d, "#phase"), "the rollback, no reload")
+        assert same_load(browser)
+    status = rollouts.status("chat")
+    assert (status["stableRevision"], status["history"][0]["outcome"]) == (old, "RolledBack")
