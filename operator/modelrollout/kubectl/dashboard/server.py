@@ -43,7 +43,10 @@ STATIC = Path(__file__).parent / "static"
 COMMAND_HEADER = "X-Modelrollout-Dashboard"
 
 
-READ_ONLY = "this dashboard is read-only: it sends no commands (started with --read-only)"
+READ_ONLY = (
+    "this dashboard is read-only: it sends no commands (--read-only; in the chart, "
+    "dashboard.actions: false)"
+)
 
 
 def create_app(
