@@ -235,6 +235,8 @@ def test_the_charts_dashboard_serves_read_only_as_its_service_account(
 
         assert _status_code(patch) == 403
         assert _status_code(lambda: core.list_namespaced_secret(namespace)) == 403
+        # No right to any Secret by default (dashboard.providerReferences.enabled false).
+        assert _status_code(lambda: core.read_namespaced_secret("any", namespace)) == 403
         assert _status_code(lambda: core.list_namespaced_event(namespace)) == 200
         # dashboard.actions: true grants patch (the server then sends the commands).
         install(

@@ -361,9 +361,6 @@ def _dashboard(documents: list[dict[str, Any]], kind: str) -> dict[str, Any]:
 DASHBOARD_READ_RULES = {
     ("modelrollout.dev", "modelrollouts"): {"get", "list", "watch"},
     ("", "events"): {"list", "watch"},
-    # The Secrets and ConfigMaps a rollout's provider names, for the plots' range queries.
-    ("", "secrets"): {"get"},
-    ("", "configmaps"): {"get"},
 }
 
 
@@ -405,6 +402,34 @@ def test_the_dashboard_is_read_only_behind_a_cluster_ip_with_its_own_service_acc
     # The operator's Services and disruption budget never select the dashboard's pod.
     assert service["spec"]["selector"] != operator["spec"]["selector"]["matchLabels"]
     assert not [d for d in documents if d["kind"] == "Ingress"]
+
+
+def test_the_dashboard_reads_provider_secrets_only_when_granted(tmp_path: Path) -> None:
+    """No right to any Secret by default; providerReferences grants get on those its
+    plots' Prometheus auth reads (the listed names, or every one in scope)."""
+    every = render(
+        tmp_path, {"dashboard": {"enabled": True, "providerReferences": {"enabled": True}}}
+    )
+    assert _rules(_dashboard(every, "ClusterRole")) == {
+        **DASHBOARD_READ_RULES,
+        ("", "secrets"): {"get"},
+        ("", "configmaps"): {"get"},
+    }
+    named = render(
+        tmp_path,
+        {
+            "dashboard": {
+                "enabled": True,
+                "providerReferences": {"enabled": True, "secretNames": ["prom-auth"]},
+            }
+        },
+    )
+    secret_rules = [
+        rule
+        for rule in _dashboard(named, "ClusterRole")["rules"]
+        if "secrets" in rule.get("resources", [])
+    ]
+    assert [rule.get("resourceNames") for rule in secret_rules] == [["prom-auth"]]
 
 
 def test_dashboard_actions_add_patch_and_a_namespace_gets_a_role(tmp_path: Path) -> None:
