@@ -23,8 +23,16 @@ _SELECTOR = 'namespace="{{namespace}}",rollout="{{rollout}}",revision="{{%s.revi
 
 
 def requests_query(role: str, window: str) -> str:
-    """Requests the engine finished for `role`'s revision over `window`."""
-    return f"sum(increase(vllm:request_success_total{{{_SELECTOR % role}}}[{window}]))"
+    """Requests `role`'s revision answered over `window`: the larger of the engine's finished
+    requests and the HTTP responses of the OpenAI routes (a request failing before the engine
+    is only the latter), as builtin errorRate counts them."""
+    selector = _SELECTOR % role
+    engine = f"sum(increase(vllm:request_success_total{{{selector}}}[{window}]))"
+    http = f'sum(increase(http_requests_total{{{selector},handler=~"/v1/.*"}}[{window}]))'
+    return (
+        f'max(label_replace({engine}, "source", "engine", "", "")'
+        f' or label_replace({http}, "source", "http", "", ""))'
+    )
 
 
 @dataclass(frozen=True)

@@ -699,7 +699,7 @@ class _Tick:
             self.roll_back("RolledBack", "ExperimentFailed", f"experiment: {report.reason}")
             self.event("Warning", "ExperimentVerdict", summary(report))
             return
-        self.complete_step()
+        self.complete_step_then_weight()
         # Last, so that the tick's one Event is named after the verdict (step_event.py).
         self.event("Normal", "ExperimentVerdict", summary(report))
 
@@ -742,9 +742,12 @@ class _Tick:
                 message=f"{label}: time is up, waiting for analysis ({self.obs.analysis.message})"
             )
             return
+        self.complete_step_then_weight()
+
+    def complete_step_then_weight(self) -> None:
+        """Complete a timed step; a weight step after it is set in the same status write (and
+        tick): one write per step instead of two, and no tick interval between them."""
         self.complete_step()
-        # A weight after a timed step is set in the same status write (and tick): one
-        # write per step instead of two, and no tick interval between them.
         following = self.status.current_step
         steps = self.strategy.steps
         if (
