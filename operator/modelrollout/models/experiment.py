@@ -25,3 +25,9 @@ def running_experiment(
         return None
     experiment = canary.steps[index].experiment
     return None if experiment is None else (index, experiment)
+
+
+def segment_reaches_canary(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> bool:
+    """Whether an experiment's segment brings the canary requests, whatever its weight: the
+    step runs and the canary's pods are all Ready (before, a loading canary has no data)."""
+    return running_experiment(spec, status) is not None and status.canary_unready_since is None

@@ -217,6 +217,8 @@ def test_the_experiment_has_timers_and_counts_as_traffic_for_the_analysis() -> N
     rollout = started(ab_spec())
     spec = rollout.spec
     assert not analysis_active(spec, rollout.status.model_copy(update={"current_step": 1}))
+    # While the canary loads, the segment brings it nothing: no data yet is not "unavailable".
+    assert awaits_traffic(spec, rollout.status) and not analysis_active(spec, rollout.status)
     serving_for_a_minute(rollout)
     status = rollout.status
     # At weight 0 the segment reaches the canary: its checks run, it is not "no traffic".

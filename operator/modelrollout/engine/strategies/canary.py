@@ -45,7 +45,7 @@ from modelrollout.engine.strategies.bluegreen import (
 from modelrollout.engine.strategies.experiment import judge, summary
 from modelrollout.engine.strategies.types import Decision, Event, Observations
 from modelrollout.models.durations import parse_duration
-from modelrollout.models.experiment import running_experiment
+from modelrollout.models.experiment import segment_reaches_canary
 from modelrollout.models.spec import (
     CanaryStep,
     CanaryStrategy,
@@ -213,7 +213,7 @@ class _Tick:
             and weights.mirror == 0
             and not self.blue_green
             # An experiment's segment reaches the canary at weight 0 too.
-            and running_experiment(self.spec, self.status) is None
+            and not segment_reaches_canary(self.spec, self.status)
         )
 
     # -- phases ------------------------------------------------------------

@@ -35,7 +35,8 @@ def _group(name: str, revision: str, figures: GroupFigures) -> ExperimentGroup:
         {
             "name": name,
             "revision": revision,
-            "requests": figures.requests,
+            # increase() extrapolates to the window's edges: a count is a whole number.
+            "requests": None if figures.requests is None else float(round(figures.requests)),
             "error_rate": figures.values.get("errorRate"),
             "ttft_p99": figures.values.get("ttftP99"),
         }
