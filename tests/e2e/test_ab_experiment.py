@@ -1,6 +1,6 @@
 """A/B by request attributes through the real gateway, judged on real servers' metrics.
 
-An experiment step sends a segment (a header, then a cookie) to the candidate
+An experiment step sends a segment (a header, a user-hash range, then a cookie) to the candidate
 at weight 0; Traefik carries out the header-match rule the gatewayAPI router
 writes, real model servers answer, and Prometheus counts each group. A good
 candidate's experiment ends Promote and the rollout goes on; one answering
@@ -80,7 +80,12 @@ def test_an_experiment_routes_its_segment_to_the_candidate_and_its_verdict_decid
     cluster_under_test: ClusterUnderTest,
 ) -> None:
     serving, gateway = routed_serving
-    steps = [experiment({"headers": [{"name": "x-tenant", "value": "beta"}]}), {"pause": {}}]
+    steps = [
+        experiment({"headers": [{"name": "x-tenant", "value": "beta"}]}),
+        # Users whose id hash ends in hex digit 0-3: a quarter of them, always the same.
+        experiment({"hashRange": {"header": "x-user-hash", "from": 0, "to": 3}}),
+        {"pause": {}},
+    ]
     v1 = rollout_manifest(
         "chat", serving.model_uri(0), steps, router="gatewayAPI",
         analysis=analysis(prometheus), placement=serving.placement(),
@@ -93,7 +98,9 @@ def test_an_experiment_routes_its_segment_to_the_candidate_and_its_verdict_decid
     plain = BackgroundLoad(gateway.url, "chat")
     beta = BackgroundLoad(gateway.url, "chat", headers={"x-tenant": "beta"})
     cohort = BackgroundLoad(gateway.url, "chat", headers={"Cookie": "theme=dark; cohort=b"})
-    with plain, beta, cohort:
+    in_range = BackgroundLoad(gateway.url, "chat", workers=1, headers={"x-user-hash": "9f3e2"})
+    out_of_range = BackgroundLoad(gateway.url, "chat", workers=1, headers={"x-user-hash": "9f3ea"})
+    with plain, beta, cohort, in_range, out_of_range:
         # A good candidate: the x-tenant: beta segment goes to it at weight 0.
         started = time.monotonic()
         rollouts.patch_spec("chat", {"model": {"name": "chat", "uri": serving.model_uri(1)}})
@@ -106,15 +113,23 @@ def test_an_experiment_routes_its_segment_to_the_candidate_and_its_verdict_decid
             "the segment answered by the candidate",
         )
         first_on_b = time.monotonic()
+        good = rollouts.status("chat")["canaryRevision"]
+        first = wait_until(
+            lambda: (s := rollouts.status("chat")).get("currentStep") == 1 and s,
+            180,
+            "the first experiment's verdict",
+        )
+        second_step = time.monotonic()
+        assert first["experiment"]["decision"] == "Promote", first["experiment"]
         paused = rollouts.wait_phase("chat", {"Paused", "RolledBack"}, 180)
         judged = time.monotonic()
         assert paused["phase"] == "Paused", paused
         assert paused["weights"]["canary"] == 0, paused
-        good = paused["canaryRevision"]
+        assert paused["canaryRevision"] == good
         report = paused["experiment"]
         print("good candidate's report:", report)
         assert report["decision"] == "Promote", report
-        assert report["revision"] == good and report["step"] == 0
+        assert report["revision"] == good and report["step"] == 1
         groups = {group["name"]: group for group in report["groups"]}
         assert groups["A"]["revision"] == stable and groups["B"]["revision"] == good
         assert groups["A"]["requests"] >= 20 and groups["B"]["requests"] >= 20, groups
@@ -123,12 +138,18 @@ def test_an_experiment_routes_its_segment_to_the_candidate_and_its_verdict_decid
             "error-rate": False,
             "ttft-vs-a": False,
         }
-        # Outside the segment nobody reached the candidate; inside it, once routed, all did.
+        # Outside the segments nobody reached the candidate; inside each, while its step ran
+        # and once routed, everyone did.
         assert revisions_after(plain, started, judged) == {stable}
         assert revisions_after(cohort, started, judged) == {stable}
-        assert revisions_after(beta, first_on_b + SETTLE, judged - SETTLE) == {good}
+        assert revisions_after(out_of_range, started, judged) == {stable}
+        assert revisions_after(beta, first_on_b + SETTLE, second_step - SETTLE) == {good}
+        assert revisions_after(in_range, started, second_step - SETTLE) == {stable}
+        assert revisions_after(in_range, second_step + SETTLE, judged - SETTLE) == {good}
+        assert revisions_after(beta, second_step + SETTLE, judged) == {stable}
         verdicts = [e for e in rollouts.events("chat") if e.reason == "ExperimentVerdict"]
-        assert verdicts and "experiment Promote" in verdicts[-1].message, verdicts
+        print("verdicts:", [(e.count, e.message) for e in verdicts])
+        assert verdicts and all("experiment Promote" in e.message for e in verdicts), verdicts
         shown = plugin_get(cluster_under_test, rollouts.namespace, "chat")
         print(shown)
         assert "Experiment:" in shown and ": Promote" in shown, shown
@@ -155,6 +176,7 @@ def test_an_experiment_routes_its_segment_to_the_candidate_and_its_verdict_decid
     assert cohort.count(bad, "500") > 0, cohort.snapshot()
     assert bad not in revisions_after(plain, second, ended)
     assert bad not in revisions_after(beta, second, ended)
+    assert bad not in revisions_after(in_range, second, ended)
     shown = plugin_get(cluster_under_test, rollouts.namespace, "chat")
     print(shown)
     assert ": Rollback" in shown, shown
