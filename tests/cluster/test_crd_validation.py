@@ -19,6 +19,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from modelrollout.models import ModelRolloutStatus, Weights
+from modelrollout.models.status import ExperimentCheck, ExperimentGroup, ExperimentReport
 from tests.unit.operator.builders import example_spec
 
 pytestmark = pytest.mark.cluster
@@ -98,6 +99,23 @@ def provider(**change: Any) -> Callable[[dict[str, Any]], None]:
 
 def gateway_without_parents(spec: dict[str, Any]) -> None:
     spec["traffic"] = {"router": "gatewayAPI", "gatewayAPI": {"parentRefs": []}}
+
+
+BETA = {"headers": [{"name": "x-tenant", "value": "beta"}]}
+
+
+def experiment(
+    segment: dict[str, Any], router: str = "gatewayAPI"
+) -> Callable[[dict[str, Any]], None]:
+    """An experiment step first, behind `router` (the example's gatewayAPI settings kept)."""
+
+    def mutate(spec: dict[str, Any]) -> None:
+        spec["traffic"]["router"] = router
+        spec["strategy"]["canary"]["steps"][0] = {
+            "experiment": {"duration": "10m", "segment": segment}
+        }
+
+    return mutate
 
 
 # (mutation of the valid example, texts the API server's message must contain)
@@ -200,6 +218,29 @@ INVALID: list[tuple[str, Callable[[dict[str, Any]], None], list[str]]] = [
         "session affinity with 32 buckets",
         setting("traffic.sessionAffinity", {"buckets": 32}),
         ["spec.traffic.sessionAffinity.buckets", "16", "256"],
+    ),
+    (
+        "an experiment on the service router",
+        experiment(BETA, router="service"),
+        ["spec.strategy.canary.steps", "request matching: gatewayAPI"],
+    ),
+    (
+        "an experiment segment without a condition",
+        experiment({}),
+        ["spec.strategy.canary.steps[0].experiment.segment", "at least one of headers"],
+    ),
+    (
+        "an experiment cookie value with a semicolon",
+        experiment({"cookie": {"name": "ab", "value": "b;c"}}),
+        ["spec.strategy.canary.steps[0].experiment.segment.cookie.value"],
+    ),
+    (
+        "a step with an experiment and a weight",
+        setting(
+            "strategy.canary.steps.0",
+            {"setWeight": 5, "experiment": {"duration": "1m", "segment": BETA}},
+        ),
+        ["exactly one of setWeight, pause, analysis, evaluation, experiment"],
     ),
     (
         "gatewayAPI without parentRefs",
@@ -401,6 +442,38 @@ def test_operator_status_is_accepted_and_shown_in_columns(
     assert columns == ["Name", "Phase", "Stable", "Canary", "Weight", "Step", "Age"]
     cells = response["rows"][0]["cells"]
     assert cells[1:6] == ["Progressing", "aaaa000001", "bbbb000002", 25, 2]
+
+
+def test_an_experiment_and_its_report_are_accepted_as_written(
+    kube_api_client: client.ApiClient, namespace: str
+) -> None:
+    spec = example_spec()
+    experiment({**BETA, "cookie": {"name": "ab", "value": "b"},
+                "hashRange": {"header": "x-user-hash", "from": 0, "to": 3}})(spec)  # fmt: skip
+    created = create(kube_api_client, namespace, spec)
+    assert created["spec"] == spec
+    report = ExperimentReport(
+        revision="bbbb000002",
+        step=0,
+        window_seconds=600,
+        measured_at=datetime.now(UTC).replace(microsecond=0),
+        groups=(
+            ExperimentGroup(name="A", revision="aaaa000001", requests=900, error_rate=0.0),
+            ExperimentGroup(name="B", revision="bbbb000002", requests=300, error_rate=0.2),
+        ),
+        error_rate_difference=0.2,
+        checks=(ExperimentCheck(name="error-rate", value=0.2, threshold="> 0.01", breached=True),),
+        decision="Rollback",
+        reason="B breaches error-rate 0.2 (breach when > 0.01)",
+    )
+    status = ModelRolloutStatus(phase="RolledBack", stable_revision="aaaa000001", experiment=report)
+    objects = client.CustomObjectsApi(kube_api_client)
+    name = created["metadata"]["name"]
+    objects.patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, PLURAL, name, {"status": status.to_patch()}
+    )
+    stored = objects.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    assert ModelRolloutStatus.model_validate(stored["status"]).experiment == report
 
 
 def test_short_name_mro_is_served(kube_api_client: client.ApiClient) -> None:

@@ -30,6 +30,7 @@ from modelrollout.analysis.provider import MetricProvider, QueryResult
 from modelrollout.analysis.pushed import matching_alerts
 from modelrollout.analysis.templates import TemplateError
 from modelrollout.models.durations import parse_duration
+from modelrollout.models.experiment import segment_reaches_canary
 from modelrollout.models.spec import Alert, Check, ModelRolloutSpec
 from modelrollout.models.status import ACTIVE_CANARY_PHASES, CheckStatus, ModelRolloutStatus
 
@@ -44,6 +45,7 @@ def analysis_active(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> bool:
             status.weights.canary > 0
             or status.weights.mirror > 0
             or spec.strategy.blue_green is not None
+            or segment_reaches_canary(spec, status)
         )
     )
 
@@ -57,6 +59,8 @@ def awaits_traffic(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> bool:
         and status.weights.canary == 0
         and status.weights.mirror == 0
         and spec.strategy.blue_green is None
+        # An experiment's segment reaches the canary at weight 0.
+        and not segment_reaches_canary(spec, status)
     )
 
 

@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from modelrollout.analysis.assessment import check_events
+from modelrollout.analysis.experiment import ExperimentFigures, measure
 from modelrollout.analysis.pool import ProviderPool
 from modelrollout.analysis.provider import MetricProvider
 from modelrollout.analysis.pushed import PushedAlerts
@@ -89,7 +90,8 @@ from modelrollout.models import (
     ModelRolloutStatus,
     parse_duration,
 )
-from modelrollout.models.spec import Notifications
+from modelrollout.models.experiment import running_experiment
+from modelrollout.models.spec import Notifications, Segment
 from modelrollout.models.status import CheckStatus, GpuUsage
 from modelrollout.traffic import router_for
 from modelrollout.traffic.base import (
@@ -99,6 +101,7 @@ from modelrollout.traffic.base import (
     TrafficRouter,
     routed_condition,
 )
+from modelrollout.traffic.segment import SegmentSettings, segment_settings
 from modelrollout.traffic.session_affinity import SessionAffinitySettings
 
 EventSink = Callable[[str, str, str], None]
@@ -330,6 +333,7 @@ class Reconciler:
             evaluation=observe_evaluation(self._api, rollout, spec, status),
             router_capabilities=router.capabilities,
             model_records=self._fetched_records(rollout.uid, status),
+            experiment=self._measure_experiment(spec, status, rollout, now),
         )
         decision = canary.decide(spec, status.with_checks(checks), observations)
         changed_checks = check_events(status.checks, checks)
@@ -350,7 +354,7 @@ class Reconciler:
             if decision.status.stable_revision != status.stable_revision:
                 # A rollback in the rollback window: the revision kept warm is stable again.
                 backends = self._backends(rollout, spec, decision.status) or backends
-            router.set_weights(replace(backends, mirror_percent=0), 0)
+            router.set_weights(replace(backends, mirror_percent=0, segment=None), 0)
         if new_status != status:
             self._write_or_keep(rollout, stored, new_status, now)
         # One Event for the tick, not one per thing it did: one API write (step_event.py).
@@ -510,6 +514,40 @@ class Reconciler:
                     affinity.header, affinity.buckets, affinity.pin_revision
                 )
             ),
+            segment=None if (running := running_experiment(spec, status)) is None
+            else _segment(running[1].segment),
+        )  # fmt: skip
+
+    def _measure_experiment(
+        self, spec: ModelRolloutSpec, status: ModelRolloutStatus, rollout: RolloutRef, now: datetime
+    ) -> ExperimentFigures | None:
+        """Both groups of the running experiment, once its time is up and a measurement is due."""
+        running = running_experiment(spec, status)
+        started = status.step_started_at
+        if running is None or started is None or status.phase != "Progressing":
+            return None
+        index, experiment = running
+        if (now - started).total_seconds() < parse_duration(experiment.duration):
+            return None
+        report = status.experiment
+        if (
+            report is not None
+            and (report.revision, report.step) == (status.canary_revision, index)
+            and (now - report.measured_at).total_seconds() < parse_duration(spec.analysis.interval)
+        ):
+            return None
+        provider = (
+            self._providers.provider(spec.analysis, rollout.namespace)
+            if self._provider_factory is None
+            else self._provider_factory(spec)
+        )
+        return measure(
+            spec,
+            provider,
+            analysis_context(rollout.namespace, rollout.name, spec, status),
+            status.canary_revision or "",
+            index,
+            int((now - started).total_seconds()),
         )
 
     def _analyze(
@@ -542,7 +580,7 @@ class Reconciler:
         # that deletes its pods: the route goes to the promoted revision alone first.
         route_first = promoted(before, status) and Capability.EXACT_WEIGHTS in router.capabilities
         if route_first and backends is not None:
-            self._route(router, backends, status)
+            self._route(router, backends, spec, status)
         unmarked = revision_to_mark(spec, deployments, parsed.revision)
         if unmarked is not None:
             mark_spec_revision(self._api, rollout, unmarked, parsed.revision)
@@ -565,15 +603,39 @@ class Reconciler:
             self._api, rollout, plan if spec.disruption_budget.enabled else []
         )
         if backends is not None and not route_first:
-            self._route(router, backends, status)
+            self._route(router, backends, spec, status)
         return resized
 
     @staticmethod
-    def _route(router: TrafficRouter, backends: Backends, status: ModelRolloutStatus) -> None:
+    def _route(
+        router: TrafficRouter,
+        backends: Backends,
+        spec: ModelRolloutSpec,
+        status: ModelRolloutStatus,
+    ) -> None:
         router.reconcile(backends)
         weight = route_weight(status)
+        if weight is None and has_experiment(spec):
+            # A warming canary at weight 0 gets its segment's rule when an experiment step
+            # starts, and loses it when the step ends, whatever the weight.
+            weight = status.weights.canary
         if weight is not None:
             router.set_weights(backends, weight)
+
+
+def _segment(segment: Segment) -> SegmentSettings:
+    return segment_settings(
+        [(header.name, header.type, header.value) for header in segment.headers],
+        None if segment.cookie is None else (segment.cookie.name, segment.cookie.value),
+        None
+        if (hashed := segment.hash_range) is None
+        else (hashed.header, hashed.buckets, hashed.from_, hashed.to),
+    )
+
+
+def has_experiment(spec: ModelRolloutSpec) -> bool:
+    canary = spec.strategy.canary
+    return canary is not None and any(step.experiment is not None for step in canary.steps)
 
 
 def _scale(

@@ -209,6 +209,7 @@ def render_get(
     lines += _rollback_window(status, now)
     lines += _checks(rollout, now)
     lines += _gates(status)
+    lines += experiment_report(status)
     lines += _conditions(status, now)
     lines += _events(events, now)
     return "\n".join(lines)
@@ -304,6 +305,8 @@ def _current_step_note(
     duration = step.pause.duration if step.pause is not None else None
     if step.analysis is not None:
         duration = step.analysis.duration
+    if step.experiment is not None:
+        duration = step.experiment.duration
     if duration is None or started is None:
         return ""
     elapsed = min((now - started).total_seconds(), parse_duration(duration))
@@ -355,6 +358,52 @@ def _gates(status: ModelRolloutStatus) -> list[str]:
         f"  of revision {status.gates_revision or '-'}{step}",
         *table(["NAME", "RESULT", "VALUE", "THRESHOLD", "MESSAGE"], rows, "  "),
     ]
+
+
+def experiment_report(status: ModelRolloutStatus) -> list[str]:
+    """The last A/B experiment: each group, B - A, the checks judged on B, and the decision."""
+    report = status.experiment
+    if report is None:
+        return []
+    groups = [
+        [
+            group.name,
+            group.revision,
+            _number(group.requests),
+            _number(group.error_rate),
+            _number(group.ttft_p99),
+        ]
+        for group in report.groups
+    ]
+    groups.append(
+        [
+            "B-A",
+            "-",
+            "-",
+            _number(report.error_rate_difference),
+            _number(report.ttft_p99_difference),
+        ]
+    )
+    lines = [
+        "Experiment:",
+        f"  step {report.step + 1}, candidate {report.revision}, "
+        f"{human_duration(report.window_seconds)} window: {report.decision}",
+        f"  {report.reason}",
+        *table(["GROUP", "REVISION", "REQUESTS", "ERROR RATE", "TTFT P99 (S)"], groups, "  "),
+    ]
+    if report.checks:
+        rows = [
+            [check.name, _number(check.value), check.threshold, "yes" if check.breached else "no"]
+            for check in report.checks
+        ]
+        lines += table(["CHECK ON B", "VALUE", "BREACH WHEN", "BREACHED"], rows, "  ")
+    if report.gates:
+        rows = [
+            [gate.name, "Passed" if gate.passed else "Failed", _number(gate.value)]
+            for gate in report.gates
+        ]
+        lines += table(["GATE ON B", "RESULT", "VALUE"], rows, "  ")
+    return lines
 
 
 def _conditions(status: ModelRolloutStatus, now: datetime) -> list[str]:

@@ -95,6 +95,8 @@ CONFIGMAP_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
 PROMETHEUS_ADDRESS_PATTERN = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
 # An HTTP header name (RFC 9110 token).
 HEADER_NAME_PATTERN = r"^[-!#$%&'*+.^_`|~0-9A-Za-z]+$"
+# A cookie value (RFC 6265 cookie-octets): no blank, quote, comma, semicolon or backslash.
+COOKIE_VALUE_PATTERN = r"^[!#-+\--:<-\[\]-~]+$"
 
 _QUALIFIED_NAME = re.compile(QUALIFIED_NAME_PATTERN)
 _QUANTITY = re.compile(QUANTITY_PATTERN)
@@ -955,13 +957,79 @@ class EvaluationStep(SpecModel):
     """Taints the evaluation Job's pod tolerates, as a Pod's tolerations."""
 
 
+class SegmentHeader(SpecModel):
+    name: Annotated[str, Field(min_length=1, max_length=256, pattern=HEADER_NAME_PATTERN)]
+    """The request header to match, e.g. x-tenant."""
+    value: Annotated[str, Field(min_length=1, max_length=1024)]
+    """The value it must have (type Exact) or a regular expression it must match
+    (type RegularExpression, RE2 syntax, searched anywhere in the value unless anchored)."""
+    type: Literal["Exact", "RegularExpression"] = "Exact"
+    """Exact (the default) or RegularExpression, as a Gateway API header match."""
+
+
+class SegmentCookie(SpecModel):
+    name: Annotated[str, Field(min_length=1, max_length=256, pattern=HEADER_NAME_PATTERN)]
+    """The cookie's name."""
+    value: Annotated[str, Field(min_length=1, max_length=1024, pattern=COOKIE_VALUE_PATTERN)]
+    """The value it must have, exactly."""
+
+
+class HashRange(SpecModel):
+    header: Annotated[str, Field(min_length=1, max_length=256, pattern=HEADER_NAME_PATTERN)]
+    """The header carrying a user's hash (a user id's hex digest, a UUID): its last hex digit(s)
+    are its bucket, as traffic.sessionAffinity's."""
+    buckets: Literal[16, 256] = 16
+    """16 (the last hex digit) or 256 (the last two). Default: 16."""
+    from_: Annotated[int, Field(ge=0, le=255, alias="from")]
+    """The first bucket of the range, from 0."""
+    to: Annotated[int, Field(ge=0, le=255)]
+    """The last bucket of the range (inclusive), below buckets."""
+
+
+class Segment(SpecModel):
+    """Which requests go to the candidate: those matching every condition set here (AND)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            rule(
+                "(has(self.headers) && size(self.headers) > 0) || has(self.cookie) || "
+                "has(self.hashRange)",
+                "a segment sets at least one of headers, cookie, hashRange",
+            )
+        )
+    )
+
+    headers: Annotated[list[SegmentHeader], Field(max_length=MAX_HEADERS)] = []
+    """Headers every request of the segment carries, e.g. {name: x-tenant, value: beta}."""
+    cookie: SegmentCookie | None = None
+    """A cookie every request of the segment carries (matched in the Cookie header)."""
+    hash_range: HashRange | None = None
+    """A range of buckets of a hashed header: users whose bucket is from..to."""
+
+
+class ExperimentStep(SpecModel):
+    """An A/B experiment: the segment's requests go to the candidate (group B) beside the weight
+    set so far, the others to stable (group A); at the end both groups are compared and the
+    verdict (status.experiment, Event ExperimentVerdict) continues the rollout or rolls back."""
+
+    duration: Duration
+    """How long the segment is routed to the candidate before the groups are compared."""
+    segment: Segment
+    """The requests sent to the candidate, by header, cookie or hash range."""
+    min_requests: Annotated[int, Field(ge=1, le=1_000_000)] = 20
+    """Requests each group must have answered within the experiment before a verdict: with
+    fewer the step keeps running (no data is never a pass). Default: 20."""
+
+
 class CanaryStep(SpecModel):
     model_config = ConfigDict(
         json_schema_extra=validations(
             rule(
                 "(has(self.setWeight) ? 1 : 0) + (has(self.pause) ? 1 : 0) + "
-                "(has(self.analysis) ? 1 : 0) + (has(self.evaluation) ? 1 : 0) == 1",
-                "each canary step sets exactly one of setWeight, pause, analysis, evaluation",
+                "(has(self.analysis) ? 1 : 0) + (has(self.evaluation) ? 1 : 0) + "
+                "(has(self.experiment) ? 1 : 0) == 1",
+                "each canary step sets exactly one of setWeight, pause, analysis, evaluation, "
+                "experiment",
             )
         )
     )
@@ -978,13 +1046,19 @@ class CanaryStep(SpecModel):
     evaluation: EvaluationStep | None = None
     """Run the quality gates of a suite (modelserve eval) as a Job against the canary and stable; a
     failed gate rolls back, an evaluation that cannot judge pauses."""
+    experiment: ExperimentStep | None = None
+    """An A/B experiment: route a segment of requests (header, cookie, hash range) to the canary
+    for duration, then compare it with stable's requests on the analysis' builtin checks; a breach
+    rolls back. Needs a router with request matching (gatewayAPI). See docs/ab-testing.md."""
 
     @property
-    def kind(self) -> Literal["setWeight", "pause", "analysis", "evaluation"]:
+    def kind(self) -> Literal["setWeight", "pause", "analysis", "evaluation", "experiment"]:
         if self.set_weight is not None:
             return "setWeight"
         if self.pause is not None:
             return "pause"
+        if self.experiment is not None:
+            return "experiment"
         return "analysis" if self.analysis is not None else "evaluation"
 
 
@@ -1001,7 +1075,8 @@ class RollbackWindow(SpecModel):
 
 class CanaryStrategy(SpecModel):
     steps: Annotated[list[CanaryStep], Field(min_length=1, max_length=MAX_STEPS)]
-    """The steps, in order; each sets exactly one of setWeight, pause, analysis, evaluation."""
+    """The steps, in order; each sets exactly one of setWeight, pause, analysis, evaluation,
+    experiment."""
     abort_scale_down_delay: Duration = "30s"
     """How long the pods of a rolled-back or aborted canary are kept, without traffic, for a retry
     or inspection (router gatewayAPI; with router service a kept pod would still get traffic, so
@@ -1437,6 +1512,8 @@ class Analysis(SpecModel):
 
 # The routers the API server accepts under a shadow, from their declared capabilities.
 _MIRRORING = routers_with(Capability.REQUEST_MIRRORING)
+# The routers the API server accepts with an experiment step, from their declared capabilities.
+_MATCHING = routers_with(Capability.REQUEST_MATCHING)
 
 
 class NotificationSink(SpecModel):
@@ -1499,7 +1576,16 @@ class ModelRolloutSpec(SpecModel):
                 "strategy.shadow needs a traffic.router with request mirroring: "
                 f"{', '.join(_MIRRORING)}",
                 ".strategy.shadow",
-            )
+            ),
+            rule(
+                "!has(self.strategy.canary) || "
+                "!self.strategy.canary.steps.exists(s, has(s.experiment)) || "
+                "(has(self.traffic) && has(self.traffic.router) && "
+                f"self.traffic.router in [{', '.join(repr(name) for name in _MATCHING)}])",
+                "an experiment step needs a traffic.router with request matching: "
+                f"{', '.join(_MATCHING)}",
+                ".strategy.canary.steps",
+            ),
         )
     )
 
@@ -1587,6 +1673,12 @@ def router_capability_errors(
             Capability.SESSION_AFFINITY,
         ),
     )
+    if spec.strategy.canary is not None:
+        needs += tuple(
+            (f"spec.strategy.canary.steps[{index}].experiment", step.experiment,
+             Capability.REQUEST_MATCHING)
+            for index, step in enumerate(spec.strategy.canary.steps)
+        )  # fmt: skip
     for field_path, strategy, capability in needs:
         if strategy is not None and capability not in capabilities:
             yield (
@@ -1623,6 +1715,13 @@ def _semantic_errors(spec: ModelRolloutSpec) -> Iterator[tuple[str, str]]:
         if shadow.then != "canary":
             yield "spec.strategy.shadow.canarySteps", "is only for then: canary"
         yield from _step_errors("spec.strategy.shadow.canarySteps", shadow.canary_steps)
+        for index, step in enumerate(shadow.canary_steps):
+            if step.experiment is not None:
+                yield (
+                    f"spec.strategy.shadow.canarySteps[{index}].experiment",
+                    "is for strategy.canary only (a shadow's candidate is judged on mirrored "
+                    "requests)",
+                )
     if spec.strategy.blue_green is not None and spec.strategy.blue_green.pre_promotion_evaluation:
         yield from _evaluation_errors(
             "spec.strategy.blueGreen.prePromotionEvaluation",
@@ -1673,14 +1772,38 @@ def _step_errors(path: str, steps: Sequence[CanaryStep]) -> Iterator[tuple[str, 
             step.pause is not None,
             step.analysis is not None,
             step.evaluation is not None,
+            step.experiment is not None,
         ]
         if sum(kinds) != 1:
             yield (
                 f"{path}[{index}]",
-                "a step sets exactly one of setWeight, pause, analysis, evaluation",
+                "a step sets exactly one of setWeight, pause, analysis, evaluation, experiment",
             )
         if step.evaluation is not None:
             yield from _evaluation_errors(f"{path}[{index}].evaluation", step.evaluation)
+        if step.experiment is not None:
+            yield from _experiment_errors(f"{path}[{index}].experiment", step.experiment)
+
+
+def _experiment_errors(path: str, experiment: ExperimentStep) -> Iterator[tuple[str, str]]:
+    segment = experiment.segment
+    if not segment.headers and segment.cookie is None and segment.hash_range is None:
+        yield f"{path}.segment", "set at least one of headers, cookie, hashRange"
+    for index, header in enumerate(segment.headers):
+        if header.type == "RegularExpression":
+            try:
+                re.compile(header.value)
+            except re.error as error:
+                yield f"{path}.segment.headers[{index}].value", f"not a regular expression: {error}"
+    hash_range = segment.hash_range
+    if hash_range is not None and not hash_range.from_ <= hash_range.to < hash_range.buckets:
+        yield (
+            f"{path}.segment.hashRange",
+            f"needs from <= to < buckets ({hash_range.buckets}); got from {hash_range.from_}, "
+            f"to {hash_range.to}",
+        )
+    if parse_duration(experiment.duration) < 1:
+        yield f"{path}.duration", "must be at least 1s"
 
 
 def _evaluation_errors(path: str, evaluation: EvaluationStep) -> Iterator[tuple[str, str]]:

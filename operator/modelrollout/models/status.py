@@ -130,6 +130,63 @@ class GateStatus(StatusModel):
     """What was seen; for a failure a short diff of the answers."""
 
 
+class ExperimentGroup(StatusModel):
+    """One group of an A/B experiment over its window, as Prometheus counted it."""
+
+    name: Literal["A", "B"]
+    """A: stable's requests (the control); B: the segment's, on the candidate."""
+    revision: str
+    """The revision that answered the group."""
+    requests: float | None = None
+    """Requests answered in the window; None: no data."""
+    error_rate: float | None = None
+    """Share of them that failed (0 to 1), as builtin errorRate."""
+    ttft_p99: float | None = None
+    """99th percentile time to first token, in seconds, as builtin ttftP99."""
+
+
+class ExperimentCheck(StatusModel):
+    """One of the analysis' builtin checks judged on group B over the experiment's window."""
+
+    name: str
+    """The check's name in spec.analysis.checks."""
+    value: float | None = None
+    """B's value, or B / A with compareTo stable; None: no data."""
+    threshold: str = ""
+    """Its breachWhen."""
+    breached: bool = False
+    """Whether the value breaches it."""
+
+
+class ExperimentReport(StatusModel):
+    """The A/B experiment of an experiment step: both groups, their difference, the checks and
+    quality gates, and the decision. Pending until each group has minRequests requests."""
+
+    revision: str
+    """The candidate revision (group B)."""
+    step: int
+    """Index (from 0) of the experiment step."""
+    window_seconds: int = 0
+    """How long the groups were measured: from the step's start to measuredAt."""
+    measured_at: datetime
+    """When the groups were last measured."""
+    groups: tuple[ExperimentGroup, ...] = ()
+    """Group A (stable, the control) and group B (the segment, on the candidate)."""
+    error_rate_difference: float | None = None
+    """B's error rate minus A's."""
+    ttft_p99_difference: float | None = None
+    """B's TTFT p99 minus A's, in seconds."""
+    checks: tuple[ExperimentCheck, ...] = ()
+    """The analysis' builtin checks judged on B over the window."""
+    gates: tuple[GateStatus, ...] = ()
+    """Quality gates an earlier evaluation step of this rollout measured on B, if any."""
+    decision: Literal["Pending", "Promote", "Rollback"] = "Pending"
+    """Promote: B meets every check, the rollout goes on (next step, or promotion); Rollback: B
+    breaches one; Pending: not enough data yet."""
+    reason: str = ""
+    """Why, in words."""
+
+
 class Condition(StatusModel):
     # Any string on read: a status written by a newer operator may carry new types.
     type: str
@@ -319,6 +376,9 @@ class ModelRolloutStatus(StatusModel):
     """The canary revision the gates judged."""
     gates_step: int | None = None
     """Index (from 0) of the evaluation step the gates belong to."""
+    experiment: ExperimentReport | None = None
+    """The last A/B experiment step's report (groups, difference, decision); kept after it ends,
+    until the next rollout starts."""
     conditions: tuple[Condition, ...] = ()
     """Conditions Progressing, Available, Paused, InvalidSpec, Unschedulable, MetricsUnavailable and
     TrafficRouted."""

@@ -15,6 +15,7 @@ from modelrollout.kube.labels import (
     selector_labels,
 )
 from modelrollout.kube.workloads import RolloutRef
+from modelrollout.traffic.segment import SegmentSettings
 from modelrollout.traffic.session_affinity import SessionAffinitySettings
 
 
@@ -38,6 +39,9 @@ class Capability(enum.Enum):
     REVISION_SERVICES = "per-revision Services"
     # Keeps a conversation on one revision by its session header (traffic.sessionAffinity).
     SESSION_AFFINITY = "session affinity"
+    # Sends requests matching headers or a cookie to the canary beside the weight (an
+    # experiment step's segment).
+    REQUEST_MATCHING = "request matching"
 
 
 RouterCapabilities = frozenset[Capability]
@@ -65,6 +69,8 @@ class Backends:
     kept: str | None = None
     # traffic.sessionAffinity: keep each session on one revision (a router with the capability).
     session_affinity: SessionAffinitySettings | None = None
+    # An experiment step's segment: these requests go to the canary whatever the weight.
+    segment: SegmentSettings | None = None
 
 
 @dataclass(frozen=True)

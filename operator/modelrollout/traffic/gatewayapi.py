@@ -8,7 +8,8 @@ filter (Gateway API's `percent`) copying requests to the canary's Service.
 A revision's Service is deleted once the revision is neither stable, canary
 nor kept warm for a rollback, and the route no longer names it.
 With traffic.sessionAffinity, header-match rules keep each session on one
-revision (traffic/session_affinity.py).
+revision (traffic/session_affinity.py); during an experiment step, a rule before
+them sends the segment's requests to the canary (traffic/segment.py).
 For blue-green, `<name>-preview` routes requests carrying the header
 `x-modelrollout-preview: true` on the same parents and hostnames to the new
 color (a header match is more specific, so it wins over the main route).
@@ -29,6 +30,7 @@ from modelrollout.traffic.base import (
     RouterCapabilities,
     retire_revision_services,
 )
+from modelrollout.traffic.segment import segment_rules
 from modelrollout.traffic.session_affinity import affinity_rules, pin_filter
 
 ROUTE_API_VERSION = "gateway.networking.k8s.io/v1"
@@ -71,6 +73,10 @@ def build_httproute(backends: Backends, canary_weight: int, canary_ready: bool) 
             }
         ]
     rules = [rule]
+    if backends.segment is not None and backends.canary is not None and canary_ready:
+        rules += segment_rules(
+            backends.segment, backends.canary, lambda revision: _backend_ref(backends, revision)
+        )
     if backends.session_affinity is not None and backends.canary is not None and canary_ready:
         rules += affinity_rules(
             backends.session_affinity,
@@ -238,6 +244,7 @@ class GatewayAPIRouter:
             Capability.PREVIEW_ROUTE,
             Capability.REVISION_SERVICES,
             Capability.SESSION_AFFINITY,
+            Capability.REQUEST_MATCHING,
         }
     )
 
@@ -302,8 +309,9 @@ class GatewayAPIRouter:
 
     def set_weights(self, backends: Backends, canary_weight: int) -> None:
         rollout = backends.rollout
+        # A segment sends requests to the canary at weight 0 too: only once it can answer.
         canary_ready = backends.canary is not None and (
-            canary_weight == 0
+            (canary_weight == 0 and backends.segment is None)
             or self._has_ready_endpoints(
                 rollout.namespace, revision_object_name(rollout.name, backends.canary)
             )

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from modelrollout.analysis.assessment import AnalysisVerdict
+from modelrollout.analysis.experiment import ExperimentFigures
 from modelrollout.analysis.prometheus import PromQL
 from modelrollout.analysis.provider import QueryResult
 from modelrollout.engine.revision import revision_of
@@ -169,6 +170,8 @@ class World:
     previous_ready: int = 2
     # What each revision's server reported at /v1/model-record, by revision.
     model_records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The running experiment's groups as the reconciler measured them this tick.
+    experiment: ExperimentFigures | None = None
 
 
 @dataclass
@@ -234,6 +237,7 @@ class Rollout:
             else self.router_capabilities,
             previous=previous,
             model_records=dict(world.model_records),
+            experiment=world.experiment,
         )
 
     def tick(self, after: float = 0, commands: Commands | None = None) -> Decision:

@@ -42,9 +42,17 @@ from modelrollout.engine.strategies.bluegreen import (
     timed_step_started,
     waits_for_ready_preview,
 )
+from modelrollout.engine.strategies.experiment import judge, summary
 from modelrollout.engine.strategies.types import Decision, Event, Observations
 from modelrollout.models.durations import parse_duration
-from modelrollout.models.spec import CanaryStep, CanaryStrategy, ModelRolloutSpec, ShadowStrategy
+from modelrollout.models.experiment import segment_reaches_canary
+from modelrollout.models.spec import (
+    CanaryStep,
+    CanaryStrategy,
+    ExperimentStep,
+    ModelRolloutSpec,
+    ShadowStrategy,
+)
 from modelrollout.models.status import (
     ConditionType,
     HistoryEntry,
@@ -98,6 +106,8 @@ def describe_step(step: CanaryStep) -> str:
         return f"pause {step.pause.duration}" if step.pause.duration else "pause until promoted"
     if step.analysis is not None:
         return f"analysis for {step.analysis.duration}"
+    if step.experiment is not None:
+        return f"experiment for {step.experiment.duration}"
     if step.evaluation is not None:
         suite = step.evaluation.suite
         return f"evaluation of quality gates ({suite.config_map_name}/{suite.key})"
@@ -198,7 +208,13 @@ class _Tick:
         if self.obs.analysis.kind == "healthy":
             return True
         weights = self.status.weights
-        return weights.canary == 0 and weights.mirror == 0 and not self.blue_green
+        return (
+            weights.canary == 0
+            and weights.mirror == 0
+            and not self.blue_green
+            # An experiment's segment reaches the canary at weight 0 too.
+            and not segment_reaches_canary(self.spec, self.status)
+        )
 
     # -- phases ------------------------------------------------------------
 
@@ -317,6 +333,7 @@ class _Tick:
             if self.shadow is not None
             else ALL_ON_STABLE,
             checks=(),
+            experiment=None,
             message=message,
         )
         self.condition("Progressing", "True", "CanaryStarted", message)
@@ -586,6 +603,8 @@ class _Tick:
             self.pause("PauseStep", f"{label}: waiting for promote")
         elif step.evaluation is not None:
             self.run_evaluation(index, label)
+        elif step.experiment is not None:
+            self.run_experiment(index, step.experiment, label)
         elif step.analysis is not None:
             self.run_analysis(parse_duration(step.analysis.duration), label)
         else:
@@ -649,6 +668,41 @@ class _Tick:
         else:
             self.pause("EvaluationError", f"{label}: {result.message}")
 
+    def run_experiment(self, index: int, experiment: ExperimentStep, label: str) -> None:
+        """The segment goes to the canary (the router reads the step from status) for the
+        step's duration, counted from when the canary serves; then the groups' figures
+        decide: Promote completes the step, Rollback rolls back, Pending holds the step and
+        waits for the next measurement (no data is never a pass)."""
+        if not self.canary_serving:
+            self.update(message=_waiting_for_pods(label), step_started_at=None)
+            return
+        if self.status.step_started_at is None:
+            self.update(step_started_at=self.now)
+        started = self.status.step_started_at or self.now
+        if (self.now - started).total_seconds() < parse_duration(experiment.duration):
+            self.update(message=f"{label}: segment routed to the canary")
+            return
+        canary = self.status.canary_revision or ""
+        figures = self.obs.experiment
+        if figures is None or (figures.revision, figures.step) != (canary, index):
+            self.update(message=f"{label}: time is up, measuring the groups")
+            return
+        gates = self.status.gates if self.status.gates_revision == canary else ()
+        report = judge(
+            self.spec, experiment, self.status.stable_revision or "", figures, gates, self.now
+        )
+        self.update(experiment=report)
+        if report.decision == "Pending":
+            self.update(message=f"{label}: time is up, no verdict yet ({report.reason})")
+            return
+        if report.decision == "Rollback":
+            self.roll_back("RolledBack", "ExperimentFailed", f"experiment: {report.reason}")
+            self.event("Warning", "ExperimentVerdict", summary(report))
+            return
+        self.complete_step_then_weight()
+        # Last, so that the tick's one Event is named after the verdict (step_event.py).
+        self.event("Normal", "ExperimentVerdict", summary(report))
+
     @property
     def exact_weights(self) -> bool:
         return Capability.EXACT_WEIGHTS in self.obs.router_capabilities
@@ -688,9 +742,12 @@ class _Tick:
                 message=f"{label}: time is up, waiting for analysis ({self.obs.analysis.message})"
             )
             return
+        self.complete_step_then_weight()
+
+    def complete_step_then_weight(self) -> None:
+        """Complete a timed step; a weight step after it is set in the same status write (and
+        tick): one write per step instead of two, and no tick interval between them."""
         self.complete_step()
-        # A weight after a timed step is set in the same status write (and tick): one
-        # write per step instead of two, and no tick interval between them.
         following = self.status.current_step
         steps = self.strategy.steps
         if (

@@ -4,8 +4,9 @@ The moments at which decide() (or a rule applying its status, desired.py)
 acts because time passed, whatever the strategy, for every strategy runs on
 the canary engine's steps (bluegreen.py, shadow.py):
 
-- the end of the current timed step while Progressing: a canary's pause or
-  analysis duration, blue-green's `autoPromotionAfter` (its first pause, from
+- the end of the current timed step while Progressing: a canary's pause,
+  analysis or experiment duration (and an experiment's next measurement while
+  its groups have too few requests), blue-green's `autoPromotionAfter` (its first pause, from
   the moment the preview became ready: a preview's readiness wakes the rollout) and
   post-promotion analysis, a shadow's `duration`;
 - the checks' next evaluation while analysis runs, and the moment metrics
@@ -29,6 +30,7 @@ from modelrollout.analysis.runner import analysis_active
 from modelrollout.engine.strategies.bluegreen import steps_strategy, timed_step_started
 from modelrollout.engine.strategies.desired import aborted_canary_kept_until
 from modelrollout.models.durations import parse_duration
+from modelrollout.models.experiment import running_experiment
 from modelrollout.models.spec import ModelRolloutSpec
 from modelrollout.models.status import ACTIVE_CANARY_PHASES, ModelRolloutStatus
 
@@ -49,12 +51,28 @@ def step_ends_at(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> datetime
     duration = step.pause.duration if step.pause is not None else None
     if step.analysis is not None:
         duration = step.analysis.duration
+    if step.experiment is not None:
+        duration = step.experiment.duration
     return _after(timed_step_started(spec, status), duration)
+
+
+def experiment_remeasured_at(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> datetime | None:
+    """When an experiment without a verdict yet (too few requests) is measured again."""
+    running = running_experiment(spec, status)
+    report = status.experiment
+    if (
+        running is None
+        or report is None
+        or report.decision != "Pending"
+        or (report.revision, report.step) != (status.canary_revision, running[0])
+    ):
+        return None
+    return _after(report.measured_at, spec.analysis.interval)
 
 
 def timers(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> list[datetime]:
     """Every moment (past ones included) at which a tick may act on time alone."""
-    moments = [step_ends_at(spec, status)]
+    moments = [step_ends_at(spec, status), experiment_remeasured_at(spec, status)]
     if analysis_active(spec, status):
         interval = spec.analysis.interval
         # analysis_due waits `interval` after the latest evaluation; each check's

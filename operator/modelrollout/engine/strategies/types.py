@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from modelrollout.analysis.assessment import AnalysisVerdict
+from modelrollout.analysis.experiment import ExperimentFigures
 from modelrollout.models.status import GateStatus, ModelRolloutStatus
 from modelrollout.traffic.base import RouterCapabilities
 
@@ -112,6 +113,9 @@ class Observations:
     # What each revision's server reported at GET /v1/model-record (engine/model_record.py),
     # by revision: fetched off the tick once its first pod was Ready.
     model_records: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # Both groups of the experiment step running now, measured once its time is up
+    # (analysis/experiment.py); None: not measured this tick.
+    experiment: ExperimentFigures | None = None
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,8 @@ def _steps(rollout: Rollout) -> list[dict[str, Any]]:
         duration = step.pause.duration if step.pause is not None else None
         if step.analysis is not None:
             duration = step.analysis.duration
+        if step.experiment is not None:
+            duration = step.experiment.duration
         timed = state == "current" and duration is not None and status.phase != "Paused"
         steps.append(
             {
