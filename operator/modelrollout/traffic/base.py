@@ -65,6 +65,21 @@ class Backends:
     kept: str | None = None
     # traffic.sessionAffinity: keep each session on one revision (a router with the capability).
     session_affinity: SessionAffinitySettings | None = None
+    # strategy.shadow.comparison: the comparison proxy (engine/comparison.py) copies requests
+    # to the canary itself, so the router mirrors nothing. Its Service's name, which is also
+    # the value of its pods' shadow-compare label; it takes stable's share once ready.
+    comparison: str | None = None
+    comparison_ready: bool = False
+
+    @property
+    def front(self) -> str | None:
+        """The comparison proxy taking stable's share now, if any."""
+        return self.comparison if self.comparison_ready else None
+
+    @property
+    def stable_service(self) -> str:
+        """The Service stable's share goes to: the comparison proxy's while it takes it."""
+        return self.front or revision_object_name(self.rollout.name, self.stable)
 
 
 @dataclass(frozen=True)

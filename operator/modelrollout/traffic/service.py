@@ -15,6 +15,10 @@ stable's pods keep their label, and the plan keeps them running). Pods are
 labelled before the Service's selector asks for the label, so a rollout from
 an older release never loses its endpoints.
 
+During a shadow with a comparison proxy (engine/comparison.py) the Service
+selects the proxy's pods alone: it answers from stable and copies a share of
+requests to the candidate, which this router sizes for that share.
+
 Blue-green instead selects one revision at a time: the Service's selector
 names the active color, a switch is one patch of that selector (no pod
 restarts, no moment with no endpoints), and `<name>-preview` selects the
@@ -29,6 +33,7 @@ from modelrollout.kube.api import DEPLOYMENTS, PODS, SERVICES, KubeApi, is_ready
 from modelrollout.kube.labels import (
     REVISION_LABEL,
     SERVING_LABEL,
+    SHADOW_COMPARE_LABEL,
     label_selector,
     revision_object_name,
     selector_labels,
@@ -140,7 +145,10 @@ class ServiceRouter:
             self._ensure_service(
                 rollout,
                 rollout.name,
-                {**selector_labels(rollout.name), SERVING_LABEL: "true"},
+                # A shadow's comparison proxy answers from stable: the Service selects it alone.
+                {SHADOW_COMPARE_LABEL: backends.front}
+                if backends.front is not None
+                else {**selector_labels(rollout.name), SERVING_LABEL: "true"},
                 backends.port,
             )
             return
@@ -175,7 +183,9 @@ class ServiceRouter:
         rollout = backends.rollout
         self._label_serving(backends, canary_weight)
         name = revision_object_name(rollout.name, backends.canary)
-        replicas = 0 if canary_weight == 0 else canary_replicas(backends.replicas, canary_weight)
+        # A shadow's candidate gets no weight, only the comparison proxy's sampled copies.
+        share = max(canary_weight, backends.mirror_percent if backends.comparison else 0)
+        replicas = 0 if share == 0 else canary_replicas(backends.replicas, share)
         current = self._api.get(DEPLOYMENTS, rollout.namespace, name)
         if current is not None and int(current["spec"].get("replicas") or 0) != replicas:
             self._api.merge_patch(
