@@ -1,13 +1,14 @@
 """Shadow output comparison through the real gateway, with real model servers.
 
-Traefik (which has no RequestMirror) serves the rollout's HTTPRoute; during the
-shadow the operator puts its comparison proxy (`chat-shadow-compare`, run by the
-harness as its own `python -m modelrollout.shadowproxy` command) behind the
-route's stable backendRef. The proxy answers from stable and compares the
-candidate's answers; Prometheus scrapes it through the API server and the
-comparison builtins judge the candidate. A revision with the same weights
-agrees fully; one with different weights is rolled back on its agreement.
-Users get stable's answers throughout.
+Traefik (which has no RequestMirror) serves the rollout's HTTPRoute (gatewayAPI
+router) or a user's HTTPRoute to the rollout's Service (service router); during
+the shadow the operator puts its comparison proxy (`chat-shadow-compare`, run by
+the harness as its own `python -m modelrollout.shadowproxy` command) behind the
+route's stable backendRef, or behind the Service's selector. The proxy answers
+from stable and compares the candidate's answers; Prometheus scrapes it through
+the API server and the comparison builtins judge the candidate. A revision with
+the same weights agrees fully; one with different weights is rolled back on its
+agreement. Users get stable's answers throughout.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import httpx
 import pytest
 from kubernetes import client
 
-from modelrollout.kube.api import DEPLOYMENTS, HTTPROUTES, KubeApi
+from modelrollout.kube.api import DEPLOYMENTS, HTTPROUTES, SERVICES, KubeApi
+from modelrollout.kube.labels import SHADOW_COMPARE_LABEL
 from modelrollout_dev.load import served_revision, wait_until_served
 from modelrollout_dev.operator_process import OperatorProcess
 from modelrollout_dev.podprocesses import PodProcesses
@@ -81,53 +83,78 @@ class Load:
         self._thread.join(timeout=40)
 
 
-def stable_ref(api: KubeApi, namespace: str) -> str:
+def stable_target(api: KubeApi, namespace: str, router: str) -> str:
+    """Where stable's share goes: the route's first backendRef (gatewayAPI), or what the
+    rollout's Service selects (service)."""
+    if router == "service":
+        service = api.get(SERVICES, namespace, "chat") or {}
+        selector = (service.get("spec") or {}).get("selector") or {}
+        return "chat-shadow-compare" if SHADOW_COMPARE_LABEL in selector else "stable pods"
     route = api.get(HTTPROUTES, namespace, "chat") or {}
     refs = ((route.get("spec") or {}).get("rules") or [{}])[0].get("backendRefs") or []
     return str(refs[0]["name"]) if refs else ""
 
 
 def shadow_run(
-    rollouts: Rollouts, api: KubeApi, label: str, spec_patch: dict[str, Any]
+    rollouts: Rollouts, api: KubeApi, router: str, label: str, spec_patch: dict[str, Any]
 ) -> dict[str, Any]:
     """Start a shadow with `spec_patch`, see the route go through the proxy and come back."""
     namespace = rollouts.namespace
     before = rollouts.status("chat")["stableRevision"]
     rollouts.patch_spec("chat", spec_patch)
     wait_until(
-        lambda: stable_ref(api, namespace) == "chat-shadow-compare",
+        lambda: stable_target(api, namespace, router) == "chat-shadow-compare",
         120,
-        "the route's stable backendRef on the comparison proxy",
+        "stable's share on the comparison proxy",
     )
     ended = rollouts.wait_phase("chat", {"RolledBack", "Succeeded"}, 240)
     assert ended["stableRevision"] == before
     # Back on stable before the proxy went, and the proxy is gone.
-    assert stable_ref(api, namespace) == f"chat-{before}"
+    back = "stable pods" if router == "service" else f"chat-{before}"
+    assert stable_target(api, namespace, router) == back
     wait_until(
         lambda: api.get(DEPLOYMENTS, namespace, "chat-shadow-compare") is None,
         30,
         "the comparison proxy deleted",
     )
     values = {check["name"]: check.get("value") for check in ended["checks"]}
-    print(f"shadow comparison, {label}: {values} ({ended['history'][0]['reason']})")
+    print(
+        f"shadow comparison ({router} router), {label}: {values} ({ended['history'][0]['reason']})"
+    )
     return ended
+
+
+@pytest.fixture(params=["gatewayAPI", "service"])
+def router(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def gateway_traffic(router: str, request: pytest.FixtureRequest) -> tuple[PodProcesses, Traefik]:
+    """Traefik serving the rollout's HTTPRoute (gatewayAPI), or a user's HTTPRoute to the
+    rollout's Service (service)."""
+    pair: tuple[PodProcesses, Traefik] = request.getfixturevalue(
+        "routed_traffic" if router == "gatewayAPI" else "traffic"
+    )
+    return pair
 
 
 def test_same_weights_agree_and_different_weights_are_rolled_back_through_the_gateway(
     rollouts: Rollouts,
     operator_process: OperatorProcess,
-    routed_traffic: tuple[PodProcesses, Traefik],
+    router: str,
+    gateway_traffic: tuple[PodProcesses, Traefik],
     tiny_models: list[Path],
     prometheus: PrometheusHandle,
     kube_api_client: client.ApiClient,
 ) -> None:
-    pods, gateway = routed_traffic
+    pods, gateway = gateway_traffic
     kube_api = KubeApi(kube_api_client)
     manifest = rollout_manifest(
         "chat",
         f"file://{tiny_models[0]}",
         [],
-        router="gatewayAPI",
+        router=router,
         placement=pods.placement(),
         analysis={
             "prometheus": {"address": prometheus.url, "timeout": "2s"},
@@ -154,6 +181,7 @@ def test_same_weights_agree_and_different_weights_are_rolled_back_through_the_ga
         same = shadow_run(
             rollouts,
             kube_api,
+            router,
             "same weights",
             {"runtime": {**manifest["spec"]["runtime"], "env": [{"name": "RUN", "value": "2"}]}},
         )
@@ -161,6 +189,7 @@ def test_same_weights_agree_and_different_weights_are_rolled_back_through_the_ga
         different = shadow_run(
             rollouts,
             kube_api,
+            router,
             "different weights",
             {"model": {"name": "chat", "uri": f"file://{tiny_models[1]}"}},
         )

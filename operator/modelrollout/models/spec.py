@@ -1486,6 +1486,7 @@ class Analysis(SpecModel):
 
 # The routers the API server accepts under a shadow, from their declared capabilities.
 _MIRRORING = routers_with(Capability.REQUEST_MIRRORING)
+_COMPARING = routers_with(Capability.COMPARISON_PROXY)
 
 
 class NotificationSink(SpecModel):
@@ -1543,11 +1544,14 @@ class ModelRolloutSpec(SpecModel):
     model_config = ConfigDict(
         json_schema_extra=validations(
             rule(
-                "!has(self.strategy.shadow) || has(self.strategy.shadow.comparison) || "
+                "!has(self.strategy.shadow) || (has(self.strategy.shadow.comparison) ? "
+                "(!has(self.traffic) || !has(self.traffic.router) || "
+                f"self.traffic.router in [{', '.join(repr(name) for name in _COMPARING)}]) : "
                 "(has(self.traffic) && has(self.traffic.router) && "
-                f"self.traffic.router in [{', '.join(repr(name) for name in _MIRRORING)}])",
-                "strategy.shadow needs strategy.shadow.comparison or a traffic.router with "
-                f"request mirroring: {', '.join(_MIRRORING)}",
+                f"self.traffic.router in [{', '.join(repr(name) for name in _MIRRORING)}]))",
+                "strategy.shadow needs a traffic.router with request mirroring: "
+                f"{', '.join(_MIRRORING)}; with strategy.shadow.comparison, one of "
+                f"{', '.join(_COMPARING)}",
                 ".strategy.shadow",
             )
         )
@@ -1631,11 +1635,16 @@ def router_capability_errors(
     needs: tuple[tuple[str, object, Capability], ...] = (
         (
             "spec.strategy.shadow",
-            # The comparison proxy copies requests itself: any router will do.
             spec.strategy.shadow
             if spec.strategy.shadow is not None and spec.strategy.shadow.comparison is None
             else None,
             Capability.REQUEST_MIRRORING,
+        ),
+        (
+            # The comparison proxy copies requests itself: the router only puts it in front.
+            "spec.strategy.shadow.comparison",
+            spec.strategy.shadow.comparison if spec.strategy.shadow is not None else None,
+            Capability.COMPARISON_PROXY,
         ),
         ("spec.strategy.blueGreen", spec.strategy.blue_green, Capability.PREVIEW_ROUTE),
         (

@@ -38,6 +38,9 @@ class Capability(enum.Enum):
     REVISION_SERVICES = "per-revision Services"
     # Keeps a conversation on one revision by its session header (traffic.sessionAffinity).
     SESSION_AFFINITY = "session affinity"
+    # Sends stable's share to the shadow comparison proxy (Backends.front) and mirrors nothing
+    # while there is one (Backends.comparison): strategy.shadow.comparison.
+    COMPARISON_PROXY = "a comparison proxy in front of stable"
 
 
 RouterCapabilities = frozenset[Capability]

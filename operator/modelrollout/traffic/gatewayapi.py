@@ -242,6 +242,7 @@ class GatewayAPIRouter:
             Capability.PREVIEW_ROUTE,
             Capability.REVISION_SERVICES,
             Capability.SESSION_AFFINITY,
+            Capability.COMPARISON_PROXY,
         }
     )
 

@@ -66,7 +66,9 @@ def _selected_revision(service: dict[str, Any] | None) -> str | None:
 
 
 class ServiceRouter:
-    capabilities: ClassVar[RouterCapabilities] = frozenset({Capability.PREVIEW_ROUTE})
+    capabilities: ClassVar[RouterCapabilities] = frozenset(
+        {Capability.PREVIEW_ROUTE, Capability.COMPARISON_PROXY}
+    )
 
     def __init__(self, api: KubeApi) -> None:
         self._api = api

@@ -208,6 +208,15 @@ def test_comparison_lets_a_shadow_use_a_router_without_mirroring() -> None:
     assert error.value.field_path == "spec.strategy.shadow"
 
 
+def test_a_router_that_cannot_front_stable_with_the_proxy_is_refused() -> None:
+    spec = comparison_spec(router="inferencePool")
+    spec["traffic"]["inferencePool"] = {"parentRefs": [{"name": "gw"}]}
+    with pytest.raises(InvalidSpecError) as error:
+        parse_spec(spec)
+    assert error.value.field_path == "spec.strategy.shadow.comparison"
+    assert "a comparison proxy in front of stable" in error.value.message
+
+
 def test_a_comparison_builtin_without_a_comparison_names_the_field() -> None:
     spec = comparison_spec(router="gatewayAPI")
     del spec["strategy"]["shadow"]["comparison"]
