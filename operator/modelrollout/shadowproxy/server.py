@@ -208,52 +208,64 @@ class ShadowProxy:
         assert self._session is not None
         body = await request.read()
         headers = _passed_headers(request.headers)
+        started = time.monotonic()
         candidate: asyncio.Future[Answer | None] | None = None
         if self._wants_copy(request):
             self.measurements.sampled.inc()
             if self._pending >= self.config.max_pending:
                 self.measurements.dropped["full"].inc()
             else:
+                # Counted from here: the candidate's request is in memory from now on.
+                self._pending += 1
                 candidate = asyncio.ensure_future(
                     self._ask(self.config.candidate, request.path_qs, body, headers)
                 )
         self.measurements.requests.inc()
+        stable: Answer | None = None
+        try:
+            response, stable = await self._answer_from_stable(request, body, headers, candidate)
+        finally:
+            if candidate is not None:
+                if stable is None:
+                    # Stable failed (or the client went away): nothing to compare with.
+                    candidate.cancel()
+                    self._pending -= 1
+                    self.measurements.dropped["stable_error"].inc()
+                else:
+                    self._compare_later(body, started, stable, candidate)
+        return response
+
+    async def _answer_from_stable(
+        self,
+        request: web.Request,
+        body: bytes,
+        headers: dict[str, str],
+        candidate: asyncio.Future[Answer | None] | None,
+    ) -> tuple[web.StreamResponse, Answer | None]:
+        """Stable's answer streamed to the client; its text and time where it is compared."""
+        assert self._session is not None
         started = time.monotonic()
-        collected: list[bytes] | None = [] if candidate is not None else None
+        collected: list[bytes] = []
         try:
             upstream = await self._session.request(
-                request.method,
-                self.config.stable + request.path_qs,
-                data=body,
-                headers=headers,
+                request.method, self.config.stable + request.path_qs, data=body, headers=headers
             )
         except aiohttp.ClientError:
-            if candidate is not None:
-                candidate.cancel()
-                self.measurements.dropped["stable_error"].inc()
-            return web.Response(status=502, text="stable is unreachable")
+            return web.Response(status=502, text="stable is unreachable"), None
         async with upstream:
             response = web.StreamResponse(
                 status=upstream.status, headers=_passed_headers(upstream.headers)
             )
             await response.prepare(request)
             async for chunk in upstream.content.iter_any():
-                if collected is not None:
+                if candidate is not None:
                     collected.append(chunk)
                 await response.write(chunk)
             await response.write_eof()
-            ok = upstream.status < 400
-            streamed = _is_streamed(upstream.headers)
-        if candidate is not None and collected is not None:
-            if not ok:
-                candidate.cancel()
-                self.measurements.dropped["stable_error"].inc()
-            else:
-                stable = Answer(
-                    answer_text(b"".join(collected), streamed), time.monotonic() - started
-                )
-                self._compare_later(body, stable, candidate)
-        return response
+            if candidate is None or upstream.status >= 400:
+                return response, None
+            text = answer_text(b"".join(collected), _is_streamed(upstream.headers))
+            return response, Answer(text, time.monotonic() - started)
 
     async def _ask(self, base: str, path: str, body: bytes, headers: dict[str, str]
                    ) -> Answer | None:  # fmt: skip
@@ -272,19 +284,29 @@ class ShadowProxy:
             return None
 
     def _compare_later(
-        self, body: bytes, stable: Answer, candidate: asyncio.Future[Answer | None]
+        self,
+        body: bytes,
+        started: float,
+        stable: Answer,
+        candidate: asyncio.Future[Answer | None],
     ) -> None:
-        self._pending += 1
-        task = asyncio.ensure_future(self._compare(body, stable, candidate))
+        task = asyncio.ensure_future(self._compare(body, started, stable, candidate))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _compare(
-        self, body: bytes, stable: Answer, candidate: asyncio.Future[Answer | None]
+        self,
+        body: bytes,
+        started: float,
+        stable: Answer,
+        candidate: asyncio.Future[Answer | None],
     ) -> None:
+        """Wait for the candidate within the window (from the request's arrival), compare, and
+        let both answers go."""
         try:
+            left = self.config.window_seconds - (time.monotonic() - started)
             try:
-                answer = await asyncio.wait_for(candidate, self.config.window_seconds)
+                answer = await asyncio.wait_for(candidate, max(left, 0))
             except TimeoutError:
                 self.measurements.dropped["timeout"].inc()
                 return

@@ -381,3 +381,35 @@ async def a_failing_candidate_never_touches_the_answer() -> None:
         exported
     )
     assert metric(exported, "modelrollout_shadow_comparisons_total") == 0
+
+
+def test_a_candidate_slower_than_the_window_or_beyond_max_pending_is_dropped() -> None:
+    asyncio.run(slow_or_full_candidates_are_dropped())
+
+
+async def slow_or_full_candidates_are_dropped() -> None:
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(3)
+        return web.json_response({"choices": [{"text": "late"}]})
+
+    late = web.Application()
+    late.router.add_post("/v1/completions", slow)
+    async with TestServer(upstream("ok", [])) as stable, TestServer(late) as candidate:
+        config = ProxyConfig(
+            stable=str(stable.make_url("")).rstrip("/"),
+            candidate=str(candidate.make_url("")).rstrip("/"),
+            sample_percent=100,
+            window_seconds=0.5,
+            max_pending=1,
+            candidate_revision="bbbb",
+        )
+        proxy = ShadowProxy(config)
+        async with TestClient(TestServer(proxy.app())) as http:
+            await http.post("/v1/completions", json={"prompt": "p"})  # waits on the candidate
+            await http.post("/v1/completions", json={"prompt": "p"})  # one pending already
+            for task in list(proxy._tasks):
+                await task
+            exported = await (await http.get("/metrics")).text()
+    dropped = 'modelrollout_shadow_dropped_total{candidate="bbbb",reason="%s"} 1.0'
+    assert dropped % "timeout" in exported and dropped % "full" in exported, exported
+    assert metric(exported, "modelrollout_shadow_comparisons_total") == 0
