@@ -27,8 +27,8 @@ from modelrollout.kube.api import DEPLOYMENTS, SERVICES, KubeApi
 from modelrollout.kube.labels import (
     ROLE_LABEL,
     ROLE_SHADOW_COMPARE,
-    SHADOW_COMPARE_LABEL,
     comparison_object_name,
+    proxy_selector,
     revision_object_name,
 )
 from modelrollout.kube.workloads import (
@@ -65,10 +65,6 @@ def comparison_wanted(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> boo
     )
 
 
-def proxy_labels(rollout: str) -> dict[str, str]:
-    return {SHADOW_COMPARE_LABEL: rollout}
-
-
 def proxy_args(spec: ModelRolloutSpec, status: ModelRolloutStatus, rollout: str) -> list[str]:
     shadow = spec.strategy.shadow
     assert shadow is not None and shadow.comparison is not None
@@ -94,7 +90,7 @@ def build_proxy_deployment(
 ) -> dict[str, Any]:
     """The proxy's Deployment, placed like the serving pods (runtime.nodeSelector and
     tolerations), without their GPUs."""
-    labels = proxy_labels(rollout.name)
+    labels = proxy_selector(rollout.name)
     probe = {"httpGet": {"path": "/healthz", "port": HTTP_PORT_NAME}, "periodSeconds": 2}
     pod_spec: dict[str, Any] = {
         "containers": [
@@ -136,7 +132,7 @@ def build_proxy_deployment(
 def build_proxy_service(rollout: RolloutRef, port: int) -> dict[str, Any]:
     """The proxy's Service, on the serving port: a route's backendRef to it needs no other."""
     return build_service(
-        rollout, comparison_object_name(rollout.name), proxy_labels(rollout.name), port
+        rollout, comparison_object_name(rollout.name), proxy_selector(rollout.name), port
     )
 
 

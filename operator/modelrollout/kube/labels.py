@@ -67,6 +67,12 @@ SHADOW_COMPARE_LABEL = f"{GROUP}/shadow-compare"
 ROLE_SHADOW_COMPARE = "shadow-compare"
 
 
+def proxy_selector(rollout: str) -> dict[str, str]:
+    """The labels of the comparison proxy's pods, which its Service (and the rollout's, under
+    the service router, while it fronts stable) selects."""
+    return {SHADOW_COMPARE_LABEL: rollout}
+
+
 def comparison_object_name(rollout: str) -> str:
     """The comparison proxy's Deployment and Service: `<rollout>-shadow-compare`."""
     return f"{rollout}-shadow-compare"

@@ -69,8 +69,8 @@ class Backends:
     # traffic.sessionAffinity: keep each session on one revision (a router with the capability).
     session_affinity: SessionAffinitySettings | None = None
     # strategy.shadow.comparison: the comparison proxy (engine/comparison.py) copies requests
-    # to the canary itself, so the router mirrors nothing. Its Service's name, which is also
-    # the value of its pods' shadow-compare label; it takes stable's share once ready.
+    # to the canary itself, so the router mirrors nothing. Its Service's name; its pods carry
+    # kube.labels.proxy_selector(rollout). It takes stable's share once ready.
     comparison: str | None = None
     comparison_ready: bool = False
 

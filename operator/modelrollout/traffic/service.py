@@ -33,8 +33,8 @@ from modelrollout.kube.api import DEPLOYMENTS, PODS, SERVICES, KubeApi, is_ready
 from modelrollout.kube.labels import (
     REVISION_LABEL,
     SERVING_LABEL,
-    SHADOW_COMPARE_LABEL,
     label_selector,
+    proxy_selector,
     revision_object_name,
     selector_labels,
 )
@@ -81,9 +81,14 @@ class ServiceRouter:
             self._api.create(
                 SERVICES, rollout.namespace, build_service(rollout, name, selector, port)
             )
-        elif current["spec"].get("selector") != selector:
+        elif (current["spec"].get("selector") or {}) != selector:
+            # A merge patch merges maps: a key the new selector drops is removed by null.
+            dropped = {key: None for key in current["spec"].get("selector") or {}}
             self._api.merge_patch(
-                SERVICES, rollout.namespace, name, {"spec": {"selector": selector}}
+                SERVICES,
+                rollout.namespace,
+                name,
+                {"spec": {"selector": {**dropped, **selector}}},
             )
 
     def _label_serving(self, backends: Backends, canary_weight: int) -> None:
@@ -148,7 +153,7 @@ class ServiceRouter:
                 rollout,
                 rollout.name,
                 # A shadow's comparison proxy answers from stable: the Service selects it alone.
-                {SHADOW_COMPARE_LABEL: backends.front}
+                proxy_selector(rollout.name)
                 if backends.front is not None
                 else {**selector_labels(rollout.name), SERVING_LABEL: "true"},
                 backends.port,

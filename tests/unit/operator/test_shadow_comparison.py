@@ -20,8 +20,17 @@ from modelrollout.engine.comparison import (
     build_proxy_deployment,
     build_proxy_service,
     comparison_wanted,
+    converge_comparison,
 )
-from modelrollout.kube.labels import ROLLOUT_LABEL, SHADOW_COMPARE_LABEL
+from modelrollout.kube.api import DEPLOYMENTS, MODELROLLOUTS, SERVICES
+from modelrollout.kube.labels import (
+    GROUP,
+    KIND,
+    ROLLOUT_LABEL,
+    SERVING_LABEL,
+    SHADOW_COMPARE_LABEL,
+    VERSION,
+)
 from modelrollout.kube.workloads import RolloutRef
 from modelrollout.models import InvalidSpecError, Weights, parse_spec
 from modelrollout.models.spec import Check
@@ -29,6 +38,8 @@ from modelrollout.shadowproxy.compare import answer_text, is_deterministic, meas
 from modelrollout.shadowproxy.server import ProxyConfig, ShadowProxy
 from modelrollout.traffic.base import Backends
 from modelrollout.traffic.gatewayapi import build_httproute, route_weights
+from modelrollout.traffic.service import ServiceRouter
+from tests.support.fake_kube import FakeKubeApi
 from tests.unit.operator.builders import ANALYSIS_CONTEXT, Rollout, example_spec, with_model_uri
 
 pytestmark = pytest.mark.unit
@@ -413,3 +424,50 @@ async def slow_or_full_candidates_are_dropped() -> None:
     dropped = 'modelrollout_shadow_dropped_total{candidate="bbbb",reason="%s"} 1.0'
     assert dropped % "timeout" in exported and dropped % "full" in exported, exported
     assert metric(exported, "modelrollout_shadow_comparisons_total") == 0
+
+
+# -- what the reconciler applies, on the in-memory API server ------------------------------
+
+
+def owned_on_fake_server() -> tuple[FakeKubeApi, RolloutRef]:
+    """The API server with the ModelRollout `ml/chat` (its garbage collector deletes what a
+    missing owner owns)."""
+    api = FakeKubeApi()
+    owner = api.create(
+        MODELROLLOUTS,
+        "ml",
+        {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "metadata": {"name": "chat"}},
+    )
+    return api, RolloutRef("ml", "chat", owner["metadata"]["uid"])
+
+
+def test_the_service_router_selects_the_proxy_alone_and_then_the_serving_pods_again() -> None:
+    api, ref = owned_on_fake_server()
+    router = ServiceRouter(api)
+    backends = Backends(ref, "aaa111", "bbb222", 8000, 2, mirror_percent=20)
+    router.reconcile(backends)
+    serving = {ROLLOUT_LABEL: "chat", SERVING_LABEL: "true"}
+    service = api.get(SERVICES, "ml", "chat")
+    assert service is not None and service["spec"]["selector"] == serving
+    fronted = replace(backends, comparison="chat-shadow-compare", comparison_ready=True)
+    router.reconcile(fronted)
+    service = api.get(SERVICES, "ml", "chat")
+    assert service is not None and service["spec"]["selector"] == {SHADOW_COMPARE_LABEL: "chat"}
+    router.reconcile(backends)
+    service = api.get(SERVICES, "ml", "chat")
+    assert service is not None and service["spec"]["selector"] == serving
+
+
+def test_the_proxy_and_the_services_it_needed_go_when_the_shadow_ends() -> None:
+    api, ref = owned_on_fake_server()
+    rollout = started()
+    stable, canary = rollout.status.stable_revision, rollout.status.canary_revision
+    services = {"chat-shadow-compare", f"chat-{stable}", f"chat-{canary}"}
+    capabilities = ServiceRouter.capabilities
+    converge_comparison(api, ref, rollout.spec, rollout.status, capabilities, "op:1")
+    assert api.get(DEPLOYMENTS, "ml", "chat-shadow-compare") is not None
+    assert {s["metadata"]["name"] for s in api.list(SERVICES, "ml")} == services
+    rollout.run_until("RolledBack")
+    converge_comparison(api, ref, rollout.spec, rollout.status, capabilities, "op:1")
+    assert api.get(DEPLOYMENTS, "ml", "chat-shadow-compare") is None
+    assert api.list(SERVICES, "ml") == []
