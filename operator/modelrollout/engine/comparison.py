@@ -14,7 +14,9 @@ keeps none.
 Traffic: the router sends stable's share to the proxy (Backends.comparison)
 only once a proxy pod is Ready, and back to stable in the tick the shadow
 ends, before the proxy is deleted (the reconciler routes first, then calls
-`converge_comparison`): no request is ever sent to a proxy that is gone.
+`converge_comparison`). A gateway or the EndpointSlices may still send it
+requests for a moment after the route changed: like a serving pod, the proxy
+keeps answering through a preStop sleep, then drains on SIGTERM.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from modelrollout.engine.podspec import node_placement
+from modelrollout.engine.podspec import PRE_STOP_SLEEP_SECONDS, node_placement
 from modelrollout.kube.api import DEPLOYMENTS, SERVICES, KubeApi
 from modelrollout.kube.labels import (
     ROLE_LABEL,
@@ -43,6 +45,8 @@ from modelrollout.models.status import ModelRolloutStatus
 from modelrollout.traffic.base import Capability, RouterCapabilities, retire_revision_services
 
 PROXY_PORT = 8000
+# After the preStop sleep, how long in-flight answers may take to finish.
+PROXY_DRAIN_SECONDS = 30
 # The operator's own image (settings: MODELROLLOUT_SHADOW_PROXY_IMAGE; the chart sets it).
 DEFAULT_SHADOW_PROXY_IMAGE = "ghcr.io/modelrollout/operator:0.1.0"
 # The proxy copies requests and holds answers in memory for the window: a small pod.
@@ -102,8 +106,12 @@ def build_proxy_deployment(
                 "ports": [{"name": HTTP_PORT_NAME, "containerPort": PROXY_PORT}],
                 "readinessProbe": probe,
                 "resources": PROXY_RESOURCES,
+                # Deleted right after the route left it: it keeps answering while gateways
+                # and EndpointSlices catch up, then drains what it holds (aiohttp on SIGTERM).
+                "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SLEEP_SECONDS}}},
             }
         ],
+        "terminationGracePeriodSeconds": PRE_STOP_SLEEP_SECONDS + PROXY_DRAIN_SECONDS,
     }
     pod_spec.update(node_placement(spec.runtime.node_selector, spec.runtime.tolerations))
     if spec.runtime.image_pull_secrets:

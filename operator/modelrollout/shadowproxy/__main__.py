@@ -32,6 +32,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--sample-percent", type=_percent, required=True)
     parser.add_argument("--window", type=_positive, default=60.0, help="seconds")
     parser.add_argument("--max-pending", type=int, default=256)
+    parser.add_argument(
+        "--drain", type=_positive, default=25.0, help="seconds in-flight answers get on SIGTERM"
+    )
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=8000)
     return parser.parse_args(argv)
@@ -50,7 +53,15 @@ def main(argv: list[str] | None = None) -> None:
         )
     )
     # No access log: request lines are all it would hold, but nothing of a request is kept.
-    web.run_app(proxy.app(), host=args.host, port=args.port, access_log=None, print=None)
+    # On SIGTERM aiohttp stops accepting and lets in-flight answers finish (shutdown_timeout).
+    web.run_app(
+        proxy.app(),
+        host=args.host,
+        port=args.port,
+        access_log=None,
+        print=None,
+        shutdown_timeout=args.drain,
+    )
 
 
 if __name__ == "__main__":
