@@ -144,6 +144,9 @@ def test_the_proxy_is_owned_selected_by_its_own_label_and_never_by_the_rollouts(
     assert args[args.index("--sample-percent") + 1] == "20"
     assert args[args.index("--window") + 1] == "30"
     assert "nvidia.com/gpu" not in json.dumps(container["resources"])
+    # It answers what gateways still send it after the route left it, then drains.
+    assert container["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+    assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > 5
     service = build_proxy_service(ROLLOUT, 8000)
     assert service["spec"]["selector"] == {SHADOW_COMPARE_LABEL: "chat"}
 
