@@ -7,7 +7,9 @@ proxy (`python -m modelrollout.shadowproxy`, sampling 100%) in front of stable w
 candidate in turn. Sends the same requests through the proxy: greedy completions of
 varied prompts, seeded sampled ones, and JSON-mode ones where the server has them; then
 reads the proxy's /metrics and prints each measure as its builtin computes it, and the
-median latency through the proxy against stable directly.
+median latency through the proxy against stable directly (with 100% copied, the
+candidate competes with stable for this machine's CPU; a last pass copies nothing and so
+shows the proxy's own cost).
 
     .venv/bin/python bench/shadow_comparison.py [--requests 60 --max-tokens 16]
 """
@@ -55,12 +57,15 @@ def bodies(count: int, max_tokens: int, json_mode: bool) -> list[dict[str, objec
     return out
 
 
-def start_proxy(stable: str, candidate: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_proxy(
+    stable: str, candidate: str, log: Path, sample_percent: int
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     command = [
         sys.executable, "-m", "modelrollout.shadowproxy", "--stable", stable,
         "--candidate", candidate, "--candidate-revision", "candidate",
-        "--sample-percent", "100", "--window", "120", "--host", "127.0.0.1", "--port", str(port),
+        "--sample-percent", str(sample_percent), "--window", "120",
+        "--host", "127.0.0.1", "--port", str(port),
     ]  # fmt: skip
     with log.open("w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
@@ -95,8 +100,9 @@ def ratio(numerator: float, denominator: float) -> str:
 
 
 def run(stable: Server, candidate: Server, label: str, work: Path, args: argparse.Namespace,
-        json_mode: bool) -> None:  # fmt: skip
-    proxy, url = start_proxy(stable.url, candidate.url, work / f"proxy-{label}.log")
+        json_mode: bool, sample_percent: int = 100) -> None:  # fmt: skip
+    log = work / f"proxy-{label.replace(' ', '-')}.log"
+    proxy, url = start_proxy(stable.url, candidate.url, log, sample_percent)
     through, direct = [], []
     try:
         with httpx.Client(timeout=120) as http:
@@ -107,7 +113,8 @@ def run(stable: Server, candidate: Server, label: str, work: Path, args: argpars
                     response.raise_for_status()
                     times.append(time.monotonic() - started)
         deadline = time.monotonic() + 120
-        while samples(url).get(metrics.COMPARISONS, 0) < args.requests:
+        expected = args.requests if sample_percent == 100 else 0
+        while samples(url).get(metrics.COMPARISONS, 0) < expected:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"comparisons missing: {samples(url)}")
             time.sleep(0.2)
@@ -116,6 +123,13 @@ def run(stable: Server, candidate: Server, label: str, work: Path, args: argpars
         proxy.terminate()
         proxy.wait(10)
     compared = got[metrics.COMPARISONS]
+    if sample_percent == 0:
+        print(
+            f"{label:17} | {compared:4.0f} | {'-':18} | {'-':15} | {'-':11} | {'-':15} | "
+            f"{'-':24} | {'-':12} | {statistics.median(through) * 1000:6.1f} | "
+            f"{statistics.median(direct) * 1000:6.1f}"
+        )
+        return
     agreement = ratio(
         got[metrics.TOKEN_AGREEMENT + "_sum"], got[metrics.TOKEN_AGREEMENT + "_count"]
     )
@@ -130,7 +144,8 @@ def run(stable: Server, candidate: Server, label: str, work: Path, args: argpars
         f"{ratio(got[metrics.LENGTH_RATIO + '_sum'], got[metrics.LENGTH_RATIO + '_count'])} | "
         f"{ratio(got[metrics.EMPTY_ANSWERS + '{side=candidate}'], compared)} | "
         f"{ratio(got[metrics.JSON_VALID + '{side=candidate}'], got[metrics.JSON_REQUESTS])} "
-        f"({got[metrics.JSON_REQUESTS]:.0f}) | "
+        f"(stable {ratio(got[metrics.JSON_VALID + '{side=stable}'], got[metrics.JSON_REQUESTS])}"
+        f", {got[metrics.JSON_REQUESTS]:.0f}) | "
         f"{latency} | "
         f"{statistics.median(through) * 1000:6.1f} | {statistics.median(direct) * 1000:6.1f}"
     )
@@ -163,11 +178,13 @@ def main() -> int:
             )
             print(
                 "candidate         | cmp  | exactMatchRate (n) | outputAgreement | lengthRatio | "
-                "emptyAnswerRate | jsonValidity (n) | latencyRatio | p50 via proxy ms | "
+                "emptyAnswerRate | jsonValidity (stable's, n) | latencyRatio | p50 via proxy ms | "
                 "p50 direct ms"
             )
             run(servers[0], servers[1], "same weights", work, args, json_mode)
             run(servers[0], servers[2], "different weights", work, args, json_mode)
+            # The proxy's own cost: nothing copied, so no candidate competes for the CPU.
+            run(servers[0], servers[1], "none (sample 0%)", work, args, json_mode, 0)
         finally:
             for server in servers:
                 server.process.terminate()
