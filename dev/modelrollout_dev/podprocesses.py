@@ -27,6 +27,15 @@ the scheduler binds to that node, it does what a kubelet would:
 The cluster's Prometheus finds these servers itself, through the API server
 (`prometheus.model_pods_job`), as it would find a real node's pods.
 
+The shadow comparison proxy's pod (label modelrollout.dev/shadow-compare, the
+operator's own image) runs the same way as its own
+`python -m modelrollout.shadowproxy` command, under this interpreter (the
+operator image's), listening on the pod's IP; its `--stable` and
+`--candidate` Service URLs become a ready server of the revision each Service
+selects (there is no kube-proxy here: one server per Service, picked when the
+container starts, as one long-lived connection through kube-proxy would be).
+The container waits for such servers as a Job's pod does.
+
 A quality-gate Job's pod (label modelrollout.dev/evaluation) runs on a kwok
 node, where the local cluster's kwok stages leave it Running instead of
 completing it: it is run once as its own `modelserve eval` command, the suite
@@ -151,6 +160,33 @@ def local_command(container: dict[str, Any], host: str) -> list[str] | None:
             return None
         return [str(python), "-m", VLLM_MODULE, *_without_listen_flags(command[3:]), *listen]
     return None
+
+
+SHADOW_PROXY_COMMAND = ["python", "-m", "modelrollout.shadowproxy"]
+
+
+def local_proxy_command(
+    container: dict[str, Any], host: str, resolve: Callable[[str], str]
+) -> list[str] | None:
+    """The comparison proxy's command, runnable here: None for any other container.
+
+    Its upstream URLs go through `resolve`; it listens on host:containerPort.
+    """
+    command = [*(container.get("command") or []), *(container.get("args") or [])]
+    if command[:3] != SHADOW_PROXY_COMMAND:
+        return None
+    flags: dict[str, Callable[[str], list[str]]] = {
+        "--stable": lambda url: ["--stable", resolve(url)],
+        "--candidate": lambda url: ["--candidate", resolve(url)],
+    }
+    listen = ["--host", host, "--port", str(container_port(container))]
+    rewritten = _rewritten(_without_listen_flags(command[3:]), flags)
+    return [sys.executable, "-m", "modelrollout.shadowproxy", *rewritten, *listen]
+
+
+def _upstream_urls(container: dict[str, Any]) -> list[str]:
+    args = [*(container.get("command") or []), *(container.get("args") or [])]
+    return [args[i + 1] for i, a in enumerate(args[:-1]) if a in ("--candidate", "--stable")]
 
 
 def _modelserve() -> str:
@@ -479,6 +515,16 @@ class PodProcesses:
 
     def _launch(self, container: _Container) -> bool:
         command = local_command(container.spec, container.pod_ip)
+        if command is None and container.spec.get("command", [])[:3] == SHADOW_PROXY_COMMAND:
+            # The servers it addresses may still be loading: wait for them a while.
+            deadline = time.monotonic() + SERVER_WAIT_SECONDS
+            while (
+                any(self._resolve(url) == url for url in _upstream_urls(container.spec))
+                and time.monotonic() < deadline
+                and not container.terminating.wait(self._poll_interval)
+            ):
+                pass
+            command = local_proxy_command(container.spec, container.pod_ip, self._resolve)
         if command is None:
             message = f"the image {container.spec.get('image')} cannot run here"
             print(f"[pod-processes] pod {container.pod}: {message}", file=sys.stderr, flush=True)
@@ -488,7 +534,7 @@ class PodProcesses:
             return False
         # A container's hostname, and so its HOSTNAME, is its pod's name.
         env = {**os.environ, "HOSTNAME": container.pod}
-        if command[0] != _modelserve():
+        if command[0] not in (_modelserve(), sys.executable):
             # vLLM's interpreter has its own site-packages: the project's path would shadow them.
             env.pop("PYTHONPATH", None)
             # A kubelet gives each container a cpuset of its own; here every server sees the

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from modelrollout.engine.comparison import DEFAULT_SHADOW_PROXY_IMAGE
 from modelrollout.leader import LeaseTiming
 from modelrollout.notify.policy import RetryPolicy
 
@@ -102,6 +103,11 @@ class OperatorSettings(BaseModel):
     # modelserve (vLLM's images have none). Unset: the rollout's serving image.
     evaluation_image: Annotated[str | None, BeforeValidator(_unset_if_empty)] = Field(
         None, alias="MODELROLLOUT_EVALUATION_IMAGE", min_length=1
+    )
+    # The shadow comparison proxy's image (engine/comparison.py): the operator's own, which
+    # holds modelrollout.shadowproxy; the chart sets it to the image it runs.
+    shadow_proxy_image: str = Field(
+        DEFAULT_SHADOW_PROXY_IMAGE, alias="MODELROLLOUT_SHADOW_PROXY_IMAGE", min_length=1
     )
     # On with more than one replica: only the holder of the Lease acts (leader.py).
     leader_election: Annotated[bool, BeforeValidator(_on_off)] = Field(

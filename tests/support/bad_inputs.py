@@ -400,6 +400,23 @@ CASES: list[BadInput] = [
     ),
     # -- checks, alerts, queries ---------------------------------------------
     BadInput(
+        "minSamples on a check that reads no comparison",
+        setting("analysis.checks.0.minSamples", 5),
+        "api",
+        "spec.analysis.checks[0].minSamples",
+        "comparison builtins only",
+    ),
+    BadInput(
+        "a comparison builtin without strategy.shadow.comparison",
+        setting(
+            "analysis.checks.0",
+            {"name": "agreement", "builtin": "outputAgreement", "breachWhen": "< 0.9"},
+        ),
+        "operator",
+        "spec.analysis.checks[0].builtin",
+        "strategy.shadow.comparison",
+    ),
+    BadInput(
         "breachWhen NaN",
         setting("analysis.checks.0.breachWhen", "> NaN"),
         "api",

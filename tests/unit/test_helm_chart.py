@@ -327,11 +327,20 @@ def test_the_pod_monitor_relabels_serving_pods_as_the_shipped_scrape_job_does(
     """One source, two spellings: files/model-pods.scrape.yaml (plain Prometheus, tested
     against real pods in tests/e2e/test_model_pod_discovery.py) and the PodMonitor."""
     documents = render(tmp_path, {"modelMetrics": {"podMonitor": {"enabled": True}}})
-    monitor = only(documents, "PodMonitor")
+    # Serving pods, and the shadow comparison proxies (which must not carry the rollout label).
+    monitors = {
+        document["spec"]["selector"]["matchExpressions"][0]["key"]: document
+        for document in documents
+        if document["kind"] == "PodMonitor"
+    }
+    assert sorted(monitors) == ["modelrollout.dev/rollout", "modelrollout.dev/shadow-compare"]
+    proxies = monitors.pop("modelrollout.dev/shadow-compare")
+    (monitor,) = monitors.values()
     assert monitor["spec"]["namespaceSelector"] == {"any": True}
     assert monitor["spec"]["selector"] == {
         "matchExpressions": [{"key": "modelrollout.dev/rollout", "operator": "Exists"}]
     }
+    assert proxies["spec"]["podMetricsEndpoints"] == monitor["spec"]["podMetricsEndpoints"]
     (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
     assert (endpoint["port"], endpoint["path"]) == ("http", "/metrics")
     scrape = yaml.safe_load((CHART / "files" / "model-pods.scrape.yaml").read_text())

@@ -26,13 +26,33 @@ Rollouts leaves such queries to the user). The differences:
 - Latency quantiles are in seconds.
 - `compareTo: stable` runs the same query for the stable revision and
   yields canary / stable (see `ratio`), e.g. "TTFT no worse than 1.2x stable".
+
+The comparison builtins (outputAgreement, exactMatchRate, lengthRatio,
+emptyAnswerRate, jsonValidity, latencyRatio) read the series of the shadow
+comparison proxy (modelrollout/shadowproxy/), selected by `namespace`,
+`rollout` and the proxy's own `candidate` label (the candidate revision, so a
+later shadow never reads an earlier one's comparisons). Each is a ratio of
+counter increases over `window`, and has a value only once at least
+`minSamples` comparisons (of the kind it measures) fall within the window:
+fewer is no data, never a pass.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from modelrollout.models.spec import BuiltinCheck, Check
+from modelrollout.models.spec import COMPARISON_BUILTINS, DEFAULT_MIN_SAMPLES, BuiltinCheck, Check
+from modelrollout.shadowproxy.metrics import (
+    COMPARISONS,
+    EMPTY_ANSWERS,
+    EXACT_COMPARISONS,
+    EXACT_MATCHES,
+    JSON_REQUESTS,
+    JSON_VALID,
+    LATENCY,
+    LENGTH_RATIO,
+    TOKEN_AGREEMENT,
+)
 
 _SELECTOR = 'namespace="{{namespace}}",rollout="{{rollout}}",revision="{{%s.revision}}"'
 
@@ -72,8 +92,61 @@ def _quantile(metric: str, selector: str, window: str) -> str:
     return f"histogram_quantile(0.99, sum by (le) (rate({metric}_bucket{{{selector}}}[{window}])))"
 
 
+_COMPARISON_SELECTOR = (
+    'namespace="{{namespace}}",rollout="{{rollout}}",candidate="{{canary.revision}}"'
+)
+
+
+_CANDIDATE = ',side="candidate"'
+_STABLE = ',side="stable"'
+
+
+def _increase(metric: str, window: str, labels: str = "") -> str:
+    return f"sum(increase({metric}{{{_COMPARISON_SELECTOR}{labels}}}[{window}]))"
+
+
+def comparison_query(name: BuiltinCheck, window: str, min_samples: int) -> str:
+    """A comparison builtin over `window`: a value once `min_samples` comparisons are in it."""
+    compared = _increase(COMPARISONS, window)
+    queries: dict[str, tuple[str, str]] = {
+        "outputAgreement": (
+            f"{_increase(TOKEN_AGREEMENT + '_sum', window)}"
+            f" / {_increase(TOKEN_AGREEMENT + '_count', window)}",
+            compared,
+        ),
+        "exactMatchRate": (
+            f"({_increase(EXACT_MATCHES, window)} or vector(0))"
+            f" / {_increase(EXACT_COMPARISONS, window)}",
+            _increase(EXACT_COMPARISONS, window),
+        ),
+        "lengthRatio": (
+            f"{_increase(LENGTH_RATIO + '_sum', window)}"
+            f" / {_increase(LENGTH_RATIO + '_count', window)}",
+            compared,
+        ),
+        "emptyAnswerRate": (
+            f"({_increase(EMPTY_ANSWERS, window, _CANDIDATE)} or vector(0)) / {compared}",
+            compared,
+        ),
+        "jsonValidity": (
+            f"({_increase(JSON_VALID, window, _CANDIDATE)} or vector(0))"
+            f" / {_increase(JSON_REQUESTS, window)}",
+            _increase(JSON_REQUESTS, window),
+        ),
+        "latencyRatio": (
+            f"{_increase(LATENCY + '_sum', window, _CANDIDATE)}"
+            f" / {_increase(LATENCY + '_sum', window, _STABLE)}",
+            compared,
+        ),
+    }
+    value, samples = queries[name]
+    return f"({value}) and on() ({samples} >= {min_samples})"
+
+
 def builtin_query(name: BuiltinCheck, role: str, window: str) -> str:
     """The query template of a built-in check for `role` (canary|stable) over `window`."""
+    if name in COMPARISON_BUILTINS:
+        return comparison_query(name, window, DEFAULT_MIN_SAMPLES)
     selector = _SELECTOR % role
     if name == "errorRate":
         return _error_rate(selector, window)
@@ -86,6 +159,10 @@ def queries_for(check: Check) -> CheckQueries:
         if check.query is None:
             raise ValueError(f"check {check.name!r} has neither query nor builtin")
         return CheckQueries(check.query)
+    if check.builtin in COMPARISON_BUILTINS:
+        return CheckQueries(
+            comparison_query(check.builtin, check.window, check.min_samples or DEFAULT_MIN_SAMPLES)
+        )
     canary = builtin_query(check.builtin, "canary", check.window)
     if check.compare_to == "stable":
         return CheckQueries(canary, builtin_query(check.builtin, "stable", check.window))

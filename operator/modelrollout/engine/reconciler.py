@@ -46,6 +46,12 @@ from modelrollout.engine.children import (
     unschedulable_message,
 )
 from modelrollout.engine.commands import pending_in_body
+from modelrollout.engine.comparison import (
+    DEFAULT_SHADOW_PROXY_IMAGE,
+    comparison_wanted,
+    converge_comparison,
+    proxy_ready,
+)
 from modelrollout.engine.evaluation import (
     converge_evaluation,
     end_evaluation,
@@ -80,7 +86,12 @@ from modelrollout.engine.strategies.types import (
 )
 from modelrollout.engine.timing import LastDecision
 from modelrollout.kube.api import MODELROLLOUTS, NODES, PODS, KubeApi, KubeApiError
-from modelrollout.kube.labels import label_selector, revision_object_name, selector_labels
+from modelrollout.kube.labels import (
+    comparison_object_name,
+    label_selector,
+    revision_object_name,
+    selector_labels,
+)
 from modelrollout.kube.references import KubeReferences
 from modelrollout.kube.workloads import RolloutRef
 from modelrollout.metrics import OperatorMetrics
@@ -124,6 +135,7 @@ class Reconciler:
         check_refresh_seconds: float = 60.0,
         max_queries_in_flight: int = 8,
         evaluation_image: str | None = None,
+        shadow_proxy_image: str = DEFAULT_SHADOW_PROXY_IMAGE,
         pushed_alerts: PushedAlerts | None = None,
         notify: NotificationSink | None = None,
         records: RecordFetcher | None = None,
@@ -161,6 +173,7 @@ class Reconciler:
         self._specs = ParsedSpecs()
         self._check_refresh_seconds = check_refresh_seconds
         self._evaluation_image = evaluation_image
+        self._shadow_proxy_image = shadow_proxy_image
 
     def close(self) -> None:
         if self._records is not None:
@@ -354,7 +367,11 @@ class Reconciler:
             if decision.status.stable_revision != status.stable_revision:
                 # A rollback in the rollback window: the revision kept warm is stable again.
                 backends = self._backends(rollout, spec, decision.status) or backends
-            router.set_weights(replace(backends, mirror_percent=0, segment=None), 0)
+            # Nothing mirrored, no segment, and stable's share straight to stable: the
+            # comparison proxy is deleted later in this tick.
+            router.set_weights(
+                replace(backends, mirror_percent=0, segment=None, comparison_ready=False), 0
+            )
         if new_status != status:
             self._write_or_keep(rollout, stored, new_status, now)
         # One Event for the tick, not one per thing it did: one API write (step_event.py).
@@ -496,6 +513,7 @@ class Reconciler:
     ) -> Backends | None:
         if status.stable_revision is None:
             return None
+        comparing = comparison_wanted(spec, status)
         return Backends(
             rollout=rollout,
             stable=status.stable_revision,
@@ -507,6 +525,8 @@ class Reconciler:
             blue_green=is_blue_green(spec),
             mirror_percent=status.weights.mirror,
             kept=status.previous_revision,
+            comparison=comparison_object_name(rollout.name) if comparing else None,
+            comparison_ready=comparing and proxy_ready(self._api, rollout),
             session_affinity=(
                 None
                 if (affinity := spec.traffic.session_affinity) is None
@@ -604,6 +624,10 @@ class Reconciler:
         )
         if backends is not None and not route_first:
             self._route(router, backends, spec, status)
+        # After routing: a proxy is deleted only once no route sends it traffic.
+        converge_comparison(
+            self._api, rollout, spec, status, router.capabilities, self._shadow_proxy_image
+        )
         return resized
 
     @staticmethod

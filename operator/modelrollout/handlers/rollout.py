@@ -224,6 +224,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         check_refresh_seconds=operator_settings.check_status_refresh_seconds,
         max_queries_in_flight=operator_settings.max_queries_in_flight,
         evaluation_image=operator_settings.evaluation_image,
+        shadow_proxy_image=operator_settings.shadow_proxy_image,
         pushed_alerts=pushed,
         notify=notifier.submit,
         records=records,

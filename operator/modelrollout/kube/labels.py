@@ -59,3 +59,20 @@ def selector_labels(rollout: str, revision: str | None = None) -> dict[str, str]
 
 def label_selector(labels: dict[str, str]) -> str:
     return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+
+
+# On the shadow comparison proxy's Deployment, Service and pods (value: the rollout), which
+# must not carry ROLLOUT_LABEL: the rollout's Services and Deployments select by it.
+SHADOW_COMPARE_LABEL = f"{GROUP}/shadow-compare"
+ROLE_SHADOW_COMPARE = "shadow-compare"
+
+
+def proxy_selector(rollout: str) -> dict[str, str]:
+    """The labels of the comparison proxy's pods, which its Service (and the rollout's, under
+    the service router, while it fronts stable) selects."""
+    return {SHADOW_COMPARE_LABEL: rollout}
+
+
+def comparison_object_name(rollout: str) -> str:
+    """The comparison proxy's Deployment and Service: `<rollout>-shadow-compare`."""
+    return f"{rollout}-shadow-compare"

@@ -138,7 +138,29 @@ MAX_DURATION = "8760h"
 MAX_ENV_LENGTH = 65536
 MAX_ARGS_LENGTH = 65536
 
-BuiltinCheck = Literal["errorRate", "latencyP99", "ttftP99", "interTokenLatencyP99"]
+BuiltinCheck = Literal[
+    "errorRate",
+    "latencyP99",
+    "ttftP99",
+    "interTokenLatencyP99",
+    # Shadow output comparison (strategy.shadow.comparison): the comparison proxy's series.
+    "outputAgreement",
+    "exactMatchRate",
+    "lengthRatio",
+    "emptyAnswerRate",
+    "jsonValidity",
+    "latencyRatio",
+]
+# The builtins read from the shadow comparison proxy, which need a minimum sample count.
+COMPARISON_BUILTINS: tuple[str, ...] = (
+    "outputAgreement",
+    "exactMatchRate",
+    "lengthRatio",
+    "emptyAnswerRate",
+    "jsonValidity",
+    "latencyRatio",
+)
+DEFAULT_MIN_SAMPLES = 20
 Action = Literal["rollback", "pause"]
 
 
@@ -1104,6 +1126,14 @@ class BlueGreenStrategy(SpecModel):
     evaluation step; a failed gate rolls back."""
 
 
+class ShadowComparison(SpecModel):
+    window: Duration = "60s"
+    """How long a sampled request's stable answer waits in the proxy's memory for the candidate's;
+    a comparison not done by then is dropped (counted, never stored)."""
+    max_pending: Annotated[int, Field(ge=1, le=10000)] = 256
+    """At most this many comparisons wait at once; a sampled request beyond it is not copied."""
+
+
 class ShadowStrategy(SpecModel):
     model_config = ConfigDict(
         json_schema_extra=validations(
@@ -1127,6 +1157,12 @@ class ShadowStrategy(SpecModel):
         Annotated[list[CanaryStep], Field(min_length=1, max_length=MAX_STEPS - 1)] | None
     ) = None
     """With then: canary, the canary steps that follow the shadow, as strategy.canary.steps."""
+    comparison: ShadowComparison | None = None
+    """Compare the candidate's answers with stable's: the operator puts a proxy
+    (`<name>-shadow-compare`) in front of stable for the shadow; it answers every request from
+    stable and sends mirrorPercent of them to the candidate as well, compares the answers and
+    exports the measures the outputAgreement, exactMatchRate, lengthRatio, emptyAnswerRate,
+    jsonValidity and latencyRatio builtins read. Works with any router, mirroring or not."""
 
 
 class Strategy(SpecModel):
@@ -1369,6 +1405,12 @@ class Check(SpecModel):
                 "compareTo works with builtin checks only",
                 ".compareTo",
             ),
+            rule(
+                "!has(self.minSamples) || (has(self.builtin) && self.builtin in "
+                f"[{', '.join(repr(name) for name in COMPARISON_BUILTINS)}])",
+                "minSamples works with the comparison builtins only",
+                ".minSamples",
+            ),
         )
     )
 
@@ -1377,8 +1419,12 @@ class Check(SpecModel):
     """Names the check in status.checks and Events; unique within checks."""
     builtin: BuiltinCheck | None = None
     """A built-in query on vLLM's metric names for the canary over window: errorRate (share of
-    failed requests, 0 to 1), latencyP99, ttftP99, interTokenLatencyP99 (seconds). Set this or
-    query."""
+    failed requests, 0 to 1), latencyP99, ttftP99, interTokenLatencyP99 (seconds). With
+    strategy.shadow.comparison, the comparison's measures over window: outputAgreement (mean
+    token-level agreement, 0 to 1), exactMatchRate (share of greedy or seeded answers identical to
+    stable's), lengthRatio (candidate answer length / stable's), emptyAnswerRate (share of empty or
+    refusing candidate answers), jsonValidity (share of valid JSON answers where JSON was asked),
+    latencyRatio (candidate latency / stable's). Set this or query."""
     query: Annotated[str, Field(min_length=1, max_length=8192)] | None = None
     """A PromQL query returning one value. It may use {{namespace}}, {{rollout}},
     {{canary.revision}}, {{stable.revision}}, {{model}} (escaped for a label matcher); any other
@@ -1388,6 +1434,9 @@ class Check(SpecModel):
     are 0), e.g. breachWhen "> 1.2" for 20% worse than stable. Builtin checks only."""
     window: Duration = "1m"
     """The range of a builtin check's rates and quantiles; a query writes its own."""
+    min_samples: Annotated[int, Field(ge=1, le=1000000)] | None = None
+    """Comparison builtins only: the comparisons within window needed before the check has a
+    value (fewer is no data, never a pass). Unset: 20."""
     breach_when: BreachWhen
     """When the value breaches: an operator (> >= < <= == !=) and a number, e.g. "> 0.01" or "<= 5".
     """
@@ -1514,6 +1563,7 @@ class Analysis(SpecModel):
 _MIRRORING = routers_with(Capability.REQUEST_MIRRORING)
 # The routers the API server accepts with an experiment step, from their declared capabilities.
 _MATCHING = routers_with(Capability.REQUEST_MATCHING)
+_COMPARING = routers_with(Capability.COMPARISON_PROXY)
 
 
 class NotificationSink(SpecModel):
@@ -1571,10 +1621,14 @@ class ModelRolloutSpec(SpecModel):
     model_config = ConfigDict(
         json_schema_extra=validations(
             rule(
-                "!has(self.strategy.shadow) || (has(self.traffic) && has(self.traffic.router) && "
-                f"self.traffic.router in [{', '.join(repr(name) for name in _MIRRORING)}])",
+                "!has(self.strategy.shadow) || (has(self.strategy.shadow.comparison) ? "
+                "(!has(self.traffic) || !has(self.traffic.router) || "
+                f"self.traffic.router in [{', '.join(repr(name) for name in _COMPARING)}]) : "
+                "(has(self.traffic) && has(self.traffic.router) && "
+                f"self.traffic.router in [{', '.join(repr(name) for name in _MIRRORING)}]))",
                 "strategy.shadow needs a traffic.router with request mirroring: "
-                f"{', '.join(_MIRRORING)}",
+                f"{', '.join(_MIRRORING)}; with strategy.shadow.comparison, one of "
+                f"{', '.join(_COMPARING)}",
                 ".strategy.shadow",
             ),
             rule(
@@ -1665,7 +1719,19 @@ def router_capability_errors(
 ) -> Iterator[tuple[str, str]]:
     """A strategy the rollout's router cannot carry out, by what it lacks (traffic/base.py)."""
     needs: tuple[tuple[str, object, Capability], ...] = (
-        ("spec.strategy.shadow", spec.strategy.shadow, Capability.REQUEST_MIRRORING),
+        (
+            "spec.strategy.shadow",
+            spec.strategy.shadow
+            if spec.strategy.shadow is not None and spec.strategy.shadow.comparison is None
+            else None,
+            Capability.REQUEST_MIRRORING,
+        ),
+        (
+            # The comparison proxy copies requests itself: the router only puts it in front.
+            "spec.strategy.shadow.comparison",
+            spec.strategy.shadow.comparison if spec.strategy.shadow is not None else None,
+            Capability.COMPARISON_PROXY,
+        ),
         ("spec.strategy.blueGreen", spec.strategy.blue_green, Capability.PREVIEW_ROUTE),
         (
             "spec.traffic.sessionAffinity",
@@ -1722,6 +1788,21 @@ def _semantic_errors(spec: ModelRolloutSpec) -> Iterator[tuple[str, str]]:
                     "is for strategy.canary only (a shadow's candidate is judged on mirrored "
                     "requests)",
                 )
+    comparison = shadow.comparison if shadow is not None else None
+    comparing = comparison is not None
+    if comparison is not None and parse_duration(comparison.window) < 1:
+        yield "spec.strategy.shadow.comparison.window", "must be at least 1s"
+    for index, check in enumerate(spec.analysis.checks):
+        if check.builtin in COMPARISON_BUILTINS and not comparing:
+            yield (
+                f"spec.analysis.checks[{index}].builtin",
+                f"{check.builtin} reads the shadow comparison: it needs strategy.shadow.comparison",
+            )
+        if check.builtin in COMPARISON_BUILTINS and check.compare_to is not None:
+            yield (
+                f"spec.analysis.checks[{index}].compareTo",
+                f"{check.builtin} already compares the candidate with stable",
+            )
     if spec.strategy.blue_green is not None and spec.strategy.blue_green.pre_promotion_evaluation:
         yield from _evaluation_errors(
             "spec.strategy.blueGreen.prePromotionEvaluation",
@@ -2060,6 +2141,8 @@ def _analysis_errors(analysis: Analysis) -> Iterator[tuple[str, str]]:
             yield path, "set one of query or builtin"
         if check.compare_to is not None and check.builtin is None:
             yield f"{path}.compareTo", "compareTo works with builtin checks only"
+        if check.min_samples is not None and check.builtin not in COMPARISON_BUILTINS:
+            yield f"{path}.minSamples", "minSamples works with the comparison builtins only"
         if check.query is not None:
             yield from _unknown_variables(f"{path}.query", check.query)
             for variable in unquoted_variables(check.query):

@@ -42,6 +42,9 @@ class Capability(enum.Enum):
     # Sends requests matching headers or a cookie to the canary beside the weight (an
     # experiment step's segment).
     REQUEST_MATCHING = "request matching"
+    # Sends stable's share to the shadow comparison proxy (Backends.front) and mirrors nothing
+    # while there is one (Backends.comparison): strategy.shadow.comparison.
+    COMPARISON_PROXY = "a comparison proxy in front of stable"
 
 
 RouterCapabilities = frozenset[Capability]
@@ -71,6 +74,21 @@ class Backends:
     session_affinity: SessionAffinitySettings | None = None
     # An experiment step's segment: these requests go to the canary whatever the weight.
     segment: SegmentSettings | None = None
+    # strategy.shadow.comparison: the comparison proxy (engine/comparison.py) copies requests
+    # to the canary itself, so the router mirrors nothing. Its Service's name; its pods carry
+    # kube.labels.proxy_selector(rollout). It takes stable's share once ready.
+    comparison: str | None = None
+    comparison_ready: bool = False
+
+    @property
+    def front(self) -> str | None:
+        """The comparison proxy taking stable's share now, if any."""
+        return self.comparison if self.comparison_ready else None
+
+    @property
+    def stable_service(self) -> str:
+        """The Service stable's share goes to: the comparison proxy's while it takes it."""
+        return self.front or revision_object_name(self.rollout.name, self.stable)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,9 @@ nor kept warm for a rollback, and the route no longer names it.
 With traffic.sessionAffinity, header-match rules keep each session on one
 revision (traffic/session_affinity.py); during an experiment step, a rule before
 them sends the segment's requests to the canary (traffic/segment.py).
+With a shadow's comparison proxy (engine/comparison.py) stable's backendRef
+names the proxy's Service instead, and there is no RequestMirror: the proxy
+copies requests to the candidate itself.
 For blue-green, `<name>-preview` routes requests carrying the header
 `x-modelrollout-preview: true` on the same parents and hostnames to the new
 color (a header match is more specific, so it wins over the main route).
@@ -53,13 +56,14 @@ def build_httproute(backends: Backends, canary_weight: int, canary_ready: bool) 
     refs = [
         {
             **_backend_ref(backends, backends.stable),
+            "name": backends.stable_service,
             "weight": 100 - canary_weight if canary_ready else 100,
         }
     ]
     if backends.canary is not None and canary_ready:
         refs.append({**_backend_ref(backends, backends.canary), "weight": canary_weight})
     rule: dict[str, Any] = {"backendRefs": refs}
-    if backends.canary is not None and backends.mirror_percent > 0:
+    if backends.canary is not None and backends.mirror_percent > 0 and backends.comparison is None:
         rule["filters"] = [
             {
                 "type": "RequestMirror",
@@ -127,7 +131,7 @@ def route_weights(route: dict[str, Any], backends: Backends) -> tuple[int, int]:
     """(stable, canary) weights as the route has them."""
     refs = route.get("spec", {}).get("rules", [{}])[0].get("backendRefs", [])
     by_name = {ref["name"]: int(ref.get("weight", 1)) for ref in refs}
-    stable = by_name.get(revision_object_name(backends.rollout.name, backends.stable), 0)
+    stable = by_name.get(backends.stable_service, 0)
     canary = (
         by_name.get(revision_object_name(backends.rollout.name, backends.canary), 0)
         if backends.canary
@@ -245,6 +249,7 @@ class GatewayAPIRouter:
             Capability.REVISION_SERVICES,
             Capability.SESSION_AFFINITY,
             Capability.REQUEST_MATCHING,
+            Capability.COMPARISON_PROXY,
         }
     )
 

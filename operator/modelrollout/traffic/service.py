@@ -15,6 +15,10 @@ stable's pods keep their label, and the plan keeps them running). Pods are
 labelled before the Service's selector asks for the label, so a rollout from
 an older release never loses its endpoints.
 
+During a shadow with a comparison proxy (engine/comparison.py) the Service
+selects the proxy's pods alone: it answers from stable and copies a share of
+requests to the candidate, which this router sizes for that share.
+
 Blue-green instead selects one revision at a time: the Service's selector
 names the active color, a switch is one patch of that selector (no pod
 restarts, no moment with no endpoints), and `<name>-preview` selects the
@@ -30,6 +34,7 @@ from modelrollout.kube.labels import (
     REVISION_LABEL,
     SERVING_LABEL,
     label_selector,
+    proxy_selector,
     revision_object_name,
     selector_labels,
 )
@@ -61,7 +66,9 @@ def _selected_revision(service: dict[str, Any] | None) -> str | None:
 
 
 class ServiceRouter:
-    capabilities: ClassVar[RouterCapabilities] = frozenset({Capability.PREVIEW_ROUTE})
+    capabilities: ClassVar[RouterCapabilities] = frozenset(
+        {Capability.PREVIEW_ROUTE, Capability.COMPARISON_PROXY}
+    )
 
     def __init__(self, api: KubeApi) -> None:
         self._api = api
@@ -74,9 +81,14 @@ class ServiceRouter:
             self._api.create(
                 SERVICES, rollout.namespace, build_service(rollout, name, selector, port)
             )
-        elif current["spec"].get("selector") != selector:
+        elif (current["spec"].get("selector") or {}) != selector:
+            # A merge patch merges maps: a key the new selector drops is removed by null.
+            dropped = {key: None for key in current["spec"].get("selector") or {}}
             self._api.merge_patch(
-                SERVICES, rollout.namespace, name, {"spec": {"selector": selector}}
+                SERVICES,
+                rollout.namespace,
+                name,
+                {"spec": {"selector": {**dropped, **selector}}},
             )
 
     def _label_serving(self, backends: Backends, canary_weight: int) -> None:
@@ -140,7 +152,10 @@ class ServiceRouter:
             self._ensure_service(
                 rollout,
                 rollout.name,
-                {**selector_labels(rollout.name), SERVING_LABEL: "true"},
+                # A shadow's comparison proxy answers from stable: the Service selects it alone.
+                proxy_selector(rollout.name)
+                if backends.front is not None
+                else {**selector_labels(rollout.name), SERVING_LABEL: "true"},
                 backends.port,
             )
             return
@@ -175,7 +190,9 @@ class ServiceRouter:
         rollout = backends.rollout
         self._label_serving(backends, canary_weight)
         name = revision_object_name(rollout.name, backends.canary)
-        replicas = 0 if canary_weight == 0 else canary_replicas(backends.replicas, canary_weight)
+        # A shadow's candidate gets no weight, only the comparison proxy's sampled copies.
+        share = max(canary_weight, backends.mirror_percent if backends.comparison else 0)
+        replicas = 0 if share == 0 else canary_replicas(backends.replicas, share)
         current = self._api.get(DEPLOYMENTS, rollout.namespace, name)
         if current is not None and int(current["spec"].get("replicas") or 0) != replicas:
             self._api.merge_patch(
