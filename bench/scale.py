@@ -377,6 +377,8 @@ def run(args: argparse.Namespace, count: int) -> dict[str, float]:
     state = cluster.up(
         CLUSTER, gpu_nodes=gpu_nodes, gpus_per_node=GPUS_PER_NODE, cpu_nodes=1,
         audit_users=(OPERATOR_USER,),
+        # kwok pods run no server: nothing to scrape, as in the runs before 5dc8869.
+        scrape_model_pods=False,
     )  # fmt: skip
     kubectl = [state.kubectl, "--kubeconfig", state.kubeconfig]
     crd = Path(__file__).resolve().parents[1] / "crds" / "modelrollouts.modelrollout.dev.yaml"

@@ -342,6 +342,7 @@ def up(
     cpu_nodes: int = 1,
     audit_users: tuple[str, ...] = (),
     real_node: bool = False,
+    scrape_model_pods: bool = True,
 ) -> ClusterState:
     """Start the cluster (building binaries on first use); reuse it when already running.
 
@@ -351,6 +352,10 @@ def up(
     With `audit_users`, the API server writes an audit log of those users'
     requests (`audit_log_path`): how benchmarks count an operator's API calls
     without trusting its own counting.
+
+    Without `scrape_model_pods`, Prometheus does not discover serving pods: for
+    benchmarks whose thousands of kwok pods run no server, where scraping each
+    every second would load the machine they measure.
     """
     existing = load_state(name)
     if existing is not None:
@@ -418,7 +423,9 @@ def up(
         down(name)
         raise ClusterError(str(error)) from error
     _log(f"pod network {pod_network.cidr} in network namespace {pod_network.netns}")
-    prometheus_pid, prometheus = start_prometheus(directory, kubeconfig)
+    prometheus_pid, prometheus = start_prometheus(
+        directory, kubeconfig if scrape_model_pods else None
+    )
     state = ClusterState(
         name=name,
         directory=str(directory),
