@@ -1,4 +1,5 @@
-# The operator image: the modelrollout distribution with its `operator` extra, from operator/
+# The operator image: the modelrollout distribution with its `operator` and `dashboard` extras
+# (the chart runs the dashboard from this image too), from operator/
 # only (no torch, no modelserve, no dev tooling).
 # Build from the repository root: `make images` (scripts/build-images.sh), or
 #   docker build -f docker/operator.Dockerfile -t modelrollout/operator .
@@ -12,7 +13,7 @@ ARG BASE=python:3.11-slim
 # this file's content changes, not on every edit of pyproject.toml.
 FROM ${BASE} AS requirements
 COPY docker/dependencies.py pyproject.toml /src/
-RUN python3 /src/dependencies.py '/src/pyproject.toml[operator]' >/requirements.txt
+RUN python3 /src/dependencies.py '/src/pyproject.toml[operator,dashboard]' >/requirements.txt
 
 FROM ${BASE} AS build
 WORKDIR /src

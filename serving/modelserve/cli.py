@@ -351,6 +351,10 @@ def _add_make_tiny_model(subparsers: argparse._SubParsersAction[argparse.Argumen
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--kv-heads", type=int, default=2)
+    parser.add_argument(
+        "--scripted-answer",
+        help="greedy decoding answers every chat prompt with this text (its words distinct)",
+    )
 
 
 def _run_make_tiny_model(args: argparse.Namespace) -> int:
@@ -363,7 +367,14 @@ def _run_make_tiny_model(args: argparse.Namespace) -> int:
         num_attention_heads=args.heads,
         num_key_value_heads=args.kv_heads,
     )
-    print(make_tiny_model(args.out_dir, seed=args.seed, shape=shape))
+    try:
+        out_dir = make_tiny_model(
+            args.out_dir, seed=args.seed, shape=shape, scripted_answer=args.scripted_answer
+        )
+    except ValueError as error:
+        print(f"modelserve make-tiny-model: --scripted-answer: {error}", file=sys.stderr)
+        return 2
+    print(out_dir)
     return 0
 
 

@@ -7,6 +7,7 @@ ships in this module) and saves it with `save_pretrained`.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,8 +69,9 @@ class TinyModelShape:
     max_position_embeddings: int = 512
 
 
-def train_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
-    """Train a byte-level BPE tokenizer on the built-in text (byte level: any input encodes)."""
+def train_tokenizer(vocab_size: int, extra_text: str = "") -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer on the built-in text (byte level: any input encodes),
+    plus `extra_text`, whose frequent words become tokens of their own."""
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -79,7 +81,7 @@ def train_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(TRAINING_TEXT.splitlines(), trainer=trainer)
+    tokenizer.train_from_iterator((TRAINING_TEXT + extra_text).splitlines(), trainer=trainer)
     bos_id = tokenizer.token_to_id(BOS_TOKEN)
     tokenizer.post_processor = processors.TemplateProcessing(
         single=f"{BOS_TOKEN} $A", pair=f"{BOS_TOKEN} $A $B", special_tokens=[(BOS_TOKEN, bos_id)]
@@ -105,10 +107,23 @@ VLLM_SHAPE = TinyModelShape(
 )
 
 
-def make_tiny_model(out_dir: Path, seed: int = 0, shape: TinyModelShape | None = None) -> Path:
-    """Write a tiny LlamaForCausalLM (safetensors) and its tokenizer to `out_dir`."""
+def make_tiny_model(
+    out_dir: Path,
+    seed: int = 0,
+    shape: TinyModelShape | None = None,
+    scripted_answer: str | None = None,
+) -> Path:
+    """Write a tiny LlamaForCausalLM (safetensors) and its tokenizer to `out_dir`.
+
+    With `scripted_answer`, greedy decoding answers every chat prompt with that text
+    (then end of text), whatever was asked: a model that conforms to a suite written
+    for it, in any engine that loads Llama weights (see `_script_answer`).
+    """
     shape = shape or TinyModelShape()
-    tokenizer = train_tokenizer(shape.vocab_size)
+    # The answer, repeated, in the tokenizer's training text makes each of its words
+    # one token, so the answer is short in tokens.
+    extra_text = f"\n{scripted_answer}" * 64 if scripted_answer else ""
+    tokenizer = train_tokenizer(shape.vocab_size, extra_text)
     tokenizer.model_max_length = shape.max_position_embeddings
     config = LlamaConfig(  # type: ignore[no-untyped-call]
         vocab_size=len(tokenizer),
@@ -129,7 +144,47 @@ def make_tiny_model(out_dir: Path, seed: int = 0, shape: TinyModelShape | None =
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)  # type: ignore[no-untyped-call]
+    if scripted_answer is not None:
+        _script_answer(model, tokenizer, scripted_answer)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+def _script_answer(
+    model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, answer: str
+) -> None:
+    """Make greedy decoding after the assistant token spell `answer`, then end of text.
+
+    Every layer's output projections are zeroed, so the last hidden state is the
+    current token's embedding alone (a bigram model): the chain's tokens get one-hot
+    embeddings on coordinates of their own (no other token's embedding has any part of
+    them), and each one's successor an output row that points at it, far above the
+    random rows. After any other token the logits stay the random model's (the chain's
+    successors get 0), so decoding that a grammar constrains keeps its preferences.
+    """
+    chain = [
+        tokenizer.convert_tokens_to_ids(ROLE_TOKENS[2]),
+        *tokenizer.encode(answer, add_special_tokens=False),
+        tokenizer.eos_token_id,
+    ]
+    hidden_size = model.config.hidden_size
+    if len(set(chain)) != len(chain) or len(chain) > hidden_size:
+        raise ValueError(
+            f"scripted answer {answer!r}: its tokens must be distinct, at most "
+            f"{hidden_size - 2} of them; got {tokenizer.convert_ids_to_tokens(chain[1:-1])}"
+        )
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        embeddings = model.model.embed_tokens.weight
+        head = model.lm_head.weight
+        embeddings[:, : len(chain) - 1] = 0.0
+        for position, (token, successor) in enumerate(itertools.pairwise(chain)):
+            embeddings[token] = torch.nn.functional.one_hot(
+                torch.tensor(position), hidden_size
+            ).float()
+            head[successor] = 0.0
+            head[successor, position] = 100.0

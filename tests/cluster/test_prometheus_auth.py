@@ -27,6 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import requests
 from kubernetes import client
@@ -39,7 +40,11 @@ from modelrollout.kube.cache import CachedKubeApi
 from modelrollout.kube.references import KubeReferences
 from modelrollout.models import parse_spec
 from modelrollout_dev.prometheus import prometheus_binary
+from tests.cluster.test_dashboard import STEPS, write_status
+from tests.conftest import ClusterUnderTest
+from tests.support.dashboard import Dashboard
 from tests.support.kube import wait_until
+from tests.support.rollouts import Rollouts, rollout_manifest
 from tests.unit.operator.builders import ANALYSIS_CONTEXT, CANARY_AT_5, T0, example_spec
 
 with warnings.catch_warnings():
@@ -402,3 +407,56 @@ def test_a_bearer_token_and_tenant_headers_from_secrets_reach_the_server(
     assert not refused.is_online()
     assert refused.offline_reason().startswith("metric provider answered 401")
     assert PLANTED not in refused.offline_reason()
+
+
+def test_the_dashboards_plots_query_with_the_rollouts_provider_auth(
+    kube_api_client: client.ApiClient,
+    cluster_under_test: ClusterUnderTest,
+    namespace: str,
+    secured_prometheus: SecuredPrometheus,
+    tmp_path: Path,
+) -> None:
+    """`kubectl modelrollout dashboard`'s range queries against the real Prometheus behind
+    basic auth and TLS, with the credentials and CA the rollout's provider names."""
+    create_secret(kube_api_client, namespace, "prometheus-auth", {"password": f"{PASSWORD}\n"})
+    create_secret(kube_api_client, namespace, "wrong-auth", {"password": PLANTED})
+    create_config_map(
+        kube_api_client, namespace, "prometheus-ca", {"ca.crt": secured_prometheus.ca.read_text()}
+    )
+    rollouts = Rollouts(kube_api_client, namespace)
+    for name, secret in (("chat", "prometheus-auth"), ("wrong", "wrong-auth")):
+        analysis = {
+            "provider": {
+                "type": "prometheus",
+                "address": secured_prometheus.url,
+                "timeout": "3s",
+                "auth": basic_auth(secret),
+                "tls": CA_FROM_CONFIG_MAP,
+            },
+            "interval": "1s",
+            "checks": [
+                {"name": "marker", "query": 'smoke_marker{job="marker"}', "breachWhen": "< 0"}
+            ],
+        }
+        rollouts.create(rollout_manifest(name, "hf://acme/chat@v2", STEPS, analysis=analysis))
+        write_status(rollouts, name, step=0, canary_weight=25)
+    with Dashboard(cluster_under_test.kubeconfig, namespace, tmp_path / "dashboard.log") as board:
+
+        def plotted() -> list[float] | None:
+            answer = httpx.get(
+                f"{board.url}/api/rollouts/{namespace}/chat/checks/marker/series", timeout=10
+            )
+            assert answer.status_code == 200, answer.text
+            values = [v for v in answer.json()["values"] if v is not None]
+            return values or None
+
+        values = wait_until(plotted, 30, "the marker's samples on the plot")
+        assert set(values) == {secured_prometheus.marker}
+
+        refused = httpx.get(
+            f"{board.url}/api/rollouts/{namespace}/wrong/checks/marker/series", timeout=10
+        )
+        assert refused.status_code == 503
+        detail = refused.json()["detail"]
+        assert "answered 401" in detail and "spec.analysis.provider.auth" in detail
+        assert PLANTED not in detail and PLANTED not in (tmp_path / "dashboard.log").read_text()

@@ -23,6 +23,7 @@ from modelrollout_dev.identity import service_account_token, token_kubeconfig
 from modelrollout_dev.operator_process import OperatorProcess
 from tests.conftest import ClusterUnderTest
 from tests.e2e.conftest import TEST_TICK_INTERVAL
+from tests.support.dashboard import Dashboard
 from tests.support.helm import CHART, helm, render_text, values_file
 from tests.support.kube import wait_until
 from tests.support.rollouts import Rollouts, rollout_manifest
@@ -57,6 +58,8 @@ def test_rendered_chart_passes_server_side_dry_run(
     for values in (
         {"grafana": {"dashboard": {"enabled": True}}},
         {"watchNamespaces": ["default", "kube-system"]},
+        {"dashboard": {"enabled": True, "actions": True}},
+        {"dashboard": {"enabled": True, "namespace": "kube-system"}},
     ):
         manifests = render_text(tmp_path, values, namespace="default")
         result = _kubectl(
@@ -159,3 +162,87 @@ def test_helm_install_rbac_is_enough_for_a_rollout_and_no_more(
     )  # fmt: skip
     assert client.ApiextensionsV1Api(kube_api_client).read_custom_resource_definition(CRD_NAME)
     assert rollouts.get("chat")["status"]["phase"] == "Succeeded"
+
+
+def test_the_charts_dashboard_serves_read_only_as_its_service_account(
+    cluster_under_test: ClusterUnderTest,
+    kube_api_client: client.ApiClient,
+    namespace: str,
+    rollouts: Rollouts,
+    tmp_path: Path,
+) -> None:
+    """The chart's dashboard objects on the real API server, and the pod's own command run here
+    with its ServiceAccount's token (the local cluster runs no container for the operator's
+    image): it serves the rollouts, refuses commands itself, and its RBAC allows no patch."""
+    kubeconfig = cluster_under_test.kubeconfig
+    release = f"mr-{uuid.uuid4().hex[:6]}"
+    values = {
+        "watchNamespaces": [namespace],
+        "replicaCount": 1,
+        "crds": {"install": False},
+        "dashboard": {"enabled": True, "namespace": namespace},
+    }
+
+    def install(command: str, changes: dict[str, Any]) -> None:
+        done = helm(
+            command,
+            release,
+            str(CHART),
+            "--namespace",
+            namespace,
+            "--wait",
+            "--timeout",
+            "120s",
+            "--values",
+            str(values_file({**values, **changes}, tmp_path)),
+            kubeconfig=kubeconfig,
+        )
+        assert done.returncode == 0, done.stderr
+
+    install("install", {})
+    try:
+        rollouts.create(rollout_manifest("chat", "file:///models/v1", [{"setWeight": 50}]))
+        name = f"{release}-modelrollout-dashboard"
+        deployment = client.AppsV1Api(kube_api_client).read_namespaced_deployment(name, namespace)
+        (container,) = deployment.spec.template.spec.containers
+        assert "--read-only" in container.command and "--address=0.0.0.0" in container.command
+        service = client.CoreV1Api(kube_api_client).read_namespaced_service(name, namespace)
+        assert service.spec.type == "ClusterIP"
+
+        token = service_account_token(kube_api_client, namespace, name)
+        as_dashboard = token_kubeconfig(kubeconfig, token, tmp_path / "dashboard.kubeconfig")
+        with Dashboard(
+            as_dashboard, namespace, tmp_path / "dashboard.log", arguments=container.command[1:]
+        ) as board:
+            rows = board.get("/api/rollouts")["rows"]
+            assert [row["name"] for row in rows] == ["chat"]
+            assert board.get("/api/stats")["kinds"]["events"]["last_error"] is None
+            assert board.get("/api/config")["actions"] is False
+            refused = board.command(namespace, "chat", "promote")
+            assert refused.status_code == 403 and "read-only" in refused.json()["detail"]
+        assert "modelrollout.dev/promote" not in (
+            rollouts.get("chat")["metadata"].get("annotations") or {}
+        )
+
+        custom = client.CustomObjectsApi(config.new_client_from_config(config_file=as_dashboard))
+        core = client.CoreV1Api(config.new_client_from_config(config_file=as_dashboard))
+        annotate = {"metadata": {"annotations": {"example.com/by-dashboard": "1"}}}
+
+        def patch() -> Any:
+            return custom.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, "chat", annotate
+            )
+
+        assert _status_code(patch) == 403
+        assert _status_code(lambda: core.list_namespaced_secret(namespace)) == 403
+        # No right to any Secret by default (dashboard.providerReferences.enabled false).
+        assert _status_code(lambda: core.read_namespaced_secret("any", namespace)) == 403
+        assert _status_code(lambda: core.list_namespaced_event(namespace)) == 200
+        # dashboard.actions: true grants patch (the server then sends the commands).
+        install(
+            "upgrade", {"dashboard": {"enabled": True, "namespace": namespace, "actions": True}}
+        )
+        assert _status_code(patch) == 200
+    finally:
+        uninstalled = helm("uninstall", release, "--namespace", namespace, kubeconfig=kubeconfig)
+    assert uninstalled.returncode == 0, uninstalled.stderr

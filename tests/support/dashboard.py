@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -28,22 +29,30 @@ class Dashboard:
     """The plugin's `dashboard` command in a subprocess, on a free loopback port."""
 
     def __init__(
-        self, kubeconfig: str, namespace: str, log: Path, startup_seconds: float = STARTUP_SECONDS
+        self,
+        kubeconfig: str,
+        namespace: str,
+        log: Path,
+        startup_seconds: float = STARTUP_SECONDS,
+        arguments: Sequence[str] | None = None,
     ) -> None:
+        """`arguments`: the plugin's arguments as a pod runs them (the chart's Deployment), run
+        here with `kubeconfig` and on a free loopback port instead of their address and port."""
         self.port = free_port()
         self._startup_seconds = startup_seconds
         self.url = f"http://127.0.0.1:{self.port}"
+        if arguments is None:
+            arguments = ["-n", namespace, "dashboard"]
+        kept = [a for a in arguments if not a.startswith(("--address=", "--port="))]
         self._argv = [
             sys.executable,
             "-m",
             "modelrollout.kubectl.cli",
             "--kubeconfig",
             kubeconfig,
-            "-n",
-            namespace,
-            "dashboard",
-            "--port",
-            str(self.port),
+            *kept,
+            "--address=127.0.0.1",
+            f"--port={self.port}",
         ]
         self._log_path = log
         self._process: subprocess.Popen[bytes] | None = None

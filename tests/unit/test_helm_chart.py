@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from modelrollout.kubectl.cli import build_parser
 from modelrollout.notify.policy import RetryPolicy
 from modelrollout.settings import OperatorSettings
 from tests.support.helm import CHART, KUBE_VERSION, REPO, helm, only, render, values_file
@@ -351,3 +352,106 @@ def test_the_pod_monitor_relabels_serving_pods_as_the_shipped_scrape_job_does(
     targets = {rule.get("targetLabel") for rule in endpoint["relabelings"]}
     assert {"namespace", "rollout", "revision", "role", "pod"} <= targets
     assert "PodMonitor" not in {document["kind"] for document in render(tmp_path)}
+
+
+def _dashboard(documents: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    return _named(documents, kind, "-dashboard")
+
+
+DASHBOARD_READ_RULES = {
+    ("modelrollout.dev", "modelrollouts"): {"get", "list", "watch"},
+    ("", "events"): {"list", "watch"},
+}
+
+
+def test_the_dashboard_is_off_by_default(tmp_path: Path) -> None:
+    documents = render(tmp_path)
+    assert not [d for d in documents if "dashboard" in d["metadata"]["name"]]
+
+
+def test_the_dashboard_is_read_only_behind_a_cluster_ip_with_its_own_service_account(
+    tmp_path: Path,
+) -> None:
+    documents = render(tmp_path, {"dashboard": {"enabled": True}})
+    deployment = _dashboard(documents, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    command = container["command"]
+    assert command[0] == "kubectl-modelrollout"
+    # The plugin's own parser accepts what the pod runs.
+    args = build_parser().parse_args(command[1:])
+    assert args.command == "dashboard" and args.all_namespaces and args.read_only
+    assert (args.address, args.port) == ("0.0.0.0", 3100)
+    operator = _named(documents, "Deployment", "mr-modelrollout")
+    # The operator's image, which installs the `dashboard` extra (docker/operator.Dockerfile).
+    assert container["image"] == operator["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/api/stats", "port": "http"}
+
+    account = _dashboard(documents, "ServiceAccount")
+    assert pod["serviceAccountName"] == account["metadata"]["name"] == "mr-modelrollout-dashboard"
+    assert _rules(_dashboard(documents, "ClusterRole")) == DASHBOARD_READ_RULES
+    (subject,) = _dashboard(documents, "ClusterRoleBinding")["subjects"]
+    assert subject["name"] == account["metadata"]["name"]
+
+    service = _dashboard(documents, "Service")
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    # The operator's Services and disruption budget never select the dashboard's pod.
+    assert service["spec"]["selector"] != operator["spec"]["selector"]["matchLabels"]
+    assert not [d for d in documents if d["kind"] == "Ingress"]
+
+
+def test_the_dashboard_reads_provider_secrets_only_when_granted(tmp_path: Path) -> None:
+    """No right to any Secret by default; providerReferences grants get on those its
+    plots' Prometheus auth reads (the listed names, or every one in scope)."""
+    every = render(
+        tmp_path, {"dashboard": {"enabled": True, "providerReferences": {"enabled": True}}}
+    )
+    assert _rules(_dashboard(every, "ClusterRole")) == {
+        **DASHBOARD_READ_RULES,
+        ("", "secrets"): {"get"},
+        ("", "configmaps"): {"get"},
+    }
+    named = render(
+        tmp_path,
+        {
+            "dashboard": {
+                "enabled": True,
+                "providerReferences": {"enabled": True, "secretNames": ["prom-auth"]},
+            }
+        },
+    )
+    secret_rules = [
+        rule
+        for rule in _dashboard(named, "ClusterRole")["rules"]
+        if "secrets" in rule.get("resources", [])
+    ]
+    assert [rule.get("resourceNames") for rule in secret_rules] == [["prom-auth"]]
+
+
+def test_dashboard_actions_add_patch_and_a_namespace_gets_a_role(tmp_path: Path) -> None:
+    values = {
+        "dashboard": {
+            "enabled": True,
+            "actions": True,
+            "namespace": "ml",
+            "providerReferences": {"enabled": False},
+        }
+    }
+    documents = render(tmp_path, values)
+    (container,) = _dashboard(documents, "Deployment")["spec"]["template"]["spec"]["containers"]
+    args = build_parser().parse_args(container["command"][1:])
+    assert not args.read_only and not args.all_namespaces and args.namespace == "ml"
+    role = _dashboard(documents, "Role")
+    assert role["metadata"]["namespace"] == "ml"
+    assert _rules(role) == {
+        ("modelrollout.dev", "modelrollouts"): {"get", "list", "watch", "patch"},
+        ("", "events"): {"list", "watch"},
+    }
+    assert _dashboard(documents, "RoleBinding")["metadata"]["namespace"] == "ml"
+    assert not [
+        d for d in documents if d["kind"] == "ClusterRole" and "dashboard" in d["metadata"]["name"]
+    ]

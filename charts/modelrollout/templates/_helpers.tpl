@@ -97,3 +97,25 @@ rollout with exactly these).
 {{- end }}
 {{- end }}
 {{- end -}}
+
+{{- define "modelrollout.dashboardSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "modelrollout.name" . }}-dashboard
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "modelrollout.dashboardLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "modelrollout.dashboardSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: modelrollout
+app.kubernetes.io/component: dashboard
+{{- end -}}
+
+{{- define "modelrollout.dashboardServiceAccountName" -}}
+{{- if .Values.dashboard.serviceAccount.create -}}
+{{- default (printf "%s-dashboard" (include "modelrollout.fullname" .) | trunc 63 | trimSuffix "-") .Values.dashboard.serviceAccount.name -}}
+{{- else -}}
+{{- required "dashboard.serviceAccount.name is required when dashboard.serviceAccount.create is false" .Values.dashboard.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}

@@ -18,9 +18,11 @@ from modelrollout.models.spec import ConfigMapKeyRef, SecretKeyRef
 
 
 class KubeReferences:
-    def __init__(self, api: KubeApi, namespace: str) -> None:
+    def __init__(self, api: KubeApi, namespace: str, reader: str = "the operator") -> None:
         self._api = api
         self._namespace = namespace
+        # Who reads, for the message of a 403: the operator, or the dashboard.
+        self._reader = reader
 
     def _read(self, resource: Resource, kind: str, name: str, field_path: str) -> dict[str, Any]:
         try:
@@ -29,7 +31,7 @@ class KubeReferences:
             if error.status == 403:
                 raise UnresolvedReference(
                     field_path,
-                    f"the operator may not read {kind} {self._namespace}/{name} (403): "
+                    f"{self._reader} may not read {kind} {self._namespace}/{name} (403): "
                     "grant it get on this object",
                 ) from None
             raise UnresolvedReference(

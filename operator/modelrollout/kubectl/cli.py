@@ -11,6 +11,7 @@ Errors go to stderr as `error: ...` and exit 1, as kubectl's do.
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import signal
 import sys
@@ -18,9 +19,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, NoReturn
 
-from kubernetes import config
+from kubernetes import client, config
 from urllib3.exceptions import HTTPError
 
 from modelrollout.engine.commands import annotation_for
@@ -120,15 +122,41 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def _in_cluster(namespace: str | None) -> Target:
+    """The pod's ServiceAccount, as kubectl does in a pod without a kubeconfig."""
+    configuration = client.Configuration()
+    try:
+        # The bound token is read again as the kubelet rotates it.
+        config.load_incluster_config(client_configuration=configuration)
+    except config.ConfigException as error:
+        raise CliError(f"cannot load the pod's ServiceAccount credentials: {error}") from None
+    if not namespace and SERVICE_ACCOUNT_NAMESPACE.exists():
+        namespace = SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
+    return Target(PluginApi(client.ApiClient(configuration)), namespace or "default")
+
+
 def connect(args: argparse.Namespace) -> Target:
+    """The user's kubeconfig; in a pod with none (no --kubeconfig, no $KUBECONFIG, no
+    ~/.kube/config), the pod's ServiceAccount."""
     kubeconfig: str | None = getattr(args, "kubeconfig", None)
     context: str | None = getattr(args, "context", None)
+    namespace: str | None = getattr(args, "namespace", None)
+    default_file = Path(os.path.expanduser(config.KUBE_CONFIG_DEFAULT_LOCATION))
+    if (
+        kubeconfig is None
+        and "KUBERNETES_SERVICE_HOST" in os.environ
+        and not os.environ.get("KUBECONFIG")
+        and not default_file.exists()
+    ):
+        return _in_cluster(namespace)
     try:
         api_client = config.new_client_from_config(config_file=kubeconfig, context=context)
         contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)
     except (config.ConfigException, OSError) as error:
         raise CliError(f"cannot load the kubeconfig: {error}") from None
-    namespace: str | None = getattr(args, "namespace", None)
     if not namespace:
         chosen = next((c for c in contexts if c.get("name") == context), active) or {}
         namespace = (chosen.get("context") or {}).get("namespace") or "default"
@@ -266,7 +294,7 @@ def cmd_dashboard(target: Target, args: argparse.Namespace) -> int:
             f"{error}"
         ) from None
     namespace = "" if args.all_namespaces else target.namespace
-    return serve(target, namespace, args.address, args.port)
+    return serve(target, namespace, args.address, args.port, actions=not args.read_only)
 
 
 # -- parsing --------------------------------------------------------------------
@@ -352,6 +380,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dashboard.add_argument(
         "--port", type=int, default=3100, help="port to listen on (default 3100; 0: any free)"
+    )
+    dashboard.add_argument(
+        "--read-only",
+        action="store_true",
+        help="show, never act: the server refuses every command (the chart's default)",
     )
     return parser
 

@@ -25,8 +25,13 @@ from modelrollout.engine.strategies.canary import describe_step
 from modelrollout.engine.strategies.command_rules import refusal as command_refusal
 from modelrollout.kube.labels import REVISION_LABEL, ROLE_LABEL
 from modelrollout.models.durations import parse_duration
-from modelrollout.models.spec import CanaryStep, ModelRolloutSpec
-from modelrollout.models.status import HistoryEntry, ModelRolloutStatus
+from modelrollout.models.spec import CanaryStep, ModelCard, ModelRolloutSpec
+from modelrollout.models.status import (
+    HistoryEntry,
+    ModelRecord,
+    ModelRolloutStatus,
+    RecordCard,
+)
 
 STEP_DONE = "✔"
 STEP_CURRENT = "▶"
@@ -468,8 +473,20 @@ def _entry_details(entry: HistoryEntry) -> str:
     ]
     record = entry.record
     if record is None:
-        lines.append("  (no model record: written by an operator that did not keep one)")
+        lines.append(f"  ({NO_RECORD})")
         return "\n".join(lines)
+    lines += [f"  {label + ':':<16}{value}" for label, value in record_fields(record)]
+    if record.gates:
+        lines.append("  Quality gates:")
+        lines += [f"    {gate}" for gate in record_gates(record)]
+    return "\n".join(lines)
+
+
+NO_RECORD = "no model record: written by an operator that did not keep one"
+
+
+def record_fields(record: ModelRecord) -> list[tuple[str, str]]:
+    """A revision's model record as (label, text) pairs: `history --details` and the dashboard."""
     fields: list[tuple[str, object]] = [
         ("URI", record.uri),
         ("Name", record.name),
@@ -521,31 +538,31 @@ def _entry_details(entry: HistoryEntry) -> str:
             )
         )
     if record.declared is not None:
-        card = record.declared
-        declared = {
-            "license": card.license,
-            "parameters": f"{card.parameters:,}" if card.parameters is not None else None,
-            "context": card.context_length,
-            "quantization": card.quantization,
-            "weights": card.weights_digest,
-        }
-        fields.append(
-            (
-                "Card (declared)",
-                ", ".join(f"{key} {value}" for key, value in declared.items() if value is not None),
-            )
-        )
-    lines += [
-        f"  {label + ':':<16}{value if value not in (None, '') else '-'}" for label, value in fields
-    ]
-    if record.gates:
-        lines.append("  Quality gates:")
-        for gate in record.gates:
-            value = f" {gate.value:g}" if gate.value is not None else ""
-            verdict = "passed" if gate.passed else "FAILED"
-            threshold = f" (wants {gate.threshold})" if gate.threshold else ""
-            lines.append(f"    {gate.name}: {verdict}{value}{threshold}")
-    return "\n".join(lines)
+        fields.append(("Card (declared)", card_text(record.declared)))
+    return [(label, "-" if value in (None, "") else str(value)) for label, value in fields]
+
+
+def card_text(card: RecordCard | ModelCard) -> str:
+    """A declared model card (spec.model.card, or its copy in a record) in one line."""
+    declared = {
+        "license": card.license,
+        "parameters": f"{card.parameters:,}" if card.parameters is not None else None,
+        "context": card.context_length,
+        "quantization": card.quantization,
+        "weights": card.weights_digest,
+    }
+    return ", ".join(f"{key} {value}" for key, value in declared.items() if value is not None)
+
+
+def record_gates(record: ModelRecord) -> list[str]:
+    """The quality gates a record keeps, one line each."""
+    lines = []
+    for gate in record.gates:
+        value = f" {gate.value:g}" if gate.value is not None else ""
+        verdict = "passed" if gate.passed else "FAILED"
+        threshold = f" (wants {gate.threshold})" if gate.threshold else ""
+        lines.append(f"{gate.name}: {verdict}{value}{threshold}")
+    return lines
 
 
 # -- commands -------------------------------------------------------------------

@@ -11,8 +11,13 @@ import threading
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import pytest
+from kubernetes.client import ApiClient, Configuration
 
+from modelrollout.analysis.provider import NoReferences
+from modelrollout.engine.revision import revision_of
+from modelrollout.kubectl.cli import PluginApi, Target
 from modelrollout.kubectl.dashboard.hub import ROLLOUT_EVENTS, ROLLOUTS, Hub, Message
 from modelrollout.kubectl.dashboard.series import (
     SeriesCache,
@@ -20,11 +25,15 @@ from modelrollout.kubectl.dashboard.series import (
     SeriesUnavailable,
     plot_data,
     series_request,
+    settings_for,
 )
+from modelrollout.kubectl.dashboard.server import COMMAND_HEADER, READ_ONLY, create_app
 from modelrollout.kubectl.dashboard.views import detail, list_row
 from modelrollout.kubectl.render import timestamp
-from tests.unit.operator.builders import T0
-from tests.unit.operator.test_kubectl_render import body_of, canary_v2
+from modelrollout.models import parse_spec
+from modelrollout.models.spec import ConfigMapKeyRef, SecretKeyRef
+from tests.unit.operator.builders import T0, example_spec, with_model_uri
+from tests.unit.operator.test_kubectl_render import V2, body_of, canary_v2, stable_v1
 
 pytestmark = pytest.mark.unit
 
@@ -243,3 +252,100 @@ def test_pages_asking_for_one_plot_at_once_share_one_query_and_hold_up_no_other(
         page.join(10)
     assert answers == [{"step": 0}] * 4
     assert sorted(r.key[3] for r in asked) == [0, 2]
+
+
+def test_the_history_shows_each_revisions_model_record_and_the_spec_its_card() -> None:
+    sim = stable_v1()
+    spec = with_model_uri(example_spec(), V2)
+    spec["model"]["card"] = {"license": "llama3.2", "parameters": 3_000_000_000}
+    sim.apply(spec)
+    new = revision_of(parse_spec(spec))
+    sim.world.model_records = {
+        new: {
+            "architecture": "LlamaForCausalLM",
+            "parameters": 1234567,
+            "quantization": {"method": "gptq", "bits": 4, "groupSize": 64},
+            "weights": {"digest": "sha256:abc", "files": 2, "bytes": 1000},
+        }
+    }
+    sim.run_until("Succeeded")
+    view = detail(body_of(sim, spec), [], [], sim.now)
+    assert view["card"] == "license llama3.2, parameters 3,000,000,000"
+    newer, older = view["history"]
+    record = dict(newer["record"])
+    # The same fields and words as `kubectl modelrollout history --details`.
+    assert record["URI"] == V2 and record["Parameters"] == "1,234,567"
+    assert record["Quantization"] == "gptq 4-bit group 64"
+    assert record["Weights"] == "sha256:abc (2 files, 1,000 bytes)"
+    assert record["Card (declared)"] == "license llama3.2, parameters 3,000,000,000"
+    assert newer["noRecord"] is None
+    assert dict(older["record"])["Server record"] == "none (engine vllm)"
+
+
+def test_rollback_is_offered_in_the_window_after_a_promotion_and_refused_after_it() -> None:
+    sim = stable_v1()
+    spec = with_model_uri(example_spec(), V2)
+    spec["strategy"]["canary"]["rollbackWindow"] = {"duration": "10m"}
+    sim.apply(spec)
+    sim.run_until("Succeeded")
+    view = detail(body_of(sim, spec), [], [], sim.now)
+    window = view["rollbackWindow"]
+    assert window is not None and window["revision"] == sim.status.previous_revision
+    assert window["model"] == example_spec()["model"]["uri"]
+    assert view["commands"]["rollback"] is None
+    later = sim.status.previous_scale_down_at
+    assert later is not None
+    after = detail(body_of(sim, spec), [], [], later + timedelta(seconds=1))
+    assert after["commands"]["rollback"] is not None
+
+
+def test_the_range_query_carries_the_providers_credentials_read_from_its_secrets() -> None:
+    sim, spec = canary_v2(ticks=2)
+    analysis = {**spec["analysis"]}
+    del analysis["prometheus"]
+    analysis["provider"] = {
+        "type": "prometheus",
+        "address": "https://prometheus.monitoring:9090",
+        "auth": {"bearerToken": {"secretKeyRef": {"name": "prom", "key": "token"}}},
+        "headers": [{"name": "X-Scope-OrgID", "value": "tenant-a"}],
+    }
+    request = series_request(body_of(sim, {**spec, "analysis": analysis}), "error-rate", T0)
+    assert request.address == "https://prometheus.monitoring:9090"
+    assert request.provider_path == "spec.analysis.provider"
+
+    class Read:
+        def secret(self, ref: SecretKeyRef, field_path: str) -> str:
+            assert (ref.name, ref.key) == ("prom", "token")
+            return "t0ken\n"
+
+        def config_map(self, ref: ConfigMapKeyRef, field_path: str) -> str:
+            raise AssertionError(field_path)
+
+    settings = settings_for(request, Read())
+    assert settings.headers == {"X-Scope-OrgID": "tenant-a", "Authorization": "Bearer t0ken"}
+    with pytest.raises(
+        SeriesUnavailable, match=r"spec\.analysis\.provider\.auth\.bearerToken\.secretKeyRef"
+    ):
+        settings_for(request, NoReferences())
+
+
+def test_a_read_only_dashboard_refuses_commands_before_asking_the_api_server() -> None:
+    # An API client for an address nothing listens on: a command that reached it would fail
+    # with a connection error, not the read-only refusal.
+    api = PluginApi(ApiClient(Configuration(host="http://127.0.0.1:9")))
+    app = create_app(Target(api, "ml"), "ml", SeriesCache(lambda r: {}), actions=False)
+
+    async def scenario() -> None:
+        # ASGITransport runs no lifespan: no watch starts.
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://dashboard") as pages:
+            assert (await pages.get("/api/config")).json()["actions"] is False
+            for command in ("promote", "rollback", "undo"):
+                answer = await pages.post(
+                    f"/api/rollouts/ml/chat/commands/{command}",
+                    headers={COMMAND_HEADER: "1"},
+                    json={},
+                )
+                assert answer.status_code == 403 and answer.json()["detail"] == READ_ONLY
+
+    asyncio.run(scenario())

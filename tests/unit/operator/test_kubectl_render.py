@@ -8,6 +8,7 @@ what the operator really writes.
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -592,3 +593,19 @@ def test_undo_refuses_naming_the_variable_when_the_current_spec_lost_its_value()
     for current in (with_token(v2, "another value"), {**v2, "runtime": example_spec()["runtime"]}):
         with pytest.raises(Refused, match=r"runtime\.env HF_TOKEN .*only as a hash"):
             undo_target(Rollout.of(body_of(sim, current)), None)
+
+
+def test_in_a_pod_without_a_kubeconfig_the_plugin_uses_the_pods_service_account(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A pod's environment: the API server's address, no kubeconfig anywhere.
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    # No ServiceAccount token is mounted on this machine: the in-cluster path says so.
+    assert main(["list"]) == 1
+    assert "cannot load the pod's ServiceAccount credentials" in capsys.readouterr().err
+    # A kubeconfig given by flag is used as ever, in a pod or not.
+    assert main(["--kubeconfig", str(tmp_path / "missing"), "list"]) == 1
+    assert "cannot load the kubeconfig" in capsys.readouterr().err

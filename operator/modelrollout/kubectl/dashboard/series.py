@@ -6,11 +6,18 @@ the same template variables the operator uses, over the last RANGE_SECONDS
 at the analysis interval. `SeriesCache` keeps one answer per rollout,
 revision, check and step, fetched again only when older than the analysis
 interval, so any number of open pages costs one query per check per interval.
+
+`PrometheusRange` asks with the rollout's own provider settings, as the
+operator's analysis does (analysis/http.py): the bearer token, basic auth,
+headers and CA that spec.analysis.provider names, read from the rollout's
+namespace with the dashboard's credentials (the user's kubeconfig, or the
+chart's ServiceAccount) at each query, so a rotated Secret is used at once.
 """
 
 from __future__ import annotations
 
 import math
+import ssl
 import threading
 import time
 from collections import OrderedDict
@@ -22,10 +29,14 @@ from typing import Any
 import httpx
 
 from modelrollout.analysis.builtins import queries_for
+from modelrollout.analysis.http import HttpSettings, http_settings
+from modelrollout.analysis.provider import References, UnresolvedReference
 from modelrollout.analysis.templates import TemplateError, render
+from modelrollout.kube.api import KubeApi
+from modelrollout.kube.references import KubeReferences
 from modelrollout.kubectl.render import Rollout
 from modelrollout.models.durations import parse_duration
-from modelrollout.models.spec import Threshold
+from modelrollout.models.spec import PrometheusProviderSpec, Threshold
 
 RANGE_SECONDS = 3600
 MAX_POINTS = 720
@@ -49,6 +60,10 @@ class SeriesRequest:
     threshold: str
     fresh_seconds: float
     """How long an answer stays good: the analysis interval."""
+    provider: PrometheusProviderSpec | None = None
+    """The rollout's provider settings (auth, TLS, headers); None: a plain GET."""
+    provider_path: str = "spec.analysis.provider"
+    """Where the provider is written in the spec, for messages."""
 
 
 def series_request(body: dict[str, Any], check_name: str, now: datetime) -> SeriesRequest:
@@ -59,8 +74,11 @@ def series_request(body: dict[str, Any], check_name: str, now: datetime) -> Seri
     check = next((c for c in analysis.checks if c.name == check_name), None)
     if check is None:
         raise SeriesUnavailable(f"spec.analysis.checks has no check named {check_name!r}")
-    if analysis.prometheus is None:
-        raise SeriesUnavailable("spec.analysis.prometheus is not set: no address to query")
+    provider = analysis.metric_provider
+    if provider is None:
+        raise SeriesUnavailable(
+            "spec.analysis.prometheus (or spec.analysis.provider) is not set: no address to query"
+        )
     status = rollout.status
     revision = status.canary_revision or status.stable_revision
     if revision is None:
@@ -84,14 +102,16 @@ def series_request(body: dict[str, Any], check_name: str, now: datetime) -> Seri
     start = end - RANGE_SECONDS
     return SeriesRequest(
         key=(f"{rollout.namespace}/{rollout.name}", revision, check.name, status.current_step or 0),
-        address=str(analysis.prometheus.address).rstrip("/"),
+        address=str(provider.address).rstrip("/"),
         query=query,
         start=start,
         end=end,
         step_seconds=max(interval, RANGE_SECONDS / MAX_POINTS, 1.0),
-        timeout_seconds=parse_duration(analysis.prometheus.timeout),
+        timeout_seconds=parse_duration(provider.timeout),
         threshold=check.breach_when,
         fresh_seconds=max(interval, 1.0),
+        provider=provider,
+        provider_path=analysis.provider_path,
     )
 
 
@@ -122,8 +142,26 @@ def plot_data(request: SeriesRequest, answer: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def fetch_range(request: SeriesRequest) -> dict[str, Any]:
-    """One range query; a connection or HTTP failure is SeriesUnavailable."""
+def settings_for(request: SeriesRequest, references: References) -> HttpSettings:
+    """The headers, credentials and CA of the rollout's provider; SeriesUnavailable naming the
+    field when a Secret or ConfigMap it names cannot be read."""
+    provider = request.provider
+    if provider is None:
+        return HttpSettings()
+    try:
+        return http_settings(
+            provider.auth, provider.tls, provider.headers, references, request.provider_path
+        )
+    except UnresolvedReference as error:
+        raise SeriesUnavailable(str(error)) from None
+
+
+def fetch_range(request: SeriesRequest, settings: HttpSettings | None = None) -> dict[str, Any]:
+    """One range query with `settings`; a connection or HTTP failure is SeriesUnavailable."""
+    settings = settings or HttpSettings()
+    verify: bool | ssl.SSLContext = settings.verify is not False
+    if isinstance(settings.verify, str):
+        verify = ssl.create_default_context(cafile=settings.verify)
     try:
         response = httpx.get(
             f"{request.address}/api/v1/query_range",
@@ -133,10 +171,18 @@ def fetch_range(request: SeriesRequest) -> dict[str, Any]:
                 "end": f"{request.end:.3f}",
                 "step": f"{request.step_seconds:g}",
             },
+            headers=settings.headers,
+            auth=settings.basic_auth,
+            verify=verify,
             timeout=request.timeout_seconds,
         )
     except httpx.HTTPError as error:
         raise SeriesUnavailable(f"cannot reach Prometheus at {request.address}: {error}") from None
+    if response.status_code in (401, 403):
+        raise SeriesUnavailable(
+            f"Prometheus at {request.address} answered {response.status_code}: "
+            f"check the credentials ({request.provider_path}.auth)"
+        )
     try:
         answer: dict[str, Any] = response.json()
     except ValueError:
@@ -146,12 +192,24 @@ def fetch_range(request: SeriesRequest) -> dict[str, Any]:
     return plot_data(request, answer)
 
 
+class PrometheusRange:
+    """Range queries with each rollout's provider settings, its Secrets read through `api`."""
+
+    def __init__(self, api: KubeApi) -> None:
+        self._api = api
+
+    def __call__(self, request: SeriesRequest) -> dict[str, Any]:
+        namespace = request.key[0].split("/", 1)[0]
+        references = KubeReferences(self._api, namespace, reader="the dashboard")
+        return fetch_range(request, settings_for(request, references))
+
+
 class SeriesCache:
     """Answers by (rollout, revision, check, step), each good for its analysis interval."""
 
     def __init__(
         self,
-        fetch: Callable[[SeriesRequest], dict[str, Any]] = fetch_range,
+        fetch: Callable[[SeriesRequest], dict[str, Any]],
         clock: Callable[[], float] | None = None,
         entries: int = CACHE_ENTRIES,
     ) -> None:

@@ -5,6 +5,10 @@ user's kubeconfig: what their RBAC forbids comes back as the API server's
 403 and its message. A command needs the header `X-Modelrollout-Dashboard`,
 which a page of another site cannot send without a CORS preflight this
 server never grants, so no other site can steer a rollout through it.
+
+Read-only (`--read-only`, the chart's default `dashboard.actions: false`): the
+command endpoint refuses every command itself, before any call to the API
+server, whatever the credentials allow; the pages hide the buttons.
 """
 
 from __future__ import annotations
@@ -27,17 +31,33 @@ from starlette.concurrency import run_in_threadpool
 from modelrollout.kube.api import KubeApiError
 from modelrollout.kubectl.cli import CliError, Target, send_command, undo
 from modelrollout.kubectl.dashboard.hub import Hub
-from modelrollout.kubectl.dashboard.series import SeriesCache, SeriesUnavailable, series_request
+from modelrollout.kubectl.dashboard.series import (
+    PrometheusRange,
+    SeriesCache,
+    SeriesUnavailable,
+    series_request,
+)
 from modelrollout.kubectl.dashboard.views import COMMANDS
 
 STATIC = Path(__file__).parent / "static"
 COMMAND_HEADER = "X-Modelrollout-Dashboard"
 
 
-def create_app(target: Target, namespace: str, series: SeriesCache | None = None) -> FastAPI:
-    """The app for rollouts in `namespace` ("" for every namespace the user may list)."""
+READ_ONLY = (
+    "this dashboard is read-only: it sends no commands (--read-only; in the chart, "
+    "dashboard.actions: false)"
+)
+
+
+def create_app(
+    target: Target, namespace: str, series: SeriesCache | None = None, actions: bool = True
+) -> FastAPI:
+    """The app for rollouts in `namespace` ("" for every namespace the user may list).
+
+    `actions` False: read-only, every command refused here with 403.
+    """
     hub = Hub(target.api, namespace)
-    cache = series or SeriesCache()
+    cache = series or SeriesCache(PrometheusRange(target.api))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -59,6 +79,10 @@ def create_app(target: Target, namespace: str, series: SeriesCache | None = None
     @app.get("/rollouts/{rollout_namespace}/{name}", include_in_schema=False)
     async def rollout_page(rollout_namespace: str, name: str) -> FileResponse:
         return FileResponse(STATIC / "rollout.html")
+
+    @app.get("/api/config")
+    async def settings() -> dict[str, Any]:
+        return {"actions": actions, "readOnly": None if actions else READ_ONLY}
 
     @app.get("/api/stats")
     async def stats() -> dict[str, Any]:
@@ -111,6 +135,8 @@ def create_app(target: Target, namespace: str, series: SeriesCache | None = None
     ) -> JSONResponse:
         if marker is None:
             raise HTTPException(403, f"a command needs the {COMMAND_HEADER} header")
+        if not actions:
+            raise HTTPException(403, READ_ONLY)
         if command not in (*COMMANDS, "undo"):
             raise HTTPException(404, f"no command {command!r}")
         where = Target(target.api, rollout_namespace)
@@ -141,10 +167,11 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def serve(target: Target, namespace: str, address: str, port: int) -> int:
+def serve(target: Target, namespace: str, address: str, port: int, actions: bool = True) -> int:
     where = f"namespace {namespace}" if namespace else "all namespaces"
-    print(f"modelrollout dashboard for {where}: http://{address}:{port}/ (Ctrl-C stops it)")
-    app = create_app(target, namespace)
+    mode = "" if actions else ", read-only"
+    print(f"modelrollout dashboard for {where}{mode}: http://{address}:{port}/ (Ctrl-C stops it)")
+    app = create_app(target, namespace, actions=actions)
     config = uvicorn.Config(
         app, host=address, port=port, log_level="warning", timeout_graceful_shutdown=5
     )

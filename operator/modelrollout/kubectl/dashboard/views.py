@@ -16,17 +16,22 @@ from modelrollout.analysis.assessment import pending_checks
 from modelrollout.engine.strategies.bluegreen import timed_step_started
 from modelrollout.engine.strategies.canary import describe_step
 from modelrollout.kubectl.render import (
+    NO_RECORD,
     Rollout,
+    card_text,
     event_time,
     recent_events,
+    record_fields,
+    record_gates,
     refusal,
     step_progress,
     timestamp,
 )
 from modelrollout.models.durations import parse_duration
+from modelrollout.models.status import HistoryEntry
 
 # The commands the pages offer, in the plugin's words (cli.send_command), and undo.
-COMMANDS = ("promote", "promote-full", "pause", "resume", "abort", "retry")
+COMMANDS = ("promote", "promote-full", "pause", "resume", "abort", "retry", "rollback")
 EVENTS_SHOWN = 50
 
 
@@ -150,6 +155,34 @@ def _checks(rollout: Rollout) -> list[dict[str, Any]]:
     return views
 
 
+def history_view(entry: HistoryEntry) -> dict[str, Any]:
+    """One revision of status.history, with its model record as `history --details` shows it."""
+    record = entry.record
+    return {
+        "revision": entry.revision,
+        "model": entry.model,
+        "outcome": entry.outcome,
+        "at": timestamp(entry.at),
+        "reason": entry.reason,
+        "undoable": bool(entry.spec),
+        "record": None if record is None else [list(pair) for pair in record_fields(record)],
+        "gates": [] if record is None else record_gates(record),
+        "noRecord": NO_RECORD if record is None else None,
+    }
+
+
+def rollback_window(rollout: Rollout) -> dict[str, Any] | None:
+    """The previous revision kept warm after a promotion, while `rollback` can go back to it."""
+    status = rollout.status
+    if status.previous_revision is None or status.previous_scale_down_at is None:
+        return None
+    return {
+        "revision": status.previous_revision,
+        "model": status.previous_model,
+        "until": timestamp(status.previous_scale_down_at),
+    }
+
+
 def detail(
     body: dict[str, Any],
     events: Iterable[dict[str, Any]],
@@ -186,16 +219,15 @@ def detail(
         "conditions": [c.model_dump(mode="json", by_alias=True) for c in status.conditions],
         "events": [event_view(e) for e in reversed(recent_events(events, EVENTS_SHOWN))],
         "history": [
-            {
-                "revision": entry.revision,
-                "model": entry.model,
-                "outcome": entry.outcome,
-                "at": timestamp(entry.at),
-                "reason": entry.reason,
-                "undoable": bool(entry.spec),
-            }
+            history_view(entry)
             for entry in sorted(status.history, key=lambda e: e.at, reverse=True)
         ],
+        "card": (
+            card_text(rollout.spec.model.card)
+            if rollout.spec is not None and rollout.spec.model.card is not None
+            else None
+        ),
+        "rollbackWindow": rollback_window(rollout),
         "commands": {command: refusal(rollout, command, now) for command in COMMANDS},
     }
 

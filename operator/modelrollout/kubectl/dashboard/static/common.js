@@ -1,4 +1,8 @@
 "use strict";
+// Where the dashboard is served from: "/" locally, or a prefix such as the API server's service
+// proxy (/api/v1/namespaces/NS/services/http:NAME:http/proxy/). Every URL is made from it.
+const BASE = location.pathname.replace(/rollouts\/[^/]+\/[^/]+\/?$/, "").replace(/\/?$/, "/");
+
 // Helpers shared by the pages. Text goes in with textContent only: nothing the
 // cluster sends is ever parsed as HTML.
 function el(tag, attrs, ...children) {

@@ -6,7 +6,7 @@ const rows = new Map();
 let filter = params.get("namespace") || "";
 
 function rowFor(r) {
-  const link = el("a", { href: `/rollouts/${encodeURIComponent(r.namespace)}/${encodeURIComponent(r.name)}` }, r.name);
+  const link = el("a", { href: `${BASE}rollouts/${encodeURIComponent(r.namespace)}/${encodeURIComponent(r.name)}` }, r.name);
   const last = r.lastEvent ? `${r.lastEvent.reason}: ${r.lastEvent.message} (${ago(r.lastEvent.at)})` : "-";
   return row([
     r.namespace, el("td", {}, link), el("td", { class: `phase phase-${r.phase}` }, r.phase),
@@ -35,7 +35,7 @@ select.addEventListener("change", () => {
   draw();
 });
 
-live("/api/stream", {
+live(`${BASE}api/stream`, {
   rows: (data) => { rows.clear(); for (const r of data.rows) rows.set(r.key, r); draw(); },
   row: (r) => { rows.set(r.key, r); draw(); },
   removed: (data) => { rows.delete(data.key); draw(); },

@@ -1,7 +1,7 @@
 "use strict";
-const [, , namespace, name] = location.pathname.split("/").map(decodeURIComponent);
+const [namespace, name] = location.pathname.slice(BASE.length).split("/").slice(1, 3).map(decodeURIComponent);
 const key = `${namespace}/${name}`;
-const api = `/api/rollouts/${encodeURIComponent(namespace)}/${encodeURIComponent(name)}`;
+const api = `${BASE}api/rollouts/${encodeURIComponent(namespace)}/${encodeURIComponent(name)}`;
 const COMMANDS = [
   ["promote", "Promote", "complete the current step"],
   ["promote-full", "Promote fully", "skip every remaining step and move all traffic to the canary"],
@@ -9,8 +9,13 @@ const COMMANDS = [
   ["resume", "Resume", "let the paused canary go on"],
   ["abort", "Abort", "roll the canary back: all traffic to stable at once"],
   ["retry", "Retry", "start the rolled-back canary again from step 1"],
+  ["rollback", "Roll back", "move all traffic back to the previous revision, kept warm since the promotion, in one write"],
 ];
 let view = null;
+// Read-only (--read-only, the chart's default): the server refuses commands; no buttons are drawn.
+let readOnly = null;
+// Which history entries' model records are open: redrawing keeps them open.
+const openRecords = new Set();
 let weightsPlot = null;
 const checkPlots = new Map();
 const PLOT_REFRESH_MS = 15000;
@@ -44,8 +49,20 @@ function confirmThen(text, action) {
   dialog.showModal();
 }
 
+function rollbackText() {
+  const w = view.rollbackWindow;
+  if (!w) return "no previous revision kept warm: Roll back is possible only in the rollback window after a promotion";
+  const left = Math.round((Date.parse(w.until) - Date.now()) / 1000);
+  return `revision ${w.revision} (${w.model || "-"}) kept warm until ${w.until}${left > 0 ? ` (${left}s left)` : " (ending)"}`;
+}
+
 function drawActions() {
   const box = document.getElementById("actions");
+  document.getElementById("rollback-window").textContent = `Rollback window: ${rollbackText()}`;
+  if (readOnly) {
+    box.replaceChildren(el("p", { class: "muted", id: "read-only" }, readOnly));
+    return;
+  }
   box.replaceChildren(...COMMANDS.map(([command, label, what]) => {
     const refusal = view.commands[command];
     const button = el("button", {
@@ -55,7 +72,9 @@ function drawActions() {
     // Refused commands stay focusable and clickable: the operator's reason is shown, not hidden.
     button.addEventListener("click", () => {
       if (refusal) { notice(`${label}: ${refusal}`, true); return; }
-      confirmThen(`${label} ${key}: ${what}?`, () => send(command));
+      const target = command === "rollback" && view.rollbackWindow
+        ? ` to revision ${view.rollbackWindow.revision} (${view.rollbackWindow.model || "-"})` : "";
+      confirmThen(`${label} ${key}${target}: ${what}?`, () => send(command));
     });
     return button;
   }));
@@ -150,10 +169,22 @@ function drawTables() {
   document.querySelector("#events tbody").replaceChildren(...view.events.map((e) => row([
     `${ago(e.at)}${e.count > 1 ? ` (x${e.count})` : ""}`, el("td", { class: e.type }, e.type), e.reason, e.message,
   ])));
-  document.querySelector("#history tbody").replaceChildren(...view.history.map((h) => {
-    const undo = el("button", { type: "button", "data-undo": h.revision, disabled: h.undoable ? null : "" }, `Undo to ${h.revision}`);
-    undo.addEventListener("click", () => confirmThen(`Undo ${key} to revision ${h.revision} (${h.model})? This edits the spec.`, () => send("undo", h.revision)));
-    return row([h.revision, h.model, h.outcome, h.at, h.reason || "-", el("td", {}, undo)]);
+  document.querySelector("#history tbody").replaceChildren(...view.history.flatMap((h) => {
+    const undo = readOnly ? "-" : el("button", { type: "button", "data-undo": h.revision, disabled: h.undoable ? null : "" }, `Undo to ${h.revision}`);
+    if (!readOnly) undo.addEventListener("click", () => confirmThen(`Undo ${key} to revision ${h.revision} (${h.model})? This edits the spec.`, () => send("undo", h.revision)));
+    const details = el("details", { "data-record": h.revision, open: openRecords.has(h.revision) ? "" : null },
+      el("summary", {}, `Model record of ${h.revision}`));
+    details.addEventListener("toggle", () => { if (details.open) openRecords.add(h.revision); else openRecords.delete(h.revision); });
+    if (h.record) {
+      details.append(el("dl", {}, ...h.record.flatMap(([label, text]) => [el("dt", {}, label), el("dd", {}, text)])));
+      if (h.gates.length) details.append(el("p", {}, "Quality gates:"), el("ul", {}, ...h.gates.map((g) => el("li", {}, g))));
+    } else {
+      details.append(el("p", { class: "muted" }, h.noRecord));
+    }
+    return [
+      row([h.revision, h.model, h.outcome, h.at, h.reason || "-", el("td", {}, undo)]),
+      row([el("td", { colspan: "6", class: "record" }, details)]),
+    ];
   }));
 }
 
@@ -163,11 +194,16 @@ function draw() {
   document.getElementById("message").textContent = view.message || "";
   document.getElementById("revisions").textContent =
     `stable ${view.stable || "-"} (${view.stableModel || "-"}) · canary ${view.canary || "-"} (${view.canaryModel || "-"}) · step ${view.step}`;
+  document.getElementById("card").textContent = `Model card (spec.model.card, declared): ${view.card || "none"}`;
   drawActions(); drawSteps(); drawWeights(); drawChecks(); drawTables();
 }
 
-live(`/api/stream?rollout=${encodeURIComponent(key)}`, {
-  detail: (data) => { view = data; draw(); },
-  missing: () => { document.getElementById("phase").textContent = "not found (or not yet listed)"; },
+// The mode first, so that a read-only dashboard never draws a button.
+fetch(`${BASE}api/config`).then((r) => r.json()).then((settings) => {
+  readOnly = settings.readOnly;
+  live(`${BASE}api/stream?rollout=${encodeURIComponent(key)}`, {
+    detail: (data) => { view = data; draw(); },
+    missing: () => { document.getElementById("phase").textContent = "not found (or not yet listed)"; },
+  });
 });
 setInterval(() => { if (view) drawSteps(); }, 1000);
