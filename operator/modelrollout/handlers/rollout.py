@@ -42,7 +42,7 @@ from modelrollout.kube.labels import ANNOTATION_PREFIX, FINALIZER, GROUP, KIND, 
 from modelrollout.kube.workloads import RolloutRef
 from modelrollout.leader import LeaseElector
 from modelrollout.metrics import OperatorMetrics
-from modelrollout.notify.config import resolve as resolve_sinks
+from modelrollout.notify.config import SinkResolver
 from modelrollout.notify.sender import Notifier, Warner
 from modelrollout.scheduler import TickScheduler
 from modelrollout.settings import OperatorSettings, SettingsError
@@ -210,7 +210,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     events = EventRecorder(api)
     # Notifications go out from their own task: a tick hands them over and goes on.
     notifier = Notifier(
-        partial(resolve_sinks, api),
+        SinkResolver(api),
         _notification_warner(events),
         metrics,
         operator_settings.notification_policy(),
