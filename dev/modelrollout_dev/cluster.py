@@ -441,7 +441,8 @@ def up(
     _state_file(name).write_text(json.dumps(asdict(state), indent=2))
     _install_manifests(state, list(cluster_nodes(gpu_nodes, gpus_per_node, cpu_nodes)))
     _install_gateway_api(state)
-    _wait_for_nodes_ready(state)
+    # kwok marks its nodes Ready one by one: hundreds of them take minutes on 2 cores.
+    _wait_for_nodes_ready(state, 60.0 + 0.2 * (gpu_nodes + cpu_nodes))
     _wait_for_default_service_account(state)
     if real_node:
         start_real_node(state)
