@@ -514,6 +514,8 @@ def run(system_class: type[System], args: argparse.Namespace) -> Figures:
     state = cluster.up(
         scale.CLUSTER, gpu_nodes=gpu_nodes, gpus_per_node=scale.GPUS_PER_NODE, cpu_nodes=1,
         audit_users=(user,),
+        # kwok pods run no server: nothing to scrape, as in the runs before 5dc8869.
+        scrape_model_pods=False,
     )  # fmt: skip
     kubectl = [state.kubectl, "--kubeconfig", state.kubeconfig]
     subprocess.run([*kubectl, "create", "ns", NAMESPACE], check=True, capture_output=True)

@@ -33,6 +33,7 @@ import math
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -212,20 +213,36 @@ class ProcessSampler:
         return cpu_seconds(self.pid)
 
     def rss(self) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        return 0
+        return rss_of(self.pid)
 
     def _run(self) -> None:
         while not self._stop.wait(1.0):
-            try:
-                self.peak_rss = max(self.peak_rss, self.rss())
-            except FileNotFoundError:
+            rss = self.rss()
+            if not rss:  # the process is gone
                 return
+            self.peak_rss = max(self.peak_rss, rss)
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def rss_of(pid: int) -> int:
+    """A process's resident memory now, in bytes (0 once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except FileNotFoundError:
+        pass
+    return 0
+
+
+def metrics_answer(metrics_port: int) -> bool:
+    try:
+        ticks(metrics_port)
+    except OSError:
+        return False
+    return True
 
 
 def ticks(metrics_port: int) -> float:
@@ -291,7 +308,9 @@ def summary(label: str, values: list[float]) -> str:
     )
 
 
-def print_audit(title: str, counts: Counter[tuple[str, str]], per: int, unit: str) -> None:
+def print_audit(
+    title: str, counts: Counter[tuple[str, str]], per: int, unit: str, flush: bool = False
+) -> None:
     total = sum(counts.values())
     mutating = sum(n for (verb, _), n in counts.items() if verb in MUTATING)
     print(
@@ -299,6 +318,8 @@ def print_audit(title: str, counts: Counter[tuple[str, str]], per: int, unit: st
     )
     for (verb, resource), count in sorted(counts.items(), key=lambda item: -item[1]):
         print(f"  {verb:7s} {resource:32s} {count:7d}  {count / max(per, 1):7.2f} per {unit}")
+    if flush:
+        sys.stdout.flush()
 
 
 def wait_for(done: Any, timeout: float, what: str, poll: float = 1.0) -> None:
@@ -348,18 +369,16 @@ def add_scenario_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep", action="store_true", help="leave the cluster up afterwards")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_scenario_arguments(parser)
-    args = parser.parse_args()
-    count = args.rollouts
-
+def run(args: argparse.Namespace, count: int) -> dict[str, float]:
+    """One fresh cluster, N = `count`: prints the run's figures and returns the curve's."""
     # Stable and canary side by side: two GPUs per rollout at most, plus a spare node.
     gpu_nodes = math.ceil(2 * count / GPUS_PER_NODE) + 1
     cluster.down(CLUSTER)  # a fresh cluster each run, as big as this run needs
     state = cluster.up(
         CLUSTER, gpu_nodes=gpu_nodes, gpus_per_node=GPUS_PER_NODE, cpu_nodes=1,
         audit_users=(OPERATOR_USER,),
+        # kwok pods run no server: nothing to scrape, as in the runs before 5dc8869.
+        scrape_model_pods=False,
     )  # fmt: skip
     kubectl = [state.kubectl, "--kubeconfig", state.kubeconfig]
     crd = Path(__file__).resolve().parents[1] / "crds" / "modelrollouts.modelrollout.dev.yaml"
@@ -389,6 +408,10 @@ def main() -> int:
     operator.start()
     sampler = ProcessSampler(operator.pid)
     try:
+        # The operator's own memory before it holds any rollout: its metrics answering
+        # means kopf, the cache's watches and the server are up.
+        wait_for(lambda: metrics_answer(metrics_port), 120, "the operator's metrics")
+        empty_rss = sampler.rss()
         started = time.monotonic()
         for name in names:
             api.create(
@@ -434,6 +457,7 @@ def main() -> int:
             name: (cpu_seconds(pid) - components_start[name]) / (wall_end - wall_start)
             for name, pid in components.items()
         }
+        components_rss = {name: rss_of(pid) for name, pid in components.items()}
         tick_seconds = tick_time(metrics_port)
         progress_counts = audit_counts(cluster.audit_log_path(CLUSTER), wall_start, wall_end)
 
@@ -485,8 +509,17 @@ def main() -> int:
     )
     print(f"mean tick {tick_seconds * 1000:.0f} ms (operator's histogram, whole run)")
     print(
+        f"operator RSS: {empty_rss / 2**20:.0f} MiB holding no rollout, "
+        f"{idle_rss_start / 2**20:.0f} MiB holding {count} settled, "
+        f"{(idle_rss_start - empty_rss) / count / 1024:.0f} KiB per rollout"
+    )
+    print(
         "CPU of the rest, in cores: "
         + ", ".join(f"{name} {cores:.2f}" for name, cores in sorted(components_cpu.items()))
+    )
+    print(
+        "RSS of the rest at the progression's end: "
+        + ", ".join(f"{name} {rss / 2**20:.0f} MiB" for name, rss in sorted(components_rss.items()))
     )
     print(
         f"Prometheus queries: {proxy.requests}, at most {proxy.most_in_flight} in flight, "
@@ -497,7 +530,70 @@ def main() -> int:
         f"idle window {args.idle:g}s: {idle_ticks_end - idle_ticks_start:.0f} ticks "
         f"({(idle_ticks_end - idle_ticks_start) / args.idle:.1f}/s)"
     )
-    print_audit("API requests in the idle window", idle_counts, count, "rollout")
+    print_audit("API requests in the idle window", idle_counts, count, "rollout", flush=True)
+    control_plane = ("kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler")
+    mutating = sum(n for (verb, _), n in progress_counts.items() if verb in MUTATING)
+    return {
+        "rollouts": count,
+        "promoted": len(recorder.succeeded),
+        "reaction_p50": statistics.median(reaction) if reaction else math.nan,
+        "reaction_p99": percentile(reaction, 0.99) if reaction else math.nan,
+        "first_step_p99": percentile(first_step, 0.99) if first_step else math.nan,
+        "promotion_p99": percentile(to_promotion, 0.99) if to_promotion else math.nan,
+        "progression": progress_seconds,
+        "operator_cpu": (cpu_end - cpu_start) / progress_seconds,
+        "control_plane_cpu": sum(components_cpu.get(name, 0.0) for name in control_plane),
+        "empty_rss": empty_rss,
+        "settled_rss": idle_rss_start,
+        "peak_rss": peak_rss,
+        "apiserver_rss": components_rss.get("kube-apiserver", 0),
+        "etcd_rss": components_rss.get("etcd", 0),
+        "writes_per_step": mutating / steps,
+    }
+
+
+def print_curve(rows: list[dict[str, float]]) -> None:
+    """The runs side by side, as docs/benchmarks.md keeps them."""
+    columns: list[tuple[str, Callable[[dict[str, float]], str]]] = [
+        ("promoted", lambda r: f"{r['promoted']:.0f} of {r['rollouts']:.0f}"),
+        ("spec change -> first status write, p50 / p99 (s)",
+         lambda r: f"{r['reaction_p50']:.2f} / {r['reaction_p99']:.2f}"),
+        ("spec change -> first step applied, p99 (s)", lambda r: f"{r['first_step_p99']:.1f}"),
+        ("last pause end -> promotion started, p99 (s)", lambda r: f"{r['promotion_p99']:.1f}"),
+        ("progression (s)", lambda r: f"{r['progression']:.0f}"),
+        ("operator CPU (cores)", lambda r: f"{r['operator_cpu']:.2f}"),
+        ("apiserver + etcd + controller-manager + scheduler CPU (cores)",
+         lambda r: f"{r['control_plane_cpu']:.2f}"),
+        ("operator RSS holding none / settled / peak (MiB)",
+         lambda r: f"{r['empty_rss'] / 2**20:.0f} / {r['settled_rss'] / 2**20:.0f} / "
+         f"{r['peak_rss'] / 2**20:.0f}"),
+        ("operator RSS per rollout (KiB)",
+         lambda r: f"{(r['settled_rss'] - r['empty_rss']) / r['rollouts'] / 1024:.0f}"),
+        ("kube-apiserver / etcd RSS (MiB)",
+         lambda r: f"{r['apiserver_rss'] / 2**20:.0f} / {r['etcd_rss'] / 2**20:.0f}"),
+        ("mutating API calls per step", lambda r: f"{r['writes_per_step']:.2f}"),
+    ]  # fmt: skip
+    print("\n| figure | " + " | ".join(f"N = {r['rollouts']:.0f}" for r in rows) + " |")
+    print("| --- |" + " --- |" * len(rows))
+    for title, cell in columns:
+        print(f"| {title} | " + " | ".join(cell(r) for r in rows) + " |")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_scenario_arguments(parser)
+    parser.add_argument(
+        "--curve",
+        default="",
+        help="comma-separated N: one fresh cluster each, then a table of them (not --rollouts)",
+    )
+    args = parser.parse_args()
+    counts = [int(n) for n in args.curve.split(",") if n.strip()] or [args.rollouts]
+    rows = []
+    for count in counts:
+        print(f"\n=== N = {count} ({time.strftime('%H:%M:%S')}, load {os.getloadavg()[0]:.1f})")
+        rows.append(run(args, count))
+    print_curve(rows)
     return 0
 
 

@@ -342,6 +342,7 @@ def up(
     cpu_nodes: int = 1,
     audit_users: tuple[str, ...] = (),
     real_node: bool = False,
+    scrape_model_pods: bool = True,
 ) -> ClusterState:
     """Start the cluster (building binaries on first use); reuse it when already running.
 
@@ -351,6 +352,10 @@ def up(
     With `audit_users`, the API server writes an audit log of those users'
     requests (`audit_log_path`): how benchmarks count an operator's API calls
     without trusting its own counting.
+
+    Without `scrape_model_pods`, Prometheus does not discover serving pods: for
+    benchmarks whose thousands of kwok pods run no server, where scraping each
+    every second would load the machine they measure.
     """
     existing = load_state(name)
     if existing is not None:
@@ -418,7 +423,9 @@ def up(
         down(name)
         raise ClusterError(str(error)) from error
     _log(f"pod network {pod_network.cidr} in network namespace {pod_network.netns}")
-    prometheus_pid, prometheus = start_prometheus(directory, kubeconfig)
+    prometheus_pid, prometheus = start_prometheus(
+        directory, kubeconfig if scrape_model_pods else None
+    )
     state = ClusterState(
         name=name,
         directory=str(directory),
@@ -434,7 +441,8 @@ def up(
     _state_file(name).write_text(json.dumps(asdict(state), indent=2))
     _install_manifests(state, list(cluster_nodes(gpu_nodes, gpus_per_node, cpu_nodes)))
     _install_gateway_api(state)
-    _wait_for_nodes_ready(state)
+    # kwok marks its nodes Ready one by one: hundreds of them take minutes on 2 cores.
+    _wait_for_nodes_ready(state, 60.0 + 0.2 * (gpu_nodes + cpu_nodes))
     _wait_for_default_service_account(state)
     if real_node:
         start_real_node(state)

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from modelrollout.kube.api import ENDPOINT_SLICES, SERVICES, KubeApi
+from modelrollout.engine.capacity import gpu_tally, gpus_by_node
+from modelrollout.kube.api import ENDPOINT_SLICES, NODES, PODS, SERVICES, KubeApi
 from modelrollout.kube.cache import CachedKubeApi
 from modelrollout.kube.labels import ROLLOUT_LABEL
 from modelrollout.kube.workloads import RolloutRef, build_service
@@ -107,3 +108,46 @@ def test_endpoint_slices_carry_the_service_labels_the_cache_selects_on(
         what="the Service's EndpointSlice in the cache",
     )
     assert api.list(ENDPOINT_SLICES, namespace, "kubernetes.io/service-name=chat-b") != []
+
+
+def test_the_gpus_held_per_node_follow_a_pod_bound_and_deleted(
+    kube_api_client: client.ApiClient, namespace: str
+) -> None:
+    """Capacity planning's figure, kept by the pod watch, equals a recount of the pods."""
+    api = CachedKubeApi(kube_api_client, tallies={PODS: gpu_tally})
+    try:
+        direct = KubeApi(kube_api_client)
+        node = next(
+            item["metadata"]["name"]
+            for item in direct.list_cluster(NODES)
+            if int((item["status"].get("allocatable") or {}).get("nvidia.com/gpu", 0)) > 0
+        )
+        informer = api.informer(PODS, namespace)
+        assert informer is not None and informer.synced.wait(30)
+        before = (api.tally(PODS) or {}).get(node, 0)
+        direct.create(
+            PODS,
+            namespace,
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "holds-a-gpu"},
+                "spec": {
+                    "nodeName": node,
+                    "tolerations": [{"operator": "Exists"}],
+                    "containers": [
+                        {
+                            "name": "server",
+                            "image": "modelrollout/modelserve:dev",
+                            "resources": {"limits": {"nvidia.com/gpu": "1"}},
+                        }
+                    ],
+                },
+            },
+        )
+        wait_until(lambda: (api.tally(PODS) or {}).get(node, 0) == before + 1, 30, "GPU counted")
+        assert api.tally(PODS) == gpus_by_node(direct.list_cluster(PODS))
+        direct.delete(PODS, namespace, "holds-a-gpu", grace_period_seconds=0)
+        wait_until(lambda: (api.tally(PODS) or {}).get(node, 0) == before, 30, "GPU released")
+    finally:
+        api.stop()

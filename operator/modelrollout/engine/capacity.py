@@ -95,23 +95,32 @@ class NodeGpus:
     stable: int
 
 
+def gpu_tally(pod: Mapping[str, Any]) -> tuple[str, int] | None:
+    """The node a pod holds GPUs on and how many: None for a pod not bound or already finished."""
+    node_name = pod.get("spec", {}).get("nodeName")
+    if not node_name or pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
+        return None
+    return node_name, pod_gpus(pod)
+
+
+def gpus_by_node(pods: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """GPUs held per node by `pods` (what the pod cache's tally keeps current)."""
+    held: dict[str, int] = {}
+    for pod in pods:
+        tally = gpu_tally(pod)
+        if tally is not None:
+            held[tally[0]] = held.get(tally[0], 0) + tally[1]
+    return held
+
+
 def node_gpus(
     spec: ModelRolloutSpec,
     nodes: Iterable[Mapping[str, Any]],
-    pods: Iterable[Mapping[str, Any]],
-    stable_pod_names: frozenset[str],
+    used: Mapping[str, int],
+    stable: Mapping[str, int],
 ) -> list[NodeGpus]:
-    """Free GPUs per eligible node, and how many of the used ones are stable's."""
-    used: dict[str, int] = {}
-    stable: dict[str, int] = {}
-    for pod in pods:
-        node_name = pod.get("spec", {}).get("nodeName")
-        if not node_name or pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
-            continue
-        gpus = pod_gpus(pod)
-        used[node_name] = used.get(node_name, 0) + gpus
-        if pod.get("metadata", {}).get("name") in stable_pod_names:
-            stable[node_name] = stable.get(node_name, 0) + gpus
+    """Free GPUs per eligible node, given the GPUs held per node by every pod (`used`) and
+    by this rollout's stable pods (`stable`)."""
     result = []
     for node in nodes:
         if not node_eligible(node, spec.runtime.node_selector, spec.runtime.tolerations):

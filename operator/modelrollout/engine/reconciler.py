@@ -34,7 +34,7 @@ from modelrollout.analysis.pool import ProviderPool
 from modelrollout.analysis.provider import MetricProvider
 from modelrollout.analysis.pushed import PushedAlerts
 from modelrollout.analysis.runner import analysis_context, evaluate
-from modelrollout.engine.capacity import assess, gpus_per_pod, node_gpus, pod_gpus
+from modelrollout.engine.capacity import assess, gpus_by_node, gpus_per_pod, node_gpus, pod_gpus
 from modelrollout.engine.children import (
     ForeignScale,
     PodTemplate,
@@ -482,14 +482,23 @@ class Reconciler:
     def _capacity_shortfall(
         self, rollout: RolloutRef, spec: ModelRolloutSpec, status: ModelRolloutStatus
     ) -> str | None:
-        """Only asked when a new revision may start: two cluster-wide lists, once per start."""
+        """Only asked when a new revision may start.
+
+        The GPUs held per node come from the pod cache's running tally, kept as
+        pods change: summing every pod of the cluster at each start made a
+        canary's start cost O(pods), and N rollouts starting O(N squared).
+        """
         if gpus_per_pod(spec) == 0:
             return None
         try:
             nodes = self._api.list_cluster(NODES)
-            pods = self._api.list_cluster(
-                PODS, field_selector="status.phase!=Succeeded,status.phase!=Failed"
-            )
+            used = self._api.tally(PODS)
+            if used is None:
+                used = gpus_by_node(
+                    self._api.list_cluster(
+                        PODS, field_selector="status.phase!=Succeeded,status.phase!=Failed"
+                    )
+                )
         except KubeApiError as error:
             if error.status != 403:
                 raise
@@ -497,15 +506,14 @@ class Reconciler:
             # the scheduler still reports pods it cannot place (condition Unschedulable).
             logger.warning("GPU capacity planning skipped, no permission: %s", error.message)
             return None
-        stable_pods = frozenset(
-            pod["metadata"]["name"]
-            for pod in self._api.list(
+        stable = gpus_by_node(
+            self._api.list_read_only(
                 PODS,
                 rollout.namespace,
                 label_selector(selector_labels(rollout.name, status.stable_revision)),
             )
         )
-        shortfall = assess(spec, node_gpus(spec, nodes, pods, stable_pods))
+        shortfall = assess(spec, node_gpus(spec, nodes, used, stable))
         return None if shortfall is None else shortfall.message
 
     def _backends(

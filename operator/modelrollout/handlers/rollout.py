@@ -31,17 +31,18 @@ from prometheus_client import start_http_server
 
 from modelrollout.alert_receiver import AlertReceiver, RolloutView
 from modelrollout.analysis.pushed import PushedAlerts
+from modelrollout.engine.capacity import gpu_tally
 from modelrollout.engine.reconciler import Reconciler
 from modelrollout.engine.record_fetcher import RecordFetcher
 from modelrollout.engine.timing import progress_marker, tick_period
-from modelrollout.kube.api import MODELROLLOUTS, KubeApi, KubeApiError
+from modelrollout.kube.api import MODELROLLOUTS, PODS, KubeApi, KubeApiError
 from modelrollout.kube.cache import CachedKubeApi
 from modelrollout.kube.events import EventRecorder
 from modelrollout.kube.labels import ANNOTATION_PREFIX, FINALIZER, GROUP, KIND, PLURAL, VERSION
 from modelrollout.kube.workloads import RolloutRef
 from modelrollout.leader import LeaseElector
 from modelrollout.metrics import OperatorMetrics
-from modelrollout.notify.config import resolve as resolve_sinks
+from modelrollout.notify.config import SinkResolver
 from modelrollout.notify.sender import Notifier, Warner
 from modelrollout.scheduler import TickScheduler
 from modelrollout.settings import OperatorSettings, SettingsError
@@ -196,7 +197,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # grants Roles only. kopf then finds resources once, at startup, so a missing
     # CRD must stop the operator (and get it restarted) instead of idling silently.
     settings.scanning.disabled = True
-    api = CachedKubeApi(_api_client(operator_settings))
+    api = CachedKubeApi(_api_client(operator_settings), tallies={PODS: gpu_tally})
     if not await asyncio.to_thread(api.serves, MODELROLLOUTS):
         raise kopf.PermanentError(
             f"the API server does not serve {PLURAL}.{GROUP}/{VERSION}: install the CRD "
@@ -209,7 +210,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     events = EventRecorder(api)
     # Notifications go out from their own task: a tick hands them over and goes on.
     notifier = Notifier(
-        partial(resolve_sinks, api),
+        SinkResolver(api),
         _notification_warner(events),
         metrics,
         operator_settings.notification_policy(),

@@ -154,6 +154,11 @@ class KubeApi:
         items: list[dict[str, Any]] = listing["items"]
         return items, str(listing.get("metadata", {}).get("resourceVersion", ""))
 
+    def tally(self, resource: Resource) -> dict[str, int] | None:
+        """A cache's running per-key totals over every object of `resource` (see
+        kube/cache.py); None here, where nothing is cached: the caller counts a list."""
+        return None
+
     def list_read_only(
         self, resource: Resource, namespace: str, label_selector: str | None = None
     ) -> list[dict[str, Any]]:

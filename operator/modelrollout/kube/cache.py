@@ -25,7 +25,7 @@ import logging
 import pickle
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from modelrollout.kube.api import (
@@ -189,6 +189,10 @@ def _slim(obj: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+# What one object adds to a running total, and under which key (None: nothing).
+Tally = Callable[[dict[str, Any]], tuple[str, int] | None]
+
+
 class Informer:
     """One resource's managed objects in one namespace, kept current by a watch."""
 
@@ -199,6 +203,7 @@ class Informer:
         namespace: str,
         on_change: ChangeSink,
         selector: str = MANAGED_SELECTOR,
+        tally: Tally | None = None,
     ) -> None:
         self._api = api
         self.resource = resource
@@ -210,6 +215,9 @@ class Informer:
         self._frozen: dict[str, bytes] = {}
         # (label, value) -> keys of the objects carrying it, for INDEXED_LABELS.
         self._index: dict[tuple[str, str], set[str]] = {}
+        # Per-key sums of `tally` over the stored objects, changed with each store.
+        self._tally = tally
+        self._totals: dict[str, int] = {}
         self._lock = threading.Lock()
         self.synced = threading.Event()
         self._stopped = threading.Event()
@@ -274,11 +282,30 @@ class Informer:
             frozen = [self._frozen_copy(key) for key in found]
         return [_thawed(each) for each in frozen]
 
+    def totals(self) -> dict[str, int]:
+        """A copy of the running totals of the tally (empty without one)."""
+        with self._lock:
+            return dict(self._totals)
+
+    def _count(self, obj: dict[str, Any], sign: int) -> None:
+        """Add (sign 1) or take back (sign -1) an object's share of the totals; locked."""
+        entry = self._tally(obj) if self._tally is not None else None
+        if entry is None:
+            return
+        key, amount = entry
+        total = self._totals.get(key, 0) + sign * amount
+        if total:
+            self._totals[key] = total
+        else:
+            self._totals.pop(key, None)
+
     def _store(self, key: str, obj: dict[str, Any] | None) -> None:
-        """Put (or with None, drop) an object and keep the label index in step; locked."""
+        """Put (or with None, drop) an object and keep the label index and totals in step;
+        locked."""
         old = self._objects.pop(key, None)
         self._frozen.pop(key, None)
         if old is not None:
+            self._count(old, -1)
             for entry in self._index_entries(old):
                 keys = self._index.get(entry)
                 if keys is not None:
@@ -287,6 +314,7 @@ class Informer:
                         del self._index[entry]
         if obj is not None:
             self._objects[key] = obj
+            self._count(obj, 1)
             for entry in self._index_entries(obj):
                 self._index.setdefault(entry, set()).add(key)
 
@@ -335,7 +363,7 @@ class Informer:
         fresh = {self._key(item): _slim(item) for item in items}
         with self._lock:
             previous = self._objects
-            self._objects, self._index, self._frozen = {}, {}, {}
+            self._objects, self._index, self._frozen, self._totals = {}, {}, {}, {}
             for key, obj in fresh.items():
                 self._store(key, obj)
         for name, obj in fresh.items():
@@ -410,9 +438,16 @@ class Informer:
 class CachedKubeApi(KubeApi):
     """KubeApi whose reads of owned children come from informers; writes pass through."""
 
-    def __init__(self, api_client: Any, on_change: ChangeSink | None = None) -> None:
+    def __init__(
+        self,
+        api_client: Any,
+        on_change: ChangeSink | None = None,
+        tallies: Mapping[Resource, Tally] | None = None,
+    ) -> None:
         super().__init__(api_client)
         self._on_change: ChangeSink = on_change or (lambda namespace, name: None)
+        # Running totals kept by a cluster-wide informer, e.g. GPUs held per node by pods.
+        self._tallies = dict(tallies or {})
         self._informers: dict[tuple[Resource, str], Informer] = {}
         self._informers_guard = threading.Lock()
 
@@ -437,7 +472,9 @@ class CachedKubeApi(KubeApi):
         with self._informers_guard:
             informer = self._informers.get(key)
             if informer is None:
-                informer = Informer(self, resource, namespace, self._notify, selector)
+                informer = Informer(
+                    self, resource, namespace, self._notify, selector, self._tallies.get(resource)
+                )
                 self._informers[key] = informer
                 informer.start()
         return informer
@@ -467,6 +504,12 @@ class CachedKubeApi(KubeApi):
             return super().list_cluster(resource, field_selector)
         # Read-only callers (capacity planning): no copies of every pod in the cluster.
         return informer.matching({}, field_selector=field_selector, copies=False)
+
+    def tally(self, resource: Resource) -> dict[str, int] | None:
+        if resource not in self._tallies:
+            return None
+        informer = self._synced(resource, "")
+        return None if informer is None else informer.totals()
 
     def list_read_only(
         self, resource: Resource, namespace: str, label_selector: str | None = None

@@ -3,16 +3,22 @@
 A rollout's `spec.notifications`, or, when it sets none, its namespace's
 default: the Secret `modelrollout-notifications`, key `notifications.yaml`,
 holding the same object as YAML. Read when notifications are sent (by the
-sender, never in a tick), each Secret by one GET by name, so a rotated URL or
-a changed default is seen at the next notification. A problem (a Secret or
-key missing, a default that does not parse) is reported with the field it is
-about; the URL itself never appears in a message.
+sender, never in a tick), each Secret by one GET by name: a rotated URL is
+seen at the next notification. A namespace's default is looked up at most
+once per `DEFAULT_LOOKUP_SECONDS` (`SinkResolver`): most namespaces have none,
+and a GET per notification for nothing was most of the operator's reads at
+scale; a default created or changed is used within that time. A problem (a
+Secret or key missing, a default that does not parse) is reported with the
+field it is about; the URL itself never appears in a message.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +33,8 @@ from modelrollout.models.spec import Notifications
 
 NAMESPACE_DEFAULT_SECRET = "modelrollout-notifications"
 NAMESPACE_DEFAULT_KEY = "notifications.yaml"
+# How long a namespace's default (or its absence) is used before it is read again.
+DEFAULT_LOOKUP_SECONDS = 15.0
 
 
 @dataclass(frozen=True)
@@ -54,9 +62,10 @@ class ConfigProblem:
         return f"{self.field_path}: {self.message}"
 
 
-def namespace_default(
-    api: KubeApi, namespace: str
-) -> tuple[Notifications | None, str, ConfigProblem | None]:
+NamespaceDefault = tuple[Notifications | None, str, ConfigProblem | None]
+
+
+def namespace_default(api: KubeApi, namespace: str) -> NamespaceDefault:
     """The namespace's default (None: there is none), the path naming it, and a problem."""
     path = f"Secret {namespace}/{NAMESPACE_DEFAULT_SECRET} key {NAMESPACE_DEFAULT_KEY}"
     try:
@@ -84,13 +93,16 @@ def namespace_default(
 
 
 def resolve(
-    api: KubeApi, namespace: str, configured: Notifications | None
+    api: KubeApi,
+    namespace: str,
+    configured: Notifications | None,
+    default_of: Callable[[KubeApi, str], NamespaceDefault] = namespace_default,
 ) -> tuple[list[Target], list[ConfigProblem]]:
     """The rollout's sinks with their URLs, and what kept any from being used."""
     if configured is not None:
         notifications, path = configured, "spec.notifications"
     else:
-        default, path, problem = namespace_default(api, namespace)
+        default, path, problem = default_of(api, namespace)
         if default is None:
             return [], [] if problem is None else [problem]
         notifications = default
@@ -115,3 +127,35 @@ def resolve(
             Target(field_path, sink.name, sink.type, url, frozenset(sink.events), sink.template)
         )
     return targets, problems
+
+
+class SinkResolver:
+    """`resolve` for the sender, each namespace's default remembered for `remember` seconds."""
+
+    def __init__(
+        self,
+        api: KubeApi,
+        remember: float = DEFAULT_LOOKUP_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._api = api
+        self._remember = remember
+        self._clock = clock
+        self._defaults: dict[str, tuple[float, NamespaceDefault]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(
+        self, namespace: str, configured: Notifications | None
+    ) -> tuple[list[Target], list[ConfigProblem]]:
+        return resolve(self._api, namespace, configured, self._default_of)
+
+    def _default_of(self, api: KubeApi, namespace: str) -> NamespaceDefault:
+        now = self._clock()
+        with self._lock:
+            held = self._defaults.get(namespace)
+        if held is not None and now - held[0] < self._remember:
+            return held[1]
+        found = namespace_default(api, namespace)
+        with self._lock:
+            self._defaults[namespace] = (now, found)
+        return found

@@ -8,6 +8,7 @@ import pytest
 
 from modelrollout.engine.capacity import (
     assess,
+    gpus_by_node,
     node_eligible,
     node_gpus,
     peak_pods,
@@ -90,7 +91,7 @@ def test_free_gpus_count_every_unfinished_pod_bound_to_the_node() -> None:
         pod("done", "b", 4, phase="Succeeded"),
         pod("pending", None, 4, phase="Pending"),
     ]
-    result = node_gpus(spec(2, 2), nodes, pods, frozenset({"stable-1"}))
+    result = node_gpus(spec(2, 2), nodes, gpus_by_node(pods), gpus_by_node(pods[:1]))
     assert [(n.name, n.free, n.stable) for n in result] == [("a", 1, 2), ("b", 4, 0)]
 
 
@@ -98,7 +99,7 @@ def test_surge_places_pods_per_node_not_by_the_cluster_total() -> None:
     # Two nodes with 1 free GPU each hold no 2-GPU pod, though 2 GPUs are free.
     nodes = [node("a", 4, taints=[GPU_TAINT]), node("b", 4, taints=[GPU_TAINT])]
     pods = [pod("x", "a", 3), pod("y", "b", 3)]
-    shortfall = assess(spec(1, 2), node_gpus(spec(1, 2), nodes, pods, frozenset()))
+    shortfall = assess(spec(1, 2), node_gpus(spec(1, 2), nodes, gpus_by_node(pods), {}))
     assert shortfall is not None
     assert (shortfall.needed_pods, shortfall.placeable_pods) == (1, 0)
     assert shortfall.message == (
@@ -112,15 +113,15 @@ def test_a_full_cluster_refuses_surge_and_accepts_shift() -> None:
     # 2 nodes x 4 GPUs, all held by stable's 4 pods of 2 GPUs.
     nodes = [node("a", 4, taints=[GPU_TAINT]), node("b", 4, taints=[GPU_TAINT])]
     stable = [pod(f"s{i}", "ab"[i // 2], 2) for i in range(4)]
-    names = frozenset(p["metadata"]["name"] for p in stable)
+    held = gpus_by_node(stable)  # every pod here is stable's
     surge = spec(4, 2)
-    assert assess(surge, node_gpus(surge, nodes, stable, names)) is not None
+    assert assess(surge, node_gpus(surge, nodes, held, held)) is not None
     shift = spec(4, 2, "shift", minStableReplicas=1)
     assert peak_pods(shift) == 4
-    assert assess(shift, node_gpus(shift, nodes, stable, names)) is None
+    assert assess(shift, node_gpus(shift, nodes, held, held)) is None
     # A floor of 3 stable replicas leaves no room for a second canary pod.
     strict = spec(4, 2, "shift", minStableReplicas=3)
-    shortfall = assess(strict, node_gpus(strict, nodes, stable, names))
+    shortfall = assess(strict, node_gpus(strict, nodes, held, held))
     assert shortfall is not None and "minStableReplicas 3" in shortfall.message
 
 
@@ -162,13 +163,13 @@ def test_capacity_is_planned_at_the_replica_bound() -> None:
     """runtime.replicas at its CRD bound (1000): surge needs a second 1000 pods of room."""
     nodes = [node(f"n{i}", 8, taints=[GPU_TAINT]) for i in range(500)]
     stable = [pod(f"s{i}", f"n{i // 4}", 2) for i in range(MAX_REPLICAS)]  # 250 nodes full
-    names = frozenset(p["metadata"]["name"] for p in stable)
+    held = gpus_by_node(stable)  # every pod here is stable's
     surge = spec(MAX_REPLICAS, 2)
-    assert assess(surge, node_gpus(surge, nodes, stable, names)) is None
-    one_node_short = node_gpus(surge, nodes[:-1], stable, names)
+    assert assess(surge, node_gpus(surge, nodes, held, held)) is None
+    one_node_short = node_gpus(surge, nodes[:-1], held, held)
     shortfall = assess(surge, one_node_short)
     assert shortfall is not None
     assert (shortfall.needed_pods, shortfall.placeable_pods) == (1000, 996)
     shift = spec(MAX_REPLICAS, 2, "shift", minStableReplicas=900)
     assert peak_pods(shift) == 750 + 900  # at 75%: 750 canary pods beside stable's floor
-    assert assess(shift, node_gpus(shift, nodes[:250], stable, names)) is not None
+    assert assess(shift, node_gpus(shift, nodes[:250], held, held)) is not None

@@ -24,7 +24,12 @@ from modelrollout.kube.workloads import RolloutRef
 from modelrollout.models import InvalidSpecError, parse_spec
 from modelrollout.models.notifications import NOTIFICATION_EVENTS, SinkType
 from modelrollout.models.spec import Notifications
-from modelrollout.notify.config import NAMESPACE_DEFAULT_KEY, NAMESPACE_DEFAULT_SECRET, resolve
+from modelrollout.notify.config import (
+    NAMESPACE_DEFAULT_KEY,
+    NAMESPACE_DEFAULT_SECRET,
+    SinkResolver,
+    resolve,
+)
 from modelrollout.notify.policy import RetryPolicy, outcome
 from modelrollout.notify.sinks import SINKS
 from modelrollout.notify.sinks.base import SinkCapability, render
@@ -479,6 +484,40 @@ def test_a_rollout_without_notifications_uses_its_namespaces_default() -> None:
     assert resolve(api, "ml", configured()) == ([], [])
     # A namespace without a default: nothing, and nothing wrong.
     assert resolve(api, "other", None) == ([], [])
+
+
+class CountedSecretReads(FakeKubeApi):
+    def __init__(self) -> None:
+        super().__init__()
+        self.secret_reads = 0
+
+    def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
+        self.secret_reads += resource == SECRETS
+        return super().get(resource, namespace, name)
+
+
+def test_the_sender_reads_a_namespaces_default_once_per_lookup_period() -> None:
+    """Most namespaces have no default: one GET per 15 s for them, not one per notification;
+    a default created meanwhile is used once the period is over."""
+    api = CountedSecretReads()
+    now = [0.0]
+    resolver = SinkResolver(api, remember=15.0, clock=lambda: now[0])
+    for _ in range(50):
+        assert resolver("ml", None) == ([], [])
+    assert api.secret_reads == 1
+    default = {**SLACK, "urlSecretRef": {"name": NAMESPACE_DEFAULT_SECRET, "key": "slack"}}
+    api.create(SECRETS, "ml", namespace_default({"sinks": [default]}))
+    now[0] = 14.9
+    assert resolver("ml", None) == ([], [])
+    now[0] = 15.0
+    targets, problems = resolver("ml", None)
+    assert problems == [] and [t.name for t in targets] == ["team-chat"]
+    # Another namespace is its own lookup; a rollout's own notifications need none.
+    reads = api.secret_reads
+    assert resolver("other", None) == ([], [])
+    assert api.secret_reads == reads + 1
+    resolver("ml", configured(SLACK))
+    assert api.secret_reads == reads + 2  # its sink's URL Secret only
 
 
 class ForbiddenSecrets(FakeKubeApi):

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from modelrollout.engine.capacity import gpu_tally, gpus_by_node
 from modelrollout.kube.api import DEPLOYMENTS, PODS
 from modelrollout.kube.cache import (
     Informer,
@@ -221,3 +222,38 @@ def test_the_label_index_follows_relabels_and_deletions() -> None:
     assert cache.matching({ROLLOUT_LABEL: "other"}) == []
     cache.replace_all([obj("b", "4")])
     assert [o["metadata"]["name"] for o in cache.matching({ROLLOUT_LABEL: "chat"})] == ["b"]
+
+
+def gpu_pod(name: str, version: str, node: str | None, gpus: int, phase: str) -> dict[str, Any]:
+    return {
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "ns", "resourceVersion": version},
+        "spec": {
+            "nodeName": node,
+            "containers": [{"name": "server", "resources": {"limits": {"nvidia.com/gpu": gpus}}}],
+        },
+        "status": {"phase": phase},
+    }
+
+
+def test_the_gpu_tally_follows_binding_finishing_deletion_and_relists() -> None:
+    """The GPUs held per node, as capacity planning reads them, equal a count of the pods
+    the cache holds after every kind of change (so a canary's start never sums them)."""
+    pods = Informer(None, PODS, "", lambda ns, name: None, "", gpu_tally)  # type: ignore[arg-type]
+
+    def held_by_a_recount() -> dict[str, int]:
+        return gpus_by_node(pods.matching({}, copies=False))
+
+    pods.apply("ADDED", gpu_pod("pending", "1", None, 4, "Pending"))
+    assert pods.totals() == {} == held_by_a_recount()
+    pods.apply("MODIFIED", gpu_pod("pending", "2", "a", 4, "Pending"))  # bound by the scheduler
+    pods.apply("ADDED", gpu_pod("b1", "3", "b", 2, "Running"))
+    pods.apply("ADDED", gpu_pod("b2", "4", "b", 1, "Running"))
+    assert pods.totals() == {"a": 4, "b": 3} == held_by_a_recount()
+    pods.apply("MODIFIED", gpu_pod("b1", "5", "b", 2, "Succeeded"))  # finished: frees its GPUs
+    pods.apply("MODIFIED", gpu_pod("b1", "4", "b", 2, "Running"))  # an older version: ignored
+    assert pods.totals() == {"a": 4, "b": 1} == held_by_a_recount()
+    pods.apply("DELETED", gpu_pod("b2", "6", "b", 1, "Running"))
+    assert pods.totals() == {"a": 4} == held_by_a_recount()
+    pods.replace_all([gpu_pod("c1", "7", "c", 8, "Running"), gpu_pod("b1", "5", "b", 2, "Failed")])
+    assert pods.totals() == {"c": 8} == held_by_a_recount()
