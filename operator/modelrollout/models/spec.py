@@ -24,7 +24,7 @@ import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -138,12 +138,9 @@ MAX_DURATION = "8760h"
 MAX_ENV_LENGTH = 65536
 MAX_ARGS_LENGTH = 65536
 
-BuiltinCheck = Literal[
-    "errorRate",
-    "latencyP99",
-    "ttftP99",
-    "interTokenLatencyP99",
-    # Shadow output comparison (strategy.shadow.comparison): the comparison proxy's series.
+# Shadow output comparison (strategy.shadow.comparison): the comparison proxy's series,
+# which need a minimum sample count.
+ComparisonBuiltin = Literal[
     "outputAgreement",
     "exactMatchRate",
     "lengthRatio",
@@ -151,15 +148,14 @@ BuiltinCheck = Literal[
     "jsonValidity",
     "latencyRatio",
 ]
-# The builtins read from the shadow comparison proxy, which need a minimum sample count.
-COMPARISON_BUILTINS: tuple[str, ...] = (
-    "outputAgreement",
-    "exactMatchRate",
-    "lengthRatio",
-    "emptyAnswerRate",
-    "jsonValidity",
-    "latencyRatio",
-)
+BuiltinCheck = Literal[
+    "errorRate",
+    "latencyP99",
+    "ttftP99",
+    "interTokenLatencyP99",
+    ComparisonBuiltin,
+]
+COMPARISON_BUILTINS: tuple[str, ...] = get_args(ComparisonBuiltin)
 DEFAULT_MIN_SAMPLES = 20
 Action = Literal["rollback", "pause"]
 
