@@ -269,27 +269,33 @@ def tick_time(metrics_port: int) -> float:
 def audit_counts(
     log: Path, since: float, until: float, user: str = OPERATOR_USER
 ) -> Counter[tuple[str, str]]:
-    """`user`'s requests between two wall-clock times, by (verb, resource[/sub])."""
+    """`user`'s requests between two wall-clock times, by (verb, resource[/sub]).
+
+    The API server rotates its audit log at 100 MB (lumberjack's default size),
+    naming the old parts `audit-<time>.log`: at N = 3000 most of a run is in them.
+    """
     counts: Counter[tuple[str, str]] = Counter()
-    with log.open() as lines:
-        for line in lines:
-            event = json.loads(line)
-            if event.get("user", {}).get("username") != user:
-                continue
-            # A watch is logged when its response starts and again when it ends.
-            stage = "ResponseStarted" if event["verb"] == "watch" else "ResponseComplete"
-            if event["stage"] != stage:
-                continue
-            received = datetime.fromisoformat(
-                event["requestReceivedTimestamp"].replace("Z", "+00:00")
-            ).timestamp()
-            if not since <= received < until:
-                continue
-            ref = event.get("objectRef", {})
-            resource = ref.get("resource", event.get("requestURI", ""))
-            if ref.get("subresource"):
-                resource += "/" + ref["subresource"]
-            counts[(event["verb"], resource)] += 1
+    parts = [*sorted(log.parent.glob(f"{log.stem}-*{log.suffix}")), log]
+    for part in parts:
+        with part.open() as lines:
+            for line in lines:
+                event = json.loads(line)
+                if event.get("user", {}).get("username") != user:
+                    continue
+                # A watch is logged when its response starts and again when it ends.
+                stage = "ResponseStarted" if event["verb"] == "watch" else "ResponseComplete"
+                if event["stage"] != stage:
+                    continue
+                received = datetime.fromisoformat(
+                    event["requestReceivedTimestamp"].replace("Z", "+00:00")
+                ).timestamp()
+                if not since <= received < until:
+                    continue
+                ref = event.get("objectRef", {})
+                resource = ref.get("resource", event.get("requestURI", ""))
+                if ref.get("subresource"):
+                    resource += "/" + ref["subresource"]
+                counts[(event["verb"], resource)] += 1
     return counts
 
 
