@@ -150,7 +150,7 @@ def _container(deployment: dict[str, Any]) -> dict[str, Any]:
 
 
 def proxy_ready(api: KubeApi, rollout: RolloutRef) -> bool:
-    deployment = api.get(DEPLOYMENTS, rollout.namespace, comparison_object_name(rollout.name))
+    deployment = api.get_owned(DEPLOYMENTS, rollout.namespace, comparison_object_name(rollout.name))
     return (
         deployment is not None
         and int((deployment.get("status") or {}).get("readyReplicas") or 0) > 0
@@ -167,21 +167,21 @@ def converge_comparison(
 ) -> None:
     """Run the proxy while `comparison_wanted`, delete it otherwise (the route already left it)."""
     name = comparison_object_name(rollout.name)
-    deployment = api.get(DEPLOYMENTS, rollout.namespace, name)
+    deployment = api.get_owned(DEPLOYMENTS, rollout.namespace, name)
     if not comparison_wanted(spec, status):
         if deployment is not None:
             api.delete(DEPLOYMENTS, rollout.namespace, name)
             if Capability.REVISION_SERVICES not in capabilities:
                 # Those it made for the proxy: such a router keeps none of its own.
                 retire_revision_services(api, rollout, keep=set())
-        if api.get(SERVICES, rollout.namespace, name) is not None:
+        if api.get_owned(SERVICES, rollout.namespace, name) is not None:
             api.delete(SERVICES, rollout.namespace, name)
         return
     if Capability.REVISION_SERVICES not in capabilities:
         for revision in (status.stable_revision, status.canary_revision):
             assert revision is not None
             service = revision_object_name(rollout.name, revision)
-            if api.get(SERVICES, rollout.namespace, service) is None:
+            if api.get_owned(SERVICES, rollout.namespace, service) is None:
                 api.create(
                     SERVICES,
                     rollout.namespace,
@@ -196,5 +196,5 @@ def converge_comparison(
     ):
         # A new candidate or sample share: the proxy restarts with it.
         api.merge_patch(DEPLOYMENTS, rollout.namespace, name, {"spec": {"template": template}})
-    if api.get(SERVICES, rollout.namespace, name) is None:
+    if api.get_owned(SERVICES, rollout.namespace, name) is None:
         api.create(SERVICES, rollout.namespace, build_proxy_service(rollout, spec.runtime.port))

@@ -224,6 +224,11 @@ class KubeApi:
                 return None
             raise
 
+    def get_owned(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
+        """`get` of an object the operator writes (it carries the managed-by label): a cache
+        answers it, its absence included, without asking the API server."""
+        return self.get(resource, namespace, name)
+
     def create(self, resource: Resource, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", resource.path(namespace), body=body)
 

@@ -505,6 +505,14 @@ class CachedKubeApi(KubeApi):
         # Read-only callers (capacity planning): no copies of every pod in the cluster.
         return informer.matching({}, field_selector=field_selector, copies=False)
 
+    def get_owned(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
+        # The informer selects every object the operator labels as its own, so an object
+        # it does not hold does not exist: no GET for it at every tick.
+        informer = self._synced(resource, namespace)
+        if informer is None:
+            return super().get(resource, namespace, name)
+        return informer.get(name, namespace)
+
     def tally(self, resource: Resource) -> dict[str, int] | None:
         if resource not in self._tallies:
             return None

@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 
 from modelrollout.engine.capacity import gpu_tally, gpus_by_node
-from modelrollout.kube.api import DEPLOYMENTS, PODS
+from modelrollout.kube.api import DEPLOYMENTS, PODS, Resource
 from modelrollout.kube.cache import (
+    CachedKubeApi,
     Informer,
     field_selector_matches,
     is_newer,
@@ -257,3 +258,30 @@ def test_the_gpu_tally_follows_binding_finishing_deletion_and_relists() -> None:
     assert pods.totals() == {"a": 4} == held_by_a_recount()
     pods.replace_all([gpu_pod("c1", "7", "c", 8, "Running"), gpu_pod("b1", "5", "b", 2, "Failed")])
     assert pods.totals() == {"c": 8} == held_by_a_recount()
+
+
+class OfflineCache(CachedKubeApi):
+    """A cache whose Deployments informer the test feeds; a request to the API server fails."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.deployments = Informer(None, DEPLOYMENTS, "ns", lambda ns, name: None)  # type: ignore[arg-type]
+        self.deployments.synced.set()
+
+    def _synced(self, resource: Resource, namespace: str) -> Informer | None:
+        return self.deployments if resource == DEPLOYMENTS else None
+
+    def _call(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError(f"asked the API server: {args}")
+
+
+def test_an_owned_object_the_cache_does_not_hold_is_absent_without_a_request() -> None:
+    """A tick asking after an object of its own that does not exist (a shadow's comparison
+    proxy, mostly) costs no GET; `get` still asks, for objects without our label."""
+    api = OfflineCache()
+    assert api.get_owned(DEPLOYMENTS, "ns", "chat-shadow-compare") is None
+    api.deployments.apply("ADDED", obj("chat-shadow-compare", "3"))
+    found = api.get_owned(DEPLOYMENTS, "ns", "chat-shadow-compare")
+    assert found is not None and found["metadata"]["resourceVersion"] == "3"
+    with pytest.raises(AssertionError, match="asked the API server"):
+        api.get(DEPLOYMENTS, "ns", "not-ours")
