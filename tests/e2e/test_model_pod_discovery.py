@@ -21,7 +21,7 @@ import pytest
 
 from modelrollout.analysis.builtins import builtin_query
 from modelrollout.analysis.templates import render
-from modelrollout.models.spec import COMPARISON_BUILTINS, BuiltinCheck
+from modelrollout.models.spec import ServingBuiltin
 from modelrollout_dev.load import BackgroundLoad
 from modelrollout_dev.operator_process import OperatorProcess
 from modelrollout_dev.podprocesses import PodProcesses
@@ -37,9 +37,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.localharness]
 
 # The builtins that read the serving pods' own series; the shadow comparison's read its
 # proxy's (tests/e2e/test_shadow_comparison.py).
-BUILTINS: tuple[BuiltinCheck, ...] = tuple(
-    name for name in get_args(BuiltinCheck) if name not in COMPARISON_BUILTINS
-)
+BUILTINS: tuple[ServingBuiltin, ...] = get_args(ServingBuiltin)
 TARGET_LABELS = ("namespace", "rollout", "revision", "role", "pod")
 
 

@@ -24,7 +24,7 @@ import pytest
 from modelrollout.analysis.builtins import builtin_query
 from modelrollout.engine.podspec import build_pod_spec
 from modelrollout.models import parse_spec
-from modelrollout.models.spec import BuiltinCheck
+from modelrollout.models.spec import ServingBuiltin
 from tests.serving.conftest import TINY_MODEL_NAME, free_port, scrape
 from tests.serving.test_vllm_cpu_server import (
     STALL_S,
@@ -64,7 +64,8 @@ def rollout_spec(port: int) -> dict[str, Any]:
 
 def metric_names_the_builtins_query() -> set[str]:
     names: set[str] = set()
-    for check in get_args(BuiltinCheck):
+    # The shadow comparison's builtins read the comparison proxy's series, not the server's.
+    for check in get_args(ServingBuiltin):
         names.update(SELECTED_METRIC.findall(builtin_query(check, "canary", "1m")))
     return names
 

@@ -148,13 +148,9 @@ ComparisonBuiltin = Literal[
     "jsonValidity",
     "latencyRatio",
 ]
-BuiltinCheck = Literal[
-    "errorRate",
-    "latencyP99",
-    "ttftP99",
-    "interTokenLatencyP99",
-    ComparisonBuiltin,
-]
+# The builtins that read the serving pods' own series (modelserve's or vLLM's).
+ServingBuiltin = Literal["errorRate", "latencyP99", "ttftP99", "interTokenLatencyP99"]
+BuiltinCheck = Literal[ServingBuiltin, ComparisonBuiltin]
 COMPARISON_BUILTINS: tuple[str, ...] = get_args(ComparisonBuiltin)
 DEFAULT_MIN_SAMPLES = 20
 Action = Literal["rollback", "pause"]
