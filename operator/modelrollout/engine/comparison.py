@@ -36,13 +36,17 @@ from modelrollout.kube.labels import (
 from modelrollout.kube.workloads import (
     HTTP_PORT_NAME,
     RolloutRef,
-    build_revision_service,
     build_service,
 )
 from modelrollout.models.durations import parse_duration
 from modelrollout.models.spec import ModelRolloutSpec
 from modelrollout.models.status import ModelRolloutStatus
-from modelrollout.traffic.base import Capability, RouterCapabilities, retire_revision_services
+from modelrollout.traffic.base import (
+    Capability,
+    RouterCapabilities,
+    ensure_revision_service,
+    retire_revision_services,
+)
 
 PROXY_PORT = 8000
 # After the preStop sleep, how long in-flight answers may take to finish.
@@ -180,13 +184,7 @@ def converge_comparison(
     if Capability.REVISION_SERVICES not in capabilities:
         for revision in (status.stable_revision, status.canary_revision):
             assert revision is not None
-            service = revision_object_name(rollout.name, revision)
-            if api.get_owned(SERVICES, rollout.namespace, service) is None:
-                api.create(
-                    SERVICES,
-                    rollout.namespace,
-                    build_revision_service(rollout, revision, spec.runtime.port),
-                )
+            ensure_revision_service(api, rollout, revision, spec.runtime.port)
     desired = build_proxy_deployment(rollout, spec, status, image)
     template = desired["spec"]["template"]
     if deployment is None:

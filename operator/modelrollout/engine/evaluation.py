@@ -33,7 +33,7 @@ from pydantic import ValidationError
 from modelrollout.engine.podspec import node_placement
 from modelrollout.engine.strategies.bluegreen import is_blue_green, steps_strategy
 from modelrollout.engine.strategies.types import EvaluationResult
-from modelrollout.kube.api import JOBS, PODS, SERVICES, KubeApi, KubeApiError
+from modelrollout.kube.api import JOBS, PODS, KubeApi, KubeApiError
 from modelrollout.kube.labels import (
     EVALUATION_LABEL,
     REVISION_LABEL,
@@ -42,11 +42,16 @@ from modelrollout.kube.labels import (
     STEP_STARTED_ANNOTATION,
     revision_object_name,
 )
-from modelrollout.kube.workloads import RolloutRef, _metadata, build_revision_service
+from modelrollout.kube.workloads import RolloutRef, _metadata
 from modelrollout.models.durations import parse_duration
 from modelrollout.models.spec import EvaluationStep, ModelRolloutSpec
 from modelrollout.models.status import GateStatus, ModelRolloutStatus
-from modelrollout.traffic.base import Capability, RouterCapabilities, retire_revision_services
+from modelrollout.traffic.base import (
+    Capability,
+    RouterCapabilities,
+    ensure_revision_service,
+    retire_revision_services,
+)
 
 SUITE_MOUNT = "/suite"
 # Finished Jobs stay an hour for `kubectl logs`; the result is in status by then.
@@ -356,13 +361,7 @@ def converge_evaluation(
     for revision in (status.stable_revision, status.canary_revision):
         # The Job addresses each revision by its own Service (the gatewayAPI router
         # keeps them anyway; the service router has only the shared one).
-        name = revision_object_name(rollout.name, revision or "")
-        if api.get(SERVICES, rollout.namespace, name) is None:
-            api.create(
-                SERVICES,
-                rollout.namespace,
-                build_revision_service(rollout, revision or "", spec.runtime.port),
-            )
+        ensure_revision_service(api, rollout, revision or "", spec.runtime.port)
     name, job, current_attempt = _current_job(api, rollout, status, step)
     if job is not None:
         if not current_attempt:

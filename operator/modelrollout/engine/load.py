@@ -22,18 +22,23 @@ import math
 from typing import Any
 
 from modelrollout.engine.evaluation import evaluation_services, modelserve_image, one_shot_job
-from modelrollout.kube.api import JOBS, SERVICES, KubeApi, KubeApiError
+from modelrollout.kube.api import JOBS, KubeApi, KubeApiError
 from modelrollout.kube.labels import (
     LOAD_LABEL,
     REVISION_LABEL,
     label_selector,
     revision_object_name,
 )
-from modelrollout.kube.workloads import RolloutRef, _metadata, build_revision_service
+from modelrollout.kube.workloads import RolloutRef, _metadata
 from modelrollout.models.durations import parse_duration
 from modelrollout.models.spec import AnalysisLoad, ModelRolloutSpec
 from modelrollout.models.status import ModelRolloutStatus
-from modelrollout.traffic.base import Capability, RouterCapabilities, retire_revision_services
+from modelrollout.traffic.base import (
+    Capability,
+    RouterCapabilities,
+    ensure_revision_service,
+    retire_revision_services,
+)
 
 PROMPTS_MOUNT = "/prompts"
 # loadgen stops issuing at --duration; its last requests then have this long to finish.
@@ -138,11 +143,7 @@ def converge_load(
     candidate = deployments.get(target)
     if int((candidate or {}).get("status", {}).get("readyReplicas") or 0) == 0:
         return
-    service = revision_object_name(rollout.name, target)
-    if api.get(SERVICES, rollout.namespace, service) is None:
-        api.create(
-            SERVICES, rollout.namespace, build_revision_service(rollout, target, spec.runtime.port)
-        )
+    ensure_revision_service(api, rollout, target, spec.runtime.port)
     if api.get(JOBS, rollout.namespace, load_job_name(rollout.name, target)) is not None:
         return
     try:

@@ -14,7 +14,7 @@ from modelrollout.kube.labels import (
     revision_object_name,
     selector_labels,
 )
-from modelrollout.kube.workloads import RolloutRef
+from modelrollout.kube.workloads import RolloutRef, build_revision_service
 from modelrollout.traffic.segment import SegmentSettings
 from modelrollout.traffic.session_affinity import SessionAffinitySettings
 
@@ -101,6 +101,13 @@ class AchievedWeights:
     # The router has realised the asked weight as closely as it can; with
     # replica counts that may differ from the weight itself (1 of 3 is 33%, not 25%).
     settled: bool = False
+
+
+def ensure_revision_service(api: KubeApi, rollout: RolloutRef, revision: str, port: int) -> None:
+    """Create the Service of one revision (`<rollout>-<revision>`) unless it exists."""
+    name = revision_object_name(rollout.name, revision)
+    if api.get(SERVICES, rollout.namespace, name) is None:
+        api.create(SERVICES, rollout.namespace, build_revision_service(rollout, revision, port))
 
 
 def retire_revision_services(api: KubeApi, rollout: RolloutRef, keep: set[str]) -> None:

@@ -23,14 +23,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from modelrollout.kube.api import ENDPOINT_SLICES, HTTPROUTES, SERVICES, KubeApi
+from modelrollout.kube.api import ENDPOINT_SLICES, HTTPROUTES, KubeApi
 from modelrollout.kube.labels import revision_object_name
-from modelrollout.kube.workloads import build_revision_service
 from modelrollout.traffic.base import (
     AchievedWeights,
     Backends,
     Capability,
     RouterCapabilities,
+    ensure_revision_service,
     retire_revision_services,
 )
 from modelrollout.traffic.segment import segment_rules
@@ -269,13 +269,7 @@ class GatewayAPIRouter:
         for revision in (backends.stable, backends.canary, backends.kept):
             if revision is None:
                 continue
-            name = revision_object_name(rollout.name, revision)
-            if self._api.get(SERVICES, rollout.namespace, name) is None:
-                self._api.create(
-                    SERVICES,
-                    rollout.namespace,
-                    build_revision_service(rollout, revision, backends.port),
-                )
+            ensure_revision_service(self._api, rollout, revision, backends.port)
 
     def _retire_services(self, backends: Backends, route: dict[str, Any]) -> None:
         """Delete the Services of revisions neither live nor named by the route.
