@@ -10,7 +10,10 @@ Service's labels). Reads are answered from it once it has synced; a `get` it
 cannot answer goes to the API (the object may exist without our label), so a
 miss is never taken for an absence. Writes go to the API and their responses
 into the cache at once, so the next tick does not redo what this one did.
-Every change seen on a watch wakes the rollout that owns the object.
+A change seen on a watch wakes the rollout that owns the object when it
+changes what the operator reads (`_slim`): a budget's status the disruption
+controller rewrites at every pod change, or a version that changes nothing
+kept, is stored without a tick.
 
 Informers start on first use in a namespace, so the operator needs no more
 than the namespaced permissions it already has. Nodes and Pods (what GPU
@@ -147,18 +150,22 @@ def _thawed(frozen: bytes) -> dict[str, Any]:
     return copied
 
 
-def _slim(obj: dict[str, Any]) -> dict[str, Any]:
+def _slim(obj: dict[str, Any], resource: Resource) -> dict[str, Any]:
     """What the operator reads of an object; the rest is not kept in memory.
 
-    managedFields is often half an object's size and nothing here reads it. Of
-    a pod (there are thousands, cluster-wide) only what capacity planning, the
-    unschedulable check, relabeling, the evaluation step and the model-record
-    fetch read: labels, node, resources, ports, phase, pod IP, conditions and
-    the containers' terminated states (an evaluation Job's result is its
-    container's termination message).
+    managedFields is often half an object's size and nothing here reads it,
+    nor a PodDisruptionBudget's status (the operator writes its spec only).
+    Of a pod (there are thousands, cluster-wide) only what capacity planning,
+    the unschedulable check, relabeling, the evaluation step and the
+    model-record fetch read: labels, node, resources, ports, phase, pod IP,
+    conditions and the containers' terminated states (an evaluation Job's
+    result is its container's termination message).
     """
     metadata = obj.get("metadata", {})
     metadata.pop("managedFields", None)
+    if resource == POD_DISRUPTION_BUDGETS:
+        obj.pop("status", None)
+        return obj
     if obj.get("kind") != "Pod" and "containers" not in obj.get("spec", {}):
         return obj
     spec, status = obj.get("spec", {}), obj.get("status", {})
@@ -187,6 +194,23 @@ def _slim(obj: dict[str, Any]) -> dict[str, Any]:
             ],
         },
     }
+
+
+def _same_content(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether two slimmed versions of an object differ in nothing but resourceVersion."""
+    if old.keys() != new.keys():
+        return False
+    for key, value in old.items():
+        if key != "metadata":
+            if value != new[key]:
+                return False
+            continue
+        metadata = new[key]
+        if value.keys() != metadata.keys() or any(
+            item != metadata[name] for name, item in value.items() if name != "resourceVersion"
+        ):
+            return False
+    return True
 
 
 # What one object adds to a running total, and under which key (None: nothing).
@@ -329,7 +353,7 @@ class Informer:
         return f"{metadata.get('namespace', '')}/{metadata['name']}"
 
     def upsert(self, obj: dict[str, Any]) -> bool:
-        """Store `obj` unless the cache holds a newer version; True if it changed."""
+        """Store `obj` unless the cache holds a newer version; True if what is kept changed."""
         name = self._key(obj)
         version = str(obj["metadata"].get("resourceVersion", ""))
         with self._lock:
@@ -338,8 +362,9 @@ class Informer:
                 current_version = str(current["metadata"].get("resourceVersion", ""))
                 if current_version == version or not is_newer(version, current_version):
                     return False
-            self._store(name, _slim(obj))
-            return True
+            slim = _slim(obj, self.resource)
+            self._store(name, slim)
+            return current is None or not _same_content(current, slim)
 
     def remove(self, name: str, namespace: str | None = None) -> bool:
         with self._lock:
@@ -360,7 +385,7 @@ class Informer:
 
     def replace_all(self, items: list[dict[str, Any]]) -> None:
         """A fresh list: the cache becomes exactly it; what changed or vanished wakes."""
-        fresh = {self._key(item): _slim(item) for item in items}
+        fresh = {self._key(item): _slim(item, self.resource) for item in items}
         with self._lock:
             previous = self._objects
             self._objects, self._index, self._frozen, self._totals = {}, {}, {}, {}
@@ -368,9 +393,7 @@ class Informer:
                 self._store(key, obj)
         for name, obj in fresh.items():
             old = previous.get(name)
-            if old is None or old["metadata"].get("resourceVersion") != obj["metadata"].get(
-                "resourceVersion"
-            ):
+            if old is None or not _same_content(old, obj):
                 self._notify(obj)
         for name, old in previous.items():
             if name not in fresh:

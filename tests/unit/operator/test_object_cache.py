@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from modelrollout.engine.capacity import gpu_tally, gpus_by_node
-from modelrollout.kube.api import DEPLOYMENTS, PODS, Resource
+from modelrollout.kube.api import DEPLOYMENTS, POD_DISRUPTION_BUDGETS, PODS, Resource
 from modelrollout.kube.cache import (
     CachedKubeApi,
     Informer,
@@ -104,6 +104,60 @@ def test_a_relist_replaces_the_cache_and_wakes_only_what_changed_or_vanished() -
     cache.replace_all([obj("same", "1"), obj("new", "5", {ROLLOUT_LABEL: "fresh"})])
     assert cache.get("gone") is None and cache.get("new") is not None
     assert sorted(woken) == [("ns", "fresh"), ("ns", "old")]
+
+
+def test_a_version_that_changes_nothing_kept_is_stored_without_a_wake_up() -> None:
+    """The Deployment controller, kwok and the disruption controller rewrite objects in ways
+    a tick never reads; waking the rollout for each was a tick with nothing to do."""
+    cache, woken = informer()
+    cache.apply("ADDED", obj("a", "1"))
+    woken.clear()
+    cache.apply("MODIFIED", obj("a", "2"))  # only its resourceVersion (and managedFields) moved
+    assert woken == [] and cache.get("a")["metadata"]["resourceVersion"] == "2"  # type: ignore[index]
+    cache.replace_all([obj("a", "3")])  # a relist after a dropped watch: the same content
+    assert woken == []
+    labelled = obj("a", "4", {"tier": "x"})
+    cache.apply("MODIFIED", labelled)
+    assert woken == [("ns", "chat")]
+
+    pods = Informer(None, PODS, "", lambda ns, name: woken.append((ns, name)), "")  # type: ignore[arg-type]
+    pod = gpu_pod("p", "1", "a", 1, "Running")
+    pod["metadata"]["labels"] = {ROLLOUT_LABEL: "chat"}
+    pods.apply("ADDED", pod)
+    woken.clear()
+    heartbeat = gpu_pod("p", "2", "a", 1, "Running")
+    heartbeat["metadata"]["labels"] = {ROLLOUT_LABEL: "chat"}
+    heartbeat["status"]["hostIP"] = "10.0.0.2"  # not kept: nothing reads it
+    pods.apply("MODIFIED", heartbeat)
+    assert woken == []
+    ready = gpu_pod("p", "3", "a", 1, "Running")
+    ready["metadata"]["labels"] = {ROLLOUT_LABEL: "chat"}
+    ready["status"]["conditions"] = [{"type": "Ready", "status": "True"}]
+    pods.apply("MODIFIED", ready)
+    assert woken == [("ns", "chat")]
+
+
+def test_a_budgets_status_is_neither_kept_nor_a_reason_to_tick() -> None:
+    woken: list[tuple[str, str]] = []
+
+    def wake(namespace: str, name: str) -> None:
+        woken.append((namespace, name))
+
+    budgets = Informer(None, POD_DISRUPTION_BUDGETS, "ns", wake)  # type: ignore[arg-type]
+
+    def budget(version: str, max_unavailable: int, healthy: int) -> dict[str, Any]:
+        return {
+            **obj("chat-r1", version),
+            "spec": {"maxUnavailable": max_unavailable},
+            "status": {"currentHealthy": healthy, "disruptionsAllowed": max_unavailable},
+        }
+
+    budgets.apply("ADDED", budget("1", 1, 0))
+    budgets.apply("MODIFIED", budget("2", 1, 1))  # the disruption controller counted a pod
+    assert woken == [("ns", "chat")]
+    assert "status" not in budgets.get("chat-r1")  # type: ignore[operator]
+    budgets.apply("MODIFIED", budget("3", 0, 1))  # someone edited the spec: the tick restores it
+    assert woken == [("ns", "chat"), ("ns", "chat")]
 
 
 def test_owning_rollout_prefers_the_owner_reference_then_labels() -> None:
