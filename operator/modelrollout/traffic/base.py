@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
-from modelrollout.kube.api import SERVICES, KubeApi
+from modelrollout.kube.api import SERVICES, KubeApi, KubeApiError
 from modelrollout.kube.labels import (
     REVISION_LABEL,
     label_selector,
@@ -104,10 +104,19 @@ class AchievedWeights:
 
 
 def ensure_revision_service(api: KubeApi, rollout: RolloutRef, revision: str, port: int) -> None:
-    """Create the Service of one revision (`<rollout>-<revision>`) unless it exists."""
+    """Create the Service of one revision (`<rollout>-<revision>`) unless it exists.
+
+    Asked of the cache alone (a GET for every new revision otherwise): a Service
+    of that name without the operator's label is found by the create's conflict.
+    """
     name = revision_object_name(rollout.name, revision)
-    if api.get(SERVICES, rollout.namespace, name) is None:
+    if api.get_owned(SERVICES, rollout.namespace, name) is not None:
+        return
+    try:
         api.create(SERVICES, rollout.namespace, build_revision_service(rollout, revision, port))
+    except KubeApiError as error:
+        if error.status != 409:
+            raise
 
 
 def retire_revision_services(api: KubeApi, rollout: RolloutRef, keep: set[str]) -> None:
