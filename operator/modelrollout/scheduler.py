@@ -84,6 +84,10 @@ class TickScheduler:
                 entry = _Entry(body=body, due=URGENT)
                 self._entries[uid] = entry
                 self._schedule(uid, entry, URGENT)
+            elif entry.running and not urgent:
+                # Its tick, when it ends, times the next from this body: nothing to do now
+                # (and most bodies seen come from that tick's own status write).
+                entry.body = body
             else:
                 entry.body = body
                 # The new body may bring a timer forward (a check just evaluated: the

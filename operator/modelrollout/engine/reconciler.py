@@ -164,6 +164,9 @@ class Reconciler:
         self._written_at: dict[str, datetime] = {}
         self._unwritten_checks: dict[str, tuple[CheckStatus, ...]] = {}
         self._decided: dict[str, LastDecision] = {}
+        # Per rollout: its status as last parsed, and the resourceVersion it was parsed
+        # from. A rollout is ticked several times per version of its object.
+        self._parsed_statuses: dict[str, tuple[str, ModelRolloutStatus]] = {}
         # A revision whose Deployment the API server refused (422): refused again without
         # a write until the spec changes, so that the rollout does not retry in a loop.
         self._refused: dict[str, tuple[str, InvalidSpecError]] = {}
@@ -191,6 +194,7 @@ class Reconciler:
             self._written_at.pop(uid, None)
             self._unwritten_checks.pop(uid, None)
             self._decided.pop(uid, None)
+            self._parsed_statuses.pop(uid, None)
             self._refused.pop(uid, None)
             self._written_generations.pop(uid, None)
         self._specs.forget(uid)
@@ -210,7 +214,7 @@ class Reconciler:
             # A tick that fails decides nothing: its rollout's timing falls back to its body.
             self._decided.pop(uid, None)
             written = self._written.get(uid)
-            stored = ModelRolloutStatus.model_validate(body.get("status") or {})
+            stored = self._stored_status(uid, body)
             if written is not None and written != stored:
                 # The watch handed us a body from before our last status write:
                 # deciding on it could repeat a step. Read the object as it is now.
@@ -220,9 +224,27 @@ class Reconciler:
                 if fresh is None:
                     return
                 body = fresh
-                stored = ModelRolloutStatus.model_validate(body.get("status") or {})
+                stored = self._stored_status(uid, body)
             with self._metrics.tick_duration.time():
                 self._tick(body, stored, post_event)
+
+    def _stored_status(self, uid: str, body: dict[str, Any]) -> ModelRolloutStatus:
+        """The body's status, parsed once per resourceVersion.
+
+        Equal to what this process last wrote, it is that very object: the check that
+        the body is not older than our write then compares by identity.
+        """
+        version = body["metadata"].get("resourceVersion")
+        parsed = self._parsed_statuses.get(uid)
+        if parsed is not None and version is not None and parsed[0] == version:
+            return parsed[1]
+        stored = ModelRolloutStatus.model_validate(body.get("status") or {})
+        written = self._written.get(uid)
+        if written is not None and written == stored:
+            stored = written
+        if version is not None:
+            self._parsed_statuses[uid] = (version, stored)
+        return stored
 
     def last_decision(self, uid: str) -> LastDecision | None:
         """What the rollout's last tick decided: the timing of the next tick.

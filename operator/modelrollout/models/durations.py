@@ -8,6 +8,7 @@ the API server refuses what this parser refuses.
 
 from __future__ import annotations
 
+import functools
 import re
 
 # Also the CRD's `pattern` (the Duration type of models/spec.py carries it there).
@@ -25,6 +26,12 @@ def parse_duration(text: str) -> float:
     """Seconds in a duration such as `1h30m` or `250ms`."""
     if not isinstance(text, str):
         raise DurationError(f"a duration must be a string like 30s, 5m or 1h30m, not {text!r}")
+    return _seconds(text)
+
+
+# A tick asks after the same few durations of its spec again and again (its timers).
+@functools.lru_cache(maxsize=4096)
+def _seconds(text: str) -> float:
     match = _DURATION.fullmatch(text)
     if not text or match is None:
         raise DurationError(

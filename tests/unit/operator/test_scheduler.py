@@ -100,6 +100,28 @@ def test_a_change_during_a_tick_makes_it_due_again_when_the_tick_ends() -> None:
     assert names(ticks.take_due(clock.now)) == ["a"]
 
 
+def test_a_body_seen_during_its_tick_is_timed_once_when_the_tick_ends() -> None:
+    """Most bodies seen mid-tick are that tick's own status write: timing each as it came
+    (which may parse the spec) was spent for nothing, the tick's end times it again."""
+    clock = Clock()
+    timed: list[str] = []
+
+    def period(b: dict[str, Any]) -> float:
+        timed.append(b["status"]["phase"])
+        return 2.0
+
+    ticks = TickScheduler(lambda b: None, 1, period, clock)
+    ticks.update(body("a"), urgent=False)
+    assert names(ticks.take_due(clock.now)) == ["a"]
+    ticks.update(body("a", phase="Paused"), urgent=False)
+    ticks.update(body("a", phase="Promoting"), urgent=False)
+    assert timed == []
+    ticks.finished("uid-a")
+    assert timed == ["Promoting"]
+    assert ticks.take_due(clock.now + 1.9) == []
+    assert [b["status"]["phase"] for _, b in ticks.take_due(clock.now + 2)] == ["Promoting"]
+
+
 def test_the_period_is_asked_of_the_latest_body() -> None:
     clock = Clock()
     ticks = TickScheduler(
