@@ -21,6 +21,7 @@ from modelrollout.engine.strategies.experiment import summary
 from modelrollout.engine.strategies.timers import experiment_remeasured_at, step_ends_at
 from modelrollout.kube.api import HTTPROUTES
 from modelrollout.kube.events import EVENTS
+from modelrollout.kubectl.dashboard.views import detail
 from modelrollout.kubectl.render import experiment_report
 from modelrollout.models import InvalidSpecError, parse_spec
 from modelrollout.models.status import GateStatus
@@ -249,6 +250,37 @@ def test_the_report_renders_for_the_plugin_and_as_one_event_line() -> None:
     line = summary(report)
     assert line.startswith("experiment Rollback: B breaches error-rate 0.3")
     assert "A (" in line and "B (" in line and "B-A errors 0.3" in line
+
+
+def test_the_dashboard_shows_the_same_report() -> None:
+    rollout = started(ab_spec())
+    serving_for_a_minute(rollout)
+    rollout.world.experiment = figures(rollout, group(300, 0.0, 0.1), group(40, 0.3, 0.1))
+    rollout.tick(1)
+    body = {
+        "apiVersion": "modelrollout.dev/v1alpha1",
+        "kind": "ModelRollout",
+        "metadata": {"namespace": "ml", "name": "chat", "generation": 2},
+        "spec": rollout.spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "status": rollout.status.to_patch(),
+    }
+    shown = detail(body, [], [], rollout.now)["experiment"]
+    assert (shown["step"], shown["windowSeconds"], shown["decision"]) == (0, 60, "Rollback")
+    assert shown["reason"] == rollout.status.experiment.reason  # type: ignore[union-attr]
+    assert [
+        (g["name"], g["revision"], g["requests"], g["errorRate"], g["ttftP99"])
+        for g in shown["groups"]
+    ] == [
+        ("A", rollout.status.stable_revision, 300, 0.0, 0.1),
+        ("B", rollout.status.canary_revision, 40, 0.3, 0.1),
+    ]
+    assert shown["errorRateDifference"] == 0.3
+    assert [(c["name"], c["value"], c["breached"]) for c in shown["checks"]] == [
+        ("error-rate", 0.3, True),
+        ("ttft-vs-a", 1.0, False),
+    ]
+    before = detail(body | {"status": {}}, [], [], rollout.now)
+    assert before["experiment"] is None
 
 
 # -- the route --------------------------------------------------------------------

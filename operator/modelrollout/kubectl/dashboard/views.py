@@ -218,6 +218,12 @@ def detail(
             "step": status.gates_step,
             "results": [gate.model_dump(by_alias=True) for gate in status.gates],
         },
+        # The last A/B experiment, as `kubectl modelrollout get` shows it (render.py).
+        "experiment": (
+            None
+            if status.experiment is None
+            else status.experiment.model_dump(mode="json", by_alias=True)
+        ),
         "conditions": [c.model_dump(mode="json", by_alias=True) for c in status.conditions],
         "events": [event_view(e) for e in reversed(recent_events(events, EVENTS_SHOWN))],
         "history": [

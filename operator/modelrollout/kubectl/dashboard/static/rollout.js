@@ -158,6 +158,22 @@ async function fetchPlots() {
   }
 }
 
+function drawExperiment() {
+  const x = view.experiment;
+  document.getElementById("experiment-of").textContent = x
+    ? `step ${x.step + 1}, candidate ${x.revision}, ${x.windowSeconds}s window: ${x.decision}. ${x.reason}` : "no experiment run";
+  const groups = x ? x.groups.map((g) => row([g.name, g.revision, number(g.requests), number(g.errorRate), number(g.ttftP99)])) : [];
+  if (x) groups.push(row(["B-A", "-", "-", number(x.errorRateDifference), number(x.ttftP99Difference)]));
+  document.querySelector("#experiment tbody").replaceChildren(...groups);
+  const judged = x ? [
+    ...x.checks.map((c) => row([c.name, number(c.value), c.threshold || "-",
+      el("td", { class: c.breached ? "gate-Failed" : "gate-Passed" }, c.breached ? "Breached" : "Passed")])),
+    ...x.gates.map((g) => row([`gate ${g.name}`, number(g.value), g.threshold || "-",
+      el("td", { class: g.passed ? "gate-Passed" : "gate-Failed" }, g.passed ? "Passed" : "Failed")])),
+  ] : [];
+  document.querySelector("#experiment-judged tbody").replaceChildren(...judged);
+}
+
 function drawTables() {
   const g = view.gates;
   document.getElementById("gates-of").textContent = g.results.length
@@ -166,6 +182,7 @@ function drawTables() {
     r.name, el("td", { class: r.passed ? "gate-Passed" : "gate-Failed" }, r.passed ? "Passed" : "Failed"),
     number(r.value), r.threshold || "-", r.message || "-",
   ])));
+  drawExperiment();
   document.querySelector("#events tbody").replaceChildren(...view.events.map((e) => row([
     `${ago(e.at)}${e.count > 1 ? ` (x${e.count})` : ""}`, el("td", { class: e.type }, e.type), e.reason, e.message,
   ])));
