@@ -277,6 +277,7 @@ def test_a_canary_through_the_gateway_takes_its_weight_of_requests_and_loses_non
     rollouts.create(v1)
     stable = rollouts.wait_phase("chat", {"Succeeded"}, 180)["stableRevision"]
     serving.wait_for_servers(stable)
+    wait_until_served(gateway.url, "chat")
 
     with BackgroundLoad(gateway.url, "chat") as load:
         wait_until(lambda: load.count(stable, "200") >= 10, 60, "the stable served by Traefik")
@@ -333,6 +334,7 @@ def test_a_blue_green_preview_through_the_gateway_answers_only_requests_with_the
     rollouts.create(manifest)
     blue = rollouts.wait_phase("chat", {"Succeeded"}, 180)["stableRevision"]
     serving.wait_for_servers(blue)
+    wait_until_served(gateway.url, "chat")
 
     users = BackgroundLoad(gateway.url, "chat")
     testers = BackgroundLoad(gateway.url, "chat", workers=1, headers={PREVIEW_HEADER: "true"})
@@ -393,6 +395,7 @@ def test_shadow_gets_the_mirrored_share_users_see_only_stable_and_a_slow_one_is_
     rollouts.create(manifest)
     stable = rollouts.wait_phase("chat", {"Succeeded"}, 60)["stableRevision"]
     wait_for_servers(pods, stable)
+    wait_until_served(gateway.url, "chat")
 
     with BackgroundLoad(gateway.url, "chat") as load:
         rollouts.patch_spec("chat", {"model": {"name": "chat", "uri": f"file://{tiny_models[1]}"}})

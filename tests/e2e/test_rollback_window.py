@@ -21,7 +21,7 @@ import pytest
 from kubernetes import client
 
 from modelrollout.kube.api import HTTPROUTES, KubeApi
-from modelrollout_dev.load import BackgroundLoad
+from modelrollout_dev.load import BackgroundLoad, wait_until_served
 from modelrollout_dev.operator_process import OperatorProcess
 from modelrollout_dev.traefik import Traefik
 from tests.conftest import ClusterUnderTest
@@ -59,6 +59,9 @@ def test_rollback_in_the_window_moves_every_request_back_without_a_model_load(
     rollouts.create(manifest)
     old = rollouts.wait_phase("chat", {"Succeeded"}, 180)["stableRevision"]
     serving.wait_for_servers(old)
+    # Traefik programs the route's first backends in its own time after the pods are Ready:
+    # the requests counted start once it answers, as in the other tests through it.
+    wait_until_served(gateway.url, "chat")
 
     with BackgroundLoad(gateway.url, "chat") as load:
         wait_until(lambda: load.count(old, "200") >= 10, 60, "the first revision served")
