@@ -84,16 +84,15 @@ class TickScheduler:
                 entry = _Entry(body=body, due=URGENT)
                 self._entries[uid] = entry
                 self._schedule(uid, entry, URGENT)
-            elif entry.running and not urgent:
-                # Its tick, when it ends, times the next from this body: nothing to do now
-                # (and most bodies seen come from that tick's own status write).
-                entry.body = body
             else:
                 entry.body = body
                 # The new body may bring a timer forward (a check just evaluated: the
-                # next evaluation is one analysis interval from now).
-                due = URGENT if urgent else self._clock() + self._period_for(body)
-                self._mark_due(uid, entry, due, dirty=urgent)
+                # next evaluation is one analysis interval from now). During its tick
+                # the tick's end times it from this body: most bodies seen then are
+                # that tick's own status write, and timing them may parse the spec.
+                if urgent or not entry.running:
+                    due = URGENT if urgent else self._clock() + self._period_for(body)
+                    self._mark_due(uid, entry, due, dirty=urgent)
         self._signal()
         return previous
 

@@ -198,19 +198,11 @@ def _slim(obj: dict[str, Any], resource: Resource) -> dict[str, Any]:
 
 def _same_content(old: dict[str, Any], new: dict[str, Any]) -> bool:
     """Whether two slimmed versions of an object differ in nothing but resourceVersion."""
-    if old.keys() != new.keys():
-        return False
-    for key, value in old.items():
-        if key != "metadata":
-            if value != new[key]:
-                return False
-            continue
-        metadata = new[key]
-        if value.keys() != metadata.keys() or any(
-            item != metadata[name] for name, item in value.items() if name != "resourceVersion"
-        ):
-            return False
-    return True
+
+    def unversioned(obj: dict[str, Any]) -> dict[str, Any]:
+        return {**obj, "metadata": {**obj["metadata"], "resourceVersion": None}}
+
+    return unversioned(old) == unversioned(new)
 
 
 # What one object adds to a running total, and under which key (None: nothing).
