@@ -32,8 +32,9 @@ Figures, per system (watch events timestamped on receipt by this process):
   weight 20 was applied (Flagger, whose pause is its interval);
 - last pause end -> promotion started;
 - whole progression, the controller's API calls (audit log) per rollout,
-  writes and reads in the idle window, its peak RSS and mean CPU, and the
-  Prometheus queries it made.
+  writes, reads and CPU in the idle window, its peak RSS, its mean CPU over
+  the progression and its CPU time per completed rollout (the same work at
+  each system's own pace), and the Prometheus queries it made.
 
     .venv/bin/python bench/peers.py --rollouts 100
 """
@@ -497,6 +498,8 @@ class Figures:
     idle_reads: int
     peak_rss_mib: float
     cpu_cores: float
+    cpu_seconds: float
+    idle_cpu_cores: float
     prometheus_queries: int
 
 
@@ -561,11 +564,10 @@ def run(system_class: type[System], args: argparse.Namespace) -> Figures:
             cluster.audit_log_path(scale.CLUSTER), wall_start, wall_end, user
         )
         time.sleep(10)
-        idle_start = time.time()
+        idle_start, idle_cpu_start = time.time(), sampler.cpu_seconds()
         time.sleep(args.idle)
-        idle = scale.audit_counts(
-            cluster.audit_log_path(scale.CLUSTER), idle_start, time.time(), user
-        )
+        idle_end, idle_cpu_end = time.time(), sampler.cpu_seconds()
+        idle = scale.audit_counts(cluster.audit_log_path(scale.CLUSTER), idle_start, idle_end, user)
         peak_rss = max(sampler.peak_rss, sampler.rss())
         sampler.stop()
     finally:
@@ -606,6 +608,8 @@ def run(system_class: type[System], args: argparse.Namespace) -> Figures:
         idle_reads=sum(idle.values()) - idle_writes,
         peak_rss_mib=peak_rss / 2**20,
         cpu_cores=(cpu_end - cpu_start) / (wall_end - wall_start),
+        cpu_seconds=cpu_end - cpu_start,
+        idle_cpu_cores=(idle_cpu_end - idle_cpu_start) / (idle_end - idle_start),
         prometheus_queries=queries,
     )
 
@@ -620,7 +624,14 @@ ROWS: list[tuple[str, Callable[[Figures], float | None], str]] = [
     ("writes in the idle window", lambda f: f.idle_writes, "{:.0f}"),
     ("reads in the idle window", lambda f: f.idle_reads, "{:.0f}"),
     ("controller peak RSS", lambda f: f.peak_rss_mib, "{:.0f} MiB"),
-    ("controller CPU, cores (mean)", lambda f: f.cpu_cores, "{:.3f}"),
+    ("controller CPU, cores (mean over the progression)", lambda f: f.cpu_cores, "{:.3f}"),
+    # The same work at each system's own pace: a slower progression spreads its CPU thinner.
+    (
+        "controller CPU per rollout (CPU time over the progression / N)",
+        lambda f: 1000 * f.cpu_seconds / f.completed if f.completed else None,
+        "{:.0f} ms",
+    ),
+    ("controller CPU in the idle window, cores", lambda f: f.idle_cpu_cores, "{:.4f}"),
     ("Prometheus queries", lambda f: f.prometheus_queries, "{:.0f}"),
 ]
 

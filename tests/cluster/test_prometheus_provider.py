@@ -134,3 +134,35 @@ def test_requests_in_flight_stay_bounded_however_many_ticks_ask(
         proxy.server.shutdown()
     assert proxy.requests == 32 * 3 * 2
     assert 1 < proxy.most_in_flight <= MAX_QUERIES_IN_FLIGHT, proxy.most_in_flight
+
+
+def test_the_environments_proxy_carries_queries_unless_no_proxy_names_the_host(
+    prometheus: PrometheusHandle,
+    scraped_marker: tuple[str, float],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """HTTP_PROXY and NO_PROXY are read once, when a provider is first used, and hold
+    for its every query (the environment is not looked up per request)."""
+    target, marker = scraped_marker
+    forward_proxy = CountingProxy("")
+    query = f'smoke_marker{{revision="{target}"}}'
+    try:
+        for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", forward_proxy.url)
+        proxied = provider(prometheus.url)
+        assert proxied.is_online()
+        assert proxied.query(query).value == marker
+        assert forward_proxy.requests == 2
+
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        direct = provider(prometheus.url)
+        assert direct.query(query).value == marker
+        assert forward_proxy.requests == 2
+
+        # Read once: the first provider keeps its proxy after the environment changed.
+        monkeypatch.delenv("HTTP_PROXY")
+        assert proxied.query(query).value == marker
+        assert forward_proxy.requests == 3
+    finally:
+        forward_proxy.server.shutdown()

@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from aiohttp import web
@@ -78,6 +78,23 @@ def _operator(memo: kopf.Memo) -> Operator:
     operator = memo.get("operator")
     assert isinstance(operator, Operator), "the start-up handler configures the operator"
     return operator
+
+
+class SpecDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's diff base, built without copying the status first.
+
+    kopf builds a diff base for every event: a deep copy of the whole body, from
+    which it then drops the status. A rollout's status (its history, checks and
+    gates) is most of the body, and its copy was 2% of the operator's CPU at a
+    hundred rollouts (py-spy). The essence is the same: the status never was in it
+    (no handler here asks for a status field as an extra field, which this would drop).
+    """
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        without_status = {key: value for key, value in body.items() if key != "status"}
+        return super().build(
+            body=kopf.Body(cast(kopf.RawBody, without_status)), extra_fields=extra_fields
+        )
 
 
 def _api_client(settings: OperatorSettings) -> client.ApiClient:
@@ -185,7 +202,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
         prefix=ANNOTATION_PREFIX
     )
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = SpecDiffBaseStorage(
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
     )
     # kopf logs every event handled at INFO: at hundreds of rollouts that is most of

@@ -558,7 +558,10 @@ class CachedKubeApi(KubeApi):
         if informer is not None and (
             informer.selector == "" or labels.get(MANAGED_BY_LABEL) == MANAGED_BY
         ):
-            informer.upsert(_thawed(_frozen(obj)))
+            # A copy, the caller keeping `obj`; without managedFields, which the cache
+            # drops anyway and which is often half of the object to copy.
+            metadata = {k: v for k, v in obj.get("metadata", {}).items() if k != "managedFields"}
+            informer.upsert(_thawed(_frozen({**obj, "metadata": metadata})))
 
     def create(self, resource: Resource, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         created = super().create(resource, namespace, body)
