@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client, config
@@ -57,10 +58,18 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 REAL_NODE_TIMEOUT_S = 2400
 
 
+# scripts/test.sh runs two pytest-xdist workers, each with its own cluster. vLLM servers
+# take about 4 GiB each and load on every core: their tests all go to one worker, one
+# after another (`--dist loadgroup`), never two workers' servers loading at once.
+VLLM_GROUP = pytest.mark.xdist_group("vllm")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("realnode") and not item.get_closest_marker("timeout"):
             item.add_marker(pytest.mark.timeout(REAL_NODE_TIMEOUT_S))
+        if item.get_closest_marker("vllm"):
+            item.add_marker(VLLM_GROUP)
 
 
 # Markers out of the default selection (pyproject's addopts): what they need, how to run them.
@@ -78,6 +87,21 @@ def pytest_deselected(items: list[pytest.Item]) -> None:
             if item.get_closest_marker(marker):
                 _deselected_by_marker[marker] = _deselected_by_marker.get(marker, 0) + 1
                 break
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A pytest-xdist worker hands its counts to the controller, which prints the summary."""
+    worker_output = getattr(session.config, "workeroutput", None)
+    if worker_output is not None:
+        worker_output["deselected_by_marker"] = dict(_deselected_by_marker)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """Every worker collects the whole selection: its counts are the session's."""
+    counts = getattr(node, "workeroutput", {}).get("deselected_by_marker", {})
+    for marker, count in counts.items():
+        _deselected_by_marker[marker] = max(_deselected_by_marker.get(marker, 0), count)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

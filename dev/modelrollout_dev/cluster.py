@@ -9,12 +9,15 @@ processes in their place.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -154,6 +157,21 @@ class ClusterState:
 
 def cluster_dir(name: str) -> Path:
     return state_root() / "clusters" / name
+
+
+@contextlib.contextmanager
+def _creation_lock() -> Iterator[None]:
+    """One cluster created at a time on this machine, until its components listen.
+
+    kwokctl picks its components' ports by trying them from 32767 down: two
+    clusters created at once (two test workers starting) picked the same ports,
+    and one's API server and etcd failed to bind.
+    """
+    root = state_root() / "clusters"
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / ".create.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _state_file(name: str) -> Path:
@@ -378,44 +396,45 @@ def up(
         policy = directory / "audit-policy.yaml"
         policy.write_text(yaml.safe_dump(audit_policy(audit_users)))
         audit_args = ["--kube-audit-policy", str(policy)]
-    _kwokctl(
-        name,
-        [
-            "-c",
-            str(kwok_config),
-            "create",
-            "cluster",
-            "--runtime",
-            "binary",
-            "--kube-apiserver-binary",
-            str(binaries.kube_apiserver),
-            "--kube-controller-manager-binary",
-            str(binaries.kube_controller_manager),
-            "--kube-scheduler-binary",
-            str(binaries.kube_scheduler),
-            "--etcd-binary",
-            str(binaries.etcd),
-            "--kwok-controller-binary",
-            str(binaries.kwok),
-            "--kubeconfig",
-            str(kubeconfig),
-            # A /16 for Services: kwok's default leaves room for about 250, and a
-            # rollout with the gatewayAPI router has one per revision.
-            "--extra-args",
-            f"kube-apiserver=service-cluster-ip-range={SERVICE_CIDR}",
-            "--extra-args",
-            f"kube-controller-manager=service-cluster-ip-range={SERVICE_CIDR}",
-            # The controllers' default client limit (20 requests/s) made Deployments,
-            # ReplicaSets and EndpointSlices of a hundred rollouts lag tens of seconds.
-            "--extra-args",
-            "kube-controller-manager=kube-api-qps=300",
-            "--extra-args",
-            "kube-controller-manager=kube-api-burst=600",
-            *audit_args,
-            "--wait",
-            "2m",
-        ],
-    )
+    with _creation_lock():
+        _kwokctl(
+            name,
+            [
+                "-c",
+                str(kwok_config),
+                "create",
+                "cluster",
+                "--runtime",
+                "binary",
+                "--kube-apiserver-binary",
+                str(binaries.kube_apiserver),
+                "--kube-controller-manager-binary",
+                str(binaries.kube_controller_manager),
+                "--kube-scheduler-binary",
+                str(binaries.kube_scheduler),
+                "--etcd-binary",
+                str(binaries.etcd),
+                "--kwok-controller-binary",
+                str(binaries.kwok),
+                "--kubeconfig",
+                str(kubeconfig),
+                # A /16 for Services: kwok's default leaves room for about 250, and a
+                # rollout with the gatewayAPI router has one per revision.
+                "--extra-args",
+                f"kube-apiserver=service-cluster-ip-range={SERVICE_CIDR}",
+                "--extra-args",
+                f"kube-controller-manager=service-cluster-ip-range={SERVICE_CIDR}",
+                # The controllers' default client limit (20 requests/s) made Deployments,
+                # ReplicaSets and EndpointSlices of a hundred rollouts lag tens of seconds.
+                "--extra-args",
+                "kube-controller-manager=kube-api-qps=300",
+                "--extra-args",
+                "kube-controller-manager=kube-api-burst=600",
+                *audit_args,
+                "--wait",
+                "2m",
+            ],
+        )
     _log(f"control plane up in {time.monotonic() - started:.1f}s")
     try:
         pod_network = podnetwork.create(name)
