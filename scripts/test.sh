@@ -10,6 +10,7 @@ bash scripts/bootstrap.sh
 .venv/bin/mypy
 # pytest exits 5 when it collected no test: that is a failure here too.
 # Two workers (pytest-xdist), each with a cluster of its own: the e2e tests mostly wait
-# on model loads and timers, so two at once take about half the time on two cores.
-# `-n 0` (or any later -n) in the arguments overrides it.
-exec .venv/bin/python -m pytest -n 2 --dist loadgroup "$@"
+# on model loads and timers, so two at once take less wall time on two cores. A file's
+# tests stay on one worker, in order (`loadfile`): its module fixtures (a vLLM server)
+# start once. `-n 0` (or any later -n) in the arguments overrides it.
+exec .venv/bin/python -m pytest -n 2 --dist loadfile "$@"

@@ -58,18 +58,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 REAL_NODE_TIMEOUT_S = 2400
 
 
-# scripts/test.sh runs two pytest-xdist workers, each with its own cluster. vLLM servers
-# take about 4 GiB each and load on every core: their tests all go to one worker, one
-# after another (`--dist loadgroup`), never two workers' servers loading at once.
-VLLM_GROUP = pytest.mark.xdist_group("vllm")
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("realnode") and not item.get_closest_marker("timeout"):
             item.add_marker(pytest.mark.timeout(REAL_NODE_TIMEOUT_S))
-        if item.get_closest_marker("vllm"):
-            item.add_marker(VLLM_GROUP)
 
 
 # Markers out of the default selection (pyproject's addopts): what they need, how to run them.

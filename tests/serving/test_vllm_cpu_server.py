@@ -9,6 +9,7 @@ A machine without the environment fails here on purpose: it is part of set-up.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -86,8 +87,14 @@ def launch(
 ) -> VllmServer:
     """Run `command` (a vLLM server on `port`); return once `ready_path` answers 200."""
     with log_path.open("w") as log:
+        # A session of its own: its engine process is killed with it (stop).
         process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=env, text=True
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            text=True,
+            start_new_session=True,
         )
     server = VllmServer(process, f"http://127.0.0.1:{port}", log_path)
     deadline = time.monotonic() + HEALTHY_WITHIN_S
@@ -105,9 +112,11 @@ def launch(
 
 
 def stop(server: VllmServer) -> None:
-    if server.process.poll() is None:
-        server.process.kill()
-        server.process.wait(30)
+    """The server and its engine process: killing the API server alone left the engine
+    running, orphaned."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.process.pid, signal.SIGKILL)
+    server.process.wait(30)
 
 
 @pytest.fixture(scope="module")
